@@ -1,0 +1,112 @@
+//! `wasmcni-host`: the privileged node daemon behind the `wasmcni` CNI shim.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use wasmcni::config::ClusterConfig;
+use wasmcni::datapath::netlink::NetlinkDatapath;
+use wasmcni::server;
+
+#[derive(Parser)]
+#[command(
+    name = "wasmcni-host",
+    version,
+    about = "wasmcni node daemon: IP pool, datastore and pod data path"
+)]
+struct Cli {
+    /// Cluster configuration (TOML). Without it the embedded default (policies/default.toml) is used.
+    #[arg(long, global = true, env = "WASMCNI_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Recover the datastore, reconcile the node and serve the CNI shim until SIGTERM/SIGINT.
+    Run,
+    /// Validate the cluster configuration and print it as the daemon understood it.
+    CheckConfig,
+}
+
+fn load(config: Option<&PathBuf>) -> Result<ClusterConfig, wasmcni::config::ConfigError> {
+    match config {
+        Some(path) => ClusterConfig::load(path),
+        None => ClusterConfig::embedded_default(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_env("WASMCNI_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let config = match load(cli.config.as_ref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("wasmcni-host: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Commands::CheckConfig => {
+            println!("{config:#?}");
+            ExitCode::SUCCESS
+        }
+        Commands::Run => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("wasmcni-host: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "wasmcni-host stopped");
+                    eprintln!("wasmcni-host: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(config: ClusterConfig) -> Result<(), Box<dyn std::error::Error>> {
+    let socket = config.daemon.socket.clone();
+    // Bind first: it refuses to run beside another daemon before the datastore is touched, and
+    // shims that connect during recovery wait in the backlog instead of spooling their DELs.
+    let listener = server::bind(&socket)?;
+    let datapath = NetlinkDatapath::connect()?;
+    let (handler, _report) = server::start(config, datapath).await?;
+    tracing::info!(socket = %socket.display(), "ready");
+    let shutdown = async {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch SIGTERM; stop with SIGINT");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    server::serve(handler, listener, shutdown).await;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}

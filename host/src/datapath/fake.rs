@@ -1,0 +1,171 @@
+//! A recording, in-memory [`Datapath`] for unit tests of the daemon's logic without root.
+//!
+//! It keeps the state a real node would have (veths and rules) so recovery and CHECK can be
+//! exercised, records every call in order, and can be told to fail the next setup.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+use super::{Created, Datapath, DatapathError, HostSide, NodeState, PodAttachment};
+
+/// One call the fake received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `prepare_node`.
+    PrepareNode,
+    /// `setup_pod` for this host veth.
+    Setup(String),
+    /// `check_pod` for this host veth.
+    Check(String),
+    /// `teardown_pod` for this host veth.
+    Teardown(String),
+    /// `remove_veth` for this name.
+    RemoveVeth(String),
+    /// `remove_rules` for this address.
+    RemoveRules(Ipv4Addr),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    calls: Vec<Call>,
+    veths: BTreeMap<String, Ipv4Addr>,
+    rules: Vec<(Ipv4Addr, Option<u32>)>,
+    fail_next_setup: Option<String>,
+}
+
+/// The recording fake.
+#[derive(Debug, Default)]
+pub struct FakeDatapath {
+    state: Mutex<State>,
+}
+
+impl FakeDatapath {
+    /// An empty node.
+    pub fn new() -> FakeDatapath {
+        FakeDatapath::default()
+    }
+
+    /// Makes the next `setup_pod` fail with `message` (after "creating" nothing).
+    pub fn fail_next_setup(&self, message: &str) {
+        self.lock().fail_next_setup = Some(message.to_owned());
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// Host veths present now, with the pod address each routes to.
+    pub fn veths(&self) -> BTreeMap<String, Ipv4Addr> {
+        self.lock().veths.clone()
+    }
+
+    /// Simulates the pod's namespace being deleted: its veth disappears, rules stay.
+    pub fn remove_veth(&self, name: &str) {
+        self.lock().veths.remove(name);
+    }
+
+    /// Simulates a leftover from a crashed ADD: a veth and rule the datastore may not know.
+    pub fn add_orphan(&self, name: &str, ip: Ipv4Addr) {
+        let mut state = self.lock();
+        state.veths.insert(name.to_owned(), ip);
+        state.rules.push((ip, None));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Datapath for FakeDatapath {
+    async fn prepare_node(&self) -> Result<(), DatapathError> {
+        self.lock().calls.push(Call::PrepareNode);
+        Ok(())
+    }
+
+    async fn setup_pod(&self, a: &PodAttachment) -> Result<Created, DatapathError> {
+        let mut state = self.lock();
+        state.calls.push(Call::Setup(a.host.host_veth.clone()));
+        if let Some(message) = state.fail_next_setup.take() {
+            return Err(DatapathError::Netlink {
+                operation: format!("create veth {}", a.host.host_veth),
+                message,
+            });
+        }
+        if state.veths.contains_key(&a.host.host_veth) {
+            return Err(DatapathError::Exists {
+                name: a.host.host_veth.clone(),
+                place: "the host namespace".into(),
+            });
+        }
+        state.veths.insert(a.host.host_veth.clone(), a.host.ip);
+        state.rules.push((a.host.ip, a.host.route_table));
+        Ok(Created {
+            host_mac: [2, 0, 0, 0, 0, 1],
+            pod_mac: [2, 0, 0, 0, 0, 2],
+        })
+    }
+
+    async fn check_pod(&self, a: &PodAttachment) -> Result<(), DatapathError> {
+        let mut state = self.lock();
+        state.calls.push(Call::Check(a.host.host_veth.clone()));
+        let mut missing = Vec::new();
+        if state.veths.get(&a.host.host_veth) != Some(&a.host.ip) {
+            missing.push(format!("host veth {} is missing", a.host.host_veth));
+        }
+        if !state.rules.iter().any(|(ip, _)| *ip == a.host.ip) {
+            missing.push(format!(
+                "rule to {} lookup main priority 512 is missing",
+                a.host.ip
+            ));
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(DatapathError::CheckFailed { missing })
+        }
+    }
+
+    async fn teardown_pod(&self, host: &HostSide) -> Result<(), DatapathError> {
+        let mut state = self.lock();
+        state.calls.push(Call::Teardown(host.host_veth.clone()));
+        state.veths.remove(&host.host_veth);
+        state.rules.retain(|(ip, _)| *ip != host.ip);
+        Ok(())
+    }
+
+    async fn remove_veth(&self, name: &str) -> Result<(), DatapathError> {
+        let mut state = self.lock();
+        state.calls.push(Call::RemoveVeth(name.to_owned()));
+        state.veths.remove(name);
+        Ok(())
+    }
+
+    async fn remove_rules(&self, host: &HostSide) -> Result<(), DatapathError> {
+        let mut state = self.lock();
+        state.calls.push(Call::RemoveRules(host.ip));
+        state.rules.retain(|(ip, _)| *ip != host.ip);
+        Ok(())
+    }
+
+    async fn node_state(&self, veth_prefix: &str) -> Result<NodeState, DatapathError> {
+        let state = self.lock();
+        Ok(NodeState {
+            veths: state
+                .veths
+                .keys()
+                .filter(|v| v.starts_with(veth_prefix))
+                .cloned()
+                .collect(),
+            to_pod_rules: state.rules.iter().map(|(ip, _)| *ip).collect(),
+            from_pod_rules: state
+                .rules
+                .iter()
+                .filter_map(|(ip, t)| t.map(|t| (*ip, t)))
+                .collect(),
+        })
+    }
+}

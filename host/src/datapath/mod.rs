@@ -1,0 +1,230 @@
+//! The pod data path, AWS VPC CNI compatible: what ADD builds, CHECK verifies and DEL removes.
+//!
+//! Pod side: `eth0` (or the requested name) with the pod address as a /32, a link route to
+//! 169.254.1.1 and a default route through it, and a permanent neighbour entry for
+//! 169.254.1.1 pointing at the host veth's MAC (so the pod never ARPs for its gateway). Host
+//! side: a veth named prefix + 11 hex of sha1("namespace.name"), a /32 route to the pod through
+//! it, the rule `to <pod> lookup main` at priority 512 and, for addresses owned by a secondary
+//! ENI, `from <pod> lookup <table>` at priority 1536.
+//!
+//! Everything the kernel does goes through the [`Datapath`] trait: [`netlink::NetlinkDatapath`]
+//! is the real one (rtnetlink, tested as root in throwaway namespaces) and [`fake::FakeDatapath`]
+//! records calls so the daemon's logic is unit-tested without root.
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+
+pub mod fake;
+pub mod netlink;
+pub mod netns;
+
+/// The pod's gateway: a link-local address answered by the permanent neighbour entry.
+pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// Priority of the host rule `to <pod> lookup main` (VPC CNI's `ToContainer`).
+pub const TO_POD_RULE_PRIORITY: u32 = 512;
+/// Priority of the host rule `from <pod> lookup <eni table>` (VPC CNI's `FromPod`).
+pub const FROM_POD_RULE_PRIORITY: u32 = 1536;
+/// The kernel's main routing table.
+pub const MAIN_TABLE: u32 = 254;
+
+/// Name of the host-side veth for a pod, as AWS VPC CNI derives it: `prefix` followed by the
+/// first 11 hex digits of sha1("namespace.name"). Outside Kubernetes (no pod name in
+/// `CNI_ARGS`, e.g. `ctr run --cni`) the container id stands in for the pod. An interface other
+/// than `eth0` appends `.<ifname>` so a multi-homed pod gets one veth per interface.
+pub fn host_veth_name(
+    prefix: &str,
+    pod: Option<(&str, &str)>,
+    container_id: &str,
+    ifname: &str,
+) -> String {
+    let mut identity = match pod {
+        Some((namespace, name)) => format!("{namespace}.{name}"),
+        None => container_id.to_owned(),
+    };
+    if ifname != "eth0" {
+        identity.push('.');
+        identity.push_str(ifname);
+    }
+    let digest = sha1_smol::Sha1::from(identity.as_bytes())
+        .digest()
+        .to_string();
+    format!("{prefix}{}", &digest[..11])
+}
+
+/// The host side of one attachment: enough to undo it without the pod's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSide {
+    /// Host veth name.
+    pub host_veth: String,
+    /// The pod's address.
+    pub ip: Ipv4Addr,
+    /// Routing table for traffic from the pod (`None` = main, no from-pod rule).
+    pub route_table: Option<u32>,
+}
+
+/// Everything ADD builds for one attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodAttachment {
+    /// The host side.
+    pub host: HostSide,
+    /// Path of the pod's network namespace (`CNI_NETNS`).
+    pub netns: String,
+    /// Interface name inside the pod (`CNI_IFNAME`).
+    pub pod_ifname: String,
+    /// MTU of both veth ends.
+    pub mtu: u32,
+}
+
+/// What ADD created, for the CNI result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Created {
+    /// MAC of the host veth (the pod's gateway MAC).
+    pub host_mac: [u8; 6],
+    /// MAC of the pod interface.
+    pub pod_mac: [u8; 6],
+}
+
+/// The wasmcni-owned state found on the node, for recovery.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeState {
+    /// Veths whose name starts with the configured prefix.
+    pub veths: Vec<String>,
+    /// Destinations of `to <ip>/32 lookup main` rules at priority 512.
+    pub to_pod_rules: Vec<Ipv4Addr>,
+    /// Sources and tables of `from <ip>/32 lookup <table>` rules at priority 1536.
+    pub from_pod_rules: Vec<(Ipv4Addr, u32)>,
+}
+
+/// A data path failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// The pod's network namespace could not be opened or entered.
+    #[error("cannot use network namespace {path}: {reason}")]
+    Netns {
+        /// The `CNI_NETNS` path.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The interface to create already exists.
+    #[error("interface {name} already exists in {place}; a second ADD without DEL?")]
+    Exists {
+        /// Interface name.
+        name: String,
+        /// "the pod namespace" or "the host namespace".
+        place: String,
+    },
+    /// A netlink request failed.
+    #[error("netlink: {operation}: {message}")]
+    Netlink {
+        /// What was being done, with its arguments.
+        operation: String,
+        /// The kernel's answer.
+        message: String,
+    },
+    /// CHECK found parts of the attachment missing or wrong.
+    #[error("{}", .missing.join("; "))]
+    CheckFailed {
+        /// One entry per missing or wrong item, each naming it.
+        missing: Vec<String>,
+    },
+    /// A file under /proc/sys could not be written.
+    #[error("cannot write {path}: {reason}")]
+    Sysctl {
+        /// The sysctl file.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// The kernel side of the data path.
+pub trait Datapath: Send + Sync + 'static {
+    /// One-time node setup (IPv4 forwarding).
+    fn prepare_node(&self) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Builds the attachment. On error, whatever was created is removed before returning.
+    fn setup_pod(
+        &self,
+        attachment: &PodAttachment,
+    ) -> impl Future<Output = Result<Created, DatapathError>> + Send;
+    /// Verifies every part ADD built, reporting all that is missing in one error.
+    fn check_pod(
+        &self,
+        attachment: &PodAttachment,
+    ) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Removes the host side (which takes the pod side with it). Missing parts are not errors.
+    fn teardown_pod(
+        &self,
+        host: &HostSide,
+    ) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Removes a host veth by name (and with it the pod end); a missing veth is not an error.
+    fn remove_veth(&self, name: &str) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Removes only the rules of `host` (for stale rules whose veth is already gone).
+    fn remove_rules(
+        &self,
+        host: &HostSide,
+    ) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// What wasmcni-owned state exists on the node.
+    fn node_state(
+        &self,
+        veth_prefix: &str,
+    ) -> impl Future<Output = Result<NodeState, DatapathError>> + Send;
+}
+
+/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A random locally administered unicast MAC.
+pub fn random_mac() -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    // getrandom only fails when the kernel has no entropy source at all; fall back to the clock
+    // rather than refusing to create an interface.
+    if getrandom::fill(&mut mac).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        mac.copy_from_slice(&nanos.to_le_bytes()[..6]);
+    }
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_names_match_vpc_cni() {
+        // sha1("default.nginx") = 9d7f8a6d8cd4...; VPC CNI names this pod's veth eni9d7f8a6d8cd.
+        let expected = format!(
+            "eni{}",
+            &sha1_smol::Sha1::from("default.nginx").digest().to_string()[..11]
+        );
+        assert_eq!(
+            host_veth_name("eni", Some(("default", "nginx")), "cid", "eth0"),
+            expected
+        );
+        assert_eq!(expected.len(), 14);
+        assert_ne!(
+            host_veth_name("eni", Some(("default", "nginx")), "cid", "net1"),
+            expected
+        );
+        let by_container = host_veth_name("wc", None, "abc123", "eth0");
+        assert!(by_container.starts_with("wc") && by_container.len() == 13);
+    }
+
+    #[test]
+    fn random_macs_are_local_unicast() {
+        for _ in 0..100 {
+            let mac = random_mac();
+            assert_eq!(mac[0] & 0x03, 0x02, "{}", format_mac(&mac));
+        }
+        assert_eq!(format_mac(&[2, 0xab, 0, 1, 2, 0xff]), "02:ab:00:01:02:ff");
+    }
+}

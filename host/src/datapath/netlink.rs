@@ -1,0 +1,606 @@
+//! The real data path: rtnetlink requests in the node's and the pod's network namespaces.
+//!
+//! The host handle is opened once in the daemon's namespace (the node's). A pod handle is
+//! opened per request through [`super::netns::handle_in`], so no runtime thread ever changes
+//! namespace. The veth is created from the host side with its peer placed straight into the
+//! pod namespace (`IFLA_NET_NS_FD`), which registers the host end once and needs no thread
+//! switching at all.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+};
+use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
+use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::{Handle, IpVersion, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use super::{
+    format_mac, netns, random_mac, Created, Datapath, DatapathError, HostSide, NodeState,
+    PodAttachment, FROM_POD_RULE_PRIORITY, MAIN_TABLE, POD_GATEWAY, TO_POD_RULE_PRIORITY,
+};
+
+const EEXIST: i32 = 17;
+const ENOENT: i32 = 2;
+const ENODEV: i32 = 19;
+const ESRCH: i32 = 3;
+
+/// The data path over rtnetlink.
+#[derive(Clone)]
+pub struct NetlinkDatapath {
+    host: Handle,
+}
+
+impl NetlinkDatapath {
+    /// Opens a netlink connection in the current (node) namespace. Call on a tokio runtime.
+    pub fn connect() -> Result<NetlinkDatapath, DatapathError> {
+        let (connection, host, _) =
+            rtnetlink::new_connection().map_err(|e| DatapathError::Netlink {
+                operation: "open a route socket in the node namespace".into(),
+                message: e.to_string(),
+            })?;
+        tokio::spawn(connection);
+        Ok(NetlinkDatapath { host })
+    }
+
+    async fn build_pod(
+        &self,
+        a: &PodAttachment,
+        pod: &Handle,
+        host_mac: [u8; 6],
+    ) -> Result<(), DatapathError> {
+        let veth = &a.host.host_veth;
+        let ip = a.host.ip;
+        let pod_index = link_index(pod, &a.pod_ifname).await?.ok_or_else(|| {
+            netlink_failure(
+                format!("find {} in the pod namespace", a.pod_ifname),
+                "not found",
+            )
+        })?;
+        let host_index = link_index(&self.host, veth)
+            .await?
+            .ok_or_else(|| netlink_failure(format!("find host veth {veth}"), "not found"))?;
+
+        // The peer cannot be created up: veth_open refuses (ENOTCONN) until the pair is linked.
+        pod.link()
+            .set(LinkUnspec::new_with_index(pod_index).up().build())
+            .execute()
+            .await
+            .map_err(nl(format!("set {} up in the pod", a.pod_ifname)))?;
+        pod.address()
+            .add(pod_index, IpAddr::V4(ip), 32)
+            .execute()
+            .await
+            .map_err(nl(format!("add {ip}/32 to {} in the pod", a.pod_ifname)))?;
+        let gateway_route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(POD_GATEWAY, 32)
+            .output_interface(pod_index)
+            .scope(RouteScope::Link)
+            .build();
+        pod.route()
+            .add(gateway_route)
+            .execute()
+            .await
+            .map_err(nl(format!(
+                "add route {POD_GATEWAY}/32 dev {} in the pod",
+                a.pod_ifname
+            )))?;
+        let default_route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(POD_GATEWAY)
+            .output_interface(pod_index)
+            .build();
+        pod.route()
+            .add(default_route)
+            .execute()
+            .await
+            .map_err(nl(format!(
+                "add default route via {POD_GATEWAY} in the pod"
+            )))?;
+        pod.neighbours()
+            .add(pod_index, IpAddr::V4(POD_GATEWAY))
+            .link_layer_address(&host_mac)
+            .state(NeighbourState::Permanent)
+            .execute()
+            .await
+            .map_err(nl(format!(
+                "add permanent neighbour {POD_GATEWAY} lladdr {}",
+                format_mac(&host_mac)
+            )))?;
+
+        let host_route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(ip, 32)
+            .output_interface(host_index)
+            .scope(RouteScope::Link)
+            .build();
+        self.host
+            .route()
+            .add(host_route)
+            .execute()
+            .await
+            .map_err(nl(format!("add host route {ip}/32 dev {veth}")))?;
+        self.host
+            .rule()
+            .add()
+            .v4()
+            .destination_prefix(ip, 32)
+            .table_id(MAIN_TABLE)
+            .priority(TO_POD_RULE_PRIORITY)
+            .action(RuleAction::ToTable)
+            .execute()
+            .await
+            .map_err(nl(format!(
+                "add rule to {ip} lookup main prio {TO_POD_RULE_PRIORITY}"
+            )))?;
+        if let Some(table) = a.host.route_table {
+            self.host
+                .rule()
+                .add()
+                .v4()
+                .source_prefix(ip, 32)
+                .table_id(table)
+                .priority(FROM_POD_RULE_PRIORITY)
+                .action(RuleAction::ToTable)
+                .execute()
+                .await
+                .map_err(nl(format!(
+                    "add rule from {ip} lookup {table} prio {FROM_POD_RULE_PRIORITY}"
+                )))?;
+        }
+        Ok(())
+    }
+
+    async fn delete_rule(&self, message: RuleMessage) -> Result<(), DatapathError> {
+        // Stale duplicates are possible after a crash; remove until the kernel has none left.
+        for _ in 0..8 {
+            match self.host.rule().del(message.clone()).execute().await {
+                Ok(()) => continue,
+                Err(e) if matches!(errno(&e), Some(ENOENT | ESRCH)) => return Ok(()),
+                Err(e) => return Err(nl(format!("delete rule {}", describe_rule(&message)))(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Datapath for NetlinkDatapath {
+    async fn prepare_node(&self) -> Result<(), DatapathError> {
+        let path = "/proc/sys/net/ipv4/ip_forward";
+        std::fs::write(path, b"1").map_err(|e| DatapathError::Sysctl {
+            path: path.into(),
+            reason: e.to_string(),
+        })
+    }
+
+    async fn setup_pod(&self, a: &PodAttachment) -> Result<Created, DatapathError> {
+        let ns = netns::open(&a.netns)?;
+        let pod = netns::handle_in(&ns, &a.netns)?;
+        let veth = &a.host.host_veth;
+        // VPC CNI removes a stale host veth of the same name (a pod recreated under the same
+        // name); the daemon has already released any allocation that owned it.
+        if let Some(index) = link_index(&self.host, veth).await? {
+            self.host
+                .link()
+                .del(index)
+                .execute()
+                .await
+                .map_err(nl(format!("delete stale host veth {veth}")))?;
+        }
+        let host_mac = random_mac();
+        let pod_mac = random_mac();
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(a.pod_ifname.clone())
+            .address(pod_mac.to_vec())
+            .mtu(a.mtu)
+            .setns_by_fd(ns.as_raw_fd())
+            .build();
+        let veth_pair = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(veth.clone())
+            .address(host_mac.to_vec())
+            .mtu(a.mtu)
+            .up()
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build();
+        match self.host.link().add(veth_pair).execute().await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(EEXIST) => {
+                return Err(DatapathError::Exists {
+                    name: a.pod_ifname.clone(),
+                    place: format!("the pod namespace {}", a.netns),
+                })
+            }
+            Err(e) => {
+                return Err(nl(format!(
+                    "create veth {veth} <-> {} in {}",
+                    a.pod_ifname, a.netns
+                ))(e))
+            }
+        }
+        if let Err(e) = self.build_pod(a, &pod, host_mac).await {
+            // Undo what exists so a failed ADD leaves nothing behind.
+            if let Err(cleanup) = self.teardown_pod(&a.host).await {
+                tracing::warn!(error = %cleanup, veth = %veth, "cleanup after a failed ADD failed");
+            }
+            return Err(e);
+        }
+        Ok(Created { host_mac, pod_mac })
+    }
+
+    async fn check_pod(&self, a: &PodAttachment) -> Result<(), DatapathError> {
+        let mut missing = Vec::new();
+        let veth = &a.host.host_veth;
+        let ip = a.host.ip;
+        let host_link = link_by_name(&self.host, veth).await?;
+        let host_mac = host_link.as_ref().and_then(link_mac);
+        match &host_link {
+            None => missing.push(format!("host veth {veth} is missing")),
+            Some(link) => {
+                let routes = routes_v4(&self.host).await?;
+                if !routes.iter().any(|r| {
+                    route_dst(r) == Some((ip, 32)) && route_oif(r) == Some(link.header.index)
+                }) {
+                    missing.push(format!("host route {ip}/32 dev {veth} is missing"));
+                }
+            }
+        }
+        let rules = rules_v4(&self.host).await?;
+        if !rules.iter().any(|r| {
+            rule_priority(r) == Some(TO_POD_RULE_PRIORITY)
+                && rule_dst(r) == Some(ip)
+                && rule_table(r) == MAIN_TABLE
+        }) {
+            missing.push(format!(
+                "rule to {ip} lookup main priority {TO_POD_RULE_PRIORITY} is missing"
+            ));
+        }
+        if let Some(table) = a.host.route_table {
+            if !rules.iter().any(|r| {
+                rule_priority(r) == Some(FROM_POD_RULE_PRIORITY)
+                    && rule_src(r) == Some(ip)
+                    && rule_table(r) == table
+            }) {
+                missing.push(format!(
+                    "rule from {ip} lookup {table} priority {FROM_POD_RULE_PRIORITY} is missing"
+                ));
+            }
+        }
+        match netns::open(&a.netns).and_then(|ns| netns::handle_in(&ns, &a.netns)) {
+            Err(e) => missing.push(e.to_string()),
+            Ok(pod) => check_pod_side(&pod, a, host_mac, &mut missing).await?,
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(DatapathError::CheckFailed { missing })
+        }
+    }
+
+    async fn teardown_pod(&self, host: &HostSide) -> Result<(), DatapathError> {
+        self.remove_rules(host).await?;
+        self.remove_veth(&host.host_veth).await
+    }
+
+    async fn remove_veth(&self, name: &str) -> Result<(), DatapathError> {
+        let by_name = LinkUnspec::new_with_name(name).build();
+        match self.host.link().del_with_message(by_name).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(errno(&e), Some(ENODEV | ENOENT)) => Ok(()),
+            Err(e) => Err(nl(format!("delete host veth {name}"))(e)),
+        }
+    }
+
+    async fn remove_rules(&self, host: &HostSide) -> Result<(), DatapathError> {
+        self.delete_rule(rule_message(
+            host.ip,
+            true,
+            MAIN_TABLE,
+            TO_POD_RULE_PRIORITY,
+        ))
+        .await?;
+        if let Some(table) = host.route_table {
+            self.delete_rule(rule_message(host.ip, false, table, FROM_POD_RULE_PRIORITY))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn node_state(&self, veth_prefix: &str) -> Result<NodeState, DatapathError> {
+        let links: Vec<LinkMessage> = self
+            .host
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list links".to_owned()))?;
+        let veths = links
+            .iter()
+            .filter(|l| is_veth(l))
+            .filter_map(link_name)
+            .filter(|name| name.starts_with(veth_prefix))
+            .collect();
+        let mut state = NodeState {
+            veths,
+            ..NodeState::default()
+        };
+        for rule in rules_v4(&self.host).await? {
+            match rule_priority(&rule) {
+                Some(TO_POD_RULE_PRIORITY) if rule.header.dst_len == 32 => {
+                    if let Some(ip) = rule_dst(&rule) {
+                        state.to_pod_rules.push(ip);
+                    }
+                }
+                Some(FROM_POD_RULE_PRIORITY) if rule.header.src_len == 32 => {
+                    if let Some(ip) = rule_src(&rule) {
+                        state.from_pod_rules.push((ip, rule_table(&rule)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(state)
+    }
+}
+
+async fn check_pod_side(
+    pod: &Handle,
+    a: &PodAttachment,
+    host_mac: Option<[u8; 6]>,
+    missing: &mut Vec<String>,
+) -> Result<(), DatapathError> {
+    let ifname = &a.pod_ifname;
+    let ip = a.host.ip;
+    let Some(index) = link_index(pod, ifname).await? else {
+        missing.push(format!(
+            "{ifname} is missing in the pod namespace {}",
+            a.netns
+        ));
+        return Ok(());
+    };
+    let addresses: Vec<_> = pod
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl(format!("list addresses of {ifname} in the pod")))?;
+    let has_address = addresses.iter().any(|m| {
+        m.header.prefix_len == 32
+            && m.attributes
+                .iter()
+                .any(|attr| matches!(attr, AddressAttribute::Address(IpAddr::V4(a)) if *a == ip))
+    });
+    if !has_address {
+        missing.push(format!("address {ip}/32 on {ifname} in the pod is missing"));
+    }
+    let routes = routes_v4(pod).await?;
+    let has_default = routes.iter().any(|r| {
+        route_dst(r).is_none_or(|(_, len)| len == 0)
+            && r.header.destination_prefix_length == 0
+            && route_gateway(r) == Some(POD_GATEWAY)
+            && route_oif(r) == Some(index)
+    });
+    if !has_default {
+        missing.push(format!(
+            "default route via {POD_GATEWAY} dev {ifname} in the pod is missing"
+        ));
+    }
+    let neighbours: Vec<_> = pod
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Inet)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list neighbours in the pod".to_owned()))?;
+    let gateway = neighbours.iter().find(|n| {
+        n.header.ifindex == index
+            && n.attributes
+                .iter()
+                .any(|attr| matches!(attr, NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) if *d == POD_GATEWAY))
+    });
+    match gateway {
+        None => missing.push(format!(
+            "permanent neighbour {POD_GATEWAY} on {ifname} in the pod is missing"
+        )),
+        Some(n) => {
+            let lladdr = n.attributes.iter().find_map(|attr| match attr {
+                NeighbourAttribute::LinkLayerAddress(mac) => Some(mac.clone()),
+                _ => None,
+            });
+            if n.header.state != NeighbourState::Permanent {
+                missing.push(format!(
+                    "neighbour {POD_GATEWAY} on {ifname} is {:?}, not permanent",
+                    n.header.state
+                ));
+            }
+            if let (Some(expected), Some(found)) = (host_mac, lladdr) {
+                if found != expected {
+                    missing.push(format!(
+                        "neighbour {POD_GATEWAY} points at {}, but the host veth's MAC is {}",
+                        format_mac(&found),
+                        format_mac(&expected)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rule_message(ip: Ipv4Addr, to_pod: bool, table: u32, priority: u32) -> RuleMessage {
+    let mut message = RuleMessage::default();
+    message.header.family = AddressFamily::Inet;
+    message.header.action = RuleAction::ToTable;
+    if to_pod {
+        message.header.dst_len = 32;
+        message
+            .attributes
+            .push(RuleAttribute::Destination(IpAddr::V4(ip)));
+    } else {
+        message.header.src_len = 32;
+        message
+            .attributes
+            .push(RuleAttribute::Source(IpAddr::V4(ip)));
+    }
+    if table > 255 {
+        message.attributes.push(RuleAttribute::Table(table));
+    } else {
+        message.header.table = table as u8;
+    }
+    message.attributes.push(RuleAttribute::Priority(priority));
+    message
+}
+
+fn describe_rule(message: &RuleMessage) -> String {
+    let direction = match (rule_dst(message), rule_src(message)) {
+        (Some(ip), _) => format!("to {ip}"),
+        (_, Some(ip)) => format!("from {ip}"),
+        _ => "all".to_owned(),
+    };
+    format!(
+        "{direction} lookup {} prio {}",
+        rule_table(message),
+        rule_priority(message).unwrap_or_default()
+    )
+}
+
+async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, DatapathError> {
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    match links.try_next().await {
+        Ok(link) => Ok(link),
+        Err(e) if matches!(errno(&e), Some(ENODEV | ENOENT)) => Ok(None),
+        Err(e) => Err(nl(format!("look up link {name}"))(e)),
+    }
+}
+
+async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, DatapathError> {
+    Ok(link_by_name(handle, name).await?.map(|l| l.header.index))
+}
+
+async fn routes_v4(handle: &Handle) -> Result<Vec<RouteMessage>, DatapathError> {
+    handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list IPv4 routes".to_owned()))
+}
+
+async fn rules_v4(handle: &Handle) -> Result<Vec<RuleMessage>, DatapathError> {
+    handle
+        .rule()
+        .get(IpVersion::V4)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list IPv4 rules".to_owned()))
+}
+
+fn link_name(link: &LinkMessage) -> Option<String> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(name) => Some(name.clone()),
+        _ => None,
+    })
+}
+
+fn link_mac(link: &LinkMessage) -> Option<[u8; 6]> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(mac) => <[u8; 6]>::try_from(mac.as_slice()).ok(),
+        _ => None,
+    })
+}
+
+fn is_veth(link: &LinkMessage) -> bool {
+    link.attributes.iter().any(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos
+            .iter()
+            .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))),
+        _ => false,
+    })
+}
+
+fn route_dst(route: &RouteMessage) -> Option<(Ipv4Addr, u8)> {
+    route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
+            Some((*ip, route.header.destination_prefix_length))
+        }
+        _ => None,
+    })
+}
+
+fn route_gateway(route: &RouteMessage) -> Option<Ipv4Addr> {
+    route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    })
+}
+
+fn route_oif(route: &RouteMessage) -> Option<u32> {
+    route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(index) => Some(*index),
+        _ => None,
+    })
+}
+
+fn rule_priority(rule: &RuleMessage) -> Option<u32> {
+    rule.attributes.iter().find_map(|a| match a {
+        RuleAttribute::Priority(p) => Some(*p),
+        _ => None,
+    })
+}
+
+fn rule_dst(rule: &RuleMessage) -> Option<Ipv4Addr> {
+    rule.attributes.iter().find_map(|a| match a {
+        RuleAttribute::Destination(IpAddr::V4(ip)) => Some(*ip),
+        _ => None,
+    })
+}
+
+fn rule_src(rule: &RuleMessage) -> Option<Ipv4Addr> {
+    rule.attributes.iter().find_map(|a| match a {
+        RuleAttribute::Source(IpAddr::V4(ip)) => Some(*ip),
+        _ => None,
+    })
+}
+
+fn rule_table(rule: &RuleMessage) -> u32 {
+    rule.attributes
+        .iter()
+        .find_map(|a| match a {
+            RuleAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(rule.header.table))
+}
+
+/// The errno of a netlink error answer, if it is one.
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(message) => Some(-message.raw_code()),
+        _ => None,
+    }
+}
+
+fn nl(operation: String) -> impl FnOnce(rtnetlink::Error) -> DatapathError {
+    move |e| DatapathError::Netlink {
+        operation,
+        message: match e {
+            rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
+            other => other.to_string(),
+        },
+    }
+}
+
+fn netlink_failure(operation: String, message: &str) -> DatapathError {
+    DatapathError::Netlink {
+        operation,
+        message: message.to_owned(),
+    }
+}

@@ -1,0 +1,68 @@
+//! Network-namespace entry, kept in one place: the only module that calls `setns`.
+//!
+//! `setns(CLONE_NEWNET)` switches the *calling OS thread*. A tokio worker that did so would
+//! carry the pod's namespace into unrelated tasks after the next `.await`. So namespace work
+//! happens on a short-lived OS thread that does nothing else: it enters the namespace, opens a
+//! netlink socket (which stays bound to that namespace for its whole life) and exits. The
+//! socket is then driven by rtnetlink on the normal runtime.
+
+use std::fs::File;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, TokioSocket};
+use nix::sched::{setns, CloneFlags};
+
+use super::DatapathError;
+
+/// Opens the network namespace file at `path` (a bind mount under /run/netns or
+/// `/proc/<pid>/ns/net`).
+pub fn open(path: &str) -> Result<File, DatapathError> {
+    File::open(path).map_err(|e| DatapathError::Netns {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Creates a NETLINK_ROUTE socket inside the namespace `netns` from a dedicated thread.
+fn route_socket_in(netns: &File, path: &str) -> Result<OwnedFd, DatapathError> {
+    let netns = netns.try_clone().map_err(|e| DatapathError::Netns {
+        path: path.to_owned(),
+        reason: format!("dup: {e}"),
+    })?;
+    let joined = std::thread::Builder::new()
+        .name("wasmcni-netns".into())
+        .spawn(move || -> Result<OwnedFd, String> {
+            // This thread exists only to be moved into the namespace; it exits right after.
+            setns(&netns, CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns: {e}"))?;
+            let socket = Socket::new(NETLINK_ROUTE).map_err(|e| format!("netlink socket: {e}"))?;
+            // SAFETY: `into_raw_fd` hands over sole ownership of a valid, open descriptor.
+            Ok(unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) })
+        })
+        .map_err(|e| DatapathError::Netns {
+            path: path.to_owned(),
+            reason: format!("spawning the namespace thread: {e}"),
+        })?
+        .join();
+    match joined {
+        Ok(Ok(fd)) => Ok(fd),
+        Ok(Err(reason)) => Err(DatapathError::Netns {
+            path: path.to_owned(),
+            reason,
+        }),
+        Err(_) => Err(DatapathError::Netns {
+            path: path.to_owned(),
+            reason: "the namespace thread panicked".into(),
+        }),
+    }
+}
+
+/// An rtnetlink handle whose socket lives in the namespace `netns`. Must be called on a tokio
+/// runtime: the connection task is spawned there and ends when the handle is dropped.
+pub fn handle_in(netns: &File, path: &str) -> Result<rtnetlink::Handle, DatapathError> {
+    let fd = route_socket_in(netns, path)?;
+    // SAFETY: `fd` is an open netlink socket we own; TokioSocket takes ownership of it.
+    let socket = unsafe { TokioSocket::from_raw_fd(fd.into_raw_fd()) };
+    let (connection, handle, _) = rtnetlink::from_socket(socket);
+    tokio::spawn(connection);
+    Ok(handle)
+}

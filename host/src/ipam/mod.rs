@@ -1,0 +1,244 @@
+//! Where pod addresses come from (providers) and which free address a pod gets (the pool).
+//!
+//! A [`Provider`] describes the address blocks the node may use: fixed CIDRs for the static
+//! provider, ENI secondary IPs and /28 prefixes for the EC2 provider. The [`Pool`] is pure: it
+//! chooses a free address given what the datastore says is in use, so the "never twice"
+//! invariant stays with the datastore and the choice is table-tested here.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::config::StaticPool;
+
+/// A block of addresses the node may hand to pods, and how traffic from them is routed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressBlock {
+    /// The addresses.
+    pub cidr: Ipv4Net,
+    /// Policy-routing table for traffic *from* pods in this block; `None` means the main
+    /// table (VPC CNI: the primary ENI). A secondary ENI with device number N uses N + 1.
+    pub route_table: Option<u32>,
+    /// Human-readable origin (`static`, or an ENI id).
+    pub source: String,
+}
+
+/// Everything a provider currently offers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Inventory {
+    /// Blocks in preference order.
+    pub blocks: Vec<AddressBlock>,
+    /// Addresses inside the blocks that must never be handed out.
+    pub excluded: Vec<Ipv4Addr>,
+}
+
+/// A source of pod addresses. The EC2 ENI provider implements the same trait.
+pub trait Provider: Send + Sync + 'static {
+    /// Short name for logs and introspection.
+    fn name(&self) -> &'static str;
+    /// The blocks available now.
+    fn inventory(&self) -> Inventory;
+}
+
+/// Fixed CIDRs from the cluster configuration, for nodes without EC2.
+#[derive(Debug, Clone)]
+pub struct StaticProvider {
+    inventory: Inventory,
+}
+
+impl StaticProvider {
+    /// A provider serving `pool`.
+    pub fn new(pool: &StaticPool) -> StaticProvider {
+        let blocks = pool
+            .cidrs
+            .iter()
+            .map(|cidr| AddressBlock {
+                cidr: *cidr,
+                route_table: None,
+                source: "static".to_owned(),
+            })
+            .collect();
+        StaticProvider {
+            inventory: Inventory {
+                blocks,
+                excluded: pool.exclude.clone(),
+            },
+        }
+    }
+}
+
+impl Provider for StaticProvider {
+    fn name(&self) -> &'static str {
+        "static"
+    }
+    fn inventory(&self) -> Inventory {
+        self.inventory.clone()
+    }
+}
+
+/// The addresses of an inventory and a rotating cursor, so a just-freed address is not the
+/// next one handed out (a late packet for the old pod must not reach a new one; VPC CNI uses a
+/// 30 s cooldown for the same reason).
+#[derive(Debug, Clone)]
+pub struct Pool {
+    inventory: Inventory,
+    capacity: u64,
+    cursor: u64,
+}
+
+/// A chosen address and the block it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// The pod's address.
+    pub ip: Ipv4Addr,
+    /// Routing table for traffic from the pod (`None` = main).
+    pub route_table: Option<u32>,
+}
+
+impl Pool {
+    /// A pool over `inventory`.
+    pub fn new(inventory: Inventory) -> Pool {
+        let capacity = inventory.blocks.iter().map(|b| usable_len(&b.cidr)).sum();
+        Pool {
+            inventory,
+            capacity,
+            cursor: 0,
+        }
+    }
+
+    /// Number of addresses the pool could ever hand out (exclusions not subtracted).
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Whether `ip` belongs to the pool, and with which routing table.
+    pub fn locate(&self, ip: Ipv4Addr) -> Option<&AddressBlock> {
+        self.inventory
+            .blocks
+            .iter()
+            .find(|b| b.cidr.contains(&ip) && is_usable(&b.cidr, ip))
+    }
+
+    /// Chooses the next free address after the cursor; `in_use` says which are taken.
+    /// Returns `None` when every address is taken or excluded.
+    pub fn choose(&mut self, in_use: impl Fn(Ipv4Addr) -> bool) -> Option<Choice> {
+        for step in 0..self.capacity {
+            let index = (self.cursor + step) % self.capacity;
+            let (ip, route_table) = self.nth(index).map(|(ip, block)| (ip, block.route_table))?;
+            if self.inventory.excluded.contains(&ip) || in_use(ip) {
+                continue;
+            }
+            self.cursor = index + 1;
+            return Some(Choice { ip, route_table });
+        }
+        None
+    }
+
+    /// Free addresses given `in_use` (for STATUS and introspection).
+    pub fn free_count(&self, in_use: impl Fn(Ipv4Addr) -> bool) -> u64 {
+        (0..self.capacity)
+            .filter_map(|i| self.nth(i))
+            .filter(|(ip, _)| !self.inventory.excluded.contains(ip) && !in_use(*ip))
+            .count() as u64
+    }
+
+    fn nth(&self, mut index: u64) -> Option<(Ipv4Addr, &AddressBlock)> {
+        for block in &self.inventory.blocks {
+            let len = usable_len(&block.cidr);
+            if index < len {
+                let first = first_usable(&block.cidr);
+                let ip = Ipv4Addr::from(u32::from(first).checked_add(index as u32)?);
+                return Some((ip, block));
+            }
+            index -= len;
+        }
+        None
+    }
+}
+
+/// Networks of /30 and larger lose their network and broadcast addresses; /31 and /32 keep all.
+fn usable_len(cidr: &Ipv4Net) -> u64 {
+    let total = 1u64 << (32 - u32::from(cidr.prefix_len()));
+    if cidr.prefix_len() >= 31 {
+        total
+    } else {
+        total - 2
+    }
+}
+
+fn first_usable(cidr: &Ipv4Net) -> Ipv4Addr {
+    let network = u32::from(cidr.network());
+    if cidr.prefix_len() >= 31 {
+        Ipv4Addr::from(network)
+    } else {
+        Ipv4Addr::from(network + 1)
+    }
+}
+
+fn is_usable(cidr: &Ipv4Net, ip: Ipv4Addr) -> bool {
+    cidr.prefix_len() >= 31 || (ip != cidr.network() && ip != cidr.broadcast())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+
+    fn pool(cidrs: &[&str], exclude: &[&str]) -> Pool {
+        let provider = StaticProvider::new(&StaticPool {
+            cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+            exclude: exclude.iter().map(|c| c.parse().unwrap()).collect(),
+        });
+        Pool::new(provider.inventory())
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn skips_network_broadcast_and_excluded_addresses() {
+        let mut p = pool(&["10.0.0.0/30"], &[]);
+        assert_eq!(p.capacity(), 2);
+        assert_eq!(p.choose(|_| false).unwrap().ip, ip("10.0.0.1"));
+        assert_eq!(p.choose(|_| false).unwrap().ip, ip("10.0.0.2"));
+        let mut p = pool(&["10.0.0.0/29"], &["10.0.0.1"]);
+        assert_eq!(p.choose(|_| false).unwrap().ip, ip("10.0.0.2"));
+        let p = pool(&["10.0.0.8/31", "10.0.0.20/32"], &[]);
+        assert_eq!(p.capacity(), 3);
+        assert_eq!(
+            p.locate(ip("10.0.0.20")).unwrap().cidr.to_string(),
+            "10.0.0.20/32"
+        );
+        assert!(pool(&["10.0.0.0/24"], &[])
+            .locate(ip("10.0.0.255"))
+            .is_none());
+    }
+
+    #[test]
+    fn rotates_so_a_freed_address_is_not_reused_at_once() {
+        let mut p = pool(&["10.0.0.0/29"], &[]);
+        let used = RefCell::new(BTreeSet::new());
+        let a = p.choose(|i| used.borrow().contains(&i)).unwrap().ip;
+        used.borrow_mut().insert(a);
+        let b = p.choose(|i| used.borrow().contains(&i)).unwrap().ip;
+        used.borrow_mut().remove(&a);
+        let c = p.choose(|i| used.borrow().contains(&i)).unwrap().ip;
+        assert_eq!((a, b, c), (ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3")));
+    }
+
+    #[test]
+    fn exhausts_then_reports_none_and_counts_free() {
+        let mut p = pool(&["10.0.0.0/30", "10.0.1.0/30"], &["10.0.1.2"]);
+        let mut used = BTreeSet::new();
+        while let Some(c) = p.choose(|i| used.contains(&i)) {
+            assert!(used.insert(c.ip), "{} handed out twice", c.ip);
+        }
+        assert_eq!(used.len(), 3);
+        assert_eq!(p.free_count(|i| used.contains(&i)), 0);
+        used.remove(&ip("10.0.0.2"));
+        assert_eq!(p.free_count(|i| used.contains(&i)), 1);
+        assert_eq!(p.choose(|i| used.contains(&i)).unwrap().ip, ip("10.0.0.2"));
+    }
+}

@@ -1,0 +1,17 @@
+//! wasmcni: a CNI plugin host for Kubernetes nodes.
+//!
+//! The crate holds the pure logic (CNI protocol, cluster configuration, datastore, IP pool) and
+//! the I/O around it (Unix-socket server, netlink data path), each side effect behind a small
+//! trait. Two binaries sit on top: `wasmcni`, the tiny synchronous CNI shim a conflist names,
+//! and `wasmcni-host`, the privileged node daemon that does the work.
+//!
+//! Data flows one way: shim → [`proto`] → [`server`] → [`ipam`] → [`datastore`] → [`datapath`].
+
+pub mod cni;
+pub mod config;
+pub mod datapath;
+pub mod datastore;
+pub mod ipam;
+pub mod proto;
+pub mod server;
+pub mod shim;

@@ -1,0 +1,461 @@
+//! The CNI verbs as the daemon executes them: ADD, DEL, CHECK, GC and STATUS.
+//!
+//! Ordering is what makes a crash harmless. ADD reserves the address in the datastore before it
+//! touches the kernel and commits (durably) before it answers, so a pod that got a result keeps
+//! its address across a crash, and an ADD cut short is rolled back by recovery. DEL undoes the
+//! data path from the datastore's record, never from the pod's namespace, and only then
+//! releases the address, so an address is never handed out while a route to it remains.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ipnet::{IpNet, Ipv4Net};
+
+use super::keylock::KeyLocks;
+use crate::cni::error::{codes, CniError};
+use crate::cni::netconf::NetConf;
+use crate::cni::request::{CniRequest, Command};
+use crate::cni::result::{CniResult, Interface, IpConfig, Route};
+use crate::cni::version::CniVersion;
+use crate::config::ClusterConfig;
+use crate::datapath::{
+    format_mac, host_veth_name, Datapath, DatapathError, HostSide, PodAttachment, POD_GATEWAY,
+};
+use crate::datastore::{
+    Allocation, AllocationState, AttachmentKey, Datastore, DatastoreError, Lsn, PodRef, WalSyncer,
+};
+use crate::ipam::Pool;
+use crate::proto::DaemonResponse;
+
+/// Everything a request needs: configuration, datastore, pool and data path.
+pub struct Handler<D: Datapath> {
+    pub(crate) config: ClusterConfig,
+    pub(crate) datapath: D,
+    store: Mutex<Datastore>,
+    syncer: WalSyncer,
+    pool: Mutex<Pool>,
+    locks: KeyLocks<AttachmentKey>,
+}
+
+impl<D: Datapath> Handler<D> {
+    /// A handler over an opened datastore. Recovery is the caller's job
+    /// ([`super::recovery::reconcile`]) before the first request is served.
+    pub fn new(
+        config: ClusterConfig,
+        datapath: D,
+        store: Datastore,
+        pool: Pool,
+    ) -> Arc<Handler<D>> {
+        let syncer = store.syncer();
+        Arc::new(Handler {
+            config,
+            datapath,
+            store: Mutex::new(store),
+            syncer,
+            pool: Mutex::new(pool),
+            locks: KeyLocks::default(),
+        })
+    }
+
+    /// The datastore, locked. Never held across an `.await`.
+    pub(crate) fn store(&self) -> MutexGuard<'_, Datastore> {
+        // A panic while holding the lock cannot leave a half-applied record: each datastore
+        // method validates before it appends. So a poisoned lock still guards a consistent map.
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until every record up to `lsn` is on disk, off the async threads.
+    pub(crate) async fn make_durable(&self, lsn: Lsn) -> Result<(), CniError> {
+        let syncer = self.syncer.clone();
+        tokio::task::spawn_blocking(move || syncer.sync_through(lsn))
+            .await
+            .map_err(|e| {
+                CniError::new(
+                    codes::DATASTORE_FAILURE,
+                    format!("datastore sync task failed: {e}"),
+                )
+            })?
+            .map_err(store_error)
+    }
+
+    /// Free addresses in the pool now.
+    pub fn free_addresses(&self) -> u64 {
+        let store = self.store();
+        let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        pool.free_count(|ip| store.holder_of(ip).is_some())
+    }
+
+    /// Executes one forwarded CNI request and renders the shim's stdout.
+    pub async fn handle(&self, request: &CniRequest, config: &str) -> DaemonResponse {
+        let netconf = match NetConf::parse(config.as_bytes()) {
+            Ok(netconf) => netconf,
+            Err(error) => {
+                let version = crate::cni::netconf::peek_version(config.as_bytes())
+                    .unwrap_or_else(|| CniVersion::LATEST.as_str().to_owned());
+                return failure(error, &version);
+            }
+        };
+        let version = netconf.cni_version;
+        let outcome = match request.command.check_version(version) {
+            Err(e) => Err(e),
+            Ok(()) => match request.command {
+                Command::Add => self.add(request, &netconf).await.map(Some),
+                Command::Del => self.del(request).await.map(|()| None),
+                Command::Check => self.check(request, &netconf).await.map(|()| None),
+                Command::Gc => self.gc(&netconf).await.map(|()| None),
+                Command::Status => self.status().map(|()| None),
+                Command::Version => Ok(None),
+            },
+        };
+        match outcome {
+            Ok(Some(result)) => DaemonResponse::Success {
+                stdout: String::from_utf8_lossy(&result.to_stdout_bytes(version)).into_owned(),
+            },
+            Ok(None) => DaemonResponse::Success {
+                stdout: String::new(),
+            },
+            Err(error) => failure(error, version.as_str()),
+        }
+    }
+
+    async fn add(&self, request: &CniRequest, netconf: &NetConf) -> Result<CniResult, CniError> {
+        let key = key_of(request);
+        let _guard = self.locks.lock(key.clone()).await;
+        let pod = request.k8s_pod();
+        let host_veth = host_veth_name(
+            &self.config.datapath.veth_prefix,
+            pod,
+            &request.container_id,
+            &request.ifname,
+        );
+        self.release_stale_owner_of(&host_veth, &key).await?;
+
+        let reserved = {
+            let mut store = self.store();
+            if let Some(existing) = store.get(&key) {
+                return Err(CniError::new(
+                    codes::ATTACHMENT_EXISTS,
+                    format!(
+                        "attachment {}/{} already holds {} (ADD without DEL); DEL it first",
+                        key.container_id, key.ifname, existing.ip
+                    ),
+                ));
+            }
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            let choice = pool.choose(|ip| store.holder_of(ip).is_some()).ok_or_else(|| {
+                CniError::new(
+                    codes::POOL_EXHAUSTED,
+                    format!(
+                        "no free IPv4 address: all {} addresses of the pool are assigned",
+                        pool.capacity()
+                    ),
+                )
+                .with_details("free addresses return as pods are deleted; add CIDRs to provider.static.cidrs to grow the pool")
+            })?;
+            let allocation = Allocation {
+                key: key.clone(),
+                network: netconf.name.clone(),
+                ip: choice.ip,
+                host_veth: host_veth.clone(),
+                netns: request.netns.clone(),
+                pod: pod.map(|(namespace, name)| PodRef {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                }),
+                route_table: choice.route_table,
+                state: AllocationState::Reserved,
+                result: None,
+                created_unix_ms: now_unix_ms(),
+            };
+            store.reserve(allocation.clone()).map_err(store_error)?;
+            allocation
+        };
+
+        let attachment = attachment_of(&reserved, &request.ifname, self.config.datapath.mtu);
+        let created = match self.datapath.setup_pod(&attachment).await {
+            Ok(created) => created,
+            Err(e) => {
+                // setup_pod removed what it made; give the address back.
+                self.release(&key).await?;
+                return Err(datapath_error(e, "ADD"));
+            }
+        };
+
+        let ours = CniResult {
+            interfaces: vec![
+                Interface {
+                    name: host_veth.clone(),
+                    mac: Some(format_mac(&created.host_mac)),
+                    mtu: Some(self.config.datapath.mtu),
+                    sandbox: None,
+                    socket_path: None,
+                    pci_id: None,
+                },
+                Interface {
+                    name: request.ifname.clone(),
+                    mac: Some(format_mac(&created.pod_mac)),
+                    mtu: Some(self.config.datapath.mtu),
+                    sandbox: Some(request.netns.clone()),
+                    socket_path: None,
+                    pci_id: None,
+                },
+            ],
+            ips: vec![IpConfig {
+                address: IpNet::V4(
+                    Ipv4Net::new(reserved.ip, 32).map_err(|e| internal(e.to_string()))?,
+                ),
+                gateway: Some(IpAddr::V4(POD_GATEWAY)),
+                interface: Some(1),
+            }],
+            routes: vec![Route {
+                dst: IpNet::V4(
+                    Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).map_err(|e| internal(e.to_string()))?,
+                ),
+                gw: Some(IpAddr::V4(POD_GATEWAY)),
+                mtu: None,
+                advmss: None,
+                priority: None,
+                table: None,
+                scope: None,
+            }],
+            dns: Default::default(),
+        };
+        let result = match &netconf.prev_result {
+            Some(previous) => previous.merged_with(&ours),
+            None => ours,
+        };
+
+        let committed = self
+            .store()
+            .commit(&key, result.to_json(CniVersion::LATEST))
+            .map_err(store_error);
+        let durable = match committed {
+            Ok(lsn) => self.make_durable(lsn).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = durable {
+            // The runtime will not get a result, so nothing of this ADD may stay behind.
+            if let Err(cleanup) = self.datapath.teardown_pod(&reserved_host(&reserved)).await {
+                tracing::error!(error = %cleanup, veth = %host_veth, "rollback of an uncommitted ADD failed; recovery will retry");
+                return Err(e);
+            }
+            self.release(&key).await?;
+            return Err(e);
+        }
+        tracing::info!(
+            container_id = %key.container_id, ifname = %key.ifname, ip = %reserved.ip, veth = %host_veth,
+            "ADD committed"
+        );
+        Ok(result)
+    }
+
+    /// If another attachment owns `host_veth` (the same pod name, an older sandbox), that
+    /// sandbox is gone: VPC CNI replaces its veth, and so do we, releasing its address first so
+    /// its late DEL finds nothing to undo.
+    async fn release_stale_owner_of(
+        &self,
+        host_veth: &str,
+        key: &AttachmentKey,
+    ) -> Result<(), CniError> {
+        let stale = {
+            let store = self.store();
+            store
+                .find_by_veth(host_veth)
+                .filter(|a| &a.key != key)
+                .cloned()
+        };
+        if let Some(stale) = stale {
+            tracing::warn!(
+                container_id = %stale.key.container_id, ip = %stale.ip, veth = %host_veth,
+                "a new sandbox of the same pod replaces an older attachment"
+            );
+            self.datapath
+                .teardown_pod(&reserved_host(&stale))
+                .await
+                .map_err(|e| datapath_error(e, "ADD (replacing an older sandbox)"))?;
+            self.release(&stale.key).await?;
+        }
+        Ok(())
+    }
+
+    async fn del(&self, request: &CniRequest) -> Result<(), CniError> {
+        let key = key_of(request);
+        let _guard = self.locks.lock(key.clone()).await;
+        self.del_locked(&key).await
+    }
+
+    /// DEL without taking the key lock (for callers that hold it or run before serving).
+    pub(crate) async fn del_locked(&self, key: &AttachmentKey) -> Result<(), CniError> {
+        let allocation = self.store().get(key).cloned();
+        let Some(allocation) = allocation else {
+            // Nothing recorded: DEL twice, DEL after a failed ADD, or a foreign attachment.
+            return Ok(());
+        };
+        self.datapath
+            .teardown_pod(&reserved_host(&allocation))
+            .await
+            .map_err(|e| datapath_error(e, "DEL"))?;
+        self.release(key).await?;
+        tracing::info!(container_id = %key.container_id, ifname = %key.ifname, ip = %allocation.ip, "DEL done");
+        Ok(())
+    }
+
+    async fn check(&self, request: &CniRequest, netconf: &NetConf) -> Result<(), CniError> {
+        let key = key_of(request);
+        let _guard = self.locks.lock(key.clone()).await;
+        let allocation = self.store().get(&key).cloned().ok_or_else(|| {
+            CniError::new(
+                codes::UNKNOWN_CONTAINER,
+                format!(
+                    "no attachment {}/{} is known to wasmcni",
+                    key.container_id, key.ifname
+                ),
+            )
+        })?;
+        if let Some(previous) = &netconf.prev_result {
+            let ours =
+                IpNet::V4(Ipv4Net::new(allocation.ip, 32).map_err(|e| internal(e.to_string()))?);
+            if !previous.ips.iter().any(|ip| ip.address == ours) {
+                return Err(CniError::new(
+                    codes::CHECK_FAILED,
+                    format!("prevResult does not list {ours}, the address wasmcni assigned"),
+                ));
+            }
+        }
+        let netns = if request.netns.is_empty() {
+            allocation.netns.clone()
+        } else {
+            request.netns.clone()
+        };
+        let mut attachment = attachment_of(&allocation, &request.ifname, self.config.datapath.mtu);
+        attachment.netns = netns;
+        self.datapath
+            .check_pod(&attachment)
+            .await
+            .map_err(|e| match e {
+                DatapathError::CheckFailed { missing } => CniError::new(
+                    codes::CHECK_FAILED,
+                    format!(
+                        "CHECK of {}/{} ({}) failed: {}",
+                        key.container_id,
+                        key.ifname,
+                        allocation.ip,
+                        missing.join("; ")
+                    ),
+                ),
+                other => datapath_error(other, "CHECK"),
+            })
+    }
+
+    async fn gc(&self, netconf: &NetConf) -> Result<(), CniError> {
+        let Some(valid) = &netconf.valid_attachments else {
+            // Without the list nothing can be called stale; deleting everything would be wrong.
+            tracing::info!(network = %netconf.name, "GC without cni.dev/valid-attachments: nothing to do");
+            return Ok(());
+        };
+        let stale: Vec<AttachmentKey> = self
+            .store()
+            .allocations()
+            .filter(|a| a.network == netconf.name)
+            .filter(|a| {
+                !valid
+                    .iter()
+                    .any(|v| v.container_id == a.key.container_id && v.ifname == a.key.ifname)
+            })
+            .map(|a| a.key.clone())
+            .collect();
+        let mut failures = Vec::new();
+        for key in &stale {
+            let _guard = self.locks.lock(key.clone()).await;
+            if let Err(e) = self.del_locked(key).await {
+                failures.push(format!("{}/{}: {}", key.container_id, key.ifname, e.msg));
+            }
+        }
+        tracing::info!(network = %netconf.name, released = stale.len() - failures.len(), "GC done");
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(CniError::new(
+                codes::DATAPATH_FAILURE,
+                format!(
+                    "GC could not release {} attachment(s): {}",
+                    failures.len(),
+                    failures.join("; ")
+                ),
+            ))
+        }
+    }
+
+    fn status(&self) -> Result<(), CniError> {
+        if self.free_addresses() == 0 {
+            return Err(CniError::new(
+                codes::NOT_AVAILABLE,
+                "no free IPv4 address in the pool: new pods cannot be attached until some are deleted",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Removes `key` from the datastore and makes that durable.
+    pub(crate) async fn release(&self, key: &AttachmentKey) -> Result<(), CniError> {
+        let (_, lsn) = self.store().release(key).map_err(store_error)?;
+        self.make_durable(lsn).await
+    }
+}
+
+fn failure(error: CniError, version: &str) -> DaemonResponse {
+    DaemonResponse::Failure {
+        stdout: String::from_utf8_lossy(&error.to_stdout_bytes(version)).into_owned(),
+        error,
+    }
+}
+
+fn key_of(request: &CniRequest) -> AttachmentKey {
+    AttachmentKey {
+        container_id: request.container_id.clone(),
+        ifname: request.ifname.clone(),
+    }
+}
+
+/// The host side of a recorded allocation.
+pub(crate) fn reserved_host(allocation: &Allocation) -> HostSide {
+    HostSide {
+        host_veth: allocation.host_veth.clone(),
+        ip: allocation.ip,
+        route_table: allocation.route_table,
+    }
+}
+
+fn attachment_of(allocation: &Allocation, ifname: &str, mtu: u32) -> PodAttachment {
+    PodAttachment {
+        host: reserved_host(allocation),
+        netns: allocation.netns.clone(),
+        pod_ifname: ifname.to_owned(),
+        mtu,
+    }
+}
+
+fn datapath_error(e: DatapathError, verb: &str) -> CniError {
+    CniError::new(
+        codes::DATAPATH_FAILURE,
+        format!("{verb} failed in the data path: {e}"),
+    )
+}
+
+fn store_error(e: DatastoreError) -> CniError {
+    CniError::new(codes::DATASTORE_FAILURE, format!("datastore: {e}"))
+}
+
+fn internal(message: String) -> CniError {
+    CniError::new(codes::INTERNAL, message)
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}

@@ -1,0 +1,232 @@
+//! The node daemon's request server: a root-only Unix socket, one task per connection.
+//!
+//! A connection carries one request. Each is read under a deadline and a size limit, so a
+//! client that sends junk, too much, or nothing is answered (or dropped) without blocking
+//! anyone else, and a panic in one request's task ends that task only.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinSet;
+
+use crate::cni::error::{codes, CniError};
+use crate::cni::version::CniVersion;
+use crate::config::ClusterConfig;
+use crate::datapath::Datapath;
+use crate::datastore::{Datastore, WalOptions};
+use crate::ipam::{Pool, Provider, StaticProvider};
+use crate::proto::{
+    framed, pending_del_dir, DaemonRequest, DaemonResponse, FrameError, PROTOCOL_VERSION,
+};
+
+pub mod handler;
+pub mod keylock;
+pub mod recovery;
+
+pub use handler::Handler;
+pub use recovery::ReconcileReport;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The datastore could not be opened.
+    #[error("datastore in {dir}: {source}")]
+    Datastore {
+        /// State directory.
+        dir: PathBuf,
+        /// Cause.
+        source: crate::datastore::DatastoreError,
+    },
+    /// Node preparation or reconciliation failed.
+    #[error("start-up reconciliation failed: {0}")]
+    Reconcile(String),
+    /// The socket could not be set up.
+    #[error("socket {path}: {reason}")]
+    Socket {
+        /// Socket path.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Opens the datastore, reconciles it with the node and returns a handler ready to serve.
+pub async fn start<D: Datapath>(
+    config: ClusterConfig,
+    datapath: D,
+) -> Result<(Arc<Handler<D>>, ReconcileReport), StartError> {
+    let pool = config.static_pool("configuration")?;
+    let provider = StaticProvider::new(&pool);
+    let (store, recovery) = Datastore::open(&config.daemon.state_dir, WalOptions::default())
+        .map_err(|source| StartError::Datastore {
+            dir: config.daemon.state_dir.clone(),
+            source,
+        })?;
+    tracing::info!(
+        records = recovery.records_replayed,
+        torn_tail_bytes = recovery.torn_tail_bytes,
+        incomplete = recovery.incomplete.len(),
+        provider = provider.name(),
+        "datastore recovered"
+    );
+    datapath
+        .prepare_node()
+        .await
+        .map_err(|e| StartError::Reconcile(e.to_string()))?;
+    let pending = pending_del_dir(&config.daemon.socket);
+    let handler = Handler::new(config, datapath, store, Pool::new(provider.inventory()));
+    let report = recovery::reconcile(&handler, &pending)
+        .await
+        .map_err(StartError::Reconcile)?;
+    tracing::info!(?report, "node reconciled");
+    Ok((handler, report))
+}
+
+/// Binds the daemon socket: parent directory 0700, socket 0600, a stale socket replaced, a live
+/// one (another daemon) refused.
+pub fn bind(path: &Path) -> Result<UnixListener, StartError> {
+    let fail = |reason: String| StartError::Socket {
+        path: path.to_owned(),
+        reason,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| fail(format!("creating {}: {e}", parent.display())))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(fail("another wasmcni-host is already serving on it".into()));
+        }
+        std::fs::remove_file(path).map_err(|e| fail(format!("removing the stale socket: {e}")))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| fail(format!("chmod 0600: {e}")))?;
+    Ok(listener)
+}
+
+/// Serves until `shutdown` resolves, then waits (bounded) for in-flight requests.
+pub async fn serve<D: Datapath>(
+    handler: Arc<Handler<D>>,
+    listener: UnixListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let handler = handler.clone();
+                    tasks.spawn(async move { serve_connection(&handler, stream).await });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(finished) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = finished {
+                    tracing::error!(error = %e, "a request task panicked; the daemon keeps serving");
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    tracing::info!(in_flight = tasks.len(), "shutting down");
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(30), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within 30 s");
+    }
+}
+
+async fn serve_connection<D: Datapath>(handler: &Handler<D>, mut stream: UnixStream) {
+    let limits = &handler.config.daemon;
+    let deadline = Duration::from_millis(limits.request_read_timeout_ms);
+    let body = match tokio::time::timeout(
+        deadline,
+        framed::read_body(&mut stream, limits.max_request_bytes),
+    )
+    .await
+    {
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = limits.request_read_timeout_ms,
+                "a client sent no complete request in time"
+            );
+            return reply_error(
+                &mut stream,
+                CniError::new(codes::IO_FAILURE, "request not received in time"),
+            )
+            .await;
+        }
+        Ok(Err(FrameError::Io(e))) => {
+            tracing::debug!(error = %e, "client went away before sending a request");
+            return;
+        }
+        Ok(Err(e @ FrameError::TooLarge { .. })) => {
+            return reply_error(
+                &mut stream,
+                CniError::new(codes::INVALID_CONFIG, format!("request refused: {e}")),
+            )
+            .await;
+        }
+        Ok(Err(e)) => {
+            return reply_error(
+                &mut stream,
+                CniError::new(codes::DECODE_FAILURE, e.to_string()),
+            )
+            .await
+        }
+        Ok(Ok(body)) => body,
+    };
+    let request: DaemonRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return reply_error(
+                &mut stream,
+                CniError::new(
+                    codes::DECODE_FAILURE,
+                    format!("malformed request to the wasmcni daemon: {e}"),
+                ),
+            )
+            .await
+        }
+    };
+    if request.protocol != PROTOCOL_VERSION {
+        let error = CniError::new(
+            codes::PROTOCOL_FAILURE,
+            format!(
+                "the wasmcni shim speaks protocol {} but the daemon speaks {PROTOCOL_VERSION}; install matching versions",
+                request.protocol
+            ),
+        );
+        return reply_error(&mut stream, error).await;
+    }
+    let response = handler.handle(&request.request, &request.config).await;
+    if let Err(e) = framed::write(&mut stream, &response).await {
+        // The shim died or timed out. An ADD is already committed; the runtime will DEL it.
+        tracing::warn!(error = %e, command = request.request.command.as_str(), "could not deliver the response");
+    }
+}
+
+async fn reply_error(stream: &mut UnixStream, error: CniError) {
+    let response = DaemonResponse::Failure {
+        stdout: String::from_utf8_lossy(&error.to_stdout_bytes(CniVersion::LATEST.as_str()))
+            .into_owned(),
+        error,
+    };
+    let _ = framed::write(stream, &response).await;
+}

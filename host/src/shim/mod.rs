@@ -1,0 +1,252 @@
+//! The `wasmcni` CNI executable's logic: parse `CNI_*` and stdin, answer VERSION, forward the
+//! rest to the daemon, and produce exactly one stdout payload and an exit code.
+//!
+//! Synchronous and small on purpose: a kubelet exec should cost about a millisecond. The
+//! socket exchange sits behind [`Transport`] so every branch (daemon down, daemon crashed
+//! mid-request, bad input) is tested without a daemon.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cni::error::{codes, CniError};
+use crate::cni::netconf::{peek_version, NetConf};
+use crate::cni::request::{CniRequest, Command};
+use crate::cni::version::{version_info_bytes, CniVersion};
+use crate::proto::{
+    pending_del_dir, read_frame, write_frame, DaemonRequest, DaemonResponse, DEFAULT_SOCKET,
+    MAX_CONFIG_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+};
+
+pub mod log;
+
+/// What the process prints on stdout and exits with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Exactly the bytes for stdout (a result, an error object, or nothing).
+    pub stdout: Vec<u8>,
+    /// 0 on success, 1 on error.
+    pub exit_code: i32,
+    /// One line for the log (never stdout).
+    pub log: String,
+    /// The configuration's `logFile`, when the configuration could be read.
+    pub log_file: Option<PathBuf>,
+}
+
+/// Why an exchange with the daemon failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    /// Nothing listens on the socket (daemon down or not yet started).
+    Unreachable(String),
+    /// Connected, but the exchange broke (daemon crashed or timed out mid-request).
+    Broken(String),
+}
+
+/// One request/response exchange with the daemon.
+pub trait Transport {
+    /// Sends `request` to the daemon at `socket` and waits up to `timeout` for the answer.
+    fn exchange(
+        &self,
+        socket: &Path,
+        request: &DaemonRequest,
+        timeout: Duration,
+    ) -> Result<DaemonResponse, TransportError>;
+}
+
+/// The real transport: a Unix stream socket.
+pub struct UnixTransport;
+
+impl Transport for UnixTransport {
+    fn exchange(
+        &self,
+        socket: &Path,
+        request: &DaemonRequest,
+        timeout: Duration,
+    ) -> Result<DaemonResponse, TransportError> {
+        let mut stream = UnixStream::connect(socket).map_err(|e| {
+            TransportError::Unreachable(format!("connect {}: {e}", socket.display()))
+        })?;
+        let broken = |e: &dyn std::fmt::Display| {
+            TransportError::Broken(format!("{}: {e}", socket.display()))
+        };
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| broken(&e))?;
+        stream
+            .set_write_timeout(Some(timeout))
+            .map_err(|e| broken(&e))?;
+        write_frame(&mut stream, request).map_err(|e| broken(&e))?;
+        read_frame(&mut stream, MAX_FRAME_BYTES).map_err(|e| broken(&e))
+    }
+}
+
+/// How long the shim waits for the daemon: ADD may wait for the pool to grow.
+fn timeout_for(command: Command) -> Duration {
+    match command {
+        Command::Add => Duration::from_secs(120),
+        _ => Duration::from_secs(60),
+    }
+}
+
+/// Reads at most [`MAX_CONFIG_BYTES`] + 1 bytes of stdin (the extra byte detects oversize).
+pub fn read_stdin(stdin: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    stdin
+        .take(MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Runs one CNI invocation. `var` reads the environment; `stdin` is what [`read_stdin`] read.
+pub fn run(
+    var: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+    transport: &impl Transport,
+) -> Outcome {
+    let version = peek_version(stdin).unwrap_or_else(|| CniVersion::LATEST.as_str().to_owned());
+    let fail = |error: CniError| Outcome {
+        stdout: error.to_stdout_bytes(&version),
+        exit_code: 1,
+        log: format!("error {}: {}", error.code, error.msg),
+        log_file: None,
+    };
+    if stdin.len() > MAX_CONFIG_BYTES {
+        return fail(CniError::new(
+            codes::INVALID_CONFIG,
+            format!("network configuration on stdin exceeds the {MAX_CONFIG_BYTES}-byte limit"),
+        ));
+    }
+    let request = match CniRequest::from_env(&var) {
+        Ok(request) => request,
+        Err(error) => return fail(error),
+    };
+    if request.command == Command::Version {
+        return Outcome {
+            stdout: version_info_bytes(&version),
+            exit_code: 0,
+            log: "VERSION".into(),
+            log_file: None,
+        };
+    }
+    let netconf = match NetConf::parse(stdin) {
+        Ok(netconf) => netconf,
+        Err(error) => return fail(error),
+    };
+    if let Err(error) = request.command.check_version(netconf.cni_version) {
+        return fail(error);
+    }
+    let log_file = netconf.log_file.as_deref().map(PathBuf::from);
+    let socket = PathBuf::from(netconf.daemon_socket.as_deref().unwrap_or(DEFAULT_SOCKET));
+    let forwarded = DaemonRequest {
+        protocol: PROTOCOL_VERSION,
+        request: request.clone(),
+        config: String::from_utf8_lossy(stdin).into_owned(),
+    };
+    let what = format!(
+        "{} {}/{} netns={:?}",
+        request.command.as_str(),
+        request.container_id,
+        request.ifname,
+        request.netns
+    );
+    let outcome = match transport.exchange(&socket, &forwarded, timeout_for(request.command)) {
+        Ok(DaemonResponse::Success { stdout }) => Outcome {
+            stdout: stdout.into_bytes(),
+            exit_code: 0,
+            log: format!("{what}: ok"),
+            log_file: None,
+        },
+        Ok(DaemonResponse::Failure { stdout, error }) => Outcome {
+            stdout: stdout.into_bytes(),
+            exit_code: 1,
+            log: format!("{what}: error {}: {}", error.code, error.msg),
+            log_file: None,
+        },
+        Err(problem) => daemon_unavailable(&request, &forwarded, &socket, problem, &version, &what),
+    };
+    Outcome {
+        log_file,
+        ..outcome
+    }
+}
+
+fn daemon_unavailable(
+    request: &CniRequest,
+    forwarded: &DaemonRequest,
+    socket: &Path,
+    problem: TransportError,
+    version: &str,
+    what: &str,
+) -> Outcome {
+    let reason = match &problem {
+        TransportError::Unreachable(r) | TransportError::Broken(r) => r.clone(),
+    };
+    let error = match request.command {
+        Command::Del => {
+            // DEL must succeed: record it for the daemon to replay when it is back. Recovery
+            // also releases pods whose veth vanished, so even a failed spool loses nothing.
+            let spooled = spool_del(socket, forwarded);
+            return Outcome {
+                stdout: Vec::new(),
+                exit_code: 0,
+                log: match spooled {
+                    Ok(path) => format!(
+                        "{what}: daemon unavailable ({reason}); DEL recorded in {}",
+                        path.display()
+                    ),
+                    Err(e) => format!(
+                        "{what}: daemon unavailable ({reason}); recording the DEL failed: {e}"
+                    ),
+                },
+                log_file: None,
+            };
+        }
+        Command::Status => CniError::new(
+            codes::NOT_AVAILABLE,
+            format!("the wasmcni daemon is not available ({reason})"),
+        ),
+        _ => CniError::new(
+            codes::TRY_AGAIN_LATER,
+            format!("the wasmcni daemon is not available ({reason}); try again later"),
+        ),
+    };
+    Outcome {
+        stdout: error.to_stdout_bytes(version),
+        exit_code: 1,
+        log: format!("{what}: error {}: {}", error.code, error.msg),
+        log_file: None,
+    }
+}
+
+/// Writes the DEL atomically into the pending directory (0700, files 0600).
+fn spool_del(socket: &Path, request: &DaemonRequest) -> std::io::Result<PathBuf> {
+    let dir = pending_del_dir(socket);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let name = format!(
+        "{nanos:020}-{}-{}",
+        request.request.container_id, request.request.ifname
+    );
+    let temporary = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(format!("{name}.json"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    file.write_all(&serde_json::to_vec(request).map_err(std::io::Error::other)?)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, &path)?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,199 @@
+//! A test "node": a network namespace with an uplink to an "outside" namespace and the
+//! wasmcni daemon running inside it, as on a Kubernetes node.
+//!
+//! Topology: node `eth0` 172.31.0.1/24 <-> outside `uplink` 172.31.0.2/24. Both namespaces
+//! are private to the test, so every test may use the same addresses.
+
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use wasmcni::cni::request::{CniRequest, Command as CniCommand};
+use wasmcni::proto::{read_frame, write_frame, DaemonRequest, DaemonResponse, PROTOCOL_VERSION};
+
+use crate::netns::NetNs;
+
+/// The node's address on its uplink.
+pub const NODE_IP: &str = "172.31.0.1";
+/// The outside namespace's address.
+pub const OUTSIDE_IP: &str = "172.31.0.2";
+
+/// A node namespace, its outside peer, and (optionally running) the daemon.
+pub struct TestNode {
+    /// The node's network namespace (the daemon and the "runtime" run here).
+    pub node: NetNs,
+    /// A namespace standing for the rest of the network, reached through the node's `eth0`.
+    pub outside: NetNs,
+    dir: tempfile::TempDir,
+    pod_cidr: String,
+    daemon: Option<Child>,
+}
+
+impl TestNode {
+    /// Builds the namespaces and writes a cluster configuration with `pod_cidr` as the static
+    /// pool; the daemon is not started yet.
+    pub fn new(pod_cidr: &str) -> TestNode {
+        let node = NetNs::new("wn");
+        let outside = NetNs::new("wo");
+        let uplink = crate::unique_name("up");
+        node.ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", &uplink,
+        ]);
+        node.ip(&["link", "set", &uplink, "netns", outside.name()]);
+        outside.ip(&["link", "set", &uplink, "name", "uplink"]);
+        node.ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", "eth0"]);
+        node.ip(&["link", "set", "eth0", "up"]);
+        outside.ip(&["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "uplink"]);
+        outside.ip(&["link", "set", "uplink", "up"]);
+        outside.ip(&["route", "add", pod_cidr, "via", NODE_IP]);
+        let dir = tempfile::Builder::new()
+            .prefix("wasmcni-test")
+            .tempdir()
+            .expect("tempdir");
+        let node = TestNode {
+            node,
+            outside,
+            dir,
+            pod_cidr: pod_cidr.to_owned(),
+            daemon: None,
+        };
+        std::fs::write(node.config_path(), node.config_text()).expect("write config");
+        node
+    }
+
+    /// The cluster configuration file the daemon reads.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("cluster.toml")
+    }
+
+    /// The daemon's socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("run/wasmcni.sock")
+    }
+
+    /// The daemon's state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The shim's log file.
+    pub fn shim_log(&self) -> PathBuf {
+        self.dir.path().join("cni.log")
+    }
+
+    /// The daemon's stderr log.
+    pub fn daemon_log(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    fn config_text(&self) -> String {
+        format!(
+            "version = 1\n[daemon]\nsocket = \"{}\"\nstate_dir = \"{}\"\n[datapath]\nveth_prefix = \"eni\"\nmtu = 1500\n[provider]\nkind = \"static\"\n[provider.static]\ncidrs = [\"{}\"]\n",
+            self.socket().display(),
+            self.state_dir().display(),
+            self.pod_cidr
+        )
+    }
+
+    /// The wasmcni plugin object for a conflist pointing at this node's daemon.
+    pub fn wasmcni_plugin(&self) -> Value {
+        json!({
+            "type": "wasmcni",
+            "daemonSocket": self.socket().display().to_string(),
+            "logFile": self.shim_log().display().to_string(),
+        })
+    }
+
+    /// Starts the daemon inside the node namespace and waits until it accepts connections.
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "daemon already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.daemon_log())
+            .expect("daemon log");
+        let binary = crate::bin_dir().join("wasmcni-host");
+        let child = Command::new("ip")
+            .args(["netns", "exec", self.node.name()])
+            .arg(&binary)
+            .args(["run", "--config"])
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            // The socket is bound before recovery; a STATUS answer means recovery is done.
+            if self.status_answered() {
+                return;
+            }
+            if let Some(status) = self
+                .daemon
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("daemon exited with {status}: {}", self.daemon_log_text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("daemon not ready after 20 s: {}", self.daemon_log_text());
+    }
+
+    /// Sends STATUS straight over the socket (as the shim would) and reports whether the daemon
+    /// answered at all.
+    fn status_answered(&self) -> bool {
+        let Ok(mut stream) = UnixStream::connect(self.socket()) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+        let request = DaemonRequest {
+            protocol: PROTOCOL_VERSION,
+            request: CniRequest {
+                command: CniCommand::Status,
+                container_id: String::new(),
+                netns: String::new(),
+                ifname: String::new(),
+                args: Vec::new(),
+                path: String::new(),
+            },
+            config: r#"{"cniVersion":"1.1.0","name":"probe","type":"wasmcni"}"#.into(),
+        };
+        write_frame(&mut stream, &request).is_ok()
+            && read_frame::<DaemonResponse>(&mut stream, 1 << 20).is_ok()
+    }
+
+    /// The daemon's log so far.
+    pub fn daemon_log_text(&self) -> String {
+        std::fs::read_to_string(self.daemon_log()).unwrap_or_default()
+    }
+
+    /// Kills the daemon with `signal` ("KILL", "TERM") and waits for it to exit.
+    pub fn stop_daemon(&mut self, signal: &str) {
+        if let Some(mut child) = self.daemon.take() {
+            // `ip netns exec` execs the daemon, so the child's pid is the daemon's.
+            let _ = Command::new("kill")
+                .args(["-s", signal, &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the daemon process is alive.
+    pub fn daemon_running(&mut self) -> bool {
+        self.daemon
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.stop_daemon("TERM");
+        // Pod veths live in the node namespace and go with it; iptables state is per namespace.
+    }
+}

@@ -1,0 +1,167 @@
+//! Bad input: each gets the right CNI error object on stdout, and the daemon keeps serving.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wasmcni_harness::chain::{exec_plugin, Attachment, Execution};
+
+use crate::support::{pod, running_node, wasmcni_only};
+
+fn shim(command: &str, attachment: &Attachment, stdin: &[u8]) -> Execution {
+    exec_plugin(
+        "wasmcni",
+        command,
+        attachment,
+        &wasmcni_harness::cni_path(),
+        stdin,
+    )
+}
+
+fn error_of(execution: &Execution) -> Value {
+    assert_eq!(execution.exit_code, 1, "an error exits 1: {execution:?}");
+    serde_json::from_str(&execution.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not an error object ({e}): {execution:?}"))
+}
+
+fn some_attachment() -> Attachment {
+    Attachment {
+        container_id: "c0ffee".into(),
+        netns: "/run/netns/does-not-exist".into(),
+        ifname: "eth0".into(),
+        ..Attachment::default()
+    }
+}
+
+#[test]
+fn version_answers_without_a_daemon_with_exact_json() {
+    let out = shim(
+        "VERSION",
+        &Attachment::default(),
+        br#"{"cniVersion":"0.4.0"}"#,
+    );
+    assert_eq!(out.exit_code, 0);
+    assert_eq!(
+        out.stdout,
+        r#"{"cniVersion":"0.4.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}"#
+    );
+    // podman's probe: dummy variables, and stdin with only a version.
+    let probe = Attachment {
+        netns: "dummy".into(),
+        ifname: "dummy".into(),
+        ..Attachment::default()
+    };
+    assert_eq!(
+        shim("VERSION", &probe, br#"{"cniVersion":"1.0.0"}"#).exit_code,
+        0
+    );
+}
+
+#[test]
+fn malformed_invocations_get_the_specified_codes() {
+    let config = br#"{"cniVersion":"1.0.0","name":"n","type":"wasmcni","daemonSocket":"/nonexistent/wasmcni.sock"}"#;
+    let cases: Vec<(&str, Attachment, Vec<u8>, u64, &str)> = vec![
+        (
+            "ADD",
+            some_attachment(),
+            b"this is not json".to_vec(),
+            6,
+            "",
+        ),
+        ("FROB", some_attachment(), config.to_vec(), 4, "FROB"),
+        (
+            "ADD",
+            Attachment {
+                ifname: "eth0".into(),
+                ..Attachment::default()
+            },
+            config.to_vec(),
+            4,
+            "CNI_CONTAINERID",
+        ),
+        (
+            "ADD",
+            some_attachment(),
+            br#"{"cniVersion":"9.9.9","name":"n","type":"wasmcni"}"#.to_vec(),
+            1,
+            "9.9.9",
+        ),
+        (
+            "ADD",
+            some_attachment(),
+            br#"{"cniVersion":"1.0.0","type":"wasmcni"}"#.to_vec(),
+            7,
+            "name",
+        ),
+        (
+            "CHECK",
+            some_attachment(),
+            br#"{"cniVersion":"0.3.1","name":"n","type":"wasmcni"}"#.to_vec(),
+            1,
+            "CHECK",
+        ),
+        ("GC", Attachment::default(), config.to_vec(), 1, "GC"),
+        ("ADD", some_attachment(), vec![b' '; 2 << 20], 7, "limit"),
+    ];
+    for (command, attachment, stdin, code, needle) in cases {
+        let out = shim(command, &attachment, &stdin);
+        let error = error_of(&out);
+        assert_eq!(
+            error["code"],
+            json!(code),
+            "{command} with {:?}: {error}",
+            String::from_utf8_lossy(&stdin[..stdin.len().min(60)])
+        );
+        assert!(
+            error["msg"].as_str().unwrap().contains(needle),
+            "{error} should mention {needle}"
+        );
+        assert!(
+            out.stderr.contains("wasmcni:"),
+            "errors are also logged to stderr: {out:?}"
+        );
+    }
+}
+
+#[test]
+fn the_daemon_survives_junk_slow_and_oversized_clients() {
+    let node = running_node();
+    let socket = node.socket();
+    // A client that connects and says nothing holds its connection while others are served.
+    let silent = UnixStream::connect(&socket).expect("connect");
+    // A client that sends junk.
+    let mut junk = UnixStream::connect(&socket).expect("connect");
+    junk.write_all(b"\x00\x00\x00\x05hello").unwrap();
+    // A client announcing a 1 GiB frame.
+    let mut huge = UnixStream::connect(&socket).expect("connect");
+    huge.write_all(&(1u32 << 30).to_be_bytes()).unwrap();
+    // A client that connects and hangs up at once.
+    drop(UnixStream::connect(&socket).expect("connect"));
+
+    for (stream, expected_code) in [(&mut junk, 6), (&mut huge, 7)] {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let response: wasmcni::proto::DaemonResponse =
+            wasmcni::proto::read_frame(stream, 1 << 20).expect("an answer");
+        match response {
+            wasmcni::proto::DaemonResponse::Failure { error, .. } => {
+                assert_eq!(error.code, expected_code, "{error:?}")
+            }
+            other => panic!("junk was accepted: {other:?}"),
+        }
+    }
+
+    let chain = wasmcni_only(&node, "1.1.0");
+    let p = pod("afterjunk");
+    let result = node.node.run({
+        let (chain, att) = (chain.clone(), p.attachment.clone());
+        move || chain.add(&att)
+    });
+    assert!(
+        result.is_ok(),
+        "the daemon stopped serving after bad clients: {result:?}"
+    );
+    drop(silent);
+}

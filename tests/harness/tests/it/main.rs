@@ -1,0 +1,11 @@
+//! Integration tests (root): real network namespaces, the real daemon and shim, real peers.
+//!
+//! One binary for all of them (as wasmtime aggregates its integration tests), one module per
+//! concern. Each test builds its own namespaces with unique names and removes them on drop.
+
+mod bad_input;
+mod chain;
+mod crash;
+mod daemon_down;
+mod pod_lifecycle;
+mod support;

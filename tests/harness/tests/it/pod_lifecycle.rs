@@ -1,0 +1,259 @@
+//! ADD / CHECK / DEL on real namespaces, and what the pod and the node look like after each.
+
+use serde_json::json;
+use wasmcni_harness::traffic::{ping, tcp_fetch, EchoServer};
+
+use crate::support::{pod, pod_ip, running_node, wasmcni_only};
+
+#[test]
+fn add_builds_the_vpc_cni_data_path_and_pods_talk() {
+    let node = running_node();
+    let chain = wasmcni_only(&node, "1.0.0");
+    let a = pod("alpha");
+    let b = pod("beta");
+    let result_a = node
+        .node
+        .run({
+            let (chain, att) = (chain.clone(), a.attachment.clone());
+            move || chain.add(&att)
+        })
+        .expect("ADD alpha");
+    let result_b = node
+        .node
+        .run({
+            let (chain, att) = (chain.clone(), b.attachment.clone());
+            move || chain.add(&att)
+        })
+        .expect("ADD beta");
+    let ip_a = pod_ip(&result_a);
+    let ip_b = pod_ip(&result_b);
+    assert_ne!(ip_a, ip_b);
+    assert!(ip_a.starts_with("10.88.0."), "{result_a}");
+
+    // The result: host veth first, pod interface second with its sandbox, /32 on interface 1.
+    assert_eq!(result_a["cniVersion"], json!("1.0.0"));
+    let host_veth = result_a["interfaces"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        host_veth.starts_with("eni") && host_veth.len() == 14,
+        "{host_veth}"
+    );
+    assert_eq!(result_a["interfaces"][1]["name"], json!("eth0"));
+    assert_eq!(result_a["interfaces"][1]["sandbox"], json!(a.ns.path()));
+    assert_eq!(result_a["ips"][0]["address"], json!(format!("{ip_a}/32")));
+    assert!(
+        result_a["ips"][0].get("version").is_none(),
+        "1.0.0 results carry no ips[].version"
+    );
+
+    // Pod side, as VPC CNI builds it.
+    let addr = a.ns.ip(&["-4", "addr", "show", "dev", "eth0"]);
+    assert!(addr.contains(&format!("inet {ip_a}/32")), "{addr}");
+    let routes = a.ns.ip(&["-4", "route", "show"]);
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.starts_with("default via 169.254.1.1 dev eth0")),
+        "{routes}"
+    );
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.starts_with("169.254.1.1 dev eth0") && l.contains("scope link")),
+        "{routes}"
+    );
+    let host_mac = result_a["interfaces"][0]["mac"].as_str().unwrap();
+    let neigh = a.ns.ip(&["neigh", "show", "169.254.1.1"]);
+    assert!(
+        neigh.contains(host_mac) && neigh.contains("PERMANENT"),
+        "{neigh}"
+    );
+
+    // Host side.
+    let host_routes = node.node.ip(&["-4", "route", "show"]);
+    assert!(host_routes.lines().any(|l| l.starts_with(&format!("{ip_a} dev {host_veth} ")) && l.contains("scope link")), "{host_routes}");
+    let rules = node.node.ip(&["-4", "rule", "show"]);
+    assert!(
+        rules.contains(&format!("512:\tfrom all to {ip_a} lookup main")),
+        "{rules}"
+    );
+
+    // Real packets: pod -> pod, node -> pod, and the outside world -> pod through the node.
+    assert!(ping(&a.ns, &ip_b), "pod alpha cannot reach pod beta");
+    assert!(ping(&node.node, &ip_a), "the node cannot reach pod alpha");
+    let server = EchoServer::start(
+        &b.ns,
+        format!("{ip_b}:8080").parse().unwrap(),
+        "hello from beta",
+    );
+    assert_eq!(
+        tcp_fetch(&a.ns, server.addr).as_deref(),
+        Some("hello from beta")
+    );
+    assert_eq!(
+        tcp_fetch(&node.outside, server.addr).as_deref(),
+        Some("hello from beta")
+    );
+
+    // CHECK passes, then DEL removes exactly what ADD made.
+    node.node
+        .run({
+            let (chain, att, r) = (chain.clone(), a.attachment.clone(), result_a.clone());
+            move || chain.check(&att, &r)
+        })
+        .expect("CHECK");
+    node.node
+        .run({
+            let (chain, att, r) = (chain.clone(), a.attachment.clone(), result_a.clone());
+            move || chain.del(&att, Some(&r))
+        })
+        .expect("DEL");
+    assert!(
+        !node.node.try_ip(&["link", "show", &host_veth]),
+        "host veth survived DEL"
+    );
+    assert!(
+        !a.ns.try_ip(&["link", "show", "eth0"]),
+        "pod eth0 survived DEL"
+    );
+    let rules = node.node.ip(&["-4", "rule", "show"]);
+    assert!(
+        !rules.contains(&format!("to {ip_a} ")),
+        "rule survived DEL: {rules}"
+    );
+}
+
+#[test]
+fn check_names_what_was_removed_by_hand() {
+    let node = running_node();
+    let chain = wasmcni_only(&node, "1.1.0");
+    let p = pod("checked");
+    let result = node
+        .node
+        .run({
+            let (chain, att) = (chain.clone(), p.attachment.clone());
+            move || chain.add(&att)
+        })
+        .expect("ADD");
+    let ip = pod_ip(&result);
+    let veth = result["interfaces"][0]["name"].as_str().unwrap().to_owned();
+
+    node.node
+        .ip(&["route", "del", &format!("{ip}/32"), "dev", &veth]);
+    p.ns.ip(&["addr", "del", &format!("{ip}/32"), "dev", "eth0"]);
+    let failure = node
+        .node
+        .run({
+            let (chain, att, r) = (chain.clone(), p.attachment.clone(), result.clone());
+            move || chain.check(&att, &r)
+        })
+        .expect_err("CHECK must fail");
+    let error: serde_json::Value = serde_json::from_str(&failure.stdout).unwrap();
+    assert_eq!(error["code"], json!(104), "{error}");
+    let msg = error["msg"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("host route {ip}/32 dev {veth} is missing")),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("address {ip}/32 on eth0 in the pod is missing")),
+        "{msg}"
+    );
+    // Removing the address also took the routes through it; CHECK says so too.
+    assert!(msg.contains("default route via 169.254.1.1"), "{msg}");
+}
+
+#[test]
+fn del_twice_and_del_after_the_netns_is_gone_both_free_the_ip() {
+    let node = running_node();
+    let chain = wasmcni_only(&node, "1.0.0");
+    let mut p = pod("ephemeral");
+    let result = node
+        .node
+        .run({
+            let (chain, att) = (chain.clone(), p.attachment.clone());
+            move || chain.add(&att)
+        })
+        .expect("ADD");
+    let ip = pod_ip(&result);
+
+    // The runtime deletes the namespace first, then DELs with an empty CNI_NETNS (containerd's
+    // second DEL), and again.
+    p.ns.delete();
+    let mut gone = p.attachment.clone();
+    gone.netns = String::new();
+    for _ in 0..2 {
+        node.node
+            .run({
+                let (chain, att, r) = (chain.clone(), gone.clone(), result.clone());
+                move || chain.del(&att, Some(&r))
+            })
+            .expect("DEL must succeed");
+    }
+    let rules = node.node.ip(&["-4", "rule", "show"]);
+    assert!(
+        !rules.contains(&format!("to {ip} ")),
+        "rule survived DEL: {rules}"
+    );
+
+    // The address is free again: fill the pool and find it handed out.
+    let mut seen = false;
+    let mut pods = Vec::new();
+    for i in 0..254 {
+        let q = pod(&format!("refill{i}"));
+        let r = node.node.run({
+            let (chain, att) = (chain.clone(), q.attachment.clone());
+            move || chain.add(&att)
+        });
+        match r {
+            Ok(r) => {
+                seen |= pod_ip(&r) == ip;
+                pods.push(q);
+            }
+            Err(f) => {
+                let error: serde_json::Value = serde_json::from_str(&f.stdout).unwrap();
+                assert_eq!(
+                    error["code"],
+                    json!(101),
+                    "pool exhaustion is code 101: {error}"
+                );
+                break;
+            }
+        }
+        if seen {
+            break;
+        }
+    }
+    assert!(seen, "{ip} was never handed out again");
+}
+
+#[test]
+fn add_without_del_is_refused_and_keeps_the_first_attachment() {
+    let node = running_node();
+    let chain = wasmcni_only(&node, "1.1.0");
+    let p = pod("twice");
+    let first = node
+        .node
+        .run({
+            let (chain, att) = (chain.clone(), p.attachment.clone());
+            move || chain.add(&att)
+        })
+        .expect("ADD");
+    let second = node
+        .node
+        .run({
+            let (chain, att) = (chain.clone(), p.attachment.clone());
+            move || chain.add(&att)
+        })
+        .expect_err("second ADD must fail");
+    let error: serde_json::Value = serde_json::from_str(&second.stdout).unwrap();
+    assert_eq!(error["code"], json!(103), "{error}");
+    node.node
+        .run({
+            let (chain, att, r) = (chain.clone(), p.attachment.clone(), first.clone());
+            move || chain.check(&att, &r)
+        })
+        .expect("the first attachment is intact");
+}
