@@ -285,12 +285,14 @@ impl Datapath for NetlinkDatapath {
     }
 
     async fn remove_veth(&self, name: &str) -> Result<(), DatapathError> {
-        let by_name = LinkUnspec::new_with_name(name).build();
-        match self.host.link().del_with_message(by_name).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if matches!(errno(&e), Some(ENODEV | ENOENT)) => Ok(()),
-            Err(e) => Err(nl(format!("delete host veth {name}"))(e)),
-        }
+        // The kernel runs an RTM_DELLINK inside the sender's sendmsg(), and a veth deletion
+        // waits there for RCU (~20 ms). Sent from a runtime worker, two such waits would block
+        // both workers and queue every other DEL behind them; from a blocking-pool thread with
+        // a socket of its own, concurrent DELs overlap their waits.
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || delete_link_blocking(&name))
+            .await
+            .map_err(|e| netlink_failure("delete host veth".into(), &e.to_string()))?
     }
 
     async fn remove_rules(&self, host: &HostSide) -> Result<(), DatapathError> {
@@ -344,6 +346,27 @@ impl Datapath for NetlinkDatapath {
         }
         Ok(state)
     }
+}
+
+/// Deletes the link `name` in the current (node) namespace from the calling blocking thread.
+fn delete_link_blocking(name: &str) -> Result<(), DatapathError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| netlink_failure(format!("delete host veth {name}"), &e.to_string()))?;
+    runtime.block_on(async {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(|e| DatapathError::Netlink {
+            operation: format!("open a route socket to delete {name}"),
+            message: e.to_string(),
+        })?;
+        tokio::spawn(connection);
+        let by_name = LinkUnspec::new_with_name(name).build();
+        match handle.link().del_with_message(by_name).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(errno(&e), Some(ENODEV | ENOENT)) => Ok(()),
+            Err(e) => Err(nl(format!("delete host veth {name}"))(e)),
+        }
+    })
 }
 
 async fn check_pod_side(

@@ -28,6 +28,8 @@ pub struct TestNode {
     pub outside: NetNs,
     dir: tempfile::TempDir,
     pod_cidr: String,
+    /// The daemon runs on the embedded default configuration (no `--config`).
+    embedded_default: bool,
     daemon: Option<Child>,
 }
 
@@ -35,6 +37,18 @@ impl TestNode {
     /// Builds the namespaces and writes a cluster configuration with `pod_cidr` as the static
     /// pool; the daemon is not started yet.
     pub fn new(pod_cidr: &str) -> TestNode {
+        Self::build(pod_cidr, false)
+    }
+
+    /// A node whose daemon runs on the embedded default configuration: socket
+    /// /run/wasmcni/wasmcni.sock, state in /var/lib/wasmcni, the default static pool.
+    pub fn with_embedded_default() -> TestNode {
+        let config = wasmcni::config::ClusterConfig::embedded_default().expect("embedded default");
+        let pool = config.static_pool("embedded default").expect("static pool");
+        Self::build(&pool.cidrs[0].to_string(), true)
+    }
+
+    fn build(pod_cidr: &str, embedded_default: bool) -> TestNode {
         let node = NetNs::new("wn");
         let outside = NetNs::new("wo");
         let uplink = crate::unique_name("up");
@@ -57,6 +71,7 @@ impl TestNode {
             outside,
             dir,
             pod_cidr: pod_cidr.to_owned(),
+            embedded_default,
             daemon: None,
         };
         std::fs::write(node.config_path(), node.config_text()).expect("write config");
@@ -70,6 +85,9 @@ impl TestNode {
 
     /// The daemon's socket.
     pub fn socket(&self) -> PathBuf {
+        if self.embedded_default {
+            return PathBuf::from(wasmcni::proto::DEFAULT_SOCKET);
+        }
         self.dir.path().join("run/wasmcni.sock")
     }
 
@@ -115,11 +133,15 @@ impl TestNode {
             .open(self.daemon_log())
             .expect("daemon log");
         let binary = crate::bin_dir().join("wasmcni-host");
-        let child = Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", self.node.name()])
             .arg(&binary)
-            .args(["run", "--config"])
-            .arg(self.config_path())
+            .arg("run");
+        if !self.embedded_default {
+            command.arg("--config").arg(self.config_path());
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
