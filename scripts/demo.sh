@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The main job: build wasmcni, start its node daemon on the embedded default configuration
+# inside a throwaway network namespace, attach three pods through the real `wasmcni` binary
+# chained with Debian's portmap, prove connectivity with real packets, clean up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+cargo build --release --workspace --bins
+exec ./target/release/wasmcni-demo

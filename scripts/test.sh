@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: style and lint checks, unit tests, and the root
+# integration tests (real namespaces, the real daemon and shim, Debian's CNI plugins,
+# containerd's `ctr run --cni`, the SIGKILL crash loop).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "the integration tests need root (network namespaces)" >&2
+  exit 1
+fi
+
+echo "== format"
+cargo fmt --all --check
+echo "== build (release: one profile for tests, demo and benchmark)"
+cargo build --release --workspace --bins
+echo "== lint"
+cargo clippy --release --workspace --all-targets -- -D warnings
+echo "== tests"
+cargo test --release --workspace
