@@ -24,7 +24,7 @@ pub struct ReconcileReport {
     pub released_gone: usize,
     /// Veths with the wasmcni prefix and no owner, removed.
     pub orphan_veths: usize,
-    /// Rules for addresses with no owner, removed.
+    /// Rules for addresses with no owner (including those of pods released above), removed.
     pub orphan_rules: usize,
     /// DELs recorded by the shim while the daemon was down, replayed.
     pub replayed_dels: usize,
@@ -68,11 +68,7 @@ pub async fn reconcile<D: Datapath>(
     let committed: Vec<_> = handler.store().allocations().cloned().collect();
     for allocation in &committed {
         if !present.contains(allocation.host_veth.as_str()) {
-            handler
-                .datapath
-                .remove_rules(&reserved_host(allocation))
-                .await
-                .map_err(|e| format!("removing rules of vanished pod {}: {e}", allocation.ip))?;
+            // Its rules are now unowned and go with the orphan rules below.
             handler.release(&allocation.key).await.map_err(|e| e.msg)?;
             tracing::info!(container_id = %allocation.key.container_id, ip = %allocation.ip, veth = %allocation.host_veth, "released a pod deleted while the daemon was down");
             report.released_gone += 1;

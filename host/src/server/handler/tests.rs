@@ -1,0 +1,360 @@
+//! The verbs' logic against the recording fake data path: exact stdout per verb and version,
+//! rollback on failure, and the never-twice invariant, without root.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::datapath::fake::{Call, FakeDatapath};
+use crate::datastore::WalOptions;
+use crate::ipam::{Provider, StaticProvider};
+
+struct Fixture {
+    handler: Arc<Handler<FakeDatapath>>,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(cidr: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let text = crate::config::DEFAULT_CONFIG
+        .replace(
+            "/var/lib/wasmcni",
+            &dir.path().join("state").display().to_string(),
+        )
+        .replace("10.88.0.0/24", cidr);
+    let config = ClusterConfig::parse(&text, "test").unwrap();
+    let pool = StaticProvider::new(&config.static_pool("test").unwrap());
+    let (store, _) = Datastore::open(&config.daemon.state_dir, WalOptions::default()).unwrap();
+    let handler = Handler::new(
+        config,
+        FakeDatapath::new(),
+        store,
+        Pool::new(pool.inventory()),
+    );
+    Fixture { handler, _dir: dir }
+}
+
+fn request(command: Command, container_id: &str) -> CniRequest {
+    CniRequest {
+        command,
+        container_id: container_id.into(),
+        netns: format!("/run/netns/{container_id}"),
+        ifname: "eth0".into(),
+        args: vec![
+            ("K8S_POD_NAMESPACE".into(), "default".into()),
+            ("K8S_POD_NAME".into(), format!("pod-{container_id}")),
+        ],
+        path: String::new(),
+    }
+}
+
+fn config(version: &str) -> String {
+    format!(r#"{{"cniVersion":"{version}","name":"pods","type":"wasmcni"}}"#)
+}
+
+fn stdout(response: &DaemonResponse) -> &str {
+    match response {
+        DaemonResponse::Success { stdout } | DaemonResponse::Failure { stdout, .. } => stdout,
+    }
+}
+
+fn veth(container_id: &str) -> String {
+    host_veth_name(
+        "eni",
+        Some(("default", &format!("pod-{container_id}"))),
+        container_id,
+        "eth0",
+    )
+}
+
+#[tokio::test]
+async fn add_result_in_every_version_is_exact() {
+    let f = fixture("10.88.0.0/24");
+    let cases = [
+        (
+            "0.3.1",
+            r#"{"cniVersion":"0.3.1","interfaces":[{"name":"VETH","mac":"02:00:00:00:00:01"},{"name":"eth0","mac":"02:00:00:00:00:02","sandbox":"/run/netns/c1"}],"ips":[{"version":"4","interface":1,"address":"10.88.0.1/32","gateway":"169.254.1.1"}],"routes":[{"dst":"0.0.0.0/0","gw":"169.254.1.1"}],"dns":{}}"#,
+        ),
+        (
+            "0.4.0",
+            r#"{"cniVersion":"0.4.0","interfaces":[{"name":"VETH","mac":"02:00:00:00:00:01"},{"name":"eth0","mac":"02:00:00:00:00:02","sandbox":"/run/netns/c2"}],"ips":[{"version":"4","interface":1,"address":"10.88.0.2/32","gateway":"169.254.1.1"}],"routes":[{"dst":"0.0.0.0/0","gw":"169.254.1.1"}],"dns":{}}"#,
+        ),
+        (
+            "1.0.0",
+            r#"{"cniVersion":"1.0.0","interfaces":[{"name":"VETH","mac":"02:00:00:00:00:01"},{"name":"eth0","mac":"02:00:00:00:00:02","sandbox":"/run/netns/c3"}],"ips":[{"interface":1,"address":"10.88.0.3/32","gateway":"169.254.1.1"}],"routes":[{"dst":"0.0.0.0/0","gw":"169.254.1.1"}],"dns":{}}"#,
+        ),
+        (
+            "1.1.0",
+            r#"{"cniVersion":"1.1.0","interfaces":[{"name":"VETH","mac":"02:00:00:00:00:01","mtu":9001},{"name":"eth0","mac":"02:00:00:00:00:02","mtu":9001,"sandbox":"/run/netns/c4"}],"ips":[{"interface":1,"address":"10.88.0.4/32","gateway":"169.254.1.1"}],"routes":[{"dst":"0.0.0.0/0","gw":"169.254.1.1"}],"dns":{}}"#,
+        ),
+    ];
+    for (i, (version, expected)) in cases.iter().enumerate() {
+        let cid = format!("c{}", i + 1);
+        let response = f
+            .handler
+            .handle(&request(Command::Add, &cid), &config(version))
+            .await;
+        assert!(
+            matches!(response, DaemonResponse::Success { .. }),
+            "{response:?}"
+        );
+        assert_eq!(
+            stdout(&response),
+            expected.replace("VETH", &veth(&cid)),
+            "ADD at {version}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn add_passes_a_previous_result_through() {
+    let f = fixture("10.88.0.0/24");
+    let with_prev = r#"{"cniVersion":"0.4.0","name":"pods","type":"wasmcni","prevResult":{"cniVersion":"0.4.0","interfaces":[{"name":"cilium0"}],"ips":[{"version":"4","address":"192.168.5.5/24","interface":0}]}}"#;
+    let response = f
+        .handler
+        .handle(&request(Command::Add, "p1"), with_prev)
+        .await;
+    let result: serde_json::Value = serde_json::from_str(stdout(&response)).unwrap();
+    assert_eq!(result["interfaces"][0]["name"], "cilium0");
+    assert_eq!(result["ips"][0]["address"], "192.168.5.5/24");
+    assert_eq!(result["ips"][1]["address"], "10.88.0.1/32");
+    assert_eq!(
+        result["ips"][1]["interface"], 2,
+        "our pod interface comes after the previous one"
+    );
+}
+
+#[tokio::test]
+async fn error_objects_are_exact() {
+    let f = fixture("10.88.0.0/30");
+    f.handler
+        .handle(&request(Command::Add, "a"), &config("1.0.0"))
+        .await;
+    f.handler
+        .handle(&request(Command::Add, "b"), &config("1.0.0"))
+        .await;
+    let cases: Vec<(Command, &str, String, String)> = vec![
+        (Command::Add, "a", config("1.0.0"), r#"{"cniVersion":"1.0.0","code":103,"msg":"attachment a/eth0 already holds 10.88.0.1 (ADD without DEL); DEL it first"}"#.into()),
+        (Command::Add, "c", config("1.0.0"), r#"{"cniVersion":"1.0.0","code":101,"msg":"no free IPv4 address: all 2 addresses of the pool are assigned","details":"free addresses return as pods are deleted; add CIDRs to provider.static.cidrs to grow the pool"}"#.into()),
+        (Command::Check, "zz", config("1.0.0"), r#"{"cniVersion":"1.0.0","code":3,"msg":"no attachment zz/eth0 is known to wasmcni"}"#.into()),
+        (Command::Status, "", config("1.1.0"), r#"{"cniVersion":"1.1.0","code":50,"msg":"no free IPv4 address in the pool: new pods cannot be attached until some are deleted"}"#.into()),
+        (Command::Gc, "", config("1.0.0"), r#"{"cniVersion":"1.0.0","code":1,"msg":"config version 1.0.0 does not allow GC: it needs cniVersion 1.1.0 or later"}"#.into()),
+    ];
+    for (command, cid, conf, expected) in cases {
+        let response = f.handler.handle(&request(command, cid), &conf).await;
+        assert!(
+            matches!(response, DaemonResponse::Failure { .. }),
+            "{command:?}"
+        );
+        assert_eq!(stdout(&response), expected, "{command:?} {cid}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_setup_gives_the_address_back() {
+    let f = fixture("10.88.0.0/30");
+    f.handler
+        .datapath
+        .fail_next_setup("File exists (os error 17)");
+    let response = f
+        .handler
+        .handle(&request(Command::Add, "x"), &config("1.0.0"))
+        .await;
+    let error: CniError = serde_json::from_str(stdout(&response)).unwrap();
+    assert_eq!(error.code, codes::DATAPATH_FAILURE);
+    assert!(error.msg.contains("File exists"), "{}", error.msg);
+    assert!(
+        f.handler.store().is_empty(),
+        "the reservation was not rolled back"
+    );
+    assert_eq!(f.handler.free_addresses(), 2);
+}
+
+#[tokio::test]
+async fn del_is_idempotent_and_undoes_from_the_record() {
+    let f = fixture("10.88.0.0/24");
+    f.handler
+        .handle(&request(Command::Add, "d"), &config("1.0.0"))
+        .await;
+    let mut del = request(Command::Del, "d");
+    del.netns = String::new();
+    for _ in 0..2 {
+        let response = f.handler.handle(&del, &config("1.0.0")).await;
+        assert_eq!(
+            response,
+            DaemonResponse::Success {
+                stdout: String::new()
+            }
+        );
+    }
+    assert!(f.handler.store().is_empty());
+    let teardowns = f
+        .handler
+        .datapath
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Teardown(_)))
+        .count();
+    assert_eq!(teardowns, 1, "the second DEL found nothing to undo");
+}
+
+#[tokio::test]
+async fn a_new_sandbox_of_the_same_pod_replaces_the_old_one() {
+    let f = fixture("10.88.0.0/24");
+    let mut old = request(Command::Add, "old");
+    let mut new = request(Command::Add, "new");
+    for r in [&mut old, &mut new] {
+        r.args[1].1 = "web".into();
+    }
+    f.handler.handle(&old, &config("1.0.0")).await;
+    let response = f.handler.handle(&new, &config("1.0.0")).await;
+    assert!(
+        matches!(response, DaemonResponse::Success { .. }),
+        "{response:?}"
+    );
+    assert_eq!(f.handler.store().len(), 1);
+    // The old sandbox's late DEL finds nothing and must not touch the new pod's veth.
+    old.command = Command::Del;
+    f.handler.handle(&old, &config("1.0.0")).await;
+    assert_eq!(f.handler.store().len(), 1);
+    assert_eq!(f.handler.datapath.veths().len(), 1);
+}
+
+#[tokio::test]
+async fn gc_keeps_valid_and_other_networks_releases_the_rest() {
+    let f = fixture("10.88.0.0/24");
+    for cid in ["keep", "stale"] {
+        f.handler
+            .handle(&request(Command::Add, cid), &config("1.1.0"))
+            .await;
+    }
+    let other = r#"{"cniVersion":"1.1.0","name":"other","type":"wasmcni"}"#;
+    f.handler
+        .handle(&request(Command::Add, "foreign"), other)
+        .await;
+    let gc = r#"{"cniVersion":"1.1.0","name":"pods","type":"wasmcni","cni.dev/attachments":[{"containerID":"keep","ifname":"eth0"}]}"#;
+    let response = f.handler.handle(&request(Command::Gc, ""), gc).await;
+    assert_eq!(
+        response,
+        DaemonResponse::Success {
+            stdout: String::new()
+        }
+    );
+    let left: Vec<String> = f
+        .handler
+        .store()
+        .allocations()
+        .map(|a| a.key.container_id.clone())
+        .collect();
+    assert_eq!(left, vec!["foreign", "keep"]);
+    // GC without any list is not a licence to delete everything.
+    let bare = r#"{"cniVersion":"1.1.0","name":"pods","type":"wasmcni"}"#;
+    f.handler.handle(&request(Command::Gc, ""), bare).await;
+    assert_eq!(f.handler.store().len(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_adds_never_share_an_address() {
+    let f = fixture("10.88.0.0/26");
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let handler = f.handler.clone();
+            tokio::spawn(async move {
+                handler
+                    .handle(&request(Command::Add, &format!("k{i}")), &config("1.0.0"))
+                    .await
+            })
+        })
+        .collect();
+    let mut ips = std::collections::BTreeSet::new();
+    for t in tasks {
+        let response = t.await.unwrap();
+        let result: serde_json::Value = serde_json::from_str(stdout(&response)).unwrap();
+        assert!(
+            ips.insert(result["ips"][0]["address"].as_str().unwrap().to_owned()),
+            "duplicate address"
+        );
+    }
+    assert_eq!(ips.len(), 40);
+}
+
+#[tokio::test]
+async fn recovery_reconciles_every_kind_of_disagreement() {
+    use crate::proto::{DaemonRequest, PROTOCOL_VERSION};
+    use crate::server::recovery::{reconcile, ReconcileReport};
+    use std::net::Ipv4Addr;
+
+    let f = fixture("10.88.0.0/24");
+    for cid in ["kept", "vanished", "deleted-while-down"] {
+        f.handler
+            .handle(&request(Command::Add, cid), &config("1.0.0"))
+            .await;
+    }
+    // The pod's namespace went away while the daemon was down: its veth is gone.
+    f.handler.datapath.remove_veth(&veth("vanished"));
+    // A crashed ADD: reserved in the log and half-built on the node, never committed.
+    let unfinished = Allocation {
+        key: AttachmentKey {
+            container_id: "unfinished".into(),
+            ifname: "eth0".into(),
+        },
+        network: "pods".into(),
+        ip: Ipv4Addr::new(10, 88, 0, 40),
+        host_veth: veth("unfinished"),
+        netns: "/run/netns/unfinished".into(),
+        pod: None,
+        route_table: None,
+        state: AllocationState::Reserved,
+        result: None,
+        created_unix_ms: 0,
+    };
+    f.handler.store().reserve(unfinished.clone()).unwrap();
+    f.handler
+        .datapath
+        .add_orphan(&unfinished.host_veth, unfinished.ip);
+    // A crashed ADD that never reached the log: a veth and a rule nobody owns.
+    f.handler
+        .datapath
+        .add_orphan("eni0000000000a", Ipv4Addr::new(10, 88, 0, 50));
+    // A DEL the shim recorded while the daemon was unreachable.
+    let pending = f._dir.path().join("pending-del");
+    std::fs::create_dir_all(&pending).unwrap();
+    let spooled = DaemonRequest {
+        protocol: PROTOCOL_VERSION,
+        request: request(Command::Del, "deleted-while-down"),
+        config: config("1.0.0"),
+    };
+    std::fs::write(
+        pending.join("1-deleted-while-down-eth0.json"),
+        serde_json::to_vec(&spooled).unwrap(),
+    )
+    .unwrap();
+
+    let report = reconcile(&f.handler, &pending).await.unwrap();
+    assert_eq!(
+        report,
+        ReconcileReport {
+            rolled_back: 1,
+            released_gone: 1,
+            orphan_veths: 1,
+            orphan_rules: 2,
+            replayed_dels: 1,
+            kept: 1
+        }
+    );
+    let left: Vec<String> = f
+        .handler
+        .store()
+        .allocations()
+        .map(|a| a.key.container_id.clone())
+        .collect();
+    assert_eq!(left, vec!["kept"]);
+    assert_eq!(
+        f.handler.datapath.veths().into_keys().collect::<Vec<_>>(),
+        vec![veth("kept")]
+    );
+    assert_eq!(
+        std::fs::read_dir(&pending).unwrap().count(),
+        0,
+        "the replayed DEL is removed"
+    );
+}
