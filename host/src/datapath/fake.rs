@@ -137,6 +137,10 @@ impl Datapath for FakeDatapath {
         Ok(())
     }
 
+    async fn veth_exists(&self, name: &str) -> Result<bool, DatapathError> {
+        Ok(self.lock().veths.contains_key(name))
+    }
+
     async fn remove_veth(&self, name: &str) -> Result<(), DatapathError> {
         let mut state = self.lock();
         state.calls.push(Call::RemoveVeth(name.to_owned()));

@@ -157,6 +157,8 @@ pub trait Datapath: Send + Sync + 'static {
         &self,
         host: &HostSide,
     ) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Whether a host veth of that name exists now.
+    fn veth_exists(&self, name: &str) -> impl Future<Output = Result<bool, DatapathError>> + Send;
     /// Removes a host veth by name (and with it the pod end); a missing veth is not an error.
     fn remove_veth(&self, name: &str) -> impl Future<Output = Result<(), DatapathError>> + Send;
     /// Removes only the rules of `host` (for stale rules whose veth is already gone).

@@ -284,6 +284,10 @@ impl Datapath for NetlinkDatapath {
         self.remove_veth(&host.host_veth).await
     }
 
+    async fn veth_exists(&self, name: &str) -> Result<bool, DatapathError> {
+        Ok(link_by_name(&self.host, name).await?.is_some())
+    }
+
     async fn remove_veth(&self, name: &str) -> Result<(), DatapathError> {
         // The kernel runs an RTM_DELLINK inside the sender's sendmsg(), and a veth deletion
         // waits there for RCU (~20 ms). Sent from a runtime worker, two such waits would block
@@ -355,10 +359,11 @@ fn delete_link_blocking(name: &str) -> Result<(), DatapathError> {
         .build()
         .map_err(|e| netlink_failure(format!("delete host veth {name}"), &e.to_string()))?;
     runtime.block_on(async {
-        let (connection, handle, _) = rtnetlink::new_connection().map_err(|e| DatapathError::Netlink {
-            operation: format!("open a route socket to delete {name}"),
-            message: e.to_string(),
-        })?;
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(|e| DatapathError::Netlink {
+                operation: format!("open a route socket to delete {name}"),
+                message: e.to_string(),
+            })?;
         tokio::spawn(connection);
         let by_name = LinkUnspec::new_with_name(name).build();
         match handle.link().del_with_message(by_name).execute().await {

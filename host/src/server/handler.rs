@@ -35,7 +35,7 @@ pub struct Handler<D: Datapath> {
     store: Mutex<Datastore>,
     syncer: WalSyncer,
     pool: Mutex<Pool>,
-    locks: KeyLocks<AttachmentKey>,
+    pub(crate) locks: KeyLocks<AttachmentKey>,
 }
 
 impl<D: Datapath> Handler<D> {

@@ -114,13 +114,36 @@ pub fn bind(path: &Path) -> Result<UnixListener, StartError> {
     Ok(listener)
 }
 
-/// Serves until `shutdown` resolves, then waits (bounded) for in-flight requests.
+/// How often the daemon looks for pods whose namespace was deleted without a DEL.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Serves until `shutdown` resolves, then waits (bounded) for in-flight requests. Every
+/// [`SWEEP_INTERVAL`] a background sweep releases pods whose veth vanished.
 pub async fn serve<D: Datapath>(
     handler: Arc<Handler<D>>,
     listener: UnixListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut tasks = JoinSet::new();
+    let sweeper = tokio::spawn({
+        let handler = handler.clone();
+        async move {
+            let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+            ticks.tick().await; // the first tick is immediate; recovery just swept
+            loop {
+                ticks.tick().await;
+                match recovery::sweep(&handler, recovery::Orphans::Keep).await {
+                    Ok(report) if report != recovery::SweepReport::default() => {
+                        tracing::info!(?report, "sweep")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sweep failed; retrying at the next interval")
+                    }
+                }
+            }
+        }
+    });
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -142,6 +165,7 @@ pub async fn serve<D: Datapath>(
             () = &mut shutdown => break,
         }
     }
+    sweeper.abort();
     tracing::info!(in_flight = tasks.len(), "shutting down");
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(30), drain)

@@ -24,7 +24,7 @@ pub struct ReconcileReport {
     pub released_gone: usize,
     /// Veths with the wasmcni prefix and no owner, removed.
     pub orphan_veths: usize,
-    /// Rules for addresses with no owner (including those of pods released above), removed.
+    /// Rules for addresses with no owner, removed.
     pub orphan_rules: usize,
     /// DELs recorded by the shim while the daemon was down, replayed.
     pub replayed_dels: usize,
@@ -38,7 +38,6 @@ pub async fn reconcile<D: Datapath>(
     pending_dir: &Path,
 ) -> Result<ReconcileReport, String> {
     let mut report = ReconcileReport::default();
-    let prefix = handler.config.datapath.veth_prefix.clone();
 
     let incomplete: Vec<_> = handler
         .store()
@@ -58,24 +57,83 @@ pub async fn reconcile<D: Datapath>(
     }
 
     replay_pending_dels(handler, pending_dir, &mut report).await?;
+    let swept = sweep(handler, Orphans::Remove).await?;
+    report.released_gone = swept.released_gone;
+    report.orphan_veths = swept.orphan_veths;
+    report.orphan_rules = swept.orphan_rules;
+    report.kept = handler.store().len();
+    Ok(report)
+}
 
+/// What one [`sweep`] changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Committed pods whose host veth had disappeared, released.
+    pub released_gone: usize,
+    /// Veths with the wasmcni prefix and no owner, removed.
+    pub orphan_veths: usize,
+    /// Rules for addresses with no owner, removed.
+    pub orphan_rules: usize,
+}
+
+/// Whether a [`sweep`] also removes veths and rules that no allocation owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orphans {
+    /// Remove them: only before serving, when no request can be creating them.
+    Remove,
+    /// Leave them: while serving, a concurrent ADD's parts can look unowned for a moment.
+    Keep,
+}
+
+/// Compares the datastore with the node: releases committed pods whose veth vanished (their
+/// namespace was deleted without a DEL) and, with [`Orphans::Remove`], removes veths and rules
+/// no allocation owns. A vanished pod is re-checked under its attachment lock and its rules are
+/// removed while it still owns its address, so a concurrent ADD can never lose a rule to it.
+pub async fn sweep<D: Datapath>(
+    handler: &Handler<D>,
+    orphans: Orphans,
+) -> Result<SweepReport, String> {
+    let mut report = SweepReport::default();
+    let mut released = BTreeSet::new();
     let node = handler
         .datapath
-        .node_state(&prefix)
+        .node_state(&handler.config.datapath.veth_prefix)
         .await
         .map_err(|e| format!("reading the node's veths and rules: {e}"))?;
     let present: BTreeSet<&str> = node.veths.iter().map(String::as_str).collect();
-    let committed: Vec<_> = handler.store().allocations().cloned().collect();
-    for allocation in &committed {
-        if !present.contains(allocation.host_veth.as_str()) {
-            // Its rules are now unowned and go with the orphan rules below.
+    let vanished: Vec<_> = handler
+        .store()
+        .allocations()
+        .filter(|a| {
+            a.state == AllocationState::Committed && !present.contains(a.host_veth.as_str())
+        })
+        .cloned()
+        .collect();
+    for allocation in vanished {
+        let _guard = handler.locks.lock(allocation.key.clone()).await;
+        let unchanged = handler.store().get(&allocation.key) == Some(&allocation);
+        if unchanged
+            && !handler
+                .datapath
+                .veth_exists(&allocation.host_veth)
+                .await
+                .map_err(|e| e.to_string())?
+        {
+            handler
+                .datapath
+                .remove_rules(&reserved_host(&allocation))
+                .await
+                .map_err(|e| format!("removing rules of vanished pod {}: {e}", allocation.ip))?;
             handler.release(&allocation.key).await.map_err(|e| e.msg)?;
-            tracing::info!(container_id = %allocation.key.container_id, ip = %allocation.ip, veth = %allocation.host_veth, "released a pod deleted while the daemon was down");
+            released.insert(allocation.ip);
+            tracing::info!(container_id = %allocation.key.container_id, ip = %allocation.ip, veth = %allocation.host_veth, "released a pod whose namespace was deleted without a DEL");
             report.released_gone += 1;
         }
     }
+    if orphans == Orphans::Keep {
+        return Ok(report);
+    }
     let owners: Vec<_> = handler.store().allocations().cloned().collect();
-    report.kept = owners.len();
     let owned_veths: BTreeSet<&str> = owners.iter().map(|a| a.host_veth.as_str()).collect();
     for veth in node
         .veths
@@ -90,7 +148,8 @@ pub async fn reconcile<D: Datapath>(
         tracing::warn!(veth = %veth, "removed a veth no attachment owns (left by a crashed ADD)");
         report.orphan_veths += 1;
     }
-    let owned_ips: BTreeSet<_> = owners.iter().map(|a| a.ip).collect();
+    // Addresses released above had their rules removed already.
+    let owned_ips: BTreeSet<_> = owners.iter().map(|a| a.ip).chain(released).collect();
     let stale_to = node
         .to_pod_rules
         .iter()

@@ -336,7 +336,7 @@ async fn recovery_reconciles_every_kind_of_disagreement() {
             rolled_back: 1,
             released_gone: 1,
             orphan_veths: 1,
-            orphan_rules: 2,
+            orphan_rules: 1,
             replayed_dels: 1,
             kept: 1
         }
@@ -357,4 +357,44 @@ async fn recovery_reconciles_every_kind_of_disagreement() {
         0,
         "the replayed DEL is removed"
     );
+}
+
+#[tokio::test]
+async fn the_periodic_sweep_releases_vanished_pods_and_leaves_orphans_alone() {
+    use crate::server::recovery::{sweep, Orphans, SweepReport};
+    use std::net::Ipv4Addr;
+
+    let f = fixture("10.88.0.0/24");
+    for cid in ["alive", "gone"] {
+        f.handler
+            .handle(&request(Command::Add, cid), &config("1.0.0"))
+            .await;
+    }
+    f.handler.datapath.remove_veth(&veth("gone"));
+    // While serving, something unowned may be a concurrent ADD's: the sweep must not touch it.
+    f.handler
+        .datapath
+        .add_orphan("eni00000000000", Ipv4Addr::new(10, 88, 0, 77));
+    let report = sweep(&f.handler, Orphans::Keep).await.unwrap();
+    assert_eq!(
+        report,
+        SweepReport {
+            released_gone: 1,
+            orphan_veths: 0,
+            orphan_rules: 0
+        }
+    );
+    let left: Vec<String> = f
+        .handler
+        .store()
+        .allocations()
+        .map(|a| a.key.container_id.clone())
+        .collect();
+    assert_eq!(left, vec!["alive"]);
+    assert!(f.handler.datapath.veths().contains_key("eni00000000000"));
+    assert!(f
+        .handler
+        .datapath
+        .calls()
+        .contains(&Call::RemoveRules(Ipv4Addr::new(10, 88, 0, 2))));
 }
