@@ -134,6 +134,26 @@ fn main() {
         ratio(medians[0].2, medians[1].2)
     );
 
+    println!("\nExec floor: VERSION answered by the plugin itself, {iterations} runs (ms):\n");
+    println!("| plugin | median | p90 |");
+    println!("|---|---|---|");
+    for plugin in ["wasmcni", "ptp"] {
+        let samples = (0..iterations)
+            .map(|_| {
+                wasmcni_harness::chain::exec_plugin(
+                    plugin,
+                    "VERSION",
+                    &Attachment::default(),
+                    &wasmcni_harness::cni_path(),
+                    br#"{"cniVersion":"1.0.0"}"#,
+                )
+                .elapsed
+            })
+            .collect();
+        let s = stats(samples);
+        println!("| {plugin} | {} | {} |", ms(s.median), ms(s.p90));
+    }
+
     println!(
         "\n100 concurrent ADDs (100 threads released together), then 100 concurrent DELs (ms):\n"
     );
@@ -199,7 +219,7 @@ fn concurrent(
                     nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
                     barrier.wait();
                     let started = Instant::now();
-                    let value = if verb == "ADD" {
+                    let outcome = if verb == "ADD" {
                         list.add(&att)
                             .unwrap_or_else(|f| panic!("concurrent ADD: {f}"))
                     } else {
@@ -207,17 +227,27 @@ fn concurrent(
                             .unwrap_or_else(|f| panic!("concurrent DEL: {f}"));
                         Value::Null
                     };
-                    (started.elapsed(), value)
+                    (started, Instant::now(), outcome)
                 })
             })
             .collect();
         barrier.wait();
-        let started = Instant::now();
         let out: Vec<_> = threads
             .into_iter()
             .map(|t| t.join().expect("thread"))
             .collect();
-        (started.elapsed(), out)
+        // Wall time: first request started to last request answered.
+        let first = out
+            .iter()
+            .map(|(start, _, _)| *start)
+            .min()
+            .expect("threads");
+        let last = out.iter().map(|(_, end, _)| *end).max().expect("threads");
+        let each = out
+            .into_iter()
+            .map(|(start, end, value)| (end - start, value))
+            .collect();
+        (last - first, each)
     };
     let (add_wall, added) = run_all("ADD", vec![None; n]);
     let add_each = added.iter().map(|(d, _)| *d).collect();
