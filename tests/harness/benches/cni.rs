@@ -90,9 +90,9 @@ fn main() {
         cycle(&node, &subject.list, 0);
     }
 
-    let mut adds = vec![Vec::new(), Vec::new()];
-    let mut dels = vec![Vec::new(), Vec::new()];
-    let mut cycles = vec![Vec::new(), Vec::new()];
+    let mut adds = [Vec::new(), Vec::new()];
+    let mut dels = [Vec::new(), Vec::new()];
+    let mut cycles = [Vec::new(), Vec::new()];
     for i in 0..iterations {
         // Interleave the subjects so drift in machine load hits both alike.
         for (s, subject) in subjects.iter().enumerate() {

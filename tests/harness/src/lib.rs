@@ -6,6 +6,7 @@
 //! every namespace, daemon and temporary directory is removed on drop, also when a test fails.
 
 pub mod chain;
+pub mod containerd;
 pub mod netns;
 pub mod node;
 pub mod traffic;

@@ -97,8 +97,8 @@ fn main() -> ExitCode {
 
     println!("== pods");
     println!(
-        "  {:<10} {:<16} {:<16} {:<15} {}",
-        "pod", "netns", "ip", "host veth", "pod mac"
+        "  {:<10} {:<16} {:<16} {:<15} pod mac",
+        "pod", "netns", "ip", "host veth"
     );
     for pod in &pods {
         println!(

@@ -128,6 +128,16 @@ fn malformed_invocations_get_the_specified_codes() {
 fn the_daemon_survives_junk_slow_and_oversized_clients() {
     let node = running_node();
     let socket = node.socket();
+    // Root-only: the socket 0600 in a 0700 directory, and no TCP listener at all.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&socket), 0o600);
+    assert_eq!(mode(socket.parent().unwrap()), 0o700);
+    let tcp = node.node.exec("ss", &["-Hltn"]);
+    assert!(
+        String::from_utf8_lossy(&tcp.stdout).trim().is_empty(),
+        "a TCP listener in the node namespace: {tcp:?}"
+    );
     // A client that connects and says nothing holds its connection while others are served.
     let silent = UnixStream::connect(&socket).expect("connect");
     // A client that sends junk.

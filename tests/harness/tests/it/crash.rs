@@ -26,7 +26,7 @@ impl XorShift {
 
 const WORKERS: usize = 4;
 const PODS_PER_WORKER: usize = 3;
-const KILLS: usize = 12;
+const KILLS: usize = 30;
 
 #[test]
 fn sigkill_during_concurrent_adds_and_dels_loses_nothing() {

@@ -6,6 +6,7 @@
 mod bad_input;
 mod chain;
 mod crash;
+mod ctr;
 mod daemon_down;
 mod pod_lifecycle;
 mod support;
