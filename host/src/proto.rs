@@ -5,6 +5,7 @@
 //! shim prints, already rendered in the runtime's CNI version, so the shim never re-encodes.
 
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -18,12 +19,131 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const DEFAULT_SOCKET: &str = "/run/wasmcni/wasmcni.sock";
 
 /// Directory where the shim records DELs it could not deliver (daemon down), next to the
-/// socket: the daemon replays them when it starts.
-pub fn pending_del_dir(socket: &std::path::Path) -> std::path::PathBuf {
+/// socket: the daemon replays them when it starts and on every sweep.
+pub fn pending_del_dir(socket: &Path) -> PathBuf {
     socket
         .parent()
-        .unwrap_or_else(|| std::path::Path::new("/"))
+        .unwrap_or_else(|| Path::new("/"))
         .join("pending-del")
+}
+
+/// A DEL recorded while the daemon was unreachable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PendingDel {
+    /// When the shim recorded it (ms since the epoch): an attachment of the same key created
+    /// later is a new one (container ids get reused) and is not deleted by the replay.
+    pub recorded_unix_ms: u64,
+    /// The DEL as the shim would have sent it.
+    pub request: DaemonRequest,
+}
+
+/// Why a pending-DEL directory or file was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum PendingError {
+    /// An I/O failure.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Something others could have written or redirected: not trusted.
+    #[error("{path}: {reason}; not trusted")]
+    Untrusted {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Checks that `path` is ours alone: not a symlink, owned by this user, no group/other access
+/// beyond `allowed_mode`. Anyone able to write there could make the daemon delete attachments.
+pub fn check_private(path: &Path, is_dir: bool) -> Result<(), PendingError> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::symlink_metadata(path).map_err(|source| PendingError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let untrusted = |reason: String| PendingError::Untrusted {
+        path: path.to_owned(),
+        reason,
+    };
+    if metadata.file_type().is_symlink() {
+        return Err(untrusted("is a symbolic link".into()));
+    }
+    if metadata.is_dir() != is_dir {
+        return Err(untrusted(
+            if is_dir {
+                "is not a directory"
+            } else {
+                "is not a regular file"
+            }
+            .into(),
+        ));
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if metadata.uid() != euid {
+        return Err(untrusted(format!(
+            "is owned by uid {}, not {euid}",
+            metadata.uid()
+        )));
+    }
+    if metadata.mode() & 0o077 != 0 {
+        return Err(untrusted(format!(
+            "has mode {:o}; group and others must have no access",
+            metadata.mode() & 0o777
+        )));
+    }
+    Ok(())
+}
+
+/// Records `request` in `dir` (created 0700 if missing; refused if it is not private), written
+/// to a temporary file, synced and renamed, so a replay never sees half a record.
+pub fn record_pending_del(dir: &Path, request: &DaemonRequest) -> Result<PathBuf, PendingError> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| PendingError::Io { path, source }
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(dir))?;
+    check_private(dir, true)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let record = PendingDel {
+        recorded_unix_ms: now.as_millis() as u64,
+        request: request.clone(),
+    };
+    let name = format!(
+        "{:020}-{}-{}",
+        now.as_nanos(),
+        request.request.container_id,
+        request.request.ifname
+    );
+    let temporary = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(format!("{name}.json"));
+    let bytes = serde_json::to_vec(&record).map_err(|e| PendingError::Io {
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(io(&temporary))?;
+    file.write_all(&bytes).map_err(io(&temporary))?;
+    file.sync_all().map_err(io(&temporary))?;
+    std::fs::rename(&temporary, &path).map_err(io(&path))?;
+    Ok(path)
 }
 
 /// Largest network configuration the shim forwards (libcni configs are a few KiB).
@@ -81,8 +201,8 @@ pub enum FrameError {
     Malformed(#[from] serde_json::Error),
 }
 
-/// Writes one frame.
-pub fn write_frame(writer: &mut impl Write, message: &impl Serialize) -> Result<(), FrameError> {
+/// Encodes `message` as one frame: 4-byte big-endian length, then the JSON.
+pub fn encode_frame(message: &impl Serialize) -> Result<Vec<u8>, FrameError> {
     let body = serde_json::to_vec(message)?;
     let len = u32::try_from(body.len()).map_err(|_| FrameError::TooLarge {
         len: body.len(),
@@ -91,7 +211,12 @@ pub fn write_frame(writer: &mut impl Write, message: &impl Serialize) -> Result<
     let mut frame = Vec::with_capacity(body.len() + 4);
     frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(&body);
-    writer.write_all(&frame)?;
+    Ok(frame)
+}
+
+/// Writes one frame.
+pub fn write_frame(writer: &mut impl Write, message: &impl Serialize) -> Result<(), FrameError> {
+    writer.write_all(&encode_frame(message)?)?;
     Ok(())
 }
 
@@ -138,15 +263,7 @@ pub mod framed {
         writer: &mut (impl AsyncWrite + Unpin),
         message: &impl serde::Serialize,
     ) -> Result<(), FrameError> {
-        let body = serde_json::to_vec(message)?;
-        let len = u32::try_from(body.len()).map_err(|_| FrameError::TooLarge {
-            len: body.len(),
-            limit: u32::MAX as usize,
-        })?;
-        let mut frame = Vec::with_capacity(body.len() + 4);
-        frame.extend_from_slice(&len.to_be_bytes());
-        frame.extend_from_slice(&body);
-        writer.write_all(&frame).await?;
+        writer.write_all(&super::encode_frame(message)?).await?;
         writer.flush().await?;
         Ok(())
     }

@@ -179,18 +179,34 @@ impl CniRequest {
             });
         }
 
-        let container_id = var(CONTAINER_ID).unwrap_or_default();
-        let netns = var(NETNS).unwrap_or_default();
-        let ifname = var(IFNAME).unwrap_or_default();
+        let request = CniRequest {
+            command,
+            container_id: var(CONTAINER_ID).unwrap_or_default(),
+            netns: var(NETNS).unwrap_or_default(),
+            ifname: var(IFNAME).unwrap_or_default(),
+            args,
+            path,
+        };
+        request.validate()?;
+        Ok(request)
+    }
 
+    /// Checks the attachment parameters for the verb, as [`CniRequest::from_env`] does. The
+    /// daemon calls it again on what arrives over its socket or from the pending-DEL spool:
+    /// never trust a decoded request more than the environment it came from.
+    pub fn validate(&self) -> Result<(), CniError> {
+        let command = self.command;
+        if !command.is_attachment_verb() {
+            return Ok(());
+        }
         let mut missing = Vec::new();
-        if container_id.is_empty() {
+        if self.container_id.is_empty() {
             missing.push(CONTAINER_ID);
         }
-        if netns.is_empty() && command != Command::Del {
+        if self.netns.is_empty() && command != Command::Del {
             missing.push(NETNS);
         }
-        if ifname.is_empty() {
+        if self.ifname.is_empty() {
             missing.push(IFNAME);
         }
         if !missing.is_empty() {
@@ -199,26 +215,21 @@ impl CniRequest {
                 format!("required for {command} but missing or empty"),
             ));
         }
-        if !is_identifier(&container_id) {
+        let container_id = &self.container_id;
+        if !is_identifier(container_id) {
             return Err(CniError::invalid_environment(
                 &[CONTAINER_ID],
                 format!("'{container_id}' is not a valid container ID: it must match {IDENTIFIER_PATTERN}"),
             ));
         }
-        if let Err(why) = check_ifname(&ifname) {
+        let ifname = &self.ifname;
+        if let Err(why) = check_ifname(ifname) {
             return Err(CniError::invalid_environment(
                 &[IFNAME],
                 format!("'{ifname}' is not a usable interface name: {why}"),
             ));
         }
-        Ok(CniRequest {
-            command,
-            container_id,
-            netns,
-            ifname,
-            args,
-            path,
-        })
+        Ok(())
     }
 
     /// The value of `CNI_ARGS` key `key`; when a key repeats, the last value wins, as in Go's

@@ -17,6 +17,10 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// The embedded default configuration (`policies/default.toml`): a static pool for nodes without EC2.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../policies/default.toml");
 
+/// Largest static CIDR (a /16: 65 534 pod addresses, far above any node's pod limit), which
+/// also bounds the pool's scan for a free address.
+pub const MIN_STATIC_PREFIX_LEN: u8 = 16;
+
 /// Longest host-veth prefix: the kernel allows 15-byte names and the hash suffix takes 11.
 pub const MAX_VETH_PREFIX_LEN: usize = 4;
 
@@ -196,6 +200,13 @@ impl ClusterConfig {
                     "not an IPv4 CIDR (expected a.b.c.d/len)".into(),
                 )
             })?;
+            if net.prefix_len() < MIN_STATIC_PREFIX_LEN {
+                return Err(invalid(
+                    key,
+                    text,
+                    format!("a node never needs more than a /{MIN_STATIC_PREFIX_LEN}; split it or give several CIDRs"),
+                ));
+            }
             if net.trunc() != net {
                 return Err(invalid(
                     key,
@@ -361,6 +372,10 @@ mod tests {
             (
                 with("veth_prefix = \"eni\"", "veth_prefix = \"toolong\""),
                 "`datapath.veth_prefix` = \"toolong\"",
+            ),
+            (
+                with("cidrs = [\"10.88.0.0/24\"]", "cidrs = [\"10.0.0.0/8\"]"),
+                "`provider.static.cidrs[0]` = \"10.0.0.0/8\": a node never needs more than a /16",
             ),
             (with("mtu = 9001", "mtu = 70000"), "`datapath.mtu` = 70000"),
             (

@@ -32,6 +32,7 @@ struct State {
     veths: BTreeMap<String, Ipv4Addr>,
     rules: Vec<(Ipv4Addr, Option<u32>)>,
     fail_next_setup: Option<String>,
+    teardown_failures: usize,
 }
 
 /// The recording fake.
@@ -46,9 +47,15 @@ impl FakeDatapath {
         FakeDatapath::default()
     }
 
-    /// Makes the next `setup_pod` fail with `message` (after "creating" nothing).
+    /// Makes the next `setup_pod` fail with `message` after it created the veth (as a real
+    /// setup that fails halfway does).
     pub fn fail_next_setup(&self, message: &str) {
         self.lock().fail_next_setup = Some(message.to_owned());
+    }
+
+    /// Makes the next `count` teardowns fail (the kernel refusing to delete).
+    pub fn fail_teardowns(&self, count: usize) {
+        self.lock().teardown_failures = count;
     }
 
     /// Every call so far, in order.
@@ -87,22 +94,28 @@ impl Datapath for FakeDatapath {
     }
 
     async fn setup_pod(&self, a: &PodAttachment) -> Result<Created, DatapathError> {
-        let mut state = self.lock();
-        state.calls.push(Call::Setup(a.host.host_veth.clone()));
-        if let Some(message) = state.fail_next_setup.take() {
-            return Err(DatapathError::Netlink {
-                operation: format!("create veth {}", a.host.host_veth),
-                message,
-            });
+        // A real setup awaits the kernel several times; let other requests interleave.
+        tokio::task::yield_now().await;
+        {
+            let mut state = self.lock();
+            state.calls.push(Call::Setup(a.host.host_veth.clone()));
+            if state.veths.contains_key(&a.host.host_veth) {
+                return Err(DatapathError::Exists {
+                    name: a.host.host_veth.clone(),
+                    place: "the host namespace".into(),
+                });
+            }
+            // Like the real one, a failing setup may leave what it created so far.
+            state.veths.insert(a.host.host_veth.clone(), a.host.ip);
+            if let Some(message) = state.fail_next_setup.take() {
+                return Err(DatapathError::Netlink {
+                    operation: format!("add host route {}/32", a.host.ip),
+                    message,
+                });
+            }
+            state.rules.push((a.host.ip, a.host.route_table));
         }
-        if state.veths.contains_key(&a.host.host_veth) {
-            return Err(DatapathError::Exists {
-                name: a.host.host_veth.clone(),
-                place: "the host namespace".into(),
-            });
-        }
-        state.veths.insert(a.host.host_veth.clone(), a.host.ip);
-        state.rules.push((a.host.ip, a.host.route_table));
+        tokio::task::yield_now().await;
         Ok(Created {
             host_mac: [2, 0, 0, 0, 0, 1],
             pod_mac: [2, 0, 0, 0, 0, 2],
@@ -130,8 +143,16 @@ impl Datapath for FakeDatapath {
     }
 
     async fn teardown_pod(&self, host: &HostSide) -> Result<(), DatapathError> {
+        tokio::task::yield_now().await;
         let mut state = self.lock();
         state.calls.push(Call::Teardown(host.host_veth.clone()));
+        if state.teardown_failures > 0 {
+            state.teardown_failures -= 1;
+            return Err(DatapathError::Netlink {
+                operation: format!("delete host veth {}", host.host_veth),
+                message: "Device or resource busy (os error 16)".into(),
+            });
+        }
         state.veths.remove(&host.host_veth);
         state.rules.retain(|(ip, _)| *ip != host.ip);
         Ok(())
@@ -148,10 +169,10 @@ impl Datapath for FakeDatapath {
         Ok(())
     }
 
-    async fn remove_rules(&self, host: &HostSide) -> Result<(), DatapathError> {
+    async fn remove_rules(&self, ip: Ipv4Addr, _: Option<u32>) -> Result<(), DatapathError> {
         let mut state = self.lock();
-        state.calls.push(Call::RemoveRules(host.ip));
-        state.rules.retain(|(ip, _)| *ip != host.ip);
+        state.calls.push(Call::RemoveRules(ip));
+        state.rules.retain(|(rule_ip, _)| *rule_ip != ip);
         Ok(())
     }
 

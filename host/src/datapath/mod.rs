@@ -26,23 +26,30 @@ pub const TO_POD_RULE_PRIORITY: u32 = 512;
 pub const FROM_POD_RULE_PRIORITY: u32 = 1536;
 /// The kernel's main routing table.
 pub const MAIN_TABLE: u32 = 254;
+/// Routing protocol number on wasmcni's rules and host routes (`ip rule show protocol 87`), so
+/// they are told apart from other software's rules at the same priorities.
+pub const RULE_PROTOCOL: u8 = 87;
+/// Interface alias of every host veth wasmcni creates (`ip link show` prints it).
+pub const VETH_ALIAS: &str = "wasmcni";
 
 /// Name of the host-side veth for a pod, as AWS VPC CNI derives it: `prefix` followed by the
 /// first 11 hex digits of sha1("namespace.name"). Outside Kubernetes (no pod name in
-/// `CNI_ARGS`, e.g. `ctr run --cni`) the container id stands in for the pod. An interface other
-/// than `eth0` appends `.<ifname>` so a multi-homed pod gets one veth per interface.
+/// `CNI_ARGS`, e.g. `ctr run --cni`) "container:<id>" stands in for the pod. An interface other
+/// than `eth0` appends `/<ifname>` so a multi-homed pod gets one veth per interface.
 pub fn host_veth_name(
     prefix: &str,
     pod: Option<(&str, &str)>,
     container_id: &str,
     ifname: &str,
 ) -> String {
+    // Kubernetes names and container ids may contain dots but never '/' or ':', so these
+    // separators keep the identities of different attachments apart.
     let mut identity = match pod {
         Some((namespace, name)) => format!("{namespace}.{name}"),
-        None => container_id.to_owned(),
+        None => format!("container:{container_id}"),
     };
     if ifname != "eth0" {
-        identity.push('.');
+        identity.push('/');
         identity.push_str(ifname);
     }
     let digest = sha1_smol::Sha1::from(identity.as_bytes())
@@ -142,7 +149,8 @@ pub enum DatapathError {
 pub trait Datapath: Send + Sync + 'static {
     /// One-time node setup (IPv4 forwarding).
     fn prepare_node(&self) -> impl Future<Output = Result<(), DatapathError>> + Send;
-    /// Builds the attachment. On error, whatever was created is removed before returning.
+    /// Builds the attachment. On error, parts may remain: the caller undoes them with
+    /// [`Datapath::teardown_pod`] and frees the address only when that succeeded.
     fn setup_pod(
         &self,
         attachment: &PodAttachment,
@@ -161,12 +169,16 @@ pub trait Datapath: Send + Sync + 'static {
     fn veth_exists(&self, name: &str) -> impl Future<Output = Result<bool, DatapathError>> + Send;
     /// Removes a host veth by name (and with it the pod end); a missing veth is not an error.
     fn remove_veth(&self, name: &str) -> impl Future<Output = Result<(), DatapathError>> + Send;
-    /// Removes only the rules of `host` (for stale rules whose veth is already gone).
+    /// Removes the wasmcni rules for `ip` (to-pod, and from-pod in `route_table` if any); rules
+    /// not marked as wasmcni's are never touched, and missing ones are not errors.
     fn remove_rules(
         &self,
-        host: &HostSide,
+        ip: Ipv4Addr,
+        route_table: Option<u32>,
     ) -> impl Future<Output = Result<(), DatapathError>> + Send;
-    /// What wasmcni-owned state exists on the node.
+    /// What wasmcni-owned state exists on the node: only veths and rules carrying wasmcni's
+    /// marks ([`VETH_ALIAS`], [`RULE_PROTOCOL`]), so another CNI's (AWS VPC CNI's own `eni*`
+    /// veths and priority-512 rules, during a migration) are never mistaken for orphans.
     fn node_state(
         &self,
         veth_prefix: &str,
@@ -203,22 +215,25 @@ mod tests {
 
     #[test]
     fn veth_names_match_vpc_cni() {
-        // sha1("default.nginx") = 9d7f8a6d8cd4...; VPC CNI names this pod's veth eni9d7f8a6d8cd.
-        let expected = format!(
-            "eni{}",
-            &sha1_smol::Sha1::from("default.nginx").digest().to_string()[..11]
-        );
+        // VPC CNI: "eni" + the first 11 hex digits of sha1("default.nginx").
         assert_eq!(
             host_veth_name("eni", Some(("default", "nginx")), "cid", "eth0"),
-            expected
-        );
-        assert_eq!(expected.len(), 14);
-        assert_ne!(
-            host_veth_name("eni", Some(("default", "nginx")), "cid", "net1"),
-            expected
+            "enic440f455693"
         );
         let by_container = host_veth_name("wc", None, "abc123", "eth0");
         assert!(by_container.starts_with("wc") && by_container.len() == 13);
+    }
+
+    #[test]
+    fn different_attachments_never_share_an_identity() {
+        let names = [
+            host_veth_name("eni", Some(("default", "web")), "c1", "net1"),
+            host_veth_name("eni", Some(("default", "web.net1")), "c2", "eth0"),
+            host_veth_name("eni", Some(("default", "web")), "c3", "eth0"),
+            host_veth_name("eni", None, "default.web", "eth0"),
+        ];
+        let distinct: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{names:?}");
     }
 
     #[test]

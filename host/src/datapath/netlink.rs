@@ -15,20 +15,25 @@ use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
+};
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, IpVersion, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::{
     format_mac, netns, random_mac, Created, Datapath, DatapathError, HostSide, NodeState,
-    PodAttachment, FROM_POD_RULE_PRIORITY, MAIN_TABLE, POD_GATEWAY, TO_POD_RULE_PRIORITY,
+    PodAttachment, FROM_POD_RULE_PRIORITY, MAIN_TABLE, POD_GATEWAY, RULE_PROTOCOL,
+    TO_POD_RULE_PRIORITY, VETH_ALIAS,
 };
 
 const EEXIST: i32 = 17;
 const ENOENT: i32 = 2;
 const ENODEV: i32 = 19;
 const ESRCH: i32 = 3;
+/// Duplicates of one rule a crash can leave; more means something else keeps adding it.
+const MAX_DUPLICATE_RULES: usize = 64;
 
 /// The data path over rtnetlink.
 #[derive(Clone)]
@@ -112,10 +117,22 @@ impl NetlinkDatapath {
                 format_mac(&host_mac)
             )))?;
 
+        self.host
+            .link()
+            .set(
+                LinkUnspec::new_with_index(host_index)
+                    .up()
+                    .alias(VETH_ALIAS.to_owned())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(nl(format!("set host veth {veth} up")))?;
         let host_route = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(ip, 32)
             .output_interface(host_index)
             .scope(RouteScope::Link)
+            .protocol(RouteProtocol::Other(RULE_PROTOCOL))
             .build();
         self.host
             .route()
@@ -123,47 +140,50 @@ impl NetlinkDatapath {
             .execute()
             .await
             .map_err(nl(format!("add host route {ip}/32 dev {veth}")))?;
-        self.host
+        let mut to_pod = self
+            .host
             .rule()
             .add()
             .v4()
             .destination_prefix(ip, 32)
             .table_id(MAIN_TABLE)
             .priority(TO_POD_RULE_PRIORITY)
-            .action(RuleAction::ToTable)
-            .execute()
-            .await
-            .map_err(nl(format!(
-                "add rule to {ip} lookup main prio {TO_POD_RULE_PRIORITY}"
-            )))?;
+            .action(RuleAction::ToTable);
+        mark_rule(to_pod.message_mut());
+        to_pod.execute().await.map_err(nl(format!(
+            "add rule to {ip} lookup main prio {TO_POD_RULE_PRIORITY}"
+        )))?;
         if let Some(table) = a.host.route_table {
-            self.host
+            let mut from_pod = self
+                .host
                 .rule()
                 .add()
                 .v4()
                 .source_prefix(ip, 32)
                 .table_id(table)
                 .priority(FROM_POD_RULE_PRIORITY)
-                .action(RuleAction::ToTable)
-                .execute()
-                .await
-                .map_err(nl(format!(
-                    "add rule from {ip} lookup {table} prio {FROM_POD_RULE_PRIORITY}"
-                )))?;
+                .action(RuleAction::ToTable);
+            mark_rule(from_pod.message_mut());
+            from_pod.execute().await.map_err(nl(format!(
+                "add rule from {ip} lookup {table} prio {FROM_POD_RULE_PRIORITY}"
+            )))?;
         }
         Ok(())
     }
 
     async fn delete_rule(&self, message: RuleMessage) -> Result<(), DatapathError> {
-        // Stale duplicates are possible after a crash; remove until the kernel has none left.
-        for _ in 0..8 {
+        // Stale duplicates are possible after a crash: remove until the kernel has none left.
+        for _ in 0..MAX_DUPLICATE_RULES {
             match self.host.rule().del(message.clone()).execute().await {
                 Ok(()) => continue,
                 Err(e) if matches!(errno(&e), Some(ENOENT | ESRCH)) => return Ok(()),
                 Err(e) => return Err(nl(format!("delete rule {}", describe_rule(&message)))(e)),
             }
         }
-        Ok(())
+        Err(netlink_failure(
+            format!("delete rule {}", describe_rule(&message)),
+            &format!("still present after {MAX_DUPLICATE_RULES} deletions"),
+        ))
     }
 }
 
@@ -178,17 +198,12 @@ impl Datapath for NetlinkDatapath {
 
     async fn setup_pod(&self, a: &PodAttachment) -> Result<Created, DatapathError> {
         let ns = netns::open(&a.netns)?;
-        let pod = netns::handle_in(&ns, &a.netns)?;
+        let pod = netns::handle_in(&ns, &a.netns).await?;
         let veth = &a.host.host_veth;
         // VPC CNI removes a stale host veth of the same name (a pod recreated under the same
         // name); the daemon has already released any allocation that owned it.
-        if let Some(index) = link_index(&self.host, veth).await? {
-            self.host
-                .link()
-                .del(index)
-                .execute()
-                .await
-                .map_err(nl(format!("delete stale host veth {veth}")))?;
+        if link_index(&self.host, veth).await?.is_some() {
+            self.remove_veth(veth).await?;
         }
         let host_mac = random_mac();
         let pod_mac = random_mac();
@@ -202,7 +217,6 @@ impl Datapath for NetlinkDatapath {
             .name(veth.clone())
             .address(host_mac.to_vec())
             .mtu(a.mtu)
-            .up()
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
             .build();
         match self.host.link().add(veth_pair).execute().await {
@@ -220,13 +234,7 @@ impl Datapath for NetlinkDatapath {
                 ))(e))
             }
         }
-        if let Err(e) = self.build_pod(a, &pod, host_mac).await {
-            // Undo what exists so a failed ADD leaves nothing behind.
-            if let Err(cleanup) = self.teardown_pod(&a.host).await {
-                tracing::warn!(error = %cleanup, veth = %veth, "cleanup after a failed ADD failed");
-            }
-            return Err(e);
-        }
+        self.build_pod(a, &pod, host_mac).await?;
         Ok(Created { host_mac, pod_mac })
     }
 
@@ -268,7 +276,11 @@ impl Datapath for NetlinkDatapath {
                 ));
             }
         }
-        match netns::open(&a.netns).and_then(|ns| netns::handle_in(&ns, &a.netns)) {
+        let pod = match netns::open(&a.netns) {
+            Ok(ns) => netns::handle_in(&ns, &a.netns).await,
+            Err(e) => Err(e),
+        };
+        match pod {
             Err(e) => missing.push(e.to_string()),
             Ok(pod) => check_pod_side(&pod, a, host_mac, &mut missing).await?,
         }
@@ -280,7 +292,7 @@ impl Datapath for NetlinkDatapath {
     }
 
     async fn teardown_pod(&self, host: &HostSide) -> Result<(), DatapathError> {
-        self.remove_rules(host).await?;
+        self.remove_rules(host.ip, host.route_table).await?;
         self.remove_veth(&host.host_veth).await
     }
 
@@ -299,16 +311,15 @@ impl Datapath for NetlinkDatapath {
             .map_err(|e| netlink_failure("delete host veth".into(), &e.to_string()))?
     }
 
-    async fn remove_rules(&self, host: &HostSide) -> Result<(), DatapathError> {
-        self.delete_rule(rule_message(
-            host.ip,
-            true,
-            MAIN_TABLE,
-            TO_POD_RULE_PRIORITY,
-        ))
-        .await?;
-        if let Some(table) = host.route_table {
-            self.delete_rule(rule_message(host.ip, false, table, FROM_POD_RULE_PRIORITY))
+    async fn remove_rules(
+        &self,
+        ip: Ipv4Addr,
+        route_table: Option<u32>,
+    ) -> Result<(), DatapathError> {
+        self.delete_rule(rule_message(ip, true, MAIN_TABLE, TO_POD_RULE_PRIORITY))
+            .await?;
+        if let Some(table) = route_table {
+            self.delete_rule(rule_message(ip, false, table, FROM_POD_RULE_PRIORITY))
                 .await?;
         }
         Ok(())
@@ -325,7 +336,7 @@ impl Datapath for NetlinkDatapath {
             .map_err(nl("list links".to_owned()))?;
         let veths = links
             .iter()
-            .filter(|l| is_veth(l))
+            .filter(|l| is_veth(l) && link_alias(l) == Some(VETH_ALIAS))
             .filter_map(link_name)
             .filter(|name| name.starts_with(veth_prefix))
             .collect();
@@ -334,6 +345,9 @@ impl Datapath for NetlinkDatapath {
             ..NodeState::default()
         };
         for rule in rules_v4(&self.host).await? {
+            if !is_marked(&rule) {
+                continue;
+            }
             match rule_priority(&rule) {
                 Some(TO_POD_RULE_PRIORITY) if rule.header.dst_len == 32 => {
                     if let Some(ip) = rule_dst(&rule) {
@@ -482,7 +496,22 @@ fn rule_message(ip: Ipv4Addr, to_pod: bool, table: u32, priority: u32) -> RuleMe
         message.header.table = table as u8;
     }
     message.attributes.push(RuleAttribute::Priority(priority));
+    mark_rule(&mut message);
     message
+}
+
+/// Marks a rule as wasmcni's; the kernel also matches the mark on deletion (Linux >= 4.17), so
+/// a DEL never removes another program's rule for the same address.
+fn mark_rule(message: &mut RuleMessage) {
+    message
+        .attributes
+        .push(RuleAttribute::Protocol(RouteProtocol::Other(RULE_PROTOCOL)));
+}
+
+fn is_marked(rule: &RuleMessage) -> bool {
+    rule.attributes
+        .iter()
+        .any(|a| matches!(a, RuleAttribute::Protocol(p) if u8::from(*p) == RULE_PROTOCOL))
 }
 
 fn describe_rule(message: &RuleMessage) -> String {
@@ -534,6 +563,13 @@ async fn rules_v4(handle: &Handle) -> Result<Vec<RuleMessage>, DatapathError> {
 fn link_name(link: &LinkMessage) -> Option<String> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(name) => Some(name.clone()),
+        _ => None,
+    })
+}
+
+fn link_alias(link: &LinkMessage) -> Option<&str> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfAlias(alias) => Some(alias.as_str()),
         _ => None,
     })
 }

@@ -23,43 +23,39 @@ pub fn open(path: &str) -> Result<File, DatapathError> {
     })
 }
 
-/// Creates a NETLINK_ROUTE socket inside the namespace `netns` from a dedicated thread.
-fn route_socket_in(netns: &File, path: &str) -> Result<OwnedFd, DatapathError> {
-    let netns = netns.try_clone().map_err(|e| DatapathError::Netns {
+/// Creates a NETLINK_ROUTE socket inside the namespace `netns` from a dedicated thread; the
+/// caller awaits it instead of blocking a runtime worker on `join`.
+async fn route_socket_in(netns: &File, path: &str) -> Result<OwnedFd, DatapathError> {
+    let failed = |reason: String| DatapathError::Netns {
         path: path.to_owned(),
-        reason: format!("dup: {e}"),
-    })?;
-    let joined = std::thread::Builder::new()
+        reason,
+    };
+    let netns = netns.try_clone().map_err(|e| failed(format!("dup: {e}")))?;
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
         .name("wasmcni-netns".into())
-        .spawn(move || -> Result<OwnedFd, String> {
+        .spawn(move || {
             // This thread exists only to be moved into the namespace; it exits right after.
-            setns(&netns, CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns: {e}"))?;
-            let socket = Socket::new(NETLINK_ROUTE).map_err(|e| format!("netlink socket: {e}"))?;
-            // SAFETY: `into_raw_fd` hands over sole ownership of a valid, open descriptor.
-            Ok(unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) })
+            let opened = setns(&netns, CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("setns: {e}"))
+                .and_then(|()| {
+                    Socket::new(NETLINK_ROUTE).map_err(|e| format!("netlink socket: {e}"))
+                })
+                // SAFETY: `into_raw_fd` hands over sole ownership of a valid, open descriptor.
+                .map(|socket| unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) });
+            let _ = sender.send(opened);
         })
-        .map_err(|e| DatapathError::Netns {
-            path: path.to_owned(),
-            reason: format!("spawning the namespace thread: {e}"),
-        })?
-        .join();
-    match joined {
-        Ok(Ok(fd)) => Ok(fd),
-        Ok(Err(reason)) => Err(DatapathError::Netns {
-            path: path.to_owned(),
-            reason,
-        }),
-        Err(_) => Err(DatapathError::Netns {
-            path: path.to_owned(),
-            reason: "the namespace thread panicked".into(),
-        }),
-    }
+        .map_err(|e| failed(format!("spawning the namespace thread: {e}")))?;
+    receiver
+        .await
+        .map_err(|_| failed("the namespace thread ended without an answer".into()))?
+        .map_err(failed)
 }
 
 /// An rtnetlink handle whose socket lives in the namespace `netns`. Must be called on a tokio
 /// runtime: the connection task is spawned there and ends when the handle is dropped.
-pub fn handle_in(netns: &File, path: &str) -> Result<rtnetlink::Handle, DatapathError> {
-    let fd = route_socket_in(netns, path)?;
+pub async fn handle_in(netns: &File, path: &str) -> Result<rtnetlink::Handle, DatapathError> {
+    let fd = route_socket_in(netns, path).await?;
     // SAFETY: `fd` is an open netlink socket we own; TokioSocket takes ownership of it.
     let socket = unsafe { TokioSocket::from_raw_fd(fd.into_raw_fd()) };
     let (connection, handle, _) = rtnetlink::from_socket(socket);

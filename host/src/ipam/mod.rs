@@ -5,6 +5,7 @@
 //! chooses a free address given what the datastore says is in use, so the "never twice"
 //! invariant stays with the datastore and the choice is table-tested here.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -29,7 +30,7 @@ pub struct Inventory {
     /// Blocks in preference order.
     pub blocks: Vec<AddressBlock>,
     /// Addresses inside the blocks that must never be handed out.
-    pub excluded: Vec<Ipv4Addr>,
+    pub excluded: BTreeSet<Ipv4Addr>,
 }
 
 /// A source of pod addresses. The EC2 ENI provider implements the same trait.
@@ -61,7 +62,7 @@ impl StaticProvider {
         StaticProvider {
             inventory: Inventory {
                 blocks,
-                excluded: pool.exclude.clone(),
+                excluded: pool.exclude.iter().copied().collect(),
             },
         }
     }

@@ -36,6 +36,7 @@ pub struct Handler<D: Datapath> {
     syncer: WalSyncer,
     pool: Mutex<Pool>,
     pub(crate) locks: KeyLocks<AttachmentKey>,
+    veth_locks: KeyLocks<String>,
 }
 
 impl<D: Datapath> Handler<D> {
@@ -55,6 +56,7 @@ impl<D: Datapath> Handler<D> {
             syncer,
             pool: Mutex::new(pool),
             locks: KeyLocks::default(),
+            veth_locks: KeyLocks::default(),
         })
     }
 
@@ -90,13 +92,28 @@ impl<D: Datapath> Handler<D> {
 
     /// Executes one forwarded CNI request and renders the shim's stdout.
     pub async fn handle(&self, request: &CniRequest, config: &str) -> DaemonResponse {
+        let peeked = || {
+            crate::cni::netconf::peek_version(config.as_bytes())
+                .unwrap_or_else(|| CniVersion::LATEST.as_str().to_owned())
+        };
+        // What arrives over the socket or from the spool is checked like the environment was.
+        if let Err(error) = request.validate() {
+            return failure(error, &peeked());
+        }
         let netconf = match NetConf::parse(config.as_bytes()) {
             Ok(netconf) => netconf,
-            Err(error) => {
-                let version = crate::cni::netconf::peek_version(config.as_bytes())
-                    .unwrap_or_else(|| CniVersion::LATEST.as_str().to_owned());
-                return failure(error, &version);
+            Err(error) if request.command == Command::Del => {
+                // DEL needs only the attachment key; a cached prevResult or capability argument
+                // that no longer decodes must not make a pod undeletable.
+                tracing::warn!(error = %error.msg, container_id = %request.container_id, "DEL with a configuration that does not decode; deleting by key");
+                return match self.del(request).await {
+                    Ok(()) => DaemonResponse::Success {
+                        stdout: String::new(),
+                    },
+                    Err(e) => failure(e, &peeked()),
+                };
             }
+            Err(error) => return failure(error, &peeked()),
         };
         let version = netconf.cni_version;
         let outcome = match request.command.check_version(version) {
@@ -123,7 +140,6 @@ impl<D: Datapath> Handler<D> {
 
     async fn add(&self, request: &CniRequest, netconf: &NetConf) -> Result<CniResult, CniError> {
         let key = key_of(request);
-        let _guard = self.locks.lock(key.clone()).await;
         let pod = request.k8s_pod();
         let host_veth = host_veth_name(
             &self.config.datapath.veth_prefix,
@@ -131,7 +147,16 @@ impl<D: Datapath> Handler<D> {
             &request.container_id,
             &request.ifname,
         );
-        self.release_stale_owner_of(&host_veth, &key).await?;
+        // The veth name is shared by every sandbox of one pod, so it is locked before the key
+        // (always in this order): two sandboxes never build or replace the same veth at once.
+        let _veth_guard = self.veth_locks.lock(host_veth.clone()).await;
+        let _guard = self.locks.lock(key.clone()).await;
+        let pod_ref = pod.map(|(namespace, name)| PodRef {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+        self.release_stale_owner_of(&host_veth, &key, pod_ref.as_ref())
+            .await?;
 
         let reserved = {
             let mut store = self.store();
@@ -161,10 +186,7 @@ impl<D: Datapath> Handler<D> {
                 ip: choice.ip,
                 host_veth: host_veth.clone(),
                 netns: request.netns.clone(),
-                pod: pod.map(|(namespace, name)| PodRef {
-                    namespace: namespace.to_owned(),
-                    name: name.to_owned(),
-                }),
+                pod: pod_ref.clone(),
                 route_table: choice.route_table,
                 state: AllocationState::Reserved,
                 result: None,
@@ -177,11 +199,7 @@ impl<D: Datapath> Handler<D> {
         let attachment = attachment_of(&reserved, &request.ifname, self.config.datapath.mtu);
         let created = match self.datapath.setup_pod(&attachment).await {
             Ok(created) => created,
-            Err(e) => {
-                // setup_pod removed what it made; give the address back.
-                self.release(&key).await?;
-                return Err(datapath_error(e, "ADD"));
-            }
+            Err(e) => return Err(self.undo_add(&reserved, datapath_error(e, "ADD")).await),
         };
 
         let ours = CniResult {
@@ -238,12 +256,7 @@ impl<D: Datapath> Handler<D> {
         };
         if let Err(e) = durable {
             // The runtime will not get a result, so nothing of this ADD may stay behind.
-            if let Err(cleanup) = self.datapath.teardown_pod(&reserved_host(&reserved)).await {
-                tracing::error!(error = %cleanup, veth = %host_veth, "rollback of an uncommitted ADD failed; recovery will retry");
-                return Err(e);
-            }
-            self.release(&key).await?;
-            return Err(e);
+            return Err(self.undo_add(&reserved, e).await);
         }
         tracing::info!(
             container_id = %key.container_id, ifname = %key.ifname, ip = %reserved.ip, veth = %host_veth,
@@ -252,13 +265,38 @@ impl<D: Datapath> Handler<D> {
         Ok(result)
     }
 
-    /// If another attachment owns `host_veth` (the same pod name, an older sandbox), that
-    /// sandbox is gone: VPC CNI replaces its veth, and so do we, releasing its address first so
-    /// its late DEL finds nothing to undo.
+    /// Undoes a failed ADD: removes whatever the data path built and only then frees the
+    /// address. If the removal fails too, the address stays reserved (never handed out while a
+    /// route or rule to it may remain) and the periodic sweep retries the rollback.
+    async fn undo_add(&self, reserved: &Allocation, cause: CniError) -> CniError {
+        if let Err(cleanup) = self.datapath.teardown_pod(&reserved_host(reserved)).await {
+            tracing::error!(error = %cleanup, ip = %reserved.ip, veth = %reserved.host_veth, "rollback of a failed ADD failed; the address stays reserved until the sweep succeeds");
+            return CniError::new(
+                cause.code,
+                format!(
+                    "{}; removing what was built also failed ({cleanup}), so {} stays reserved until the daemon's sweep succeeds",
+                    cause.msg, reserved.ip
+                ),
+            );
+        }
+        match self.release(&reserved.key).await {
+            Ok(()) => cause,
+            Err(e) => CniError::new(
+                cause.code,
+                format!("{}; then freeing {}: {}", cause.msg, reserved.ip, e.msg),
+            ),
+        }
+    }
+
+    /// If another attachment owns `host_veth` it is an older sandbox of the same pod (the
+    /// name is derived from the pod): that sandbox is gone, so, as VPC CNI does, its veth is
+    /// replaced — after its own lock is taken and its address released, so its late DEL finds
+    /// nothing to undo. An owner that is a *different* pod is refused, never torn down.
     async fn release_stale_owner_of(
         &self,
         host_veth: &str,
         key: &AttachmentKey,
+        pod: Option<&PodRef>,
     ) -> Result<(), CniError> {
         let stale = {
             let store = self.store();
@@ -267,18 +305,34 @@ impl<D: Datapath> Handler<D> {
                 .filter(|a| &a.key != key)
                 .cloned()
         };
-        if let Some(stale) = stale {
-            tracing::warn!(
-                container_id = %stale.key.container_id, ip = %stale.ip, veth = %host_veth,
-                "a new sandbox of the same pod replaces an older attachment"
-            );
-            self.datapath
-                .teardown_pod(&reserved_host(&stale))
-                .await
-                .map_err(|e| datapath_error(e, "ADD (replacing an older sandbox)"))?;
-            self.release(&stale.key).await?;
+        let Some(stale) = stale else {
+            return Ok(());
+        };
+        if stale.pod.as_ref() != pod || stale.key.ifname != key.ifname {
+            return Err(CniError::new(
+                codes::ATTACHMENT_EXISTS,
+                format!(
+                    "host veth {host_veth} already belongs to attachment {}/{} ({}), not to an older sandbox of this pod; refusing to replace it",
+                    stale.key.container_id,
+                    stale.key.ifname,
+                    stale.pod.as_ref().map_or_else(|| "no pod name".to_owned(), |p| format!("pod {}/{}", p.namespace, p.name)),
+                ),
+            ));
         }
-        Ok(())
+        let _stale_guard = self.locks.lock(stale.key.clone()).await;
+        if self.store().get(&stale.key) != Some(&stale) {
+            // Its own DEL (or GC) got there first.
+            return Ok(());
+        }
+        tracing::warn!(
+            container_id = %stale.key.container_id, ip = %stale.ip, veth = %host_veth,
+            "a new sandbox of the same pod replaces an older attachment"
+        );
+        self.datapath
+            .teardown_pod(&reserved_host(&stale))
+            .await
+            .map_err(|e| datapath_error(e, "ADD (replacing an older sandbox)"))?;
+        self.release(&stale.key).await
     }
 
     async fn del(&self, request: &CniRequest) -> Result<(), CniError> {
@@ -356,25 +410,33 @@ impl<D: Datapath> Handler<D> {
             tracing::info!(network = %netconf.name, "GC without cni.dev/valid-attachments: nothing to do");
             return Ok(());
         };
-        let stale: Vec<AttachmentKey> = self
+        // ADDs still in flight (Reserved) are not stale; each candidate is re-checked under
+        // its lock, so an attachment committed meanwhile is never deleted.
+        let stale: Vec<Allocation> = self
             .store()
             .allocations()
-            .filter(|a| a.network == netconf.name)
+            .filter(|a| a.network == netconf.name && a.state == AllocationState::Committed)
             .filter(|a| {
                 !valid
                     .iter()
                     .any(|v| v.container_id == a.key.container_id && v.ifname == a.key.ifname)
             })
-            .map(|a| a.key.clone())
+            .cloned()
             .collect();
         let mut failures = Vec::new();
-        for key in &stale {
+        let mut released = 0;
+        for candidate in &stale {
+            let key = &candidate.key;
             let _guard = self.locks.lock(key.clone()).await;
-            if let Err(e) = self.del_locked(key).await {
-                failures.push(format!("{}/{}: {}", key.container_id, key.ifname, e.msg));
+            if self.store().get(key) != Some(candidate) {
+                continue;
+            }
+            match self.del_locked(key).await {
+                Ok(()) => released += 1,
+                Err(e) => failures.push(format!("{}/{}: {}", key.container_id, key.ifname, e.msg)),
             }
         }
-        tracing::info!(network = %netconf.name, released = stale.len() - failures.len(), "GC done");
+        tracing::info!(network = %netconf.name, released, "GC done");
         if failures.is_empty() {
             Ok(())
         } else {

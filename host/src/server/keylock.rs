@@ -70,26 +70,23 @@ impl<K: Eq + Hash + Clone> Drop for KeyGuard<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn same_key_serialises_other_keys_do_not() {
         let locks = Arc::new(KeyLocks::<&'static str>::default());
         let first = locks.lock("a").await;
         let _other = locks.lock("b").await;
-        let waiter = {
-            let locks = locks.clone();
-            tokio::spawn(async move {
-                let _g = locks.lock("a").await;
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut waiter = Box::pin(locks.lock("a"));
         assert!(
-            !waiter.is_finished(),
-            "second lock of the same key must wait"
+            futures_util::FutureExt::now_or_never(&mut waiter).is_none(),
+            "a second lock of the same key must wait"
+        );
+        assert!(
+            futures_util::FutureExt::now_or_never(locks.lock("c")).is_some(),
+            "another key does not wait"
         );
         drop(first);
-        waiter.await.unwrap();
+        drop(waiter.await);
         drop(_other);
         assert!(locks.is_empty(), "keys are forgotten once released");
     }

@@ -43,9 +43,9 @@ pub enum StartError {
         /// Cause.
         source: crate::datastore::DatastoreError,
     },
-    /// Node preparation or reconciliation failed.
-    #[error("start-up reconciliation failed: {0}")]
-    Reconcile(String),
+    /// The node could not be prepared (IPv4 forwarding).
+    #[error("preparing the node failed: {0}")]
+    PrepareNode(String),
     /// The socket could not be set up.
     #[error("socket {path}: {reason}")]
     Socket {
@@ -78,13 +78,20 @@ pub async fn start<D: Datapath>(
     datapath
         .prepare_node()
         .await
-        .map_err(|e| StartError::Reconcile(e.to_string()))?;
+        .map_err(|e| StartError::PrepareNode(e.to_string()))?;
     let pending = pending_del_dir(&config.daemon.socket);
     let handler = Handler::new(config, datapath, store, Pool::new(provider.inventory()));
-    let report = recovery::reconcile(&handler, &pending)
-        .await
-        .map_err(StartError::Reconcile)?;
-    tracing::info!(?report, "node reconciled");
+    let report = recovery::reconcile(&handler, &pending, recovery::Orphans::Remove).await;
+    if report.failures.is_empty() {
+        tracing::info!(?report, "node reconciled");
+    } else {
+        // Serve anyway: the rest of the node must not wait for one stuck item, which the
+        // periodic sweep retries.
+        tracing::error!(
+            ?report,
+            "node reconciled with failures; the sweep retries them"
+        );
+    }
     Ok((handler, report))
 }
 
@@ -101,6 +108,8 @@ pub fn bind(path: &Path) -> Result<UnixListener, StartError> {
             .mode(0o700)
             .create(parent)
             .map_err(|e| fail(format!("creating {}: {e}", parent.display())))?;
+        // A directory others can write to would let them replace the socket or plant DELs.
+        crate::proto::check_private(parent, true).map_err(|e| fail(e.to_string()))?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -108,7 +117,11 @@ pub fn bind(path: &Path) -> Result<UnixListener, StartError> {
         }
         std::fs::remove_file(path).map_err(|e| fail(format!("removing the stale socket: {e}")))?;
     }
-    let listener = UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
+    // Created 0600 from the start (no window with the umask's mode), then checked.
+    let previous = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    nix::sys::stat::umask(previous);
+    let listener = bound.map_err(|e| fail(e.to_string()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| fail(format!("chmod 0600: {e}")))?;
     Ok(listener)
@@ -128,18 +141,18 @@ pub async fn serve<D: Datapath>(
     let sweeper = tokio::spawn({
         let handler = handler.clone();
         async move {
+            let pending = pending_del_dir(&handler.config.daemon.socket);
             let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
-            ticks.tick().await; // the first tick is immediate; recovery just swept
+            ticks.tick().await; // the first tick is immediate; recovery just ran
             loop {
                 ticks.tick().await;
-                match recovery::sweep(&handler, recovery::Orphans::Keep).await {
-                    Ok(report) if report != recovery::SweepReport::default() => {
-                        tracing::info!(?report, "sweep")
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "sweep failed; retrying at the next interval")
-                    }
+                let report = recovery::reconcile(&handler, &pending, recovery::Orphans::Keep).await;
+                let quiet = ReconcileReport {
+                    kept: report.kept,
+                    ..ReconcileReport::default()
+                };
+                if report != quiet {
+                    tracing::info!(?report, "sweep");
                 }
             }
         }

@@ -1,82 +1,44 @@
-//! Start-up reconciliation: make the datastore and the node agree before serving.
+//! Start-up reconciliation and the periodic sweep: make the datastore and the node agree.
 //!
 //! The datastore is the truth about what the runtime was told; the node is the truth about
 //! what exists. After a crash they can disagree in exactly these ways, each resolved here:
-//! an ADD that never committed (roll back), a veth or rule with no committed owner (a crashed
-//! ADD's leftovers: remove), a committed pod whose veth is gone (deleted while the daemon was
-//! down: release), and DELs the shim recorded while the daemon was unreachable (replay).
+//! an ADD that never committed (roll back), a veth or rule with no owner (a crashed ADD's
+//! leftovers: remove), a committed pod whose veth is gone (its namespace was deleted without a
+//! DEL: release), and DELs the shim recorded while the daemon was unreachable (replay).
+//!
+//! Every item is handled on its own: one that fails is logged, counted and retried by the next
+//! sweep, and never stops the daemon from serving the rest of the node.
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use super::handler::{reserved_host, Handler};
 use crate::cni::request::Command;
-use crate::datapath::{Datapath, HostSide};
-use crate::datastore::{AllocationState, AttachmentKey};
-use crate::proto::DaemonRequest;
+use crate::datapath::Datapath;
+use crate::datastore::{Allocation, AllocationState, AttachmentKey};
+use crate::proto::{check_private, PendingDel};
 
-/// What reconciliation did, for the start-up log and tests.
+/// What a reconciliation or sweep did, for the log and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReconcileReport {
     /// ADDs that had reserved an address but never committed, rolled back.
     pub rolled_back: usize,
     /// Committed pods whose host veth had disappeared, released.
     pub released_gone: usize,
-    /// Veths with the wasmcni prefix and no owner, removed.
+    /// Veths marked as wasmcni's with no owner, removed.
     pub orphan_veths: usize,
-    /// Rules for addresses with no owner, removed.
+    /// Rules marked as wasmcni's for addresses with no owner, removed.
     pub orphan_rules: usize,
     /// DELs recorded by the shim while the daemon was down, replayed.
     pub replayed_dels: usize,
-    /// Committed pods kept.
+    /// Allocations held after the pass.
     pub kept: usize,
+    /// Items that could not be handled, each naming the item and the cause; retried later.
+    pub failures: Vec<String>,
 }
 
-/// Reconciles `handler`'s datastore with the node and replays pending DELs from `pending_dir`.
-pub async fn reconcile<D: Datapath>(
-    handler: &Handler<D>,
-    pending_dir: &Path,
-) -> Result<ReconcileReport, String> {
-    let mut report = ReconcileReport::default();
-
-    let incomplete: Vec<_> = handler
-        .store()
-        .allocations()
-        .filter(|a| a.state == AllocationState::Reserved)
-        .cloned()
-        .collect();
-    for allocation in incomplete {
-        handler
-            .datapath
-            .teardown_pod(&reserved_host(&allocation))
-            .await
-            .map_err(|e| format!("rolling back the unfinished ADD of {}: {e}", allocation.ip))?;
-        handler.release(&allocation.key).await.map_err(|e| e.msg)?;
-        tracing::warn!(container_id = %allocation.key.container_id, ip = %allocation.ip, "rolled back an ADD that never completed");
-        report.rolled_back += 1;
-    }
-
-    replay_pending_dels(handler, pending_dir, &mut report).await?;
-    let swept = sweep(handler, Orphans::Remove).await?;
-    report.released_gone = swept.released_gone;
-    report.orphan_veths = swept.orphan_veths;
-    report.orphan_rules = swept.orphan_rules;
-    report.kept = handler.store().len();
-    Ok(report)
-}
-
-/// What one [`sweep`] changed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct SweepReport {
-    /// Committed pods whose host veth had disappeared, released.
-    pub released_gone: usize,
-    /// Veths with the wasmcni prefix and no owner, removed.
-    pub orphan_veths: usize,
-    /// Rules for addresses with no owner, removed.
-    pub orphan_rules: usize,
-}
-
-/// Whether a [`sweep`] also removes veths and rules that no allocation owns.
+/// Whether leftovers nobody owns are removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Orphans {
     /// Remove them: only before serving, when no request can be creating them.
@@ -85,111 +47,81 @@ pub enum Orphans {
     Keep,
 }
 
-/// Compares the datastore with the node: releases committed pods whose veth vanished (their
-/// namespace was deleted without a DEL) and, with [`Orphans::Remove`], removes veths and rules
-/// no allocation owns. A vanished pod is re-checked under its attachment lock and its rules are
-/// removed while it still owns its address, so a concurrent ADD can never lose a rule to it.
-pub async fn sweep<D: Datapath>(
+/// Reconciles the datastore with the node and replays pending DELs from `pending_dir`.
+/// [`Orphans::Remove`] is for start-up (before serving); the periodic sweep uses
+/// [`Orphans::Keep`]. Every step runs under the attachment's lock and re-checks the record, so
+/// the sweep is safe beside requests being served.
+pub async fn reconcile<D: Datapath>(
     handler: &Handler<D>,
+    pending_dir: &Path,
     orphans: Orphans,
-) -> Result<SweepReport, String> {
-    let mut report = SweepReport::default();
-    let mut released = BTreeSet::new();
-    let node = handler
-        .datapath
-        .node_state(&handler.config.datapath.veth_prefix)
-        .await
-        .map_err(|e| format!("reading the node's veths and rules: {e}"))?;
-    let present: BTreeSet<&str> = node.veths.iter().map(String::as_str).collect();
-    let vanished: Vec<_> = handler
-        .store()
-        .allocations()
-        .filter(|a| {
-            a.state == AllocationState::Committed && !present.contains(a.host_veth.as_str())
-        })
-        .cloned()
-        .collect();
-    for allocation in vanished {
-        let _guard = handler.locks.lock(allocation.key.clone()).await;
-        let unchanged = handler.store().get(&allocation.key) == Some(&allocation);
-        if unchanged
-            && !handler
-                .datapath
-                .veth_exists(&allocation.host_veth)
-                .await
-                .map_err(|e| e.to_string())?
-        {
-            handler
-                .datapath
-                .remove_rules(&reserved_host(&allocation))
-                .await
-                .map_err(|e| format!("removing rules of vanished pod {}: {e}", allocation.ip))?;
-            handler.release(&allocation.key).await.map_err(|e| e.msg)?;
-            released.insert(allocation.ip);
-            tracing::info!(container_id = %allocation.key.container_id, ip = %allocation.ip, veth = %allocation.host_veth, "released a pod whose namespace was deleted without a DEL");
-            report.released_gone += 1;
-        }
-    }
-    if orphans == Orphans::Keep {
-        return Ok(report);
-    }
-    let owners: Vec<_> = handler.store().allocations().cloned().collect();
-    let owned_veths: BTreeSet<&str> = owners.iter().map(|a| a.host_veth.as_str()).collect();
-    for veth in node
-        .veths
-        .iter()
-        .filter(|v| !owned_veths.contains(v.as_str()))
-    {
-        handler
-            .datapath
-            .remove_veth(veth)
-            .await
-            .map_err(|e| format!("removing orphan veth {veth}: {e}"))?;
-        tracing::warn!(veth = %veth, "removed a veth no attachment owns (left by a crashed ADD)");
-        report.orphan_veths += 1;
-    }
-    // Addresses released above had their rules removed already.
-    let owned_ips: BTreeSet<_> = owners.iter().map(|a| a.ip).chain(released).collect();
-    let stale_to = node
-        .to_pod_rules
-        .iter()
-        .filter(|ip| !owned_ips.contains(ip))
-        .map(|ip| HostSide {
-            host_veth: String::new(),
-            ip: *ip,
-            route_table: None,
-        });
-    let stale_from = node
-        .from_pod_rules
-        .iter()
-        .filter(|(ip, _)| !owned_ips.contains(ip))
-        .map(|(ip, table)| HostSide {
-            host_veth: String::new(),
-            ip: *ip,
-            route_table: Some(*table),
-        });
-    for stale in stale_to.chain(stale_from) {
-        handler
-            .datapath
-            .remove_rules(&stale)
-            .await
-            .map_err(|e| format!("removing orphan rules of {}: {e}", stale.ip))?;
-        report.orphan_rules += 1;
-    }
-    Ok(report)
+) -> ReconcileReport {
+    let mut report = ReconcileReport::default();
+    roll_back_unfinished(handler, &mut report).await;
+    replay_pending_dels(handler, pending_dir, &mut report).await;
+    release_vanished_and_orphans(handler, orphans, &mut report).await;
+    report.kept = handler.store().len();
+    report
 }
 
-/// Replays the DELs the shim spooled while the daemon was unreachable, oldest first.
+/// Reserved allocations with no ADD in flight (the lock is free and the record unchanged)
+/// are leftovers of a crash or of a rollback that failed: undo and release them.
+async fn roll_back_unfinished<D: Datapath>(handler: &Handler<D>, report: &mut ReconcileReport) {
+    let reserved: Vec<Allocation> = handler
+        .store()
+        .allocations()
+        .filter(|a| a.state == AllocationState::Reserved)
+        .cloned()
+        .collect();
+    for allocation in reserved {
+        let _guard = handler.locks.lock(allocation.key.clone()).await;
+        if handler.store().get(&allocation.key) != Some(&allocation) {
+            continue; // the ADD finished (or was undone) meanwhile
+        }
+        let undone = match handler
+            .datapath
+            .teardown_pod(&reserved_host(&allocation))
+            .await
+        {
+            Ok(()) => handler.release(&allocation.key).await.map_err(|e| e.msg),
+            Err(e) => Err(e.to_string()),
+        };
+        match undone {
+            Ok(()) => {
+                tracing::warn!(container_id = %allocation.key.container_id, ip = %allocation.ip, "rolled back an ADD that never completed");
+                report.rolled_back += 1;
+            }
+            Err(e) => report.failures.push(format!(
+                "rolling back the unfinished ADD of {} ({}): {e}",
+                allocation.key, allocation.ip
+            )),
+        }
+    }
+}
+
+/// Replays the DELs the shim recorded while the daemon was unreachable, oldest first. A record
+/// older than the attachment it names is stale (the container id was reused) and skipped.
 async fn replay_pending_dels<D: Datapath>(
     handler: &Handler<D>,
     pending_dir: &Path,
     report: &mut ReconcileReport,
-) -> Result<(), String> {
+) {
     let entries = match std::fs::read_dir(pending_dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("reading {}: {e}", pending_dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            report
+                .failures
+                .push(format!("reading {}: {e}", pending_dir.display()));
+            return;
+        }
     };
+    if let Err(e) = check_private(pending_dir, true) {
+        report
+            .failures
+            .push(format!("pending DELs not replayed: {e}"));
+        return;
+    }
     let mut files: Vec<_> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -197,31 +129,155 @@ async fn replay_pending_dels<D: Datapath>(
         .collect();
     files.sort();
     for path in files {
-        let parsed = std::fs::read(&path)
+        let parsed = check_private(&path, false)
             .map_err(|e| e.to_string())
+            .and_then(|()| std::fs::read(&path).map_err(|e| e.to_string()))
             .and_then(|bytes| {
-                serde_json::from_slice::<DaemonRequest>(&bytes).map_err(|e| e.to_string())
+                serde_json::from_slice::<PendingDel>(&bytes).map_err(|e| e.to_string())
+            })
+            .and_then(|pending| match pending.request.request.validate() {
+                Ok(()) if pending.request.request.command == Command::Del => Ok(pending),
+                Ok(()) => Err("not a DEL".to_owned()),
+                Err(e) => Err(e.msg),
             });
-        match parsed {
-            Ok(pending) if pending.request.command == Command::Del => {
-                let key = AttachmentKey {
-                    container_id: pending.request.container_id.clone(),
-                    ifname: pending.request.ifname.clone(),
-                };
-                handler
-                    .del_locked(&key)
-                    .await
-                    .map_err(|e| format!("replaying pending DEL {}: {}", path.display(), e.msg))?;
-                report.replayed_dels += 1;
-            }
-            Ok(_) => {
-                tracing::warn!(file = %path.display(), "ignoring a pending request that is not a DEL")
-            }
+        let pending = match parsed {
+            Ok(pending) => pending,
             Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "ignoring an unreadable pending DEL")
+                // Set aside, not deleted: an operator may want to see what was there.
+                let rejected = path.with_extension("rejected");
+                let _ = std::fs::rename(&path, &rejected);
+                report.failures.push(format!(
+                    "pending DEL {} rejected ({e}); moved to {}",
+                    path.display(),
+                    rejected.display()
+                ));
+                continue;
             }
+        };
+        let key = AttachmentKey {
+            container_id: pending.request.request.container_id.clone(),
+            ifname: pending.request.request.ifname.clone(),
+        };
+        let _guard = handler.locks.lock(key.clone()).await;
+        let newer = handler
+            .store()
+            .get(&key)
+            .is_some_and(|a| a.created_unix_ms > pending.recorded_unix_ms);
+        let outcome = if newer {
+            tracing::info!(file = %path.display(), "a pending DEL is older than the attachment it names; skipped");
+            Ok(())
+        } else {
+            handler.del_locked(&key).await.map_err(|e| e.msg)
+        };
+        match outcome.and_then(|()| std::fs::remove_file(&path).map_err(|e| e.to_string())) {
+            Ok(()) => report.replayed_dels += usize::from(!newer),
+            Err(e) => report.failures.push(format!(
+                "replaying pending DEL {}: {e}; retried at the next sweep",
+                path.display()
+            )),
         }
-        std::fs::remove_file(&path).map_err(|e| format!("removing {}: {e}", path.display()))?;
     }
-    Ok(())
+}
+
+/// Releases committed pods whose veth vanished and, with [`Orphans::Remove`], removes marked
+/// veths and rules that no allocation owns.
+async fn release_vanished_and_orphans<D: Datapath>(
+    handler: &Handler<D>,
+    orphans: Orphans,
+    report: &mut ReconcileReport,
+) {
+    let node = match handler
+        .datapath
+        .node_state(&handler.config.datapath.veth_prefix)
+        .await
+    {
+        Ok(node) => node,
+        Err(e) => {
+            report
+                .failures
+                .push(format!("reading the node's veths and rules: {e}"));
+            return;
+        }
+    };
+    let present: BTreeSet<&str> = node.veths.iter().map(String::as_str).collect();
+    let vanished: Vec<Allocation> = handler
+        .store()
+        .allocations()
+        .filter(|a| {
+            a.state == AllocationState::Committed && !present.contains(a.host_veth.as_str())
+        })
+        .cloned()
+        .collect();
+    let mut released: BTreeSet<Ipv4Addr> = BTreeSet::new();
+    for allocation in vanished {
+        let _guard = handler.locks.lock(allocation.key.clone()).await;
+        if handler.store().get(&allocation.key) != Some(&allocation) {
+            continue;
+        }
+        // The node snapshot may predate a veth created since: ask again under the lock.
+        let outcome = match handler.datapath.veth_exists(&allocation.host_veth).await {
+            Ok(true) => continue,
+            Ok(false) => match handler
+                .datapath
+                .remove_rules(allocation.ip, allocation.route_table)
+                .await
+            {
+                // The rules go while the address is still held, so no new ADD can lose its own.
+                Ok(()) => handler.release(&allocation.key).await.map_err(|e| e.msg),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::info!(container_id = %allocation.key.container_id, ip = %allocation.ip, veth = %allocation.host_veth, "released a pod whose namespace was deleted without a DEL");
+                released.insert(allocation.ip);
+                report.released_gone += 1;
+            }
+            Err(e) => report.failures.push(format!(
+                "releasing vanished pod {} ({}): {e}",
+                allocation.key, allocation.ip
+            )),
+        }
+    }
+    if orphans == Orphans::Keep {
+        return;
+    }
+    let owners: Vec<Allocation> = handler.store().allocations().cloned().collect();
+    let owned_veths: BTreeSet<&str> = owners.iter().map(|a| a.host_veth.as_str()).collect();
+    for veth in node
+        .veths
+        .iter()
+        .filter(|v| !owned_veths.contains(v.as_str()))
+    {
+        match handler.datapath.remove_veth(veth).await {
+            Ok(()) => {
+                tracing::warn!(veth = %veth, "removed a wasmcni veth no attachment owns (left by a crashed ADD)");
+                report.orphan_veths += 1;
+            }
+            Err(e) => report
+                .failures
+                .push(format!("removing orphan veth {veth}: {e}")),
+        }
+    }
+    // Addresses released above had their rules removed already.
+    let owned_ips: BTreeSet<Ipv4Addr> = owners.iter().map(|a| a.ip).chain(released).collect();
+    let stale_to = node
+        .to_pod_rules
+        .iter()
+        .filter(|ip| !owned_ips.contains(ip))
+        .map(|ip| (*ip, None));
+    let stale_from = node
+        .from_pod_rules
+        .iter()
+        .filter(|(ip, _)| !owned_ips.contains(ip))
+        .map(|(ip, table)| (*ip, Some(*table)));
+    for (ip, table) in stale_to.chain(stale_from) {
+        match handler.datapath.remove_rules(ip, table).await {
+            Ok(()) => report.orphan_rules += 1,
+            Err(e) => report
+                .failures
+                .push(format!("removing orphan rules of {ip}: {e}")),
+        }
+    }
 }

@@ -5,8 +5,7 @@
 //! socket exchange sits behind [`Transport`] so every branch (daemon down, daemon crashed
 //! mid-request, bad input) is tested without a daemon.
 
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,8 +15,8 @@ use crate::cni::netconf::{peek_version, NetConf};
 use crate::cni::request::{CniRequest, Command};
 use crate::cni::version::{version_info_bytes, CniVersion};
 use crate::proto::{
-    pending_del_dir, read_frame, write_frame, DaemonRequest, DaemonResponse, DEFAULT_SOCKET,
-    MAX_CONFIG_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    pending_del_dir, read_frame, record_pending_del, write_frame, DaemonRequest, DaemonResponse,
+    DEFAULT_SOCKET, MAX_CONFIG_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 
 pub mod log;
@@ -130,15 +129,24 @@ pub fn run(
             log_file: None,
         };
     }
-    let netconf = match NetConf::parse(stdin) {
-        Ok(netconf) => netconf,
+    let (daemon_socket, log_file) = match NetConf::parse(stdin) {
+        Ok(netconf) => {
+            if let Err(error) = request.command.check_version(netconf.cni_version) {
+                return fail(error);
+            }
+            (netconf.daemon_socket, netconf.log_file)
+        }
+        // DEL needs only the attachment key: a configuration that is JSON but no longer
+        // decodes (a cached prevResult, a capability argument) must not make a pod
+        // undeletable. The daemon deletes by key and logs the decode error.
+        Err(error) if request.command == Command::Del => match lenient_keys(stdin) {
+            Some(keys) => keys,
+            None => return fail(error),
+        },
         Err(error) => return fail(error),
     };
-    if let Err(error) = request.command.check_version(netconf.cni_version) {
-        return fail(error);
-    }
-    let log_file = netconf.log_file.as_deref().map(PathBuf::from);
-    let socket = PathBuf::from(netconf.daemon_socket.as_deref().unwrap_or(DEFAULT_SOCKET));
+    let log_file = log_file.map(PathBuf::from);
+    let socket = PathBuf::from(daemon_socket.as_deref().unwrap_or(DEFAULT_SOCKET));
     let forwarded = DaemonRequest {
         protocol: PROTOCOL_VERSION,
         request: request.clone(),
@@ -172,6 +180,21 @@ pub fn run(
     }
 }
 
+/// `daemonSocket` and `logFile` from a configuration that is a JSON object but does not
+/// decode as a whole; `None` when it is not even that.
+fn lenient_keys(stdin: &[u8]) -> Option<(Option<String>, Option<String>)> {
+    let value: serde_json::Value = serde_json::from_slice(stdin).ok()?;
+    let object = value.as_object()?;
+    let text = |key: &str| {
+        object
+            .get(key)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    Some((text("daemonSocket"), text("logFile")))
+}
+
 fn daemon_unavailable(
     request: &CniRequest,
     forwarded: &DaemonRequest,
@@ -183,11 +206,14 @@ fn daemon_unavailable(
     let reason = match &problem {
         TransportError::Unreachable(r) | TransportError::Broken(r) => r.clone(),
     };
+    let unreachable = matches!(problem, TransportError::Unreachable(_));
     let error = match request.command {
-        Command::Del => {
-            // DEL must succeed: record it for the daemon to replay when it is back. Recovery
-            // also releases pods whose veth vanished, so even a failed spool loses nothing.
-            let spooled = spool_del(socket, forwarded);
+        Command::Del if unreachable => {
+            // Nothing listens: DEL must still succeed, so it is recorded for the daemon to
+            // replay before it serves again. (A daemon that took the request and then broke may
+            // have done it already: that case answers "try again" below instead, and the
+            // runtime's retry is idempotent.)
+            let spooled = record_pending_del(&pending_del_dir(socket), forwarded);
             return Outcome {
                 stdout: Vec::new(),
                 exit_code: 0,
@@ -218,34 +244,6 @@ fn daemon_unavailable(
         log: format!("{what}: error {}: {}", error.code, error.msg),
         log_file: None,
     }
-}
-
-/// Writes the DEL atomically into the pending directory (0700, files 0600).
-fn spool_del(socket: &Path, request: &DaemonRequest) -> std::io::Result<PathBuf> {
-    let dir = pending_del_dir(socket);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let name = format!(
-        "{nanos:020}-{}-{}",
-        request.request.container_id, request.request.ifname
-    );
-    let temporary = dir.join(format!(".{name}.tmp"));
-    let path = dir.join(format!("{name}.json"));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    file.write_all(&serde_json::to_vec(request).map_err(std::io::Error::other)?)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, &path)?;
-    Ok(path)
 }
 
 #[cfg(test)]

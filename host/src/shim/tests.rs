@@ -185,10 +185,11 @@ fn unreachable_daemon_table() {
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
-    let recorded: DaemonRequest =
+    let recorded: crate::proto::PendingDel =
         serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
-    assert_eq!(recorded.request.command, Command::Del);
-    assert_eq!(recorded.request.container_id, "abc123");
+    assert_eq!(recorded.request.request.command, Command::Del);
+    assert_eq!(recorded.request.request.container_id, "abc123");
+    assert!(recorded.recorded_unix_ms > 0);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&pending).unwrap().permissions().mode() & 0o777,
@@ -201,18 +202,22 @@ fn unreachable_daemon_table() {
 }
 
 #[test]
-fn a_daemon_crash_mid_request_means_retry_for_add_and_success_for_del() {
+fn a_daemon_that_broke_mid_request_means_try_again_even_for_del() {
+    // The daemon may have done the DEL before it broke; only the runtime's retry can tell, and
+    // DEL is idempotent. Nothing is spooled: a replay could hit a newer attachment.
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("wasmcni.sock");
     let broken =
         || FakeTransport::answering(Err(TransportError::Broken("read: connection reset".into())));
-    let add = run_with(&env("ADD", &[]), &config("1.1.0", &socket), &broken());
-    assert_eq!(add.exit_code, 1);
-    assert!(String::from_utf8(add.stdout)
-        .unwrap()
-        .contains(r#""code":11"#));
-    let del = run_with(&env("DEL", &[]), &config("1.1.0", &socket), &broken());
-    assert_eq!((del.exit_code, del.stdout.len()), (0, 0));
+    for command in ["ADD", "DEL"] {
+        let outcome = run_with(&env(command, &[]), &config("1.1.0", &socket), &broken());
+        assert_eq!(outcome.exit_code, 1, "{command}");
+        assert_eq!(
+            String::from_utf8(outcome.stdout).unwrap(),
+            r#"{"cniVersion":"1.1.0","code":11,"msg":"the wasmcni daemon is not available (read: connection reset); try again later"}"#
+        );
+    }
+    assert!(!crate::proto::pending_del_dir(&socket).exists());
 }
 
 #[test]
@@ -314,4 +319,22 @@ fn version_is_answered_locally_with_exact_json() {
         assert_eq!(outcome.exit_code, 0);
         assert_eq!(String::from_utf8(outcome.stdout).unwrap(), expected);
     }
+}
+
+#[test]
+fn del_with_a_config_that_no_longer_decodes_is_still_forwarded() {
+    let transport = FakeTransport::answering(Ok(DaemonResponse::Success {
+        stdout: String::new(),
+    }));
+    // A cached prevResult with a bad address: ADD would refuse it, DEL must not.
+    let stdin = r#"{"cniVersion":"1.0.0","name":"pods","type":"wasmcni","daemonSocket":"/d.sock","prevResult":{"ips":[{"address":"not-an-ip"}]}}"#;
+    let outcome = run_with(&env("DEL", &[]), stdin, &transport);
+    assert_eq!(
+        (outcome.exit_code, outcome.stdout.len()),
+        (0, 0),
+        "{outcome:?}"
+    );
+    assert_eq!(transport.sent.borrow()[0].0, PathBuf::from("/d.sock"));
+    let refused = run_with(&env("ADD", &[]), stdin, &transport);
+    assert_eq!(refused.exit_code, 1);
 }

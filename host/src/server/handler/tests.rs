@@ -252,7 +252,7 @@ async fn gc_keeps_valid_and_other_networks_releases_the_rest() {
     assert_eq!(f.handler.store().len(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_adds_never_share_an_address() {
     let f = fixture("10.88.0.0/26");
     let tasks: Vec<_> = (0..40)
@@ -280,7 +280,7 @@ async fn concurrent_adds_never_share_an_address() {
 #[tokio::test]
 async fn recovery_reconciles_every_kind_of_disagreement() {
     use crate::proto::{DaemonRequest, PROTOCOL_VERSION};
-    use crate::server::recovery::{reconcile, ReconcileReport};
+    use crate::server::recovery::{reconcile, Orphans, ReconcileReport};
     use std::net::Ipv4Addr;
 
     let f = fixture("10.88.0.0/24");
@@ -317,19 +317,23 @@ async fn recovery_reconciles_every_kind_of_disagreement() {
         .add_orphan("eni0000000000a", Ipv4Addr::new(10, 88, 0, 50));
     // A DEL the shim recorded while the daemon was unreachable.
     let pending = f._dir.path().join("pending-del");
-    std::fs::create_dir_all(&pending).unwrap();
     let spooled = DaemonRequest {
         protocol: PROTOCOL_VERSION,
         request: request(Command::Del, "deleted-while-down"),
         config: config("1.0.0"),
     };
-    std::fs::write(
-        pending.join("1-deleted-while-down-eth0.json"),
-        serde_json::to_vec(&spooled).unwrap(),
-    )
-    .unwrap();
+    crate::proto::record_pending_del(&pending, &spooled).unwrap();
+    // A record planted by someone else (wrong mode) is set aside, not obeyed.
+    let planted = pending.join("0-kept-eth0.json");
+    std::fs::write(&planted, br#"{"recordedUnixMs":1,"request":{}}"#).unwrap();
 
-    let report = reconcile(&f.handler, &pending).await.unwrap();
+    let report = reconcile(&f.handler, &pending, Orphans::Remove).await;
+    assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+    assert!(
+        report.failures[0].contains("not trusted"),
+        "{:?}",
+        report.failures
+    );
     assert_eq!(
         report,
         ReconcileReport {
@@ -338,9 +342,11 @@ async fn recovery_reconciles_every_kind_of_disagreement() {
             orphan_veths: 1,
             orphan_rules: 1,
             replayed_dels: 1,
-            kept: 1
+            kept: 1,
+            failures: report.failures.clone(),
         }
     );
+    assert!(planted.with_extension("rejected").exists());
     let left: Vec<String> = f
         .handler
         .store()
@@ -353,7 +359,10 @@ async fn recovery_reconciles_every_kind_of_disagreement() {
         vec![veth("kept")]
     );
     assert_eq!(
-        std::fs::read_dir(&pending).unwrap().count(),
+        std::fs::read_dir(&pending)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().unwrap() == "json")
+            .count(),
         0,
         "the replayed DEL is removed"
     );
@@ -361,7 +370,7 @@ async fn recovery_reconciles_every_kind_of_disagreement() {
 
 #[tokio::test]
 async fn the_periodic_sweep_releases_vanished_pods_and_leaves_orphans_alone() {
-    use crate::server::recovery::{sweep, Orphans, SweepReport};
+    use crate::server::recovery::{reconcile, Orphans};
     use std::net::Ipv4Addr;
 
     let f = fixture("10.88.0.0/24");
@@ -375,15 +384,22 @@ async fn the_periodic_sweep_releases_vanished_pods_and_leaves_orphans_alone() {
     f.handler
         .datapath
         .add_orphan("eni00000000000", Ipv4Addr::new(10, 88, 0, 77));
-    let report = sweep(&f.handler, Orphans::Keep).await.unwrap();
+    let report = reconcile(
+        &f.handler,
+        &f._dir.path().join("pending-del"),
+        Orphans::Keep,
+    )
+    .await;
     assert_eq!(
-        report,
-        SweepReport {
-            released_gone: 1,
-            orphan_veths: 0,
-            orphan_rules: 0
-        }
+        (
+            report.released_gone,
+            report.orphan_veths,
+            report.orphan_rules
+        ),
+        (1, 0, 0),
+        "{report:?}"
     );
+    assert!(report.failures.is_empty(), "{report:?}");
     let left: Vec<String> = f
         .handler
         .store()
@@ -397,4 +413,118 @@ async fn the_periodic_sweep_releases_vanished_pods_and_leaves_orphans_alone() {
         .datapath
         .calls()
         .contains(&Call::RemoveRules(Ipv4Addr::new(10, 88, 0, 2))));
+}
+
+#[tokio::test]
+async fn a_failed_rollback_keeps_the_address_reserved_until_the_sweep_succeeds() {
+    use crate::server::recovery::{reconcile, Orphans};
+
+    let f = fixture("10.88.0.0/30");
+    f.handler
+        .datapath
+        .fail_next_setup("Network is unreachable (os error 101)");
+    f.handler.datapath.fail_teardowns(1);
+    let response = f
+        .handler
+        .handle(&request(Command::Add, "x"), &config("1.0.0"))
+        .await;
+    let error: CniError = serde_json::from_str(stdout(&response)).unwrap();
+    assert_eq!(error.code, codes::DATAPATH_FAILURE);
+    assert!(
+        error.msg.contains("Network is unreachable") && error.msg.contains("stays reserved"),
+        "{}",
+        error.msg
+    );
+    // The half-built veth may still route to the address: it must not be handed out.
+    assert_eq!(f.handler.store().len(), 1);
+    assert_eq!(f.handler.free_addresses(), 1);
+    let report = reconcile(
+        &f.handler,
+        &f._dir.path().join("pending-del"),
+        Orphans::Keep,
+    )
+    .await;
+    assert_eq!(report.rolled_back, 1, "{report:?}");
+    assert!(f.handler.store().is_empty());
+    assert!(f.handler.datapath.veths().is_empty());
+    assert_eq!(f.handler.free_addresses(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_sandboxes_of_one_pod_and_a_late_del_leave_exactly_the_newest() {
+    for round in 0..20 {
+        let f = fixture("10.88.0.0/24");
+        let sandbox = |cid: &str| {
+            let mut r = request(Command::Add, cid);
+            r.args[1].1 = "web".into();
+            r
+        };
+        let (a, b) = (sandbox(&format!("a{round}")), sandbox(&format!("b{round}")));
+        let (ha, hb) = (f.handler.clone(), f.handler.clone());
+        let (ra, rb) = (a.clone(), b.clone());
+        let first = tokio::spawn(async move { ha.handle(&ra, &config("1.0.0")).await });
+        let second = tokio::spawn(async move { hb.handle(&rb, &config("1.0.0")).await });
+        let (first, second) = (first.await.unwrap(), second.await.unwrap());
+        assert!(matches!(first, DaemonResponse::Success { .. }), "{first:?}");
+        assert!(
+            matches!(second, DaemonResponse::Success { .. }),
+            "{second:?}"
+        );
+        // Whichever committed last owns the veth; the other's late DEL must not touch it.
+        let owner = f
+            .handler
+            .store()
+            .allocations()
+            .next()
+            .unwrap()
+            .key
+            .container_id
+            .clone();
+        let loser = if owner == a.container_id { &b } else { &a };
+        let mut late_del = loser.clone();
+        late_del.command = Command::Del;
+        f.handler.handle(&late_del, &config("1.0.0")).await;
+        assert_eq!(f.handler.store().len(), 1, "round {round}");
+        let veths = f.handler.datapath.veths();
+        assert_eq!(veths.len(), 1, "round {round}: {veths:?}");
+        let holder = f.handler.store().allocations().next().unwrap().clone();
+        assert_eq!(holder.key.container_id, owner);
+        assert_eq!(
+            veths.get(&holder.host_veth),
+            Some(&holder.ip),
+            "round {round}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_veth_owned_by_a_different_pod_is_refused_not_replaced() {
+    let f = fixture("10.88.0.0/24");
+    f.handler
+        .handle(&request(Command::Add, "first"), &config("1.0.0"))
+        .await;
+    // Forge a name collision: another pod whose veth name equals the first pod's.
+    let first = f.handler.store().allocations().next().unwrap().clone();
+    let mut store_copy = first.clone();
+    store_copy.key.container_id = "intruder".into();
+    store_copy.ip = "10.88.0.200".parse().unwrap();
+    store_copy.pod = Some(PodRef {
+        namespace: "other".into(),
+        name: "pod".into(),
+    });
+    store_copy.state = AllocationState::Reserved;
+    store_copy.result = None;
+    f.handler.store().reserve(store_copy).unwrap();
+    let outcome = f
+        .handler
+        .release_stale_owner_of(&first.host_veth, &first.key, first.pod.as_ref())
+        .await
+        .unwrap_err();
+    assert_eq!(outcome.code, codes::ATTACHMENT_EXISTS);
+    assert!(
+        outcome.msg.contains("intruder/eth0 (pod other/pod)"),
+        "{}",
+        outcome.msg
+    );
+    assert_eq!(f.handler.store().len(), 2, "nothing was torn down");
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use wasmcni::datastore::{AllocationState, Datastore, WalOptions};
 use wasmcni_harness::chain::Conflist;
 use wasmcni_harness::node::TestNode;
 
@@ -77,7 +78,7 @@ fn sigkill_during_concurrent_adds_and_dels_loses_nothing() {
     stop.store(true, Ordering::Relaxed);
     let operations: u32 = workers.into_iter().map(|w| w.join().expect("worker")).sum();
 
-    let n = node.lock().unwrap();
+    let mut n = node.lock().unwrap();
     let attached = attached.lock().unwrap().clone();
     eprintln!("crash test: survived {kills} SIGKILLs during {operations} CNI operations; {} pods attached at the end", attached.len());
 
@@ -88,6 +89,33 @@ fn sigkill_during_concurrent_adds_and_dels_loses_nothing() {
         distinct.len(),
         ips.len(),
         "an address is held twice: {ips:?}"
+    );
+
+    // Invariant 1b: the daemon's own record says the same — exactly the attached pods,
+    // committed, each with the address the runtime was given.
+    let held = |n: &mut TestNode| -> BTreeMap<String, String> {
+        n.stop_daemon("TERM");
+        let (store, _) = Datastore::open(&n.state_dir(), WalOptions::default())
+            .expect("open the daemon's datastore");
+        let held = store
+            .allocations()
+            .map(|a| {
+                assert_eq!(a.state, AllocationState::Committed, "{a:?}");
+                (a.key.container_id.clone(), a.ip.to_string())
+            })
+            .collect();
+        drop(store);
+        n.start_daemon();
+        held
+    };
+    let expected: BTreeMap<String, String> = attached
+        .iter()
+        .map(|(i, r)| (pods[*i].attachment.container_id.clone(), pod_ip(r)))
+        .collect();
+    assert_eq!(
+        held(&mut n),
+        expected,
+        "the datastore disagrees with what the runtime was told"
     );
 
     // Invariant 2: every pod that got a result keeps its address and working routes.
@@ -148,6 +176,10 @@ fn sigkill_during_concurrent_adds_and_dels_loses_nothing() {
         .ip(&["-4", "rule", "show", "priority", "512"])
         .trim()
         .is_empty());
+    assert!(
+        held(&mut n).is_empty(),
+        "the datastore still holds addresses after every DEL"
+    );
 }
 
 /// One runtime step for pod `i`: ADD if detached, DEL if attached. A failed ADD is followed by a

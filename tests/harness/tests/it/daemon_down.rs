@@ -60,8 +60,7 @@ fn add_retries_del_succeeds_and_is_replayed_on_restart() {
     let rules = node.node.ip(&["-4", "rule", "show"]);
     assert!(!rules.contains(&format!("to {ip} ")), "{rules}");
     assert!(
-        node.daemon_log_text().contains("\"replayed_dels\"")
-            || node.daemon_log_text().contains("replayed_dels: 1"),
+        node.daemon_log_text().contains("replayed_dels: 1,"),
         "{}",
         node.daemon_log_text()
     );
@@ -88,6 +87,28 @@ fn a_pod_deleted_while_the_daemon_was_down_is_released_and_a_live_one_kept() {
         })
         .expect("ADD live");
     node.stop_daemon("KILL");
+    // What another CNI left at the same names and priorities (AWS VPC CNI during a migration)
+    // carries no wasmcni mark and must survive recovery.
+    node.node.ip(&[
+        "link",
+        "add",
+        "eni0f0f0f0f0f0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "foreignpeer",
+    ]);
+    node.node.ip(&[
+        "rule",
+        "add",
+        "to",
+        "10.99.9.9",
+        "lookup",
+        "main",
+        "priority",
+        "512",
+    ]);
     let gone_veth = gone_result["interfaces"][0]["name"]
         .as_str()
         .unwrap()
@@ -103,6 +124,28 @@ fn a_pod_deleted_while_the_daemon_was_down_is_released_and_a_live_one_kept() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     node.start_daemon();
+    assert!(
+        node.node.try_ip(&["link", "show", "eni0f0f0f0f0f0"]),
+        "recovery removed a foreign veth"
+    );
+    let foreign_rules = node.node.ip(&["-4", "rule", "show", "priority", "512"]);
+    assert!(
+        foreign_rules.contains("to 10.99.9.9 lookup main"),
+        "recovery removed a foreign rule: {foreign_rules}"
+    );
+    // wasmcni's own objects carry its marks.
+    let live_veth = live_result["interfaces"][0]["name"].as_str().unwrap();
+    assert!(node
+        .node
+        .ip(&["link", "show", live_veth])
+        .contains("alias wasmcni"));
+    let marked = node
+        .node
+        .ip(&["-4", "rule", "show", "priority", "512", "protocol", "87"]);
+    assert!(
+        marked.contains(&format!("to {} ", pod_ip(&live_result))),
+        "{marked}"
+    );
     let gone_ip = pod_ip(&gone_result);
     let rules = node.node.ip(&["-4", "rule", "show"]);
     assert!(
