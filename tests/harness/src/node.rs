@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use wasmcni::cni::request::{CniRequest, Command as CniCommand};
 use wasmcni::proto::{read_frame, write_frame, DaemonRequest, DaemonResponse, PROTOCOL_VERSION};
 
+use crate::chain::{Attachment, Conflist, PluginFailure};
 use crate::netns::NetNs;
 
 /// The node's address on its uplink.
@@ -203,6 +204,47 @@ impl TestNode {
                 .status();
             let _ = child.wait();
         }
+    }
+
+    /// Runs `chain`'s ADD inside the node namespace, as the node's container runtime would.
+    pub fn add(&self, chain: &Conflist, attachment: &Attachment) -> Result<Value, PluginFailure> {
+        let (chain, attachment) = (chain.clone(), attachment.clone());
+        self.node.run(move || chain.add(&attachment))
+    }
+
+    /// Runs `chain`'s DEL inside the node namespace with the cached result.
+    pub fn del(
+        &self,
+        chain: &Conflist,
+        attachment: &Attachment,
+        cached: Option<&Value>,
+    ) -> Result<(), PluginFailure> {
+        let (chain, attachment, cached) = (chain.clone(), attachment.clone(), cached.cloned());
+        self.node
+            .run(move || chain.del(&attachment, cached.as_ref()))
+    }
+
+    /// Runs `chain`'s CHECK inside the node namespace with the cached result.
+    pub fn check(
+        &self,
+        chain: &Conflist,
+        attachment: &Attachment,
+        cached: &Value,
+    ) -> Result<(), PluginFailure> {
+        let (chain, attachment, cached) = (chain.clone(), attachment.clone(), cached.clone());
+        self.node.run(move || chain.check(&attachment, &cached))
+    }
+
+    /// Runs `chain`'s GC inside the node namespace with the valid attachments.
+    pub fn gc(&self, chain: &Conflist, valid: &[(String, String)]) -> Vec<PluginFailure> {
+        let (chain, valid) = (chain.clone(), valid.to_vec());
+        self.node.run(move || chain.gc(&valid))
+    }
+
+    /// Runs `chain`'s STATUS inside the node namespace.
+    pub fn status(&self, chain: &Conflist) -> Result<(), PluginFailure> {
+        let chain = chain.clone();
+        self.node.run(move || chain.status())
     }
 
     /// Whether the daemon process is alive.

@@ -165,10 +165,7 @@ fn the_daemon_survives_junk_slow_and_oversized_clients() {
 
     let chain = wasmcni_only(&node, "1.1.0");
     let p = pod("afterjunk");
-    let result = node.node.run({
-        let (chain, att) = (chain.clone(), p.attachment.clone());
-        move || chain.add(&att)
-    });
+    let result = node.add(&chain, &p.attachment);
     assert!(
         result.is_ok(),
         "the daemon stopped serving after bad clients: {result:?}"

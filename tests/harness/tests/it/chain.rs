@@ -32,11 +32,7 @@ fn wasmcni_portmap_bandwidth_chain_serves_a_host_port() {
         json!({"IngressRate": 100_000_000u64, "IngressBurst": 1_000_000u64, "EgressRate": 100_000_000u64, "EgressBurst": 1_000_000u64}),
     );
     let result = node
-        .node
-        .run({
-            let (chain, att) = (chain.clone(), p.attachment.clone());
-            move || chain.add(&att)
-        })
+        .add(&chain, &p.attachment)
         .unwrap_or_else(|f| panic!("chain ADD: {f}\n{}", node.daemon_log_text()));
     let ip = pod_ip(&result);
     // portmap and bandwidth passed wasmcni's result through; bandwidth added its ifb.
@@ -63,11 +59,7 @@ fn wasmcni_portmap_bandwidth_chain_serves_a_host_port() {
         "bandwidth's ifb device is missing: {qdisc}"
     );
 
-    node.node
-        .run({
-            let (chain, att, r) = (chain.clone(), p.attachment.clone(), result.clone());
-            move || chain.del(&att, Some(&r))
-        })
+    node.del(&chain, &p.attachment, Some(&result))
         .expect("chain DEL");
     assert_eq!(
         tcp_fetch(&node.outside, format!("{NODE_IP}:8080").parse().unwrap()),
@@ -83,45 +75,21 @@ fn gc_releases_attachments_missing_from_the_valid_list_and_status_reports_readin
     let chain = crate::support::wasmcni_only(&node, "1.1.0");
     let keep = pod("keep");
     let drop = pod("drop");
-    let kept = node
-        .node
-        .run({
-            let (chain, att) = (chain.clone(), keep.attachment.clone());
-            move || chain.add(&att)
-        })
-        .expect("ADD keep");
-    let dropped = node
-        .node
-        .run({
-            let (chain, att) = (chain.clone(), drop.attachment.clone());
-            move || chain.add(&att)
-        })
-        .expect("ADD drop");
+    let kept = node.add(&chain, &keep.attachment).expect("ADD keep");
+    let dropped = node.add(&chain, &drop.attachment).expect("ADD drop");
     let dropped_veth = dropped["interfaces"][0]["name"]
         .as_str()
         .unwrap()
         .to_owned();
 
-    node.node
-        .run({
-            let chain = chain.clone();
-            move || chain.status()
-        })
-        .expect("STATUS with free addresses");
+    node.status(&chain).expect("STATUS with free addresses");
     let valid = vec![(keep.attachment.container_id.clone(), "eth0".to_owned())];
-    let failures = node.node.run({
-        let chain = chain.clone();
-        move || chain.gc(&valid)
-    });
+    let failures = node.gc(&chain, &valid);
     assert!(failures.is_empty(), "{failures:?}");
     assert!(
         !node.node.try_ip(&["link", "show", &dropped_veth]),
         "GC left the stale veth"
     );
-    node.node
-        .run({
-            let (chain, att, r) = (chain.clone(), keep.attachment.clone(), kept.clone());
-            move || chain.check(&att, &r)
-        })
+    node.check(&chain, &keep.attachment, &kept)
         .expect("GC kept the valid attachment");
 }

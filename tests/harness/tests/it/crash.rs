@@ -120,10 +120,7 @@ fn sigkill_during_concurrent_adds_and_dels_loses_nothing() {
 
     // Invariant 2: every pod that got a result keeps its address and working routes.
     for (i, result) in &attached {
-        let (chain, attachment, result) =
-            (chain.clone(), pods[*i].attachment.clone(), result.clone());
-        n.node
-            .run(move || chain.check(&attachment, &result))
+        n.check(&chain, &pods[*i].attachment, result)
             .unwrap_or_else(|f| {
                 panic!("pod {i} lost its attachment: {f}\n{}", n.daemon_log_text())
             });
@@ -165,10 +162,7 @@ fn sigkill_during_concurrent_adds_and_dels_loses_nothing() {
 
     // And everything can still be deleted cleanly.
     for (i, result) in &attached {
-        let (chain, attachment, result) =
-            (chain.clone(), pods[*i].attachment.clone(), result.clone());
-        n.node
-            .run(move || chain.del(&attachment, Some(&result)))
+        n.del(&chain, &pods[*i].attachment, Some(result))
             .expect("final DEL");
     }
     assert!(n

@@ -146,18 +146,10 @@ fn ctr_run_cni_container_gets_a_reachable_ip_and_stop_removes_everything() {
     let chain = wasmcni_only(&node, "1.0.0");
     let next = pod("afterctr");
     let result = node
-        .node
-        .run({
-            let (chain, att) = (chain.clone(), next.attachment.clone());
-            move || chain.add(&att)
-        })
+        .add(&chain, &next.attachment)
         .unwrap_or_else(|f| panic!("ADD after the container is gone: {f}"));
     assert_eq!(pod_ip(&result), POD_IP, "{result}");
-    node.node
-        .run({
-            let (chain, att) = (chain.clone(), next.attachment.clone());
-            move || chain.del(&att, Some(&result))
-        })
+    node.del(&chain, &next.attachment, Some(&result))
         .expect("DEL");
 
     drop(containerd);

@@ -10,44 +10,24 @@ fn add_retries_del_succeeds_and_is_replayed_on_restart() {
     let mut node = running_node();
     let chain = wasmcni_only(&node, "1.1.0");
     let p = pod("survivor");
-    let result = node
-        .node
-        .run({
-            let (chain, att) = (chain.clone(), p.attachment.clone());
-            move || chain.add(&att)
-        })
-        .expect("ADD");
+    let result = node.add(&chain, &p.attachment).expect("ADD");
     let ip = pod_ip(&result);
     let veth = result["interfaces"][0]["name"].as_str().unwrap().to_owned();
 
     node.stop_daemon("TERM");
     let q = pod("latecomer");
     let refused = node
-        .node
-        .run({
-            let (chain, att) = (chain.clone(), q.attachment.clone());
-            move || chain.add(&att)
-        })
+        .add(&chain, &q.attachment)
         .expect_err("ADD without a daemon");
     let error: serde_json::Value = serde_json::from_str(&refused.stdout).unwrap();
     assert_eq!(error["cniVersion"], json!("1.1.0"));
     assert_eq!(error["code"], json!(11), "{error}");
-    let status = node
-        .node
-        .run({
-            let chain = chain.clone();
-            move || chain.status()
-        })
-        .expect_err("STATUS without a daemon");
+    let status = node.status(&chain).expect_err("STATUS without a daemon");
     let error: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(error["code"], json!(50), "{error}");
 
     // DEL while the daemon is down: success, and nothing removed yet.
-    node.node
-        .run({
-            let (chain, att, r) = (chain.clone(), p.attachment.clone(), result.clone());
-            move || chain.del(&att, Some(&r))
-        })
+    node.del(&chain, &p.attachment, Some(&result))
         .expect("DEL must succeed without the daemon");
     assert!(node.node.try_ip(&["link", "show", &veth]));
 
@@ -72,20 +52,8 @@ fn a_pod_deleted_while_the_daemon_was_down_is_released_and_a_live_one_kept() {
     let chain = wasmcni_only(&node, "1.0.0");
     let mut gone = pod("gone");
     let live = pod("live");
-    let gone_result = node
-        .node
-        .run({
-            let (chain, att) = (chain.clone(), gone.attachment.clone());
-            move || chain.add(&att)
-        })
-        .expect("ADD gone");
-    let live_result = node
-        .node
-        .run({
-            let (chain, att) = (chain.clone(), live.attachment.clone());
-            move || chain.add(&att)
-        })
-        .expect("ADD live");
+    let gone_result = node.add(&chain, &gone.attachment).expect("ADD gone");
+    let live_result = node.add(&chain, &live.attachment).expect("ADD live");
     node.stop_daemon("KILL");
     // What another CNI left at the same names and priorities (AWS VPC CNI during a migration)
     // carries no wasmcni mark and must survive recovery.
@@ -152,10 +120,6 @@ fn a_pod_deleted_while_the_daemon_was_down_is_released_and_a_live_one_kept() {
         !rules.contains(&format!("to {gone_ip} ")),
         "stale rule kept: {rules}"
     );
-    node.node
-        .run({
-            let (chain, att, r) = (chain.clone(), live.attachment.clone(), live_result.clone());
-            move || chain.check(&att, &r)
-        })
+    node.check(&chain, &live.attachment, &live_result)
         .expect("the live pod keeps its address and routes");
 }

@@ -11,20 +11,8 @@ fn add_builds_the_vpc_cni_data_path_and_pods_talk() {
     let chain = wasmcni_only(&node, "1.0.0");
     let a = pod("alpha");
     let b = pod("beta");
-    let result_a = node
-        .node
-        .run({
-            let (chain, att) = (chain.clone(), a.attachment.clone());
-            move || chain.add(&att)
-        })
-        .expect("ADD alpha");
-    let result_b = node
-        .node
-        .run({
-            let (chain, att) = (chain.clone(), b.attachment.clone());
-            move || chain.add(&att)
-        })
-        .expect("ADD beta");
+    let result_a = node.add(&chain, &a.attachment).expect("ADD alpha");
+    let result_b = node.add(&chain, &b.attachment).expect("ADD beta");
     let ip_a = pod_ip(&result_a);
     let ip_b = pod_ip(&result_b);
     assert_ne!(ip_a, ip_b);
@@ -98,17 +86,8 @@ fn add_builds_the_vpc_cni_data_path_and_pods_talk() {
     );
 
     // CHECK passes, then DEL removes exactly what ADD made.
-    node.node
-        .run({
-            let (chain, att, r) = (chain.clone(), a.attachment.clone(), result_a.clone());
-            move || chain.check(&att, &r)
-        })
-        .expect("CHECK");
-    node.node
-        .run({
-            let (chain, att, r) = (chain.clone(), a.attachment.clone(), result_a.clone());
-            move || chain.del(&att, Some(&r))
-        })
+    node.check(&chain, &a.attachment, &result_a).expect("CHECK");
+    node.del(&chain, &a.attachment, Some(&result_a))
         .expect("DEL");
     assert!(
         !node.node.try_ip(&["link", "show", &host_veth]),
@@ -130,13 +109,7 @@ fn check_names_what_was_removed_by_hand() {
     let node = running_node();
     let chain = wasmcni_only(&node, "1.1.0");
     let p = pod("checked");
-    let result = node
-        .node
-        .run({
-            let (chain, att) = (chain.clone(), p.attachment.clone());
-            move || chain.add(&att)
-        })
-        .expect("ADD");
+    let result = node.add(&chain, &p.attachment).expect("ADD");
     let ip = pod_ip(&result);
     let veth = result["interfaces"][0]["name"].as_str().unwrap().to_owned();
 
@@ -144,11 +117,7 @@ fn check_names_what_was_removed_by_hand() {
         .ip(&["route", "del", &format!("{ip}/32"), "dev", &veth]);
     p.ns.ip(&["addr", "del", &format!("{ip}/32"), "dev", "eth0"]);
     let failure = node
-        .node
-        .run({
-            let (chain, att, r) = (chain.clone(), p.attachment.clone(), result.clone());
-            move || chain.check(&att, &r)
-        })
+        .check(&chain, &p.attachment, &result)
         .expect_err("CHECK must fail");
     let error: serde_json::Value = serde_json::from_str(&failure.stdout).unwrap();
     assert_eq!(error["code"], json!(104), "{error}");
@@ -170,13 +139,7 @@ fn del_twice_and_del_after_the_netns_is_gone_both_free_the_ip() {
     let node = running_node();
     let chain = wasmcni_only(&node, "1.0.0");
     let mut p = pod("ephemeral");
-    let result = node
-        .node
-        .run({
-            let (chain, att) = (chain.clone(), p.attachment.clone());
-            move || chain.add(&att)
-        })
-        .expect("ADD");
+    let result = node.add(&chain, &p.attachment).expect("ADD");
     let ip = pod_ip(&result);
 
     // The runtime deletes the namespace first, then DELs with an empty CNI_NETNS (containerd's
@@ -185,11 +148,7 @@ fn del_twice_and_del_after_the_netns_is_gone_both_free_the_ip() {
     let mut gone = p.attachment.clone();
     gone.netns = String::new();
     for _ in 0..2 {
-        node.node
-            .run({
-                let (chain, att, r) = (chain.clone(), gone.clone(), result.clone());
-                move || chain.del(&att, Some(&r))
-            })
+        node.del(&chain, &gone, Some(&result))
             .expect("DEL must succeed");
     }
     let rules = node.node.ip(&["-4", "rule", "show"]);
@@ -203,10 +162,7 @@ fn del_twice_and_del_after_the_netns_is_gone_both_free_the_ip() {
     let mut pods = Vec::new();
     for i in 0..254 {
         let q = pod(&format!("refill{i}"));
-        let r = node.node.run({
-            let (chain, att) = (chain.clone(), q.attachment.clone());
-            move || chain.add(&att)
-        });
+        let r = node.add(&chain, &q.attachment);
         match r {
             Ok(r) => {
                 seen |= pod_ip(&r) == ip;
@@ -234,26 +190,12 @@ fn add_without_del_is_refused_and_keeps_the_first_attachment() {
     let node = running_node();
     let chain = wasmcni_only(&node, "1.1.0");
     let p = pod("twice");
-    let first = node
-        .node
-        .run({
-            let (chain, att) = (chain.clone(), p.attachment.clone());
-            move || chain.add(&att)
-        })
-        .expect("ADD");
+    let first = node.add(&chain, &p.attachment).expect("ADD");
     let second = node
-        .node
-        .run({
-            let (chain, att) = (chain.clone(), p.attachment.clone());
-            move || chain.add(&att)
-        })
+        .add(&chain, &p.attachment)
         .expect_err("second ADD must fail");
     let error: serde_json::Value = serde_json::from_str(&second.stdout).unwrap();
     assert_eq!(error["code"], json!(103), "{error}");
-    node.node
-        .run({
-            let (chain, att, r) = (chain.clone(), p.attachment.clone(), first.clone());
-            move || chain.check(&att, &r)
-        })
+    node.check(&chain, &p.attachment, &first)
         .expect("the first attachment is intact");
 }
