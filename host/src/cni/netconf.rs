@@ -113,6 +113,14 @@ impl NetConf {
             )));
         }
 
+        // wasmcni is its own IPAM (the provider in the cluster configuration); silently
+        // ignoring a delegated IPAM section would hand out addresses the operator did not ask for.
+        if let Some(ipam) = field(obj, "ipam") {
+            return Err(CniError::unsupported_field("ipam", &ipam.to_string()).with_details(
+                "wasmcni allocates pod addresses itself: configure the pool in the cluster configuration's [provider] and remove \"ipam\" from the network configuration",
+            ));
+        }
+
         let prev_result = field(obj, "prevResult")
             .map(|v| CniResult::decode(v, cni_version, "prevResult"))
             .transpose()
@@ -271,6 +279,20 @@ mod tests {
             container_id: id.into(),
             ifname: ifname.into(),
         }
+    }
+
+    #[test]
+    fn a_delegated_ipam_section_is_refused_with_code_2() {
+        let err = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"wasmcni","ipam":{"type":"host-local"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, crate::cni::error::codes::UNSUPPORTED_FIELD);
+        assert_eq!(
+            err.msg,
+            r#"unsupported field 'ipam' with value '{"type":"host-local"}'"#
+        );
+        assert!(err.details.unwrap().contains("[provider]"));
     }
 
     #[test]
