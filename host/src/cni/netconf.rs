@@ -438,7 +438,7 @@ mod tests {
         let input = with(json!({
             "cniVersions": ["0.4.0", "1.1.0"],
             "capabilities": {"portMappings": true},
-            "ipam": {"type": "host-local", "subnet": "10.0.0.0/24"},
+            "dns": {"nameservers": ["10.0.0.10"]},
             "disableCheck": true,
             "x-vendor": {"nested": [1, 2]},
             "daemonSocket": "/run/wasmcni/daemon.sock",
