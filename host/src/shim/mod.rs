@@ -64,9 +64,7 @@ impl Transport for UnixTransport {
         request: &DaemonRequest,
         timeout: Duration,
     ) -> Result<DaemonResponse, TransportError> {
-        let mut stream = UnixStream::connect(socket).map_err(|e| {
-            TransportError::Unreachable(format!("connect {}: {e}", socket.display()))
-        })?;
+        let mut stream = connect_with_timeout(socket, CONNECT_TIMEOUT)?;
         let broken = |e: &dyn std::fmt::Display| {
             TransportError::Broken(format!("{}: {e}", socket.display()))
         };
@@ -79,6 +77,37 @@ impl Transport for UnixTransport {
         write_frame(&mut stream, request).map_err(|e| broken(&e))?;
         read_frame(&mut stream, MAX_FRAME_BYTES).map_err(|e| broken(&e))
     }
+}
+
+/// How long a connect may wait when the daemon's listen backlog is full (a hung daemon must
+/// not hang kubelet).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to the daemon's socket, giving up after `timeout`. A Unix-socket connect blocks
+/// while the listener's backlog is full and honours `SO_SNDTIMEO`, so the timeout is set on
+/// the socket before connecting. A refused, missing or timed-out connect means the request
+/// never reached the daemon: [`TransportError::Unreachable`].
+fn connect_with_timeout(socket: &Path, timeout: Duration) -> Result<UnixStream, TransportError> {
+    use nix::sys::socket::{
+        connect, setsockopt, socket as open_socket, sockopt, AddressFamily, SockFlag, SockType,
+        UnixAddr,
+    };
+    let unreachable = |what: &str, e: nix::Error| {
+        TransportError::Unreachable(format!("{what} {}: {e}", socket.display()))
+    };
+    let address = UnixAddr::new(socket).map_err(|e| unreachable("address", e))?;
+    let fd = open_socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| unreachable("socket for", e))?;
+    let limit = nix::sys::time::TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _);
+    setsockopt(&fd, sockopt::SendTimeout, &limit).map_err(|e| unreachable("SO_SNDTIMEO on", e))?;
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &address)
+        .map_err(|e| unreachable("connect", e))?;
+    Ok(UnixStream::from(fd))
 }
 
 /// How long the shim waits for the daemon: ADD may wait for the pool to grow.

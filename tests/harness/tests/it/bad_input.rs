@@ -172,3 +172,55 @@ fn the_daemon_survives_junk_slow_and_oversized_clients() {
     );
     drop(silent);
 }
+
+#[test]
+fn a_hung_daemon_does_not_hang_the_runtime() {
+    use nix::sys::socket::{
+        bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    };
+    // A "daemon" that listens but never accepts, with its backlog already full.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hung.sock");
+    let listener = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&listener),
+        &UnixAddr::new(&path).unwrap(),
+    )
+    .unwrap();
+    listen(&listener, Backlog::new(0).unwrap()).unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let filler = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        let _ = nix::sys::socket::connect(
+            std::os::fd::AsRawFd::as_raw_fd(&filler),
+            &UnixAddr::new(&path).unwrap(),
+        );
+        fillers.push(filler);
+    }
+    let config = format!(
+        r#"{{"cniVersion":"1.0.0","name":"n","type":"wasmcni","daemonSocket":"{}"}}"#,
+        path.display()
+    );
+    let started = std::time::Instant::now();
+    let out = shim("ADD", &some_attachment(), config.as_bytes());
+    let error = error_of(&out);
+    assert_eq!(error["code"], json!(11), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the shim waited {:?}",
+        started.elapsed()
+    );
+    drop(fillers);
+}
