@@ -6,7 +6,7 @@
 //! data path from the datastore's record, never from the pod's namespace, and only then
 //! releases the address, so an address is never handed out while a route to it remains.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -222,16 +222,12 @@ impl<D: Datapath> Handler<D> {
                 },
             ],
             ips: vec![IpConfig {
-                address: IpNet::V4(
-                    Ipv4Net::new(reserved.ip, 32).map_err(|e| internal(e.to_string()))?,
-                ),
+                address: IpNet::V4(Ipv4Net::from(reserved.ip)),
                 gateway: Some(IpAddr::V4(POD_GATEWAY)),
                 interface: Some(1),
             }],
             routes: vec![Route {
-                dst: IpNet::V4(
-                    Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).map_err(|e| internal(e.to_string()))?,
-                ),
+                dst: IpNet::V4(Ipv4Net::default()),
                 gw: Some(IpAddr::V4(POD_GATEWAY)),
                 mtu: None,
                 advmss: None,
@@ -370,8 +366,7 @@ impl<D: Datapath> Handler<D> {
             )
         })?;
         if let Some(previous) = &netconf.prev_result {
-            let ours =
-                IpNet::V4(Ipv4Net::new(allocation.ip, 32).map_err(|e| internal(e.to_string()))?);
+            let ours = IpNet::V4(Ipv4Net::from(allocation.ip));
             if !previous.ips.iter().any(|ip| ip.address == ours) {
                 return Err(CniError::new(
                     codes::CHECK_FAILED,
@@ -509,10 +504,6 @@ fn datapath_error(e: DatapathError, verb: &str) -> CniError {
 
 fn store_error(e: DatastoreError) -> CniError {
     CniError::new(codes::DATASTORE_FAILURE, format!("datastore: {e}"))
-}
-
-fn internal(message: String) -> CniError {
-    CniError::new(codes::INTERNAL, message)
 }
 
 fn now_unix_ms() -> u64 {
