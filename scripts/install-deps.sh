@@ -21,3 +21,8 @@ if ! command -v cargo >/dev/null; then
   echo "cargo is not on PATH: install a Rust toolchain (rustup) first" >&2
   exit 1
 fi
+# Guest plugins are built for wasm32-unknown-unknown (a component from it imports only what
+# the plugin uses, no WASI).
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  rustup target add wasm32-unknown-unknown
+fi

@@ -4,6 +4,7 @@
 # containerd's `ctr run --cni`, the SIGKILL crash loop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$(pwd)
 ./scripts/install-deps.sh
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -13,10 +14,16 @@ fi
 
 echo "== format"
 cargo fmt --all --check
+for guests in plugins tests/plugins; do (cd "$guests" && cargo fmt --all --check); done
 echo "== build (release: one profile for tests, demo and benchmark)"
 cargo build --release --workspace --bins
+echo "== plugins (components of plugins/ and the hostile test plugins of tests/plugins)"
+cargo run --release -p wasmcni-plugin-build -- tests/plugins
 echo "== lint"
 cargo clippy --release --workspace --all-targets -- -D warnings
+for guests in plugins tests/plugins; do
+  (cd "$guests" && CARGO_TARGET_DIR="$root/target/wasm-guests" cargo clippy --release --target wasm32-unknown-unknown -- -D warnings)
+done
 echo "== tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

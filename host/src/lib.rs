@@ -6,6 +6,7 @@
 //! and `wasmcni-host`, the privileged node daemon that does the work.
 //!
 //! Data flows one way: shim → [`proto`] → [`server`] → [`ipam`] → [`datastore`] → [`datapath`].
+//! [`runtime`] runs the WebAssembly plugins (allocation strategies) the configuration names.
 
 pub mod cni;
 pub mod config;
@@ -13,5 +14,6 @@ pub mod datapath;
 pub mod datastore;
 pub mod ipam;
 pub mod proto;
+pub mod runtime;
 pub mod server;
 pub mod shim;

@@ -41,6 +41,8 @@ pub mod codes {
     pub const CHECK_FAILED: u32 = 104;
     /// wasmcni: the shim and the daemon could not talk (socket, framing, protocol version).
     pub const PROTOCOL_FAILURE: u32 = 105;
+    /// A plugin failed (trap, resource limit, refusal) or proposed something the host refused.
+    pub const PLUGIN_FAILURE: u32 = 106;
     /// wasmcni: a bug; the message says where.
     pub const INTERNAL: u32 = 199;
 }

@@ -36,6 +36,50 @@ pub struct ClusterConfig {
     pub datapath: DatapathConfig,
     /// Where pod addresses come from.
     pub provider: ProviderConfig,
+    /// Which allocation strategy chooses each pod's address.
+    #[serde(default)]
+    pub allocator: AllocatorConfig,
+    /// The WebAssembly plugins, each pinned by digest with its grants and limits.
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+}
+
+/// `[allocator]`: the allocation strategy.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllocatorConfig {
+    /// Name of an allocator plugin from `[[plugins]]`; absent: the built-in rotating allocator.
+    pub plugin: Option<String>,
+}
+
+/// `[[plugins]]`: one WebAssembly component.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Unique name, referred to by `[allocator] plugin`.
+    pub name: String,
+    /// Plugin kind: `allocator` (the WIT world it implements).
+    pub kind: String,
+    /// Absolute path of the component file.
+    pub path: PathBuf,
+    /// `sha256:<64 hex>`: the daemon refuses a file with any other content.
+    pub digest: String,
+    /// Capabilities (WIT interfaces) it may import: `pool-view`, `log`, `clock`.
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// Fuel per call (about one unit per instruction).
+    #[serde(default = "default_plugin_fuel")]
+    pub fuel: u64,
+    /// Largest linear memory, in bytes.
+    #[serde(default = "default_plugin_memory")]
+    pub memory_bytes: usize,
+}
+
+fn default_plugin_fuel() -> u64 {
+    crate::runtime::Limits::default().fuel
+}
+fn default_plugin_memory() -> usize {
+    crate::runtime::Limits::default().memory_bytes
 }
 
 /// `[daemon]`: the node daemon's socket, state and request limits.
@@ -301,13 +345,145 @@ impl ClusterConfig {
             ));
         }
         match self.provider.kind.as_str() {
-            "static" => self.static_pool(origin).map(|_| ()),
-            other => Err(invalid(
-                "provider.kind",
-                format!("{other:?}"),
-                "this build knows only \"static\"",
-            )),
+            "static" => self.static_pool(origin).map(|_| ())?,
+            other => {
+                return Err(invalid(
+                    "provider.kind",
+                    format!("{other:?}"),
+                    "this build knows only \"static\"",
+                ))
+            }
         }
+        self.validate_plugins(origin)
+    }
+
+    fn validate_plugins(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, value: String, reason: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key,
+            value,
+            reason,
+        };
+        let mut names = std::collections::BTreeSet::new();
+        for (i, plugin) in self.plugins.iter().enumerate() {
+            let key = |field: &str| format!("plugins[{i}].{field}");
+            let valid_name = !plugin.name.is_empty()
+                && plugin.name.len() <= 64
+                && plugin
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid_name {
+                return Err(invalid(
+                    key("name"),
+                    format!("{:?}", plugin.name),
+                    "must be 1 to 64 letters, digits, '-' or '_'".into(),
+                ));
+            }
+            if !names.insert(plugin.name.as_str()) {
+                return Err(invalid(
+                    key("name"),
+                    format!("{:?}", plugin.name),
+                    "another plugin has this name".into(),
+                ));
+            }
+            if plugin.kind != "allocator" {
+                return Err(invalid(
+                    key("kind"),
+                    format!("{:?}", plugin.kind),
+                    "this build knows only \"allocator\"".into(),
+                ));
+            }
+            if !plugin.path.is_absolute() {
+                return Err(invalid(
+                    key("path"),
+                    format!("{:?}", plugin.path.display().to_string()),
+                    "must be an absolute path".into(),
+                ));
+            }
+            let hex = plugin.digest.strip_prefix("sha256:").unwrap_or("");
+            if hex.len() != 64
+                || !hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(invalid(
+                    key("digest"),
+                    format!("{:?}", plugin.digest),
+                    "must be \"sha256:\" followed by 64 lowercase hex digits (wasmcni-plugin-build prints it)".into(),
+                ));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for (g, grant) in plugin.grants.iter().enumerate() {
+                if crate::runtime::Capability::parse(grant).is_none() {
+                    return Err(invalid(
+                        format!("plugins[{i}].grants[{g}]"),
+                        format!("{grant:?}"),
+                        format!(
+                            "not a capability; this build offers {}",
+                            crate::runtime::Capability::ALL
+                                .map(|c| c.as_str())
+                                .join(", ")
+                        ),
+                    ));
+                }
+                if !seen.insert(grant) {
+                    return Err(invalid(
+                        format!("plugins[{i}].grants[{g}]"),
+                        format!("{grant:?}"),
+                        "granted twice".into(),
+                    ));
+                }
+            }
+            if !(100_000..=10_000_000_000).contains(&plugin.fuel) {
+                return Err(invalid(
+                    key("fuel"),
+                    plugin.fuel.to_string(),
+                    "must be between 100000 and 10000000000".into(),
+                ));
+            }
+            if !((1 << 20)..=(1 << 30)).contains(&plugin.memory_bytes) {
+                return Err(invalid(
+                    key("memory_bytes"),
+                    plugin.memory_bytes.to_string(),
+                    "must be between 1 MiB and 1 GiB".into(),
+                ));
+            }
+        }
+        if let Some(name) = &self.allocator.plugin {
+            if !self
+                .plugins
+                .iter()
+                .any(|p| &p.name == name && p.kind == "allocator")
+            {
+                return Err(invalid(
+                    "allocator.plugin".into(),
+                    format!("{name:?}"),
+                    "no [[plugins]] entry of kind \"allocator\" has this name".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured allocator plugin, as the runtime loads it; `None` for the built-in one.
+    pub fn allocator_spec(&self) -> Option<crate::runtime::PluginSpec> {
+        let name = self.allocator.plugin.as_ref()?;
+        let plugin = self.plugins.iter().find(|p| &p.name == name)?;
+        Some(crate::runtime::PluginSpec {
+            name: plugin.name.clone(),
+            path: plugin.path.clone(),
+            digest: plugin.digest.clone(),
+            grants: plugin
+                .grants
+                .iter()
+                .filter_map(|g| crate::runtime::Capability::parse(g))
+                .collect(),
+            limits: crate::runtime::Limits {
+                fuel: plugin.fuel,
+                memory_bytes: plugin.memory_bytes,
+            },
+        })
     }
 }
 
@@ -393,6 +569,32 @@ mod tests {
                 .to_string();
             assert!(err.contains(expected), "expected {expected:?} in {err:?}");
             assert!(err.starts_with("cluster configuration test.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn plugin_entries_are_validated_key_by_key() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let plugin = |extra: &str| {
+            format!(
+                "{DEFAULT_CONFIG}\n[allocator]\nplugin = \"pack\"\n\n[[plugins]]\nname = \"pack\"\nkind = \"allocator\"\npath = \"/usr/lib/wasmcni/pack.wasm\"\ndigest = \"{digest}\"\ngrants = [\"pool-view\", \"log\"]\n{extra}"
+            )
+        };
+        let config = ClusterConfig::parse(&plugin(""), "t").unwrap();
+        let spec = config.allocator_spec().unwrap();
+        assert_eq!(spec.grants.len(), 2);
+        assert_eq!(spec.limits, crate::runtime::Limits::default());
+        let cases = [
+            (plugin("").replace("grants = [\"pool-view\", \"log\"]", "grants = [\"netlink\"]"), "`plugins[0].grants[0]` = \"netlink\": not a capability; this build offers pool-view, log, clock"),
+            (plugin("").replace(&digest, "sha256:1234"), "`plugins[0].digest` = \"sha256:1234\": must be"),
+            (plugin("").replace("/usr/lib/wasmcni/pack.wasm", "pack.wasm"), "`plugins[0].path` = \"pack.wasm\": must be an absolute path"),
+            (plugin("").replace("plugin = \"pack\"", "plugin = \"packer\""), "`allocator.plugin` = \"packer\": no [[plugins]] entry"),
+            (plugin("fuel = 10"), "`plugins[0].fuel` = 10"),
+            (plugin("").replace("kind = \"allocator\"", "kind = \"tagger\""), "`plugins[0].kind` = \"tagger\""),
+        ];
+        for (text, expected) in cases {
+            let err = ClusterConfig::parse(&text, "t").unwrap_err().to_string();
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
         }
     }
 

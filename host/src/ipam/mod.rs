@@ -107,6 +107,11 @@ impl Pool {
         }
     }
 
+    /// The blocks and exclusions the pool serves.
+    pub fn inventory(&self) -> &Inventory {
+        &self.inventory
+    }
+
     /// Number of addresses the pool could ever hand out (exclusions not subtracted).
     pub fn capacity(&self) -> u64 {
         self.capacity

@@ -25,8 +25,9 @@ use crate::datapath::{
 use crate::datastore::{
     Allocation, AllocationState, AttachmentKey, Datastore, DatastoreError, Lsn, PodRef, WalSyncer,
 };
-use crate::ipam::Pool;
+use crate::ipam::{Choice, Pool};
 use crate::proto::DaemonResponse;
+use crate::runtime::{AllocatorPlugin, PodInfo, PoolSnapshot};
 
 /// Everything a request needs: configuration, datastore, pool and data path.
 pub struct Handler<D: Datapath> {
@@ -37,6 +38,11 @@ pub struct Handler<D: Datapath> {
     pool: Mutex<Pool>,
     pub(crate) locks: KeyLocks<AttachmentKey>,
     veth_locks: KeyLocks<String>,
+    /// The allocation strategy plugin; `None`: the built-in rotating allocator.
+    allocator: Option<Arc<AllocatorPlugin>>,
+    /// Serialises "propose an address, check it, reserve it" across concurrent ADDs, so two
+    /// pods never get the same proposal from a deterministic plugin.
+    allocation: tokio::sync::Mutex<()>,
 }
 
 impl<D: Datapath> Handler<D> {
@@ -47,6 +53,7 @@ impl<D: Datapath> Handler<D> {
         datapath: D,
         store: Datastore,
         pool: Pool,
+        allocator: Option<AllocatorPlugin>,
     ) -> Arc<Handler<D>> {
         let syncer = store.syncer();
         Arc::new(Handler {
@@ -57,6 +64,8 @@ impl<D: Datapath> Handler<D> {
             pool: Mutex::new(pool),
             locks: KeyLocks::default(),
             veth_locks: KeyLocks::default(),
+            allocator: allocator.map(Arc::new),
+            allocation: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -158,43 +167,36 @@ impl<D: Datapath> Handler<D> {
         self.release_stale_owner_of(&host_veth, &key, pod_ref.as_ref())
             .await?;
 
-        let reserved = {
-            let mut store = self.store();
-            if let Some(existing) = store.get(&key) {
-                return Err(CniError::new(
-                    codes::ATTACHMENT_EXISTS,
-                    format!(
-                        "attachment {}/{} already holds {} (ADD without DEL); DEL it first",
-                        key.container_id, key.ifname, existing.ip
-                    ),
-                ));
-            }
-            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            let choice = pool.choose(|ip| store.holder_of(ip).is_some()).ok_or_else(|| {
-                CniError::new(
-                    codes::POOL_EXHAUSTED,
-                    format!(
-                        "no free IPv4 address: all {} addresses of the pool are assigned",
-                        pool.capacity()
-                    ),
-                )
-                .with_details("free addresses return as pods are deleted; add CIDRs to provider.static.cidrs to grow the pool")
-            })?;
-            let allocation = Allocation {
-                key: key.clone(),
-                network: netconf.name.clone(),
-                ip: choice.ip,
-                host_veth: host_veth.clone(),
-                netns: request.netns.clone(),
-                pod: pod_ref.clone(),
-                route_table: choice.route_table,
-                state: AllocationState::Reserved,
-                result: None,
-                created_unix_ms: now_unix_ms(),
-            };
-            store.reserve(allocation.clone()).map_err(store_error)?;
-            allocation
+        if let Some(existing) = self.store().get(&key) {
+            return Err(CniError::new(
+                codes::ATTACHMENT_EXISTS,
+                format!(
+                    "attachment {}/{} already holds {} (ADD without DEL); DEL it first",
+                    key.container_id, key.ifname, existing.ip
+                ),
+            ));
+        }
+        let _allocating = self.allocation.lock().await;
+        let choice = match &self.allocator {
+            None => self.choose_builtin()?,
+            Some(plugin) => self.choose_by_plugin(plugin, request).await?,
         };
+        let reserved = Allocation {
+            key: key.clone(),
+            network: netconf.name.clone(),
+            ip: choice.ip,
+            host_veth: host_veth.clone(),
+            netns: request.netns.clone(),
+            pod: pod_ref.clone(),
+            route_table: choice.route_table,
+            state: AllocationState::Reserved,
+            result: None,
+            created_unix_ms: now_unix_ms(),
+        };
+        self.store()
+            .reserve(reserved.clone())
+            .map_err(store_error)?;
+        drop(_allocating);
 
         let attachment = attachment_of(&reserved, &request.ifname, self.config.datapath.mtu);
         let created = match self.datapath.setup_pod(&attachment).await {
@@ -259,6 +261,79 @@ impl<D: Datapath> Handler<D> {
             "ADD committed"
         );
         Ok(result)
+    }
+
+    /// The built-in allocator: the next free address after the pool's cursor.
+    fn choose_builtin(&self) -> Result<Choice, CniError> {
+        let store = self.store();
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        pool.choose(|ip| store.holder_of(ip).is_some()).ok_or_else(|| {
+            CniError::new(
+                codes::POOL_EXHAUSTED,
+                format!(
+                    "no free IPv4 address: all {} addresses of the pool are assigned",
+                    pool.capacity()
+                ),
+            )
+            .with_details("free addresses return as pods are deleted; add CIDRs to provider.static.cidrs to grow the pool")
+        })
+    }
+
+    /// Asks the allocator plugin (off the async workers: a hostile plugin burns its whole fuel
+    /// budget) and holds its answer to the host's invariants: an address of the pool, not
+    /// excluded, not held by anyone. Fails closed: no plugin answer, no ADD.
+    async fn choose_by_plugin(
+        &self,
+        plugin: &Arc<AllocatorPlugin>,
+        request: &CniRequest,
+    ) -> Result<Choice, CniError> {
+        if self.free_addresses() == 0 {
+            return self.choose_builtin(); // the same "pool exhausted" answer, without asking
+        }
+        let snapshot = {
+            let store = self.store();
+            let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            PoolSnapshot {
+                inventory: pool.inventory().clone(),
+                in_use: store.allocations().map(|a| a.ip).collect(),
+            }
+        };
+        let pod = PodInfo {
+            namespace: request.k8s_pod().map(|(ns, _)| ns.to_owned()),
+            name: request.k8s_pod().map(|(_, name)| name.to_owned()),
+            container_id: request.container_id.clone(),
+            ifname: request.ifname.clone(),
+        };
+        let plugin = plugin.clone();
+        let proposal = tokio::task::spawn_blocking(move || plugin.allocate(snapshot, &pod))
+            .await
+            .map_err(|e| {
+                CniError::new(codes::PLUGIN_FAILURE, format!("allocator task failed: {e}"))
+            })?
+            .map_err(|e| CniError::new(codes::PLUGIN_FAILURE, e.to_string()))?;
+        let name = self.allocator.as_ref().map_or("allocator", |p| p.name());
+        let refuse = |why: String| {
+            tracing::warn!(plugin = %name, ip = %proposal, "allocator proposal refused: {why}");
+            Err(CniError::new(
+                codes::PLUGIN_FAILURE,
+                format!("allocator plugin {name} proposed {proposal}, which {why}; the ADD fails closed"),
+            ))
+        };
+        let store = self.store();
+        let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(block) = pool.locate(proposal) else {
+            return refuse("is not a usable address of the pool".into());
+        };
+        if pool.inventory().excluded.contains(&proposal) {
+            return refuse("is excluded by the configuration".into());
+        }
+        if let Some(holder) = store.holder_of(proposal) {
+            return refuse(format!("is already held by {}", holder.key));
+        }
+        Ok(Choice {
+            ip: proposal,
+            route_table: block.route_table,
+        })
     }
 
     /// Undoes a failed ADD: removes whatever the data path built and only then frees the

@@ -21,6 +21,7 @@ use crate::ipam::{Pool, Provider, StaticProvider};
 use crate::proto::{
     framed, pending_del_dir, DaemonRequest, DaemonResponse, FrameError, PROTOCOL_VERSION,
 };
+use crate::runtime::PluginRuntime;
 
 pub mod handler;
 pub mod keylock;
@@ -43,6 +44,9 @@ pub enum StartError {
         /// Cause.
         source: crate::datastore::DatastoreError,
     },
+    /// A plugin could not be loaded (digest, grants, not a valid component).
+    #[error(transparent)]
+    Plugin(crate::runtime::PluginError),
     /// The node could not be prepared (IPv4 forwarding).
     #[error("preparing the node failed: {0}")]
     PrepareNode(String),
@@ -80,7 +84,22 @@ pub async fn start<D: Datapath>(
         .await
         .map_err(|e| StartError::PrepareNode(e.to_string()))?;
     let pending = pending_del_dir(&config.daemon.socket);
-    let handler = Handler::new(config, datapath, store, Pool::new(provider.inventory()));
+    let allocator = match config.allocator_spec() {
+        None => None,
+        Some(spec) => {
+            let runtime = PluginRuntime::new().map_err(StartError::Plugin)?;
+            let plugin = runtime.load_allocator(&spec).map_err(StartError::Plugin)?;
+            tracing::info!(plugin = %spec.name, digest = %spec.digest, imports = ?plugin.imports(), "allocator plugin loaded");
+            Some(plugin)
+        }
+    };
+    let handler = Handler::new(
+        config,
+        datapath,
+        store,
+        Pool::new(provider.inventory()),
+        allocator,
+    );
     let report = recovery::reconcile(&handler, &pending, recovery::Orphans::Remove).await;
     if report.failures.is_empty() {
         tracing::info!(?report, "node reconciled");

@@ -14,6 +14,11 @@ struct Fixture {
 }
 
 fn fixture(cidr: &str) -> Fixture {
+    fixture_with(cidr, None)
+}
+
+/// A fixture whose ADDs go through the allocator plugin `plugin` (a built component).
+fn fixture_with(cidr: &str, plugin: Option<&str>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let text = crate::config::DEFAULT_CONFIG
         .replace(
@@ -24,11 +29,19 @@ fn fixture(cidr: &str) -> Fixture {
     let config = ClusterConfig::parse(&text, "test").unwrap();
     let pool = StaticProvider::new(&config.static_pool("test").unwrap());
     let (store, _) = Datastore::open(&config.daemon.state_dir, WalOptions::default()).unwrap();
+    let allocator = plugin.map(|name| {
+        let spec = crate::runtime::testing::spec(name, &crate::runtime::Capability::ALL);
+        crate::runtime::PluginRuntime::new()
+            .unwrap()
+            .load_allocator(&spec)
+            .unwrap()
+    });
     let handler = Handler::new(
         config,
         FakeDatapath::new(),
         store,
         Pool::new(pool.inventory()),
+        allocator,
     );
     Fixture { handler, _dir: dir }
 }
@@ -527,4 +540,73 @@ async fn a_veth_owned_by_a_different_pod_is_refused_not_replaced() {
         outcome.msg
     );
     assert_eq!(f.handler.store().len(), 2, "nothing was torn down");
+}
+
+#[tokio::test]
+async fn the_pack_plugin_chooses_every_address() {
+    let f = fixture_with("10.88.0.0/24", Some("pack"));
+    for (i, expected) in ["10.88.0.1", "10.88.0.2", "10.88.0.3"].iter().enumerate() {
+        let response = f
+            .handler
+            .handle(&request(Command::Add, &format!("p{i}")), &config("1.0.0"))
+            .await;
+        let result: serde_json::Value = serde_json::from_str(stdout(&response)).unwrap();
+        assert_eq!(result["ips"][0]["address"], format!("{expected}/32"));
+    }
+    // pack reuses the lowest free address at once (densest block first, lowest address).
+    f.handler
+        .handle(&request(Command::Del, "p1"), &config("1.0.0"))
+        .await;
+    let response = f
+        .handler
+        .handle(&request(Command::Add, "p3"), &config("1.0.0"))
+        .await;
+    let result: serde_json::Value = serde_json::from_str(stdout(&response)).unwrap();
+    assert_eq!(result["ips"][0]["address"], "10.88.0.2/32");
+}
+
+#[tokio::test]
+async fn bad_proposals_and_failing_plugins_fail_the_add_closed() {
+    let cases = [
+        ("outside-pool", "allocator plugin outside-pool proposed 8.8.8.8, which is not a usable address of the pool; the ADD fails closed"),
+        ("in-use", "allocator plugin in-use proposed 10.88.0.1, which is already held by first/eth0; the ADD fails closed"),
+        ("loop-forever", "plugin loop-forever failed in allocate: ran out of fuel"),
+        ("panics", "plugin panics failed in allocate: trapped"),
+    ];
+    for (plugin, expected) in cases {
+        let f = fixture_with("10.88.0.0/24", Some(plugin));
+        // One attachment through a well-behaved path first, so something is in use.
+        let seeded = Allocation {
+            key: AttachmentKey {
+                container_id: "first".into(),
+                ifname: "eth0".into(),
+            },
+            network: "pods".into(),
+            ip: "10.88.0.1".parse().unwrap(),
+            host_veth: "eniseeded00000".into(),
+            netns: "/run/netns/first".into(),
+            pod: None,
+            route_table: None,
+            state: AllocationState::Reserved,
+            result: None,
+            created_unix_ms: 0,
+        };
+        f.handler.store().reserve(seeded).unwrap();
+        let response = f
+            .handler
+            .handle(&request(Command::Add, "victim"), &config("1.0.0"))
+            .await;
+        let error: CniError = serde_json::from_str(stdout(&response)).unwrap();
+        assert_eq!(error.code, codes::PLUGIN_FAILURE, "{plugin}: {}", error.msg);
+        assert!(error.msg.starts_with(expected), "{plugin}: {}", error.msg);
+        assert_eq!(
+            f.handler.store().len(),
+            1,
+            "{plugin}: nothing reserved for the refused ADD"
+        );
+        assert!(
+            f.handler.datapath.veths().is_empty(),
+            "{plugin}: nothing built"
+        );
+    }
 }
