@@ -13,6 +13,15 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
+impl Fixture {
+    /// One request for `container_id` with a minimal configuration at `version`.
+    async fn run(&self, command: Command, container_id: &str, version: &str) -> DaemonResponse {
+        self.handler
+            .handle(&request(command, container_id), &config(version))
+            .await
+    }
+}
+
 fn fixture(cidr: &str) -> Fixture {
     fixture_with(cidr, None)
 }
@@ -139,12 +148,8 @@ async fn add_passes_a_previous_result_through() {
 #[tokio::test]
 async fn error_objects_are_exact() {
     let f = fixture("10.88.0.0/30");
-    f.handler
-        .handle(&request(Command::Add, "a"), &config("1.0.0"))
-        .await;
-    f.handler
-        .handle(&request(Command::Add, "b"), &config("1.0.0"))
-        .await;
+    f.run(Command::Add, "a", "1.0.0").await;
+    f.run(Command::Add, "b", "1.0.0").await;
     let cases: Vec<(Command, &str, String, String)> = vec![
         (Command::Add, "a", config("1.0.0"), r#"{"cniVersion":"1.0.0","code":103,"msg":"attachment a/eth0 already holds 10.88.0.1 (ADD without DEL); DEL it first"}"#.into()),
         (Command::Add, "c", config("1.0.0"), r#"{"cniVersion":"1.0.0","code":101,"msg":"no free IPv4 address: all 2 addresses of the pool are assigned","details":"free addresses return as pods are deleted; add CIDRs to provider.static.cidrs to grow the pool"}"#.into()),
@@ -168,10 +173,7 @@ async fn a_failed_setup_gives_the_address_back() {
     f.handler
         .datapath
         .fail_next_setup("File exists (os error 17)");
-    let response = f
-        .handler
-        .handle(&request(Command::Add, "x"), &config("1.0.0"))
-        .await;
+    let response = f.run(Command::Add, "x", "1.0.0").await;
     let error: CniError = serde_json::from_str(stdout(&response)).unwrap();
     assert_eq!(error.code, codes::DATAPATH_FAILURE);
     assert!(error.msg.contains("File exists"), "{}", error.msg);
@@ -185,9 +187,7 @@ async fn a_failed_setup_gives_the_address_back() {
 #[tokio::test]
 async fn del_is_idempotent_and_undoes_from_the_record() {
     let f = fixture("10.88.0.0/24");
-    f.handler
-        .handle(&request(Command::Add, "d"), &config("1.0.0"))
-        .await;
+    f.run(Command::Add, "d", "1.0.0").await;
     let mut del = request(Command::Del, "d");
     del.netns = String::new();
     for _ in 0..2 {
@@ -236,9 +236,7 @@ async fn a_new_sandbox_of_the_same_pod_replaces_the_old_one() {
 async fn gc_keeps_valid_and_other_networks_releases_the_rest() {
     let f = fixture("10.88.0.0/24");
     for cid in ["keep", "stale"] {
-        f.handler
-            .handle(&request(Command::Add, cid), &config("1.1.0"))
-            .await;
+        f.run(Command::Add, cid, "1.1.0").await;
     }
     let other = r#"{"cniVersion":"1.1.0","name":"other","type":"wasmcni"}"#;
     f.handler
@@ -298,9 +296,7 @@ async fn recovery_reconciles_every_kind_of_disagreement() {
 
     let f = fixture("10.88.0.0/24");
     for cid in ["kept", "vanished", "deleted-while-down"] {
-        f.handler
-            .handle(&request(Command::Add, cid), &config("1.0.0"))
-            .await;
+        f.run(Command::Add, cid, "1.0.0").await;
     }
     // The pod's namespace went away while the daemon was down: its veth is gone.
     f.handler.datapath.remove_veth(&veth("vanished"));
@@ -388,9 +384,7 @@ async fn the_periodic_sweep_releases_vanished_pods_and_leaves_orphans_alone() {
 
     let f = fixture("10.88.0.0/24");
     for cid in ["alive", "gone"] {
-        f.handler
-            .handle(&request(Command::Add, cid), &config("1.0.0"))
-            .await;
+        f.run(Command::Add, cid, "1.0.0").await;
     }
     f.handler.datapath.remove_veth(&veth("gone"));
     // While serving, something unowned may be a concurrent ADD's: the sweep must not touch it.
@@ -437,10 +431,7 @@ async fn a_failed_rollback_keeps_the_address_reserved_until_the_sweep_succeeds()
         .datapath
         .fail_next_setup("Network is unreachable (os error 101)");
     f.handler.datapath.fail_teardowns(1);
-    let response = f
-        .handler
-        .handle(&request(Command::Add, "x"), &config("1.0.0"))
-        .await;
+    let response = f.run(Command::Add, "x", "1.0.0").await;
     let error: CniError = serde_json::from_str(stdout(&response)).unwrap();
     assert_eq!(error.code, codes::DATAPATH_FAILURE);
     assert!(
@@ -513,9 +504,7 @@ async fn racing_sandboxes_of_one_pod_and_a_late_del_leave_exactly_the_newest() {
 #[tokio::test]
 async fn a_veth_owned_by_a_different_pod_is_refused_not_replaced() {
     let f = fixture("10.88.0.0/24");
-    f.handler
-        .handle(&request(Command::Add, "first"), &config("1.0.0"))
-        .await;
+    f.run(Command::Add, "first", "1.0.0").await;
     // Forge a name collision: another pod whose veth name equals the first pod's.
     let first = f.handler.store().allocations().next().unwrap().clone();
     let mut store_copy = first.clone();
@@ -546,21 +535,13 @@ async fn a_veth_owned_by_a_different_pod_is_refused_not_replaced() {
 async fn the_pack_plugin_chooses_every_address() {
     let f = fixture_with("10.88.0.0/24", Some("pack"));
     for (i, expected) in ["10.88.0.1", "10.88.0.2", "10.88.0.3"].iter().enumerate() {
-        let response = f
-            .handler
-            .handle(&request(Command::Add, &format!("p{i}")), &config("1.0.0"))
-            .await;
+        let response = f.run(Command::Add, &format!("p{i}"), "1.0.0").await;
         let result: serde_json::Value = serde_json::from_str(stdout(&response)).unwrap();
         assert_eq!(result["ips"][0]["address"], format!("{expected}/32"));
     }
     // pack reuses the lowest free address at once (densest block first, lowest address).
-    f.handler
-        .handle(&request(Command::Del, "p1"), &config("1.0.0"))
-        .await;
-    let response = f
-        .handler
-        .handle(&request(Command::Add, "p3"), &config("1.0.0"))
-        .await;
+    f.run(Command::Del, "p1", "1.0.0").await;
+    let response = f.run(Command::Add, "p3", "1.0.0").await;
     let result: serde_json::Value = serde_json::from_str(stdout(&response)).unwrap();
     assert_eq!(result["ips"][0]["address"], "10.88.0.2/32");
 }
@@ -592,10 +573,7 @@ async fn bad_proposals_and_failing_plugins_fail_the_add_closed() {
             created_unix_ms: 0,
         };
         f.handler.store().reserve(seeded).unwrap();
-        let response = f
-            .handler
-            .handle(&request(Command::Add, "victim"), &config("1.0.0"))
-            .await;
+        let response = f.run(Command::Add, "victim", "1.0.0").await;
         let error: CniError = serde_json::from_str(stdout(&response)).unwrap();
         assert_eq!(error.code, codes::PLUGIN_FAILURE, "{plugin}: {}", error.msg);
         assert!(error.msg.starts_with(expected), "{plugin}: {}", error.msg);
