@@ -8,6 +8,7 @@
 //! Data flows one way: shim → [`proto`] → [`server`] → [`ipam`] → [`datastore`] → [`datapath`].
 //! [`runtime`] runs the WebAssembly plugins (allocation strategies) the configuration names.
 
+pub mod audit;
 pub mod cni;
 pub mod config;
 pub mod datapath;

@@ -29,6 +29,13 @@ enum Commands {
     Run,
     /// Validate the cluster configuration and print it as the daemon understood it.
     CheckConfig,
+    /// For every plugin: verified digest, real imports and exports, grants, what is under- or
+    /// over-granted, limits and failure policy. Exits 1 if a plugin would be refused.
+    Audit {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn load(config: Option<&PathBuf>) -> Result<ClusterConfig, wasmcni::config::ConfigError> {
@@ -59,6 +66,30 @@ fn main() -> ExitCode {
             println!("{config:#?}");
             ExitCode::SUCCESS
         }
+        Commands::Audit { json } => match wasmcni::audit::AuditReport::of(&config) {
+            Err(e) => {
+                eprintln!("wasmcni-host: {e}");
+                ExitCode::FAILURE
+            }
+            Ok(report) => {
+                if json {
+                    match serde_json::to_string_pretty(&report) {
+                        Ok(text) => println!("{text}"),
+                        Err(e) => {
+                            eprintln!("wasmcni-host: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                } else {
+                    print!("{}", report.render_table());
+                }
+                if report.is_clean() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+        },
         Commands::Run => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

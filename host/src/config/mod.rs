@@ -469,21 +469,28 @@ impl ClusterConfig {
     /// The configured allocator plugin, as the runtime loads it; `None` for the built-in one.
     pub fn allocator_spec(&self) -> Option<crate::runtime::PluginSpec> {
         let name = self.allocator.plugin.as_ref()?;
-        let plugin = self.plugins.iter().find(|p| &p.name == name)?;
-        Some(crate::runtime::PluginSpec {
-            name: plugin.name.clone(),
-            path: plugin.path.clone(),
-            digest: plugin.digest.clone(),
-            grants: plugin
-                .grants
-                .iter()
-                .filter_map(|g| crate::runtime::Capability::parse(g))
-                .collect(),
-            limits: crate::runtime::Limits {
-                fuel: plugin.fuel,
-                memory_bytes: plugin.memory_bytes,
-            },
-        })
+        self.plugin_specs().into_iter().find(|p| &p.name == name)
+    }
+
+    /// Every `[[plugins]]` entry, as the runtime loads it.
+    pub fn plugin_specs(&self) -> Vec<crate::runtime::PluginSpec> {
+        self.plugins
+            .iter()
+            .map(|plugin| crate::runtime::PluginSpec {
+                name: plugin.name.clone(),
+                path: plugin.path.clone(),
+                digest: plugin.digest.clone(),
+                grants: plugin
+                    .grants
+                    .iter()
+                    .filter_map(|g| crate::runtime::Capability::parse(g))
+                    .collect(),
+                limits: crate::runtime::Limits {
+                    fuel: plugin.fuel,
+                    memory_bytes: plugin.memory_bytes,
+                },
+            })
+            .collect()
     }
 }
 

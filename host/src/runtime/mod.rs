@@ -303,6 +303,101 @@ impl PluginRuntime {
     }
 }
 
+/// What a reviewer needs to know about one plugin, read from the component itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Inspection {
+    /// Plugin name.
+    pub name: String,
+    /// The component file.
+    pub path: PathBuf,
+    /// Digest pinned by the configuration.
+    pub pinned_digest: String,
+    /// Digest of the file as it is now (`None` when it cannot be read).
+    pub actual_digest: Option<String>,
+    /// Every import of the component (WIT interface names).
+    pub imports: Vec<String>,
+    /// Every export of the component.
+    pub exports: Vec<String>,
+    /// Capabilities granted.
+    pub grants: Vec<String>,
+    /// Imports the grant does not cover: the daemon would refuse to load it.
+    pub under_granted: Vec<String>,
+    /// Grants the component never imports: harmless now, but more than it needs.
+    pub over_granted: Vec<String>,
+    /// Per-call limits.
+    pub fuel: u64,
+    /// Memory cap, bytes.
+    pub memory_bytes: usize,
+    /// Why the component could not be inspected, if it could not.
+    pub problem: Option<String>,
+}
+
+impl PluginRuntime {
+    /// Inspects a plugin for the audit report: verifies the digest and lists imports, exports,
+    /// and what is under- or over-granted. Never fails; problems are reported in the result.
+    pub fn inspect(&self, spec: &PluginSpec) -> Inspection {
+        let mut inspection = Inspection {
+            name: spec.name.clone(),
+            path: spec.path.clone(),
+            pinned_digest: spec.digest.clone(),
+            actual_digest: None,
+            imports: Vec::new(),
+            exports: Vec::new(),
+            grants: spec.grants.iter().map(|c| c.to_string()).collect(),
+            under_granted: Vec::new(),
+            over_granted: Vec::new(),
+            fuel: spec.limits.fuel,
+            memory_bytes: spec.limits.memory_bytes,
+            problem: None,
+        };
+        let bytes = match std::fs::read(&spec.path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                inspection.problem = Some(format!("cannot read {}: {e}", spec.path.display()));
+                return inspection;
+            }
+        };
+        let actual = digest_of(&bytes);
+        if actual != spec.digest {
+            inspection.problem = Some("digest mismatch: the daemon refuses to load it".into());
+        }
+        inspection.actual_digest = Some(actual);
+        let component = match Component::new(&self.engine, &bytes) {
+            Ok(component) => component,
+            Err(e) => {
+                inspection.problem = Some(format!("not a valid component: {e:#}"));
+                return inspection;
+            }
+        };
+        let ty = component.component_type();
+        inspection.imports = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        inspection.exports = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        let mut used = BTreeSet::new();
+        for import in &inspection.imports {
+            match Capability::of_import(import) {
+                Some(Some(capability)) if spec.grants.contains(&capability) => {
+                    used.insert(capability);
+                }
+                Some(None) => {}
+                _ => inspection.under_granted.push(import.clone()),
+            }
+        }
+        inspection.over_granted = spec
+            .grants
+            .iter()
+            .filter(|c| !used.contains(c))
+            .map(|c| c.to_string())
+            .collect();
+        inspection
+    }
+}
+
 impl AllocatorPlugin {
     /// The plugin's name.
     pub fn name(&self) -> &str {

@@ -180,3 +180,25 @@ fn proposals_are_returned_as_is_for_the_daemon_to_check() {
         "10.0.0.7"
     );
 }
+
+#[test]
+fn inspection_names_under_and_over_granted_capabilities() {
+    let runtime = PluginRuntime::new().unwrap();
+    let report = runtime.inspect(&spec("pack", &[Capability::Log, Capability::Clock]));
+    assert_eq!(
+        report.actual_digest.as_deref(),
+        Some(report.pinned_digest.as_str())
+    );
+    assert_eq!(report.under_granted, ["wasmcni:plugin/pool-view@0.1.0"]);
+    assert_eq!(report.over_granted, ["log", "clock"]);
+    assert_eq!(report.exports, ["allocate"]);
+    assert_eq!(report.problem, None);
+    let mut wrong = spec("pack", &[Capability::PoolView]);
+    wrong.digest = format!("sha256:{}", "f".repeat(64));
+    let report = runtime.inspect(&wrong);
+    assert!(report.under_granted.is_empty() && report.over_granted.is_empty());
+    assert_eq!(
+        report.problem.as_deref(),
+        Some("digest mismatch: the daemon refuses to load it")
+    );
+}

@@ -25,6 +25,27 @@ pub fn bin_dir() -> PathBuf {
     target.join("release")
 }
 
+/// Where `wasmcni-plugin-build` writes the components: `<target>/plugins`.
+pub fn plugins_dir() -> PathBuf {
+    bin_dir().join("../plugins")
+}
+
+/// The `[allocator]` and `[[plugins]]` sections that make the built component `name` the
+/// allocator, pinned by its real digest, granted `grants`.
+pub fn allocator_plugin_config(name: &str, grants: &[&str]) -> String {
+    let path = plugins_dir().join(format!("{name}.wasm"));
+    let path = path
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("{}: {e} (build the plugins first)", path.display()));
+    let digest = wasmcni::runtime::digest_of_file(&path).expect("read the component");
+    let grants: Vec<String> = grants.iter().map(|g| format!("{g:?}")).collect();
+    format!(
+        "\n[allocator]\nplugin = \"{name}\"\n\n[[plugins]]\nname = \"{name}\"\nkind = \"allocator\"\npath = \"{}\"\ndigest = \"{digest}\"\ngrants = [{}]\n",
+        path.display(),
+        grants.join(", ")
+    )
+}
+
 /// Where Debian's `containernetworking-plugins` install the reference plugins.
 pub const DEBIAN_CNI_DIR: &str = "/usr/lib/cni";
 

@@ -31,6 +31,8 @@ pub struct TestNode {
     pod_cidr: String,
     /// The daemon runs on the embedded default configuration (no `--config`).
     embedded_default: bool,
+    /// The socket a caller-supplied configuration names.
+    socket_override: Option<PathBuf>,
     daemon: Option<Child>,
 }
 
@@ -47,6 +49,19 @@ impl TestNode {
         let config = wasmcni::config::ClusterConfig::embedded_default().expect("embedded default");
         let pool = config.static_pool("embedded default").expect("static pool");
         Self::build(&pool.cidrs[0].to_string(), true)
+    }
+
+    /// A node whose daemon runs on the cluster configuration `text` (its socket and pool).
+    pub fn with_cluster_config(text: &str) -> TestNode {
+        let config = wasmcni::config::ClusterConfig::parse(text, "test configuration")
+            .expect("valid configuration");
+        let pool = config
+            .static_pool("test configuration")
+            .expect("static pool");
+        let mut node = Self::build(&pool.cidrs[0].to_string(), false);
+        node.socket_override = Some(config.daemon.socket.clone());
+        std::fs::write(node.config_path(), text).expect("write config");
+        node
     }
 
     fn build(pod_cidr: &str, embedded_default: bool) -> TestNode {
@@ -73,6 +88,7 @@ impl TestNode {
             dir,
             pod_cidr: pod_cidr.to_owned(),
             embedded_default,
+            socket_override: None,
             daemon: None,
         };
         std::fs::write(node.config_path(), node.config_text()).expect("write config");
@@ -84,8 +100,18 @@ impl TestNode {
         self.dir.path().join("cluster.toml")
     }
 
+    /// Appends sections (e.g. `[allocator]` and `[[plugins]]`) to this node's configuration.
+    pub fn append_config(&self, sections: &str) {
+        let mut text = std::fs::read_to_string(self.config_path()).expect("read config");
+        text.push_str(sections);
+        std::fs::write(self.config_path(), text).expect("write config");
+    }
+
     /// The daemon's socket.
     pub fn socket(&self) -> PathBuf {
+        if let Some(socket) = &self.socket_override {
+            return socket.clone();
+        }
         if self.embedded_default {
             return PathBuf::from(wasmcni::proto::DEFAULT_SOCKET);
         }
@@ -165,6 +191,24 @@ impl TestNode {
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!("daemon not ready after 20 s: {}", self.daemon_log_text());
+    }
+
+    /// Starts the daemon and expects it to refuse to run; returns its log.
+    pub fn start_daemon_expecting_failure(&mut self) -> String {
+        let binary = crate::bin_dir().join("wasmcni-host");
+        let output = Command::new("ip")
+            .args(["netns", "exec", self.node.name()])
+            .arg(&binary)
+            .args(["run", "--config"])
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        assert!(
+            !output.status.success(),
+            "the daemon started although it should have refused"
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
     /// Sends STATUS straight over the socket (as the shim would) and reports whether the daemon

@@ -26,8 +26,27 @@ fn main() -> ExitCode {
     }
     let mut failures = 0u32;
 
-    println!("== wasmcni demo: node daemon on the embedded default configuration");
-    let mut node = TestNode::with_embedded_default();
+    println!("== wasmcni demo: the embedded default configuration + the `pack` allocator plugin");
+    let config = format!(
+        "{}{}",
+        wasmcni::config::DEFAULT_CONFIG,
+        wasmcni_harness::allocator_plugin_config("pack", &["pool-view"])
+    );
+    let mut node = TestNode::with_cluster_config(&config);
+    println!("== audit of that configuration (wasmcni-host audit)");
+    let audit = std::process::Command::new(wasmcni_harness::bin_dir().join("wasmcni-host"))
+        .args(["audit", "--config"])
+        .arg(node.config_path())
+        .output()
+        .expect("run wasmcni-host audit");
+    for line in String::from_utf8_lossy(&audit.stdout).lines() {
+        println!("  {line}");
+    }
+    check(
+        &mut failures,
+        "audit: every plugin verified and granted what it imports",
+        audit.status.success(),
+    );
     let started = Instant::now();
     node.start_daemon();
     println!(

@@ -8,5 +8,6 @@ mod chain;
 mod crash;
 mod ctr;
 mod daemon_down;
+mod plugins;
 mod pod_lifecycle;
 mod support;
