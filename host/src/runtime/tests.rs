@@ -202,3 +202,61 @@ fn inspection_names_under_and_over_granted_capabilities() {
         Some("digest mismatch: the daemon refuses to load it")
     );
 }
+
+#[test]
+fn compiled_components_are_cached_by_digest_and_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("plugin-cache");
+    let runtime = PluginRuntime::new().unwrap().with_cache(&cache).unwrap();
+    let pack = spec("pack", ALL);
+    let first = runtime.load_allocator(&pack).unwrap();
+    let cached: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let name = cached[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.starts_with(pack.digest.strip_prefix("sha256:").unwrap()) && name.ends_with(".cwasm"),
+        "{name}"
+    );
+    let second = runtime.load_allocator(&pack).unwrap();
+    for plugin in [&first, &second] {
+        assert_eq!(
+            plugin
+                .allocate(snapshot(&["10.0.0.0/29"], &[]), &pod())
+                .unwrap()
+                .to_string(),
+            "10.0.0.1"
+        );
+    }
+    // A damaged artifact is ignored and replaced, never trusted.
+    std::fs::write(&cached[0], b"not machine code").unwrap();
+    let third = runtime.load_allocator(&pack).unwrap();
+    assert_eq!(
+        third
+            .allocate(snapshot(&["10.0.0.0/29"], &[]), &pod())
+            .unwrap()
+            .to_string(),
+        "10.0.0.1"
+    );
+    assert_ne!(std::fs::read(&cached[0]).unwrap(), b"not machine code");
+    // The digest still guards the source: a pinned digest that does not match is refused
+    // even though a cached compilation exists for the real one.
+    let mut wrong = pack.clone();
+    wrong.digest = format!("sha256:{}", "1".repeat(64));
+    assert!(matches!(
+        runtime.load_allocator(&wrong),
+        Err(PluginError::DigestMismatch { .. })
+    ));
+    // A cache directory others can write to is refused.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(PluginRuntime::new().unwrap().with_cache(&open).is_err());
+}

@@ -87,7 +87,9 @@ pub async fn start<D: Datapath>(
     let allocator = match config.allocator_spec() {
         None => None,
         Some(spec) => {
-            let runtime = PluginRuntime::new().map_err(StartError::Plugin)?;
+            let runtime = PluginRuntime::new()
+                .and_then(|r| r.with_cache(&config.daemon.state_dir.join("plugin-cache")))
+                .map_err(StartError::Plugin)?;
             let plugin = runtime.load_allocator(&spec).map_err(StartError::Plugin)?;
             tracing::info!(plugin = %spec.name, digest = %spec.digest, imports = ?plugin.imports(), "allocator plugin loaded");
             Some(plugin)
