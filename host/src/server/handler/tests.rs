@@ -14,6 +14,15 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// Container ids of the allocations held, in key order.
+    fn held(&self) -> Vec<String> {
+        self.handler
+            .store()
+            .allocations()
+            .map(|a| a.key.container_id.clone())
+            .collect()
+    }
+
     /// One request for `container_id` with a minimal configuration at `version`.
     async fn run(&self, command: Command, container_id: &str, version: &str) -> DaemonResponse {
         self.handler
@@ -250,13 +259,7 @@ async fn gc_keeps_valid_and_other_networks_releases_the_rest() {
             stdout: String::new()
         }
     );
-    let left: Vec<String> = f
-        .handler
-        .store()
-        .allocations()
-        .map(|a| a.key.container_id.clone())
-        .collect();
-    assert_eq!(left, vec!["foreign", "keep"]);
+    assert_eq!(f.held(), ["foreign", "keep"]);
     // GC without any list is not a licence to delete everything.
     let bare = r#"{"cniVersion":"1.1.0","name":"pods","type":"wasmcni"}"#;
     f.handler.handle(&request(Command::Gc, ""), bare).await;
@@ -356,13 +359,7 @@ async fn recovery_reconciles_every_kind_of_disagreement() {
         }
     );
     assert!(planted.with_extension("rejected").exists());
-    let left: Vec<String> = f
-        .handler
-        .store()
-        .allocations()
-        .map(|a| a.key.container_id.clone())
-        .collect();
-    assert_eq!(left, vec!["kept"]);
+    assert_eq!(f.held(), ["kept"]);
     assert_eq!(
         f.handler.datapath.veths().into_keys().collect::<Vec<_>>(),
         vec![veth("kept")]
@@ -407,13 +404,7 @@ async fn the_periodic_sweep_releases_vanished_pods_and_leaves_orphans_alone() {
         "{report:?}"
     );
     assert!(report.failures.is_empty(), "{report:?}");
-    let left: Vec<String> = f
-        .handler
-        .store()
-        .allocations()
-        .map(|a| a.key.container_id.clone())
-        .collect();
-    assert_eq!(left, vec!["alive"]);
+    assert_eq!(f.held(), ["alive"]);
     assert!(f.handler.datapath.veths().contains_key("eni00000000000"));
     assert!(f
         .handler
