@@ -27,7 +27,7 @@ use crate::datastore::{
 };
 use crate::ipam::{Choice, Pool};
 use crate::proto::DaemonResponse;
-use crate::runtime::{AllocatorPlugin, PodInfo, PoolSnapshot};
+use crate::runtime::{AllocatorPlugin, PluginError, PodInfo, PoolSnapshot};
 
 /// Everything a request needs: configuration, datastore, pool and data path.
 pub struct Handler<D: Datapath> {
@@ -287,9 +287,6 @@ impl<D: Datapath> Handler<D> {
         plugin: &Arc<AllocatorPlugin>,
         request: &CniRequest,
     ) -> Result<Choice, CniError> {
-        if self.free_addresses() == 0 {
-            return self.choose_builtin(); // the same "pool exhausted" answer, without asking
-        }
         let snapshot = {
             let store = self.store();
             let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
@@ -305,12 +302,20 @@ impl<D: Datapath> Handler<D> {
             ifname: request.ifname.clone(),
         };
         let plugin = plugin.clone();
-        let proposal = tokio::task::spawn_blocking(move || plugin.allocate(snapshot, &pod))
+        let answer = tokio::task::spawn_blocking(move || plugin.allocate(snapshot, &pod))
             .await
             .map_err(|e| {
                 CniError::new(codes::PLUGIN_FAILURE, format!("allocator task failed: {e}"))
-            })?
-            .map_err(|e| CniError::new(codes::PLUGIN_FAILURE, e.to_string()))?;
+            })?;
+        let proposal = match answer {
+            Ok(proposal) => proposal,
+            // A full pool is the same "exhausted" answer as without a plugin (counted only
+            // here, off the happy path).
+            Err(PluginError::Refused { .. }) if self.free_addresses() == 0 => {
+                return self.choose_builtin();
+            }
+            Err(e) => return Err(CniError::new(codes::PLUGIN_FAILURE, e.to_string())),
+        };
         let name = self.allocator.as_ref().map_or("allocator", |p| p.name());
         let refuse = |why: String| {
             tracing::warn!(plugin = %name, ip = %proposal, "allocator proposal refused: {why}");

@@ -579,3 +579,17 @@ async fn bad_proposals_and_failing_plugins_fail_the_add_closed() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_full_pool_is_exhaustion_not_a_plugin_failure() {
+    let f = fixture_with("10.88.0.0/30", Some("pack"));
+    for cid in ["one", "two"] {
+        assert!(matches!(
+            f.run(Command::Add, cid, "1.0.0").await,
+            DaemonResponse::Success { .. }
+        ));
+    }
+    let error: CniError =
+        serde_json::from_str(stdout(&f.run(Command::Add, "three", "1.0.0").await)).unwrap();
+    assert_eq!(error.code, codes::POOL_EXHAUSTED, "{}", error.msg);
+}
