@@ -524,6 +524,66 @@ impl AllocatorPlugin {
     }
 }
 
+/// The runtime audit log: one JSON line per plugin call (plugin, call, arguments, outcome,
+/// duration), appended with a single write to a file only root can read, so a reviewer can
+/// see afterwards what every plugin was asked and what it did.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    path: PathBuf,
+}
+
+/// One plugin call, as the audit log records it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry<'a> {
+    /// Milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+    /// Plugin name.
+    pub plugin: &'a str,
+    /// The export called.
+    pub call: &'a str,
+    /// Its arguments.
+    pub args: serde_json::Value,
+    /// `ok` or `error`.
+    pub outcome: &'a str,
+    /// The answer (an address) or the error.
+    pub result: String,
+    /// Wall time of the call, microseconds.
+    pub duration_us: u64,
+}
+
+impl AuditLog {
+    /// An audit log appending to `path` (created 0600 on first use).
+    pub fn new(path: PathBuf) -> AuditLog {
+        AuditLog { path }
+    }
+
+    /// Where it writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `entry`. A failure is logged, never fails the request: the plugin's answer was
+    /// already checked by the host either way.
+    pub fn record(&self, entry: &AuditEntry<'_>) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let write = || -> std::io::Result<()> {
+            let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&self.path)?
+                .write_all(&line)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot write the plugin audit log");
+        }
+    }
+}
+
 /// `sha256:<hex>` of `bytes`.
 pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(bytes))

@@ -27,7 +27,7 @@ use crate::datastore::{
 };
 use crate::ipam::{Choice, Pool};
 use crate::proto::DaemonResponse;
-use crate::runtime::{AllocatorPlugin, PluginError, PodInfo, PoolSnapshot};
+use crate::runtime::{AllocatorPlugin, AuditEntry, AuditLog, PluginError, PodInfo, PoolSnapshot};
 
 /// Everything a request needs: configuration, datastore, pool and data path.
 pub struct Handler<D: Datapath> {
@@ -40,6 +40,8 @@ pub struct Handler<D: Datapath> {
     veth_locks: KeyLocks<String>,
     /// The allocation strategy plugin; `None`: the built-in rotating allocator.
     allocator: Option<Arc<AllocatorPlugin>>,
+    /// Every plugin call, recorded for reviewers (`<state_dir>/plugin-audit.log`).
+    audit_log: AuditLog,
     /// Serialises "propose an address, check it, reserve it" across concurrent ADDs, so two
     /// pods never get the same proposal from a deterministic plugin.
     allocation: tokio::sync::Mutex<()>,
@@ -56,6 +58,7 @@ impl<D: Datapath> Handler<D> {
         allocator: Option<AllocatorPlugin>,
     ) -> Arc<Handler<D>> {
         let syncer = store.syncer();
+        let audit_log = AuditLog::new(config.daemon.state_dir.join("plugin-audit.log"));
         Arc::new(Handler {
             config,
             datapath,
@@ -65,6 +68,7 @@ impl<D: Datapath> Handler<D> {
             locks: KeyLocks::default(),
             veth_locks: KeyLocks::default(),
             allocator: allocator.map(Arc::new),
+            audit_log,
             allocation: tokio::sync::Mutex::new(()),
         })
     }
@@ -283,6 +287,34 @@ impl<D: Datapath> Handler<D> {
     /// budget) and holds its answer to the host's invariants: an address of the pool, not
     /// excluded, not held by anyone. Fails closed: no plugin answer, no ADD.
     async fn choose_by_plugin(
+        &self,
+        plugin: &Arc<AllocatorPlugin>,
+        request: &CniRequest,
+    ) -> Result<Choice, CniError> {
+        let started = std::time::Instant::now();
+        let outcome = self.ask_plugin(plugin, request).await;
+        let (pod_namespace, pod_name) = request.k8s_pod().unzip();
+        self.audit_log.record(&AuditEntry {
+            ts_ms: now_unix_ms(),
+            plugin: plugin.name(),
+            call: "allocate",
+            args: serde_json::json!({
+                "containerId": request.container_id,
+                "ifname": request.ifname,
+                "namespace": pod_namespace,
+                "name": pod_name,
+            }),
+            outcome: if outcome.is_ok() { "ok" } else { "error" },
+            result: match &outcome {
+                Ok(choice) => choice.ip.to_string(),
+                Err(e) => e.msg.clone(),
+            },
+            duration_us: started.elapsed().as_micros() as u64,
+        });
+        outcome
+    }
+
+    async fn ask_plugin(
         &self,
         plugin: &Arc<AllocatorPlugin>,
         request: &CniRequest,

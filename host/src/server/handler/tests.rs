@@ -530,6 +530,15 @@ async fn the_pack_plugin_chooses_every_address() {
         let result: serde_json::Value = serde_json::from_str(stdout(&response)).unwrap();
         assert_eq!(result["ips"][0]["address"], format!("{expected}/32"));
     }
+    let audit = std::fs::read_to_string(f.handler.audit_log.path()).unwrap();
+    let entries: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[2]["result"], "10.88.0.3");
+    assert_eq!(entries[2]["args"]["name"], "pod-p2");
+    assert_eq!(entries[2]["outcome"], "ok");
     // pack reuses the lowest free address at once (densest block first, lowest address).
     f.run(Command::Del, "p1", "1.0.0").await;
     let response = f.run(Command::Add, "p3", "1.0.0").await;
