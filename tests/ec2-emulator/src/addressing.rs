@@ -172,6 +172,13 @@ impl Ipv4Plan<'_> {
     /// Check a specific address; on success return its offset (not yet taken).
     pub(crate) fn check_address(&self, address: Ipv4Addr) -> Result<u32, Conflict> {
         let offset = self.pool.offset(address).ok_or(Conflict::Outside)?;
+        self.check_free(offset)?;
+        Ok(offset)
+    }
+
+    /// Whether the address at `offset` may be taken: not reserved, not already chosen by this
+    /// request, not held by an ENI.
+    fn check_free(&self, offset: u32) -> Result<(), Conflict> {
         if self.pool.is_reserved(offset) {
             return Err(Conflict::Reserved);
         }
@@ -184,7 +191,7 @@ impl Ipv4Plan<'_> {
                 prefix: matches!(usage, Ipv4Use::Prefix(_)),
             });
         }
-        Ok(offset)
+        Ok(())
     }
 
     /// Check a specific /28; on success return its start offset (not yet taken).
@@ -200,18 +207,7 @@ impl Ipv4Plan<'_> {
             return Err(Conflict::Outside);
         }
         for offset in start..start + IPV4_PREFIX_SIZE {
-            if self.pool.is_reserved(offset) {
-                return Err(Conflict::Reserved);
-            }
-            if self.taken.contains(&offset) {
-                return Err(Conflict::Duplicate);
-            }
-            if let Some((eni, usage)) = self.pool.holder(offset) {
-                return Err(Conflict::InUse {
-                    eni: eni.clone(),
-                    prefix: matches!(usage, Ipv4Use::Prefix(_)),
-                });
-            }
+            self.check_free(offset)?;
         }
         Ok(start)
     }
