@@ -6,57 +6,34 @@
 //! concentrate and whole blocks drain together. Deterministic: the same pool gives the same
 //! answer.
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "allocator",
-});
-
-use wasmcni::plugin::pool_view;
-use wasmcni::plugin::types::AddressBlock;
+use wasmcni_plugin_sdk::allocator::{Guest, Pod, Pool};
 
 struct Pack;
 
-/// Usable addresses of a block: /30 and larger lose their network and broadcast addresses.
-fn usable(block: &AddressBlock) -> impl Iterator<Item = u32> {
-    let size: u64 = 1 << (32 - u32::from(block.prefix_len.min(32)));
-    let (first, count) = if block.prefix_len >= 31 {
-        (u64::from(block.network), size)
-    } else {
-        (u64::from(block.network) + 1, size.saturating_sub(2))
-    };
-    (first..first + count).map(|a| a as u32)
+/// The address `pack` gives the next pod: the lowest free address of the block holding the most
+/// pods among the blocks with room (the first such block on a tie).
+pub fn choose(pool: &Pool) -> Result<u32, String> {
+    let mut best: Option<(usize, u32)> = None; // (pods in the block, its lowest free address)
+    for block in &pool.blocks {
+        if let Some(ip) = pool.free_in(block).next() {
+            let held = pool.held_in(block);
+            if best.is_none_or(|(most, _)| held > most) {
+                best = Some((held, ip));
+            }
+        }
+    }
+    best.map(|(_, ip)| ip)
+        .ok_or_else(|| format!("no free address in {} block(s)", pool.blocks.len()))
 }
 
 impl Guest for Pack {
     fn allocate(_pod: Pod) -> Result<u32, String> {
-        let blocks = pool_view::blocks();
-        let mut in_use = pool_view::in_use();
-        in_use.sort_unstable();
-        let mut excluded = pool_view::excluded();
-        excluded.sort_unstable();
-        let taken =
-            |ip: &u32| in_use.binary_search(ip).is_ok() || excluded.binary_search(ip).is_ok();
+        choose(&Pool::read())
+    }
 
-        let mut best: Option<(usize, u32)> = None; // (pods in the block, its lowest free address)
-        for block in &blocks {
-            let mut used = 0usize;
-            let mut lowest_free = None;
-            for ip in usable(block) {
-                if in_use.binary_search(&ip).is_ok() {
-                    used += 1;
-                } else if lowest_free.is_none() && !taken(&ip) {
-                    lowest_free = Some(ip);
-                }
-            }
-            if let Some(ip) = lowest_free {
-                if best.is_none_or(|(most, _)| used > most) {
-                    best = Some((used, ip));
-                }
-            }
-        }
-        best.map(|(_, ip)| ip)
-            .ok_or_else(|| format!("no free address in {} block(s)", blocks.len()))
+    fn plan() -> Result<(), String> {
+        Ok(())
     }
 }
 
-export!(Pack);
+wasmcni_plugin_sdk::allocator::export_allocator!(Pack);

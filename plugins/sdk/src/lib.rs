@@ -1,0 +1,286 @@
+//! Write wasmcni plugins in Rust.
+//!
+//! A plugin is a `cdylib` crate that depends on this one with exactly one feature — its kind:
+//! `allocator`, `tagger` or `policy` — implements that module's `Guest` trait and exports it:
+//!
+//! ```ignore
+//! use wasmcni_plugin_sdk::allocator::{Guest, Pod, Pool};
+//!
+//! struct Lowest;
+//!
+//! impl Guest for Lowest {
+//!     fn allocate(_pod: Pod) -> Result<u32, String> {
+//!         let pool = Pool::read();
+//!         pool.blocks.iter().flat_map(|b| pool.free_in(b)).next().ok_or("pool exhausted".into())
+//!     }
+//!     fn plan() -> Result<(), String> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! wasmcni_plugin_sdk::allocator::export_allocator!(Lowest);
+//! ```
+//!
+//! Build it for `wasm32-unknown-unknown` and turn it into a component with
+//! `cargo run --release -p wasmcni-plugin-build -- <your plugin workspace>`; the component then
+//! imports only the interfaces your code calls, which is what the cluster configuration must
+//! grant (`wasmcni-host audit` shows both).
+//!
+//! Keep the decisions in pure functions over plain data ([`allocator::Pool`], the records of
+//! the bindings): they run in ordinary `cargo test` on the build machine, where the host
+//! imports are not available (calling one there panics).
+
+#![warn(missing_docs)]
+
+/// Pure IPv4 helpers over the WIT representation (`u32`, most significant byte first).
+pub mod net {
+    use core::net::Ipv4Addr;
+
+    /// The `u32` form of `ip`.
+    pub fn to_u32(ip: Ipv4Addr) -> u32 {
+        u32::from(ip)
+    }
+
+    /// The address of the `u32` form.
+    pub fn to_ip(ip: u32) -> Ipv4Addr {
+        Ipv4Addr::from(ip)
+    }
+
+    /// Parses `a.b.c.d` into the `u32` form.
+    pub fn parse_ip(text: &str) -> Result<u32, String> {
+        text.trim()
+            .parse::<Ipv4Addr>()
+            .map(u32::from)
+            .map_err(|_| format!("{text:?} is not an IPv4 address"))
+    }
+
+    /// Parses `a.b.c.d/len` into (network, prefix length); host bits must be zero.
+    pub fn parse_cidr(text: &str) -> Result<(u32, u8), String> {
+        let (ip, len) = text
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} is not a CIDR (a.b.c.d/len)"))?;
+        let network = parse_ip(ip)?;
+        let prefix_len: u8 = len
+            .parse()
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or_else(|| format!("{text:?}: prefix length must be 0 to 32"))?;
+        if network & !mask(prefix_len) != 0 {
+            return Err(format!("{text:?} has host bits set"));
+        }
+        Ok((network, prefix_len))
+    }
+
+    /// The netmask of a prefix length.
+    pub fn mask(prefix_len: u8) -> u32 {
+        match prefix_len {
+            0 => 0,
+            len => u32::MAX << (32 - u32::from(len.min(32))),
+        }
+    }
+
+    /// Whether `ip` lies in `network/prefix_len`.
+    pub fn contains(network: u32, prefix_len: u8, ip: u32) -> bool {
+        ip & mask(prefix_len) == network & mask(prefix_len)
+    }
+
+    /// Number of addresses in a prefix of this length.
+    pub fn size(prefix_len: u8) -> u64 {
+        1u64 << (32 - u32::from(prefix_len.min(32)))
+    }
+
+    /// Every address of `network/prefix_len`, in order.
+    pub fn addresses(network: u32, prefix_len: u8) -> impl Iterator<Item = u32> {
+        let first = u64::from(network & mask(prefix_len));
+        (first..first + size(prefix_len)).map(|a| a as u32)
+    }
+}
+
+/// Reads the plugin's `[plugins.config]` settings through `$config` (the world's `config`
+/// module), parsed into any `FromStr` type with an error naming the key and the value.
+macro_rules! settings {
+    ($config:path) => {
+        /// The setting `key` parsed as `T`; `Ok(None)` when it is not configured.
+        pub fn setting<T: core::str::FromStr>(key: &str) -> Result<Option<T>, String> {
+            use $config as config;
+            match config::get(key) {
+                None => Ok(None),
+                Some(text) => text.trim().parse().map(Some).map_err(|_| {
+                    format!(
+                        "config key {key} = {text:?} is not a valid {}",
+                        core::any::type_name::<T>()
+                    )
+                }),
+            }
+        }
+    };
+}
+
+/// The `allocator` world: choose each pod's address (`allocate`) and plan the pool (`plan`).
+#[cfg(feature = "allocator")]
+#[allow(missing_docs)] // some generated items carry no WIT doc comment
+pub mod allocator {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "allocator",
+        pub_export_macro: true,
+        export_macro_name: "export_allocator",
+        default_bindings_module: "wasmcni_plugin_sdk::allocator",
+    });
+
+    pub use self::wasmcni::plugin::eni_ops::NewEni;
+    pub use self::wasmcni::plugin::pool_view::{Eni, NodeInfo, NodeLimits, Subnet};
+    pub use self::wasmcni::plugin::types::{AddressBlock, BlockKind, Cidr, Pair};
+    pub use self::wasmcni::plugin::{clock, config, eni_ops, kv, log, pool_view, types};
+
+    use std::collections::BTreeSet;
+
+    settings!(crate::allocator::wasmcni::plugin::config);
+
+    /// Everything `pool-view` shows, read once: plain data, so strategy code written against
+    /// it is tested natively with hand-built pools.
+    #[derive(Debug, Clone)]
+    pub struct Pool {
+        /// The node and its instance limits.
+        pub node: NodeInfo,
+        /// Attached ENIs, by device number.
+        pub enis: Vec<Eni>,
+        /// Blocks pods may get addresses from, in the provider's order.
+        pub blocks: Vec<AddressBlock>,
+        /// Addresses pods hold.
+        pub in_use: BTreeSet<u32>,
+        /// Addresses cooling down after release.
+        pub cooling: BTreeSet<u32>,
+        /// Addresses never handed out.
+        pub excluded: BTreeSet<u32>,
+        /// Subnets new ENIs may go to (within the grant).
+        pub subnets: Vec<Subnet>,
+    }
+
+    impl Pool {
+        /// Reads the pool through `pool-view` (the plugin must be granted it).
+        pub fn read() -> Pool {
+            Pool {
+                node: pool_view::node(),
+                enis: pool_view::enis(),
+                blocks: pool_view::blocks(),
+                in_use: pool_view::in_use().into_iter().collect(),
+                cooling: pool_view::cooling().into_iter().collect(),
+                excluded: pool_view::excluded().into_iter().collect(),
+                subnets: pool_view::subnets(),
+            }
+        }
+
+        /// Addresses of `block` a pod may ever get: all of a secondary IP or a delegated
+        /// prefix; a static range of /30 or larger loses its network and broadcast addresses.
+        pub fn usable(block: &AddressBlock) -> impl Iterator<Item = u32> {
+            let (network, len) = (block.cidr.network, block.cidr.prefix_len);
+            let trim = block.kind == BlockKind::StaticRange && len <= 30;
+            let last = (u64::from(network) + crate::net::size(len) - 1) as u32;
+            crate::net::addresses(network, len)
+                .filter(move |ip| !trim || (*ip != network && *ip != last))
+        }
+
+        /// Whether a pod may be given `ip` now (usable somewhere, not held, cooling or excluded).
+        pub fn is_free(&self, ip: u32) -> bool {
+            !self.in_use.contains(&ip)
+                && !self.cooling.contains(&ip)
+                && !self.excluded.contains(&ip)
+        }
+
+        /// The free addresses of `block`, lowest first.
+        pub fn free_in<'a>(&'a self, block: &AddressBlock) -> impl Iterator<Item = u32> + 'a {
+            Self::usable(block).filter(move |ip| self.is_free(*ip))
+        }
+
+        /// How many addresses of `block` pods hold.
+        pub fn held_in(&self, block: &AddressBlock) -> usize {
+            Self::usable(block)
+                .filter(|ip| self.in_use.contains(ip))
+                .count()
+        }
+
+        /// Free addresses in the whole pool.
+        pub fn free_count(&self) -> usize {
+            self.blocks.iter().map(|b| self.free_in(b).count()).sum()
+        }
+
+        /// The blocks held by the ENI `eni_id`.
+        pub fn blocks_of<'a>(&'a self, eni_id: &'a str) -> impl Iterator<Item = &'a AddressBlock> {
+            self.blocks
+                .iter()
+                .filter(move |b| b.eni_id.as_deref() == Some(eni_id))
+        }
+    }
+}
+
+/// The `tagger` world: the tags of each new ENI.
+#[cfg(feature = "tagger")]
+#[allow(missing_docs)] // some generated items carry no WIT doc comment
+pub mod tagger {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "tagger",
+        pub_export_macro: true,
+        export_macro_name: "export_tagger",
+        default_bindings_module: "wasmcni_plugin_sdk::tagger",
+    });
+
+    pub use self::wasmcni::plugin::{clock, config, log, types};
+
+    settings!(crate::tagger::wasmcni::plugin::config);
+
+    /// Whether the daemon refuses `key` whatever the grant says: `aws:` keys belong to AWS and
+    /// keys containing `k8s.amazonaws.com` to the daemon's own ownership tags.
+    pub fn is_reserved(key: &str) -> bool {
+        key.to_ascii_lowercase().starts_with("aws:") || key.contains("k8s.amazonaws.com")
+    }
+}
+
+/// The `policy` world: allow or deny attachments, adjust the pod's datapath within the grant.
+#[cfg(feature = "policy")]
+#[allow(missing_docs)] // some generated items carry no WIT doc comment
+pub mod policy {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "policy",
+        pub_export_macro: true,
+        export_macro_name: "export_policy",
+        default_bindings_module: "wasmcni_plugin_sdk::policy",
+    });
+
+    pub use self::wasmcni::plugin::types::Pair;
+    pub use self::wasmcni::plugin::{clock, config, kv, log, netlink, types};
+
+    settings!(crate::policy::wasmcni::plugin::config);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::net;
+
+    #[test]
+    fn cidr_parsing_names_the_problem() {
+        assert_eq!(net::parse_cidr("10.0.1.16/28"), Ok((0x0a00_0110, 28)));
+        assert!(net::parse_cidr("10.0.1.17/28")
+            .unwrap_err()
+            .contains("host bits"));
+        assert!(net::parse_cidr("10.0.1.0/33")
+            .unwrap_err()
+            .contains("0 to 32"));
+        assert!(net::parse_cidr("10.0.1.0")
+            .unwrap_err()
+            .contains("not a CIDR"));
+        assert_eq!(net::parse_cidr("0.0.0.0/0"), Ok((0, 0)));
+    }
+
+    #[test]
+    fn containment_and_sizes() {
+        assert!(net::contains(0x0a00_0110, 28, 0x0a00_011f));
+        assert!(!net::contains(0x0a00_0110, 28, 0x0a00_0120));
+        assert!(net::contains(0, 0, u32::MAX));
+        assert_eq!(net::size(28), 16);
+        assert_eq!(net::addresses(0x0a00_0110, 30).count(), 4);
+    }
+}
