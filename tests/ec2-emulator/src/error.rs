@@ -70,6 +70,18 @@ pub mod codes {
     pub const INVALID_ID: &str = "InvalidID";
     /// A NextToken that this model did not hand out.
     pub const INVALID_PAGINATION_TOKEN: &str = "InvalidPaginationToken";
+    /// The Action parameter names no action this service knows (EC2's wire-level error).
+    pub const INVALID_ACTION: &str = "InvalidAction";
+    /// The request has no Action parameter.
+    pub const MISSING_ACTION: &str = "MissingAction";
+    /// A request with `DryRun=true` that would have succeeded (HTTP 412).
+    pub const DRY_RUN_OPERATION: &str = "DryRunOperation";
+    /// The account's request rate for the action class is exceeded (HTTP 503).
+    pub const REQUEST_LIMIT_EXCEEDED: &str = "RequestLimitExceeded";
+    /// An internal server error (HTTP 500).
+    pub const INTERNAL_ERROR: &str = "InternalError";
+    /// The service cannot handle the request right now (HTTP 503).
+    pub const UNAVAILABLE: &str = "Unavailable";
     /// VPC CIDR outside /16../28.
     pub const INVALID_VPC_RANGE: &str = "InvalidVpc.Range";
     /// Subnet CIDR not inside the VPC's CIDRs or of a wrong size.
@@ -97,9 +109,15 @@ impl Ec2Error {
         }
     }
 
-    /// The HTTP status EC2 sends with this error: every model error is a client error.
+    /// The HTTP status EC2 sends with this error: 412 for a dry run, 503 for throttling and
+    /// unavailability, 500 for internal errors, 400 for every other (client) error.
     pub fn http_status(&self) -> u16 {
-        400
+        match self.code {
+            codes::DRY_RUN_OPERATION => 412,
+            codes::REQUEST_LIMIT_EXCEEDED | codes::UNAVAILABLE => 503,
+            codes::INTERNAL_ERROR => 500,
+            _ => 400,
+        }
     }
 
     pub(crate) fn invalid_value(message: impl Into<String>) -> Self {

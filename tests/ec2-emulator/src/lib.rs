@@ -29,18 +29,30 @@
 #![warn(missing_docs)]
 
 pub mod addressing;
+pub mod api;
 pub mod describe;
+pub mod emulator;
 pub mod error;
+pub mod faults;
+pub mod hypervisor;
+pub mod imds;
 pub mod instance_types;
 mod model;
+pub mod netns;
 pub mod requests;
 pub mod rng;
+mod server;
 pub mod tags;
 pub mod types;
+pub mod wire;
 
 pub use addressing::AllocationPolicy;
+pub use api::ActionClass;
 pub use describe::{DescribePage, Filter, Page};
+pub use emulator::{Emulator, EmulatorHandle, Scenario, ScenarioResources, StartError};
 pub use error::{codes, Ec2Error, Ec2Result};
+pub use faults::{ActionCounters, BucketConfig, FaultConfig, InjectedError, RequestRecord};
+pub use hypervisor::HypervisorConfig;
 pub use instance_types::{Hypervisor, InstanceTypeCatalog, InstanceTypeInfo, NetworkCardInfo};
 pub use model::{
     Ec2Model, InvariantViolation, ACCOUNT_ID, DEFAULT_REGION, MAX_SECURITY_GROUPS_PER_INTERFACE,
