@@ -1,7 +1,13 @@
-//! An allocator that answers an address already held by a pod: the daemon must refuse it.
-wit_bindgen::generate!({ path: "../../../wit", world: "allocator" });
-use wasmcni::plugin::pool_view;
+//! `in-use`: an allocator whose `allocate` answers an address a pod already holds (the first of
+//! `pool-view.in-use`), or an error while nothing is held.
+//!
+//! The host must refuse the answer, fail that ADD, and never give one address to two pods.
+//! `plan` does nothing. Imports `pool-view`.
+
+use wasmcni_plugin_sdk::allocator::{pool_view, Guest, Pod};
+
 struct Plugin;
+
 impl Guest for Plugin {
     fn allocate(_pod: Pod) -> Result<u32, String> {
         pool_view::in_use()
@@ -9,5 +15,10 @@ impl Guest for Plugin {
             .copied()
             .ok_or_else(|| "nothing in use yet".to_string())
     }
+
+    fn plan() -> Result<(), String> {
+        Ok(())
+    }
 }
-export!(Plugin);
+
+wasmcni_plugin_sdk::allocator::export_allocator!(Plugin);

@@ -1,6 +1,12 @@
-//! An allocator that never returns: must run out of fuel.
-wit_bindgen::generate!({ path: "../../../wit", world: "allocator" });
+//! `loop-forever`: an allocator whose `allocate` never returns.
+//!
+//! The host must stop it when its fuel runs out ("ran out of fuel"), fail that ADD (allocate
+//! fails closed), reserve nothing, and keep serving. `plan` does nothing.
+
+use wasmcni_plugin_sdk::allocator::{Guest, Pod};
+
 struct Plugin;
+
 impl Guest for Plugin {
     fn allocate(_pod: Pod) -> Result<u32, String> {
         let mut n: u32 = 0;
@@ -8,5 +14,10 @@ impl Guest for Plugin {
             n = core::hint::black_box(n.wrapping_add(1));
         }
     }
+
+    fn plan() -> Result<(), String> {
+        Ok(())
+    }
 }
-export!(Plugin);
+
+wasmcni_plugin_sdk::allocator::export_allocator!(Plugin);

@@ -1,6 +1,13 @@
-//! An allocator that allocates until memory runs out: must hit the memory cap.
-wit_bindgen::generate!({ path: "../../../wit", world: "allocator" });
+//! `memory-bomb`: an allocator whose `allocate` grabs 1 MiB after 1 MiB until memory runs out.
+//!
+//! The host must stop growth at the plugin's `memory_bytes` cap ("exceeded its memory limit"),
+//! fail that ADD, reserve nothing, and keep serving with its own memory untouched. `plan` does
+//! nothing.
+
+use wasmcni_plugin_sdk::allocator::{Guest, Pod};
+
 struct Plugin;
+
 impl Guest for Plugin {
     fn allocate(_pod: Pod) -> Result<u32, String> {
         let mut hoard: Vec<Vec<u8>> = Vec::new();
@@ -8,5 +15,10 @@ impl Guest for Plugin {
             hoard.push(core::hint::black_box(vec![1u8; 1 << 20]));
         }
     }
+
+    fn plan() -> Result<(), String> {
+        Ok(())
+    }
 }
-export!(Plugin);
+
+wasmcni_plugin_sdk::allocator::export_allocator!(Plugin);

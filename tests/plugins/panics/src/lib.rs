@@ -1,9 +1,21 @@
-//! An allocator that panics: must trap, not take the daemon down.
-wit_bindgen::generate!({ path: "../../../wit", world: "allocator" });
+//! `panics`: an allocator whose `allocate` panics (built with `panic = "abort"`, so it traps
+//! with `unreachable`).
+//!
+//! The host must report the trap, fail that ADD, reserve nothing, and keep serving. `plan` does
+//! nothing.
+
+use wasmcni_plugin_sdk::allocator::{Guest, Pod};
+
 struct Plugin;
+
 impl Guest for Plugin {
     fn allocate(pod: Pod) -> Result<u32, String> {
         panic!("allocator bug for {}", pod.container_id)
     }
+
+    fn plan() -> Result<(), String> {
+        Ok(())
+    }
 }
-export!(Plugin);
+
+wasmcni_plugin_sdk::allocator::export_allocator!(Plugin);
