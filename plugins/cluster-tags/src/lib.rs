@@ -19,7 +19,9 @@
 //! unknown setting, `ADDITIONAL_ENI_TAGS` that is not a JSON object of strings — is an error
 //! naming the offending setting, so the misconfiguration shows at the first ENI.
 //!
-//! The grant's `tag_keys` must list the three built-in keys and every extra key.
+//! The plugin entry's `tag_keys` must list the three built-in keys and every extra key, exactly
+//! (no patterns). The daemon's own ownership tags count toward EC2's 50 as well: it refuses an
+//! answer that leaves no room for them, so keep well under 47 extra tags.
 
 use std::collections::BTreeMap;
 
