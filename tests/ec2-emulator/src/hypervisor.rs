@@ -3,7 +3,9 @@
 //! the instance terminates), so the host under test sees interfaces come and go as on EC2.
 //!
 //! With a fabric namespace each link is a veth whose peer sits in the fabric (up), so tests can
-//! route between ENIs; without one it is a dummy link. Node-side links are left down, as a
+//! route between ENIs; without one it is a dummy link, or, on kernels without the dummy
+//! driver, a veth whose peer sits in an unnamed namespace the emulator owns (it vanishes with
+//! the emulator, taking the links with it). Node-side links are left down, as a
 //! hot-plugged NIC is until the OS (here: the CNI under test) brings it up.
 //!
 //! The planning ([`NodeLinks`]) is pure and tested with a recording [`LinkOps`]; the kernel
@@ -15,7 +17,7 @@ use std::future::Future;
 use std::os::fd::AsRawFd;
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::LinkMessage;
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkMessage};
 use rtnetlink::{Handle, LinkDummy, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use crate::model::Ec2Model;
@@ -212,6 +214,8 @@ pub struct NetlinkLinks {
     node_path: String,
     node: File,
     fabric: Option<(String, File)>,
+    /// Where veth peers go when there is no fabric and the kernel has no dummy driver.
+    parking: std::sync::Mutex<Option<std::sync::Arc<File>>>,
 }
 
 impl NetlinkLinks {
@@ -231,7 +235,22 @@ impl NetlinkLinks {
             node_path,
             node,
             fabric,
+            parking: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The unnamed namespace for veth peers, made on first use.
+    fn parking(&self) -> Result<std::sync::Arc<File>, HypervisorError> {
+        let mut parking = self
+            .parking
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(file) = parking.as_ref() {
+            return Ok(std::sync::Arc::clone(file));
+        }
+        let file = std::sync::Arc::new(netns::new_anonymous()?);
+        *parking = Some(std::sync::Arc::clone(&file));
+        Ok(file)
     }
 
     async fn node_handle(&self) -> Result<Handle, HypervisorError> {
@@ -262,6 +281,33 @@ async fn find_link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, H
     }
 }
 
+/// A veth named `link.name` with the ENI's MAC in the node namespace (`node`), its peer
+/// `peer_name` in `peer_netns`.
+async fn add_veth(
+    node: &Handle,
+    link: &EniLink,
+    peer_name: &str,
+    peer_netns: &File,
+) -> Result<(), rtnetlink::Error> {
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(peer_name.to_owned())
+        .setns_by_fd(peer_netns.as_raw_fd())
+        .build();
+    let veth = LinkVeth::new(&link.name, peer_name)
+        .address(link.mac.to_vec())
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .build();
+    node.link().add(veth).execute().await
+}
+
+/// The peer's name in the unnamed namespace: unique per ENI.
+fn parked_peer_name(link: &EniLink) -> String {
+    let suffix = link.eni_id.strip_prefix("eni-").unwrap_or(&link.eni_id);
+    format!("p{}", &suffix[suffix.len().saturating_sub(12)..])
+}
+
+/// The kernel's answer when a link kind (here: dummy) is not available.
+const EOPNOTSUPP: i32 = nix::errno::Errno::EOPNOTSUPP as i32;
 /// The kernel's answers for "no such link".
 const ENODEV: i32 = nix::errno::Errno::ENODEV as i32;
 const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
@@ -269,43 +315,39 @@ const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
 impl LinkOps for NetlinkLinks {
     async fn create(&self, link: &EniLink) -> Result<(), HypervisorError> {
         let node = self.node_handle().await?;
-        let message = match (&self.fabric, &link.fabric_name) {
-            (Some((_, fabric)), Some(peer_name)) => {
-                let peer = LinkMessageBuilder::<LinkUnspec>::new()
-                    .name(peer_name.clone())
-                    .setns_by_fd(fabric.as_raw_fd())
-                    .build();
-                LinkVeth::new(&link.name, peer_name)
-                    .address(link.mac.to_vec())
-                    .set_info_data(rtnetlink::packet_route::link::InfoData::Veth(
-                        rtnetlink::packet_route::link::InfoVeth::Peer(peer),
-                    ))
-                    .build()
-            }
-            _ => LinkDummy::new(&link.name)
-                .address(link.mac.to_vec())
-                .build(),
-        };
-        node.link()
-            .add(message)
-            .execute()
-            .await
-            .map_err(netlink_error(format!(
+        let what = || {
+            format!(
                 "create link {} for {} in {}",
                 link.name, link.eni_id, self.node_path
-            )))?;
+            )
+        };
         if let (Some((fabric_path, fabric)), Some(peer_name)) = (&self.fabric, &link.fabric_name) {
+            add_veth(&node, link, peer_name, fabric)
+                .await
+                .map_err(netlink_error(what()))?;
             let handle = netns::handle_in(fabric, fabric_path).await?;
-            handle
+            return handle
                 .link()
                 .set(LinkUnspec::new_with_name(peer_name).up().build())
                 .execute()
                 .await
                 .map_err(netlink_error(format!(
                     "set fabric link {peer_name} up in {fabric_path}"
-                )))?;
+                )));
         }
-        Ok(())
+        let dummy = LinkDummy::new(&link.name)
+            .address(link.mac.to_vec())
+            .build();
+        match node.link().add(dummy).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(message)) if -message.raw_code() == EOPNOTSUPP => {
+                let parking = self.parking()?;
+                add_veth(&node, link, &parked_peer_name(link), &parking)
+                    .await
+                    .map_err(netlink_error(what()))
+            }
+            Err(e) => Err(netlink_error(what())(e)),
+        }
     }
 
     async fn remove(&self, link: &EniLink) -> Result<(), HypervisorError> {

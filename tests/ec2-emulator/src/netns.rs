@@ -4,7 +4,7 @@
 //! `setns(CLONE_NEWNET)` moves the calling OS thread. A tokio worker moved so would carry the
 //! namespace into unrelated tasks, so a throwaway thread enters the namespace, opens a
 //! NETLINK_ROUTE socket (which stays bound to that namespace) and exits; rtnetlink then drives
-//! the socket on the normal runtime.
+//! the socket on the normal runtime. [`new_anonymous`] makes a namespace the same way.
 
 use std::fs::File;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
@@ -36,6 +36,30 @@ pub fn open(path: &str) -> Result<File, NetnsError> {
         path: path.to_owned(),
         reason: format!("{e} (create it with `ip netns add`)"),
     })
+}
+
+/// A new network namespace that no name refers to: it lives as long as the returned file is
+/// open. Made by a throwaway thread that unshares its network namespace and opens it.
+pub fn new_anonymous() -> Result<File, NetnsError> {
+    let failed = |reason: String| NetnsError {
+        path: "(anonymous)".to_owned(),
+        reason,
+    };
+    std::thread::Builder::new()
+        .name("ec2-emulator-unshare".into())
+        .spawn(|| {
+            // This thread exists only to own the new namespace until its file is open.
+            nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("unshare: {e}"))
+                .and_then(|()| {
+                    File::open("/proc/thread-self/ns/net")
+                        .map_err(|e| format!("open /proc/thread-self/ns/net: {e}"))
+                })
+        })
+        .map_err(|e| failed(format!("spawning the unshare thread: {e}")))?
+        .join()
+        .map_err(|_| failed("the unshare thread panicked".into()))?
+        .map_err(failed)
 }
 
 /// An rtnetlink handle whose socket lives in `netns`. Must be called on a tokio runtime: the

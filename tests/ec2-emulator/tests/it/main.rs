@@ -4,5 +4,6 @@
 
 mod common;
 mod faults;
+mod hypervisor;
 mod imds_client;
 mod sdk_api;
