@@ -31,7 +31,8 @@
 //! - Unknown keys and malformed values deny every ADD and CHECK, with the error as the reason.
 //!
 //! DEL is always allowed (a pod must always be able to go away); what would have been denied is
-//! logged. Grants it needs: `log`, and `netlink` with an `mtu` range when an `mtu.` rule is set.
+//! logged. Grants it needs: `log` and `netlink` (both always imported); the `netlink` grant's
+//! `mtu` range must cover every `mtu.` rule (without a range, `set-mtu` is refused).
 
 use wasmcni_plugin_sdk::policy::types::Pod;
 use wasmcni_plugin_sdk::policy::{config, log, netlink, Attachment, Guest, Verb, Verdict};
