@@ -138,6 +138,9 @@ pub mod allocator {
 
     settings!(crate::allocator::wasmcni::plugin::config);
 
+    mod intent;
+    pub use intent::{issue_all, Intent};
+
     /// Everything `pool-view` shows, read once: plain data, so strategy code written against
     /// it is tested natively with hand-built pools.
     #[derive(Debug, Clone)]
