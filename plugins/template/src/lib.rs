@@ -7,10 +7,11 @@
 //!   groups. Secondary-IP mode only (no /28 prefixes).
 //!
 //! The decisions are pure functions of a [`Pool`] and the settings ([`choose_address`],
-//! [`plan_requests`]), tested natively below with hand-built pools; the `Guest` impl only reads
-//! the pool, calls them and hands their requests to the host.
+//! [`plan_requests`]), tested natively below with hand-built pools and with the SDK's stand-in
+//! for the host ([`Pool::settle`]); the `Guest` impl only reads the pool, calls them and hands
+//! their [`Intent`]s to the host.
 
-use wasmcni_plugin_sdk::allocator::{eni_ops, log, setting, BlockKind, Guest, NewEni, Pod, Pool};
+use wasmcni_plugin_sdk::allocator::{issue_all, setting, Guest, Intent, Pod, Pool};
 
 /// The lowest free address of the pool, blocks in the provider's order.
 pub fn choose_address(pool: &Pool) -> Result<u32, String> {
@@ -20,46 +21,21 @@ pub fn choose_address(pool: &Pool) -> Result<u32, String> {
         .ok_or_else(|| format!("no free address in {} block(s)", pool.blocks.len()))
 }
 
-/// A change `plan` asks the host for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    /// `eni-ops.assign-ips`.
-    AssignIps {
-        /// The ENI.
-        eni_id: String,
-        /// How many more secondary addresses.
-        count: u32,
-    },
-    /// `eni-ops.create-eni`.
-    CreateEni {
-        /// The subnet.
-        subnet_id: String,
-        /// Its security groups.
-        security_groups: Vec<String>,
-        /// Secondary addresses to assign at creation.
-        secondary_ips: u32,
-    },
-}
-
 /// What it takes to have `warm_ips` free addresses: nothing when there are enough (or on a node
 /// without EC2), else more addresses on the ENI with the most room, else a new ENI.
-pub fn plan_requests(pool: &Pool, warm_ips: u32) -> Vec<Request> {
+pub fn plan_requests(pool: &Pool, warm_ips: u32) -> Vec<Intent> {
     let limits = &pool.node.limits;
     let free = u32::try_from(pool.free_count()).unwrap_or(u32::MAX);
     if pool.node.provider != "ec2" || free >= warm_ips {
         return Vec::new();
     }
     let missing = warm_ips - free;
-    // Every ENI holds `ipv4-per-eni` addresses at most, its own primary among them.
+    // An ENI holds `ipv4-per-eni` addresses at most, its own primary among them.
     let room = |eni_id: &str| {
-        let secondary = pool
-            .blocks_of(eni_id)
-            .filter(|block| block.kind == BlockKind::SecondaryIp)
-            .count();
         limits
             .ipv4_per_eni
             .saturating_sub(1)
-            .saturating_sub(u32::try_from(secondary).unwrap_or(u32::MAX))
+            .saturating_sub(pool.slots_of(eni_id))
     };
     if let Some((eni, room)) = pool
         .enis
@@ -68,7 +44,7 @@ pub fn plan_requests(pool: &Pool, warm_ips: u32) -> Vec<Request> {
         .filter(|(_, room)| *room > 0)
         .max_by_key(|(eni, room)| (*room, core::cmp::Reverse(eni.device_number)))
     {
-        return vec![Request::AssignIps {
+        return vec![Intent::AssignIps {
             eni_id: eni.id.clone(),
             count: missing.min(room),
         }];
@@ -77,10 +53,11 @@ pub fn plan_requests(pool: &Pool, warm_ips: u32) -> Vec<Request> {
     let primary = pool.enis.iter().find(|eni| eni.primary);
     let subnet = pool.subnets.iter().max_by_key(|s| s.free_addresses);
     match (primary, subnet) {
-        (Some(primary), Some(subnet)) if enis < limits.max_enis => vec![Request::CreateEni {
+        (Some(primary), Some(subnet)) if enis < limits.max_enis => vec![Intent::CreateEni {
             subnet_id: subnet.id.clone(),
             security_groups: primary.security_groups.clone(),
             secondary_ips: missing.min(limits.ipv4_per_eni.saturating_sub(1)),
+            prefixes: 0,
         }],
         _ => Vec::new(),
     }
@@ -95,26 +72,9 @@ impl Guest for MyStrategy {
 
     fn plan() -> Result<(), String> {
         let warm_ips: u32 = setting("WARM_IPS")?.unwrap_or(0);
-        for request in plan_requests(&Pool::read(), warm_ips) {
-            let outcome = match &request {
-                Request::AssignIps { eni_id, count } => eni_ops::assign_ips(eni_id, *count),
-                Request::CreateEni {
-                    subnet_id,
-                    security_groups,
-                    secondary_ips,
-                } => eni_ops::create_eni(&NewEni {
-                    subnet_id: subnet_id.clone(),
-                    security_groups: security_groups.clone(),
-                    secondary_ips: *secondary_ips,
-                    prefixes: 0,
-                }),
-            };
-            // A refusal (outside the grant, over the instance's limits) is not fatal: the other
-            // requests still stand, and the next plan tries again.
-            if let Err(reason) = outcome {
-                log::log(log::Level::Warn, &format!("{request:?} refused: {reason}"));
-            }
-        }
+        // A refusal (outside the grant, over the instance's limits) is logged by `issue_all`
+        // and not fatal: the other requests still stand, and the next plan asks again.
+        issue_all(&plan_requests(&Pool::read(), warm_ips));
         Ok(())
     }
 }
@@ -124,7 +84,9 @@ wasmcni_plugin_sdk::allocator::export_allocator!(MyStrategy);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wasmcni_plugin_sdk::allocator::{AddressBlock, Cidr, Eni, NodeInfo, NodeLimits, Subnet};
+    use wasmcni_plugin_sdk::allocator::{
+        AddressBlock, BlockKind, Cidr, Eni, NodeInfo, NodeLimits, Subnet,
+    };
     use wasmcni_plugin_sdk::net::parse_ip;
 
     fn ip(text: &str) -> u32 {
@@ -229,14 +191,15 @@ mod tests {
 
     #[test]
     fn plan_table() {
-        let assign = |eni_id: &str, count| Request::AssignIps {
+        let assign = |eni_id: &str, count| Intent::AssignIps {
             eni_id: eni_id.into(),
             count,
         };
-        let create = |secondary_ips| Request::CreateEni {
+        let create = |secondary_ips| Intent::CreateEni {
             subnet_id: "subnet-big".into(),
             security_groups: vec!["sg-node".into()],
             secondary_ips,
+            prefixes: 0,
         };
         // eni-1 has lost three of its five addresses: it has more room than eni-0.
         let mut uneven = pool(2, 5, &[]);
@@ -278,6 +241,26 @@ mod tests {
         ];
         for (name, pool, warm, expected) in cases {
             assert_eq!(plan_requests(&pool, warm), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn plan_settles_with_the_warm_addresses() {
+        let limits = NodeLimits {
+            max_enis: 3,
+            ipv4_per_eni: 6,
+            prefix_delegation: false,
+            max_pods: 17,
+        };
+        for (warm, enis) in [(0, 1), (5, 1), (8, 2), (15, 3), (40, 3)] {
+            let mut pool = Pool::ec2_fixture("t3.medium", limits);
+            pool.settle(|pool| plan_requests(pool, warm), 10)
+                .unwrap_or_else(|e| panic!("WARM_IPS={warm}: {e}"));
+            assert_eq!(pool.enis.len(), enis, "WARM_IPS={warm}");
+            assert!(
+                pool.free_count() >= (warm as usize).min(15),
+                "WARM_IPS={warm}"
+            );
         }
     }
 
