@@ -192,154 +192,42 @@ const WARM_IP_2_MIN_5: &[(&str, &str)] = &[("WARM_IP_TARGET", "2"), ("MINIMUM_IP
 const WARM_IP_5_MIN_10: &[(&str, &str)] = &[("WARM_IP_TARGET", "5"), ("MINIMUM_IP_TARGET", "10")];
 
 #[test]
+#[rustfmt::skip]
 fn secondary_ip_mode_matches_eni_and_ip_target_doc() {
     // Every row: docs/eni-and-ip-target.md, "Some example cases" (IPs per ENI in device order;
     // the doc lists them in Go map order, "2,3" for our [3, 2]).
     check(&[
-        Row {
-            instance: T3_SMALL,
-            vars: WARM_ENI_1,
-            pods: 0,
-            per_eni: &[3],
-            unused: 3,
-        },
-        Row {
-            instance: T3_SMALL,
-            vars: WARM_ENI_1,
-            pods: 5,
-            per_eni: &[3, 3, 3],
-            unused: 4,
-        },
-        Row {
-            instance: T3_SMALL,
-            vars: WARM_ENI_1,
-            pods: 9,
-            per_eni: &[3, 3, 3],
-            unused: 0,
-        },
-        Row {
-            instance: T3_SMALL,
-            vars: WARM_IP_1_MIN_1,
-            pods: 0,
-            per_eni: &[1],
-            unused: 1,
-        },
-        Row {
-            instance: T3_SMALL,
-            vars: WARM_IP_1_MIN_1,
-            pods: 5,
-            per_eni: &[3, 3],
-            unused: 1,
-        },
-        Row {
-            instance: T3_SMALL,
-            vars: WARM_IP_1_MIN_1,
-            pods: 9,
-            per_eni: &[3, 3, 3],
-            unused: 0,
-        },
-        Row {
-            instance: T3_SMALL,
-            vars: WARM_IP_2_MIN_5,
-            pods: 0,
-            per_eni: &[3, 2],
-            unused: 5,
-        },
-        Row {
-            instance: T3_SMALL,
-            vars: WARM_IP_2_MIN_5,
-            pods: 5,
-            per_eni: &[3, 3, 1],
-            unused: 2,
-        },
-        Row {
-            instance: T3_SMALL,
-            vars: WARM_IP_2_MIN_5,
-            pods: 9,
-            per_eni: &[3, 3, 3],
-            unused: 0,
-        },
-        Row {
-            instance: P3DN_24XLARGE,
-            vars: WARM_ENI_1,
-            pods: 0,
-            per_eni: &[49],
-            unused: 49,
-        },
-        Row {
-            instance: P3DN_24XLARGE,
-            vars: WARM_ENI_1,
-            pods: 3,
-            per_eni: &[49, 49],
-            unused: 95,
-        },
-        Row {
-            instance: P3DN_24XLARGE,
-            vars: WARM_ENI_1,
-            pods: 95,
-            per_eni: &[49, 49, 49],
-            unused: 52,
-        },
-        Row {
-            instance: P3DN_24XLARGE,
-            vars: WARM_IP_5_MIN_10,
-            pods: 0,
-            per_eni: &[10],
-            unused: 10,
-        },
-        Row {
-            instance: P3DN_24XLARGE,
-            vars: WARM_IP_5_MIN_10,
-            pods: 7,
-            per_eni: &[12],
-            unused: 5,
-        },
-        Row {
-            instance: P3DN_24XLARGE,
-            vars: WARM_IP_5_MIN_10,
-            pods: 15,
-            per_eni: &[20],
-            unused: 5,
-        },
-        Row {
-            instance: P3DN_24XLARGE,
-            vars: WARM_IP_5_MIN_10,
-            pods: 45,
-            per_eni: &[49, 1],
-            unused: 5,
-        },
+        Row { instance: T3_SMALL, vars: WARM_ENI_1, pods: 0, per_eni: &[3], unused: 3 },
+        Row { instance: T3_SMALL, vars: WARM_ENI_1, pods: 5, per_eni: &[3, 3, 3], unused: 4 },
+        Row { instance: T3_SMALL, vars: WARM_ENI_1, pods: 9, per_eni: &[3, 3, 3], unused: 0 },
+        Row { instance: T3_SMALL, vars: WARM_IP_1_MIN_1, pods: 0, per_eni: &[1], unused: 1 },
+        Row { instance: T3_SMALL, vars: WARM_IP_1_MIN_1, pods: 5, per_eni: &[3, 3], unused: 1 },
+        Row { instance: T3_SMALL, vars: WARM_IP_1_MIN_1, pods: 9, per_eni: &[3, 3, 3], unused: 0 },
+        Row { instance: T3_SMALL, vars: WARM_IP_2_MIN_5, pods: 0, per_eni: &[3, 2], unused: 5 },
+        Row { instance: T3_SMALL, vars: WARM_IP_2_MIN_5, pods: 5, per_eni: &[3, 3, 1], unused: 2 },
+        Row { instance: T3_SMALL, vars: WARM_IP_2_MIN_5, pods: 9, per_eni: &[3, 3, 3], unused: 0 },
+        Row { instance: P3DN_24XLARGE, vars: WARM_ENI_1, pods: 0, per_eni: &[49], unused: 49 },
+        Row { instance: P3DN_24XLARGE, vars: WARM_ENI_1, pods: 3, per_eni: &[49, 49], unused: 95 },
+        Row { instance: P3DN_24XLARGE, vars: WARM_ENI_1, pods: 95, per_eni: &[49, 49, 49], unused: 52 },
+        Row { instance: P3DN_24XLARGE, vars: WARM_IP_5_MIN_10, pods: 0, per_eni: &[10], unused: 10 },
+        Row { instance: P3DN_24XLARGE, vars: WARM_IP_5_MIN_10, pods: 7, per_eni: &[12], unused: 5 },
+        Row { instance: P3DN_24XLARGE, vars: WARM_IP_5_MIN_10, pods: 15, per_eni: &[20], unused: 5 },
+        Row { instance: P3DN_24XLARGE, vars: WARM_IP_5_MIN_10, pods: 45, per_eni: &[49, 1], unused: 5 },
     ]);
 }
 
 #[test]
+#[rustfmt::skip]
 fn default_warm_eni_holds_a_whole_spare_eni_on_m5() {
     // vpc-cni.md §3.4, "Effective warm pool": awslabs ai-on-eks notes m5.8xlarge with 10 pods
     // holds 60 IPs and m5.16xlarge 100, because of WARM_ENI_TARGET=1. Their figures count each
     // ENI's primary address too: 2 ENIs × 30 and 2 × 50.
     check(&[
-        Row {
-            instance: M5_8XLARGE,
-            vars: &[],
-            pods: 10,
-            per_eni: &[29, 29],
-            unused: 48,
-        },
-        Row {
-            instance: M5_16XLARGE,
-            vars: &[],
-            pods: 10,
-            per_eni: &[49, 49],
-            unused: 88,
-        },
+        Row { instance: M5_8XLARGE, vars: &[], pods: 10, per_eni: &[29, 29], unused: 48 },
+        Row { instance: M5_16XLARGE, vars: &[], pods: 10, per_eni: &[49, 49], unused: 88 },
     ]);
     // m5.large's 29 max pods (vpc-cni.md §3.7) are reached with its 3 ENIs × 9 secondary IPs.
-    check(&[Row {
-        instance: M5_LARGE,
-        vars: &[],
-        pods: 27,
-        per_eni: &[9, 9, 9],
-        unused: 0,
-    }]);
+    check(&[Row { instance: M5_LARGE, vars: &[], pods: 27, per_eni: &[9, 9, 9], unused: 0 }]);
 }
 
 const PREFIX_1: &[(&str, &str)] = &[
@@ -365,156 +253,37 @@ const PREFIX_IP_5_MIN_10: &[(&str, &str)] = &[
 const T3_SMALL_PD: (&str, u32, u32, bool, u32) = ("t3.small", 3, 4, true, 110);
 
 #[test]
+#[rustfmt::skip]
 fn prefix_mode_matches_prefix_and_ip_target_doc() {
     // Every row: docs/prefix-and-ip-target.md, "Examples" (per_eni is 16 × prefixes per ENI).
     check(&[
-        Row {
-            instance: T3_SMALL_PD,
-            vars: PREFIX_1,
-            pods: 0,
-            per_eni: &[16],
-            unused: 16,
-        },
-        Row {
-            instance: T3_SMALL_PD,
-            vars: PREFIX_1,
-            pods: 5,
-            per_eni: &[32],
-            unused: 27,
-        },
-        Row {
-            instance: T3_SMALL_PD,
-            vars: PREFIX_1,
-            pods: 16,
-            per_eni: &[32],
-            unused: 16,
-        },
-        Row {
-            instance: T3_SMALL_PD,
-            vars: PREFIX_1,
-            pods: 17,
-            per_eni: &[48],
-            unused: 31,
-        },
-        Row {
-            instance: T3_SMALL_PD,
-            vars: PREFIX_1,
-            pods: 58,
-            per_eni: &[48, 32],
-            unused: 22,
-        },
-        Row {
-            instance: T3_SMALL_PD,
-            vars: PREFIX_IP_1_MIN_1,
-            pods: 0,
-            per_eni: &[16],
-            unused: 16,
-        },
-        Row {
-            instance: T3_SMALL_PD,
-            vars: PREFIX_IP_1_MIN_1,
-            pods: 5,
-            per_eni: &[16],
-            unused: 11,
-        },
-        Row {
-            instance: T3_SMALL_PD,
-            vars: PREFIX_IP_1_MIN_1,
-            pods: 17,
-            per_eni: &[32],
-            unused: 15,
-        },
-        Row {
-            instance: T3_SMALL_PD,
-            vars: PREFIX_IP_1_MIN_1,
-            pods: 58,
-            per_eni: &[48, 16],
-            unused: 6,
-        },
+        Row { instance: T3_SMALL_PD, vars: PREFIX_1, pods: 0, per_eni: &[16], unused: 16 },
+        Row { instance: T3_SMALL_PD, vars: PREFIX_1, pods: 5, per_eni: &[32], unused: 27 },
+        Row { instance: T3_SMALL_PD, vars: PREFIX_1, pods: 16, per_eni: &[32], unused: 16 },
+        Row { instance: T3_SMALL_PD, vars: PREFIX_1, pods: 17, per_eni: &[48], unused: 31 },
+        Row { instance: T3_SMALL_PD, vars: PREFIX_1, pods: 58, per_eni: &[48, 32], unused: 22 },
+        Row { instance: T3_SMALL_PD, vars: PREFIX_IP_1_MIN_1, pods: 0, per_eni: &[16], unused: 16 },
+        Row { instance: T3_SMALL_PD, vars: PREFIX_IP_1_MIN_1, pods: 5, per_eni: &[16], unused: 11 },
+        Row { instance: T3_SMALL_PD, vars: PREFIX_IP_1_MIN_1, pods: 17, per_eni: &[32], unused: 15 },
+        Row { instance: T3_SMALL_PD, vars: PREFIX_IP_1_MIN_1, pods: 58, per_eni: &[48, 16], unused: 6 },
         // The doc's 0-pod row says 1 attached prefix, 2 prefixes per ENI and 16 unused, which
         // disagree with each other; MINIMUM_IP_TARGET=20 needs ceil(20/16) = 2 prefixes
         // (datastoreTargetState), as the doc's own 5-pod row shows.
-        Row {
-            instance: T3_SMALL_PD,
-            vars: PREFIX_IP_7_MIN_20,
-            pods: 0,
-            per_eni: &[32],
-            unused: 32,
-        },
-        Row {
-            instance: T3_SMALL_PD,
-            vars: PREFIX_IP_7_MIN_20,
-            pods: 5,
-            per_eni: &[32],
-            unused: 27,
-        },
-        Row {
-            instance: T3_SMALL_PD,
-            vars: PREFIX_IP_7_MIN_20,
-            pods: 17,
-            per_eni: &[32],
-            unused: 15,
-        },
-        Row {
-            instance: T3_SMALL_PD,
-            vars: PREFIX_IP_7_MIN_20,
-            pods: 58,
-            per_eni: &[48, 32],
-            unused: 22,
-        },
+        Row { instance: T3_SMALL_PD, vars: PREFIX_IP_7_MIN_20, pods: 0, per_eni: &[32], unused: 32 },
+        Row { instance: T3_SMALL_PD, vars: PREFIX_IP_7_MIN_20, pods: 5, per_eni: &[32], unused: 27 },
+        Row { instance: T3_SMALL_PD, vars: PREFIX_IP_7_MIN_20, pods: 17, per_eni: &[32], unused: 15 },
+        Row { instance: T3_SMALL_PD, vars: PREFIX_IP_7_MIN_20, pods: 58, per_eni: &[48, 32], unused: 22 },
         // The p3dn rows of the doc list extra empty ENIs ("2,0", "7,0,0", "4,0") that v1.23.1's
         // code never creates in prefix mode (isDatastorePoolTooLow uses WARM_PREFIX_TARGET,
         // not WARM_ENI_TARGET, and a p3dn ENI holds 49 prefixes); prefixes and unused
         // addresses match the doc.
-        Row {
-            instance: P3DN_24XLARGE,
-            vars: PREFIX_1,
-            pods: 0,
-            per_eni: &[16],
-            unused: 16,
-        },
-        Row {
-            instance: P3DN_24XLARGE,
-            vars: PREFIX_1,
-            pods: 3,
-            per_eni: &[32],
-            unused: 29,
-        },
-        Row {
-            instance: P3DN_24XLARGE,
-            vars: PREFIX_1,
-            pods: 95,
-            per_eni: &[112],
-            unused: 17,
-        },
-        Row {
-            instance: P3DN_24XLARGE,
-            vars: PREFIX_IP_5_MIN_10,
-            pods: 0,
-            per_eni: &[16],
-            unused: 16,
-        },
-        Row {
-            instance: P3DN_24XLARGE,
-            vars: PREFIX_IP_5_MIN_10,
-            pods: 7,
-            per_eni: &[16],
-            unused: 9,
-        },
-        Row {
-            instance: P3DN_24XLARGE,
-            vars: PREFIX_IP_5_MIN_10,
-            pods: 15,
-            per_eni: &[32],
-            unused: 17,
-        },
-        Row {
-            instance: P3DN_24XLARGE,
-            vars: PREFIX_IP_5_MIN_10,
-            pods: 45,
-            per_eni: &[64],
-            unused: 19,
-        },
+        Row { instance: P3DN_24XLARGE, vars: PREFIX_1, pods: 0, per_eni: &[16], unused: 16 },
+        Row { instance: P3DN_24XLARGE, vars: PREFIX_1, pods: 3, per_eni: &[32], unused: 29 },
+        Row { instance: P3DN_24XLARGE, vars: PREFIX_1, pods: 95, per_eni: &[112], unused: 17 },
+        Row { instance: P3DN_24XLARGE, vars: PREFIX_IP_5_MIN_10, pods: 0, per_eni: &[16], unused: 16 },
+        Row { instance: P3DN_24XLARGE, vars: PREFIX_IP_5_MIN_10, pods: 7, per_eni: &[16], unused: 9 },
+        Row { instance: P3DN_24XLARGE, vars: PREFIX_IP_5_MIN_10, pods: 15, per_eni: &[32], unused: 17 },
+        Row { instance: P3DN_24XLARGE, vars: PREFIX_IP_5_MIN_10, pods: 45, per_eni: &[64], unused: 19 },
     ]);
 }
 
