@@ -5,8 +5,17 @@
 //! the most pods (among those with room), and in it the lowest free address, so pods
 //! concentrate and whole blocks drain together. Deterministic: the same pool gives the same
 //! answer.
+//!
+//! `plan` ([`planner::plan`]) keeps `WARM_IPS` free addresses the same way: it grows the
+//! densest ENI that has room and shrinks the least dense one first.
 
-use wasmcni_plugin_sdk::allocator::{Guest, Pod, Pool};
+pub mod planner;
+
+#[cfg(test)]
+mod tests;
+
+use planner::Settings;
+use wasmcni_plugin_sdk::allocator::{issue_all, log, setting, Guest, Pod, Pool};
 
 struct Pack;
 
@@ -32,6 +41,18 @@ impl Guest for Pack {
     }
 
     fn plan() -> Result<(), String> {
+        let defaults = Settings::default();
+        let settings = Settings {
+            warm_ips: setting("WARM_IPS")?.unwrap_or(defaults.warm_ips),
+            prefix_delegation: setting("ENABLE_PREFIX_DELEGATION")?
+                .unwrap_or(defaults.prefix_delegation),
+        };
+        settings.validate()?;
+        let decided = planner::plan(&Pool::read(), &settings);
+        for warning in &decided.warnings {
+            log::log(log::Level::Warn, warning);
+        }
+        issue_all(&decided.intents);
         Ok(())
     }
 }
