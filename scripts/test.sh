@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 ./scripts/install-deps.sh
+# moto's server, the reference of the EC2 emulator's differential test (tests/ec2-emulator);
+# the slim set (no boto3 extras) is enough for EC2. Idempotent: pip runs only when missing.
+python3 -c 'import moto.server, flask, flask_cors' 2>/dev/null ||
+  python3 -m pip install --quiet 'moto>=5.2,<6' flask flask-cors
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "the integration tests need root (network namespaces)" >&2

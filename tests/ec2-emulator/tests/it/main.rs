@@ -6,4 +6,5 @@ mod common;
 mod faults;
 mod hypervisor;
 mod imds_client;
+mod moto_differential;
 mod sdk_api;
