@@ -60,20 +60,22 @@ pub fn choose(pool: &Pool, settings: &Settings) -> Result<u32, String> {
         })
 }
 
-fn read_settings() -> Result<Settings, String> {
-    Settings::from_config(setting::<String>)
+fn read_settings(pool: &Pool) -> Result<Settings, String> {
+    Settings::from_config(setting::<String>, &pool.node.availability_zone)
 }
 
 struct VpcWarmPool;
 
 impl Guest for VpcWarmPool {
     fn allocate(_pod: Pod) -> Result<u32, String> {
-        choose(&Pool::read(), &read_settings()?)
+        let pool = Pool::read();
+        choose(&pool, &read_settings(&pool)?)
     }
 
     fn plan() -> Result<(), String> {
-        let settings = read_settings()?;
-        let decided = planner::plan(&Pool::read(), &settings);
+        let pool = Pool::read();
+        let settings = read_settings(&pool)?;
+        let decided = planner::plan(&pool, &settings);
         for warning in &decided.warnings {
             log::log(log::Level::Warn, warning);
         }

@@ -26,10 +26,12 @@ pub struct Settings {
     /// `AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG` (default false): new ENIs in the ENIConfig's
     /// subnet and security groups; the primary ENI gives no addresses to pods.
     pub custom_networking: bool,
-    /// `ENI_CONFIG_SUBNET`: the ENIConfig's `subnet`.
+    /// `ENI_CONFIG_SUBNET`: the ENIConfig's `subnet`; `ENI_CONFIG_SUBNET.<availability zone>`
+    /// wins on nodes in that zone (VPC CNI's one ENIConfig per zone, named by
+    /// `ENI_CONFIG_LABEL_DEF=topology.kubernetes.io/zone`).
     pub eni_config_subnet: Option<String>,
     /// `ENI_CONFIG_SECURITY_GROUPS`: the ENIConfig's `securityGroups`, comma separated; empty
-    /// means the primary ENI's, as VPC CNI does.
+    /// means the primary ENI's, as VPC CNI does. Also per zone, as `ENI_CONFIG_SUBNET`.
     pub eni_config_security_groups: Vec<String>,
     /// `ENABLE_SUBNET_DISCOVERY` (default true): new ENIs go to the subnet with the most free
     /// addresses among the node's and those tagged `kubernetes.io/role/cni=1`.
@@ -68,10 +70,11 @@ pub fn parse_flag(key: &str, text: &str) -> Result<bool, String> {
 }
 
 impl Settings {
-    /// Reads every setting through `get` (the `config` interface at run time), parsing and
-    /// checking it; an error names the key, the value and what to do.
+    /// Reads every setting through `get` (the `config` interface at run time) for a node in
+    /// `zone`, parsing and checking it; an error names the key, the value and what to do.
     pub fn from_config(
         get: impl Fn(&str) -> Result<Option<String>, String>,
+        zone: &str,
     ) -> Result<Settings, String> {
         let number = |key: &str, default: u32| -> Result<u32, String> {
             match get(key)? {
@@ -89,6 +92,13 @@ impl Settings {
                 .map(|t| t.trim().to_string())
                 .filter(|t| !t.is_empty()))
         };
+        // The zone's ENIConfig, else the node-wide one.
+        let per_zone = |key: &str| -> Result<Option<String>, String> {
+            match text(&format!("{key}.{zone}"))? {
+                Some(value) if !zone.is_empty() => Ok(Some(value)),
+                _ => text(key),
+            }
+        };
         let settings = Settings {
             warm_eni_target: number("WARM_ENI_TARGET", 1)?,
             warm_ip_target: number("WARM_IP_TARGET", 0)?,
@@ -98,8 +108,8 @@ impl Settings {
             // VPC CNI ignores MAX_ENI below 1.
             max_eni: Some(number("MAX_ENI", 0)?).filter(|n| *n >= 1),
             custom_networking: flag("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", false)?,
-            eni_config_subnet: text("ENI_CONFIG_SUBNET")?,
-            eni_config_security_groups: text("ENI_CONFIG_SECURITY_GROUPS")?
+            eni_config_subnet: per_zone("ENI_CONFIG_SUBNET")?,
+            eni_config_security_groups: per_zone("ENI_CONFIG_SECURITY_GROUPS")?
                 .map(|list| {
                     list.split(',')
                         .map(str::trim)
@@ -141,7 +151,8 @@ impl Settings {
             return Err(
                 "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true needs the node's ENIConfig: set \
                 ENI_CONFIG_SUBNET (and ENI_CONFIG_SECURITY_GROUPS, comma separated) to the \
-                ENIConfig's subnet and security groups"
+                ENIConfig's subnet and security groups, or ENI_CONFIG_SUBNET.<zone> for each \
+                availability zone"
                     .into(),
             );
         }

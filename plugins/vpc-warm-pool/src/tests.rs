@@ -13,9 +13,14 @@ use crate::planner::{plan, MIN_ENI_AGE_MS};
 use std::collections::BTreeMap;
 use wasmcni_plugin_sdk::allocator::{Intent, NodeLimits, Pair, Subnet};
 
+/// Settings from `pairs` for a node in the fixtures' zone, eu-west-1a.
 fn env(pairs: &[(&str, &str)]) -> Result<Settings, String> {
+    env_in("eu-west-1a", pairs)
+}
+
+fn env_in(zone: &str, pairs: &[(&str, &str)]) -> Result<Settings, String> {
     let map: BTreeMap<&str, &str> = pairs.iter().copied().collect();
-    Settings::from_config(|key| Ok(map.get(key).map(|v| v.to_string())))
+    Settings::from_config(|key| Ok(map.get(key).map(|v| v.to_string())), zone)
 }
 
 fn limits(max_enis: u32, ipv4_per_eni: u32, prefix_delegation: bool, max_pods: u32) -> NodeLimits {
@@ -461,6 +466,20 @@ fn custom_networking_skips_the_primary_eni() {
         node.try_add_pod().is_err(),
         "no ENI left: 6 pod addresses is all"
     );
+
+    // One ENIConfig per zone (ENI_CONFIG_LABEL_DEF=topology.kubernetes.io/zone): the node's
+    // zone picks its own, other zones' are ignored.
+    let per_zone: &[(&str, &str)] = &[
+        ("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "true"),
+        ("ENI_CONFIG_SUBNET.eu-west-1a", "subnet-pods"),
+        ("ENI_CONFIG_SECURITY_GROUPS.eu-west-1a", "sg-pods-a"),
+        ("ENI_CONFIG_SUBNET.eu-west-1b", "subnet-pods-b"),
+    ];
+    let node = Node::with_pool(pod_subnet_pool(T3_SMALL), per_zone);
+    assert_eq!(node.pool.enis[1].subnet_id, "subnet-pods");
+    assert_eq!(node.pool.enis[1].security_groups, ["sg-pods-a"]);
+    let refused = env_in("eu-west-1c", per_zone).unwrap_err();
+    assert!(refused.contains("ENI_CONFIG_SUBNET.<zone>"), "{refused}");
 
     // Without ENI_CONFIG_SECURITY_GROUPS, the primary ENI's (createENIUsingCustomCfg).
     let node = Node::with_pool(pod_subnet_pool(T3_SMALL), &vars[..2]);
