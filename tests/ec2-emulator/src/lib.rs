@@ -7,7 +7,8 @@
 //! MAC address and EC2-chosen address follows, so a test replays exactly. Actions take and
 //! return plain Rust types named after EC2's parameters, and fail with an [`Ec2Error`] carrying
 //! EC2's `<Code>` and a message like EC2's; a failed action changes nothing. The HTTP front
-//! (EC2 Query protocol), IMDS, fault injection and the "hypervisor" mode are layers on top.
+//! (EC2 Query protocol, [`api`] and [`wire`]), IMDS ([`imds`]), fault injection ([`faults`]) and
+//! the "hypervisor" mode ([`hypervisor`]) are layers on top, served by [`Emulator::start`].
 //!
 //! ```
 //! use ec2_emulator::{codes, AssignPrivateIpAddresses, CreateNetworkInterface, Ec2Model, RunInstance};
