@@ -13,8 +13,12 @@ use crate::runtime::{Inspection, PluginError, PluginRuntime};
 pub struct AuditReport {
     /// Which allocator chooses addresses: a plugin name, or `built-in`.
     pub allocator: String,
-    /// What happens when the allocator fails.
-    pub failure_policy: String,
+    /// Which plugin tags new ENIs, if any.
+    pub tagger: Option<String>,
+    /// Policy hooks, in the order they are asked.
+    pub policies: Vec<String>,
+    /// What the failure modes mean.
+    pub failure_modes: String,
     /// Every configured plugin.
     pub plugins: Vec<Inspection>,
 }
@@ -25,12 +29,14 @@ impl AuditReport {
         let runtime = PluginRuntime::new()?;
         Ok(AuditReport {
             allocator: config.allocator.plugin.clone().unwrap_or_else(|| "built-in".into()),
-            failure_policy: "ADD fails closed: a trap, an exhausted fuel or memory budget, an error, or an address outside the pool or in use fails the ADD (code 106) and reserves nothing".into(),
+            tagger: config.tagger.plugin.clone(),
+            policies: config.policy.plugins.clone(),
+            failure_modes: "a hook fails when it traps, exhausts its fuel or memory, answers an error, or answers what the host refuses (an address outside the pool or in use, a tag outside tag_keys or reserved). closed: the operation fails (ADD, CHECK: the pod is not attached / the check fails; allocate: code 106; tags: no ENI is created); open: it goes on without the plugin (allocate: the built-in allocator chooses; tags: only the daemon's own tags). A DEL always cleans up; del = closed only reports the failure afterwards".into(),
             plugins: config.plugin_specs().iter().map(|spec| runtime.inspect(spec)).collect(),
         })
     }
 
-    /// Whether every plugin would load: digest verified, nothing under-granted.
+    /// Whether every plugin would load: digest verified, world matching, nothing under-granted.
     pub fn is_clean(&self) -> bool {
         self.plugins
             .iter()
@@ -54,12 +60,14 @@ impl AuditReport {
         };
         let mut rows = vec![[
             "plugin".to_owned(),
+            "kind".to_owned(),
             "digest".to_owned(),
             "imports".to_owned(),
-            "grants".to_owned(),
+            "grants (scope)".to_owned(),
             "under-granted".to_owned(),
             "over-granted".to_owned(),
             "fuel / memory".to_owned(),
+            "on failure".to_owned(),
             "status".to_owned(),
         ]];
         for p in &self.plugins {
@@ -77,25 +85,50 @@ impl AuditReport {
                 (Some(_), None) => "ok (digest verified)".into(),
                 (None, None) => "unreadable".into(),
             };
-            let imports: Vec<String> = p.imports.iter().map(|i| short(i)).collect();
+            let imports: Vec<String> = p
+                .imports
+                .iter()
+                .map(|i| short(i))
+                .filter(|i| i != "types")
+                .collect();
             let under: Vec<String> = p.under_granted.iter().map(|i| short(i)).collect();
+            let mut grants = describe_grants(&p.grants);
+            if !p.tag_keys.is_empty() {
+                grants.push(format!("tag_keys [{}]", p.tag_keys.join(", ")));
+            }
+            let failure: Vec<String> = p
+                .on_failure
+                .0
+                .iter()
+                .map(|(hook, mode)| format!("{}={}", hook.as_str(), mode_str(*mode)))
+                .collect();
             rows.push([
                 p.name.clone(),
+                p.kind.to_string(),
                 digest,
                 list(&imports),
-                list(&p.grants),
+                list(&grants),
                 list(&under),
                 list(&p.over_granted),
-                format!("{} / {} MiB", p.fuel, p.memory_bytes >> 20),
+                format!("{} / {} MiB", p.limits.fuel, p.limits.memory_bytes >> 20),
+                list(&failure),
                 verified,
             ]);
         }
-        let widths: Vec<usize> = (0..8)
+        let widths: Vec<usize> = (0..rows[0].len())
             .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
             .collect();
         let mut out = format!(
-            "allocator: {}\nfailure policy: {}\n\n",
-            self.allocator, self.failure_policy
+            "allocator: {}\ntagger: {}\npolicy hooks: {}\n\n",
+            self.allocator,
+            self.tagger
+                .as_deref()
+                .unwrap_or("none (the daemon's own tags only)"),
+            if self.policies.is_empty() {
+                "none".to_owned()
+            } else {
+                self.policies.join(", ")
+            },
         );
         for row in &rows {
             let cells: Vec<String> = row
@@ -109,6 +142,61 @@ impl AuditReport {
         if self.plugins.is_empty() {
             out.push_str("(no plugins configured)\n");
         }
+        out.push_str(&format!("\nfailure modes: {}\n", self.failure_modes));
         out
     }
+}
+
+fn mode_str(mode: crate::runtime::FailureMode) -> &'static str {
+    match mode {
+        crate::runtime::FailureMode::Closed => "closed",
+        crate::runtime::FailureMode::Open => "open",
+    }
+}
+
+/// `eni-ops (subnets node; security groups node; max 3 ENIs)`, one entry per grant.
+fn describe_grants(grants: &crate::runtime::Grants) -> Vec<String> {
+    use crate::runtime::Capability;
+    let join = |set: &std::collections::BTreeSet<String>| {
+        if set.is_empty() {
+            "none".to_owned()
+        } else {
+            set.iter().cloned().collect::<Vec<_>>().join(" ")
+        }
+    };
+    grants
+        .capabilities
+        .iter()
+        .map(|capability| match capability {
+            Capability::EniOps => format!(
+                "eni-ops (subnets {}; security groups {}; {})",
+                join(&grants.eni_ops.subnets),
+                join(&grants.eni_ops.security_groups),
+                grants
+                    .eni_ops
+                    .max_enis
+                    .map_or("instance ENI limit".to_owned(), |m| format!("max {m} ENIs"))
+            ),
+            Capability::Netlink => format!(
+                "netlink (mtu {}; routes {})",
+                grants
+                    .netlink
+                    .mtu
+                    .map_or("none".to_owned(), |(low, high)| format!("{low}-{high}")),
+                if grants.netlink.routes.is_empty() {
+                    "none".to_owned()
+                } else {
+                    grants
+                        .netlink
+                        .routes
+                        .iter()
+                        .map(|r| r.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }
+            ),
+            Capability::Kv => format!("kv ({} bytes)", grants.kv.max_bytes),
+            other => other.to_string(),
+        })
+        .collect()
 }

@@ -102,7 +102,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(config)) {
+            match runtime.block_on(run(config, cli.config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "wasmcni-host stopped");
@@ -114,7 +114,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: ClusterConfig) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(
+    config: ClusterConfig,
+    path: Option<PathBuf>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let socket = config.daemon.socket.clone();
     // Bind first: it refuses to run beside another daemon before the datastore is touched, and
     // shims that connect during recovery wait in the backlog instead of spooling their DELs.
@@ -122,6 +125,10 @@ async fn run(config: ClusterConfig) -> Result<(), Box<dyn std::error::Error>> {
     let datapath = NetlinkDatapath::connect()?;
     let (handler, _report) = server::start(config, datapath).await?;
     tracing::info!(socket = %socket.display(), "ready");
+    // A changed configuration file (or SIGHUP) swaps the plugins without a restart.
+    let watcher = path.map(|path| {
+        server::plugins::watch(handler.clone(), path, std::time::Duration::from_secs(2))
+    });
     let shutdown = async {
         let mut terminate =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -138,6 +145,9 @@ async fn run(config: ClusterConfig) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     server::serve(handler, listener, shutdown).await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

@@ -43,6 +43,8 @@ pub mod codes {
     pub const PROTOCOL_FAILURE: u32 = 105;
     /// A plugin failed (trap, resource limit, refusal) or proposed something the host refused.
     pub const PLUGIN_FAILURE: u32 = 106;
+    /// A policy hook denied the attachment; the message names the hook and its reason.
+    pub const POLICY_DENIED: u32 = 107;
     /// wasmcni: a bug; the message says where.
     pub const INTERNAL: u32 = 199;
 }

@@ -47,6 +47,10 @@ pub struct NetConf {
     pub daemon_socket: Option<String>,
     /// wasmcni's `logFile`: where the shim appends its log (`""` counts as absent).
     pub log_file: Option<String>,
+    /// wasmcni's `mode`: `"chained"` runs only the policy hooks on the `prevResult` of the
+    /// main plugin before it (no interface, no address); absent or `"main"`: wasmcni is the
+    /// main plugin.
+    pub chained: bool,
     /// The whole configuration as given, unknown keys included.
     pub raw: Value,
 }
@@ -134,6 +138,16 @@ impl NetConf {
         let valid_attachments = gc_attachments(obj).map_err(config_error)?;
         let daemon_socket = opt_nonempty_string(obj, "daemonSocket", "").map_err(config_error)?;
         let log_file = opt_nonempty_string(obj, "logFile", "").map_err(config_error)?;
+        let chained = match opt_nonempty_string(obj, "mode", "").map_err(config_error)? {
+            None => false,
+            Some(mode) if mode == "main" => false,
+            Some(mode) if mode == "chained" => true,
+            Some(other) => {
+                return Err(CniError::invalid_config(format!(
+                    "mode: '{other}' is not a mode: use \"main\" (wasmcni creates the interface) or \"chained\" (policy hooks only, after another main plugin)"
+                )))
+            }
+        };
 
         Ok(NetConf {
             cni_version,
@@ -144,6 +158,7 @@ impl NetConf {
             valid_attachments,
             daemon_socket,
             log_file,
+            chained,
             raw: value,
         })
     }

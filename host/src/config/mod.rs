@@ -39,9 +39,21 @@ pub struct ClusterConfig {
     /// Which allocation strategy chooses each pod's address.
     #[serde(default)]
     pub allocator: AllocatorConfig,
+    /// Which plugin tags new ENIs (none: only the daemon's own ownership tags).
+    #[serde(default)]
+    pub tagger: TaggerConfig,
+    /// Which policy hooks run on ADD, DEL and CHECK, in order.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// The cluster this node belongs to.
+    #[serde(default)]
+    pub cluster: ClusterInfo,
     /// The WebAssembly plugins, each pinned by digest with its grants and limits.
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
+    /// `plugins`, validated and resolved into what the runtime loads (filled by `parse`).
+    #[serde(skip)]
+    specs: Vec<crate::runtime::PluginSpec>,
 }
 
 /// `[allocator]`: the allocation strategy.
@@ -52,27 +64,120 @@ pub struct AllocatorConfig {
     pub plugin: Option<String>,
 }
 
+/// `[tagger]`: the ENI tagger.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaggerConfig {
+    /// Name of a tagger plugin from `[[plugins]]`.
+    pub plugin: Option<String>,
+}
+
+/// `[policy]`: the policy hooks.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Names of policy plugins from `[[plugins]]`, asked in order; the first deny wins.
+    #[serde(default)]
+    pub plugins: Vec<String>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterInfo {
+    /// The cluster's name (given to taggers; empty when unset).
+    #[serde(default)]
+    pub name: String,
+}
+
 /// `[[plugins]]`: one WebAssembly component.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
-    /// Unique name, referred to by `[allocator] plugin`.
+    /// Unique name, referred to by `[allocator]`, `[tagger]` and `[policy]`.
     pub name: String,
-    /// Plugin kind: `allocator` (the WIT world it implements).
+    /// Plugin kind: `allocator`, `tagger` or `policy` (the WIT world it implements).
     pub kind: String,
     /// Absolute path of the component file.
     pub path: PathBuf,
     /// `sha256:<64 hex>`: the daemon refuses a file with any other content.
     pub digest: String,
-    /// Capabilities (WIT interfaces) it may import: `pool-view`, `log`, `clock`.
+    /// Capabilities (WIT interfaces) it may import, each with its scope.
     #[serde(default)]
-    pub grants: Vec<String>,
+    pub grants: GrantsConfig,
+    /// Tag keys a tagger may set.
+    #[serde(default)]
+    pub tag_keys: Vec<String>,
+    /// Failure policy per hook: `closed` or `open`.
+    #[serde(default)]
+    pub on_failure: std::collections::BTreeMap<String, String>,
+    /// The plugin's own settings (strings, numbers or booleans), read through `config`.
+    #[serde(default)]
+    pub config: std::collections::BTreeMap<String, toml::Value>,
     /// Fuel per call (about one unit per instruction).
     #[serde(default = "default_plugin_fuel")]
     pub fuel: u64,
     /// Largest linear memory, in bytes.
     #[serde(default = "default_plugin_memory")]
     pub memory_bytes: usize,
+}
+
+/// `[plugins.grants]`: a key per granted capability, its value the scope.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsConfig {
+    /// `pool-view = {}`.
+    #[serde(rename = "pool-view")]
+    pub pool_view: Option<NoScope>,
+    /// `eni-ops = { subnets = [...], security_groups = [...], max_enis = N }`.
+    #[serde(rename = "eni-ops")]
+    pub eni_ops: Option<EniOpsScopeConfig>,
+    /// `netlink = { mtu = [min, max], routes = [...] }`.
+    pub netlink: Option<NetlinkScopeConfig>,
+    /// `log = {}`.
+    pub log: Option<NoScope>,
+    /// `kv = { max_bytes = N }`.
+    pub kv: Option<KvScopeConfig>,
+    /// `clock = {}`.
+    pub clock: Option<NoScope>,
+}
+
+/// A capability without a scope: `{}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoScope {}
+
+/// Scope of `eni-ops`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EniOpsScopeConfig {
+    /// Subnet ids new ENIs may go to; `node` is the primary ENI's subnet.
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    /// Security groups new ENIs may carry; `node` is the primary ENI's groups.
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    /// ENIs the node may have in all (default: the instance type's limit).
+    pub max_enis: Option<u32>,
+}
+
+/// Scope of `netlink`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetlinkScopeConfig {
+    /// `[min, max]` MTU `set-mtu` may set.
+    pub mtu: Option<[u32; 2]>,
+    /// CIDRs `add-route` destinations must lie within.
+    #[serde(default)]
+    pub routes: Vec<String>,
+}
+
+/// Scope of `kv`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvScopeConfig {
+    /// Bytes of keys and values the plugin may keep (default 65536, at most 1 MiB).
+    pub max_bytes: Option<usize>,
 }
 
 fn default_plugin_fuel() -> u64 {
@@ -204,11 +309,12 @@ impl ClusterConfig {
 
     /// Parses and validates configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
-        let config: ClusterConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        let mut config: ClusterConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             origin: origin.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
         config.validate(origin)?;
+        config.specs = config.resolve_plugins(origin)?;
         Ok(config)
     }
 
@@ -354,17 +460,25 @@ impl ClusterConfig {
                 ))
             }
         }
-        self.validate_plugins(origin)
+        Ok(())
     }
 
-    fn validate_plugins(&self, origin: &str) -> Result<(), ConfigError> {
+    /// Validates every `[[plugins]]` entry and the `[allocator]`, `[tagger]` and `[policy]`
+    /// references, resolving them into what the runtime loads.
+    fn resolve_plugins(
+        &self,
+        origin: &str,
+    ) -> Result<Vec<crate::runtime::PluginSpec>, ConfigError> {
+        use crate::runtime::{FailureMode, FailurePolicy, PluginKind};
         let invalid = |key: String, value: String, reason: String| ConfigError::Invalid {
             origin: origin.to_owned(),
             key,
             value,
             reason,
         };
+        let quoted = |text: &str| format!("{text:?}");
         let mut names = std::collections::BTreeSet::new();
+        let mut specs = Vec::with_capacity(self.plugins.len());
         for (i, plugin) in self.plugins.iter().enumerate() {
             let key = |field: &str| format!("plugins[{i}].{field}");
             let valid_name = !plugin.name.is_empty()
@@ -376,28 +490,28 @@ impl ClusterConfig {
             if !valid_name {
                 return Err(invalid(
                     key("name"),
-                    format!("{:?}", plugin.name),
+                    quoted(&plugin.name),
                     "must be 1 to 64 letters, digits, '-' or '_'".into(),
                 ));
             }
             if !names.insert(plugin.name.as_str()) {
                 return Err(invalid(
                     key("name"),
-                    format!("{:?}", plugin.name),
+                    quoted(&plugin.name),
                     "another plugin has this name".into(),
                 ));
             }
-            if plugin.kind != "allocator" {
-                return Err(invalid(
+            let kind = PluginKind::parse(&plugin.kind).ok_or_else(|| {
+                invalid(
                     key("kind"),
-                    format!("{:?}", plugin.kind),
-                    "this build knows only \"allocator\"".into(),
-                ));
-            }
+                    quoted(&plugin.kind),
+                    "must be \"allocator\", \"tagger\" or \"policy\"".into(),
+                )
+            })?;
             if !plugin.path.is_absolute() {
                 return Err(invalid(
                     key("path"),
-                    format!("{:?}", plugin.path.display().to_string()),
+                    quoted(&plugin.path.display().to_string()),
                     "must be an absolute path".into(),
                 ));
             }
@@ -409,31 +523,75 @@ impl ClusterConfig {
             {
                 return Err(invalid(
                     key("digest"),
-                    format!("{:?}", plugin.digest),
+                    quoted(&plugin.digest),
                     "must be \"sha256:\" followed by 64 lowercase hex digits (wasmcni-plugin-build prints it)".into(),
                 ));
             }
-            let mut seen = std::collections::BTreeSet::new();
-            for (g, grant) in plugin.grants.iter().enumerate() {
-                if crate::runtime::Capability::parse(grant).is_none() {
+            let grants = self.resolve_grants(i, kind, &plugin.grants, origin)?;
+            if kind != PluginKind::Tagger && !plugin.tag_keys.is_empty() {
+                return Err(invalid(
+                    key("tag_keys"),
+                    format!("{:?}", plugin.tag_keys),
+                    format!("only taggers set tags; this is a {kind}"),
+                ));
+            }
+            for (t, tag) in plugin.tag_keys.iter().enumerate() {
+                if crate::runtime::grants::is_reserved_tag_key(tag) {
                     return Err(invalid(
-                        format!("plugins[{i}].grants[{g}]"),
-                        format!("{grant:?}"),
+                        format!("plugins[{i}].tag_keys[{t}]"),
+                        quoted(tag),
+                        "is reserved (aws:* belongs to AWS, *k8s.amazonaws.com* to wasmcni's own ownership tags)".into(),
+                    ));
+                }
+                if tag.is_empty() || tag.chars().count() > 128 {
+                    return Err(invalid(
+                        format!("plugins[{i}].tag_keys[{t}]"),
+                        quoted(tag),
+                        "tag keys are 1 to 128 characters".into(),
+                    ));
+                }
+            }
+            let mut on_failure = FailurePolicy::defaults(kind);
+            for (hook, mode) in &plugin.on_failure {
+                let Some((hook, _)) = kind.hooks().iter().find(|(h, _)| h.as_str() == hook) else {
+                    return Err(invalid(
+                        format!("plugins[{i}].on_failure.{hook}"),
+                        quoted(mode),
                         format!(
-                            "not a capability; this build offers {}",
-                            crate::runtime::Capability::ALL
-                                .map(|c| c.as_str())
+                            "a {kind} has no hook {hook:?}; its hooks are {}",
+                            kind.hooks()
+                                .iter()
+                                .map(|(h, _)| h.as_str())
+                                .collect::<Vec<_>>()
                                 .join(", ")
                         ),
                     ));
-                }
-                if !seen.insert(grant) {
-                    return Err(invalid(
-                        format!("plugins[{i}].grants[{g}]"),
-                        format!("{grant:?}"),
-                        "granted twice".into(),
-                    ));
-                }
+                };
+                let mode = FailureMode::parse(mode).ok_or_else(|| {
+                    invalid(
+                        format!("plugins[{i}].on_failure.{}", hook.as_str()),
+                        quoted(mode),
+                        "must be \"closed\" or \"open\"".into(),
+                    )
+                })?;
+                on_failure.0.insert(*hook, mode);
+            }
+            let mut settings = std::collections::BTreeMap::new();
+            for (name, value) in &plugin.config {
+                let text = match value {
+                    toml::Value::String(text) => text.clone(),
+                    toml::Value::Integer(n) => n.to_string(),
+                    toml::Value::Float(x) => x.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    other => {
+                        return Err(invalid(
+                            format!("plugins[{i}].config.{name}"),
+                            format!("a {}", other.type_str()),
+                            "settings are strings, numbers or booleans".into(),
+                        ))
+                    }
+                };
+                settings.insert(name.clone(), text);
             }
             if !(100_000..=10_000_000_000).contains(&plugin.fuel) {
                 return Err(invalid(
@@ -442,56 +600,227 @@ impl ClusterConfig {
                     "must be between 100000 and 10000000000".into(),
                 ));
             }
-            if !((1 << 20)..=(1 << 30)).contains(&plugin.memory_bytes) {
+            if !((1 << 20)..=crate::runtime::MAX_PLUGIN_MEMORY).contains(&plugin.memory_bytes) {
                 return Err(invalid(
                     key("memory_bytes"),
                     plugin.memory_bytes.to_string(),
-                    "must be between 1 MiB and 1 GiB".into(),
+                    format!(
+                        "must be between 1 MiB and {} MiB",
+                        crate::runtime::MAX_PLUGIN_MEMORY >> 20
+                    ),
                 ));
             }
+            let mut spec = crate::runtime::PluginSpec::new(
+                &plugin.name,
+                kind,
+                plugin.path.clone(),
+                plugin.digest.clone(),
+                grants,
+            );
+            spec.limits = crate::runtime::Limits {
+                fuel: plugin.fuel,
+                memory_bytes: plugin.memory_bytes,
+            };
+            spec.on_failure = on_failure;
+            spec.settings = settings;
+            spec.tag_keys = plugin.tag_keys.iter().cloned().collect();
+            specs.push(spec);
         }
+        let find = |key: String, name: &str, kind: PluginKind| -> Result<(), ConfigError> {
+            match specs.iter().find(|s| s.name == name) {
+                Some(spec) if spec.kind == kind => Ok(()),
+                Some(spec) => Err(invalid(
+                    key,
+                    quoted(name),
+                    format!("is a {}, not a {kind}", spec.kind),
+                )),
+                None => Err(invalid(
+                    key,
+                    quoted(name),
+                    format!("no [[plugins]] entry of kind \"{kind}\" has this name"),
+                )),
+            }
+        };
         if let Some(name) = &self.allocator.plugin {
-            if !self
-                .plugins
-                .iter()
-                .any(|p| &p.name == name && p.kind == "allocator")
-            {
+            find("allocator.plugin".into(), name, PluginKind::Allocator)?;
+        }
+        if let Some(name) = &self.tagger.plugin {
+            find("tagger.plugin".into(), name, PluginKind::Tagger)?;
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (p, name) in self.policy.plugins.iter().enumerate() {
+            find(format!("policy.plugins[{p}]"), name, PluginKind::Policy)?;
+            if !seen.insert(name) {
                 return Err(invalid(
-                    "allocator.plugin".into(),
-                    format!("{name:?}"),
-                    "no [[plugins]] entry of kind \"allocator\" has this name".into(),
+                    format!("policy.plugins[{p}]"),
+                    quoted(name),
+                    "listed twice".into(),
                 ));
             }
         }
-        Ok(())
+        Ok(specs)
     }
 
-    /// The configured allocator plugin, as the runtime loads it; `None` for the built-in one.
-    pub fn allocator_spec(&self) -> Option<crate::runtime::PluginSpec> {
-        let name = self.allocator.plugin.as_ref()?;
-        self.plugin_specs().into_iter().find(|p| &p.name == name)
+    /// Resolves one plugin's `[plugins.grants]` table, checking every scope.
+    fn resolve_grants(
+        &self,
+        i: usize,
+        kind: crate::runtime::PluginKind,
+        config: &GrantsConfig,
+        origin: &str,
+    ) -> Result<crate::runtime::Grants, ConfigError> {
+        use crate::runtime::grants::{EniScope, KvScope, NetlinkScope};
+        use crate::runtime::{Capability, Grants};
+        let invalid = |key: String, value: String, reason: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key,
+            value,
+            reason,
+        };
+        let mut grants = Grants::default();
+        let granted = [
+            (Capability::PoolView, config.pool_view.is_some()),
+            (Capability::EniOps, config.eni_ops.is_some()),
+            (Capability::Netlink, config.netlink.is_some()),
+            (Capability::Log, config.log.is_some()),
+            (Capability::Kv, config.kv.is_some()),
+            (Capability::Clock, config.clock.is_some()),
+        ];
+        for (capability, yes) in granted {
+            if !yes {
+                continue;
+            }
+            if !kind.offered().contains(&capability) {
+                return Err(invalid(
+                    format!("plugins[{i}].grants.{capability}"),
+                    "{...}".into(),
+                    format!(
+                        "the {kind} world does not import {capability}; a {kind} may be granted {}",
+                        kind.offered()
+                            .iter()
+                            .map(|c| c.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            grants.capabilities.insert(capability);
+        }
+        if let Some(scope) = &config.eni_ops {
+            let key = |field: &str| format!("plugins[{i}].grants.eni-ops.{field}");
+            for (n, subnet) in scope.subnets.iter().enumerate() {
+                if subnet != "node" && !is_aws_id(subnet, "subnet-") {
+                    return Err(invalid(
+                        key(&format!("subnets[{n}]")),
+                        format!("{subnet:?}"),
+                        "must be \"node\" or a subnet id (subnet-<hex>)".into(),
+                    ));
+                }
+            }
+            for (n, group) in scope.security_groups.iter().enumerate() {
+                if group != "node" && !is_aws_id(group, "sg-") {
+                    return Err(invalid(
+                        key(&format!("security_groups[{n}]")),
+                        format!("{group:?}"),
+                        "must be \"node\" or a security group id (sg-<hex>)".into(),
+                    ));
+                }
+            }
+            if let Some(max) = scope.max_enis {
+                if !(1..=64).contains(&max) {
+                    return Err(invalid(
+                        key("max_enis"),
+                        max.to_string(),
+                        "must be between 1 and 64".into(),
+                    ));
+                }
+            }
+            grants.eni_ops = EniScope {
+                subnets: scope.subnets.iter().cloned().collect(),
+                security_groups: scope.security_groups.iter().cloned().collect(),
+                max_enis: scope.max_enis,
+            };
+        }
+        if let Some(scope) = &config.netlink {
+            let key = |field: &str| format!("plugins[{i}].grants.netlink.{field}");
+            if let Some([low, high]) = scope.mtu {
+                if !(576..=65_535).contains(&low) || !(low..=65_535).contains(&high) {
+                    return Err(invalid(
+                        key("mtu"),
+                        format!("[{low}, {high}]"),
+                        "must be [min, max] with 576 <= min <= max <= 65535".into(),
+                    ));
+                }
+            }
+            let mut routes = Vec::new();
+            for (n, text) in scope.routes.iter().enumerate() {
+                let net: Ipv4Net = text.parse().map_err(|_| {
+                    invalid(
+                        key(&format!("routes[{n}]")),
+                        format!("{text:?}"),
+                        "not an IPv4 CIDR".into(),
+                    )
+                })?;
+                if net.trunc() != net {
+                    return Err(invalid(
+                        key(&format!("routes[{n}]")),
+                        format!("{text:?}"),
+                        format!("host bits are set; did you mean {}?", net.trunc()),
+                    ));
+                }
+                routes.push(net);
+            }
+            grants.netlink = NetlinkScope {
+                mtu: scope.mtu.map(|[low, high]| (low, high)),
+                routes,
+            };
+        }
+        if let Some(scope) = &config.kv {
+            let max_bytes = scope.max_bytes.unwrap_or(KvScope::default().max_bytes);
+            if !(1..=(1 << 20)).contains(&max_bytes) {
+                return Err(invalid(
+                    format!("plugins[{i}].grants.kv.max_bytes"),
+                    max_bytes.to_string(),
+                    "must be between 1 and 1048576".into(),
+                ));
+            }
+            grants.kv = KvScope { max_bytes };
+        }
+        Ok(grants)
     }
 
     /// Every `[[plugins]]` entry, as the runtime loads it.
-    pub fn plugin_specs(&self) -> Vec<crate::runtime::PluginSpec> {
-        self.plugins
+    pub fn plugin_specs(&self) -> &[crate::runtime::PluginSpec] {
+        &self.specs
+    }
+
+    /// The configured allocator plugin; `None` for the built-in one.
+    pub fn allocator_spec(&self) -> Option<&crate::runtime::PluginSpec> {
+        let name = self.allocator.plugin.as_ref()?;
+        self.specs.iter().find(|p| &p.name == name)
+    }
+
+    /// The configured tagger plugin, if any.
+    pub fn tagger_spec(&self) -> Option<&crate::runtime::PluginSpec> {
+        let name = self.tagger.plugin.as_ref()?;
+        self.specs.iter().find(|p| &p.name == name)
+    }
+
+    /// The configured policy hooks, in order.
+    pub fn policy_specs(&self) -> Vec<&crate::runtime::PluginSpec> {
+        self.policy
+            .plugins
             .iter()
-            .map(|plugin| crate::runtime::PluginSpec {
-                name: plugin.name.clone(),
-                path: plugin.path.clone(),
-                digest: plugin.digest.clone(),
-                grants: plugin
-                    .grants
-                    .iter()
-                    .filter_map(|g| crate::runtime::Capability::parse(g))
-                    .collect(),
-                limits: crate::runtime::Limits {
-                    fuel: plugin.fuel,
-                    memory_bytes: plugin.memory_bytes,
-                },
-            })
+            .filter_map(|name| self.specs.iter().find(|p| &p.name == name))
             .collect()
     }
+}
+
+/// Whether `text` is an AWS resource id with `prefix` (`subnet-`, `sg-`) and 8 or 17 hex digits.
+fn is_aws_id(text: &str, prefix: &str) -> bool {
+    text.strip_prefix(prefix).is_some_and(|hex| {
+        (hex.len() == 8 || hex.len() == 17) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 #[cfg(test)]
@@ -584,23 +913,106 @@ mod tests {
         let digest = format!("sha256:{}", "ab".repeat(32));
         let plugin = |extra: &str| {
             format!(
-                "{DEFAULT_CONFIG}\n[allocator]\nplugin = \"pack\"\n\n[[plugins]]\nname = \"pack\"\nkind = \"allocator\"\npath = \"/usr/lib/wasmcni/pack.wasm\"\ndigest = \"{digest}\"\ngrants = [\"pool-view\", \"log\"]\n{extra}"
+                "{DEFAULT_CONFIG}\n[allocator]\nplugin = \"pack\"\n\n[[plugins]]\nname = \"pack\"\nkind = \"allocator\"\npath = \"/usr/lib/wasmcni/pack.wasm\"\ndigest = \"{digest}\"\n{extra}\n[plugins.grants]\npool-view = {{}}\nlog = {{}}\neni-ops = {{ subnets = [\"node\", \"subnet-0123abcd\"], security_groups = [\"node\"], max_enis = 3 }}\n[plugins.config]\nWARM_IPS = 8\nMODE = \"dense\"\n"
             )
         };
         let config = ClusterConfig::parse(&plugin(""), "t").unwrap();
         let spec = config.allocator_spec().unwrap();
-        assert_eq!(spec.grants.len(), 2);
+        assert_eq!(spec.grants.capabilities.len(), 3);
+        assert_eq!(spec.grants.eni_ops.max_enis, Some(3));
+        assert!(spec.grants.eni_ops.subnets.contains("subnet-0123abcd"));
+        assert_eq!(spec.settings["WARM_IPS"], "8");
         assert_eq!(spec.limits, crate::runtime::Limits::default());
+        assert_eq!(
+            spec.on_failure.of(crate::runtime::Hook::Allocate),
+            crate::runtime::FailureMode::Closed
+        );
+        let open =
+            ClusterConfig::parse(&plugin("on_failure = { allocate = \"open\" }"), "t").unwrap();
+        assert_eq!(
+            open.allocator_spec()
+                .unwrap()
+                .on_failure
+                .of(crate::runtime::Hook::Allocate),
+            crate::runtime::FailureMode::Open
+        );
         let cases = [
-            (plugin("").replace("grants = [\"pool-view\", \"log\"]", "grants = [\"netlink\"]"), "`plugins[0].grants[0]` = \"netlink\": not a capability; this build offers pool-view, log, clock"),
+            (plugin("").replace("log = {}", "netlnk = {}"), "unknown field `netlnk`, expected one of `pool-view`, `eni-ops`, `netlink`, `log`, `kv`, `clock`"),
+            (plugin("").replace("log = {}", "netlink = {}"), "`plugins[0].grants.netlink` = {...}: the allocator world does not import netlink; a allocator may be granted pool-view, eni-ops, log, kv, clock"),
+            (plugin("").replace("\"subnet-0123abcd\"", "\"subnet-x\""), "`plugins[0].grants.eni-ops.subnets[1]` = \"subnet-x\": must be \"node\" or a subnet id"),
+            (plugin("").replace("max_enis = 3", "max_enis = 0"), "`plugins[0].grants.eni-ops.max_enis` = 0"),
             (plugin("").replace(&digest, "sha256:1234"), "`plugins[0].digest` = \"sha256:1234\": must be"),
             (plugin("").replace("/usr/lib/wasmcni/pack.wasm", "pack.wasm"), "`plugins[0].path` = \"pack.wasm\": must be an absolute path"),
             (plugin("").replace("plugin = \"pack\"", "plugin = \"packer\""), "`allocator.plugin` = \"packer\": no [[plugins]] entry"),
             (plugin("fuel = 10"), "`plugins[0].fuel` = 10"),
-            (plugin("").replace("kind = \"allocator\"", "kind = \"tagger\""), "`plugins[0].kind` = \"tagger\""),
+            (plugin("").replace("kind = \"allocator\"", "kind = \"tagger\""), "`plugins[0].grants.pool-view` = {...}: the tagger world does not import pool-view"),
+            (plugin("").replace("kind = \"allocator\"", "kind = \"shaper\""), "`plugins[0].kind` = \"shaper\": must be \"allocator\", \"tagger\" or \"policy\""),
+            (plugin("on_failure = { add = \"open\" }"), "`plugins[0].on_failure.add` = \"open\": a allocator has no hook \"add\"; its hooks are allocate"),
+            (plugin("on_failure = { allocate = \"maybe\" }"), "`plugins[0].on_failure.allocate` = \"maybe\": must be \"closed\" or \"open\""),
+            (plugin("tag_keys = [\"team\"]"), "`plugins[0].tag_keys` = [\"team\"]: only taggers set tags; this is a allocator"),
+            (plugin("").replace("MODE = \"dense\"", "MODE = [1]"), "`plugins[0].config.MODE` = a array: settings are strings, numbers or booleans"),
+            (plugin("").replace("[allocator]\nplugin = \"pack\"", "[policy]\nplugins = [\"pack\"]"), "`policy.plugins[0]` = \"pack\": is a allocator, not a policy"),
         ];
         for (text, expected) in cases {
             let err = ClusterConfig::parse(&text, "t").unwrap_err().to_string();
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        }
+    }
+
+    #[test]
+    fn tagger_and_policy_scopes_are_validated() {
+        let digest = format!("sha256:{}", "cd".repeat(32));
+        let tagger = |keys: &str| {
+            format!("{DEFAULT_CONFIG}\n[tagger]\nplugin = \"tags\"\n\n[[plugins]]\nname = \"tags\"\nkind = \"tagger\"\npath = \"/p/t.wasm\"\ndigest = \"{digest}\"\ntag_keys = [{keys}]\n")
+        };
+        let config = ClusterConfig::parse(&tagger("\"team\""), "t").unwrap();
+        assert!(config.tagger_spec().unwrap().tag_keys.contains("team"));
+        for (keys, expected) in [
+            (
+                "\"aws:owner\"",
+                "`plugins[0].tag_keys[0]` = \"aws:owner\": is reserved",
+            ),
+            (
+                "\"team\", \"cluster.k8s.amazonaws.com/name\"",
+                "`plugins[0].tag_keys[1]` = \"cluster.k8s.amazonaws.com/name\": is reserved",
+            ),
+        ] {
+            let err = ClusterConfig::parse(&tagger(keys), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        }
+        let policy = |netlink: &str| {
+            format!("{DEFAULT_CONFIG}\n[policy]\nplugins = [\"guard\"]\n\n[[plugins]]\nname = \"guard\"\nkind = \"policy\"\npath = \"/p/g.wasm\"\ndigest = \"{digest}\"\n[plugins.grants]\nnetlink = {netlink}\n")
+        };
+        let config = ClusterConfig::parse(
+            &policy("{ mtu = [1280, 9001], routes = [\"10.0.0.0/8\"] }"),
+            "t",
+        )
+        .unwrap();
+        let spec = config.policy_specs()[0];
+        assert_eq!(spec.grants.netlink.mtu, Some((1280, 9001)));
+        assert_eq!(
+            spec.on_failure.of(crate::runtime::Hook::Del),
+            crate::runtime::FailureMode::Open
+        );
+        for (netlink, expected) in [
+            (
+                "{ mtu = [9001, 1280] }",
+                "`plugins[0].grants.netlink.mtu` = [9001, 1280]: must be [min, max]",
+            ),
+            (
+                "{ routes = [\"10.0.0.1/8\"] }",
+                "host bits are set; did you mean 10.0.0.0/8?",
+            ),
+            (
+                "{ routes = [\"everything\"] }",
+                "`plugins[0].grants.netlink.routes[0]` = \"everything\": not an IPv4 CIDR",
+            ),
+        ] {
+            let err = ClusterConfig::parse(&policy(netlink), "t")
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(expected), "expected {expected:?} in {err:?}");
         }
     }

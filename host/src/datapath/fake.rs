@@ -24,6 +24,8 @@ pub enum Call {
     RemoveVeth(String),
     /// `remove_rules` for this address.
     RemoveRules(Ipv4Addr),
+    /// `adjust_pod` of this pod interface with these adjustments.
+    Adjust(String, Vec<crate::runtime::NetlinkRequest>),
 }
 
 #[derive(Debug, Default)]
@@ -140,6 +142,17 @@ impl Datapath for FakeDatapath {
         } else {
             Err(DatapathError::CheckFailed { missing })
         }
+    }
+
+    async fn adjust_pod(
+        &self,
+        a: &PodAttachment,
+        adjustments: &[crate::runtime::NetlinkRequest],
+    ) -> Result<(), DatapathError> {
+        self.lock()
+            .calls
+            .push(Call::Adjust(a.pod_ifname.clone(), adjustments.to_vec()));
+        Ok(())
     }
 
     async fn teardown_pod(&self, host: &HostSide) -> Result<(), DatapathError> {

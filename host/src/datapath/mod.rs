@@ -160,6 +160,13 @@ pub trait Datapath: Send + Sync + 'static {
         &self,
         attachment: &PodAttachment,
     ) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Applies a policy hook's adjustments (already checked against its grant) to the pod's
+    /// interface, inside the pod's namespace only.
+    fn adjust_pod(
+        &self,
+        attachment: &PodAttachment,
+        adjustments: &[crate::runtime::NetlinkRequest],
+    ) -> impl Future<Output = Result<(), DatapathError>> + Send;
     /// Removes the host side (which takes the pod side with it). Missing parts are not errors.
     fn teardown_pod(
         &self,

@@ -238,6 +238,50 @@ impl Datapath for NetlinkDatapath {
         Ok(Created { host_mac, pod_mac })
     }
 
+    async fn adjust_pod(
+        &self,
+        a: &PodAttachment,
+        adjustments: &[crate::runtime::NetlinkRequest],
+    ) -> Result<(), DatapathError> {
+        use crate::runtime::NetlinkRequest;
+        let ns = netns::open(&a.netns)?;
+        let pod = netns::handle_in(&ns, &a.netns).await?;
+        let index = link_index(&pod, &a.pod_ifname).await?.ok_or_else(|| {
+            netlink_failure(
+                format!("find {} in the pod namespace {}", a.pod_ifname, a.netns),
+                "not found",
+            )
+        })?;
+        for adjustment in adjustments {
+            match *adjustment {
+                NetlinkRequest::SetMtu { mtu } => pod
+                    .link()
+                    .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
+                    .execute()
+                    .await
+                    .map_err(nl(format!(
+                        "set the MTU of {} to {mtu} in the pod",
+                        a.pod_ifname
+                    )))?,
+                NetlinkRequest::AddRoute { destination } => pod
+                    .route()
+                    .add(
+                        RouteMessageBuilder::<Ipv4Addr>::new()
+                            .destination_prefix(destination.network(), destination.prefix_len())
+                            .gateway(POD_GATEWAY)
+                            .output_interface(index)
+                            .build(),
+                    )
+                    .execute()
+                    .await
+                    .map_err(nl(format!(
+                        "add route {destination} via {POD_GATEWAY} in the pod"
+                    )))?,
+            }
+        }
+        Ok(())
+    }
+
     async fn check_pod(&self, a: &PodAttachment) -> Result<(), DatapathError> {
         let mut missing = Vec::new();
         let veth = &a.host.host_veth;

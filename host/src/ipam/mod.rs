@@ -20,8 +20,32 @@ pub struct AddressBlock {
     /// Policy-routing table for traffic *from* pods in this block; `None` means the main
     /// table (VPC CNI: the primary ENI). A secondary ENI with device number N uses N + 1.
     pub route_table: Option<u32>,
-    /// Human-readable origin (`static`, or an ENI id).
-    pub source: String,
+    /// How the block reached the node.
+    pub kind: BlockKind,
+    /// The ENI holding it; `None` for static ranges.
+    pub eni_id: Option<String>,
+}
+
+/// How a block of pod addresses reached the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BlockKind {
+    /// A range of the static provider.
+    StaticRange,
+    /// One secondary private IPv4 address of an ENI (a /32).
+    SecondaryIp,
+    /// A delegated /28 prefix of an ENI.
+    Prefix,
+}
+
+impl std::fmt::Display for BlockKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BlockKind::StaticRange => "static range",
+            BlockKind::SecondaryIp => "secondary IP",
+            BlockKind::Prefix => "prefix",
+        })
+    }
 }
 
 /// Everything a provider currently offers.
@@ -56,7 +80,8 @@ impl StaticProvider {
             .map(|cidr| AddressBlock {
                 cidr: *cidr,
                 route_table: None,
-                source: "static".to_owned(),
+                kind: BlockKind::StaticRange,
+                eni_id: None,
             })
             .collect();
         StaticProvider {
@@ -94,12 +119,14 @@ pub struct Choice {
     pub ip: Ipv4Addr,
     /// Routing table for traffic from the pod (`None` = main).
     pub route_table: Option<u32>,
+    /// The ENI the address belongs to (`None` for static ranges).
+    pub eni_id: Option<String>,
 }
 
 impl Pool {
     /// A pool over `inventory`.
     pub fn new(inventory: Inventory) -> Pool {
-        let capacity = inventory.blocks.iter().map(|b| usable_len(&b.cidr)).sum();
+        let capacity = inventory.blocks.iter().map(|b| b.usable_len()).sum();
         Pool {
             inventory,
             capacity,
@@ -119,10 +146,7 @@ impl Pool {
 
     /// Whether `ip` belongs to the pool, and with which routing table.
     pub fn locate(&self, ip: Ipv4Addr) -> Option<&AddressBlock> {
-        self.inventory
-            .blocks
-            .iter()
-            .find(|b| b.cidr.contains(&ip) && is_usable(&b.cidr, ip))
+        self.inventory.blocks.iter().find(|b| b.is_usable(ip))
     }
 
     /// Chooses the next free address after the cursor; `in_use` says which are taken.
@@ -130,12 +154,17 @@ impl Pool {
     pub fn choose(&mut self, in_use: impl Fn(Ipv4Addr) -> bool) -> Option<Choice> {
         for step in 0..self.capacity {
             let index = (self.cursor + step) % self.capacity;
-            let (ip, route_table) = self.nth(index).map(|(ip, block)| (ip, block.route_table))?;
+            let (ip, block) = self.nth(index)?;
             if self.inventory.excluded.contains(&ip) || in_use(ip) {
                 continue;
             }
+            let choice = Choice {
+                ip,
+                route_table: block.route_table,
+                eni_id: block.eni_id.clone(),
+            };
             self.cursor = index + 1;
-            return Some(Choice { ip, route_table });
+            return Some(choice);
         }
         None
     }
@@ -150,9 +179,9 @@ impl Pool {
 
     fn nth(&self, mut index: u64) -> Option<(Ipv4Addr, &AddressBlock)> {
         for block in &self.inventory.blocks {
-            let len = usable_len(&block.cidr);
+            let len = block.usable_len();
             if index < len {
-                let first = first_usable(&block.cidr);
+                let first = block.first_usable();
                 let ip = Ipv4Addr::from(u32::from(first).checked_add(index as u32)?);
                 return Some((ip, block));
             }
@@ -162,27 +191,33 @@ impl Pool {
     }
 }
 
-/// Networks of /30 and larger lose their network and broadcast addresses; /31 and /32 keep all.
-fn usable_len(cidr: &Ipv4Net) -> u64 {
-    let total = 1u64 << (32 - u32::from(cidr.prefix_len()));
-    if cidr.prefix_len() >= 31 {
-        total
-    } else {
-        total - 2
+impl AddressBlock {
+    /// Whether the block gives up its network and broadcast addresses: static ranges of /30 and
+    /// larger do (they are ordinary subnets); an ENI's /28 prefix is all pod addresses.
+    fn trimmed(&self) -> bool {
+        self.kind == BlockKind::StaticRange && self.cidr.prefix_len() <= 30
     }
-}
 
-fn first_usable(cidr: &Ipv4Net) -> Ipv4Addr {
-    let network = u32::from(cidr.network());
-    if cidr.prefix_len() >= 31 {
-        Ipv4Addr::from(network)
-    } else {
-        Ipv4Addr::from(network + 1)
+    /// How many pod addresses the block holds.
+    pub fn usable_len(&self) -> u64 {
+        let total = 1u64 << (32 - u32::from(self.cidr.prefix_len()));
+        if self.trimmed() {
+            total - 2
+        } else {
+            total
+        }
     }
-}
 
-fn is_usable(cidr: &Ipv4Net, ip: Ipv4Addr) -> bool {
-    cidr.prefix_len() >= 31 || (ip != cidr.network() && ip != cidr.broadcast())
+    fn first_usable(&self) -> Ipv4Addr {
+        let network = u32::from(self.cidr.network());
+        Ipv4Addr::from(network + u32::from(self.trimmed()))
+    }
+
+    /// Whether `ip` is one of the block's pod addresses.
+    pub fn is_usable(&self, ip: Ipv4Addr) -> bool {
+        self.cidr.contains(&ip)
+            && (!self.trimmed() || (ip != self.cidr.network() && ip != self.cidr.broadcast()))
+    }
 }
 
 #[cfg(test)]

@@ -1,83 +1,84 @@
 //! The WebAssembly plugin runtime: loads components pinned by sha256 digest, links only the
-//! capabilities each one was granted, and runs every call in a fresh store with fuel and
+//! capabilities each one was granted, and runs every call in a fresh instance with fuel and
 //! memory limits.
 //!
 //! Three locks, all deny by default:
 //! 1. link time — a component importing an interface its grant does not name is refused at
 //!    load, with an error naming the plugin and the import;
-//! 2. call time — host invariants hold whatever a plugin returns (the daemon checks every
-//!    address an allocator proposes against the pool and the datastore);
+//! 2. call time — every request made through a capability is checked against the grant's
+//!    scope ([`grants`]) and only queued; the caller applies the queue after the call returned
+//!    successfully, so a failing plugin leaves nothing half-done. Whatever a plugin answers,
+//!    the daemon holds it to its invariants (an address must be a free one of the pool);
 //! 3. resources — fuel per call (an infinite loop traps in milliseconds), a memory cap, a
-//!    bounded wasm stack, and a fresh store per call so a trapped instance is never reused.
+//!    bounded wasm stack, and a fresh instance per call (from the pooling allocator) so a
+//!    trapped instance is never reused. No host function blocks: they answer from the
+//!    snapshot taken before the call, so fuel bounds the whole call.
 
-use std::collections::BTreeSet;
-use std::fmt;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
+use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
 
-use crate::ipam::Inventory;
+pub mod grants;
+mod host;
+pub mod kv;
+pub mod pool;
 
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "allocator",
-    });
-}
+pub use grants::{
+    Capability, EniRequest, FailureMode, FailurePolicy, Grants, Hook, Import, NetlinkRequest,
+    PluginKind,
+};
+pub use host::HostCall;
+pub use pool::{EniInfo, NodeInfo, NodeLimits, PoolSnapshot, SubnetInfo};
 
-use bindings::wasmcni::plugin::{clock, log, pool_view, types};
+use host::{truncate, HostState};
 
-/// A capability a plugin may be granted: one WIT interface of `wasmcni:plugin`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Capability {
-    /// `pool-view`: read the node's address blocks and which addresses are in use.
-    PoolView,
-    /// `log`: write to the daemon's log.
-    Log,
-    /// `clock`: read wall-clock time.
-    Clock,
-}
-
-impl Capability {
-    /// Every capability this build offers.
-    pub const ALL: [Capability; 3] = [Capability::PoolView, Capability::Log, Capability::Clock];
-
-    /// The WIT interface name (`pool-view`, `log`, `clock`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Capability::PoolView => "pool-view",
-            Capability::Log => "log",
-            Capability::Clock => "clock",
-        }
+pub(crate) mod bindings {
+    pub mod allocator {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "allocator",
+        });
     }
-
-    /// Parses a grant name as written in the cluster configuration.
-    pub fn parse(name: &str) -> Option<Capability> {
-        Capability::ALL.into_iter().find(|c| c.as_str() == name)
+    pub mod tagger {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "tagger",
+            with: {
+                "wasmcni:plugin/types": crate::runtime::bindings::allocator::wasmcni::plugin::types,
+                "wasmcni:plugin/config": crate::runtime::bindings::allocator::wasmcni::plugin::config,
+                "wasmcni:plugin/log": crate::runtime::bindings::allocator::wasmcni::plugin::log,
+                "wasmcni:plugin/clock": crate::runtime::bindings::allocator::wasmcni::plugin::clock,
+            },
+        });
     }
-
-    /// The capability a component import names, e.g. `wasmcni:plugin/log@0.1.0` → `log`.
-    /// `types` carries no functions and needs no grant; anything else is not offered at all.
-    fn of_import(import: &str) -> Option<Option<Capability>> {
-        let interface = import.strip_prefix("wasmcni:plugin/")?.split('@').next()?;
-        if interface == "types" {
-            return Some(None);
-        }
-        Capability::parse(interface).map(Some)
+    pub mod policy {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "policy",
+            with: {
+                "wasmcni:plugin/types": crate::runtime::bindings::allocator::wasmcni::plugin::types,
+                "wasmcni:plugin/config": crate::runtime::bindings::allocator::wasmcni::plugin::config,
+                "wasmcni:plugin/log": crate::runtime::bindings::allocator::wasmcni::plugin::log,
+                "wasmcni:plugin/kv": crate::runtime::bindings::allocator::wasmcni::plugin::kv,
+                "wasmcni:plugin/clock": crate::runtime::bindings::allocator::wasmcni::plugin::clock,
+            },
+        });
     }
 }
 
-impl fmt::Display for Capability {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use bindings::allocator::wasmcni::plugin::{
+    clock, config, eni_ops, kv as kv_wit, log, pool_view, types,
+};
+use bindings::policy::wasmcni::plugin::netlink;
 
 /// Per-call resource limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Limits {
     /// Fuel per call (roughly one unit per wasm instruction).
     pub fuel: u64,
@@ -94,19 +95,56 @@ impl Default for Limits {
     }
 }
 
-/// What to load: a component file, the digest it must have, and what it is granted.
+/// Largest `memory_bytes` a plugin may be given (the pooling allocator's slot size).
+pub const MAX_PLUGIN_MEMORY: usize = 256 << 20;
+
+/// Plugin calls that may run at once; more wait for a slot (each lasts microseconds).
+const CONCURRENT_CALLS: u32 = 32;
+
+/// What to load: a component file, the digest it must have, and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginSpec {
     /// Name in logs and errors.
     pub name: String,
+    /// Which world it implements.
+    pub kind: PluginKind,
     /// The component file.
     pub path: PathBuf,
     /// `sha256:<64 hex>`; the file is refused unless its content hashes to it.
     pub digest: String,
-    /// The interfaces it may import.
-    pub grants: BTreeSet<Capability>,
+    /// What it may import, with scopes.
+    pub grants: Grants,
     /// Resource limits per call.
     pub limits: Limits,
+    /// What each hook's failure does.
+    pub on_failure: FailurePolicy,
+    /// Its `[plugins.config]` settings.
+    pub settings: BTreeMap<String, String>,
+    /// Tag keys a tagger may set.
+    pub tag_keys: BTreeSet<String>,
+}
+
+impl PluginSpec {
+    /// A spec with default limits, failure policy and no settings.
+    pub fn new(
+        name: &str,
+        kind: PluginKind,
+        path: PathBuf,
+        digest: String,
+        grants: Grants,
+    ) -> Self {
+        PluginSpec {
+            name: name.to_owned(),
+            kind,
+            path,
+            digest,
+            grants,
+            limits: Limits::default(),
+            on_failure: FailurePolicy::defaults(kind),
+            settings: BTreeMap::new(),
+            tag_keys: BTreeSet::new(),
+        }
+    }
 }
 
 /// Why a plugin could not be loaded or run.
@@ -144,7 +182,7 @@ pub enum PluginError {
         /// What was granted.
         granted: Vec<String>,
     },
-    /// Compiling or linking the component failed.
+    /// Compiling or linking the component failed, or it is not of its configured kind.
     #[error("plugin {plugin}: {message}")]
     Invalid {
         /// Plugin name.
@@ -162,27 +200,18 @@ pub enum PluginError {
         /// Out of fuel, out of memory, stack overflow, or the trap.
         reason: String,
     },
-    /// The plugin answered with an error of its own.
+    /// The plugin answered with an error of its own, or an answer the host refuses.
     #[error("plugin {plugin} refused: {message}")]
     Refused {
         /// Plugin name.
         plugin: String,
-        /// Its message (truncated to 1 KiB).
+        /// Its message (truncated to 1 KiB), or why the host refused its answer.
         message: String,
     },
 }
 
-/// What a call may see of the pool: a snapshot taken by the daemon before the call.
+/// The attachment a hook is called for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PoolSnapshot {
-    /// The provider's blocks.
-    pub inventory: Inventory,
-    /// Addresses held now.
-    pub in_use: Vec<Ipv4Addr>,
-}
-
-/// The attachment an address is wanted for.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodInfo {
     /// `K8S_POD_NAMESPACE`.
     pub namespace: Option<String>,
@@ -192,6 +221,132 @@ pub struct PodInfo {
     pub container_id: String,
     /// `CNI_IFNAME`.
     pub ifname: String,
+    /// Pod annotations passed by the runtime.
+    pub annotations: Vec<(String, String)>,
+    /// Every `CNI_ARGS` pair.
+    pub cni_args: Vec<(String, String)>,
+}
+
+impl PodInfo {
+    fn to_wit(&self) -> types::Pod {
+        let pairs = |list: &[(String, String)]| {
+            list.iter()
+                .map(|(key, value)| types::Pair {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect()
+        };
+        types::Pod {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            container_id: self.container_id.clone(),
+            ifname: self.ifname.clone(),
+            annotations: pairs(&self.annotations),
+            cni_args: pairs(&self.cni_args),
+        }
+    }
+
+    /// The pod as audit-log arguments.
+    pub fn audit_args(&self) -> serde_json::Value {
+        serde_json::json!({
+            "containerId": self.container_id,
+            "ifname": self.ifname,
+            "namespace": self.namespace,
+            "name": self.name,
+        })
+    }
+}
+
+/// What a new ENI is for (the tagger's input).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EniTagRequest {
+    /// Instance id.
+    pub instance_id: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// Availability zone.
+    pub availability_zone: String,
+    /// The ENI's subnet.
+    pub subnet_id: String,
+    /// The cluster name (empty when unset).
+    pub cluster_name: String,
+}
+
+/// The verb a policy hook runs for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verb {
+    /// ADD.
+    Add,
+    /// DEL.
+    Del,
+    /// CHECK.
+    Check,
+}
+
+impl Verb {
+    /// The hook whose failure policy applies.
+    pub fn hook(self) -> Hook {
+        match self {
+            Verb::Add => Hook::Add,
+            Verb::Del => Hook::Del,
+            Verb::Check => Hook::Check,
+        }
+    }
+}
+
+/// What a policy hook is asked about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// The verb.
+    pub verb: Verb,
+    /// The pod.
+    pub pod: PodInfo,
+    /// Its IPv4 addresses.
+    pub addresses: Vec<Ipv4Net>,
+    /// The ENI the address comes from.
+    pub eni_id: Option<String>,
+    /// Its subnet.
+    pub subnet_id: Option<String>,
+    /// Whether wasmcni runs chained after another main plugin.
+    pub chained: bool,
+}
+
+/// A policy hook's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Allowed, with the datapath adjustments it asked for (checked against its grant).
+    Allow(Vec<NetlinkRequest>),
+    /// Denied, with the plugin's reason.
+    Deny(String),
+}
+
+/// A bounded number of concurrent calls, so the pooling allocator's slots never run out.
+#[derive(Debug)]
+struct Slots {
+    free: Mutex<u32>,
+    released: Condvar,
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Slots {
+    fn acquire(&self) -> SlotGuard<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.released.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        SlotGuard(self)
+    }
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.released.notify_one();
+    }
 }
 
 /// One engine for every plugin of the daemon.
@@ -200,31 +355,56 @@ pub struct PluginRuntime {
     engine: Engine,
     /// Where compiled components are kept between starts (`None`: compile every time).
     cache: Option<PathBuf>,
+    /// Where plugins' `kv` state is kept (`None`: `kv` refuses writes).
+    kv_dir: Option<PathBuf>,
+    /// Runtime audit log of privileged requests.
+    audit_log: Option<AuditLog>,
+    slots: Arc<Slots>,
 }
 
-/// Per-call host state: the snapshot the plugin may read and its limits.
-struct HostState {
-    plugin: String,
-    snapshot: PoolSnapshot,
-    limits: StoreLimits,
+/// The component, ready to instantiate, as its world's bindings see it.
+enum Pre {
+    Allocator(bindings::allocator::AllocatorPre<HostState>),
+    Tagger(bindings::tagger::TaggerPre<HostState>),
+    Policy(bindings::policy::PolicyPre<HostState>),
 }
 
-/// A loaded allocator, ready to be instantiated per call.
-pub struct AllocatorPlugin {
+/// A loaded plugin, ready to be instantiated per call.
+pub struct Plugin {
     spec: PluginSpec,
-    pre: bindings::AllocatorPre<HostState>,
+    name: Arc<str>,
+    grants: Arc<Grants>,
+    settings: Arc<BTreeMap<String, String>>,
+    pre: Pre,
     imports: Vec<String>,
+    kv: Option<Arc<KvStoreHandle>>,
+    audit_log: Option<AuditLog>,
+    slots: Arc<Slots>,
 }
 
-/// Largest plugin message kept (log lines, refusal reasons).
-const MAX_MESSAGE_BYTES: usize = 1024;
+type KvStoreHandle = kv::KvStore;
+
+/// What one successful call left behind besides its answer.
+struct Finished<R> {
+    answer: R,
+    state: HostState,
+}
 
 impl PluginRuntime {
-    /// The engine: fuel metering on, a 512 KiB wasm stack, Cranelift.
+    /// The engine: fuel metering, a 512 KiB wasm stack, Cranelift, and the pooling instance
+    /// allocator (a fresh instance per call costs microseconds).
     pub fn new() -> Result<PluginRuntime, PluginError> {
+        let mut pooling = wasmtime::PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(CONCURRENT_CALLS)
+            .total_core_instances(CONCURRENT_CALLS * 4)
+            .total_memories(CONCURRENT_CALLS * 2)
+            .total_tables(CONCURRENT_CALLS * 4)
+            .max_memory_size(MAX_PLUGIN_MEMORY);
         let mut config = Config::new();
         config.consume_fuel(true);
         config.max_wasm_stack(512 << 10);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config).map_err(|e| PluginError::Invalid {
             plugin: "(engine)".into(),
             message: format!("{e:#}"),
@@ -232,6 +412,12 @@ impl PluginRuntime {
         Ok(PluginRuntime {
             engine,
             cache: None,
+            kv_dir: None,
+            audit_log: None,
+            slots: Arc::new(Slots {
+                free: Mutex::new(CONCURRENT_CALLS),
+                released: Condvar::new(),
+            }),
         })
     }
 
@@ -239,21 +425,20 @@ impl PluginRuntime {
     /// user), keyed by the component's digest and the engine's configuration, so a restart
     /// loads each plugin in well under a millisecond instead of compiling it again.
     pub fn with_cache(mut self, dir: &Path) -> Result<PluginRuntime, PluginError> {
-        use std::os::unix::fs::DirBuilderExt;
-        let invalid = |message: String| PluginError::Invalid {
-            plugin: "(cache)".into(),
-            message,
-        };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| invalid(format!("creating {}: {e}", dir.display())))?;
-        // Loading a cached artifact trusts its bytes as machine code: only this daemon may
-        // write there.
-        crate::proto::check_private(dir, true).map_err(|e| invalid(e.to_string()))?;
-        self.cache = Some(dir.to_owned());
+        self.cache = Some(private_dir(dir, "(cache)")?);
         Ok(self)
+    }
+
+    /// Keeps plugins' `kv` state in `dir` (one `<plugin>.kv` file each, directory 0700).
+    pub fn with_kv_dir(mut self, dir: &Path) -> Result<PluginRuntime, PluginError> {
+        self.kv_dir = Some(private_dir(dir, "(kv)")?);
+        Ok(self)
+    }
+
+    /// Records every privileged request plugins make in `log`.
+    pub fn with_audit_log(mut self, log: AuditLog) -> PluginRuntime {
+        self.audit_log = Some(log);
+        self
     }
 
     /// The cache file for a component with `digest` under this engine's configuration.
@@ -301,9 +486,9 @@ impl PluginRuntime {
         Ok(component)
     }
 
-    /// Loads an allocator: verifies the digest, refuses ungranted imports by name, links only
-    /// the granted interfaces and pre-instantiates.
-    pub fn load_allocator(&self, spec: &PluginSpec) -> Result<AllocatorPlugin, PluginError> {
+    /// Loads a plugin: verifies the digest, refuses ungranted imports by name, links only the
+    /// granted interfaces, checks the component implements its kind's world, pre-instantiates.
+    pub fn load(&self, spec: &PluginSpec) -> Result<Plugin, PluginError> {
         let plugin = spec.name.clone();
         let bytes = std::fs::read(&spec.path).map_err(|source| PluginError::Read {
             plugin: plugin.clone(),
@@ -333,10 +518,10 @@ impl PluginRuntime {
             .collect();
         let refused: Vec<String> = imports
             .iter()
-            .filter(|import| match Capability::of_import(import) {
-                Some(None) => false,
-                Some(Some(capability)) => !spec.grants.contains(&capability),
-                None => true,
+            .filter(|import| match Import::classify(import) {
+                Import::Free => false,
+                Import::Needs(capability) => !spec.grants.has(capability),
+                Import::Foreign => true,
             })
             .cloned()
             .collect();
@@ -344,19 +529,34 @@ impl PluginRuntime {
             return Err(PluginError::Ungranted {
                 plugin,
                 imports: refused,
-                granted: spec.grants.iter().map(|c| c.to_string()).collect(),
+                granted: spec
+                    .grants
+                    .capabilities
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect(),
             });
         }
         let mut linker: Linker<HostState> = Linker::new(&self.engine);
         let link = |e: wasmtime::Error| invalid(format!("linking: {e:#}"));
         types::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(link)?;
-        for capability in &spec.grants {
+        config::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(link)?;
+        for capability in &spec.grants.capabilities {
             match capability {
                 Capability::PoolView => {
                     pool_view::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
                 }
+                Capability::EniOps => {
+                    eni_ops::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+                }
+                Capability::Netlink => {
+                    netlink::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+                }
                 Capability::Log => {
                     log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+                }
+                Capability::Kv => {
+                    kv_wit::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
                 }
                 Capability::Clock => {
                     clock::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
@@ -365,14 +565,330 @@ impl PluginRuntime {
             .map_err(link)?;
         }
         let instance_pre = linker.instantiate_pre(&component).map_err(link)?;
-        let pre = bindings::AllocatorPre::new(instance_pre)
-            .map_err(|e| invalid(format!("not an allocator: {e:#}")))?;
-        Ok(AllocatorPlugin {
+        let not_kind = |e: wasmtime::Error| {
+            invalid(format!(
+                "configured as kind {}, but the component does not implement the {} world: {e:#}",
+                spec.kind, spec.kind
+            ))
+        };
+        let pre = match spec.kind {
+            PluginKind::Allocator => Pre::Allocator(
+                bindings::allocator::AllocatorPre::new(instance_pre).map_err(not_kind)?,
+            ),
+            PluginKind::Tagger => {
+                Pre::Tagger(bindings::tagger::TaggerPre::new(instance_pre).map_err(not_kind)?)
+            }
+            PluginKind::Policy => {
+                Pre::Policy(bindings::policy::PolicyPre::new(instance_pre).map_err(not_kind)?)
+            }
+        };
+        let kv = match (&self.kv_dir, spec.grants.has(Capability::Kv)) {
+            (Some(dir), true) => Some(Arc::new(
+                kv::KvStore::open(
+                    dir.join(format!("{}.kv", spec.name)),
+                    spec.grants.kv.max_bytes,
+                )
+                .map_err(invalid)?,
+            )),
+            _ => None,
+        };
+        Ok(Plugin {
+            name: Arc::from(spec.name.as_str()),
+            grants: Arc::new(spec.grants.clone()),
+            settings: Arc::new(spec.settings.clone()),
             spec: spec.clone(),
             pre,
             imports,
+            kv,
+            audit_log: self.audit_log.clone(),
+            slots: self.slots.clone(),
         })
     }
+}
+
+fn private_dir(dir: &Path, what: &str) -> Result<PathBuf, PluginError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let invalid = |message: String| PluginError::Invalid {
+        plugin: what.into(),
+        message,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| invalid(format!("creating {}: {e}", dir.display())))?;
+    // Only this daemon may write there: cached artifacts are trusted as machine code and kv
+    // files as the plugins' own state.
+    crate::proto::check_private(dir, true).map_err(|e| invalid(e.to_string()))?;
+    Ok(dir.to_owned())
+}
+
+impl Plugin {
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Its configuration.
+    pub fn spec(&self) -> &PluginSpec {
+        &self.spec
+    }
+
+    /// What the component imports (for the audit report).
+    pub fn imports(&self) -> &[String] {
+        &self.imports
+    }
+
+    /// Runs `call` on a fresh instance with the plugin's limits, `snapshot` as its view.
+    fn run<R>(
+        &self,
+        call: &'static str,
+        snapshot: Arc<PoolSnapshot>,
+        invoke: impl FnOnce(&Pre, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<Finished<R>, PluginError> {
+        let limits = self.spec.limits;
+        let _slot = self.slots.acquire();
+        let state = HostState::new(
+            self.name.clone(),
+            self.grants.clone(),
+            self.settings.clone(),
+            snapshot,
+            StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .instances(4)
+                .tables(8)
+                .memories(2)
+                .trap_on_grow_failure(true)
+                .build(),
+            self.kv.clone(),
+        );
+        let mut store = Store::new(self.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        let trapped = |e: wasmtime::Error| PluginError::Trapped {
+            plugin: self.spec.name.clone(),
+            call,
+            reason: describe_trap(&e, limits),
+        };
+        store.set_fuel(limits.fuel).map_err(trapped)?;
+        match invoke(&self.pre, &mut store) {
+            Ok(answer) => Ok(Finished {
+                answer,
+                state: store.into_data(),
+            }),
+            Err(e) => {
+                let error = trapped(e);
+                self.finish(call, store.into_data(), false);
+                Err(error)
+            }
+        }
+    }
+
+    fn engine(&self) -> &Engine {
+        match &self.pre {
+            Pre::Allocator(pre) => pre.engine(),
+            Pre::Tagger(pre) => pre.engine(),
+            Pre::Policy(pre) => pre.engine(),
+        }
+    }
+
+    /// Ends a call: keeps its `kv` writes only if it `succeeded`, and writes its privileged
+    /// requests to the audit log (queued, refused, or dropped with the failed call).
+    fn finish(&self, call: &str, mut state: HostState, succeeded: bool) {
+        if let (true, Some(txn), Some(store)) = (succeeded, state.kv.take(), &self.kv) {
+            if txn.is_dirty() {
+                if let Err(e) = store.commit(txn) {
+                    tracing::warn!(plugin = %self.name, "kv writes of {call} not kept: {e}");
+                    state.host_calls.push(HostCall {
+                        call: "kv.commit".into(),
+                        args: serde_json::Value::Null,
+                        refused: Some(e),
+                    });
+                }
+            }
+        }
+        let Some(audit) = &self.audit_log else {
+            return;
+        };
+        for host_call in &state.host_calls {
+            let outcome = match (&host_call.refused, succeeded) {
+                (Some(_), _) => "refused",
+                (None, true) => "accepted",
+                (None, false) => "dropped",
+            };
+            audit.record(&AuditEntry {
+                ts_ms: now_unix_ms(),
+                plugin: &self.name,
+                call: &host_call.call,
+                args: host_call.args.clone(),
+                outcome,
+                result: host_call.refused.clone().unwrap_or_else(|| {
+                    if succeeded {
+                        format!("queued by {call}")
+                    } else {
+                        format!("{call} failed; not applied")
+                    }
+                }),
+                duration_us: 0,
+            });
+        }
+        if state.unrecorded_calls > 0 {
+            audit.record(&AuditEntry {
+                ts_ms: now_unix_ms(),
+                plugin: &self.name,
+                call: "(more requests)",
+                args: serde_json::json!({ "count": state.unrecorded_calls }),
+                outcome: "truncated",
+                result: format!(
+                    "{} further requests in one {call} call were not recorded individually",
+                    state.unrecorded_calls
+                ),
+                duration_us: 0,
+            });
+        }
+    }
+
+    fn refused(&self, message: String) -> PluginError {
+        PluginError::Refused {
+            plugin: self.spec.name.clone(),
+            message: truncate(message),
+        }
+    }
+
+    fn wrong_kind(&self, call: &'static str) -> PluginError {
+        PluginError::Invalid {
+            plugin: self.spec.name.clone(),
+            message: format!("is a {} plugin; it has no {call}", self.spec.kind),
+        }
+    }
+
+    /// Asks an allocator for `pod`'s address. The answer is only a proposal: the caller checks
+    /// it against the pool and the datastore.
+    pub fn allocate(&self, snapshot: PoolSnapshot, pod: &PodInfo) -> Result<Ipv4Addr, PluginError> {
+        let Pre::Allocator(_) = &self.pre else {
+            return Err(self.wrong_kind("allocate"));
+        };
+        let request = pod.to_wit();
+        let done = self.run("allocate", Arc::new(snapshot), |pre, store| {
+            let Pre::Allocator(pre) = pre else {
+                unreachable!()
+            };
+            pre.instantiate(&mut *store)?.call_allocate(store, &request)
+        })?;
+        let ok = done.answer.is_ok();
+        self.finish("allocate", done.state, ok);
+        done.answer
+            .map(Ipv4Addr::from)
+            .map_err(|message| self.refused(message))
+    }
+
+    /// Asks an allocator to plan the pool; returns the ENI requests it made that its grant
+    /// and the instance's limits allow, in order. An error drops every request.
+    pub fn plan(&self, snapshot: PoolSnapshot) -> Result<Vec<EniRequest>, PluginError> {
+        let Pre::Allocator(_) = &self.pre else {
+            return Err(self.wrong_kind("plan"));
+        };
+        let mut done = self.run("plan", Arc::new(snapshot), |pre, store| {
+            let Pre::Allocator(pre) = pre else {
+                unreachable!()
+            };
+            pre.instantiate(&mut *store)?.call_plan(store)
+        })?;
+        let requests = std::mem::take(&mut done.state.eni_requests);
+        let ok = done.answer.is_ok();
+        self.finish("plan", done.state, ok);
+        done.answer.map_err(|message| self.refused(message))?;
+        Ok(requests)
+    }
+
+    /// Asks a tagger for a new ENI's tags, and holds the answer to the plugin's `tag_keys`
+    /// scope and the reserved keys (the whole answer is refused otherwise). `own` is how many
+    /// tags the daemon itself adds.
+    pub fn tags(
+        &self,
+        request: &EniTagRequest,
+        own: usize,
+    ) -> Result<Vec<(String, String)>, PluginError> {
+        let Pre::Tagger(_) = &self.pre else {
+            return Err(self.wrong_kind("tags"));
+        };
+        let wit = bindings::tagger::EniRequest {
+            instance_id: request.instance_id.clone(),
+            instance_type: request.instance_type.clone(),
+            availability_zone: request.availability_zone.clone(),
+            subnet_id: request.subnet_id.clone(),
+            cluster_name: request.cluster_name.clone(),
+        };
+        let done = self.run("tags", Arc::new(PoolSnapshot::default()), |pre, store| {
+            let Pre::Tagger(pre) = pre else {
+                unreachable!()
+            };
+            pre.instantiate(&mut *store)?.call_tags(store, &wit)
+        })?;
+        let ok = done.answer.is_ok();
+        self.finish("tags", done.state, ok);
+        let tags: Vec<(String, String)> = done
+            .answer
+            .map_err(|message| self.refused(message))?
+            .into_iter()
+            .map(|pair| (pair.key, pair.value))
+            .collect();
+        grants::check_tags(&tags, &self.spec.tag_keys, own)
+            .map_err(|why| self.refused(format!("answer refused by the host: {why}")))?;
+        Ok(tags)
+    }
+
+    /// Asks a policy hook about `attachment`.
+    pub fn evaluate(&self, attachment: &Attachment) -> Result<Verdict, PluginError> {
+        let Pre::Policy(_) = &self.pre else {
+            return Err(self.wrong_kind("evaluate"));
+        };
+        use bindings::policy as wit;
+        let request = wit::Attachment {
+            verb: match attachment.verb {
+                Verb::Add => wit::Verb::Add,
+                Verb::Del => wit::Verb::Del,
+                Verb::Check => wit::Verb::Check,
+            },
+            pod: attachment.pod.to_wit(),
+            addresses: attachment
+                .addresses
+                .iter()
+                .map(|net| types::Cidr {
+                    network: u32::from(net.network()),
+                    prefix_len: net.prefix_len(),
+                })
+                .collect(),
+            eni_id: attachment.eni_id.clone(),
+            subnet_id: attachment.subnet_id.clone(),
+            chained: attachment.chained,
+        };
+        let call = match attachment.verb {
+            Verb::Add => "evaluate(add)",
+            Verb::Del => "evaluate(del)",
+            Verb::Check => "evaluate(check)",
+        };
+        let mut done = self.run(call, Arc::new(PoolSnapshot::default()), |pre, store| {
+            let Pre::Policy(pre) = pre else {
+                unreachable!()
+            };
+            pre.instantiate(&mut *store)?.call_evaluate(store, &request)
+        })?;
+        let adjustments = std::mem::take(&mut done.state.netlink_requests);
+        let verdict = match done.answer {
+            wit::Verdict::Allow => Verdict::Allow(adjustments),
+            wit::Verdict::Deny(reason) => Verdict::Deny(truncate(reason)),
+        };
+        // A deny drops the adjustments; kv writes are kept either way (the hook succeeded).
+        self.finish(call, done.state, true);
+        Ok(verdict)
+    }
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 /// What a reviewer needs to know about one plugin, read from the component itself.
@@ -380,6 +896,10 @@ impl PluginRuntime {
 pub struct Inspection {
     /// Plugin name.
     pub name: String,
+    /// Configured kind.
+    pub kind: PluginKind,
+    /// The world the component's exports match (`None` when they match no world).
+    pub world: Option<PluginKind>,
     /// The component file.
     pub path: PathBuf,
     /// Digest pinned by the configuration.
@@ -390,36 +910,56 @@ pub struct Inspection {
     pub imports: Vec<String>,
     /// Every export of the component.
     pub exports: Vec<String>,
-    /// Capabilities granted.
-    pub grants: Vec<String>,
+    /// Capabilities granted, with their scopes.
+    pub grants: Grants,
+    /// Tag keys a tagger may set.
+    pub tag_keys: Vec<String>,
     /// Imports the grant does not cover: the daemon would refuse to load it.
     pub under_granted: Vec<String>,
     /// Grants the component never imports: harmless now, but more than it needs.
     pub over_granted: Vec<String>,
     /// Per-call limits.
-    pub fuel: u64,
-    /// Memory cap, bytes.
-    pub memory_bytes: usize,
-    /// Why the component could not be inspected, if it could not.
+    pub limits: Limits,
+    /// What each hook's failure does.
+    pub on_failure: FailurePolicy,
+    /// Its settings.
+    pub settings: BTreeMap<String, String>,
+    /// Why the component could not be inspected or would not load, if so.
     pub problem: Option<String>,
+}
+
+/// The world whose exports `exports` are.
+fn world_of(exports: &[String]) -> Option<PluginKind> {
+    let has = |name: &str| exports.iter().any(|e| e == name);
+    match () {
+        _ if has("allocate") && has("plan") => Some(PluginKind::Allocator),
+        _ if has("tags") => Some(PluginKind::Tagger),
+        _ if has("evaluate") => Some(PluginKind::Policy),
+        _ => None,
+    }
 }
 
 impl PluginRuntime {
     /// Inspects a plugin for the audit report: verifies the digest and lists imports, exports,
-    /// and what is under- or over-granted. Never fails; problems are reported in the result.
+    /// the world, and what is under- or over-granted. Never fails; problems are reported in
+    /// the result.
     pub fn inspect(&self, spec: &PluginSpec) -> Inspection {
         let mut inspection = Inspection {
             name: spec.name.clone(),
+            kind: spec.kind,
+            world: None,
             path: spec.path.clone(),
             pinned_digest: spec.digest.clone(),
             actual_digest: None,
             imports: Vec::new(),
             exports: Vec::new(),
-            grants: spec.grants.iter().map(|c| c.to_string()).collect(),
+            grants: spec.grants.clone(),
+            tag_keys: spec.tag_keys.iter().cloned().collect(),
             under_granted: Vec::new(),
             over_granted: Vec::new(),
-            fuel: spec.limits.fuel,
-            memory_bytes: spec.limits.memory_bytes,
+            limits: spec.limits,
+            on_failure: spec.on_failure.clone(),
+            settings: spec.settings.clone(),
             problem: None,
         };
         let bytes = match std::fs::read(&spec.path) {
@@ -450,77 +990,33 @@ impl PluginRuntime {
             .exports(&self.engine)
             .map(|(n, _)| n.to_owned())
             .collect();
+        inspection.world = world_of(&inspection.exports);
+        if inspection.problem.is_none() && inspection.world != Some(spec.kind) {
+            inspection.problem = Some(format!(
+                "configured as {}, but its exports [{}] are not the {} world",
+                spec.kind,
+                inspection.exports.join(", "),
+                spec.kind
+            ));
+        }
         let mut used = BTreeSet::new();
         for import in &inspection.imports {
-            match Capability::of_import(import) {
-                Some(Some(capability)) if spec.grants.contains(&capability) => {
+            match Import::classify(import) {
+                Import::Needs(capability) if spec.grants.has(capability) => {
                     used.insert(capability);
                 }
-                Some(None) => {}
+                Import::Free => {}
                 _ => inspection.under_granted.push(import.clone()),
             }
         }
         inspection.over_granted = spec
             .grants
+            .capabilities
             .iter()
             .filter(|c| !used.contains(c))
             .map(|c| c.to_string())
             .collect();
         inspection
-    }
-}
-
-impl AllocatorPlugin {
-    /// The plugin's name.
-    pub fn name(&self) -> &str {
-        &self.spec.name
-    }
-
-    /// What the component imports (for the audit report).
-    pub fn imports(&self) -> &[String] {
-        &self.imports
-    }
-
-    /// Asks the plugin for `pod`'s address, in a fresh store with the plugin's limits. The
-    /// answer is only a proposal: the caller checks it against the pool and the datastore.
-    pub fn allocate(&self, snapshot: PoolSnapshot, pod: &PodInfo) -> Result<Ipv4Addr, PluginError> {
-        let limits = self.spec.limits;
-        let state = HostState {
-            plugin: self.spec.name.clone(),
-            snapshot,
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .instances(4)
-                .tables(8)
-                .memories(2)
-                .trap_on_grow_failure(true)
-                .build(),
-        };
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|s| &mut s.limits);
-        let trapped = |e: wasmtime::Error| PluginError::Trapped {
-            plugin: self.spec.name.clone(),
-            call: "allocate",
-            reason: describe_trap(&e, limits),
-        };
-        store.set_fuel(limits.fuel).map_err(trapped)?;
-        let instance = self.pre.instantiate(&mut store).map_err(trapped)?;
-        let request = types::Pod {
-            namespace: pod.namespace.clone(),
-            name: pod.name.clone(),
-            container_id: pod.container_id.clone(),
-            ifname: pod.ifname.clone(),
-        };
-        match instance
-            .call_allocate(&mut store, &request)
-            .map_err(trapped)?
-        {
-            Ok(ip) => Ok(Ipv4Addr::from(ip)),
-            Err(message) => Err(PluginError::Refused {
-                plugin: self.spec.name.clone(),
-                message: truncate(message),
-            }),
-        }
     }
 }
 
@@ -615,75 +1111,6 @@ fn describe_trap(error: &wasmtime::Error, limits: Limits) -> String {
     chain
 }
 
-fn truncate(mut message: String) -> String {
-    if message.len() > MAX_MESSAGE_BYTES {
-        let mut end = MAX_MESSAGE_BYTES;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push_str("… (truncated)");
-    }
-    message
-}
-
-impl types::Host for HostState {}
-
-impl pool_view::Host for HostState {
-    fn blocks(&mut self) -> Vec<types::AddressBlock> {
-        self.snapshot
-            .inventory
-            .blocks
-            .iter()
-            .map(|b| types::AddressBlock {
-                network: u32::from(b.cidr.network()),
-                prefix_len: b.cidr.prefix_len(),
-                route_table: b.route_table,
-                source: b.source.clone(),
-            })
-            .collect()
-    }
-
-    fn in_use(&mut self) -> Vec<u32> {
-        self.snapshot
-            .in_use
-            .iter()
-            .map(|ip| u32::from(*ip))
-            .collect()
-    }
-
-    fn excluded(&mut self) -> Vec<u32> {
-        self.snapshot
-            .inventory
-            .excluded
-            .iter()
-            .map(|ip| u32::from(*ip))
-            .collect()
-    }
-}
-
-impl log::Host for HostState {
-    fn log(&mut self, level: log::Level, message: String) {
-        let message = truncate(message);
-        let plugin = &self.plugin;
-        match level {
-            log::Level::Debug => tracing::debug!(plugin = %plugin, "{message}"),
-            log::Level::Info => tracing::info!(plugin = %plugin, "{message}"),
-            log::Level::Warn => tracing::warn!(plugin = %plugin, "{message}"),
-            log::Level::Error => tracing::error!(plugin = %plugin, "{message}"),
-        }
-    }
-}
-
-impl clock::Host for HostState {
-    fn now_unix_ms(&mut self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default()
-    }
-}
-
 /// Test support: the components built by `wasmcni-plugin-build` under `target/plugins`.
 #[cfg(test)]
 pub(crate) mod testing {
@@ -703,16 +1130,12 @@ pub(crate) mod testing {
         path
     }
 
-    /// A spec for the built component `name` with its real digest and default limits.
-    pub(crate) fn spec(name: &str, grants: &[Capability]) -> PluginSpec {
+    /// A spec for the built component `name` of `kind` with its real digest, default limits
+    /// and narrowest scopes.
+    pub(crate) fn spec(name: &str, kind: PluginKind, grants: &[Capability]) -> PluginSpec {
         let path = component(name);
-        PluginSpec {
-            name: name.to_owned(),
-            digest: digest_of_file(&path).expect("read the component"),
-            path,
-            grants: grants.iter().copied().collect(),
-            limits: Limits::default(),
-        }
+        let digest = digest_of_file(&path).expect("read the component");
+        PluginSpec::new(name, kind, path, digest, Grants::of(grants))
     }
 }
 

@@ -6,23 +6,29 @@ use std::time::Instant;
 
 use super::testing::spec;
 use super::*;
-use crate::ipam::AddressBlock;
+use crate::ipam::{AddressBlock, BlockKind, Inventory};
+
+/// An allocator spec granted `grants` (narrowest scopes).
+fn alloc(name: &str, grants: &[Capability]) -> PluginSpec {
+    spec(name, PluginKind::Allocator, grants)
+}
 
 fn snapshot(blocks: &[&str], in_use: &[&str]) -> PoolSnapshot {
-    PoolSnapshot {
-        inventory: Inventory {
+    PoolSnapshot::of_static(
+        Inventory {
             blocks: blocks
                 .iter()
                 .map(|cidr| AddressBlock {
                     cidr: cidr.parse().unwrap(),
                     route_table: None,
-                    source: "static".into(),
+                    kind: BlockKind::StaticRange,
+                    eni_id: None,
                 })
                 .collect(),
             excluded: Default::default(),
         },
-        in_use: in_use.iter().map(|ip| ip.parse().unwrap()).collect(),
-    }
+        in_use.iter().map(|ip| ip.parse().unwrap()).collect(),
+    )
 }
 
 fn pod() -> PodInfo {
@@ -31,20 +37,30 @@ fn pod() -> PodInfo {
         name: Some("web".into()),
         container_id: "c1".into(),
         ifname: "eth0".into(),
+        ..PodInfo::default()
     }
 }
 
-const ALL: &[Capability] = &[Capability::PoolView, Capability::Log, Capability::Clock];
+const ALL: &[Capability] = &[
+    Capability::PoolView,
+    Capability::EniOps,
+    Capability::Log,
+    Capability::Clock,
+    Capability::Kv,
+];
 
 #[test]
 fn pack_fills_the_densest_block_first() {
     let runtime = PluginRuntime::new().unwrap();
-    let pack = runtime.load_allocator(&spec("pack", ALL)).unwrap();
+    let pack = runtime.load(&alloc("pack", ALL)).unwrap();
     assert_eq!(
         pack.imports(),
         [
             "wasmcni:plugin/types@0.1.0",
-            "wasmcni:plugin/pool-view@0.1.0"
+            "wasmcni:plugin/config@0.1.0",
+            "wasmcni:plugin/pool-view@0.1.0",
+            "wasmcni:plugin/eni-ops@0.1.0",
+            "wasmcni:plugin/log@0.1.0"
         ]
     );
     let blocks = ["10.0.0.0/29", "10.0.1.0/29"];
@@ -78,22 +94,22 @@ fn pack_fills_the_densest_block_first() {
 fn an_ungranted_import_is_refused_at_load_by_name() {
     let runtime = PluginRuntime::new().unwrap();
     let err = runtime
-        .load_allocator(&spec("pack", &[Capability::Log]))
+        .load(&alloc("pack", &[Capability::Log]))
         .err()
         .expect("pack imports pool-view, which is not granted");
     assert_eq!(
         err.to_string(),
-        "plugin pack imports wasmcni:plugin/pool-view@0.1.0 which its grant does not include (granted: [log]); grant them or use another plugin"
+        "plugin pack imports wasmcni:plugin/pool-view@0.1.0, wasmcni:plugin/eni-ops@0.1.0 which its grant does not include (granted: [log]); grant them or use another plugin"
     );
 }
 
 #[test]
 fn a_digest_mismatch_is_refused_before_anything_runs() {
     let runtime = PluginRuntime::new().unwrap();
-    let mut pinned = spec("pack", ALL);
+    let mut pinned = alloc("pack", ALL);
     let actual = pinned.digest.clone();
     pinned.digest = format!("sha256:{}", "0".repeat(64));
-    let err = runtime.load_allocator(&pinned).err().expect("wrong digest");
+    let err = runtime.load(&pinned).err().expect("wrong digest");
     assert!(
         matches!(&err, PluginError::DigestMismatch { actual: a, .. } if *a == actual),
         "{err}"
@@ -104,7 +120,7 @@ fn a_digest_mismatch_is_refused_before_anything_runs() {
 #[test]
 fn hostile_plugins_are_contained_with_a_clear_error() {
     let runtime = PluginRuntime::new().unwrap();
-    let pack = runtime.load_allocator(&spec("pack", ALL)).unwrap();
+    let pack = runtime.load(&alloc("pack", ALL)).unwrap();
     let cases = [
         ("loop-forever", "ran out of fuel (50000000 units per call)"),
         ("memory-bomb", "exceeded its memory limit of 16777216 bytes"),
@@ -112,7 +128,7 @@ fn hostile_plugins_are_contained_with_a_clear_error() {
         ("panics", "trapped: wasm `unreachable` instruction executed"),
     ];
     for (name, expected) in cases {
-        let plugin = runtime.load_allocator(&spec(name, ALL)).unwrap();
+        let plugin = runtime.load(&alloc(name, ALL)).unwrap();
         let started = Instant::now();
         let err = plugin
             .allocate(snapshot(&["10.0.0.0/24"], &[]), &pod())
@@ -142,14 +158,14 @@ fn hostile_plugins_are_contained_with_a_clear_error() {
 #[test]
 fn a_huge_error_message_is_bounded() {
     let runtime = PluginRuntime::new().unwrap();
-    let plugin = runtime.load_allocator(&spec("huge-error", ALL)).unwrap();
+    let plugin = runtime.load(&alloc("huge-error", ALL)).unwrap();
     let err = plugin
         .allocate(snapshot(&["10.0.0.0/24"], &[]), &pod())
         .unwrap_err();
     match err {
         PluginError::Refused { message, .. } => {
             assert!(
-                message.len() < MAX_MESSAGE_BYTES + 32,
+                message.len() < host::MAX_MESSAGE_BYTES + 32,
                 "{} bytes kept",
                 message.len()
             );
@@ -163,7 +179,7 @@ fn a_huge_error_message_is_bounded() {
 fn proposals_are_returned_as_is_for_the_daemon_to_check() {
     // The runtime does not judge addresses; the daemon refuses these (see the handler tests).
     let runtime = PluginRuntime::new().unwrap();
-    let outside = runtime.load_allocator(&spec("outside-pool", ALL)).unwrap();
+    let outside = runtime.load(&alloc("outside-pool", ALL)).unwrap();
     assert_eq!(
         outside
             .allocate(snapshot(&["10.0.0.0/24"], &[]), &pod())
@@ -171,7 +187,7 @@ fn proposals_are_returned_as_is_for_the_daemon_to_check() {
             .to_string(),
         "8.8.8.8"
     );
-    let in_use = runtime.load_allocator(&spec("in-use", ALL)).unwrap();
+    let in_use = runtime.load(&alloc("in-use", ALL)).unwrap();
     assert_eq!(
         in_use
             .allocate(snapshot(&["10.0.0.0/24"], &["10.0.0.7"]), &pod())
@@ -184,16 +200,26 @@ fn proposals_are_returned_as_is_for_the_daemon_to_check() {
 #[test]
 fn inspection_names_under_and_over_granted_capabilities() {
     let runtime = PluginRuntime::new().unwrap();
-    let report = runtime.inspect(&spec("pack", &[Capability::Log, Capability::Clock]));
+    let report = runtime.inspect(&alloc("pack", &[Capability::Log, Capability::Clock]));
     assert_eq!(
         report.actual_digest.as_deref(),
         Some(report.pinned_digest.as_str())
     );
-    assert_eq!(report.under_granted, ["wasmcni:plugin/pool-view@0.1.0"]);
-    assert_eq!(report.over_granted, ["log", "clock"]);
-    assert_eq!(report.exports, ["allocate"]);
+    assert_eq!(
+        report.under_granted,
+        [
+            "wasmcni:plugin/pool-view@0.1.0",
+            "wasmcni:plugin/eni-ops@0.1.0"
+        ]
+    );
+    assert_eq!(report.over_granted, ["clock"]);
+    assert_eq!(report.exports, ["allocate", "plan"]);
+    assert_eq!(report.world, Some(PluginKind::Allocator));
     assert_eq!(report.problem, None);
-    let mut wrong = spec("pack", &[Capability::PoolView]);
+    let mut wrong = alloc(
+        "pack",
+        &[Capability::PoolView, Capability::EniOps, Capability::Log],
+    );
     wrong.digest = format!("sha256:{}", "f".repeat(64));
     let report = runtime.inspect(&wrong);
     assert!(report.under_granted.is_empty() && report.over_granted.is_empty());
@@ -208,8 +234,8 @@ fn compiled_components_are_cached_by_digest_and_engine() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("plugin-cache");
     let runtime = PluginRuntime::new().unwrap().with_cache(&cache).unwrap();
-    let pack = spec("pack", ALL);
-    let first = runtime.load_allocator(&pack).unwrap();
+    let pack = alloc("pack", ALL);
+    let first = runtime.load(&pack).unwrap();
     let cached: Vec<_> = std::fs::read_dir(&cache)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -224,7 +250,7 @@ fn compiled_components_are_cached_by_digest_and_engine() {
         name.starts_with(pack.digest.strip_prefix("sha256:").unwrap()) && name.ends_with(".cwasm"),
         "{name}"
     );
-    let second = runtime.load_allocator(&pack).unwrap();
+    let second = runtime.load(&pack).unwrap();
     for plugin in [&first, &second] {
         assert_eq!(
             plugin
@@ -236,7 +262,7 @@ fn compiled_components_are_cached_by_digest_and_engine() {
     }
     // A damaged artifact is ignored and replaced, never trusted.
     std::fs::write(&cached[0], b"not machine code").unwrap();
-    let third = runtime.load_allocator(&pack).unwrap();
+    let third = runtime.load(&pack).unwrap();
     assert_eq!(
         third
             .allocate(snapshot(&["10.0.0.0/29"], &[]), &pod())
@@ -250,7 +276,7 @@ fn compiled_components_are_cached_by_digest_and_engine() {
     let mut wrong = pack.clone();
     wrong.digest = format!("sha256:{}", "1".repeat(64));
     assert!(matches!(
-        runtime.load_allocator(&wrong),
+        runtime.load(&wrong),
         Err(PluginError::DigestMismatch { .. })
     ));
     // A cache directory others can write to is refused.
@@ -259,4 +285,306 @@ fn compiled_components_are_cached_by_digest_and_engine() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
     assert!(PluginRuntime::new().unwrap().with_cache(&open).is_err());
+}
+
+/// A t3.medium-like EC2 node: the primary ENI `eni-0` with no secondary address yet.
+fn ec2_snapshot() -> PoolSnapshot {
+    PoolSnapshot {
+        node: NodeInfo {
+            provider: "ec2".into(),
+            instance_id: "i-0000000a".into(),
+            instance_type: "t3.medium".into(),
+            availability_zone: "us-west-2a".into(),
+            vpc_cidrs: vec!["10.0.0.0/16".parse().unwrap()],
+            limits: NodeLimits {
+                max_enis: 3,
+                ipv4_per_eni: 6,
+                prefix_delegation: true,
+                max_pods: 17,
+            },
+        },
+        enis: vec![EniInfo {
+            id: "eni-0".into(),
+            device_number: 0,
+            primary: true,
+            subnet_id: "subnet-0000000a".into(),
+            subnet_cidr: "10.0.0.0/24".parse().unwrap(),
+            security_groups: vec!["sg-0000000a".into()],
+            primary_ip: "10.0.0.10".parse().unwrap(),
+            age_ms: 600_000,
+            tags: vec![],
+        }],
+        ..PoolSnapshot::default()
+    }
+}
+
+fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_stray_import_is_refused_at_link_time_naming_the_interface() {
+    let runtime = PluginRuntime::new().unwrap();
+    let err = runtime
+        .load(&alloc(
+            "stray-import",
+            &[
+                Capability::PoolView,
+                Capability::Log,
+                Capability::Kv,
+                Capability::Clock,
+            ],
+        ))
+        .err()
+        .expect("eni-ops is not granted");
+    assert_eq!(
+        err.to_string(),
+        "plugin stray-import imports wasmcni:plugin/eni-ops@0.1.0 which its grant does not include (granted: [pool-view, log, kv, clock]); grant them or use another plugin"
+    );
+}
+
+#[test]
+fn a_plugin_of_the_wrong_world_is_refused_at_load() {
+    let runtime = PluginRuntime::new().unwrap();
+    let err = runtime
+        .load(&spec(
+            "namespace-guard",
+            PluginKind::Allocator,
+            &[Capability::Netlink, Capability::Log],
+        ))
+        .err()
+        .expect("namespace-guard is a policy hook");
+    assert!(
+        err.to_string()
+            .contains("configured as kind allocator, but the component does not implement the allocator world"),
+        "{err}"
+    );
+}
+
+#[test]
+fn eni_requests_outside_the_grant_are_refused_when_made_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let runtime = PluginRuntime::new()
+        .unwrap()
+        .with_audit_log(AuditLog::new(audit.clone()));
+    let mut spec = alloc(
+        "outside-scope",
+        &[Capability::PoolView, Capability::EniOps, Capability::Log],
+    );
+    spec.grants.eni_ops.subnets = ["node".to_owned()].into();
+    spec.grants.eni_ops.security_groups = ["node".to_owned()].into();
+    let plugin = runtime.load(&spec).unwrap();
+    // Its plan returns Ok, but nothing it asked for is queued.
+    assert_eq!(plugin.plan(ec2_snapshot()).unwrap(), vec![]);
+    let lines = audit_lines(&audit);
+    let refusals: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["call"].as_str().unwrap(), l["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        refusals,
+        [
+            (
+                "eni-ops.create-eni",
+                "subnet subnet-not-granted is outside the plugin's eni-ops grant (subnets: [node])"
+            ),
+            (
+                "eni-ops.assign-ips",
+                "ENI eni-not-attached is not attached to this node"
+            ),
+        ]
+    );
+    assert!(lines
+        .iter()
+        .all(|l| l["outcome"] == "refused" && l["plugin"] == "outside-scope"));
+    // With the static provider there are no ENIs at all.
+    assert_eq!(
+        plugin.plan(snapshot(&["10.0.0.0/24"], &[])).unwrap(),
+        vec![]
+    );
+    assert!(audit_lines(&audit)[2]["result"]
+        .as_str()
+        .unwrap()
+        .contains("the static provider has no ENIs"));
+}
+
+#[test]
+fn reserved_tag_keys_make_the_whole_answer_refused() {
+    let runtime = PluginRuntime::new().unwrap();
+    let mut spec = spec("reserved-tags", PluginKind::Tagger, &[]);
+    spec.tag_keys = ["team", "wasmcni.io/instance-id"].map(String::from).into();
+    let tagger = runtime.load(&spec).unwrap();
+    let err = tagger
+        .tags(
+            &EniTagRequest {
+                instance_id: "i-1".into(),
+                ..Default::default()
+            },
+            3,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin reserved-tags refused: answer refused by the host: tag key \"aws:cloudformation:stack-name\" is reserved (aws:* and *k8s.amazonaws.com* belong to AWS and to wasmcni)"
+    );
+}
+
+#[test]
+fn cluster_tags_tags_within_its_scope() {
+    let runtime = PluginRuntime::new().unwrap();
+    let mut spec = spec(
+        "cluster-tags",
+        PluginKind::Tagger,
+        &[Capability::Clock, Capability::Log],
+    );
+    spec.tag_keys = [
+        "wasmcni.io/cluster",
+        "wasmcni.io/instance-id",
+        "wasmcni.io/created-at",
+        "team",
+    ]
+    .map(String::from)
+    .into();
+    spec.settings = [("tag.team".to_owned(), "payments".to_owned())].into();
+    let tagger = runtime.load(&spec).unwrap();
+    let request = EniTagRequest {
+        instance_id: "i-0abc".into(),
+        cluster_name: "prod".into(),
+        ..Default::default()
+    };
+    let tags: BTreeMap<String, String> = tagger.tags(&request, 3).unwrap().into_iter().collect();
+    assert_eq!(tags["wasmcni.io/cluster"], "prod");
+    assert_eq!(tags["wasmcni.io/instance-id"], "i-0abc");
+    assert_eq!(tags["team"], "payments");
+    assert!(tags["wasmcni.io/created-at"].ends_with('Z'), "{tags:?}");
+    // Narrow the scope and the same answer is refused as a whole.
+    let mut narrow = spec.clone();
+    narrow.tag_keys.remove("team");
+    let err = runtime
+        .load(&narrow)
+        .unwrap()
+        .tags(&request, 3)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("tag key \"team\" is outside the plugin's tag_keys scope"),
+        "{err}"
+    );
+}
+
+#[test]
+fn datapath_requests_outside_the_grant_are_refused_and_the_verdict_kept() {
+    let runtime = PluginRuntime::new().unwrap();
+    let mut spec = spec(
+        "route-outside-scope",
+        PluginKind::Policy,
+        &[Capability::Netlink, Capability::Log],
+    );
+    spec.grants.netlink.mtu = Some((1280, 9001));
+    spec.grants.netlink.routes = vec!["10.0.0.0/8".parse().unwrap()];
+    let hook = runtime.load(&spec).unwrap();
+    let attachment = Attachment {
+        verb: Verb::Add,
+        pod: pod(),
+        addresses: vec!["10.0.0.5/32".parse().unwrap()],
+        eni_id: None,
+        subnet_id: None,
+        chained: false,
+    };
+    assert_eq!(hook.evaluate(&attachment).unwrap(), Verdict::Allow(vec![]));
+}
+
+#[test]
+fn namespace_guard_denies_allows_and_adjusts_within_its_grant() {
+    let runtime = PluginRuntime::new().unwrap();
+    let mut spec = spec(
+        "namespace-guard",
+        PluginKind::Policy,
+        &[Capability::Netlink, Capability::Log],
+    );
+    spec.grants.netlink.mtu = Some((1280, 9001));
+    spec.settings = [
+        ("allow_namespaces", "default, team-*"),
+        ("deny_namespaces", "team-sandbox"),
+        ("mtu.team-a", "1400"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .into();
+    let guard = runtime.load(&spec).unwrap();
+    let ask = |namespace: &str, verb: Verb| {
+        let mut pod = pod();
+        pod.namespace = Some(namespace.to_owned());
+        guard
+            .evaluate(&Attachment {
+                verb,
+                pod,
+                addresses: vec!["10.0.0.5/32".parse().unwrap()],
+                eni_id: None,
+                subnet_id: None,
+                chained: false,
+            })
+            .unwrap()
+    };
+    assert_eq!(ask("default", Verb::Add), Verdict::Allow(vec![]));
+    assert_eq!(
+        ask("team-a", Verb::Add),
+        Verdict::Allow(vec![NetlinkRequest::SetMtu { mtu: 1400 }])
+    );
+    assert!(matches!(ask("team-sandbox", Verb::Add), Verdict::Deny(_)));
+    assert!(matches!(ask("kube-public", Verb::Add), Verdict::Deny(_)));
+    assert_eq!(ask("kube-public", Verb::Del), Verdict::Allow(vec![]));
+}
+
+#[test]
+fn kv_is_held_to_its_quota_and_kept_across_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = PluginRuntime::new()
+        .unwrap()
+        .with_kv_dir(&dir.path().join("kv"))
+        .unwrap();
+    let mut spec = alloc("kv-hog", &[Capability::PoolView, Capability::Kv]);
+    spec.grants.kv.max_bytes = 64 << 10;
+    let hog = runtime.load(&spec).unwrap();
+    assert_eq!(
+        hog.allocate(snapshot(&["10.0.0.0/24"], &[]), &pod())
+            .unwrap()
+            .to_string(),
+        "10.0.0.1"
+    );
+    let file = dir.path().join("kv/kv-hog.kv");
+    let kept = kv::KvStore::open(file.clone(), 64 << 10).unwrap();
+    let keys = kept.begin().keys();
+    assert_eq!(keys.len(), (64 << 10) / (4096 + 9), "{keys:?}");
+    // Without a kv grant the same component does not even load.
+    let err = runtime
+        .load(&alloc("kv-hog", &[Capability::PoolView]))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("wasmcni:plugin/kv@0.1.0"), "{err}");
+}
+
+#[test]
+fn vpc_warm_pool_fills_the_primary_eni_first_within_its_grant() {
+    let runtime = PluginRuntime::new().unwrap();
+    let mut spec = alloc(
+        "vpc-warm-pool",
+        &[Capability::PoolView, Capability::EniOps, Capability::Log],
+    );
+    spec.grants.eni_ops.subnets = ["node".to_owned()].into();
+    spec.grants.eni_ops.security_groups = ["node".to_owned()].into();
+    let plugin = runtime.load(&spec).unwrap();
+    // WARM_ENI_TARGET=1 (default) on an empty t3.medium: one ENI's worth (5) of free
+    // addresses, taken from the primary ENI, which has room for exactly that.
+    assert_eq!(
+        plugin.plan(ec2_snapshot()).unwrap(),
+        vec![EniRequest::AssignIps {
+            eni_id: "eni-0".into(),
+            count: 5
+        }]
+    );
 }

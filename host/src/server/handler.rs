@@ -8,11 +8,11 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipnet::{IpNet, Ipv4Net};
 
 use super::keylock::KeyLocks;
+use super::plugins::{now_unix_ms, run_policies, PluginSet, PolicyOutcome};
 use crate::cni::error::{codes, CniError};
 use crate::cni::netconf::NetConf;
 use crate::cni::request::{CniRequest, Command};
@@ -27,7 +27,10 @@ use crate::datastore::{
 };
 use crate::ipam::{Choice, Pool};
 use crate::proto::DaemonResponse;
-use crate::runtime::{AllocatorPlugin, AuditEntry, AuditLog, PluginError, PodInfo, PoolSnapshot};
+use crate::runtime::{
+    Attachment, AuditEntry, AuditLog, FailureMode, Hook, NetlinkRequest, Plugin, PluginError,
+    PodInfo, PoolSnapshot, Verb,
+};
 
 /// Everything a request needs: configuration, datastore, pool and data path.
 pub struct Handler<D: Datapath> {
@@ -38,10 +41,13 @@ pub struct Handler<D: Datapath> {
     pool: Mutex<Pool>,
     pub(crate) locks: KeyLocks<AttachmentKey>,
     veth_locks: KeyLocks<String>,
-    /// The allocation strategy plugin; `None`: the built-in rotating allocator.
-    allocator: Option<Arc<AllocatorPlugin>>,
+    /// The plugins now in force; a reload swaps the whole set, a request keeps the one it
+    /// started with.
+    plugins: std::sync::RwLock<Arc<PluginSet>>,
+    /// The engine plugins run on (reloads load new sets with it).
+    pub(crate) runtime: crate::runtime::PluginRuntime,
     /// Every plugin call, recorded for reviewers (`<state_dir>/plugin-audit.log`).
-    audit_log: AuditLog,
+    pub(crate) audit_log: AuditLog,
     /// Serialises "propose an address, check it, reserve it" across concurrent ADDs, so two
     /// pods never get the same proposal from a deterministic plugin.
     allocation: tokio::sync::Mutex<()>,
@@ -55,7 +61,8 @@ impl<D: Datapath> Handler<D> {
         datapath: D,
         store: Datastore,
         pool: Pool,
-        allocator: Option<AllocatorPlugin>,
+        runtime: crate::runtime::PluginRuntime,
+        plugins: PluginSet,
     ) -> Arc<Handler<D>> {
         let syncer = store.syncer();
         let audit_log = AuditLog::new(config.daemon.state_dir.join("plugin-audit.log"));
@@ -67,10 +74,28 @@ impl<D: Datapath> Handler<D> {
             pool: Mutex::new(pool),
             locks: KeyLocks::default(),
             veth_locks: KeyLocks::default(),
-            allocator: allocator.map(Arc::new),
+            plugins: std::sync::RwLock::new(Arc::new(plugins)),
+            runtime,
             audit_log,
             allocation: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The plugins now in force.
+    pub fn plugins(&self) -> Arc<PluginSet> {
+        self.plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts `set` in force for every request that starts from now on; requests already
+    /// running finish with the set they started with. Allocations are untouched.
+    pub fn swap_plugins(&self, set: PluginSet) {
+        let described = set.describe();
+        let generation = set.generation;
+        *self.plugins.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        tracing::info!(generation, plugins = %described, "plugin set in force");
     }
 
     /// The datastore, locked. Never held across an `.await`.
@@ -119,7 +144,7 @@ impl<D: Datapath> Handler<D> {
                 // DEL needs only the attachment key; a cached prevResult or capability argument
                 // that no longer decodes must not make a pod undeletable.
                 tracing::warn!(error = %error.msg, container_id = %request.container_id, "DEL with a configuration that does not decode; deleting by key");
-                return match self.del(request).await {
+                return match self.del_by_key(request).await {
                     Ok(()) => DaemonResponse::Success {
                         stdout: String::new(),
                     },
@@ -132,8 +157,19 @@ impl<D: Datapath> Handler<D> {
         let outcome = match request.command.check_version(version) {
             Err(e) => Err(e),
             Ok(()) => match request.command {
+                Command::Add if netconf.chained => {
+                    self.add_chained(request, &netconf).await.map(Some)
+                }
+                Command::Del if netconf.chained => self
+                    .hooks_chained(request, &netconf, Verb::Del)
+                    .await
+                    .map(|()| None),
+                Command::Check if netconf.chained => self
+                    .hooks_chained(request, &netconf, Verb::Check)
+                    .await
+                    .map(|()| None),
                 Command::Add => self.add(request, &netconf).await.map(Some),
-                Command::Del => self.del(request).await.map(|()| None),
+                Command::Del => self.del(request, &netconf).await.map(|()| None),
                 Command::Check => self.check(request, &netconf).await.map(|()| None),
                 Command::Gc => self.gc(&netconf).await.map(|()| None),
                 Command::Status => self.status().map(|()| None),
@@ -180,10 +216,12 @@ impl<D: Datapath> Handler<D> {
                 ),
             ));
         }
+        let plugins = self.plugins();
+        let pod_info = pod_info(request, netconf);
         let _allocating = self.allocation.lock().await;
-        let choice = match &self.allocator {
+        let choice = match &plugins.allocator {
             None => self.choose_builtin()?,
-            Some(plugin) => self.choose_by_plugin(plugin, request).await?,
+            Some(plugin) => self.choose_by_plugin(plugin, &pod_info).await?,
         };
         let reserved = Allocation {
             key: key.clone(),
@@ -202,11 +240,43 @@ impl<D: Datapath> Handler<D> {
             .map_err(store_error)?;
         drop(_allocating);
 
+        let adjustments = if plugins.policies.is_empty() {
+            Vec::new()
+        } else {
+            let attachment = Attachment {
+                verb: Verb::Add,
+                pod: pod_info,
+                addresses: vec![Ipv4Net::from(reserved.ip)],
+                eni_id: choice.eni_id.clone(),
+                subnet_id: None,
+                chained: false,
+            };
+            match run_policies(&plugins, &self.audit_log, attachment).await {
+                PolicyOutcome::Allowed(adjustments) => adjustments,
+                PolicyOutcome::Denied(error) => return Err(self.undo_add(&reserved, error).await),
+            }
+        };
+        let mtu = adjustments
+            .iter()
+            .rev()
+            .find_map(|a| match a {
+                NetlinkRequest::SetMtu { mtu } => Some(*mtu),
+                NetlinkRequest::AddRoute { .. } => None,
+            })
+            .unwrap_or(self.config.datapath.mtu);
+
         let attachment = attachment_of(&reserved, &request.ifname, self.config.datapath.mtu);
         let created = match self.datapath.setup_pod(&attachment).await {
             Ok(created) => created,
             Err(e) => return Err(self.undo_add(&reserved, datapath_error(e, "ADD")).await),
         };
+        if !adjustments.is_empty() {
+            if let Err(e) = self.datapath.adjust_pod(&attachment, &adjustments).await {
+                return Err(self
+                    .undo_add(&reserved, datapath_error(e, "ADD (policy adjustments)"))
+                    .await);
+            }
+        }
 
         let ours = CniResult {
             interfaces: vec![
@@ -221,7 +291,7 @@ impl<D: Datapath> Handler<D> {
                 Interface {
                     name: request.ifname.clone(),
                     mac: Some(format_mac(&created.pod_mac)),
-                    mtu: Some(self.config.datapath.mtu),
+                    mtu: Some(mtu),
                     sandbox: Some(request.netns.clone()),
                     socket_path: None,
                     pci_id: None,
@@ -285,25 +355,21 @@ impl<D: Datapath> Handler<D> {
 
     /// Asks the allocator plugin (off the async workers: a hostile plugin burns its whole fuel
     /// budget) and holds its answer to the host's invariants: an address of the pool, not
-    /// excluded, not held by anyone. Fails closed: no plugin answer, no ADD.
+    /// excluded, not held by anyone. A failure (trap, limits, error, refused proposal) fails
+    /// the ADD unless the plugin's `allocate` fails open, in which case the built-in
+    /// allocator chooses.
     async fn choose_by_plugin(
         &self,
-        plugin: &Arc<AllocatorPlugin>,
-        request: &CniRequest,
+        plugin: &Arc<Plugin>,
+        pod: &PodInfo,
     ) -> Result<Choice, CniError> {
         let started = std::time::Instant::now();
-        let outcome = self.ask_plugin(plugin, request).await;
-        let (pod_namespace, pod_name) = request.k8s_pod().unzip();
+        let outcome = self.ask_plugin(plugin, pod).await;
         self.audit_log.record(&AuditEntry {
             ts_ms: now_unix_ms(),
             plugin: plugin.name(),
             call: "allocate",
-            args: serde_json::json!({
-                "containerId": request.container_id,
-                "ifname": request.ifname,
-                "namespace": pod_namespace,
-                "name": pod_name,
-            }),
+            args: pod.audit_args(),
             outcome: if outcome.is_ok() { "ok" } else { "error" },
             result: match &outcome {
                 Ok(choice) => choice.ip.to_string(),
@@ -311,34 +377,40 @@ impl<D: Datapath> Handler<D> {
             },
             duration_us: started.elapsed().as_micros() as u64,
         });
-        outcome
+        match outcome {
+            Err(e) if e.code == codes::PLUGIN_FAILURE => {
+                match plugin.spec().on_failure.of(Hook::Allocate) {
+                    FailureMode::Open => {
+                        tracing::warn!(plugin = %plugin.name(), "{}; allocate fails open: the built-in allocator chooses", e.msg);
+                        self.choose_builtin()
+                    }
+                    FailureMode::Closed => Err(CniError::new(
+                        e.code,
+                        format!("{}; the ADD fails closed", e.msg),
+                    )),
+                }
+            }
+            other => other,
+        }
     }
 
-    async fn ask_plugin(
-        &self,
-        plugin: &Arc<AllocatorPlugin>,
-        request: &CniRequest,
-    ) -> Result<Choice, CniError> {
+    async fn ask_plugin(&self, plugin: &Arc<Plugin>, pod: &PodInfo) -> Result<Choice, CniError> {
         let snapshot = {
             let store = self.store();
             let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            PoolSnapshot {
-                inventory: pool.inventory().clone(),
-                in_use: store.allocations().map(|a| a.ip).collect(),
-            }
+            PoolSnapshot::of_static(
+                pool.inventory().clone(),
+                store.allocations().map(|a| a.ip).collect(),
+            )
         };
-        let pod = PodInfo {
-            namespace: request.k8s_pod().map(|(ns, _)| ns.to_owned()),
-            name: request.k8s_pod().map(|(_, name)| name.to_owned()),
-            container_id: request.container_id.clone(),
-            ifname: request.ifname.clone(),
+        let task = {
+            let plugin = plugin.clone();
+            let pod = pod.clone();
+            tokio::task::spawn_blocking(move || plugin.allocate(snapshot, &pod))
         };
-        let plugin = plugin.clone();
-        let answer = tokio::task::spawn_blocking(move || plugin.allocate(snapshot, &pod))
-            .await
-            .map_err(|e| {
-                CniError::new(codes::PLUGIN_FAILURE, format!("allocator task failed: {e}"))
-            })?;
+        let answer = task.await.map_err(|e| {
+            CniError::new(codes::PLUGIN_FAILURE, format!("allocator task failed: {e}"))
+        })?;
         let proposal = match answer {
             Ok(proposal) => proposal,
             // A full pool is the same "exhausted" answer as without a plugin (counted only
@@ -348,12 +420,12 @@ impl<D: Datapath> Handler<D> {
             }
             Err(e) => return Err(CniError::new(codes::PLUGIN_FAILURE, e.to_string())),
         };
-        let name = self.allocator.as_ref().map_or("allocator", |p| p.name());
+        let name = plugin.name();
         let refuse = |why: String| {
             tracing::warn!(plugin = %name, ip = %proposal, "allocator proposal refused: {why}");
             Err(CniError::new(
                 codes::PLUGIN_FAILURE,
-                format!("allocator plugin {name} proposed {proposal}, which {why}; the ADD fails closed"),
+                format!("allocator plugin {name} proposed {proposal}, which {why}"),
             ))
         };
         let store = self.store();
@@ -370,7 +442,80 @@ impl<D: Datapath> Handler<D> {
         Ok(Choice {
             ip: proposal,
             route_table: block.route_table,
+            eni_id: block.eni_id.clone(),
         })
+    }
+
+    /// ADD when wasmcni runs chained after another main plugin: the policy hooks judge the
+    /// interface and addresses that plugin reported; the result passes through unchanged.
+    async fn add_chained(
+        &self,
+        request: &CniRequest,
+        netconf: &NetConf,
+    ) -> Result<CniResult, CniError> {
+        let previous = netconf.prev_result.clone().ok_or_else(|| {
+            CniError::invalid_config(
+                "mode \"chained\" needs a prevResult: list wasmcni after the main plugin in the conflist",
+            )
+        })?;
+        let plugins = self.plugins();
+        let attachment = Attachment {
+            verb: Verb::Add,
+            pod: pod_info(request, netconf),
+            addresses: ipv4_addresses(&previous),
+            eni_id: None,
+            subnet_id: None,
+            chained: true,
+        };
+        match run_policies(&plugins, &self.audit_log, attachment).await {
+            PolicyOutcome::Denied(error) => Err(error),
+            PolicyOutcome::Allowed(adjustments) if adjustments.is_empty() => Ok(previous),
+            PolicyOutcome::Allowed(adjustments) => {
+                let target = PodAttachment {
+                    host: HostSide {
+                        host_veth: String::new(),
+                        ip: ipv4_addresses(&previous)
+                            .first()
+                            .map_or(std::net::Ipv4Addr::UNSPECIFIED, |n| n.addr()),
+                        route_table: None,
+                    },
+                    netns: request.netns.clone(),
+                    pod_ifname: request.ifname.clone(),
+                    mtu: self.config.datapath.mtu,
+                };
+                self.datapath
+                    .adjust_pod(&target, &adjustments)
+                    .await
+                    .map_err(|e| datapath_error(e, "ADD (policy adjustments)"))?;
+                Ok(previous)
+            }
+        }
+    }
+
+    /// DEL and CHECK when chained: only the policy hooks run.
+    async fn hooks_chained(
+        &self,
+        request: &CniRequest,
+        netconf: &NetConf,
+        verb: Verb,
+    ) -> Result<(), CniError> {
+        let plugins = self.plugins();
+        let attachment = Attachment {
+            verb,
+            pod: pod_info(request, netconf),
+            addresses: netconf
+                .prev_result
+                .as_ref()
+                .map(ipv4_addresses)
+                .unwrap_or_default(),
+            eni_id: None,
+            subnet_id: None,
+            chained: true,
+        };
+        match run_policies(&plugins, &self.audit_log, attachment).await {
+            PolicyOutcome::Denied(error) => Err(error),
+            PolicyOutcome::Allowed(_) => Ok(()),
+        }
     }
 
     /// Undoes a failed ADD: removes whatever the data path built and only then frees the
@@ -443,7 +588,37 @@ impl<D: Datapath> Handler<D> {
         self.release(&stale.key).await
     }
 
-    async fn del(&self, request: &CniRequest) -> Result<(), CniError> {
+    /// DEL: the policy hooks are told (they cannot stop it), then the cleanup runs whatever
+    /// they said; a hook's objection is reported afterwards only if its `del` fails closed.
+    async fn del(&self, request: &CniRequest, netconf: &NetConf) -> Result<(), CniError> {
+        let key = key_of(request);
+        let _guard = self.locks.lock(key.clone()).await;
+        let plugins = self.plugins();
+        let mut objection = None;
+        if !plugins.policies.is_empty() {
+            let held = self.store().get(&key).map(|a| a.ip);
+            if let Some(ip) = held {
+                let attachment = Attachment {
+                    verb: Verb::Del,
+                    pod: pod_info(request, netconf),
+                    addresses: vec![Ipv4Net::from(ip)],
+                    eni_id: None,
+                    subnet_id: None,
+                    chained: false,
+                };
+                if let PolicyOutcome::Denied(error) =
+                    run_policies(&plugins, &self.audit_log, attachment).await
+                {
+                    objection = Some(error);
+                }
+            }
+        }
+        self.del_locked(&key).await?;
+        objection.map_or(Ok(()), Err)
+    }
+
+    /// DEL by attachment key only (the configuration did not decode): no hooks, just cleanup.
+    async fn del_by_key(&self, request: &CniRequest) -> Result<(), CniError> {
         let key = key_of(request);
         let _guard = self.locks.lock(key.clone()).await;
         self.del_locked(&key).await
@@ -491,6 +666,22 @@ impl<D: Datapath> Handler<D> {
         } else {
             request.netns.clone()
         };
+        let plugins = self.plugins();
+        if !plugins.policies.is_empty() {
+            let hooked = Attachment {
+                verb: Verb::Check,
+                pod: pod_info(request, netconf),
+                addresses: vec![Ipv4Net::from(allocation.ip)],
+                eni_id: None,
+                subnet_id: None,
+                chained: false,
+            };
+            if let PolicyOutcome::Denied(error) =
+                run_policies(&plugins, &self.audit_log, hooked).await
+            {
+                return Err(error);
+            }
+        }
         let mut attachment = attachment_of(&allocation, &request.ifname, self.config.datapath.mtu);
         attachment.netns = netns;
         self.datapath
@@ -618,11 +809,33 @@ fn store_error(e: DatastoreError) -> CniError {
     CniError::new(codes::DATASTORE_FAILURE, format!("datastore: {e}"))
 }
 
-fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
+/// The attachment as plugins see it.
+fn pod_info(request: &CniRequest, netconf: &NetConf) -> PodInfo {
+    PodInfo {
+        namespace: request.k8s_pod().map(|(ns, _)| ns.to_owned()),
+        name: request.k8s_pod().map(|(_, name)| name.to_owned()),
+        container_id: request.container_id.clone(),
+        ifname: request.ifname.clone(),
+        annotations: netconf
+            .runtime_config
+            .pod_annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        cni_args: request.args.clone(),
+    }
+}
+
+/// The IPv4 addresses of a result (what a chained policy hook is told about).
+fn ipv4_addresses(result: &CniResult) -> Vec<Ipv4Net> {
+    result
+        .ips
+        .iter()
+        .filter_map(|ip| match ip.address {
+            IpNet::V4(net) => Some(net),
+            IpNet::V6(_) => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

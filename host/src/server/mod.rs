@@ -21,11 +21,14 @@ use crate::ipam::{Pool, Provider, StaticProvider};
 use crate::proto::{
     framed, pending_del_dir, DaemonRequest, DaemonResponse, FrameError, PROTOCOL_VERSION,
 };
-use crate::runtime::PluginRuntime;
+use crate::runtime::{AuditLog, PluginRuntime};
 
 pub mod handler;
 pub mod keylock;
+pub mod plugins;
 pub mod recovery;
+
+use plugins::PluginSet;
 
 pub use handler::Handler;
 pub use recovery::ReconcileReport;
@@ -60,6 +63,18 @@ pub enum StartError {
     },
 }
 
+/// The plugin runtime of a daemon with `config`: compiled components cached, `kv` state and
+/// the audit log under the state directory.
+pub fn plugin_runtime(
+    config: &ClusterConfig,
+) -> Result<PluginRuntime, crate::runtime::PluginError> {
+    let state = &config.daemon.state_dir;
+    Ok(PluginRuntime::new()?
+        .with_cache(&state.join("plugin-cache"))?
+        .with_kv_dir(&state.join("plugin-kv"))?
+        .with_audit_log(AuditLog::new(state.join("plugin-audit.log"))))
+}
+
 /// Opens the datastore, reconciles it with the node and returns a handler ready to serve.
 pub async fn start<D: Datapath>(
     config: ClusterConfig,
@@ -84,23 +99,16 @@ pub async fn start<D: Datapath>(
         .await
         .map_err(|e| StartError::PrepareNode(e.to_string()))?;
     let pending = pending_del_dir(&config.daemon.socket);
-    let allocator = match config.allocator_spec() {
-        None => None,
-        Some(spec) => {
-            let runtime = PluginRuntime::new()
-                .and_then(|r| r.with_cache(&config.daemon.state_dir.join("plugin-cache")))
-                .map_err(StartError::Plugin)?;
-            let plugin = runtime.load_allocator(&spec).map_err(StartError::Plugin)?;
-            tracing::info!(plugin = %spec.name, digest = %spec.digest, imports = ?plugin.imports(), "allocator plugin loaded");
-            Some(plugin)
-        }
-    };
+    let runtime = plugin_runtime(&config).map_err(StartError::Plugin)?;
+    let plugins = PluginSet::load(&runtime, &config, 1).map_err(StartError::Plugin)?;
+    tracing::info!(plugins = %plugins.describe(), "plugins loaded");
     let handler = Handler::new(
         config,
         datapath,
         store,
         Pool::new(provider.inventory()),
-        allocator,
+        runtime,
+        plugins,
     );
     let report = recovery::reconcile(&handler, &pending, recovery::Orphans::Remove).await;
     if report.failures.is_empty() {

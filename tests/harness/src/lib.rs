@@ -30,19 +30,40 @@ pub fn plugins_dir() -> PathBuf {
     bin_dir().join("../plugins")
 }
 
-/// The `[allocator]` and `[[plugins]]` sections that make the built component `name` the
-/// allocator, pinned by its real digest, granted `grants`.
-pub fn allocator_plugin_config(name: &str, grants: &[&str]) -> String {
+/// A `[[plugins]]` entry for the built component `name` of `kind`, pinned by its real digest,
+/// followed by `extra` (more keys and tables of the entry, e.g. `[plugins.grants]`).
+pub fn plugin_entry(name: &str, kind: &str, extra: &str) -> String {
     let path = plugins_dir().join(format!("{name}.wasm"));
     let path = path
         .canonicalize()
         .unwrap_or_else(|e| panic!("{}: {e} (build the plugins first)", path.display()));
     let digest = wasmcni::runtime::digest_of_file(&path).expect("read the component");
-    let grants: Vec<String> = grants.iter().map(|g| format!("{g:?}")).collect();
     format!(
-        "\n[allocator]\nplugin = \"{name}\"\n\n[[plugins]]\nname = \"{name}\"\nkind = \"allocator\"\npath = \"{}\"\ndigest = \"{digest}\"\ngrants = [{}]\n",
-        path.display(),
-        grants.join(", ")
+        "\n[[plugins]]\nname = \"{name}\"\nkind = \"{kind}\"\npath = \"{}\"\ndigest = \"{digest}\"\n{extra}\n",
+        path.display()
+    )
+}
+
+/// The `[allocator]` and `[[plugins]]` sections that make the built component `name` the
+/// allocator, pinned by its real digest, granted `grants` (`eni-ops` scoped to the node's own
+/// subnet and security groups).
+pub fn allocator_plugin_config(name: &str, grants: &[&str]) -> String {
+    let grants: Vec<String> = grants
+        .iter()
+        .map(|g| match *g {
+            "eni-ops" => {
+                "eni-ops = { subnets = [\"node\"], security_groups = [\"node\"] }".to_owned()
+            }
+            other => format!("{other} = {{}}"),
+        })
+        .collect();
+    format!(
+        "\n[allocator]\nplugin = \"{name}\"\n{}",
+        plugin_entry(
+            name,
+            "allocator",
+            &format!("[plugins.grants]\n{}", grants.join("\n"))
+        )
     )
 }
 

@@ -37,6 +37,28 @@ fn fixture(cidr: &str) -> Fixture {
 
 /// A fixture whose ADDs go through the allocator plugin `plugin` (a built component).
 fn fixture_with(cidr: &str, plugin: Option<&str>) -> Fixture {
+    use crate::runtime::{Capability, PluginKind};
+    let allocator = plugin.map(|name| {
+        crate::runtime::testing::spec(
+            name,
+            PluginKind::Allocator,
+            &[
+                Capability::PoolView,
+                Capability::EniOps,
+                Capability::Log,
+                Capability::Clock,
+            ],
+        )
+    });
+    fixture_set(cidr, allocator, Vec::new())
+}
+
+/// A fixture with these plugins (built components, specs as the configuration would give).
+fn fixture_set(
+    cidr: &str,
+    allocator: Option<crate::runtime::PluginSpec>,
+    policies: Vec<crate::runtime::PluginSpec>,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let text = crate::config::DEFAULT_CONFIG
         .replace(
@@ -47,19 +69,21 @@ fn fixture_with(cidr: &str, plugin: Option<&str>) -> Fixture {
     let config = ClusterConfig::parse(&text, "test").unwrap();
     let pool = StaticProvider::new(&config.static_pool("test").unwrap());
     let (store, _) = Datastore::open(&config.daemon.state_dir, WalOptions::default()).unwrap();
-    let allocator = plugin.map(|name| {
-        let spec = crate::runtime::testing::spec(name, &crate::runtime::Capability::ALL);
-        crate::runtime::PluginRuntime::new()
-            .unwrap()
-            .load_allocator(&spec)
-            .unwrap()
-    });
+    let runtime = crate::server::plugin_runtime(&config).unwrap();
+    let load = |spec: &crate::runtime::PluginSpec| Arc::new(runtime.load(spec).unwrap());
+    let plugins = PluginSet {
+        allocator: allocator.as_ref().map(load),
+        tagger: None,
+        policies: policies.iter().map(load).collect(),
+        generation: 1,
+    };
     let handler = Handler::new(
         config,
         FakeDatapath::new(),
         store,
         Pool::new(pool.inventory()),
-        allocator,
+        runtime,
+        plugins,
     );
     Fixture { handler, _dir: dir }
 }
@@ -601,4 +625,198 @@ async fn a_full_pool_is_exhaustion_not_a_plugin_failure() {
     let error: CniError =
         serde_json::from_str(stdout(&f.run(Command::Add, "three", "1.0.0").await)).unwrap();
     assert_eq!(error.code, codes::POOL_EXHAUSTED, "{}", error.msg);
+}
+
+fn policy_spec(name: &str, settings: &[(&str, &str)]) -> crate::runtime::PluginSpec {
+    use crate::runtime::{Capability, PluginKind};
+    let mut spec = crate::runtime::testing::spec(
+        name,
+        PluginKind::Policy,
+        &[Capability::Netlink, Capability::Log],
+    );
+    spec.grants.netlink.mtu = Some((1280, 9001));
+    spec.settings = settings
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    spec
+}
+
+fn request_in(command: Command, container_id: &str, namespace: &str) -> CniRequest {
+    let mut request = request(command, container_id);
+    request.args[0].1 = namespace.to_owned();
+    request
+}
+
+#[tokio::test]
+async fn a_failing_allocator_that_fails_open_falls_back_to_the_built_in_choice() {
+    use crate::runtime::{Capability, FailureMode, Hook, PluginKind};
+    let mut spec = crate::runtime::testing::spec(
+        "loop-forever",
+        PluginKind::Allocator,
+        &[Capability::PoolView],
+    );
+    spec.on_failure.0.insert(Hook::Allocate, FailureMode::Open);
+    let f = fixture_set("10.88.0.0/24", Some(spec), Vec::new());
+    let response = f.run(Command::Add, "c1", "1.1.0").await;
+    assert!(
+        matches!(response, DaemonResponse::Success { .. }),
+        "{response:?}"
+    );
+    assert_eq!(f.held(), ["c1"]);
+}
+
+#[tokio::test]
+async fn a_policy_deny_rolls_the_add_back_and_names_the_reason() {
+    let guard = policy_spec(
+        "namespace-guard",
+        &[
+            ("allow_namespaces", "default, team-*"),
+            ("mtu.team-a", "1400"),
+        ],
+    );
+    let f = fixture_set("10.88.0.0/24", None, vec![guard]);
+    let config = config("1.1.0");
+    let denied = f
+        .handler
+        .handle(&request_in(Command::Add, "c1", "kube-public"), &config)
+        .await;
+    let error: CniError = serde_json::from_str(stdout(&denied)).unwrap();
+    assert_eq!(error.code, codes::POLICY_DENIED, "{}", error.msg);
+    assert!(
+        error
+            .msg
+            .starts_with("policy namespace-guard denied the ADD of pod kube-public/pod-c1: "),
+        "{}",
+        error.msg
+    );
+    assert!(f.held().is_empty(), "the reserved address was released");
+    assert!(f.handler.datapath.veths().is_empty(), "nothing built");
+
+    // Allowed with an adjustment: the MTU the hook asked for is applied in the pod and reported.
+    let allowed = f
+        .handler
+        .handle(&request_in(Command::Add, "c2", "team-a"), &config)
+        .await;
+    let result: serde_json::Value = serde_json::from_str(stdout(&allowed)).unwrap();
+    assert_eq!(result["interfaces"][1]["mtu"], 1400, "{result}");
+    assert!(f.handler.datapath.calls().contains(&Call::Adjust(
+        "eth0".into(),
+        vec![crate::runtime::NetlinkRequest::SetMtu { mtu: 1400 }]
+    )));
+    // Every hook call is in the audit log.
+    let audit = std::fs::read_to_string(f.handler.audit_log.path()).unwrap();
+    assert_eq!(
+        audit
+            .lines()
+            .filter(|l| l.contains("\"call\":\"evaluate\""))
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_failing_policy_denies_add_but_never_blocks_del() {
+    // `panics` is an allocator, not a policy; a policy that traps is `route-outside-scope`
+    // with a tiny fuel budget.
+    let mut hook = policy_spec("route-outside-scope", &[]);
+    hook.limits.fuel = 1_000;
+    let f = fixture_set("10.88.0.0/24", None, vec![hook]);
+    let response = f.run(Command::Add, "c1", "1.1.0").await;
+    let error: CniError = serde_json::from_str(stdout(&response)).unwrap();
+    assert_eq!(error.code, codes::PLUGIN_FAILURE);
+    assert!(error.msg.contains("ran out of fuel"), "{}", error.msg);
+    assert!(
+        error
+            .msg
+            .ends_with("the ADD of pod default/pod-c1 fails closed (on_failure.add = \"closed\")"),
+        "{}",
+        error.msg
+    );
+    assert!(f.held().is_empty());
+}
+
+#[tokio::test]
+async fn del_cleans_up_even_when_a_policy_objects() {
+    use crate::runtime::{FailureMode, Hook};
+    let mut hook = policy_spec("route-outside-scope", &[]);
+    let f = fixture_set("10.88.0.0/24", None, vec![hook.clone()]);
+    assert!(matches!(
+        f.run(Command::Add, "c1", "1.1.0").await,
+        DaemonResponse::Success { .. }
+    ));
+    // Now the hook traps on every call, and its DEL fails closed: the DEL still cleans up,
+    // then reports the failure.
+    hook.limits.fuel = 1_000;
+    hook.on_failure.0.insert(Hook::Del, FailureMode::Closed);
+    let runtime = crate::server::plugin_runtime(&f.handler.config).unwrap();
+    f.handler.swap_plugins(PluginSet {
+        allocator: None,
+        tagger: None,
+        policies: vec![Arc::new(runtime.load(&hook).unwrap())],
+        generation: 2,
+    });
+    let response = f.run(Command::Del, "c1", "1.1.0").await;
+    let error: CniError = serde_json::from_str(stdout(&response)).unwrap();
+    assert_eq!(error.code, codes::PLUGIN_FAILURE);
+    assert!(f.held().is_empty(), "the address was released anyway");
+    assert!(
+        f.handler.datapath.veths().is_empty(),
+        "the veth was removed anyway"
+    );
+    // Open (the default): the DEL succeeds.
+    hook.on_failure.0.insert(Hook::Del, FailureMode::Open);
+    f.handler.swap_plugins(PluginSet {
+        allocator: None,
+        tagger: None,
+        policies: vec![Arc::new(runtime.load(&hook).unwrap())],
+        generation: 3,
+    });
+    assert!(matches!(
+        f.run(Command::Add, "c2", "1.1.0").await,
+        DaemonResponse::Failure { .. }
+    ));
+    assert!(matches!(
+        f.run(Command::Del, "c2", "1.1.0").await,
+        DaemonResponse::Success { .. }
+    ));
+}
+
+#[tokio::test]
+async fn chained_mode_runs_only_the_hooks_on_prev_result() {
+    let guard = policy_spec("namespace-guard", &[("allow_namespaces", "default")]);
+    let f = fixture_set("10.88.0.0/24", None, vec![guard]);
+    let prev = r#"{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/run/netns/x"}],"ips":[{"address":"10.22.0.5/24","interface":0}]}"#;
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"pods","type":"wasmcni","mode":"chained","prevResult":{prev}}}"#
+    );
+    let allowed = f.handler.handle(&request(Command::Add, "c1"), &conf).await;
+    let result: serde_json::Value = serde_json::from_str(stdout(&allowed)).unwrap();
+    assert_eq!(
+        result["ips"][0]["address"], "10.22.0.5/24",
+        "prevResult passes through"
+    );
+    assert!(f.held().is_empty(), "chained: no address of ours");
+    assert!(
+        f.handler.datapath.veths().is_empty(),
+        "chained: no interface of ours"
+    );
+    let denied = f
+        .handler
+        .handle(&request_in(Command::Add, "c2", "other"), &conf)
+        .await;
+    let error: CniError = serde_json::from_str(stdout(&denied)).unwrap();
+    assert_eq!(error.code, codes::POLICY_DENIED);
+    let without_prev = r#"{"cniVersion":"1.0.0","name":"pods","type":"wasmcni","mode":"chained"}"#;
+    let error: CniError = serde_json::from_str(stdout(
+        &f.handler
+            .handle(&request(Command::Add, "c3"), without_prev)
+            .await,
+    ))
+    .unwrap();
+    assert_eq!(error.code, codes::INVALID_CONFIG);
+    assert!(matches!(
+        f.handler.handle(&request(Command::Del, "c1"), &conf).await,
+        DaemonResponse::Success { .. }
+    ));
 }

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     let config = format!(
         "{}{}",
         wasmcni::config::DEFAULT_CONFIG,
-        wasmcni_harness::allocator_plugin_config("pack", &["pool-view"])
+        wasmcni_harness::allocator_plugin_config("pack", &["pool-view", "eni-ops", "log"])
     );
     let mut node = TestNode::with_cluster_config(&config);
     println!("== audit of that configuration (wasmcni-host audit)");
