@@ -34,6 +34,11 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --release --workspace 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The plugins' own decision logic (vpc-warm-pool's VPC CNI tables, pack, cluster-tags,
+# namespace-guard, the template, the SDK), natively: the guest workspace is separate.
+(cd plugins && CARGO_TARGET_DIR="$root/target/wasm-guests" cargo test --release) 2>&1 | tee -a "$log"
+guest_status=${PIPESTATUS[0]}
+[ "$status" -ne 0 ] || status=$guest_status
 set -e
 # One closing line for the whole run (cargo prints one per test binary, the last often a
 # doc-test binary with nothing in it).
