@@ -150,6 +150,19 @@ fn main() {
         evaluate.push(hooked);
         both.push(allocated + hooked);
     }
+    // The floor: a fresh instance and one call of a component that imports nothing and
+    // answers a constant (the `reserved-tags` test tagger; its answer is refused, as always).
+    let trivial = runtime
+        .load(&spec(&dir, "reserved-tags", PluginKind::Tagger, &[]))
+        .expect("reserved-tags");
+    let request = wasmcni::runtime::EniTagRequest::default();
+    let mut floor: Vec<Duration> = (0..iterations)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(trivial.tags(&request, 0).is_err());
+            started.elapsed()
+        })
+        .collect();
     let mut builtin = Vec::with_capacity(iterations);
     for _ in 0..iterations {
         let mut pool = Pool::new(inventory.clone());
@@ -187,6 +200,11 @@ fn main() {
         "| of which namespace-guard `evaluate` | {} µs | {} µs |",
         us(percentile(&mut evaluate, 0.5)),
         us(percentile(&mut evaluate, 0.9))
+    );
+    println!(
+        "| floor: fresh instance + one call of a component that imports nothing | {} µs | {} µs |",
+        us(percentile(&mut floor, 0.5)),
+        us(percentile(&mut floor, 0.9))
     );
     println!(
         "| built-in allocator, same pool, {iterations} runs | {} µs | {} µs |",

@@ -7,12 +7,14 @@
 //!
 //! Data flows one way: shim → [`proto`] → [`server`] → [`ipam`] → [`datastore`] → [`datapath`].
 //! [`runtime`] runs the WebAssembly plugins (allocation strategies) the configuration names.
+//! [`ec2`] reads the node from IMDS and its limits from EC2, for the ENI provider.
 
 pub mod audit;
 pub mod cni;
 pub mod config;
 pub mod datapath;
 pub mod datastore;
+pub mod ec2;
 pub mod ipam;
 pub mod proto;
 pub mod runtime;

@@ -36,6 +36,16 @@ enum Commands {
         #[arg(long)]
         json: bool,
     },
+    /// Read this node from IMDS (instance, zone, every ENI with its addresses and prefixes)
+    /// and its instance-type limits from EC2, and print them with the max-pods figures.
+    Discover {
+        /// IMDS endpoint (default http://169.254.169.254).
+        #[arg(long, env = "AWS_EC2_METADATA_SERVICE_ENDPOINT")]
+        imds: Option<String>,
+        /// EC2 endpoint (default: the region's).
+        #[arg(long, env = "AWS_ENDPOINT_URL_EC2")]
+        ec2: Option<String>,
+    },
 }
 
 fn load(config: Option<&PathBuf>) -> Result<ClusterConfig, wasmcni::config::ConfigError> {
@@ -90,6 +100,28 @@ fn main() -> ExitCode {
                 }
             }
         },
+        Commands::Discover { imds, ec2 } => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("wasmcni-host: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(discover(imds, ec2)) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("wasmcni-host: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Commands::Run => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -112,6 +144,32 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `discover`: the node and its limits, as JSON.
+async fn discover(
+    imds: Option<String>,
+    ec2: Option<String>,
+) -> Result<String, wasmcni::ec2::Ec2Error> {
+    use wasmcni::ec2;
+    let endpoints = ec2::Endpoints {
+        ec2,
+        imds,
+        ..ec2::Endpoints::default()
+    };
+    let identity = ec2::discover(&ec2::imds_client(&endpoints)?).await?;
+    let client = ec2::ec2_client(&identity.region, &endpoints).await;
+    let limits = ec2::instance_limits(&client, &identity.instance_type).await?;
+    let report = serde_json::json!({
+        "node": identity,
+        "limits": limits,
+        "maxPods": {
+            "secondaryIps": ec2::max_pods(&limits, false, false),
+            "customNetworking": ec2::max_pods(&limits, true, false),
+            "prefixDelegation": ec2::max_pods(&limits, false, true),
+        },
+    });
+    serde_json::to_string_pretty(&report).map_err(|e| wasmcni::ec2::Ec2Error::Setup(e.to_string()))
 }
 
 async fn run(

@@ -37,7 +37,7 @@ pub fn choose(pool: &Pool) -> Result<u32, String> {
 
 impl Guest for Pack {
     fn allocate(_pod: Pod) -> Result<u32, String> {
-        choose(&Pool::read())
+        choose(&Pool::read_addresses())
     }
 
     fn plan() -> Result<(), String> {

@@ -175,6 +175,33 @@ pub mod allocator {
             }
         }
 
+        /// Reads only what choosing an address needs — blocks, in-use, cooling and excluded
+        /// addresses — leaving `node`, `enis` and `subnets` empty: an `allocate` runs on every
+        /// ADD, and each `pool-view` call copies its answer into the instance.
+        pub fn read_addresses() -> Pool {
+            Pool {
+                node: NodeInfo {
+                    provider: String::new(),
+                    instance_id: String::new(),
+                    instance_type: String::new(),
+                    availability_zone: String::new(),
+                    vpc_cidrs: Vec::new(),
+                    limits: NodeLimits {
+                        max_enis: 0,
+                        ipv4_per_eni: 0,
+                        prefix_delegation: false,
+                        max_pods: 0,
+                    },
+                },
+                enis: Vec::new(),
+                blocks: pool_view::blocks(),
+                in_use: pool_view::in_use().into_iter().collect(),
+                cooling: pool_view::cooling().into_iter().collect(),
+                excluded: pool_view::excluded().into_iter().collect(),
+                subnets: Vec::new(),
+            }
+        }
+
         /// Addresses of `block` a pod may ever get: all of a secondary IP or a delegated
         /// prefix; a static range of /30 or larger loses its network and broadcast addresses.
         pub fn usable(block: &AddressBlock) -> impl Iterator<Item = u32> {

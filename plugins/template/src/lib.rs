@@ -67,7 +67,7 @@ struct MyStrategy;
 
 impl Guest for MyStrategy {
     fn allocate(_pod: Pod) -> Result<u32, String> {
-        choose_address(&Pool::read())
+        choose_address(&Pool::read_addresses())
     }
 
     fn plan() -> Result<(), String> {
