@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Longest key.
@@ -17,7 +18,8 @@ pub const MAX_KEY_BYTES: usize = 256;
 #[derive(Debug)]
 pub struct KvStore {
     path: PathBuf,
-    max_bytes: usize,
+    /// The grant's quota; a reload may change it for the same plugin's state.
+    max_bytes: AtomicUsize,
     map: Mutex<Arc<BTreeMap<String, Vec<u8>>>>,
 }
 
@@ -36,9 +38,14 @@ impl KvStore {
         };
         Ok(KvStore {
             path,
-            max_bytes,
+            max_bytes: AtomicUsize::new(max_bytes),
             map: Mutex::new(Arc::new(map)),
         })
+    }
+
+    /// Applies a (reloaded) grant's quota to the next calls.
+    pub fn set_max_bytes(&self, max_bytes: usize) {
+        self.max_bytes.store(max_bytes, Ordering::Relaxed);
     }
 
     /// Where it is kept.
@@ -54,7 +61,7 @@ impl KvStore {
             base,
             writes: BTreeMap::new(),
             bytes,
-            max_bytes: self.max_bytes,
+            max_bytes: self.max_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -73,10 +80,10 @@ impl KvStore {
             };
         }
         let bytes: usize = next.iter().map(|(k, v)| size_of(k, v)).sum();
-        if bytes > self.max_bytes {
+        let max_bytes = self.max_bytes.load(Ordering::Relaxed);
+        if bytes > max_bytes {
             return Err(format!(
-                "kv state would grow to {bytes} bytes, over the grant's max_bytes of {}",
-                self.max_bytes
+                "kv state would grow to {bytes} bytes, over the grant's max_bytes of {max_bytes}"
             ));
         }
         persist(&self.path, &encode(&next))

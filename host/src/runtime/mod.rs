@@ -360,6 +360,9 @@ pub struct PluginRuntime {
     /// Runtime audit log of privileged requests.
     audit_log: Option<AuditLog>,
     slots: Arc<Slots>,
+    /// Each plugin's `kv` state, opened once per name: the sets of a reload share it with
+    /// the running set, so calls in flight and new calls never keep two copies of one file.
+    kv_stores: Arc<Mutex<BTreeMap<String, Arc<kv::KvStore>>>>,
 }
 
 /// The component, ready to instantiate, as its world's bindings see it.
@@ -420,6 +423,7 @@ impl PluginRuntime {
                 free: Mutex::new(CONCURRENT_CALLS),
                 released: Condvar::new(),
             }),
+            kv_stores: Arc::default(),
         })
     }
 
@@ -585,13 +589,22 @@ impl PluginRuntime {
             }
         };
         let kv = match (&self.kv_dir, spec.grants.has(Capability::Kv)) {
-            (Some(dir), true) => Some(Arc::new(
-                kv::KvStore::open(
-                    dir.join(format!("{}.kv", spec.name)),
-                    spec.grants.kv.max_bytes,
-                )
-                .map_err(invalid)?,
-            )),
+            (Some(dir), true) => {
+                let mut stores = self.kv_stores.lock().unwrap_or_else(|p| p.into_inner());
+                let store = match stores.get(&spec.name) {
+                    Some(store) => store.clone(),
+                    None => Arc::new(
+                        kv::KvStore::open(
+                            dir.join(format!("{}.kv", spec.name)),
+                            spec.grants.kv.max_bytes,
+                        )
+                        .map_err(invalid)?,
+                    ),
+                };
+                store.set_max_bytes(spec.grants.kv.max_bytes);
+                stores.insert(spec.name.clone(), store.clone());
+                Some(store)
+            }
             _ => None,
         };
         Ok(Plugin {

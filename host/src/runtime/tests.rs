@@ -560,6 +560,20 @@ fn kv_is_held_to_its_quota_and_kept_across_loads() {
     let kept = kv::KvStore::open(file.clone(), 64 << 10).unwrap();
     let keys = kept.begin().keys();
     assert_eq!(keys.len(), (64 << 10) / (4096 + 9), "{keys:?}");
+    // A reload with a larger quota shares the same state (never a second copy of the file)
+    // and applies the new quota to the next calls.
+    let mut bigger = spec.clone();
+    bigger.grants.kv.max_bytes = 128 << 10;
+    let reloaded = runtime.load(&bigger).unwrap();
+    assert!(
+        Arc::ptr_eq(hog.kv.as_ref().unwrap(), reloaded.kv.as_ref().unwrap()),
+        "one store per plugin name"
+    );
+    reloaded
+        .allocate(snapshot(&["10.0.0.0/24"], &[]), &pod())
+        .unwrap();
+    let kept = kv::KvStore::open(file.clone(), 128 << 10).unwrap();
+    assert_eq!(kept.begin().keys().len(), (128 << 10) / (4096 + 9));
     // Without a kv grant the same component does not even load.
     let err = runtime
         .load(&alloc("kv-hog", &[Capability::PoolView]))
