@@ -659,7 +659,7 @@ impl Plugin {
         &self,
         call: &'static str,
         snapshot: Arc<PoolSnapshot>,
-        invoke: impl FnOnce(&Pre, &mut Store<HostState>) -> wasmtime::Result<R>,
+        invoke: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<Finished<R>, PluginError> {
         let limits = self.spec.limits;
         let _slot = self.slots.acquire();
@@ -685,7 +685,7 @@ impl Plugin {
             reason: describe_trap(&e, limits),
         };
         store.set_fuel(limits.fuel).map_err(trapped)?;
-        match invoke(&self.pre, &mut store) {
+        match invoke(&mut store) {
             Ok(answer) => Ok(Finished {
                 answer,
                 state: store.into_data(),
@@ -779,14 +779,11 @@ impl Plugin {
     /// Asks an allocator for `pod`'s address. The answer is only a proposal: the caller checks
     /// it against the pool and the datastore.
     pub fn allocate(&self, snapshot: PoolSnapshot, pod: &PodInfo) -> Result<Ipv4Addr, PluginError> {
-        let Pre::Allocator(_) = &self.pre else {
+        let Pre::Allocator(pre) = &self.pre else {
             return Err(self.wrong_kind("allocate"));
         };
         let request = pod.to_wit();
-        let done = self.run("allocate", Arc::new(snapshot), |pre, store| {
-            let Pre::Allocator(pre) = pre else {
-                unreachable!()
-            };
+        let done = self.run("allocate", Arc::new(snapshot), |store| {
             pre.instantiate(&mut *store)?.call_allocate(store, &request)
         })?;
         let ok = done.answer.is_ok();
@@ -799,13 +796,10 @@ impl Plugin {
     /// Asks an allocator to plan the pool; returns the ENI requests it made that its grant
     /// and the instance's limits allow, in order. An error drops every request.
     pub fn plan(&self, snapshot: PoolSnapshot) -> Result<Vec<EniRequest>, PluginError> {
-        let Pre::Allocator(_) = &self.pre else {
+        let Pre::Allocator(pre) = &self.pre else {
             return Err(self.wrong_kind("plan"));
         };
-        let mut done = self.run("plan", Arc::new(snapshot), |pre, store| {
-            let Pre::Allocator(pre) = pre else {
-                unreachable!()
-            };
+        let mut done = self.run("plan", Arc::new(snapshot), |store| {
             pre.instantiate(&mut *store)?.call_plan(store)
         })?;
         let requests = std::mem::take(&mut done.state.eni_requests);
@@ -823,7 +817,7 @@ impl Plugin {
         request: &EniTagRequest,
         own: usize,
     ) -> Result<Vec<(String, String)>, PluginError> {
-        let Pre::Tagger(_) = &self.pre else {
+        let Pre::Tagger(pre) = &self.pre else {
             return Err(self.wrong_kind("tags"));
         };
         let wit = bindings::tagger::EniRequest {
@@ -833,10 +827,7 @@ impl Plugin {
             subnet_id: request.subnet_id.clone(),
             cluster_name: request.cluster_name.clone(),
         };
-        let done = self.run("tags", Arc::new(PoolSnapshot::default()), |pre, store| {
-            let Pre::Tagger(pre) = pre else {
-                unreachable!()
-            };
+        let done = self.run("tags", Arc::new(PoolSnapshot::default()), |store| {
             pre.instantiate(&mut *store)?.call_tags(store, &wit)
         })?;
         let ok = done.answer.is_ok();
@@ -854,7 +845,7 @@ impl Plugin {
 
     /// Asks a policy hook about `attachment`.
     pub fn evaluate(&self, attachment: &Attachment) -> Result<Verdict, PluginError> {
-        let Pre::Policy(_) = &self.pre else {
+        let Pre::Policy(pre) = &self.pre else {
             return Err(self.wrong_kind("evaluate"));
         };
         use bindings::policy as wit;
@@ -882,10 +873,7 @@ impl Plugin {
             Verb::Del => "evaluate(del)",
             Verb::Check => "evaluate(check)",
         };
-        let mut done = self.run(call, Arc::new(PoolSnapshot::default()), |pre, store| {
-            let Pre::Policy(pre) = pre else {
-                unreachable!()
-            };
+        let mut done = self.run(call, Arc::new(PoolSnapshot::default()), |store| {
             pre.instantiate(&mut *store)?.call_evaluate(store, &request)
         })?;
         let adjustments = std::mem::take(&mut done.state.netlink_requests);
@@ -899,7 +887,7 @@ impl Plugin {
     }
 }
 
-fn now_unix_ms() -> u64 {
+pub(crate) fn now_unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

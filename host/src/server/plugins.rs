@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crate::cni::error::{codes, CniError};
 use crate::config::ClusterConfig;
+pub(crate) use crate::runtime::now_unix_ms;
 use crate::runtime::{
     Attachment, AuditEntry, AuditLog, FailureMode, NetlinkRequest, Plugin, PluginError,
     PluginRuntime, Verb, Verdict,
@@ -171,13 +172,6 @@ pub async fn run_policies(
         }
     }
     PolicyOutcome::Allowed(adjustments)
-}
-
-pub(crate) fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
 }
 
 /// Applies the configuration in `path` to a running daemon: the plugin sections (which
