@@ -219,11 +219,148 @@ pub struct DatapathConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
-    /// Which provider: only `static` in this build.
+    /// Which provider: `static` or `ec2`.
     pub kind: String,
     /// Settings of the static provider (`[provider.static]`).
     #[serde(rename = "static")]
     pub static_pool: Option<StaticPoolConfig>,
+    /// Settings of the EC2 ENI provider (`[provider.ec2]`; every key has a default).
+    pub ec2: Option<Ec2ProviderConfig>,
+}
+
+/// `[provider.ec2]`: pod addresses are secondary IPs and /28 prefixes of the node's ENIs,
+/// which the daemon creates, attaches and releases through the EC2 API on the allocator
+/// plugin's plan.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ec2ProviderConfig {
+    /// EC2 API endpoint override (absent: the region's endpoint). `http://` only for emulators.
+    pub ec2_endpoint: Option<String>,
+    /// IMDS endpoint override (absent: `http://169.254.169.254`).
+    pub imds_endpoint: Option<String>,
+    /// Attempts per EC2 call, the first included; each attempt takes a token of the bucket.
+    #[serde(default = "default_ec2_attempts")]
+    pub max_attempts: u32,
+    /// Bound on one EC2 attempt, in milliseconds.
+    #[serde(default = "default_ec2_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+    /// Client-side token bucket shared by every EC2 call: burst size.
+    #[serde(default = "default_api_burst")]
+    pub api_burst: u32,
+    /// Client-side token bucket: calls per second it refills.
+    #[serde(default = "default_api_rate")]
+    pub api_rate_per_s: f64,
+    /// How long an ADD that finds the pool empty waits for the pool to grow before failing.
+    #[serde(default = "default_add_wait_ms")]
+    pub add_wait_ms: u64,
+    /// Period of the warm-pool reconciler when nothing wakes it earlier.
+    #[serde(default = "default_reconcile_interval_ms")]
+    pub reconcile_interval_ms: u64,
+    /// A released pod address is not handed out again before this many milliseconds
+    /// (VPC CNI's 30 s cooldown).
+    #[serde(default = "default_ip_cooldown_ms")]
+    pub ip_cooldown_ms: u64,
+    /// How long to wait for an attached ENI's link to appear on the node.
+    #[serde(default = "default_link_wait_ms")]
+    pub link_wait_ms: u64,
+    /// STATUS reports not ready until this many addresses are free after start.
+    #[serde(default = "default_ready_free")]
+    pub ready_min_free: u32,
+    /// Pods the node may run (kubelet's `--max-pods`); absent: VPC CNI's figure for the
+    /// instance type.
+    pub max_pods: Option<u32>,
+    /// When a subnet has no free aligned /28, assign secondary IPs instead (VPC CNI has no
+    /// such fallback, see its #2749).
+    #[serde(default = "default_true")]
+    pub prefix_fallback: bool,
+    /// How often the leaked-ENI collector runs, in seconds.
+    #[serde(default = "default_leak_interval_s")]
+    pub leaked_eni_interval_s: u64,
+    /// An `available` ENI tagged as wasmcni's is deleted once older than this, in seconds.
+    #[serde(default = "default_leak_age_s")]
+    pub leaked_eni_min_age_s: u64,
+    /// SNAT of traffic leaving the VPC.
+    #[serde(default)]
+    pub snat: SnatConfig,
+}
+
+/// `[provider.ec2.snat]`: VPC CNI's SNAT switches under their own names.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SnatConfig {
+    /// `AWS_VPC_K8S_CNI_EXTERNALSNAT`: no node SNAT and no connmark rules (a NAT gateway
+    /// translates).
+    #[serde(default)]
+    pub external: bool,
+    /// `AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS`: destinations never translated.
+    #[serde(default)]
+    pub exclude_cidrs: Vec<String>,
+    /// `AWS_VPC_K8S_CNI_RANDOMIZESNAT`: `prng` (default), `hashrandom` or `none`.
+    pub randomize: Option<String>,
+    /// `AWS_VPC_K8S_CNI_CONNMARK`: the connmark bit (default 0x80).
+    pub connmark: Option<u32>,
+    /// `auto` (default), `iptables` or `nftables`.
+    pub backend: Option<String>,
+}
+
+fn default_ec2_attempts() -> u32 {
+    8
+}
+fn default_ec2_call_timeout_ms() -> u64 {
+    10_000
+}
+fn default_api_burst() -> u32 {
+    20
+}
+fn default_api_rate() -> f64 {
+    10.0
+}
+fn default_add_wait_ms() -> u64 {
+    10_000
+}
+fn default_reconcile_interval_ms() -> u64 {
+    5_000
+}
+fn default_ip_cooldown_ms() -> u64 {
+    30_000
+}
+fn default_link_wait_ms() -> u64 {
+    15_000
+}
+fn default_ready_free() -> u32 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_leak_interval_s() -> u64 {
+    300
+}
+fn default_leak_age_s() -> u64 {
+    300
+}
+
+impl Default for Ec2ProviderConfig {
+    fn default() -> Self {
+        Ec2ProviderConfig {
+            ec2_endpoint: None,
+            imds_endpoint: None,
+            max_attempts: default_ec2_attempts(),
+            call_timeout_ms: default_ec2_call_timeout_ms(),
+            api_burst: default_api_burst(),
+            api_rate_per_s: default_api_rate(),
+            add_wait_ms: default_add_wait_ms(),
+            reconcile_interval_ms: default_reconcile_interval_ms(),
+            ip_cooldown_ms: default_ip_cooldown_ms(),
+            link_wait_ms: default_link_wait_ms(),
+            ready_min_free: default_ready_free(),
+            max_pods: None,
+            prefix_fallback: true,
+            leaked_eni_interval_s: default_leak_interval_s(),
+            leaked_eni_min_age_s: default_leak_age_s(),
+            snat: SnatConfig::default(),
+        }
+    }
 }
 
 /// `[provider.static]`: fixed IPv4 CIDRs for nodes without EC2.
@@ -316,6 +453,171 @@ impl ClusterConfig {
         config.validate(origin)?;
         config.specs = config.resolve_plugins(origin)?;
         Ok(config)
+    }
+
+    /// The EC2 provider's settings (defaults when `[provider.ec2]` is absent).
+    pub fn ec2(&self) -> Ec2ProviderConfig {
+        self.provider.ec2.clone().unwrap_or_default()
+    }
+
+    /// The SNAT exclusion CIDRs, parsed. Only valid after [`ClusterConfig::parse`] accepted
+    /// the file.
+    pub fn snat_exclude_cidrs(&self) -> Vec<Ipv4Net> {
+        self.ec2()
+            .snat
+            .exclude_cidrs
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect()
+    }
+
+    fn validate_ec2(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, value: String, reason: &str| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key: format!("provider.ec2.{key}"),
+            value,
+            reason: reason.to_owned(),
+        };
+        if self.provider.static_pool.is_some() {
+            return Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                key: "provider.static".into(),
+                value: "a table".into(),
+                reason: "is for kind = \"static\"; with kind = \"ec2\" addresses come from the node's ENIs".into(),
+            });
+        }
+        if self.allocator.plugin.is_none() {
+            return Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                key: "allocator.plugin".into(),
+                value: "absent".into(),
+                reason: "the ec2 provider grows and shrinks the pool on an allocator plugin's plan: name one (e.g. vpc-warm-pool or pack)".into(),
+            });
+        }
+        let ec2 = self.ec2();
+        for (key, url) in [
+            ("ec2_endpoint", &ec2.ec2_endpoint),
+            ("imds_endpoint", &ec2.imds_endpoint),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(
+                        key,
+                        format!("{url:?}"),
+                        "must be an http:// or https:// URL",
+                    ));
+                }
+            }
+        }
+        if !(1..=20).contains(&ec2.max_attempts) {
+            return Err(invalid(
+                "max_attempts",
+                ec2.max_attempts.to_string(),
+                "must be between 1 and 20",
+            ));
+        }
+        if !(100..=120_000).contains(&ec2.call_timeout_ms) {
+            return Err(invalid(
+                "call_timeout_ms",
+                ec2.call_timeout_ms.to_string(),
+                "must be between 100 and 120000",
+            ));
+        }
+        if ec2.api_burst == 0 || ec2.api_burst > 1000 {
+            return Err(invalid(
+                "api_burst",
+                ec2.api_burst.to_string(),
+                "must be between 1 and 1000",
+            ));
+        }
+        if !(ec2.api_rate_per_s.is_finite()
+            && ec2.api_rate_per_s >= 0.1
+            && ec2.api_rate_per_s <= 1000.0)
+        {
+            return Err(invalid(
+                "api_rate_per_s",
+                ec2.api_rate_per_s.to_string(),
+                "must be between 0.1 and 1000",
+            ));
+        }
+        if ec2.add_wait_ms > 120_000 {
+            return Err(invalid(
+                "add_wait_ms",
+                ec2.add_wait_ms.to_string(),
+                "must be at most 120000 (kubelet gives up on an ADD long before)",
+            ));
+        }
+        if !(100..=600_000).contains(&ec2.reconcile_interval_ms) {
+            return Err(invalid(
+                "reconcile_interval_ms",
+                ec2.reconcile_interval_ms.to_string(),
+                "must be between 100 and 600000",
+            ));
+        }
+        if ec2.ip_cooldown_ms > 600_000 {
+            return Err(invalid(
+                "ip_cooldown_ms",
+                ec2.ip_cooldown_ms.to_string(),
+                "must be at most 600000",
+            ));
+        }
+        if !(100..=300_000).contains(&ec2.link_wait_ms) {
+            return Err(invalid(
+                "link_wait_ms",
+                ec2.link_wait_ms.to_string(),
+                "must be between 100 and 300000",
+            ));
+        }
+        if !(60..=86_400).contains(&ec2.leaked_eni_interval_s) {
+            return Err(invalid(
+                "leaked_eni_interval_s",
+                ec2.leaked_eni_interval_s.to_string(),
+                "must be between 60 and 86400",
+            ));
+        }
+        if !(60..=86_400).contains(&ec2.leaked_eni_min_age_s) {
+            return Err(invalid("leaked_eni_min_age_s", ec2.leaked_eni_min_age_s.to_string(), "must be between 60 and 86400 (a younger ENI may be another node's, being attached)"));
+        }
+        if ec2.max_pods == Some(0) {
+            return Err(invalid("max_pods", "0".into(), "must be at least 1"));
+        }
+        for (i, cidr) in ec2.snat.exclude_cidrs.iter().enumerate() {
+            if cidr.parse::<Ipv4Net>().is_err() {
+                return Err(invalid(
+                    &format!("snat.exclude_cidrs[{i}]"),
+                    format!("{cidr:?}"),
+                    "not an IPv4 CIDR",
+                ));
+            }
+        }
+        if let Some(mode) = &ec2.snat.randomize {
+            if !["prng", "hashrandom", "none"].contains(&mode.as_str()) {
+                return Err(invalid(
+                    "snat.randomize",
+                    format!("{mode:?}"),
+                    "must be \"prng\", \"hashrandom\" or \"none\"",
+                ));
+            }
+        }
+        if let Some(mark) = ec2.snat.connmark {
+            if mark == 0 || !mark.is_power_of_two() {
+                return Err(invalid(
+                    "snat.connmark",
+                    format!("{mark:#x}"),
+                    "must be a single bit, e.g. 0x80",
+                ));
+            }
+        }
+        if let Some(backend) = &ec2.snat.backend {
+            if !["auto", "iptables", "nftables"].contains(&backend.as_str()) {
+                return Err(invalid(
+                    "snat.backend",
+                    format!("{backend:?}"),
+                    "must be \"auto\", \"iptables\" or \"nftables\"",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The static pool, parsed. Only valid after [`ClusterConfig::parse`] accepted the file.
@@ -452,11 +754,12 @@ impl ClusterConfig {
         }
         match self.provider.kind.as_str() {
             "static" => self.static_pool(origin).map(|_| ())?,
+            "ec2" => self.validate_ec2(origin)?,
             other => {
                 return Err(invalid(
                     "provider.kind",
                     format!("{other:?}"),
-                    "this build knows only \"static\"",
+                    "must be \"static\" or \"ec2\"",
                 ))
             }
         }
@@ -892,7 +1195,7 @@ mod tests {
             (with("mtu = 9001", "mtu = 70000"), "`datapath.mtu` = 70000"),
             (
                 with("kind = \"static\"", "kind = \"ec3\""),
-                "`provider.kind` = \"ec3\": this build knows only",
+                "`provider.kind` = \"ec3\": must be \"static\" or \"ec2\"",
             ),
             (
                 with("socket = \"/run", "socket = \"run"),
@@ -906,6 +1209,109 @@ mod tests {
             assert!(err.contains(expected), "expected {expected:?} in {err:?}");
             assert!(err.starts_with("cluster configuration test.toml"), "{err}");
         }
+    }
+
+    /// The embedded default turned into an EC2 configuration with `ec2` as `[provider.ec2]`
+    /// and pack as allocator.
+    fn ec2_config(ec2: &str) -> String {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let base = DEFAULT_CONFIG
+            .replace("kind = \"static\"", "kind = \"ec2\"")
+            .replace("[provider.static]\ncidrs = [\"10.88.0.0/24\"]", "")
+            .replace("exclude = []", "");
+        format!(
+            "{base}\n[provider.ec2]\n{ec2}\n[allocator]\nplugin = \"pack\"\n\n[[plugins]]\nname = \"pack\"\nkind = \"allocator\"\npath = \"/usr/lib/wasmcni/pack.wasm\"\ndigest = \"{digest}\"\n[plugins.grants]\npool-view = {{}}\neni-ops = {{ subnets = [\"node\"], security_groups = [\"node\"] }}\n"
+        )
+    }
+
+    #[test]
+    fn the_ec2_provider_has_defaults_for_every_key() {
+        let config = ClusterConfig::parse(&ec2_config(""), "t").unwrap();
+        assert_eq!(config.provider.kind, "ec2");
+        let ec2 = config.ec2();
+        assert_eq!(ec2, Ec2ProviderConfig::default());
+        assert_eq!(
+            (
+                ec2.ip_cooldown_ms,
+                ec2.add_wait_ms,
+                ec2.api_burst,
+                ec2.max_attempts
+            ),
+            (30_000, 10_000, 20, 8)
+        );
+        assert!(ec2.prefix_fallback && !ec2.snat.external);
+        let tuned = ClusterConfig::parse(
+            &ec2_config("ec2_endpoint = \"http://127.0.0.1:4566\"\nmax_pods = 110\n[provider.ec2.snat]\nexternal = true\nexclude_cidrs = [\"192.168.0.0/16\"]\nrandomize = \"hashrandom\"\nbackend = \"nftables\""),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(tuned.ec2().max_pods, Some(110));
+        assert_eq!(
+            tuned.snat_exclude_cidrs(),
+            vec!["192.168.0.0/16".parse::<Ipv4Net>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn ec2_settings_are_validated_key_by_key() {
+        let cases = [
+            (
+                "max_attempts = 0",
+                "`provider.ec2.max_attempts` = 0: must be between 1 and 20",
+            ),
+            (
+                "api_rate_per_s = 0.0",
+                "`provider.ec2.api_rate_per_s` = 0: must be between 0.1 and 1000",
+            ),
+            (
+                "ec2_endpoint = \"ftp://x\"",
+                "`provider.ec2.ec2_endpoint` = \"ftp://x\": must be an http:// or https:// URL",
+            ),
+            (
+                "leaked_eni_min_age_s = 5",
+                "`provider.ec2.leaked_eni_min_age_s` = 5: must be between 60 and 86400",
+            ),
+            (
+                "add_wait_ms = 600000",
+                "`provider.ec2.add_wait_ms` = 600000: must be at most 120000",
+            ),
+            (
+                "[provider.ec2.snat]\nexclude_cidrs = [\"10.0.0.0/40\"]",
+                "`provider.ec2.snat.exclude_cidrs[0]` = \"10.0.0.0/40\": not an IPv4 CIDR",
+            ),
+            (
+                "[provider.ec2.snat]\nconnmark = 3",
+                "`provider.ec2.snat.connmark` = 0x3: must be a single bit",
+            ),
+            (
+                "[provider.ec2.snat]\nrandomize = \"maybe\"",
+                "`provider.ec2.snat.randomize` = \"maybe\"",
+            ),
+            ("warm_ips = 3", "unknown field `warm_ips`"),
+        ];
+        for (ec2, expected) in cases {
+            let err = ClusterConfig::parse(&ec2_config(ec2), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(expected),
+                "{ec2}: expected {expected:?} in {err:?}"
+            );
+        }
+        let no_allocator = ec2_config("").replace("[allocator]\nplugin = \"pack\"", "");
+        let err = ClusterConfig::parse(&no_allocator, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`allocator.plugin` = absent: the ec2 provider grows and shrinks the pool on an allocator plugin's plan"), "{err}");
+        let both = ec2_config("").replace(
+            "[provider.ec2]",
+            "[provider.static]\ncidrs = [\"10.1.0.0/24\"]\n[provider.ec2]",
+        );
+        let err = ClusterConfig::parse(&both, "t").unwrap_err().to_string();
+        assert!(
+            err.contains("`provider.static` = a table: is for kind = \"static\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
-use super::{Created, Datapath, DatapathError, HostSide, NodeState, PodAttachment};
+use super::{
+    format_mac, Created, Datapath, DatapathError, EniLink, HostSide, NodeState, PodAttachment,
+};
 
 /// One call the fake received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,12 @@ pub enum Call {
     RemoveRules(Ipv4Addr),
     /// `adjust_pod` of this pod interface with these adjustments.
     Adjust(String, Vec<crate::runtime::NetlinkRequest>),
+    /// `setup_eni` for the link with this MAC and table.
+    SetupEni(String, u32),
+    /// `teardown_eni` of this table.
+    TeardownEni(u32),
+    /// `ensure_connmark_rule` with this mark.
+    ConnmarkRule(u32),
 }
 
 #[derive(Debug, Default)]
@@ -186,6 +194,28 @@ impl Datapath for FakeDatapath {
         let mut state = self.lock();
         state.calls.push(Call::RemoveRules(ip));
         state.rules.retain(|(rule_ip, _)| *rule_ip != ip);
+        Ok(())
+    }
+
+    async fn setup_eni(&self, eni: &EniLink) -> Result<String, DatapathError> {
+        let mut state = self.lock();
+        state
+            .calls
+            .push(Call::SetupEni(format_mac(&eni.mac), eni.table));
+        Ok(format!("eth{}", eni.table - 1))
+    }
+
+    async fn link_with_mac(&self, _mac: [u8; 6]) -> Result<Option<String>, DatapathError> {
+        Ok(Some("eth0".to_owned()))
+    }
+
+    async fn teardown_eni(&self, table: u32) -> Result<(), DatapathError> {
+        self.lock().calls.push(Call::TeardownEni(table));
+        Ok(())
+    }
+
+    async fn ensure_connmark_rule(&self, mark: u32) -> Result<(), DatapathError> {
+        self.lock().calls.push(Call::ConnmarkRule(mark));
         Ok(())
     }
 

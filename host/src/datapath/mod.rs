@@ -17,6 +17,7 @@ use std::net::Ipv4Addr;
 pub mod fake;
 pub mod netlink;
 pub mod netns;
+pub mod snat;
 
 /// The pod's gateway: a link-local address answered by the permanent neighbour entry.
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -80,6 +81,34 @@ pub struct PodAttachment {
     pub pod_ifname: String,
     /// MTU of both veth ends.
     pub mtu: u32,
+}
+
+/// A secondary ENI's link on the node and its routing table (VPC CNI's `setupENINetwork`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EniLink {
+    /// The ENI's MAC: how its link is found (the kernel names it).
+    pub mac: [u8; 6],
+    /// The ENI's own primary address, put on the link as a /32 (no connected route in main
+    /// that would compete with the primary ENI's).
+    pub address: Ipv4Addr,
+    /// Routing table for traffic from its pods (device number + 1).
+    pub table: u32,
+    /// The subnet's gateway (EC2's VPC router).
+    pub gateway: Ipv4Addr,
+    /// Link MTU.
+    pub mtu: u32,
+    /// How long to wait for the link to appear after the attach.
+    pub wait: std::time::Duration,
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
 }
 
 /// What ADD created, for the CNI result.
@@ -183,6 +212,27 @@ pub trait Datapath: Send + Sync + 'static {
         ip: Ipv4Addr,
         route_table: Option<u32>,
     ) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Waits for an attached ENI's link (by MAC), brings it up with its address and MTU, and
+    /// fills its routing table: the gateway on-link and the default route via it. Idempotent.
+    /// Returns the link's name.
+    fn setup_eni(
+        &self,
+        eni: &EniLink,
+    ) -> impl Future<Output = Result<String, DatapathError>> + Send;
+    /// The name of the link with `mac`, if there is one (the primary ENI's interface is `eth0`
+    /// or `ens5` depending on the OS; its MAC says which).
+    fn link_with_mac(
+        &self,
+        mac: [u8; 6],
+    ) -> impl Future<Output = Result<Option<String>, DatapathError>> + Send;
+    /// Empties an ENI's routing table (wasmcni's routes only). Missing routes are not errors.
+    fn teardown_eni(&self, table: u32) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Adds `fwmark <mark>/<mark> lookup main` at priority 1024 (replies of connections that
+    /// came in through the primary ENI, and SNATed traffic, leave through it); idempotent.
+    fn ensure_connmark_rule(
+        &self,
+        mark: u32,
+    ) -> impl Future<Output = Result<(), DatapathError>> + Send;
     /// What wasmcni-owned state exists on the node: only veths and rules carrying wasmcni's
     /// marks ([`VETH_ALIAS`], [`RULE_PROTOCOL`]), so another CNI's (AWS VPC CNI's own `eni*`
     /// veths and priority-512 rules, during a migration) are never mistaken for orphans.
@@ -241,6 +291,17 @@ mod tests {
         ];
         let distinct: std::collections::BTreeSet<_> = names.iter().collect();
         assert_eq!(distinct.len(), names.len(), "{names:?}");
+    }
+
+    #[test]
+    fn macs_parse_back() {
+        assert_eq!(
+            parse_mac("02:ab:00:01:02:ff"),
+            Some([2, 0xab, 0, 1, 2, 0xff])
+        );
+        assert_eq!(parse_mac("02:ab:00:01:02"), None);
+        assert_eq!(parse_mac("02:ab:00:01:02:ff:00"), None);
+        assert_eq!(parse_mac("zz:ab:00:01:02:ff"), None);
     }
 
     #[test]

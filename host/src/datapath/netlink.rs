@@ -23,12 +23,14 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, IpVersion, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::{
-    format_mac, netns, random_mac, Created, Datapath, DatapathError, HostSide, NodeState,
+    format_mac, netns, random_mac, Created, Datapath, DatapathError, EniLink, HostSide, NodeState,
     PodAttachment, FROM_POD_RULE_PRIORITY, MAIN_TABLE, POD_GATEWAY, RULE_PROTOCOL,
     TO_POD_RULE_PRIORITY, VETH_ALIAS,
 };
 
 const EEXIST: i32 = 17;
+/// Priority of `fwmark <connmark> lookup main` (VPC CNI's 1024).
+const CONNMARK_RULE_PRIORITY: u32 = super::snat::FWMARK_RULE_PRIORITY;
 const ENOENT: i32 = 2;
 const ENODEV: i32 = 19;
 const ESRCH: i32 = 3;
@@ -369,6 +371,147 @@ impl Datapath for NetlinkDatapath {
         Ok(())
     }
 
+    async fn setup_eni(&self, eni: &EniLink) -> Result<String, DatapathError> {
+        let mac = format_mac(&eni.mac);
+        let deadline = tokio::time::Instant::now() + eni.wait;
+        let link = loop {
+            let links: Vec<LinkMessage> = self
+                .host
+                .link()
+                .get()
+                .execute()
+                .try_collect()
+                .await
+                .map_err(nl("list links".to_owned()))?;
+            if let Some(link) = links.into_iter().find(|l| link_mac(l) == Some(eni.mac)) {
+                break link;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(netlink_failure(
+                    format!("find the link of ENI MAC {mac}"),
+                    &format!(
+                        "no link with that MAC appeared within {} ms of the attach",
+                        eni.wait.as_millis()
+                    ),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        let index = link.header.index;
+        let name = link_name(&link).unwrap_or_else(|| format!("ifindex {index}"));
+        self.host
+            .link()
+            .set(LinkUnspec::new_with_index(index).mtu(eni.mtu).up().build())
+            .execute()
+            .await
+            .map_err(nl(format!(
+                "set {name} (ENI {mac}) up with mtu {}",
+                eni.mtu
+            )))?;
+        match self
+            .host
+            .address()
+            .add(index, IpAddr::V4(eni.address), 32)
+            .execute()
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(EEXIST) => {}
+            Err(e) => return Err(nl(format!("add {}/32 to {name}", eni.address))(e)),
+        }
+        let on_link = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(eni.gateway, 32)
+            .output_interface(index)
+            .scope(RouteScope::Link)
+            .table_id(eni.table)
+            .protocol(RouteProtocol::Other(RULE_PROTOCOL))
+            .build();
+        self.host
+            .route()
+            .add(on_link)
+            .replace()
+            .execute()
+            .await
+            .map_err(nl(format!(
+                "add route {}/32 dev {name} table {}",
+                eni.gateway, eni.table
+            )))?;
+        let default = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(eni.gateway)
+            .output_interface(index)
+            .table_id(eni.table)
+            .protocol(RouteProtocol::Other(RULE_PROTOCOL))
+            .build();
+        self.host
+            .route()
+            .add(default)
+            .replace()
+            .execute()
+            .await
+            .map_err(nl(format!(
+                "add default route via {} dev {name} table {}",
+                eni.gateway, eni.table
+            )))?;
+        Ok(name)
+    }
+
+    async fn link_with_mac(&self, mac: [u8; 6]) -> Result<Option<String>, DatapathError> {
+        let links: Vec<LinkMessage> = self
+            .host
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list links".to_owned()))?;
+        Ok(links
+            .iter()
+            .find(|l| link_mac(l) == Some(mac))
+            .and_then(link_name))
+    }
+
+    async fn teardown_eni(&self, table: u32) -> Result<(), DatapathError> {
+        for route in routes_v4(&self.host).await? {
+            if route_table(&route) != table
+                || route.header.protocol != RouteProtocol::Other(RULE_PROTOCOL)
+            {
+                continue;
+            }
+            match self.host.route().del(route).execute().await {
+                Ok(()) => {}
+                Err(e) if matches!(errno(&e), Some(ENOENT | ESRCH)) => {}
+                Err(e) => return Err(nl(format!("delete a route of table {table}"))(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_connmark_rule(&self, mark: u32) -> Result<(), DatapathError> {
+        let present = rules_v4(&self.host).await?.iter().any(|r| {
+            is_marked(r)
+                && rule_priority(r) == Some(CONNMARK_RULE_PRIORITY)
+                && r.attributes.contains(&RuleAttribute::FwMark(mark))
+        });
+        if present {
+            return Ok(());
+        }
+        let mut rule = self
+            .host
+            .rule()
+            .add()
+            .v4()
+            .table_id(MAIN_TABLE)
+            .priority(CONNMARK_RULE_PRIORITY)
+            .action(RuleAction::ToTable);
+        rule.message_mut()
+            .attributes
+            .extend([RuleAttribute::FwMark(mark), RuleAttribute::FwMask(mark)]);
+        mark_rule(rule.message_mut());
+        rule.execute().await.map_err(nl(format!(
+            "add rule fwmark {mark:#x}/{mark:#x} lookup main prio {CONNMARK_RULE_PRIORITY}"
+        )))
+    }
+
     async fn node_state(&self, veth_prefix: &str) -> Result<NodeState, DatapathError> {
         let links: Vec<LinkMessage> = self
             .host
@@ -655,6 +798,17 @@ fn route_oif(route: &RouteMessage) -> Option<u32> {
         RouteAttribute::Oif(index) => Some(*index),
         _ => None,
     })
+}
+
+fn route_table(route: &RouteMessage) -> u32 {
+    route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(route.header.table))
 }
 
 fn rule_priority(rule: &RuleMessage) -> Option<u32> {

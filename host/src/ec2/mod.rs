@@ -14,12 +14,15 @@ use aws_config::provider_config::ProviderConfig;
 use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_sdk_ec2::config::timeout::TimeoutConfig;
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_ec2::error::ProvideErrorMetadata;
 use ipnet::Ipv4Net;
 
+pub mod api;
+pub mod bucket;
 mod limits;
+pub mod provider;
 
 pub use limits::{max_pods, InstanceLimits};
+pub use provider::Ec2Provider;
 
 /// Where and how to reach EC2 and IMDS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +109,8 @@ pub struct ImdsEni {
     pub security_groups: Vec<String>,
     /// The VPC's IPv4 CIDRs.
     pub vpc_cidrs: Vec<Ipv4Net>,
+    /// The VPC.
+    pub vpc_id: String,
 }
 
 /// The node's identity and ENIs.
@@ -308,6 +313,7 @@ pub async fn discover(imds: &ImdsClient) -> Result<NodeIdentity, Ec2Error> {
             ipv4_prefixes,
             security_groups,
             vpc_cidrs,
+            vpc_id: get(imds, &path("vpc-id")).await?,
         });
     }
     enis.sort_by_key(|e| e.device_number);
@@ -327,7 +333,7 @@ pub async fn instance_limits(
     instance_type: &str,
 ) -> Result<InstanceLimits, Ec2Error> {
     let api = |e: aws_sdk_ec2::error::SdkError<_, _>| -> Ec2Error {
-        let (code, message) = sdk_failure(&e);
+        let (code, message) = api::sdk_failure(&e);
         Ec2Error::Api {
             action: "DescribeInstanceTypes",
             code,
@@ -375,22 +381,6 @@ pub async fn instance_limits(
             .unwrap_or(1),
         prefix_delegation: nitro || info.bare_metal().unwrap_or(false),
     })
-}
-
-/// EC2's error code and message of a failed call, or the SDK's kind of failure.
-fn sdk_failure<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
-    error: &aws_sdk_ec2::error::SdkError<E, R>,
-) -> (String, String) {
-    use aws_sdk_ec2::error::SdkError;
-    match error {
-        SdkError::ServiceError(service) => (
-            service.err().code().unwrap_or("Unknown").to_owned(),
-            service.err().message().unwrap_or("").to_owned(),
-        ),
-        SdkError::TimeoutError(_) => ("Timeout".into(), "the call did not finish in time".into()),
-        SdkError::DispatchFailure(failure) => ("Dispatch".into(), format!("{failure:?}")),
-        other => ("Client".into(), format!("{other:?}")),
-    }
 }
 
 #[cfg(test)]

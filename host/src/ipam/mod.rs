@@ -57,12 +57,31 @@ pub struct Inventory {
     pub excluded: BTreeSet<Ipv4Addr>,
 }
 
-/// A source of pod addresses. The EC2 ENI provider implements the same trait.
+/// What plugins see of a provider besides its blocks, and how the daemon treats it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProviderView {
+    /// The node.
+    pub node: crate::runtime::NodeInfo,
+    /// Attached ENIs (empty for static).
+    pub enis: Vec<crate::runtime::EniInfo>,
+    /// Subnets new ENIs may be created in (empty for static).
+    pub subnets: Vec<crate::runtime::SubnetInfo>,
+    /// How long a released address rests before it is handed out again.
+    pub cooldown: std::time::Duration,
+    /// Whether the inventory grows and shrinks (an ADD that finds it empty waits for it).
+    pub dynamic: bool,
+}
+
+/// A source of pod addresses: the static ranges, or the EC2 provider's ENIs.
 pub trait Provider: Send + Sync + 'static {
     /// Short name for logs and introspection.
     fn name(&self) -> &'static str;
     /// The blocks available now.
     fn inventory(&self) -> Inventory;
+    /// The node, ENIs and subnets as plugins see them.
+    fn view(&self) -> ProviderView {
+        ProviderView::default()
+    }
 }
 
 /// Fixed CIDRs from the cluster configuration, for nodes without EC2.
@@ -137,6 +156,18 @@ impl Pool {
     /// The blocks and exclusions the pool serves.
     pub fn inventory(&self) -> &Inventory {
         &self.inventory
+    }
+
+    /// Serves `inventory` from now on; the cursor carries on from where it was (modulo the
+    /// new capacity), so rotation survives a grown or shrunk pool.
+    pub fn replace_inventory(&mut self, inventory: Inventory) {
+        let cursor = self.cursor;
+        *self = Pool::new(inventory);
+        self.cursor = if self.capacity == 0 {
+            0
+        } else {
+            cursor % self.capacity
+        };
     }
 
     /// Number of addresses the pool could ever hand out (exclusions not subtracted).

@@ -6,8 +6,11 @@
 //! data path from the datastore's record, never from the pod's namespace, and only then
 //! releases the address, so an address is never handed out while a route to it remains.
 
-use std::net::IpAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net};
 
@@ -25,7 +28,7 @@ use crate::datapath::{
 use crate::datastore::{
     Allocation, AllocationState, AttachmentKey, Datastore, DatastoreError, Lsn, PodRef, WalSyncer,
 };
-use crate::ipam::{Choice, Pool};
+use crate::ipam::{Choice, Pool, Provider, ProviderView};
 use crate::proto::DaemonResponse;
 use crate::runtime::{
     Attachment, AuditEntry, AuditLog, FailureMode, Hook, NetlinkRequest, Plugin, PluginError,
@@ -49,8 +52,28 @@ pub struct Handler<D: Datapath> {
     /// Every plugin call, recorded for reviewers (`<state_dir>/plugin-audit.log`).
     pub(crate) audit_log: AuditLog,
     /// Serialises "propose an address, check it, reserve it" across concurrent ADDs, so two
-    /// pods never get the same proposal from a deterministic plugin.
+    /// pods never get the same proposal from a deterministic plugin; the reconciler holds it
+    /// while addresses leave the pool.
     allocation: tokio::sync::Mutex<()>,
+    /// Where the pool's addresses come from.
+    pub(crate) provider: Arc<dyn Provider>,
+    /// Released addresses and when they were released; not handed out for the provider's
+    /// cooldown.
+    cooling: Mutex<HashMap<Ipv4Addr, Instant>>,
+    cooldown: Duration,
+    /// Whether the provider's pool grows on demand.
+    dynamic: bool,
+    /// Wakes the pool reconciler (an ADD found the pool empty, a DEL freed an address).
+    pub(crate) wake_reconciler: tokio::sync::Notify,
+    /// Counts inventory changes; an ADD waiting for the pool to grow watches it.
+    pool_changed: tokio::sync::watch::Sender<u64>,
+    /// STATUS answers ready only once this is set (static: at once; EC2: when the pool first
+    /// reached its minimum).
+    ready: AtomicBool,
+    /// Why the pool last failed to grow, for the ADD that finds it empty.
+    grow_error: Mutex<Option<String>>,
+    /// The EC2 provider, when it is the provider (the reconciler drives it).
+    pub(crate) ec2: std::sync::OnceLock<Arc<crate::ec2::Ec2Provider>>,
 }
 
 impl<D: Datapath> Handler<D> {
@@ -60,25 +83,103 @@ impl<D: Datapath> Handler<D> {
         config: ClusterConfig,
         datapath: D,
         store: Datastore,
-        pool: Pool,
+        provider: Arc<dyn Provider>,
         runtime: crate::runtime::PluginRuntime,
         plugins: PluginSet,
     ) -> Arc<Handler<D>> {
         let syncer = store.syncer();
+        let view = provider.view();
         let audit_log = AuditLog::new(config.daemon.state_dir.join("plugin-audit.log"));
         Arc::new(Handler {
             config,
             datapath,
             store: Mutex::new(store),
             syncer,
-            pool: Mutex::new(pool),
+            pool: Mutex::new(Pool::new(provider.inventory())),
             locks: KeyLocks::default(),
             veth_locks: KeyLocks::default(),
             plugins: std::sync::RwLock::new(Arc::new(plugins)),
             runtime,
             audit_log,
             allocation: tokio::sync::Mutex::new(()),
+            provider,
+            cooling: Mutex::new(HashMap::new()),
+            cooldown: view.cooldown,
+            dynamic: view.dynamic,
+            wake_reconciler: tokio::sync::Notify::new(),
+            pool_changed: tokio::sync::watch::channel(0).0,
+            ready: AtomicBool::new(!view.dynamic),
+            grow_error: Mutex::new(None),
+            ec2: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Re-reads the provider's inventory into the pool (after the reconciler changed it) and
+    /// wakes ADDs waiting for addresses.
+    pub(crate) fn refresh_inventory(&self) {
+        let inventory = self.provider.inventory();
+        self.pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace_inventory(inventory);
+        self.pool_changed.send_modify(|n| *n += 1);
+    }
+
+    /// Holds the allocation lock: no ADD chooses an address meanwhile.
+    pub(crate) async fn allocation_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.allocation.lock().await
+    }
+
+    /// Whether `ip` rests after a release; expired entries are dropped as they are met.
+    pub(crate) fn cooling_now(&self) -> Vec<Ipv4Addr> {
+        let mut cooling = self.cooling.lock().unwrap_or_else(|p| p.into_inner());
+        let cooldown = self.cooldown;
+        cooling.retain(|_, at| at.elapsed() < cooldown);
+        cooling.keys().copied().collect()
+    }
+
+    /// Whether an address is held by an attachment or cooling down.
+    pub(crate) fn is_taken(&self, ip: Ipv4Addr) -> bool {
+        self.store().holder_of(ip).is_some() || self.is_cooling(ip)
+    }
+
+    fn is_cooling(&self, ip: Ipv4Addr) -> bool {
+        self.cooldown > Duration::ZERO
+            && self
+                .cooling
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&ip)
+                .is_some_and(|at| at.elapsed() < self.cooldown)
+    }
+
+    /// Marks the pool as having reached its minimum (STATUS answers ready from now on).
+    pub(crate) fn set_ready(&self) {
+        if !self.ready.swap(true, Ordering::SeqCst) {
+            tracing::info!("pool reached its minimum: the node is ready for pods");
+        }
+    }
+
+    /// The snapshot a plugin call sees: the provider's view, the pool, the held and cooling
+    /// addresses.
+    pub(crate) fn pool_snapshot(&self) -> PoolSnapshot {
+        let ProviderView {
+            node,
+            enis,
+            subnets,
+            ..
+        } = self.provider.view();
+        let cooling = self.cooling_now();
+        let store = self.store();
+        let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        PoolSnapshot {
+            node,
+            enis,
+            subnets,
+            inventory: pool.inventory().clone(),
+            in_use: store.allocations().map(|a| a.ip).collect(),
+            cooling,
+        }
     }
 
     /// The plugins now in force.
@@ -121,11 +222,12 @@ impl<D: Datapath> Handler<D> {
             .map_err(store_error)
     }
 
-    /// Free addresses in the pool now.
+    /// Free addresses in the pool now (neither held nor cooling).
     pub fn free_addresses(&self) -> u64 {
+        let cooling = self.cooling_now();
         let store = self.store();
         let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        pool.free_count(|ip| store.holder_of(ip).is_some())
+        pool.free_count(|ip| store.holder_of(ip).is_some() || cooling.contains(&ip))
     }
 
     /// Executes one forwarded CNI request and renders the shim's stdout.
@@ -218,11 +320,7 @@ impl<D: Datapath> Handler<D> {
         }
         let plugins = self.plugins();
         let pod_info = pod_info(request, netconf);
-        let _allocating = self.allocation.lock().await;
-        let choice = match &plugins.allocator {
-            None => self.choose_builtin()?,
-            Some(plugin) => self.choose_by_plugin(plugin, &pod_info).await?,
-        };
+        let (choice, _allocating) = self.choose(&plugins, &pod_info).await?;
         let reserved = Allocation {
             key: key.clone(),
             network: netconf.name.clone(),
@@ -239,6 +337,10 @@ impl<D: Datapath> Handler<D> {
             .reserve(reserved.clone())
             .map_err(store_error)?;
         drop(_allocating);
+        if self.dynamic {
+            // One address fewer: the plan may want to grow.
+            self.wake_reconciler.notify_one();
+        }
 
         let adjustments = if plugins.policies.is_empty() {
             Vec::new()
@@ -337,19 +439,102 @@ impl<D: Datapath> Handler<D> {
         Ok(result)
     }
 
+    /// Chooses an address and returns it with the allocation lock still held (the caller
+    /// reserves it before letting go). With a growing provider, an empty pool wakes the
+    /// reconciler and the ADD waits up to `add_wait_ms` for addresses to arrive.
+    async fn choose(
+        &self,
+        plugins: &PluginSet,
+        pod: &PodInfo,
+    ) -> Result<(Choice, tokio::sync::MutexGuard<'_, ()>), CniError> {
+        let wait = Duration::from_millis(if self.dynamic {
+            self.config.ec2().add_wait_ms
+        } else {
+            0
+        });
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changed = self.pool_changed.subscribe();
+        loop {
+            changed.borrow_and_update();
+            let allocating = self.allocation.lock().await;
+            let chosen = match &plugins.allocator {
+                None => self.choose_builtin(),
+                Some(plugin) => self.choose_by_plugin(plugin, pod).await,
+            };
+            match chosen {
+                Ok(choice) => return Ok((choice, allocating)),
+                Err(e) if e.code == codes::POOL_EXHAUSTED && self.dynamic => {
+                    drop(allocating);
+                    self.wake_reconciler.notify_one();
+                    let waited = tokio::time::timeout_at(deadline, async {
+                        // A cooling address comes free with time, not with an inventory change.
+                        tokio::select! {
+                            _ = changed.changed() => {}
+                            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        }
+                    })
+                    .await;
+                    if waited.is_err() {
+                        return Err(self.exhausted_after_wait(wait));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn exhausted_after_wait(&self, wait: Duration) -> CniError {
+        let capacity = self
+            .pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .capacity();
+        let cooling = self.cooling_now().len();
+        let cause = self.provider_grow_error().map_or_else(String::new, |e| {
+            format!("; the last attempt to grow it failed: {e}")
+        });
+        CniError::new(
+            codes::POOL_EXHAUSTED,
+            format!(
+                "no free IPv4 address after waiting {} ms for the pool to grow ({capacity} addresses, all held or cooling ({cooling} cooling)){cause}",
+                wait.as_millis()
+            ),
+        )
+        .with_details("the pool grows on the allocator plugin's plan within the instance's ENI limits and the subnets' free addresses; retried pods get addresses once it has grown")
+    }
+
+    fn provider_grow_error(&self) -> Option<String> {
+        self.grow_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records why the pool last failed to grow (`None`: it last grew fine).
+    pub(crate) fn set_grow_error(&self, error: Option<String>) {
+        *self.grow_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+
     /// The built-in allocator: the next free address after the pool's cursor.
     fn choose_builtin(&self) -> Result<Choice, CniError> {
+        let cooling = self.cooling_now();
         let store = self.store();
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        pool.choose(|ip| store.holder_of(ip).is_some()).ok_or_else(|| {
+        pool.choose(|ip| store.holder_of(ip).is_some() || cooling.contains(&ip)).ok_or_else(|| {
+            let details = if self.dynamic {
+                "the pool grows on the allocator plugin's plan"
+            } else {
+                "free addresses return as pods are deleted; add CIDRs to provider.static.cidrs to grow the pool"
+            };
             CniError::new(
                 codes::POOL_EXHAUSTED,
                 format!(
-                    "no free IPv4 address: all {} addresses of the pool are assigned",
-                    pool.capacity()
+                    "no free IPv4 address: all {} addresses of the pool are assigned{}",
+                    pool.capacity(),
+                    if cooling.is_empty() { String::new() } else { format!(" or cooling down ({})", cooling.len()) }
                 ),
             )
-            .with_details("free addresses return as pods are deleted; add CIDRs to provider.static.cidrs to grow the pool")
+            .with_details(details)
         })
     }
 
@@ -395,14 +580,8 @@ impl<D: Datapath> Handler<D> {
     }
 
     async fn ask_plugin(&self, plugin: &Arc<Plugin>, pod: &PodInfo) -> Result<Choice, CniError> {
-        let snapshot = {
-            let store = self.store();
-            let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            PoolSnapshot::of_static(
-                pool.inventory().clone(),
-                store.allocations().map(|a| a.ip).collect(),
-            )
-        };
+        // (Built under the allocation lock, so the snapshot's held addresses are current.)
+        let snapshot = self.pool_snapshot();
         let task = {
             let plugin = plugin.clone();
             let pod = pod.clone();
@@ -438,6 +617,9 @@ impl<D: Datapath> Handler<D> {
         }
         if let Some(holder) = store.holder_of(proposal) {
             return refuse(format!("is already held by {}", holder.key));
+        }
+        if self.is_cooling(proposal) {
+            return refuse("is cooling down after its release".into());
         }
         Ok(Choice {
             ip: proposal,
@@ -750,6 +932,21 @@ impl<D: Datapath> Handler<D> {
     }
 
     fn status(&self) -> Result<(), CniError> {
+        if !self.ready.load(Ordering::SeqCst) {
+            let cause = self
+                .provider_grow_error()
+                .map_or_else(String::new, |e| format!(" (last attempt: {e})"));
+            return Err(CniError::new(
+                codes::NOT_AVAILABLE,
+                format!(
+                    "the address pool has not reached its minimum since the daemon started{cause}"
+                ),
+            ));
+        }
+        if self.dynamic {
+            // An empty EC2 pool grows on demand; the ADD waits for it.
+            return Ok(());
+        }
         if self.free_addresses() == 0 {
             return Err(CniError::new(
                 codes::NOT_AVAILABLE,
@@ -759,9 +956,19 @@ impl<D: Datapath> Handler<D> {
         Ok(())
     }
 
-    /// Removes `key` from the datastore and makes that durable.
+    /// Removes `key` from the datastore and makes that durable; the address then cools down
+    /// and the reconciler is told the pool has a free address more.
     pub(crate) async fn release(&self, key: &AttachmentKey) -> Result<(), CniError> {
-        let (_, lsn) = self.store().release(key).map_err(store_error)?;
+        let (released, lsn) = self.store().release(key).map_err(store_error)?;
+        if let (Some(released), true) = (&released, self.cooldown > Duration::ZERO) {
+            self.cooling
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(released.ip, Instant::now());
+        }
+        if self.dynamic {
+            self.wake_reconciler.notify_one();
+        }
         self.make_durable(lsn).await
     }
 }

@@ -17,7 +17,7 @@ use crate::cni::version::CniVersion;
 use crate::config::ClusterConfig;
 use crate::datapath::Datapath;
 use crate::datastore::{Datastore, WalOptions};
-use crate::ipam::{Pool, Provider, StaticProvider};
+use crate::ipam::{Provider, StaticProvider};
 use crate::proto::{
     framed, pending_del_dir, DaemonRequest, DaemonResponse, FrameError, PROTOCOL_VERSION,
 };
@@ -26,6 +26,7 @@ use crate::runtime::{AuditLog, PluginRuntime};
 pub mod handler;
 pub mod keylock;
 pub mod plugins;
+pub mod reconciler;
 pub mod recovery;
 
 use plugins::PluginSet;
@@ -47,6 +48,9 @@ pub enum StartError {
         /// Cause.
         source: crate::datastore::DatastoreError,
     },
+    /// The address provider could not start (IMDS or EC2 unreachable, refused, malformed).
+    #[error("provider: {0}")]
+    Provider(String),
     /// A plugin could not be loaded (digest, grants, not a valid component).
     #[error(transparent)]
     Plugin(crate::runtime::PluginError),
@@ -80,8 +84,18 @@ pub async fn start<D: Datapath>(
     config: ClusterConfig,
     datapath: D,
 ) -> Result<(Arc<Handler<D>>, ReconcileReport), StartError> {
-    let pool = config.static_pool("configuration")?;
-    let provider = StaticProvider::new(&pool);
+    let ec2 = match config.provider.kind.as_str() {
+        "ec2" => Some(Arc::new(
+            crate::ec2::Ec2Provider::start(&config.ec2(), &config.cluster.name)
+                .await
+                .map_err(|e| StartError::Provider(e.to_string()))?,
+        )),
+        _ => None,
+    };
+    let provider: Arc<dyn Provider> = match &ec2 {
+        Some(ec2) => ec2.clone(),
+        None => Arc::new(StaticProvider::new(&config.static_pool("configuration")?)),
+    };
     let (store, recovery) = Datastore::open(&config.daemon.state_dir, WalOptions::default())
         .map_err(|source| StartError::Datastore {
             dir: config.daemon.state_dir.clone(),
@@ -102,14 +116,21 @@ pub async fn start<D: Datapath>(
     let runtime = plugin_runtime(&config).map_err(StartError::Plugin)?;
     let plugins = PluginSet::load(&runtime, &config, 1).map_err(StartError::Plugin)?;
     tracing::info!(plugins = %plugins.describe(), "plugins loaded");
-    let handler = Handler::new(
-        config,
-        datapath,
-        store,
-        Pool::new(provider.inventory()),
-        runtime,
-        plugins,
-    );
+    let handler = Handler::new(config, datapath, store, provider, runtime, plugins);
+    if let Some(ec2) = ec2 {
+        reconciler::prepare(&handler, &ec2)
+            .await
+            .map_err(StartError::Provider)?;
+        tracing::info!(
+            instance = %ec2.identity().instance_id,
+            instance_type = %ec2.identity().instance_type,
+            enis = ec2.enis().len(),
+            addresses = handler.free_addresses(),
+            max_pods = ec2.max_pods(),
+            "EC2 provider ready"
+        );
+        let _ = handler.ec2.set(ec2);
+    }
     let report = recovery::reconcile(&handler, &pending, recovery::Orphans::Remove).await;
     if report.failures.is_empty() {
         tracing::info!(?report, "node reconciled");
@@ -186,6 +207,14 @@ pub async fn serve<D: Datapath>(
             }
         }
     });
+    // The EC2 provider's warm pool and leaked-ENI collector.
+    let background: Vec<tokio::task::JoinHandle<()>> = match handler.ec2.get() {
+        Some(ec2) => vec![
+            tokio::spawn(reconciler::run(handler.clone(), ec2.clone())),
+            tokio::spawn(reconciler::collect_leaks(ec2.clone())),
+        ],
+        None => Vec::new(),
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -208,6 +237,9 @@ pub async fn serve<D: Datapath>(
         }
     }
     sweeper.abort();
+    for task in &background {
+        task.abort();
+    }
     tracing::info!(in_flight = tasks.len(), "shutting down");
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(30), drain)

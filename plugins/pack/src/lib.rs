@@ -46,6 +46,8 @@ impl Guest for Pack {
             warm_ips: setting("WARM_IPS")?.unwrap_or(defaults.warm_ips),
             prefix_delegation: setting("ENABLE_PREFIX_DELEGATION")?
                 .unwrap_or(defaults.prefix_delegation),
+            min_eni_age_ms: setting::<u64>("MIN_ENI_AGE_SECONDS")?
+                .map_or(defaults.min_eni_age_ms, |s| s.saturating_mul(1000)),
         };
         settings.validate()?;
         let decided = planner::plan(&Pool::read(), &settings);

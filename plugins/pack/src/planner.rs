@@ -8,7 +8,8 @@ use wasmcni_plugin_sdk::allocator::{BlockKind, Intent, Pool};
 /// Addresses in a delegated /28.
 pub const IPS_PER_PREFIX: u32 = 16;
 
-/// A secondary ENI younger than this is never deleted (as VPC CNI's `minENILifeTime`).
+/// Default of `MIN_ENI_AGE_SECONDS`: a secondary ENI younger than this is never deleted (as
+/// VPC CNI's `minENILifeTime`), so a burst of churn does not create and delete ENIs in turn.
 pub const MIN_ENI_AGE_MS: u64 = 60_000;
 
 /// `pack`'s settings.
@@ -19,6 +20,9 @@ pub struct Settings {
     /// `ENABLE_PREFIX_DELEGATION` (default false): grow by /28 prefixes where the instance and
     /// the ENI's subnet can take one, by secondary IPs elsewhere.
     pub prefix_delegation: bool,
+    /// `MIN_ENI_AGE_SECONDS` (default 60), in milliseconds: an empty secondary ENI younger
+    /// than this is kept.
+    pub min_eni_age_ms: u64,
 }
 
 impl Default for Settings {
@@ -26,6 +30,7 @@ impl Default for Settings {
         Settings {
             warm_ips: 8,
             prefix_delegation: false,
+            min_eni_age_ms: MIN_ENI_AGE_MS,
         }
     }
 }
@@ -175,7 +180,12 @@ pub fn plan(pool: &Pool, settings: &Settings) -> Plan {
         }
         grow(pool, prefix_mode, &mut enis, need, &mut out);
     } else {
-        shrink(&mut enis, free - settings.warm_ips, &mut out);
+        shrink(
+            &mut enis,
+            free - settings.warm_ips,
+            settings.min_eni_age_ms,
+            &mut out,
+        );
     }
     out
 }
@@ -304,13 +314,13 @@ fn grow(pool: &Pool, prefix_mode: bool, enis: &mut Vec<EniModel>, mut need: u32,
     }
 }
 
-fn shrink(enis: &mut [EniModel], mut surplus: u32, out: &mut Plan) {
+fn shrink(enis: &mut [EniModel], mut surplus: u32, min_eni_age_ms: u64, out: &mut Plan) {
     // Least dense first; among equals the highest device, so the newest ENIs drain first.
     enis.sort_by(|a, b| (a.held, b.device).cmp(&(b.held, a.device)));
     for eni in enis.iter() {
         let Some(eni_id) = &eni.id else { continue };
         let deletable =
-            !eni.primary && eni.held == 0 && !eni.cooling && eni.age_ms >= MIN_ENI_AGE_MS;
+            !eni.primary && eni.held == 0 && !eni.cooling && eni.age_ms >= min_eni_age_ms;
         if deletable && eni.free <= surplus {
             surplus -= eni.free;
             out.intents.push(Intent::DeleteEni {

@@ -30,6 +30,7 @@ fn settings(warm_ips: u32, prefix_delegation: bool) -> Settings {
     Settings {
         warm_ips,
         prefix_delegation,
+        ..Settings::default()
     }
 }
 
@@ -259,6 +260,28 @@ fn a_young_or_cooling_eni_is_not_deleted() {
         [9, 3],
         "an empty, old, cool ENI goes even with no surplus"
     );
+}
+
+#[test]
+fn min_eni_age_is_a_setting() {
+    let mut node = Node::new(
+        fixture(M5_LARGE),
+        Settings {
+            min_eni_age_ms: 1_000,
+            ..settings(2, false)
+        },
+    );
+    node.add_pods(12);
+    assert_eq!(node.per_eni().len(), 2, "{:?}", node.per_eni());
+    node.remove_pods(12);
+    node.pool.cooling.clear();
+    for eni in &mut node.pool.enis {
+        eni.age_ms = 999;
+    }
+    node.settle();
+    assert_eq!(node.per_eni().len(), 2, "younger than the setting: kept");
+    node.wait(1);
+    assert_eq!(node.per_eni().len(), 1, "as old as the setting: deleted");
 }
 
 #[test]

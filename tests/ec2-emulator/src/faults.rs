@@ -113,6 +113,10 @@ pub struct FaultConfig {
     pub error_rate: f64,
     /// The error injected at `error_rate`.
     pub error_kind: InjectedError,
+    /// Probability (0..=1) that a request is answered `RequestLimitExceeded` whatever the
+    /// buckets say (checked before `error_rate`, drawn independently): "30 % of calls
+    /// throttled" without modelling the account's other clients.
+    pub throttle_rate: f64,
     /// Delay added before every EC2 response.
     pub latency: Duration,
     /// How long newly attached ENIs and newly assigned addresses stay invisible in IMDS.
@@ -125,6 +129,7 @@ impl Default for FaultConfig {
             throttling: BTreeMap::new(),
             error_rate: 0.0,
             error_kind: InjectedError::InternalError,
+            throttle_rate: 0.0,
             latency: Duration::ZERO,
             imds_lag: Duration::ZERO,
         }
@@ -202,16 +207,26 @@ impl Faults {
                 return Some(InjectedError::Throttle.to_error(action.name));
             }
         }
-        if self.config.error_rate > 0.0 {
-            const SCALE: u64 = 1_000_000;
-            // Truncation is fine: the rate only needs millionth resolution.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let threshold = (self.config.error_rate.clamp(0.0, 1.0) * SCALE as f64) as u64;
-            if self.rng.below(SCALE) < threshold {
-                return Some(self.config.error_kind.to_error(action.name));
-            }
+        if self.draw(self.config.throttle_rate) {
+            return Some(InjectedError::Throttle.to_error(action.name));
+        }
+        if self.draw(self.config.error_rate) {
+            return Some(self.config.error_kind.to_error(action.name));
         }
         None
+    }
+
+    /// A seeded draw that is true with probability `rate` (no draw at all for 0, so a
+    /// configuration without the knob keeps its sequence).
+    fn draw(&mut self, rate: f64) -> bool {
+        if rate <= 0.0 {
+            return false;
+        }
+        const SCALE: u64 = 1_000_000;
+        // Truncation is fine: the rate only needs millionth resolution.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let threshold = (rate.clamp(0.0, 1.0) * SCALE as f64) as u64;
+        self.rng.below(SCALE) < threshold
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod chain;
 pub mod containerd;
+pub mod ec2;
 pub mod netns;
 pub mod node;
 pub mod traffic;

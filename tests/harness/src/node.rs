@@ -34,6 +34,8 @@ pub struct TestNode {
     /// The socket a caller-supplied configuration names.
     socket_override: Option<PathBuf>,
     daemon: Option<Child>,
+    /// Extra environment of the daemon (e.g. AWS credentials for the emulator).
+    daemon_env: Vec<(String, String)>,
 }
 
 impl TestNode {
@@ -64,6 +66,46 @@ impl TestNode {
         node
     }
 
+    /// A node namespace without the uplink: on an EC2 node the emulator's hypervisor mode
+    /// creates `eth0` (the primary ENI) and every attached ENI's link, with `outside` as the
+    /// fabric behind them. No configuration is written; see [`TestNode::write_config`].
+    pub fn without_uplink() -> TestNode {
+        let dir = tempfile::Builder::new()
+            .prefix("wasmcni-test")
+            .tempdir()
+            .expect("tempdir");
+        TestNode {
+            node: NetNs::new("wn"),
+            outside: NetNs::new("wo"),
+            dir,
+            pod_cidr: String::new(),
+            embedded_default: false,
+            socket_override: None,
+            daemon: None,
+            daemon_env: Vec::new(),
+        }
+    }
+
+    /// The `version`, `[daemon]` and `[datapath]` sections for this node (socket and state in
+    /// its temporary directory, MTU 1500); a caller appends the provider and plugins.
+    pub fn base_config(&self) -> String {
+        format!(
+            "version = 1\n[daemon]\nsocket = \"{}\"\nstate_dir = \"{}\"\n[datapath]\nveth_prefix = \"eni\"\nmtu = 1500\n",
+            self.socket().display(),
+            self.state_dir().display(),
+        )
+    }
+
+    /// Sets an environment variable of the daemon (from its next start).
+    pub fn set_daemon_env(&mut self, key: &str, value: &str) {
+        self.daemon_env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Replaces the configuration file.
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.config_path(), text).expect("write config");
+    }
+
     fn build(pod_cidr: &str, embedded_default: bool) -> TestNode {
         let node = NetNs::new("wn");
         let outside = NetNs::new("wo");
@@ -90,6 +132,7 @@ impl TestNode {
             embedded_default,
             socket_override: None,
             daemon: None,
+            daemon_env: Vec::new(),
         };
         std::fs::write(node.config_path(), node.config_text()).expect("write config");
         node
@@ -135,9 +178,8 @@ impl TestNode {
 
     fn config_text(&self) -> String {
         format!(
-            "version = 1\n[daemon]\nsocket = \"{}\"\nstate_dir = \"{}\"\n[datapath]\nveth_prefix = \"eni\"\nmtu = 1500\n[provider]\nkind = \"static\"\n[provider.static]\ncidrs = [\"{}\"]\n",
-            self.socket().display(),
-            self.state_dir().display(),
+            "{}[provider]\nkind = \"static\"\n[provider.static]\ncidrs = [\"{}\"]\n",
+            self.base_config(),
             self.pod_cidr
         )
     }
@@ -164,7 +206,8 @@ impl TestNode {
         command
             .args(["netns", "exec", self.node.name()])
             .arg(&binary)
-            .arg("run");
+            .arg("run")
+            .envs(self.daemon_env.iter().map(|(k, v)| (k, v)));
         if !self.embedded_default {
             command.arg("--config").arg(self.config_path());
         }

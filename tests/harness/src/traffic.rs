@@ -13,7 +13,12 @@ pub fn ping(from: &NetNs, to: &str) -> bool {
         .success()
 }
 
-/// A TCP server inside a namespace that answers one line per connection with `reply`.
+/// What [`EchoServer`] answers when started with this reply: the connection's source address
+/// as the server saw it (after any NAT on the way).
+pub const PEER_ADDRESS: &str = "{peer}";
+
+/// A TCP server inside a namespace that answers one line per connection with `reply`
+/// ([`PEER_ADDRESS`]: the client's address as seen by the server).
 pub struct EchoServer {
     handle: Option<std::thread::JoinHandle<()>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -32,9 +37,10 @@ impl EchoServer {
         let handle = std::thread::spawn(move || {
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((mut stream, _)) => {
+                    Ok((mut stream, peer)) => {
                         let _ = stream.set_nonblocking(false);
-                        let _ = stream.write_all(reply.as_bytes());
+                        let line = reply.replace(PEER_ADDRESS, &peer.ip().to_string());
+                        let _ = stream.write_all(line.as_bytes());
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }

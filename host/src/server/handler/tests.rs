@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::*;
 use crate::datapath::fake::{Call, FakeDatapath};
 use crate::datastore::WalOptions;
-use crate::ipam::{Provider, StaticProvider};
+use crate::ipam::StaticProvider;
 
 struct Fixture {
     handler: Arc<Handler<FakeDatapath>>,
@@ -59,6 +59,16 @@ fn fixture_set(
     allocator: Option<crate::runtime::PluginSpec>,
     policies: Vec<crate::runtime::PluginSpec>,
 ) -> Fixture {
+    fixture_provider(cidr, allocator, policies, None)
+}
+
+/// As [`fixture_set`], served by `provider` instead of the configuration's static pool.
+fn fixture_provider(
+    cidr: &str,
+    allocator: Option<crate::runtime::PluginSpec>,
+    policies: Vec<crate::runtime::PluginSpec>,
+    provider: Option<Arc<dyn crate::ipam::Provider>>,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let text = crate::config::DEFAULT_CONFIG
         .replace(
@@ -67,7 +77,8 @@ fn fixture_set(
         )
         .replace("10.88.0.0/24", cidr);
     let config = ClusterConfig::parse(&text, "test").unwrap();
-    let pool = StaticProvider::new(&config.static_pool("test").unwrap());
+    let provider = provider
+        .unwrap_or_else(|| Arc::new(StaticProvider::new(&config.static_pool("test").unwrap())));
     let (store, _) = Datastore::open(&config.daemon.state_dir, WalOptions::default()).unwrap();
     let runtime = crate::server::plugin_runtime(&config).unwrap();
     let load = |spec: &crate::runtime::PluginSpec| Arc::new(runtime.load(spec).unwrap());
@@ -81,7 +92,7 @@ fn fixture_set(
         config,
         FakeDatapath::new(),
         store,
-        Pool::new(pool.inventory()),
+        provider,
         runtime,
         plugins,
     );
@@ -817,6 +828,145 @@ async fn chained_mode_runs_only_the_hooks_on_prev_result() {
     assert_eq!(error.code, codes::INVALID_CONFIG);
     assert!(matches!(
         f.handler.handle(&request(Command::Del, "c1"), &conf).await,
+        DaemonResponse::Success { .. }
+    ));
+}
+
+/// A provider whose blocks a test grows, with a cooldown, as the EC2 provider behaves.
+struct GrowingProvider {
+    blocks: Mutex<Vec<crate::ipam::AddressBlock>>,
+    cooldown: Duration,
+}
+
+impl GrowingProvider {
+    fn new(ips: &[&str], cooldown: Duration) -> Arc<GrowingProvider> {
+        let provider = Arc::new(GrowingProvider {
+            blocks: Mutex::new(Vec::new()),
+            cooldown,
+        });
+        for ip in ips {
+            provider.grow(ip);
+        }
+        provider
+    }
+
+    fn grow(&self, ip: &str) {
+        self.blocks.lock().unwrap().push(crate::ipam::AddressBlock {
+            cidr: Ipv4Net::from(ip.parse::<Ipv4Addr>().unwrap()),
+            route_table: Some(2),
+            kind: crate::ipam::BlockKind::SecondaryIp,
+            eni_id: Some("eni-1".into()),
+        });
+    }
+}
+
+impl crate::ipam::Provider for GrowingProvider {
+    fn name(&self) -> &'static str {
+        "growing"
+    }
+    fn inventory(&self) -> crate::ipam::Inventory {
+        crate::ipam::Inventory {
+            blocks: self.blocks.lock().unwrap().clone(),
+            excluded: Default::default(),
+        }
+    }
+    fn view(&self) -> ProviderView {
+        ProviderView {
+            cooldown: self.cooldown,
+            dynamic: true,
+            ..ProviderView::default()
+        }
+    }
+}
+
+fn growing_fixture(provider: &Arc<GrowingProvider>) -> Fixture {
+    fixture_provider(
+        "10.88.0.0/24",
+        None,
+        Vec::new(),
+        Some(provider.clone() as Arc<dyn crate::ipam::Provider>),
+    )
+}
+
+fn ip_of(response: &DaemonResponse) -> String {
+    let value: serde_json::Value = serde_json::from_str(stdout(response)).unwrap();
+    value["ips"][0]["address"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_released_address_cools_down_before_it_is_handed_out_again() {
+    let provider = GrowingProvider::new(
+        &["10.0.0.5", "10.0.0.6", "10.0.0.7"],
+        Duration::from_secs(60),
+    );
+    let f = growing_fixture(&provider);
+    assert_eq!(
+        ip_of(&f.run(Command::Add, "a", "1.1.0").await),
+        "10.0.0.5/32"
+    );
+    assert_eq!(
+        ip_of(&f.run(Command::Add, "b", "1.1.0").await),
+        "10.0.0.6/32"
+    );
+    f.run(Command::Del, "a", "1.1.0").await;
+    assert_eq!(f.handler.cooling_now(), vec![Ipv4Addr::new(10, 0, 0, 5)]);
+    assert_eq!(
+        f.handler.free_addresses(),
+        1,
+        "a cooling address is not free"
+    );
+    // Even after the cursor wraps, 10.0.0.5 rests: the next ADD gets the only free one.
+    assert_eq!(
+        ip_of(&f.run(Command::Add, "c", "1.1.0").await),
+        "10.0.0.7/32"
+    );
+    assert!(f.handler.is_taken(Ipv4Addr::new(10, 0, 0, 5)));
+}
+
+#[tokio::test]
+async fn an_add_on_an_empty_growing_pool_waits_for_it_to_grow() {
+    let provider = GrowingProvider::new(&["10.0.0.5"], Duration::ZERO);
+    let f = Arc::new(growing_fixture(&provider));
+    assert_eq!(
+        ip_of(&f.run(Command::Add, "a", "1.1.0").await),
+        "10.0.0.5/32"
+    );
+    let waiting = tokio::spawn({
+        let f = f.clone();
+        async move { f.run(Command::Add, "b", "1.1.0").await }
+    });
+    // The ADD woke the reconciler and waits; the "reconciler" grows the pool.
+    tokio::time::timeout(Duration::from_secs(5), f.handler.wake_reconciler.notified())
+        .await
+        .expect("the reconciler is woken");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "the ADD waits instead of failing");
+    provider.grow("10.0.0.9");
+    f.handler.refresh_inventory();
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the ADD finishes once the pool grew")
+        .unwrap();
+    assert_eq!(ip_of(&answer), "10.0.0.9/32");
+    assert_eq!(f.held(), ["a", "b"]);
+}
+
+#[tokio::test]
+async fn status_is_not_ready_until_a_growing_pool_reached_its_minimum() {
+    let provider = GrowingProvider::new(&[], Duration::ZERO);
+    let f = growing_fixture(&provider);
+    f.handler.set_grow_error(Some(
+        "EC2 AssignPrivateIpAddresses: InsufficientFreeAddressesInSubnet: none left".into(),
+    ));
+    let answer = f.run(Command::Status, "", "1.1.0").await;
+    let DaemonResponse::Failure { error, .. } = answer else {
+        panic!("STATUS answered ready on an empty pool");
+    };
+    assert_eq!(error.code, codes::NOT_AVAILABLE);
+    assert!(error.msg.contains("has not reached its minimum since the daemon started (last attempt: EC2 AssignPrivateIpAddresses: InsufficientFreeAddressesInSubnet"), "{}", error.msg);
+    f.handler.set_ready();
+    assert!(matches!(
+        f.run(Command::Status, "", "1.1.0").await,
         DaemonResponse::Success { .. }
     ));
 }

@@ -41,6 +41,10 @@ struct Args {
     /// Probability (0..1) of answering a request with an injected server error.
     #[arg(long, default_value_t = 0.0)]
     error_rate: f64,
+    /// Probability (0..1) of answering a request RequestLimitExceeded (drawn before and
+    /// independently of --error-rate).
+    #[arg(long, default_value_t = 0.0)]
+    throttle_rate: f64,
     /// The injected error: internal (500 InternalError) or unavailable (503 Unavailable).
     #[arg(long, default_value = "internal", value_parser = parse_error_kind)]
     error_kind: InjectedError,
@@ -91,6 +95,7 @@ fn scenario(args: &Args) -> Scenario {
     let mut faults = FaultConfig {
         error_rate: args.error_rate,
         error_kind: args.error_kind,
+        throttle_rate: args.throttle_rate,
         latency: Duration::from_millis(args.latency_ms),
         imds_lag: Duration::from_millis(args.imds_lag_ms),
         ..FaultConfig::default()
@@ -147,6 +152,17 @@ async fn main() -> ExitCode {
         }
         if let Some(eni) = &resources.primary_eni_id {
             println!("PRIMARY_ENI_ID={eni}");
+            let primary = emulator.with_model(|m| {
+                m.network_interface(eni)
+                    .map(|e| (e.private_ip_address, e.subnet_id.clone()))
+            });
+            if let Some((ip, subnet)) = primary {
+                println!("PRIMARY_IP={ip}");
+                let cidr = emulator.with_model(|m| m.subnet(&subnet).map(|s| s.cidr_block));
+                if let Some(cidr) = cidr {
+                    println!("PRIMARY_SUBNET_CIDR={cidr}");
+                }
+            }
         }
     }
     eprintln!("ec2-emulator: serving; Ctrl-C or SIGTERM stops it");

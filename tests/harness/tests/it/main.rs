@@ -8,6 +8,7 @@ mod chain;
 mod crash;
 mod ctr;
 mod daemon_down;
+mod ec2;
 mod plugins;
 mod pod_lifecycle;
 mod support;

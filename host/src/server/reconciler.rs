@@ -1,0 +1,513 @@
+//! The warm-pool reconciler of the EC2 provider: asks the allocator plugin to `plan` the pool
+//! and carries out the ENI requests it queued, one at a time, within its grant.
+//!
+//! It runs when woken (an ADD found the pool empty or took an address, a DEL freed one) and
+//! every `reconcile_interval_ms` otherwise. Growing is simple: EC2 adds addresses, then the
+//! pool serves them. Shrinking is where a pod could lose: addresses leave the pool under the
+//! allocation lock after a check that no pod holds them and none is cooling, so no ADD can
+//! choose one between the check and the EC2 call; if EC2 refuses, they come back.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+
+use super::plugins::{now_unix_ms, PluginSet};
+use super::Handler;
+use crate::datapath::{parse_mac, Datapath, EniLink};
+use crate::ec2::provider::{subnet_gateway, NodeEni};
+use crate::ec2::Ec2Provider;
+use crate::runtime::{AuditEntry, EniRequest, EniTagRequest, FailureMode, Hook, Plugin};
+
+/// Passes of plan-then-execute in a row while each made progress (a grown ENI may need
+/// addresses next).
+const ROUNDS_PER_PASS: usize = 4;
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    /// Requests carried out.
+    pub executed: usize,
+    /// Requests that failed (the first failure ends the round).
+    pub failed: usize,
+    /// Whether the plan asked for nothing at the end (the pool is where the plugin wants it).
+    pub settled: bool,
+}
+
+/// Sets up what the node needs before it serves: every secondary ENI's link and routing
+/// table (idempotent; after a reboot they are gone, after a daemon restart they are there).
+pub async fn prepare<D: Datapath>(
+    handler: &Handler<D>,
+    provider: &Ec2Provider,
+) -> Result<(), String> {
+    for eni in provider.enis() {
+        if eni.primary() || !eni.managed {
+            continue;
+        }
+        let link = eni_link(&eni, provider, handler.config.datapath.mtu)?;
+        handler
+            .datapath
+            .setup_eni(&link)
+            .await
+            .map_err(|e| format!("ENI {} (device {}): {e}", eni.eni.id, eni.device))?;
+    }
+    handler.refresh_inventory();
+    prepare_snat(handler, provider).await
+}
+
+/// SNAT and connmark for traffic leaving the VPC (VPC CNI's rules under wasmcni's names), and
+/// the `fwmark` rule that sends marked traffic out through the primary ENI.
+async fn prepare_snat<D: Datapath>(
+    handler: &Handler<D>,
+    provider: &Ec2Provider,
+) -> Result<(), String> {
+    use crate::datapath::snat;
+    let settings = &provider.settings().snat;
+    let primary = provider
+        .enis()
+        .into_iter()
+        .find(NodeEni::primary)
+        .ok_or("the node has no primary ENI")?;
+    let mac = parse_mac(&primary.eni.mac)
+        .ok_or_else(|| format!("the primary ENI has MAC {:?}", primary.eni.mac))?;
+    let primary_link = handler
+        .datapath
+        .link_with_mac(mac)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no link has the primary ENI's MAC {}", primary.eni.mac))?;
+    let config = snat::SnatConfig {
+        primary_ip: primary.eni.primary_ip,
+        primary_link,
+        veth_prefix: handler.config.datapath.veth_prefix.clone(),
+        vpc_cidrs: provider.vpc_cidrs(),
+        exclude_cidrs: handler.config.snat_exclude_cidrs(),
+        external_snat: settings.external,
+        randomize: match settings.randomize.as_deref() {
+            Some("hashrandom") => snat::Randomize::Hash,
+            Some("none") => snat::Randomize::None,
+            _ => snat::Randomize::Fully,
+        },
+        connmark: settings.connmark.unwrap_or(snat::DEFAULT_CONNMARK),
+    };
+    let backend_setting = settings.backend.clone();
+    let applied = tokio::task::spawn_blocking(move || {
+        let backend = match backend_setting.as_deref() {
+            Some("iptables") => snat::Backend::Iptables,
+            Some("nftables") => snat::Backend::Nftables,
+            _ => snat::detect_backend()?,
+        };
+        snat::apply(&config, backend).map(|()| (backend, config))
+    })
+    .await
+    .map_err(|e| format!("SNAT task failed: {e}"))?
+    .map_err(|e| format!("SNAT rules: {e}"))?;
+    let (backend, config) = applied;
+    if !config.external_snat {
+        handler
+            .datapath
+            .ensure_connmark_rule(config.connmark)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    tracing::info!(%backend, external = config.external_snat, primary_ip = %config.primary_ip, link = %config.primary_link, "SNAT rules in place");
+    Ok(())
+}
+
+fn eni_link(eni: &NodeEni, provider: &Ec2Provider, mtu: u32) -> Result<EniLink, String> {
+    let table = eni
+        .route_table()
+        .ok_or_else(|| format!("{} is the primary ENI", eni.eni.id))?;
+    Ok(EniLink {
+        mac: parse_mac(&eni.eni.mac)
+            .ok_or_else(|| format!("{} has MAC {:?}", eni.eni.id, eni.eni.mac))?,
+        address: eni.eni.primary_ip,
+        table,
+        gateway: subnet_gateway(eni.subnet_cidr),
+        mtu,
+        wait: Duration::from_millis(provider.settings().link_wait_ms),
+    })
+}
+
+/// Runs passes until the task is aborted: when woken, and every interval.
+pub async fn run<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<Ec2Provider>) {
+    let interval = Duration::from_millis(provider.settings().reconcile_interval_ms);
+    let mut since_refresh = Instant::now();
+    loop {
+        let report = pass(&handler, &provider).await;
+        if report.executed > 0 || report.failed > 0 {
+            tracing::info!(?report, "pool reconciled");
+        }
+        tokio::select! {
+            () = handler.wake_reconciler.notified() => {}
+            () = tokio::time::sleep(interval) => {
+                // Changes made outside the daemon (an operator, another tool) show up here.
+                if since_refresh.elapsed() >= Duration::from_secs(60) {
+                    since_refresh = Instant::now();
+                    match provider.refresh().await {
+                        Ok(()) => handler.refresh_inventory(),
+                        Err(e) => tracing::warn!(error = %e, "re-reading the node's ENIs failed"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs the leaked-ENI collector every `leaked_eni_interval_s` until aborted.
+pub async fn collect_leaks(provider: Arc<Ec2Provider>) {
+    let settings = provider.settings().clone();
+    let mut ticks = tokio::time::interval(Duration::from_secs(settings.leaked_eni_interval_s));
+    loop {
+        ticks.tick().await;
+        match provider
+            .delete_unattached(false, Duration::from_secs(settings.leaked_eni_min_age_s))
+            .await
+        {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "leaked-ENI collector deleted ENIs"),
+            Err(e) => tracing::warn!(error = %e, "leaked-ENI collector failed"),
+        }
+    }
+}
+
+/// One pass: plan, execute, and again while it makes progress.
+pub async fn pass<D: Datapath>(handler: &Handler<D>, provider: &Ec2Provider) -> PassReport {
+    let mut report = PassReport::default();
+    for _ in 0..ROUNDS_PER_PASS {
+        let plugins = handler.plugins();
+        let Some(allocator) = plugins.allocator.clone() else {
+            report.settled = true;
+            break;
+        };
+        let requests = match plan(handler, &allocator).await {
+            Ok(requests) => requests,
+            Err(e) => {
+                tracing::warn!(plugin = %allocator.name(), error = %e, "plan failed; the pool stays as it is");
+                handler.set_grow_error(Some(format!("plan of {}: {e}", allocator.name())));
+                report.failed += 1;
+                break;
+            }
+        };
+        if requests.is_empty() {
+            report.settled = true;
+            break;
+        }
+        let mut round_failed = false;
+        for request in requests {
+            let started = Instant::now();
+            let outcome = execute(handler, provider, &plugins, &request).await;
+            handler.audit_log.record(&AuditEntry {
+                ts_ms: now_unix_ms(),
+                plugin: allocator.name(),
+                call: "eni-ops",
+                args: serde_json::to_value(&request).unwrap_or_default(),
+                outcome: if outcome.is_ok() { "ok" } else { "error" },
+                result: match &outcome {
+                    Ok(note) => note.clone(),
+                    Err(e) => e.clone(),
+                },
+                duration_us: started.elapsed().as_micros() as u64,
+            });
+            let grows = matches!(
+                request,
+                EniRequest::CreateEni { .. }
+                    | EniRequest::AssignIps { .. }
+                    | EniRequest::AssignPrefixes { .. }
+            );
+            match outcome {
+                Ok(note) => {
+                    report.executed += 1;
+                    if grows {
+                        handler.set_grow_error(None);
+                    }
+                    tracing::info!(plugin = %allocator.name(), ?request, %note, "ENI request carried out");
+                }
+                Err(e) => {
+                    report.failed += 1;
+                    round_failed = true;
+                    if grows {
+                        handler.set_grow_error(Some(e.clone()));
+                    }
+                    tracing::warn!(plugin = %allocator.name(), ?request, error = %e, "ENI request failed");
+                    break;
+                }
+            }
+        }
+        if round_failed {
+            break;
+        }
+    }
+    let minimum = u64::from(provider.settings().ready_min_free);
+    if report.settled || handler.free_addresses() >= minimum {
+        handler.set_ready();
+    }
+    report
+}
+
+/// Asks the allocator's `plan` with a snapshot whose subnets are those its grant allows.
+async fn plan<D: Datapath>(
+    handler: &Handler<D>,
+    allocator: &Arc<Plugin>,
+) -> Result<Vec<EniRequest>, String> {
+    let mut snapshot = handler.pool_snapshot();
+    let scope = &allocator.spec().grants.eni_ops;
+    let node_subnet = snapshot
+        .enis
+        .iter()
+        .find(|e| e.primary)
+        .map(|e| e.subnet_id.clone());
+    snapshot.subnets.retain(|s| {
+        scope.subnets.contains(&s.id)
+            || (scope.subnets.contains("node") && node_subnet.as_deref() == Some(s.id.as_str()))
+    });
+    let started = Instant::now();
+    let plugin = allocator.clone();
+    let answer = tokio::task::spawn_blocking(move || plugin.plan(snapshot))
+        .await
+        .map_err(|e| format!("plan task failed: {e}"))?;
+    handler.audit_log.record(&AuditEntry {
+        ts_ms: now_unix_ms(),
+        plugin: allocator.name(),
+        call: "plan",
+        args: serde_json::Value::Null,
+        outcome: if answer.is_ok() { "ok" } else { "error" },
+        result: match &answer {
+            Ok(requests) => format!("{} request(s)", requests.len()),
+            Err(e) => e.to_string(),
+        },
+        duration_us: started.elapsed().as_micros() as u64,
+    });
+    answer.map_err(|e| e.to_string())
+}
+
+/// Carries out one request; the answer is a note for the audit log.
+async fn execute<D: Datapath>(
+    handler: &Handler<D>,
+    provider: &Ec2Provider,
+    plugins: &PluginSet,
+    request: &EniRequest,
+) -> Result<String, String> {
+    match request {
+        EniRequest::CreateEni {
+            subnet_id,
+            security_groups,
+            secondary_ips,
+            prefixes,
+        } => {
+            let tags = eni_tags(handler, provider, plugins, subnet_id).await?;
+            let (eni, fell_back) = provider
+                .create_and_attach(subnet_id, security_groups, *secondary_ips, *prefixes, tags)
+                .await
+                .map_err(|e| e.to_string())?;
+            let link = eni_link(&eni, provider, handler.config.datapath.mtu)?;
+            match handler.datapath.setup_eni(&link).await {
+                Ok(name) => {
+                    let note = format!(
+                        "{} attached at device {} as {name}, table {}{}",
+                        eni.eni.id,
+                        eni.device,
+                        link.table,
+                        fell_back.map_or_else(String::new, |f| format!("; {f}"))
+                    );
+                    provider.adopt(eni);
+                    handler.refresh_inventory();
+                    Ok(note)
+                }
+                Err(e) => {
+                    // An ENI whose link never came up would give pods addresses that route
+                    // nowhere: give it back.
+                    let _ = handler.datapath.teardown_eni(link.table).await;
+                    if let Err(cleanup) = provider.detach_and_delete(&eni).await {
+                        tracing::error!(eni = %eni.eni.id, error = %cleanup, "rolling back an ENI without a link failed; the leaked-ENI collector will delete it once detached");
+                    }
+                    Err(format!("{} attached but its link failed: {e}", eni.eni.id))
+                }
+            }
+        }
+        EniRequest::AssignIps { eni_id, count } => {
+            grow(handler, provider, eni_id, *count, false).await
+        }
+        EniRequest::AssignPrefixes { eni_id, count } => {
+            grow(handler, provider, eni_id, *count, true).await
+        }
+        EniRequest::ReleaseIps { eni_id, addresses } => {
+            release(handler, provider, eni_id, addresses, &[]).await
+        }
+        EniRequest::ReleasePrefixes { eni_id, prefixes } => {
+            release(handler, provider, eni_id, &[], prefixes).await
+        }
+        EniRequest::DeleteEni { eni_id } => delete_eni(handler, provider, eni_id).await,
+    }
+}
+
+async fn grow<D: Datapath>(
+    handler: &Handler<D>,
+    provider: &Ec2Provider,
+    eni_id: &str,
+    count: u32,
+    prefixes: bool,
+) -> Result<String, String> {
+    let added = provider
+        .assign(eni_id, count, prefixes)
+        .await
+        .map_err(|e| e.to_string())?;
+    handler.refresh_inventory();
+    Ok(format!(
+        "{eni_id}: +{} IP(s) +{} prefix(es){}",
+        added.ips.len(),
+        added.prefixes.len(),
+        added
+            .fell_back
+            .map_or_else(String::new, |f| format!("; {f}"))
+    ))
+}
+
+/// The ENI's tags: the daemon's ownership tags and the tagger's (whose failure policy
+/// decides whether a failing tagger stops the creation).
+async fn eni_tags<D: Datapath>(
+    handler: &Handler<D>,
+    provider: &Ec2Provider,
+    plugins: &PluginSet,
+    subnet_id: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let mut tags = provider.ownership_tags();
+    let Some(tagger) = plugins.tagger.clone() else {
+        return Ok(tags);
+    };
+    let identity = provider.identity();
+    let request = EniTagRequest {
+        instance_id: identity.instance_id.clone(),
+        instance_type: identity.instance_type.clone(),
+        availability_zone: identity.availability_zone.clone(),
+        subnet_id: subnet_id.to_owned(),
+        cluster_name: handler.config.cluster.name.clone(),
+    };
+    let own = tags.len();
+    let started = Instant::now();
+    let plugin = tagger.clone();
+    let answer = tokio::task::spawn_blocking(move || plugin.tags(&request, own))
+        .await
+        .map_err(|e| format!("tagger task failed: {e}"))?;
+    handler.audit_log.record(&AuditEntry {
+        ts_ms: now_unix_ms(),
+        plugin: tagger.name(),
+        call: "tags",
+        args: serde_json::json!({ "subnetId": subnet_id }),
+        outcome: if answer.is_ok() { "ok" } else { "error" },
+        result: match &answer {
+            Ok(t) => format!("{} tag(s)", t.len()),
+            Err(e) => e.to_string(),
+        },
+        duration_us: started.elapsed().as_micros() as u64,
+    });
+    match answer {
+        Ok(theirs) => {
+            tags.extend(theirs);
+            Ok(tags)
+        }
+        Err(e) => match tagger.spec().on_failure.of(Hook::Tags) {
+            FailureMode::Open => {
+                tracing::warn!(plugin = %tagger.name(), error = %e, "tags fails open: the ENI gets the daemon's tags only");
+                Ok(tags)
+            }
+            FailureMode::Closed => Err(format!("no ENI created: {e}")),
+        },
+    }
+}
+
+/// Gives back addresses and prefixes no pod holds and none cooling; the rest stay.
+async fn release<D: Datapath>(
+    handler: &Handler<D>,
+    provider: &Ec2Provider,
+    eni_id: &str,
+    ips: &[Ipv4Addr],
+    prefixes: &[Ipv4Net],
+) -> Result<String, String> {
+    let lock = handler.allocation_lock().await;
+    let Some(eni) = provider.eni(eni_id) else {
+        return Err(format!("{eni_id} is not attached to the node"));
+    };
+    let ips: Vec<Ipv4Addr> = ips
+        .iter()
+        .copied()
+        .filter(|ip| eni.eni.secondary_ips.contains(ip) && !handler.is_taken(*ip))
+        .collect();
+    let prefixes: Vec<Ipv4Net> = prefixes
+        .iter()
+        .copied()
+        .filter(|p| eni.eni.prefixes.contains(p) && !addresses(*p).any(|ip| handler.is_taken(ip)))
+        .collect();
+    if ips.is_empty() && prefixes.is_empty() {
+        return Ok(format!(
+            "{eni_id}: nothing left to release (taken since the plan)"
+        ));
+    }
+    provider.withdraw(eni_id, &ips, &prefixes);
+    handler.refresh_inventory();
+    drop(lock);
+    match provider.unassign(eni_id, &ips, &prefixes).await {
+        Ok(()) => Ok(format!(
+            "{eni_id}: -{} IP(s) -{} prefix(es)",
+            ips.len(),
+            prefixes.len()
+        )),
+        Err(e) => {
+            provider.restore(eni_id, &ips, &prefixes);
+            handler.refresh_inventory();
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Detaches and deletes a secondary ENI no pod uses.
+async fn delete_eni<D: Datapath>(
+    handler: &Handler<D>,
+    provider: &Ec2Provider,
+    eni_id: &str,
+) -> Result<String, String> {
+    let lock = handler.allocation_lock().await;
+    let Some(eni) = provider.eni(eni_id) else {
+        return Err(format!("{eni_id} is not attached to the node"));
+    };
+    if eni.primary() {
+        return Err(format!("{eni_id} is the primary ENI"));
+    }
+    let busy = eni
+        .blocks()
+        .flat_map(|b| addresses(b.cidr))
+        .find(|ip| handler.is_taken(*ip));
+    if let Some(ip) = busy {
+        return Ok(format!(
+            "{eni_id} kept: {ip} is held or cooling (taken since the plan)"
+        ));
+    }
+    provider.forget(eni_id);
+    handler.refresh_inventory();
+    drop(lock);
+    let table = eni.route_table().unwrap_or_default();
+    if let Err(e) = handler.datapath.teardown_eni(table).await {
+        tracing::warn!(eni = %eni_id, error = %e, "emptying the ENI's routing table failed");
+    }
+    match provider.detach_and_delete(&eni).await {
+        Ok(()) => Ok(format!("{eni_id} detached and deleted")),
+        Err(e) => {
+            // Still attached? Put it back as it was; otherwise the collector finishes it.
+            if matches!(provider.refresh().await, Ok(())) {
+                if let Some(back) = provider.eni(eni_id) {
+                    if let Ok(link) = eni_link(&back, provider, handler.config.datapath.mtu) {
+                        let _ = handler.datapath.setup_eni(&link).await;
+                    }
+                }
+                handler.refresh_inventory();
+            }
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Every address of a block (a /28 prefix is all pod addresses, a /32 is one).
+fn addresses(net: Ipv4Net) -> impl Iterator<Item = Ipv4Addr> {
+    (u32::from(net.network())..=u32::from(net.broadcast())).map(Ipv4Addr::from)
+}
