@@ -272,6 +272,22 @@ impl Ec2Api {
         &self.bucket
     }
 
+    /// The limits of `instance_type` (`DescribeInstanceTypes`).
+    pub async fn instance_limits(
+        &self,
+        instance_type: &str,
+    ) -> Result<super::InstanceLimits, Ec2Error> {
+        let answer = attempt!(
+            self,
+            "DescribeInstanceTypes",
+            self.client
+                .describe_instance_types()
+                .instance_types(aws_sdk_ec2::types::InstanceType::from(instance_type))
+                .send()
+        )?;
+        super::limits_of(instance_type, &answer)
+    }
+
     /// ENIs matching `filters` (`name`, values), every page.
     pub async fn describe_enis(&self, filters: &[(&str, &[&str])]) -> Result<Vec<Eni>, Ec2Error> {
         let filters: Vec<Filter> = filters

@@ -346,6 +346,14 @@ pub async fn instance_limits(
         .send()
         .await
         .map_err(api)?;
+    limits_of(instance_type, &answer)
+}
+
+/// The limits in a `DescribeInstanceTypes` answer for `instance_type`.
+pub(crate) fn limits_of(
+    instance_type: &str,
+    answer: &aws_sdk_ec2::operation::describe_instance_types::DescribeInstanceTypesOutput,
+) -> Result<InstanceLimits, Ec2Error> {
     let info = answer
         .instance_types()
         .first()

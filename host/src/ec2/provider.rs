@@ -23,7 +23,7 @@ use ipnet::Ipv4Net;
 
 use super::api::{Ec2Api, Eni, NewEni, Subnet};
 use super::bucket::TokenBucket;
-use super::{discover, ec2_client, imds_client, instance_limits, max_pods};
+use super::{discover, ec2_client, imds_client, max_pods};
 use super::{Ec2Error, Endpoints, InstanceLimits, NodeIdentity};
 use crate::config::Ec2ProviderConfig;
 use crate::ipam::{AddressBlock, BlockKind, Inventory, Provider, ProviderView};
@@ -203,12 +203,11 @@ impl Ec2Provider {
         let identity = discover(&imds).await?;
         let client = ec2_client(&identity.region, &endpoints).await;
         let api = Ec2Api::new(
-            client.clone(),
+            client,
             TokenBucket::new(settings.api_burst, settings.api_rate_per_s),
             settings.max_attempts,
         );
-        api.bucket().take().await;
-        let limits = instance_limits(&client, &identity.instance_type).await?;
+        let limits = api.instance_limits(&identity.instance_type).await?;
         let provider = Ec2Provider {
             identity,
             limits,

@@ -11,7 +11,7 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use ec2_emulator::{Emulator, EmulatorHandle, HypervisorConfig, Scenario};
+use ec2_emulator::{CreateNetworkInterface, Emulator, EmulatorHandle, HypervisorConfig, Scenario};
 use nix::sched::{setns, CloneFlags};
 
 use crate::node::TestNode;
@@ -217,7 +217,95 @@ impl Ec2Node {
         std::net::Ipv4Addr::new(192, 0, 2, 10)
     }
 
-    /// Every ENI in the account that is not attached (leaks, if any).
+    /// Free addresses of the node's subnet, as EC2 counts them.
+    pub fn subnet_free(&self) -> u32 {
+        self.emulator.with_model(|m| {
+            m.subnet(&self.subnet_id)
+                .map_or(0, |s| s.available_ip_address_count)
+        })
+    }
+
+    /// Another tenant takes addresses of the node's subnet until `leave_free` remain
+    /// (unattached ENIs of up to 50 addresses). Returns the fillers' ids.
+    pub fn fill_subnet(&self, leave_free: u32) -> Vec<String> {
+        let mut fillers = Vec::new();
+        loop {
+            let surplus = self.subnet_free().saturating_sub(leave_free);
+            if surplus == 0 {
+                return fillers;
+            }
+            let mut request = CreateNetworkInterface::new(&self.subnet_id);
+            request.secondary_private_ip_address_count = Some((surplus - 1).min(49));
+            let eni = self
+                .emulator
+                .with_model(|m| m.create_network_interface(request))
+                .expect("filler ENI");
+            fillers.push(eni.id);
+        }
+    }
+
+    /// Another tenant takes one address in every /28 of the node's subnet that is wholly
+    /// free, so no prefix can be carved although most addresses are free. Returns the
+    /// fillers' ids.
+    pub fn fragment_subnet(&self) -> Vec<String> {
+        let cidr = self.subnet_cidr;
+        let used: std::collections::BTreeSet<u32> = self.emulator.with_model(|m| {
+            let all = m
+                .describe_network_interfaces(&[], &[], &ec2_emulator::Page::default())
+                .expect("describe");
+            all.items
+                .iter()
+                .filter(|eni| eni.subnet_id == self.subnet_id)
+                .flat_map(|eni| {
+                    let mut addresses: Vec<u32> = std::iter::once(eni.private_ip_address)
+                        .chain(eni.secondary_private_ip_addresses.iter().copied())
+                        .map(u32::from)
+                        .collect();
+                    for prefix in &eni.ipv4_prefixes {
+                        addresses
+                            .extend(u32::from(prefix.network())..=u32::from(prefix.broadcast()));
+                    }
+                    addresses
+                })
+                .collect()
+        });
+        let first = u32::from(cidr.network());
+        let last = u32::from(cidr.broadcast());
+        let takes: Vec<std::net::Ipv4Addr> = (first..=last)
+            .step_by(16)
+            .filter(|block| {
+                // EC2 reserves the first four addresses and the last one.
+                *block != first
+                    && *block + 15 != last
+                    && !(*block..=*block + 15).any(|ip| used.contains(&ip))
+            })
+            .map(|block| std::net::Ipv4Addr::from(block + 7))
+            .collect();
+        takes
+            .chunks(50)
+            .map(|chunk| {
+                let mut request = CreateNetworkInterface::new(&self.subnet_id);
+                request.private_ip_address = Some(chunk[0]);
+                request.private_ip_addresses = chunk[1..].to_vec();
+                self.emulator
+                    .with_model(|m| m.create_network_interface(request))
+                    .expect("fragmenting ENI")
+                    .id
+            })
+            .collect()
+    }
+
+    /// Deletes the other tenant's ENIs.
+    pub fn release_fillers(&self, fillers: &[String]) {
+        for id in fillers {
+            self.emulator
+                .with_model(|m| m.delete_network_interface(id))
+                .expect("delete filler");
+        }
+    }
+
+    /// Every tagged ENI in the account that is not attached: the daemon tags every ENI it
+    /// creates, so these are its leaks (the fillers above carry no tags).
     pub fn unattached_enis(&self) -> Vec<String> {
         self.emulator.with_model(|m| {
             let all = m
@@ -225,7 +313,7 @@ impl Ec2Node {
                 .expect("describe");
             all.items
                 .into_iter()
-                .filter(|eni| eni.attachment.is_none())
+                .filter(|eni| eni.attachment.is_none() && !eni.tags.is_empty())
                 .map(|eni| eni.id)
                 .collect()
         })

@@ -33,7 +33,7 @@ pub struct TestNode {
     embedded_default: bool,
     /// The socket a caller-supplied configuration names.
     socket_override: Option<PathBuf>,
-    daemon: Option<Child>,
+    daemon: std::sync::Mutex<Option<Child>>,
     /// Extra environment of the daemon (e.g. AWS credentials for the emulator).
     daemon_env: Vec<(String, String)>,
 }
@@ -81,7 +81,7 @@ impl TestNode {
             pod_cidr: String::new(),
             embedded_default: false,
             socket_override: None,
-            daemon: None,
+            daemon: std::sync::Mutex::new(None),
             daemon_env: Vec::new(),
         }
     }
@@ -131,7 +131,7 @@ impl TestNode {
             pod_cidr: pod_cidr.to_owned(),
             embedded_default,
             socket_override: None,
-            daemon: None,
+            daemon: std::sync::Mutex::new(None),
             daemon_env: Vec::new(),
         };
         std::fs::write(node.config_path(), node.config_text()).expect("write config");
@@ -195,7 +195,14 @@ impl TestNode {
 
     /// Starts the daemon inside the node namespace and waits until it accepts connections.
     pub fn start_daemon(&mut self) {
-        assert!(self.daemon.is_none(), "daemon already running");
+        self.start_daemon_shared();
+    }
+
+    /// [`TestNode::start_daemon`] through a shared reference (the daemon handle is behind a
+    /// lock), for tests that restart it while other threads run ADDs.
+    fn start_daemon_shared(&self) {
+        let mut daemon = self.daemon.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(daemon.is_none(), "daemon already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -217,23 +224,37 @@ impl TestNode {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
-        self.daemon = Some(child);
+        *daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             // The socket is bound before recovery; a STATUS answer means recovery is done.
             if self.status_answered() {
                 return;
             }
-            if let Some(status) = self
-                .daemon
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = daemon.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("daemon exited with {status}: {}", self.daemon_log_text());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!("daemon not ready after 20 s: {}", self.daemon_log_text());
+    }
+
+    /// Kills the daemon with SIGKILL (a crash: nothing is flushed or cleaned up) and starts
+    /// it again, through a shared reference.
+    pub fn crash_and_restart_daemon(&self) {
+        self.kill_daemon("KILL");
+        self.start_daemon_shared();
+    }
+
+    fn kill_daemon(&self, signal: &str) {
+        let taken = self.daemon.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut child) = taken {
+            // `ip netns exec` execs the daemon, so the child's pid is the daemon's.
+            let _ = Command::new("kill")
+                .args(["-s", signal, &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
     }
 
     /// Starts the daemon and expects it to refuse to run; returns its log.
@@ -284,13 +305,7 @@ impl TestNode {
 
     /// Kills the daemon with `signal` ("KILL", "TERM") and waits for it to exit.
     pub fn stop_daemon(&mut self, signal: &str) {
-        if let Some(mut child) = self.daemon.take() {
-            // `ip netns exec` execs the daemon, so the child's pid is the daemon's.
-            let _ = Command::new("kill")
-                .args(["-s", signal, &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
+        self.kill_daemon(signal);
     }
 
     /// Runs `chain`'s ADD inside the node namespace, as the node's container runtime would.
@@ -337,6 +352,8 @@ impl TestNode {
     /// Whether the daemon process is alive.
     pub fn daemon_running(&mut self) -> bool {
         self.daemon
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }

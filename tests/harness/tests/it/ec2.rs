@@ -172,3 +172,297 @@ fn pods_fill_the_primary_eni_then_a_new_eni_and_scale_down_gives_it_back() {
         "the primary ENI keeps its 5 addresses: {left:?}"
     );
 }
+
+/// ADDs `pods` concurrently, each retried (as kubelet retries a failed ADD) until it succeeds
+/// or `limit` passes; returns each pod's address.
+fn add_all(
+    ec2: &Ec2Node,
+    chain: &wasmcni_harness::chain::Conflist,
+    pods: &[Pod],
+    limit: Duration,
+) -> Vec<String> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = pods
+            .iter()
+            .map(|p| {
+                scope.spawn(move || {
+                    let deadline = Instant::now() + limit;
+                    loop {
+                        match ec2.node.add(chain, &p.attachment) {
+                            Ok(result) => return pod_ip(&result),
+                            Err(e) if Instant::now() < deadline => {
+                                eprintln!(
+                                    "ADD {} failed, retrying: {e:?}",
+                                    p.attachment.container_id
+                                );
+                                std::thread::sleep(Duration::from_millis(500));
+                            }
+                            Err(e) => {
+                                panic!("ADD {} never succeeded: {e:?}", p.attachment.container_id)
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("ADD thread"))
+            .collect()
+    })
+}
+
+fn assert_distinct(ips: &[String]) {
+    let distinct: std::collections::BTreeSet<&String> = ips.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        ips.len(),
+        "an address was handed out twice: {ips:?}"
+    );
+}
+
+/// Every address is a pod address of an ENI attached to the node.
+fn assert_on_attached_enis(ec2: &Ec2Node, ips: &[String]) {
+    let assigned: Vec<String> = ec2
+        .attached_enis()
+        .iter()
+        .flat_map(|(device, ..)| ec2.eni_addresses(*device))
+        .map(|a| a.to_string())
+        .collect();
+    for ip in ips {
+        assert!(
+            assigned.contains(ip),
+            "{ip} is not assigned to the node in EC2: {assigned:?}"
+        );
+    }
+}
+
+#[test]
+fn a_burst_under_throttling_and_server_errors_gets_every_pod_an_address_within_the_rate() {
+    use ec2_emulator::{FaultConfig, InjectedError};
+    // 30 % of EC2 calls throttled, 10 % failing with 500, from the first call on.
+    let ec2 = Ec2Node::start("m5.large", |s| {
+        s.with_faults(FaultConfig {
+            throttle_rate: 0.3,
+            error_rate: 0.1,
+            error_kind: InjectedError::InternalError,
+            ..FaultConfig::default()
+        })
+    });
+    let (burst, rate) = (10.0, 20.0);
+    let mut node_config = ec2.config(
+        &format!("{QUICK}api_burst = {burst}\napi_rate_per_s = {rate}\nadd_wait_ms = 30000\n"),
+        &pack(4, false),
+    );
+    node_config.push('\n');
+    ec2.node.write_config(&node_config);
+    let mut ec2 = ec2;
+    ec2.node.start_daemon();
+    let chain = wasmcni_only(&ec2.node, "1.1.0");
+    wait_until("STATUS ready", Duration::from_secs(60), || {
+        ec2.node.status(&chain).is_ok()
+    });
+
+    // m5.large: 3 ENIs of 10 addresses, 27 pods at most; 20 at once.
+    let pods: Vec<Pod> = (0..20).map(|i| pod(&format!("b{i}"))).collect();
+    let ips = add_all(&ec2, &chain, &pods, Duration::from_secs(120));
+    assert_distinct(&ips);
+    assert_on_attached_enis(&ec2, &ips);
+
+    let log = ec2.emulator.request_log();
+    let counters = ec2.emulator.counters();
+    let throttled: u64 = counters.values().map(|c| c.throttled).sum();
+    let injected: u64 = counters.values().map(|c| c.injected).sum();
+    assert!(
+        throttled > 0 && injected > 0,
+        "faults were injected: {counters:?}"
+    );
+
+    // No ENI created twice: every successful create used its own ClientToken (a retried
+    // create reuses it and gets the same ENI), every created ENI is attached, none leaked.
+    let tokens: std::collections::BTreeSet<String> = log
+        .iter()
+        .filter(|r| r.action == "CreateNetworkInterface" && r.error_code.is_none())
+        .map(|r| {
+            r.params
+                .get("ClientToken")
+                .cloned()
+                .expect("every create carries a ClientToken")
+        })
+        .collect();
+    let enis = ec2.attached_enis();
+    assert_eq!(
+        tokens.len(),
+        enis.len() - 1,
+        "one create per secondary ENI: {enis:?}"
+    );
+    assert!(
+        ec2.unattached_enis().is_empty(),
+        "{:?}",
+        ec2.unattached_enis()
+    );
+
+    // Every attempt took a token of the client-side bucket: no window saw more calls than
+    // burst + rate x window.
+    let times: Vec<f64> = log.iter().map(|r| r.since_start.as_secs_f64()).collect();
+    for (i, start) in times.iter().enumerate() {
+        for (j, end) in times.iter().enumerate().skip(i) {
+            let allowed = burst + rate * (end - start) + 1.0;
+            let calls = (j - i + 1) as f64;
+            assert!(
+                calls <= allowed,
+                "{calls} calls in {:.3} s exceed the bucket ({burst} + {rate}/s)",
+                end - start
+            );
+        }
+    }
+    eprintln!(
+        "burst: {} EC2 calls ({throttled} throttled, {injected} 5xx) for 20 pods on {} ENIs",
+        log.len(),
+        enis.len()
+    );
+}
+
+#[test]
+fn a_daemon_killed_during_eni_creation_or_a_burst_leaks_nothing_and_assigns_nothing_twice() {
+    let ec2 = Ec2Node::start("t3.medium", |s| s);
+    // Slow EC2 answers widen the windows the kills land in.
+    ec2.emulator.set_latency(Duration::from_millis(200));
+    ec2.node.write_config(&ec2.config(QUICK, &pack(2, false)));
+    let mut ec2 = ec2;
+    ec2.node.start_daemon();
+    let chain = wasmcni_only(&ec2.node, "1.1.0");
+    wait_until("STATUS ready", Duration::from_secs(30), || {
+        ec2.node.status(&chain).is_ok()
+    });
+
+    // Fill the primary ENI; the plan then creates a second ENI. Kill the daemon as soon as
+    // the create reached EC2.
+    let first: Vec<Pod> = (0..4).map(|i| pod(&format!("k{i}"))).collect();
+    let mut ips = add_all(&ec2, &chain, &first, Duration::from_secs(30));
+    wait_until("a CreateNetworkInterface", Duration::from_secs(30), || {
+        ec2.emulator
+            .request_log()
+            .iter()
+            .any(|r| r.action == "CreateNetworkInterface")
+    });
+    ec2.node.stop_daemon("KILL");
+    ec2.node.start_daemon();
+    wait_until(
+        "STATUS ready after the restart",
+        Duration::from_secs(30),
+        || ec2.node.status(&chain).is_ok(),
+    );
+    assert!(
+        ec2.unattached_enis().is_empty(),
+        "an ENI created before the kill was left behind: {:?}",
+        ec2.unattached_enis()
+    );
+    // The ENI the killed daemon was creating either was attached (and the restarted daemon
+    // adopted it, link and table) or was deleted at start as never attached.
+    let adopted = ec2.attached_enis().len() == 2;
+    let deleted = ec2
+        .node
+        .daemon_log_text()
+        .contains("deleted ENIs this instance created but never attached");
+    assert!(
+        adopted || deleted,
+        "{:?}\n{}",
+        ec2.attached_enis(),
+        ec2.node.daemon_log_text()
+    );
+    if adopted {
+        let table = ec2.node.node.ip(&["route", "show", "table", "2"]);
+        assert!(
+            table.contains("default via"),
+            "the adopted ENI has its table: {table}"
+        );
+    }
+
+    // A burst, killed while its ADDs are in flight; kubelet retries the failed ones.
+    let burst: Vec<Pod> = (0..6).map(|i| pod(&format!("r{i}"))).collect();
+    let ips_burst = std::thread::scope(|scope| {
+        let adds = scope.spawn(|| add_all(&ec2, &chain, &burst, Duration::from_secs(90)));
+        std::thread::sleep(Duration::from_millis(400));
+        ec2.node.crash_and_restart_daemon();
+        adds.join().expect("burst")
+    });
+    ips.extend(ips_burst);
+    assert_distinct(&ips);
+    assert_on_attached_enis(&ec2, &ips);
+    assert!(
+        ec2.unattached_enis().is_empty(),
+        "{:?}",
+        ec2.unattached_enis()
+    );
+    // The pods from before the kills kept their addresses: a repeated ADD is refused as a
+    // duplicate, naming the address it holds.
+    for (p, ip) in first.iter().zip(&ips) {
+        let again = ec2.node.add(&chain, &p.attachment).unwrap_err();
+        assert!(
+            format!("{again:?}").contains(&format!("already holds {ip}")),
+            "{again:?}"
+        );
+    }
+}
+
+#[test]
+fn prefix_delegation_falls_back_to_secondary_ips_when_no_28_is_free() {
+    // m5.large (Nitro): 3 ENIs, 9 slots each.
+    let ec2 = started("m5.large", QUICK, &pack(4, true));
+    let chain = wasmcni_only(&ec2.node, "1.1.0");
+    wait_until("STATUS ready", Duration::from_secs(20), || {
+        ec2.node.status(&chain).is_ok()
+    });
+    let enis = ec2.attached_enis();
+    assert_eq!(
+        (enis[0].2, enis[0].3),
+        (0, 1),
+        "one /28 on the primary ENI: {enis:?}"
+    );
+
+    // The subnet fragments: every /28 has a used address, most addresses are free.
+    let fillers = ec2.fragment_subnet();
+    assert!(ec2.subnet_free() > 3000, "{}", ec2.subnet_free());
+    let pods: Vec<Pod> = (0..20).map(|i| pod(&format!("f{i}"))).collect();
+    let ips = add_all(&ec2, &chain, &pods, Duration::from_secs(60));
+    assert_distinct(&ips);
+    assert_on_attached_enis(&ec2, &ips);
+    let enis = ec2.attached_enis();
+    assert_eq!(enis[0].3, 1, "no second prefix could be carved: {enis:?}");
+    assert!(enis[0].2 > 0, "secondary IPs instead: {enis:?}");
+    let audit = std::fs::read_to_string(ec2.node.state_dir().join("plugin-audit.log")).unwrap();
+    assert!(audit.contains("has no free aligned /28"), "{audit}");
+    ec2.release_fillers(&fillers);
+}
+
+#[test]
+fn a_full_subnet_fails_adds_with_a_clear_error_and_recovers_when_space_returns() {
+    let ec2 = started(
+        "t3.medium",
+        &format!("{QUICK}add_wait_ms = 1500\n"),
+        &pack(1, false),
+    );
+    let chain = wasmcni_only(&ec2.node, "1.1.0");
+    wait_until("STATUS ready", Duration::from_secs(20), || {
+        ec2.node.status(&chain).is_ok()
+    });
+    let fillers = ec2.fill_subnet(0);
+    let pods: Vec<Pod> = (0..3).map(|i| pod(&format!("s{i}"))).collect();
+    // The warm address serves the first pod; then the pool cannot grow.
+    ec2.node
+        .add(&chain, &pods[0].attachment)
+        .expect("the warm address");
+    let failure = ec2.node.add(&chain, &pods[1].attachment).unwrap_err();
+    let text = format!("{failure:?}");
+    assert!(
+        text.contains("no free IPv4 address after waiting 1500 ms for the pool to grow")
+            && text.contains("InsufficientFreeAddressesInSubnet"),
+        "{text}"
+    );
+    // The other tenant goes away; the retried ADD gets an address.
+    ec2.release_fillers(&fillers);
+    let ips = add_all(&ec2, &chain, &pods[1..], Duration::from_secs(30));
+    assert_distinct(&ips);
+    assert_on_attached_enis(&ec2, &ips);
+}
