@@ -2,9 +2,10 @@
 # The main job: build wasmcni, start its node daemon on the embedded default configuration
 # inside a throwaway network namespace, attach three pods through the real `wasmcni` binary
 # chained with Debian's portmap, prove connectivity with real packets, clean up.
+# `./scripts/demo.sh --ec2`: the same on an emulated EC2 instance (ENIs, vpc-warm-pool, SNAT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 cargo build --release --workspace --bins
 cargo run --release -p wasmcni-plugin-build
-exec ./target/release/wasmcni-demo
+exec ./target/release/wasmcni-demo "$@"

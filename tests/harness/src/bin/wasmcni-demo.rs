@@ -3,6 +3,9 @@
 //! the real `wasmcni` binary chained with Debian's `portmap` (as libcni runs a conflist),
 //! proves connectivity with real packets, and removes everything again.
 
+#[path = "wasmcni-demo/ec2.rs"]
+mod ec2;
+
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -23,6 +26,16 @@ fn main() -> ExitCode {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("wasmcni-demo needs root (it creates network namespaces)");
         return ExitCode::FAILURE;
+    }
+    if std::env::args().any(|a| a == "--ec2") {
+        let failures = ec2::run();
+        return if failures == 0 {
+            println!("demo passed");
+            ExitCode::SUCCESS
+        } else {
+            println!("demo FAILED: {failures} check(s)");
+            ExitCode::FAILURE
+        };
     }
     let mut failures = 0u32;
 

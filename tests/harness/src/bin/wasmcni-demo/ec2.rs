@@ -1,0 +1,207 @@
+//! `wasmcni-demo --ec2`: the same job on an emulated EC2 instance. The EC2 emulator runs in
+//! hypervisor mode (every attached ENI becomes a link in the node namespace); the daemon
+//! discovers the node through IMDS, `vpc-warm-pool` plans the pool with VPC CNI's defaults,
+//! `cluster-tags` tags each new ENI, and pods spill from the primary ENI onto a new one.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use wasmcni_harness::chain::{Attachment, Conflist};
+use wasmcni_harness::ec2::Ec2Node;
+use wasmcni_harness::netns::NetNs;
+use wasmcni_harness::plugin_entry;
+use wasmcni_harness::traffic::{ping, tcp_fetch, EchoServer, PEER_ADDRESS};
+
+use super::{check, pod_ip};
+
+pub fn run() -> u32 {
+    let mut failures = 0u32;
+    println!("== wasmcni demo, EC2 mode: an emulated t3.medium (3 ENIs x 5 pod addresses)");
+    let ec2 = Ec2Node::start("t3.medium", |s| s);
+    println!(
+        "  instance {} primary ENI {} ({}) in {} {}",
+        ec2.instance_id, ec2.primary_eni, ec2.primary_ip, ec2.subnet_id, ec2.subnet_cidr
+    );
+    let plugins = format!(
+        "[cluster]\nname = \"demo\"\n[allocator]\nplugin = \"vpc-warm-pool\"\n[tagger]\nplugin = \"cluster-tags\"\n{}{}",
+        plugin_entry(
+            "vpc-warm-pool",
+            "allocator",
+            "[plugins.grants]\npool-view = {}\nlog = {}\neni-ops = { subnets = [\"node\"], security_groups = [\"node\"] }\n",
+        ),
+        plugin_entry(
+            "cluster-tags",
+            "tagger",
+            "tag_keys = [\"wasmcni.io/cluster\", \"wasmcni.io/instance-id\", \"wasmcni.io/created-at\", \"team\"]\n[plugins.grants]\nclock = {}\nlog = {}\n[plugins.config]\n\"tag.team\" = \"platform\"\n",
+        ),
+    );
+    let mut ec2 = ec2;
+    let config = ec2.config("reconcile_interval_ms = 1000\n", &plugins);
+    ec2.node.write_config(&config);
+    println!("== audit of that configuration (wasmcni-host audit)");
+    let audit = std::process::Command::new(wasmcni_harness::bin_dir().join("wasmcni-host"))
+        .args(["audit", "--config"])
+        .arg(ec2.node.config_path())
+        .output()
+        .expect("run wasmcni-host audit");
+    for line in String::from_utf8_lossy(&audit.stdout).lines() {
+        println!("  {line}");
+    }
+    check(
+        &mut failures,
+        "audit: every plugin verified and granted what it imports",
+        audit.status.success(),
+    );
+
+    let started = Instant::now();
+    ec2.node.start_daemon();
+    let chain = Conflist {
+        name: "wasmcni-ec2-demo".into(),
+        cni_version: "1.1.0".into(),
+        plugins: vec![
+            json!({"type": "wasmcni", "daemonSocket": ec2.node.socket().display().to_string(), "logFile": ec2.node.shim_log().display().to_string()}),
+        ],
+    };
+    let ready = wait(Duration::from_secs(30), || ec2.node.status(&chain).is_ok());
+    check(
+        &mut failures,
+        &format!(
+            "STATUS ready once the warm pool is filled ({:?})",
+            started.elapsed()
+        ),
+        ready,
+    );
+    show_enis(&ec2);
+
+    println!("== CNI ADD for eight pods: five fill the primary ENI, the pool grows a second");
+    let mut pods = Vec::new();
+    for i in 0..8 {
+        let ns = NetNs::new("demo");
+        let attachment = Attachment {
+            container_id: format!("ec2demo-{}", ns.name()),
+            netns: ns.path(),
+            ifname: "eth0".into(),
+            args: vec![
+                ("IgnoreUnknown".into(), "1".into()),
+                ("K8S_POD_NAMESPACE".into(), "demo".into()),
+                ("K8S_POD_NAME".into(), format!("web-{i}")),
+            ],
+            capability_args: Default::default(),
+        };
+        let t = Instant::now();
+        match ec2.node.add(&chain, &attachment) {
+            Ok(result) => {
+                println!("  ADD web-{i}: {} in {:?}", pod_ip(&result), t.elapsed());
+                pods.push((ns, attachment, result));
+            }
+            Err(e) => {
+                println!("  ADD web-{i} failed: {e}");
+                failures += 1;
+            }
+        }
+    }
+    show_enis(&ec2);
+    let second: Vec<String> = ec2.eni_addresses(1).iter().map(|a| a.to_string()).collect();
+    let (on_second, on_primary): (Vec<_>, Vec<_>) = pods
+        .iter()
+        .partition(|(_, _, r)| second.contains(&pod_ip(r)));
+    check(
+        &mut failures,
+        &format!(
+            "{} pods on the primary ENI, {} on the second",
+            on_primary.len(),
+            on_second.len()
+        ),
+        on_primary.len() == 5 && on_second.len() == 3,
+    );
+    let (tags, delete_on_termination) = ec2.eni_tags(1);
+    check(
+        &mut failures,
+        &format!("the second ENI carries the daemon's and cluster-tags' tags ({} tags) and DeleteOnTermination", tags.len()),
+        tags.get("team").map(String::as_str) == Some("platform")
+            && tags.contains_key("node.k8s.amazonaws.com/instance_id")
+            && delete_on_termination,
+    );
+    let table = ec2.node.node.ip(&["route", "show", "table", "2"]);
+    println!(
+        "  ip route show table 2: {}",
+        table.trim().replace('\n', "; ")
+    );
+    check(
+        &mut failures,
+        "eth1 has its routing table (device 1 + 1) via the subnet's gateway",
+        table.contains("default via") && table.contains("eth1"),
+    );
+    if let (Some(a), Some(b)) = (on_second.first(), on_primary.first()) {
+        check(
+            &mut failures,
+            &format!(
+                "ping {} (second ENI) -> {} (primary ENI)",
+                pod_ip(&a.2),
+                pod_ip(&b.2)
+            ),
+            ping(&a.0, &pod_ip(&b.2)),
+        );
+        let internet = ec2.route_to_internet();
+        let server = EchoServer::start(
+            &ec2.node.outside,
+            std::net::SocketAddr::from((internet, 7000)),
+            PEER_ADDRESS,
+        );
+        let seen = tcp_fetch(&a.0, server.addr);
+        check(
+            &mut failures,
+            &format!("TCP {} -> {internet} (outside the VPC) is seen from {seen:?}: SNAT to the primary ENI", pod_ip(&a.2)),
+            seen.as_deref() == Some(ec2.primary_ip.to_string().as_str()),
+        );
+    }
+
+    println!("== CNI DEL for every pod");
+    for (ns, attachment, result) in pods.drain(..) {
+        check(
+            &mut failures,
+            &format!("DEL {}", pod_ip(&result)),
+            ec2.node.del(&chain, &attachment, Some(&result)).is_ok(),
+        );
+        drop(ns);
+    }
+    let audit_log =
+        std::fs::read_to_string(ec2.node.state_dir().join("plugin-audit.log")).unwrap_or_default();
+    println!("== what the plugins asked the daemon to do (plugin-audit.log, eni-ops)");
+    for line in audit_log.lines().filter(|l| l.contains("\"eni-ops\"")) {
+        println!("  {line}");
+    }
+    println!(
+        "== EC2 calls made: {} (the emulator's request log)",
+        ec2.emulator.request_log().len()
+    );
+    check(
+        &mut failures,
+        "no ENI left unattached",
+        ec2.unattached_enis().is_empty(),
+    );
+    drop(ec2);
+    println!("== cleaned up: daemon and emulator stopped, namespaces removed");
+    failures
+}
+
+fn wait(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn show_enis(ec2: &Ec2Node) {
+    println!(
+        "  {:<7} {:<22} {:>9} {:>9}",
+        "device", "ENI", "IPs", "prefixes"
+    );
+    for (device, id, ips, prefixes) in ec2.attached_enis() {
+        println!("  {device:<7} {id:<22} {ips:>9} {prefixes:>9}");
+    }
+}
