@@ -60,6 +60,8 @@ pub struct EniAttachment {
     pub status: String,
     /// Attach time, Unix milliseconds (0 when unknown).
     pub attached_unix_ms: u64,
+    /// Whether the ENI goes with the instance.
+    pub delete_on_termination: bool,
 }
 
 /// A subnet as EC2 describes it.
@@ -126,6 +128,18 @@ pub fn sdk_failure<E: ProvideErrorMetadata + std::fmt::Debug>(
     error: &SdkError<E, aws_sdk_ec2::config::http::HttpResponse>,
 ) -> (String, String) {
     match error {
+        SdkError::ServiceError(service)
+            if service.err().code().is_none() && service.raw().status().is_server_error() =>
+        {
+            (
+                "Http5xx".into(),
+                format!(
+                    "HTTP {}: {}",
+                    service.raw().status().as_u16(),
+                    service.err().message().unwrap_or("")
+                ),
+            )
+        }
         SdkError::ServiceError(service) => (
             service.err().code().unwrap_or("Unknown").to_owned(),
             service.err().message().unwrap_or("").to_owned(),
@@ -202,6 +216,7 @@ fn eni_of(action: &'static str, ni: &NetworkInterface) -> Result<Eni, Ec2Error> 
             .attach_time()
             .and_then(|t| t.to_millis().ok())
             .map_or(0, |ms| ms.max(0) as u64),
+        delete_on_termination: a.delete_on_termination().unwrap_or(false),
     });
     Ok(Eni {
         mac: ni.mac_address().unwrap_or_default().to_ascii_lowercase(),
@@ -316,6 +331,12 @@ impl Ec2Api {
                 enis.push(eni_of("DescribeNetworkInterfaces", ni)?);
             }
             match page.next_token() {
+                Some(next) if token.as_deref() == Some(next) => {
+                    return Err(malformed(
+                        "DescribeNetworkInterfaces",
+                        format!("the same NextToken {next:?} twice"),
+                    ))
+                }
                 Some(next) if !next.is_empty() => token = Some(next.to_owned()),
                 _ => break,
             }
@@ -407,8 +428,7 @@ impl Ec2Api {
         eni_of("CreateNetworkInterface", ni)
     }
 
-    /// Attaches `eni_id` at `device_index` and sets DeleteOnTermination; returns the
-    /// attachment id.
+    /// Attaches `eni_id` at `device_index`; returns the attachment id.
     pub async fn attach_eni(
         &self,
         eni_id: &str,
@@ -426,10 +446,18 @@ impl Ec2Api {
                 .network_card_index(0)
                 .send()
         )?;
-        let attachment_id = out
+        Ok(out
             .attachment_id()
             .ok_or_else(|| malformed("AttachNetworkInterface", "no attachmentId"))?
-            .to_owned();
+            .to_owned())
+    }
+
+    /// Sets DeleteOnTermination on an attachment, so the ENI goes with the instance.
+    pub async fn set_delete_on_termination(
+        &self,
+        eni_id: &str,
+        attachment_id: &str,
+    ) -> Result<(), Ec2Error> {
         attempt!(
             self,
             "ModifyNetworkInterfaceAttribute",
@@ -438,13 +466,13 @@ impl Ec2Api {
                 .network_interface_id(eni_id)
                 .attachment(
                     NetworkInterfaceAttachmentChanges::builder()
-                        .attachment_id(&attachment_id)
+                        .attachment_id(attachment_id)
                         .delete_on_termination(true)
                         .build()
                 )
                 .send()
         )?;
-        Ok(attachment_id)
+        Ok(())
     }
 
     /// Assigns `count` secondary addresses; returns them.
@@ -508,17 +536,25 @@ impl Ec2Api {
         Ok(())
     }
 
-    /// Detaches an attachment.
+    /// Detaches an attachment; one that is already gone counts as detached (a retried detach
+    /// whose first answer was lost).
     pub async fn detach(&self, attachment_id: &str) -> Result<(), Ec2Error> {
-        attempt!(
+        match attempt!(
             self,
             "DetachNetworkInterface",
             self.client
                 .detach_network_interface()
                 .attachment_id(attachment_id)
                 .send()
-        )?;
-        Ok(())
+        ) {
+            Ok(_) => Ok(()),
+            Err(Ec2Error::Api { code, .. })
+                if code == "InvalidAttachmentID.NotFound" || code == "IncorrectState" =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes an ENI; one that is already gone counts as deleted.

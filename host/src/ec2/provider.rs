@@ -61,6 +61,9 @@ pub struct NodeEni {
     pub attached_unix_ms: u64,
     /// Whether its addresses go to pods (false for `no-manage` and other cards).
     pub managed: bool,
+    /// Whether its link and routing table are set up on the node (the primary ENI's always
+    /// are). Until then none of its addresses are in the pool: a pod on it would not route.
+    pub linked: bool,
 }
 
 impl NodeEni {
@@ -95,7 +98,8 @@ impl NodeEni {
             kind: BlockKind::Prefix,
             eni_id: Some(self.eni.id.clone()),
         });
-        ips.chain(prefixes).filter(|_| self.managed)
+        ips.chain(prefixes)
+            .filter(|_| self.managed && (self.linked || self.primary()))
     }
 
     /// Address slots used (secondary IPs and prefixes; the ENI's own address not counted).
@@ -300,6 +304,13 @@ impl Ec2Provider {
             .describe_enis(&[("attachment.instance-id", &[instance])])
             .await?;
         let subnets = self.subnet_cidrs();
+        let linked: Vec<String> = self
+            .state()
+            .enis
+            .values()
+            .filter(|e| e.linked)
+            .map(|e| e.eni.id.clone())
+            .collect();
         let mut enis = BTreeMap::new();
         for eni in described {
             let Some(attachment) = eni.attachment.clone() else {
@@ -335,6 +346,7 @@ impl Ec2Provider {
                 subnet_cidr,
                 attached_unix_ms: attachment.attached_unix_ms,
                 managed: !no_manage && attachment.network_card == 0,
+                linked: attachment.device_index == 0 || linked.contains(&eni.id),
                 eni,
             };
             if attachment.network_card == 0 {
@@ -503,13 +515,29 @@ impl Ec2Provider {
             .await
         {
             Ok(id) => id,
-            Err(error) => {
-                if let Err(cleanup) = self.api.delete_eni(&created.id).await {
-                    tracing::error!(eni = %created.id, error = %cleanup, "deleting an ENI whose attach failed also failed; the leaked-ENI collector will");
+            Err(error) => match self
+                .attachment_after_failed_attach(&created.id, device)
+                .await
+            {
+                // EC2 attached it although the answer said otherwise (a lost reply, then a
+                // retry refused as a duplicate): carry on with it.
+                Some(id) => id,
+                None => {
+                    if let Err(cleanup) = self.api.delete_eni(&created.id).await {
+                        tracing::error!(eni = %created.id, error = %cleanup, "deleting an ENI whose attach failed also failed; the leaked-ENI collector will");
+                    }
+                    return Err(error);
                 }
-                return Err(error);
-            }
+            },
         };
+        if let Err(e) = self
+            .api
+            .set_delete_on_termination(&created.id, &attachment_id)
+            .await
+        {
+            // Not fatal: the periodic refresh sets it on every ENI of ours that lacks it.
+            tracing::warn!(eni = %created.id, error = %e, "setting DeleteOnTermination failed; the next refresh retries");
+        }
         Ok((
             NodeEni {
                 eni: created,
@@ -518,9 +546,92 @@ impl Ec2Provider {
                 subnet_cidr,
                 attached_unix_ms: unix_ms(),
                 managed: true,
+                linked: false,
             },
             fell_back,
         ))
+    }
+
+    /// After a failed attach: the attachment id if EC2 did attach `eni_id` here at `device`.
+    async fn attachment_after_failed_attach(&self, eni_id: &str, device: u32) -> Option<String> {
+        let eni = self.api.describe_eni(eni_id).await.ok()??;
+        let attachment = eni.attachment?;
+        (attachment.instance_id == self.identity.instance_id && attachment.device_index == device)
+            .then_some(attachment.id)
+    }
+
+    /// Sets DeleteOnTermination on every attached ENI this instance created that lacks it
+    /// (its first attempt failed). Returns how many were fixed.
+    pub async fn repair_delete_on_termination(&self) -> usize {
+        let instance = self.identity.instance_id.clone();
+        let lacking: Vec<(String, String)> = self
+            .state()
+            .enis
+            .values()
+            .filter(|e| !e.primary())
+            .filter(|e| {
+                e.eni
+                    .tags
+                    .iter()
+                    .any(|(k, v)| k == TAG_INSTANCE && *v == instance)
+                    && e.eni
+                        .attachment
+                        .as_ref()
+                        .is_some_and(|a| !a.delete_on_termination)
+            })
+            .map(|e| (e.eni.id.clone(), e.attachment_id.clone()))
+            .collect();
+        let mut fixed = 0;
+        for (eni, attachment) in lacking {
+            match self.api.set_delete_on_termination(&eni, &attachment).await {
+                Ok(()) => fixed += 1,
+                Err(e) => tracing::warn!(%eni, error = %e, "setting DeleteOnTermination failed"),
+            }
+        }
+        fixed
+    }
+
+    /// Marks an ENI's link and table as set up: its addresses join the pool.
+    pub fn mark_linked(&self, eni_id: &str) {
+        if let Some(eni) = self.state().enis.values_mut().find(|e| e.eni.id == eni_id) {
+            eni.linked = true;
+        }
+    }
+
+    /// Managed secondary ENIs whose link is not set up yet (found by a refresh).
+    pub fn unlinked(&self) -> Vec<NodeEni> {
+        self.state()
+            .enis
+            .values()
+            .filter(|e| e.managed && !e.primary() && !e.linked)
+            .cloned()
+            .collect()
+    }
+
+    /// After a failed unassign: what EC2 still lists of `ips` and `prefixes` on the ENI (a
+    /// lost reply may hide a success, and an address EC2 took back must not return to the
+    /// pool). When EC2 cannot be asked, nothing is restored: an address missing from the
+    /// pool only costs a warm address; one wrongly restored could reach two pods.
+    pub async fn still_assigned(
+        &self,
+        eni_id: &str,
+        ips: &[Ipv4Addr],
+        prefixes: &[Ipv4Net],
+    ) -> (Vec<Ipv4Addr>, Vec<Ipv4Net>) {
+        match self.api.describe_eni(eni_id).await {
+            Ok(Some(eni)) => (
+                ips.iter()
+                    .copied()
+                    .filter(|ip| eni.secondary_ips.contains(ip))
+                    .collect(),
+                prefixes
+                    .iter()
+                    .copied()
+                    .filter(|p| eni.prefixes.contains(p))
+                    .collect(),
+            ),
+            Ok(None) | Err(_) => (Vec::new(), Vec::new()),
+        }
     }
 
     fn fallback_note(&self, subnet_id: &str, prefixes: u32) -> String {
@@ -538,8 +649,9 @@ impl Ec2Provider {
         (prefixes * 16).min(room)
     }
 
-    /// Puts an attached ENI (its link set up) into the pool.
-    pub fn adopt(&self, eni: NodeEni) {
+    /// Puts an attached ENI, its link set up, into the pool.
+    pub fn adopt(&self, mut eni: NodeEni) {
+        eni.linked = true;
         self.state().enis.insert(eni.device, eni);
     }
 
@@ -635,6 +747,7 @@ impl Ec2Provider {
     pub async fn detach_and_delete(&self, eni: &NodeEni) -> Result<(), Ec2Error> {
         self.api.detach(&eni.attachment_id).await?;
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut pause = Duration::from_millis(200);
         loop {
             match self.api.describe_eni(&eni.eni.id).await? {
                 None => return Ok(()),
@@ -646,7 +759,10 @@ impl Ec2Provider {
                         message: format!("{} still not available 30 s after detach", eni.eni.id),
                     })
                 }
-                Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Some(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
             }
         }
         self.api.delete_eni(&eni.eni.id).await
@@ -662,16 +778,22 @@ impl Ec2Provider {
     ) -> Result<usize, Ec2Error> {
         let instance = [self.identity.instance_id.as_str()];
         let cluster = [self.cluster.as_str()];
-        let mut filters: Vec<(&str, &[&str])> = vec![("status", &["available"])];
+        let vpc_id = self
+            .identity
+            .primary()
+            .map(|p| p.vpc_id.clone())
+            .unwrap_or_default();
+        let vpc = [vpc_id.as_str()];
+        let mut filters: Vec<(&str, &[&str])> = vec![("status", &["available"]), ("vpc-id", &vpc)];
         let own_filter = format!("tag:{TAG_INSTANCE}");
         let cluster_filter = format!("tag:{TAG_CLUSTER}");
-        if own_only {
+        // Without a cluster name, other clusters' ENIs cannot be told apart: only this
+        // instance's own are collected.
+        if own_only || self.cluster.is_empty() {
             filters.push((&own_filter, &instance));
         } else {
             filters.push(("tag-key", &[TAG_INSTANCE]));
-            if !self.cluster.is_empty() {
-                filters.push((&cluster_filter, &cluster));
-            }
+            filters.push((&cluster_filter, &cluster));
         }
         let now_s = unix_ms() / 1000;
         let mut deleted = 0;

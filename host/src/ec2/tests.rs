@@ -126,3 +126,189 @@ async fn an_unreachable_imds_is_an_error_naming_the_path() {
         "{err}"
     );
 }
+
+async fn provider_on(
+    emulator: &ec2_emulator::EmulatorHandle,
+    cluster: &str,
+) -> crate::ec2::Ec2Provider {
+    let settings = crate::config::Ec2ProviderConfig {
+        ec2_endpoint: Some(emulator.ec2_url()),
+        imds_endpoint: Some(emulator.imds_url()),
+        max_attempts: 3,
+        ..Default::default()
+    };
+    within(
+        "provider start",
+        crate::ec2::Ec2Provider::start_with(
+            &settings,
+            cluster,
+            Some(("AKIDWASMCNI".into(), "secret".into())),
+        ),
+    )
+    .await
+    .expect("provider")
+}
+
+/// An unattached ENI in `subnet` tagged as a wasmcni (VPC CNI) ENI of `instance` in
+/// `cluster`, created `age_s` seconds ago.
+fn tagged_eni(
+    emulator: &ec2_emulator::EmulatorHandle,
+    subnet: &str,
+    instance: &str,
+    cluster: &str,
+    age_s: u64,
+) -> String {
+    let created = std::time::SystemTime::now() - Duration::from_secs(age_s);
+    let secs = created
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut request = CreateNetworkInterface::new(subnet);
+    request.tags = [
+        (provider::TAG_INSTANCE.to_owned(), instance.to_owned()),
+        (
+            provider::TAG_CREATED.to_owned(),
+            aws_sdk_ec2::primitives::DateTime::from_secs(secs as i64)
+                .fmt(aws_sdk_ec2::primitives::DateTimeFormat::DateTime)
+                .unwrap(),
+        ),
+        (provider::TAG_CLUSTER.to_owned(), cluster.to_owned()),
+    ]
+    .into();
+    emulator
+        .with_model(|m| m.create_network_interface(request))
+        .expect("eni")
+        .id
+}
+
+fn exists(emulator: &ec2_emulator::EmulatorHandle, id: &str) -> bool {
+    emulator.with_model(|m| m.network_interface(id).is_some())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_deletes_only_old_unattached_enis_of_its_own_cluster() {
+    let emulator = within(
+        "starting the emulator",
+        Emulator::start(Scenario::default().with_node_instance_type("m5.large")),
+    )
+    .await
+    .expect("emulator");
+    let resources = emulator.resources().expect("scenario").clone();
+    let subnet = &resources.subnet_ids[0];
+    let node = resources.instance_id.clone().expect("node");
+    // Left by this instance before a crash: deleted at start, whatever its age.
+    let own_young = tagged_eni(&emulator, subnet, &node, "prod", 5);
+    let other_node_old = tagged_eni(&emulator, subnet, "i-0other", "prod", 900);
+    let other_node_young = tagged_eni(&emulator, subnet, "i-0other", "prod", 30);
+    let other_cluster_old = tagged_eni(&emulator, subnet, "i-0other", "staging", 900);
+    let untagged = emulator
+        .with_model(|m| m.create_network_interface(CreateNetworkInterface::new(subnet)))
+        .expect("eni")
+        .id;
+    let provider = provider_on(&emulator, "prod").await;
+    assert!(
+        !exists(&emulator, &own_young),
+        "own unattached ENI deleted at start"
+    );
+    assert!(
+        exists(&emulator, &other_node_old),
+        "start deletes only its own"
+    );
+
+    let deleted = within(
+        "collector",
+        provider.delete_unattached(false, Duration::from_secs(300)),
+    )
+    .await
+    .expect("collector");
+    assert_eq!(deleted, 1);
+    assert!(
+        !exists(&emulator, &other_node_old),
+        "old leak of the cluster deleted"
+    );
+    assert!(
+        exists(&emulator, &other_node_young),
+        "younger than the threshold: kept"
+    );
+    assert!(
+        exists(&emulator, &other_cluster_old),
+        "another cluster's: kept"
+    );
+    assert!(exists(&emulator, &untagged), "not wasmcni's: kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_attach_leaves_no_eni_and_a_failed_unassign_restores_only_what_ec2_still_has() {
+    let emulator = within(
+        "starting the emulator",
+        Emulator::start(Scenario::default().with_node_instance_type("m5.large")),
+    )
+    .await
+    .expect("emulator");
+    let resources = emulator.resources().expect("scenario").clone();
+    let provider = provider_on(&emulator, "").await;
+    let enis_before = emulator.with_model(|m| {
+        m.describe_network_interfaces(&[], &[], &ec2_emulator::Page::default())
+            .unwrap()
+            .items
+            .len()
+    });
+    emulator.fail_next(
+        "AttachNetworkInterface",
+        3,
+        ec2_emulator::InjectedError::InternalError,
+    );
+    let err = within(
+        "create",
+        provider.create_and_attach(
+            &resources.subnet_ids[0],
+            &[resources.security_group_id.clone()],
+            2,
+            0,
+            provider.ownership_tags(),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("AttachNetworkInterface"), "{err}");
+    let enis_after = emulator.with_model(|m| {
+        m.describe_network_interfaces(&[], &[], &ec2_emulator::Page::default())
+            .unwrap()
+            .items
+            .len()
+    });
+    assert_eq!(
+        enis_after, enis_before,
+        "the ENI whose attach failed was deleted"
+    );
+
+    // Unassign: EC2 refuses every attempt, so every address is still EC2's and comes back.
+    let primary = resources.primary_eni_id.clone().unwrap();
+    let added = within("assign", provider.assign(&primary, 3, false))
+        .await
+        .expect("assign");
+    provider.withdraw(&primary, &added.ips, &[]);
+    emulator.fail_next(
+        "UnassignPrivateIpAddresses",
+        3,
+        ec2_emulator::InjectedError::InternalError,
+    );
+    assert!(
+        within("unassign", provider.unassign(&primary, &added.ips, &[]))
+            .await
+            .is_err()
+    );
+    let (ips, _) = within("still", provider.still_assigned(&primary, &added.ips, &[])).await;
+    assert_eq!(ips, added.ips, "all still assigned in EC2: all restored");
+    // EC2 took one back behind the daemon's back: that one is not restored.
+    emulator.with_model(|m| {
+        m.unassign_private_ip_addresses(ec2_emulator::UnassignPrivateIpAddresses {
+            network_interface_id: primary.clone(),
+            private_ip_addresses: vec![added.ips[0]],
+            ..Default::default()
+        })
+        .expect("unassign in the model")
+    });
+    let (ips, _) = within("still", provider.still_assigned(&primary, &added.ips, &[])).await;
+    assert_eq!(ips, added.ips[1..].to_vec());
+}

@@ -125,6 +125,29 @@ impl<D: Datapath> Handler<D> {
         self.pool_changed.send_modify(|n| *n += 1);
     }
 
+    /// Attachments whose address is in none of the provider's blocks now (an ENI detached or
+    /// an address unassigned behind the daemon's back). They are kept — a pod whose veth
+    /// exists keeps its record — and reported.
+    pub(crate) fn allocations_outside_pool(&self) -> Vec<(AttachmentKey, Ipv4Addr)> {
+        // Store before pool, as everywhere else.
+        let store = self.store();
+        let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        store
+            .allocations()
+            .filter(|a| pool.locate(a.ip).is_none())
+            .map(|a| (a.key.clone(), a.ip))
+            .collect()
+    }
+
+    /// A pod address whose traffic goes through `table`, if any.
+    pub(crate) fn address_routed_through(&self, table: Option<u32>) -> Option<Ipv4Addr> {
+        table?;
+        self.store()
+            .allocations()
+            .find(|a| a.route_table == table)
+            .map(|a| a.ip)
+    }
+
     /// Holds the allocation lock: no ADD chooses an address meanwhile.
     pub(crate) async fn allocation_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.allocation.lock().await
@@ -169,8 +192,8 @@ impl<D: Datapath> Handler<D> {
             subnets,
             ..
         } = self.provider.view();
-        let cooling = self.cooling_now();
         let store = self.store();
+        let cooling = self.cooling_now();
         let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         PoolSnapshot {
             node,
@@ -224,8 +247,8 @@ impl<D: Datapath> Handler<D> {
 
     /// Free addresses in the pool now (neither held nor cooling).
     pub fn free_addresses(&self) -> u64 {
-        let cooling = self.cooling_now();
         let store = self.store();
+        let cooling = self.cooling_now();
         let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         pool.free_count(|ip| store.holder_of(ip).is_some() || cooling.contains(&ip))
     }
@@ -517,8 +540,8 @@ impl<D: Datapath> Handler<D> {
 
     /// The built-in allocator: the next free address after the pool's cursor.
     fn choose_builtin(&self) -> Result<Choice, CniError> {
-        let cooling = self.cooling_now();
         let store = self.store();
+        let cooling = self.cooling_now();
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         pool.choose(|ip| store.holder_of(ip).is_some() || cooling.contains(&ip)).ok_or_else(|| {
             let details = if self.dynamic {
@@ -959,13 +982,16 @@ impl<D: Datapath> Handler<D> {
     /// Removes `key` from the datastore and makes that durable; the address then cools down
     /// and the reconciler is told the pool has a free address more.
     pub(crate) async fn release(&self, key: &AttachmentKey) -> Result<(), CniError> {
-        let (released, lsn) = self.store().release(key).map_err(store_error)?;
-        if let (Some(released), true) = (&released, self.cooldown > Duration::ZERO) {
+        // Cooling before the record goes, so whoever finds the address not held finds it
+        // cooling (readers take the store lock first, then look at the cooling set).
+        let ip = self.store().get(key).map(|a| a.ip);
+        if let (Some(ip), true) = (ip, self.cooldown > Duration::ZERO) {
             self.cooling
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(released.ip, Instant::now());
+                .insert(ip, Instant::now());
         }
+        let (_, lsn) = self.store().release(key).map_err(store_error)?;
         if self.dynamic {
             self.wake_reconciler.notify_one();
         }

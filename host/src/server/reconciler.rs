@@ -41,18 +41,10 @@ pub async fn prepare<D: Datapath>(
     handler: &Handler<D>,
     provider: &Ec2Provider,
 ) -> Result<(), String> {
-    for eni in provider.enis() {
-        if eni.primary() || !eni.managed {
-            continue;
-        }
-        let link = eni_link(&eni, provider, handler.config.datapath.mtu)?;
-        handler
-            .datapath
-            .setup_eni(&link)
-            .await
-            .map_err(|e| format!("ENI {} (device {}): {e}", eni.eni.id, eni.device))?;
+    link_unlinked(handler, provider).await;
+    for (key, ip) in handler.allocations_outside_pool() {
+        tracing::warn!(container_id = %key.container_id, ifname = %key.ifname, %ip, "a pod's address is no longer on any of the node's ENIs in EC2; its record is kept (the pod exists until its DEL), but its traffic may not route");
     }
-    handler.refresh_inventory();
     prepare_snat(handler, provider).await
 }
 
@@ -115,6 +107,32 @@ async fn prepare_snat<D: Datapath>(
     Ok(())
 }
 
+/// Sets up the link and table of every managed secondary ENI that has none yet (at start, and
+/// for ENIs a refresh found), then lets their addresses into the pool. One that fails stays
+/// out of the pool and is retried at the next refresh.
+async fn link_unlinked<D: Datapath>(handler: &Handler<D>, provider: &Ec2Provider) {
+    for eni in provider.unlinked() {
+        let linked = match eni_link(&eni, provider, handler.config.datapath.mtu) {
+            Ok(link) => handler
+                .datapath
+                .setup_eni(&link)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match linked {
+            Ok(name) => {
+                provider.mark_linked(&eni.eni.id);
+                tracing::info!(eni = %eni.eni.id, device = eni.device, link = %name, "ENI link and routing table set up");
+            }
+            Err(e) => {
+                tracing::error!(eni = %eni.eni.id, device = eni.device, error = %e, "setting up an ENI's link failed; its addresses stay out of the pool until a retry succeeds");
+            }
+        }
+    }
+    handler.refresh_inventory();
+}
+
 fn eni_link(eni: &NodeEni, provider: &Ec2Provider, mtu: u32) -> Result<EniLink, String> {
     let table = eni
         .route_table()
@@ -130,25 +148,48 @@ fn eni_link(eni: &NodeEni, provider: &Ec2Provider, mtu: u32) -> Result<EniLink, 
     })
 }
 
-/// Runs passes until the task is aborted: when woken, and every interval.
+/// How often the node's ENIs are re-read from EC2 (changes made outside the daemon).
+const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Longest pause after failed passes.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Runs passes until the task is aborted: when woken, and every interval. After a pass whose
+/// requests failed it backs off (1 s, doubling to 30 s) so a full subnet or a failing EC2
+/// does not turn waiting ADDs into a stream of calls; a successful pass resets it.
 pub async fn run<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<Ec2Provider>) {
     let interval = Duration::from_millis(provider.settings().reconcile_interval_ms);
-    let mut since_refresh = Instant::now();
+    let mut refresh = tokio::time::interval(REFRESH_INTERVAL);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    refresh.tick().await; // the first tick is immediate; start just read everything
+    let mut backoff = Duration::ZERO;
     loop {
         let report = pass(&handler, &provider).await;
         if report.executed > 0 || report.failed > 0 {
             tracing::info!(?report, "pool reconciled");
         }
+        backoff = if report.failed > 0 {
+            (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF)
+        } else {
+            Duration::ZERO
+        };
+        if !backoff.is_zero() {
+            tracing::debug!(?backoff, "backing off after a failed pass");
+            tokio::time::sleep(backoff).await;
+        }
         tokio::select! {
             () = handler.wake_reconciler.notified() => {}
-            () = tokio::time::sleep(interval) => {
-                // Changes made outside the daemon (an operator, another tool) show up here.
-                if since_refresh.elapsed() >= Duration::from_secs(60) {
-                    since_refresh = Instant::now();
-                    match provider.refresh().await {
-                        Ok(()) => handler.refresh_inventory(),
-                        Err(e) => tracing::warn!(error = %e, "re-reading the node's ENIs failed"),
+            () = tokio::time::sleep(interval) => {}
+            _ = refresh.tick() => {
+                match provider.refresh().await {
+                    Ok(()) => {
+                        link_unlinked(&handler, &provider).await;
+                        let fixed = provider.repair_delete_on_termination().await;
+                        if fixed > 0 {
+                            tracing::info!(fixed, "DeleteOnTermination set on ENIs that lacked it");
+                        }
                     }
+                    Err(e) => tracing::warn!(error = %e, "re-reading the node's ENIs failed"),
                 }
             }
         }
@@ -454,6 +495,8 @@ async fn release<D: Datapath>(
             prefixes.len()
         )),
         Err(e) => {
+            // Only what EC2 still lists comes back: a lost reply may hide a success.
+            let (ips, prefixes) = provider.still_assigned(eni_id, &ips, &prefixes).await;
             provider.restore(eni_id, &ips, &prefixes);
             handler.refresh_inventory();
             Err(e.to_string())
@@ -481,6 +524,13 @@ async fn delete_eni<D: Datapath>(
     if let Some(ip) = busy {
         return Ok(format!(
             "{eni_id} kept: {ip} is held or cooling (taken since the plan)"
+        ));
+    }
+    // A pod routed through its table whose address left the pool (a refresh after an
+    // outside change) still uses it.
+    if let Some(ip) = handler.address_routed_through(eni.route_table()) {
+        return Ok(format!(
+            "{eni_id} kept: pod {ip} is routed through its table"
         ));
     }
     provider.forget(eni_id);

@@ -466,3 +466,41 @@ fn a_full_subnet_fails_adds_with_a_clear_error_and_recovers_when_space_returns()
     assert_distinct(&ips);
     assert_on_attached_enis(&ec2, &ips);
 }
+
+#[test]
+fn the_instance_limits_bound_the_pool_and_a_pod_beyond_them_gets_a_clear_error() {
+    // t3.medium: 3 ENIs × 5 pod addresses = 15 pods (max pods 17 with the two host pods).
+    let ec2 = started(
+        "t3.medium",
+        &format!("{QUICK}add_wait_ms = 1500\n"),
+        &pack(2, false),
+    );
+    let chain = wasmcni_only(&ec2.node, "1.1.0");
+    wait_until("STATUS ready", Duration::from_secs(20), || {
+        ec2.node.status(&chain).is_ok()
+    });
+    let pods: Vec<Pod> = (0..16).map(|i| pod(&format!("l{i}"))).collect();
+    let ips = add_all(&ec2, &chain, &pods[..15], Duration::from_secs(60));
+    assert_distinct(&ips);
+    assert_on_attached_enis(&ec2, &ips);
+    assert_eq!(ec2.attached_enis().len(), 3, "{:?}", ec2.attached_enis());
+    let failure = format!(
+        "{:?}",
+        ec2.node.add(&chain, &pods[15].attachment).unwrap_err()
+    );
+    assert!(
+        failure.contains("no free IPv4 address after waiting 1500 ms")
+            && failure.contains("15 addresses"),
+        "{failure}"
+    );
+    // The daemon never asked EC2 for a fourth ENI or a sixth address on one: nothing EC2
+    // would refuse reached it.
+    let refused: Vec<_> = ec2
+        .emulator
+        .request_log()
+        .into_iter()
+        .filter(|r| r.error_code.is_some())
+        .map(|r| (r.action, r.error_code))
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+}
