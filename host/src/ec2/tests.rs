@@ -262,7 +262,7 @@ async fn a_failed_attach_leaves_no_eni_and_a_failed_unassign_restores_only_what_
         "create",
         provider.create_and_attach(
             &resources.subnet_ids[0],
-            &[resources.security_group_id.clone()],
+            std::slice::from_ref(&resources.security_group_id),
             2,
             0,
             provider.ownership_tags(),
