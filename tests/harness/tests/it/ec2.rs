@@ -504,3 +504,48 @@ fn the_instance_limits_bound_the_pool_and_a_pod_beyond_them_gets_a_clear_error()
         .collect();
     assert!(refused.is_empty(), "{refused:?}");
 }
+
+#[test]
+fn custom_networking_puts_pods_in_the_eniconfig_subnet_on_secondary_enis() {
+    // VPC CNI's custom networking through vpc-warm-pool's own settings: pods never use the
+    // primary ENI; new ENIs go to the ENIConfig subnet, which the grant must name.
+    let ec2 = Ec2Node::start("t3.medium", |s| s);
+    let pod_subnet = ec2
+        .emulator
+        .resources()
+        .expect("scenario")
+        .subnet_ids[1]
+        .clone();
+    let pod_cidr = ec2
+        .emulator
+        .with_model(|m| m.subnet(&pod_subnet).map(|s| s.cidr_block))
+        .expect("second subnet");
+    let allocator = format!(
+        "[allocator]\nplugin = \"vpc-warm-pool\"\n{}",
+        wasmcni_harness::plugin_entry(
+            "vpc-warm-pool",
+            "allocator",
+            &format!(
+                "[plugins.grants]\npool-view = {{}}\nlog = {{}}\neni-ops = {{ subnets = [\"{pod_subnet}\"], security_groups = [\"node\"] }}\n[plugins.config]\nAWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG = \"true\"\nENI_CONFIG_SUBNET = \"{pod_subnet}\"\n"
+            ),
+        )
+    );
+    let mut ec2 = ec2;
+    ec2.node.write_config(&ec2.config(QUICK, &allocator));
+    ec2.node.start_daemon();
+    let chain = wasmcni_only(&ec2.node, "1.1.0");
+    wait_until("STATUS ready", Duration::from_secs(20), || ec2.node.status(&chain).is_ok());
+    let pods: Vec<Pod> = (0..6).map(|i| pod(&format!("c{i}"))).collect();
+    let ips = add_all(&ec2, &chain, &pods, Duration::from_secs(30));
+    assert_distinct(&ips);
+    assert_on_attached_enis(&ec2, &ips);
+    for ip in &ips {
+        let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+        assert!(pod_cidr.contains(&ip), "{ip} is not in the ENIConfig subnet {pod_cidr}");
+    }
+    let enis = ec2.attached_enis();
+    assert_eq!(enis[0].2, 0, "the primary ENI gives no addresses to pods: {enis:?}");
+    let gateway = wasmcni::ec2::provider::subnet_gateway(pod_cidr);
+    let table = ec2.node.node.ip(&["route", "show", "table", "2"]);
+    assert!(table.contains(&format!("default via {gateway} dev eth1")), "{table}");
+}
