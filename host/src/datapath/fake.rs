@@ -43,6 +43,7 @@ struct State {
     rules: Vec<(Ipv4Addr, Option<u32>)>,
     fail_next_setup: Option<String>,
     teardown_failures: usize,
+    foreign_routes: Vec<Ipv4Addr>,
 }
 
 /// The recording fake.
@@ -66,6 +67,12 @@ impl FakeDatapath {
     /// Makes the next `count` teardowns fail (the kernel refusing to delete).
     pub fn fail_teardowns(&self, count: usize) {
         self.lock().teardown_failures = count;
+    }
+
+    /// Simulates another CNI's pod on the node: a /32 route to `ip` through a veth that is
+    /// not wasmcni's.
+    pub fn add_foreign_pod_route(&self, ip: Ipv4Addr) {
+        self.lock().foreign_routes.push(ip);
     }
 
     /// Every call so far, in order.
@@ -234,6 +241,7 @@ impl Datapath for FakeDatapath {
                 .iter()
                 .filter_map(|(ip, t)| t.map(|t| (*ip, t)))
                 .collect(),
+            foreign_pod_routes: state.foreign_routes.clone(),
         })
     }
 }

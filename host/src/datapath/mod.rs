@@ -129,6 +129,10 @@ pub struct NodeState {
     pub to_pod_rules: Vec<Ipv4Addr>,
     /// Sources and tables of `from <ip>/32 lookup <table>` rules at priority 1536.
     pub from_pod_rules: Vec<(Ipv4Addr, u32)>,
+    /// Addresses with a /32 host route through a veth that is not wasmcni's: pods of another
+    /// CNI (AWS VPC CNI's, during a migration). Their addresses are never handed out or
+    /// given back while the route exists.
+    pub foreign_pod_routes: Vec<Ipv4Addr>,
 }
 
 /// A data path failure.

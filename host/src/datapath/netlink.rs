@@ -527,8 +527,23 @@ impl Datapath for NetlinkDatapath {
             .filter_map(link_name)
             .filter(|name| name.starts_with(veth_prefix))
             .collect();
+        let foreign_veths: Vec<u32> = links
+            .iter()
+            .filter(|l| is_veth(l) && link_alias(l) != Some(VETH_ALIAS))
+            .map(|l| l.header.index)
+            .collect();
+        let foreign_pod_routes = routes_v4(&self.host)
+            .await?
+            .iter()
+            .filter(|r| route_table(r) == MAIN_TABLE)
+            .filter(|r| route_oif(r).is_some_and(|oif| foreign_veths.contains(&oif)))
+            .filter_map(route_dst)
+            .filter(|(_, len)| *len == 32)
+            .map(|(ip, _)| ip)
+            .collect();
         let mut state = NodeState {
             veths,
+            foreign_pod_routes,
             ..NodeState::default()
         };
         for rule in rules_v4(&self.host).await? {

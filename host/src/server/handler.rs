@@ -72,6 +72,9 @@ pub struct Handler<D: Datapath> {
     ready: AtomicBool,
     /// Why the pool last failed to grow, for the ADD that finds it empty.
     grow_error: Mutex<Option<String>>,
+    /// Addresses another CNI's pods hold on this node (a /32 route through a veth that is not
+    /// wasmcni's): never handed out, never given back.
+    foreign_held: Mutex<Vec<Ipv4Addr>>,
     /// The EC2 provider, when it is the provider (the reconciler drives it).
     pub(crate) ec2: std::sync::OnceLock<Arc<crate::ec2::Ec2Provider>>,
 }
@@ -111,6 +114,7 @@ impl<D: Datapath> Handler<D> {
             ready: AtomicBool::new(!view.dynamic),
             grow_error: Mutex::new(None),
             ec2: std::sync::OnceLock::new(),
+            foreign_held: Mutex::new(Vec::new()),
         })
     }
 
@@ -161,9 +165,38 @@ impl<D: Datapath> Handler<D> {
         cooling.keys().copied().collect()
     }
 
-    /// Whether an address is held by an attachment or cooling down.
+    /// Whether an address is held by an attachment, cooling down, or held by another CNI's pod.
     pub(crate) fn is_taken(&self, ip: Ipv4Addr) -> bool {
-        self.store().holder_of(ip).is_some() || self.is_cooling(ip)
+        self.store().holder_of(ip).is_some() || self.is_cooling(ip) || self.is_foreign(ip)
+    }
+
+    fn is_foreign(&self, ip: Ipv4Addr) -> bool {
+        self.foreign_held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&ip)
+    }
+
+    fn foreign_now(&self) -> Vec<Ipv4Addr> {
+        self.foreign_held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads which addresses other CNIs' pods hold on the node (a migration from AWS VPC
+    /// CNI leaves its pods running until they are replaced).
+    pub(crate) async fn refresh_foreign_held(&self) {
+        match self.datapath.node_state(&self.config.datapath.veth_prefix).await {
+            Ok(state) => {
+                if !state.foreign_pod_routes.is_empty() {
+                    tracing::info!(count = state.foreign_pod_routes.len(), "addresses held by another CNI's pods are left alone");
+                }
+                *self.foreign_held.lock().unwrap_or_else(|p| p.into_inner()) =
+                    state.foreign_pod_routes;
+            }
+            Err(e) => tracing::warn!(error = %e, "reading other CNIs' pod routes failed"),
+        }
     }
 
     fn is_cooling(&self, ip: Ipv4Addr) -> bool {
@@ -200,7 +233,11 @@ impl<D: Datapath> Handler<D> {
             enis,
             subnets,
             inventory: pool.inventory().clone(),
-            in_use: store.allocations().map(|a| a.ip).collect(),
+            in_use: store
+                .allocations()
+                .map(|a| a.ip)
+                .chain(self.foreign_now())
+                .collect(),
             cooling,
         }
     }
@@ -248,7 +285,8 @@ impl<D: Datapath> Handler<D> {
     /// Free addresses in the pool now (neither held nor cooling).
     pub fn free_addresses(&self) -> u64 {
         let store = self.store();
-        let cooling = self.cooling_now();
+        let mut cooling = self.cooling_now();
+        cooling.extend(self.foreign_now());
         let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         pool.free_count(|ip| store.holder_of(ip).is_some() || cooling.contains(&ip))
     }
@@ -542,8 +580,12 @@ impl<D: Datapath> Handler<D> {
     fn choose_builtin(&self) -> Result<Choice, CniError> {
         let store = self.store();
         let cooling = self.cooling_now();
+        let foreign = self.foreign_now();
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        pool.choose(|ip| store.holder_of(ip).is_some() || cooling.contains(&ip)).ok_or_else(|| {
+        pool.choose(|ip| {
+            store.holder_of(ip).is_some() || cooling.contains(&ip) || foreign.contains(&ip)
+        })
+        .ok_or_else(|| {
             let details = if self.dynamic {
                 "the pool grows on the allocator plugin's plan"
             } else {
@@ -643,6 +685,9 @@ impl<D: Datapath> Handler<D> {
         }
         if self.is_cooling(proposal) {
             return refuse("is cooling down after its release".into());
+        }
+        if self.is_foreign(proposal) {
+            return refuse("is held by another CNI's pod on this node".into());
         }
         Ok(Choice {
             ip: proposal,

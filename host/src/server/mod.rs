@@ -117,6 +117,7 @@ pub async fn start<D: Datapath>(
     let plugins = PluginSet::load(&runtime, &config, 1).map_err(StartError::Plugin)?;
     tracing::info!(plugins = %plugins.describe(), "plugins loaded");
     let handler = Handler::new(config, datapath, store, provider, runtime, plugins);
+    handler.refresh_foreign_held().await;
     if let Some(ec2) = ec2 {
         reconciler::prepare(&handler, &ec2)
             .await

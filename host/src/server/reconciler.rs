@@ -183,6 +183,7 @@ pub async fn run<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<Ec2Provide
             _ = refresh.tick() => {
                 match provider.refresh().await {
                     Ok(()) => {
+                        handler.refresh_foreign_held().await;
                         link_unlinked(&handler, &provider).await;
                         let fixed = provider.repair_delete_on_termination().await;
                         if fixed > 0 {

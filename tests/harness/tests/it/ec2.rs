@@ -549,3 +549,38 @@ fn custom_networking_puts_pods_in_the_eniconfig_subnet_on_secondary_enis() {
     let table = ec2.node.node.ip(&["route", "show", "table", "2"]);
     assert!(table.contains(&format!("default via {gateway} dev eth1")), "{table}");
 }
+
+#[test]
+fn during_a_migration_an_address_a_vpc_cni_pod_holds_is_neither_reused_nor_given_back() {
+    use ec2_emulator::AssignPrivateIpAddresses;
+    let ec2 = Ec2Node::start("t3.medium", |s| s);
+    // What AWS VPC CNI left on the node: 3 secondary addresses on the primary ENI, one of them
+    // a running pod's, routed through VPC CNI's own veth (no wasmcni mark).
+    let taken = ec2.emulator.with_model(|m| {
+        m.assign_private_ip_addresses(AssignPrivateIpAddresses::count(&ec2.primary_eni, 3))
+            .expect("assign")
+            .assigned_private_ip_addresses
+    });
+    let vpc_cni_pod = taken[1];
+    let old_pod = wasmcni_harness::netns::NetNs::new("vp");
+    ec2.node.node.ip(&["link", "add", "enivpccni0", "type", "veth", "peer", "name", "vpeer0"]);
+    ec2.node.node.ip(&["link", "set", "vpeer0", "netns", old_pod.name()]);
+    ec2.node.node.ip(&["link", "set", "enivpccni0", "up"]);
+    ec2.node.node.ip(&["route", "add", &format!("{vpc_cni_pod}/32"), "dev", "enivpccni0", "scope", "link"]);
+
+    let mut ec2 = ec2;
+    ec2.node.write_config(&ec2.config(QUICK, &pack(1, false)));
+    ec2.node.start_daemon();
+    let chain = wasmcni_only(&ec2.node, "1.1.0");
+    wait_until("STATUS ready", Duration::from_secs(20), || ec2.node.status(&chain).is_ok());
+    let pods: Vec<Pod> = (0..4).map(|i| pod(&format!("m{i}"))).collect();
+    let ips = add_all(&ec2, &chain, &pods, Duration::from_secs(30));
+    assert!(!ips.contains(&vpc_cni_pod.to_string()), "{vpc_cni_pod} handed out again: {ips:?}");
+    // Several reconciler passes later the address is still the node's in EC2.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        ec2.eni_addresses(0).contains(&vpc_cni_pod),
+        "{vpc_cni_pod} was given back while VPC CNI's pod uses it: {:?}",
+        ec2.eni_addresses(0)
+    );
+}
