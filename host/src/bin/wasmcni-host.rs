@@ -36,6 +36,19 @@ enum Commands {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the running daemon (over its operations socket) what it holds: `pool` (who holds
+    /// which address, on which ENI), `plugins` (digests, grants), `config` (effective),
+    /// `audit` (recent plugin calls) or `metrics`.
+    Inspect {
+        /// pool, plugins, config, audit or metrics.
+        what: String,
+        /// Print the daemon's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Operations socket (default: the configuration's `daemon.ops_socket`).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
     /// Read this node from IMDS (instance, zone, every ENI with its addresses and prefixes)
     /// and its instance-type limits from EC2, and print them with the max-pods figures.
     Discover {
@@ -100,6 +113,19 @@ fn main() -> ExitCode {
                 }
             }
         },
+        Commands::Inspect { what, json, socket } => {
+            let socket = socket.unwrap_or_else(|| config.ops_socket());
+            match inspect(&socket, &what, json) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("wasmcni-host inspect: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Commands::Discover { imds, ec2 } => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -172,6 +198,126 @@ async fn discover(
     serde_json::to_string_pretty(&report).map_err(|e| wasmcni::ec2::Ec2Error::Setup(e.to_string()))
 }
 
+/// One GET over the operations socket (plain HTTP/1.0, so no client library is needed).
+fn ops_get(socket: &std::path::Path, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| format!("{}: {e} (is wasmcni-host running?)", socket.display()))?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: wasmcni\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("malformed answer: {response:?}"))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(format!(
+            "{path}: {} {}",
+            head.lines().next().unwrap_or(head),
+            body.trim()
+        ));
+    }
+    Ok(body.to_owned())
+}
+
+fn inspect(socket: &std::path::Path, what: &str, json: bool) -> Result<String, String> {
+    let path = match what {
+        "pool" => "/v1/pool",
+        "plugins" => "/v1/plugins",
+        "config" => "/v1/config",
+        "audit" => "/v1/audit?n=50",
+        "metrics" => return ops_get(socket, "/metrics"),
+        other => {
+            return Err(format!(
+                "{other:?}: inspect pool, plugins, config, audit or metrics"
+            ))
+        }
+    };
+    let body = ops_get(socket, path)?;
+    if json {
+        return Ok(body.trim_end().to_owned());
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("{path}: not JSON: {e}"))?;
+    Ok(match what {
+        "pool" => pool_table(&value),
+        "audit" => audit_lines(&value),
+        _ => serde_json::to_string_pretty(&value).unwrap_or(body),
+    })
+}
+
+fn pool_table(pool: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    let mut out = format!(
+        "provider {}; {} free address(es); {} cooling\n",
+        text(&pool["provider"]),
+        pool["free"],
+        pool["cooling"].as_array().map_or(0, Vec::len)
+    );
+    if let Some(enis) = pool["enis"].as_array() {
+        out.push_str("\nENI                    device  subnet                     primary IP\n");
+        for eni in enis {
+            out.push_str(&format!(
+                "{:<22} {:<7} {:<26} {}\n",
+                text(&eni["id"]),
+                eni["device_number"],
+                text(&eni["subnet_id"]),
+                text(&eni["primary_ip"])
+            ));
+        }
+    }
+    let blocks = pool["blocks"].as_array().cloned().unwrap_or_default();
+    out.push_str(
+        "\nIP               pod                              ENI                    table  state\n",
+    );
+    for a in pool["allocations"].as_array().cloned().unwrap_or_default() {
+        let ip = text(&a["ip"]);
+        let eni = blocks
+            .iter()
+            .find(|b| {
+                let cidr: Option<ipnet::Ipv4Net> = b["cidr"].as_str().and_then(|c| c.parse().ok());
+                let ip: Option<std::net::Ipv4Addr> = ip.parse().ok();
+                matches!((cidr, ip), (Some(c), Some(i)) if c.contains(&i))
+            })
+            .map_or_else(|| "-".to_owned(), |b| text(&b["eni"]));
+        out.push_str(&format!(
+            "{:<16} {:<32} {:<22} {:<6} {}\n",
+            ip,
+            a["pod"].as_str().unwrap_or("-"),
+            eni,
+            a["routeTable"]
+                .as_u64()
+                .map_or_else(|| "main".to_owned(), |t| t.to_string()),
+            text(&a["state"])
+        ));
+    }
+    out.trim_end().to_owned()
+}
+
+fn audit_lines(audit: &serde_json::Value) -> String {
+    audit["entries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {:<16} {:<10} {:<8} {}",
+                e["tsMs"],
+                e["plugin"].as_str().unwrap_or("?"),
+                e["call"].as_str().unwrap_or("?"),
+                e["outcome"].as_str().unwrap_or("?"),
+                e["result"].as_str().unwrap_or("")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 async fn run(
     config: ClusterConfig,
     path: Option<PathBuf>,
@@ -180,6 +326,8 @@ async fn run(
     // Bind first: it refuses to run beside another daemon before the datastore is touched, and
     // shims that connect during recovery wait in the backlog instead of spooling their DELs.
     let listener = server::bind(&socket)?;
+    let ops_socket = config.ops_socket();
+    let ops = server::bind_ops(&config).await?;
     let datapath = NetlinkDatapath::connect()?;
     let (handler, _report) = server::start(config, datapath).await?;
     tracing::info!(socket = %socket.display(), "ready");
@@ -202,10 +350,11 @@ async fn run(
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    server::serve(handler, listener, shutdown).await;
+    server::serve(handler, listener, Some(ops), shutdown).await;
     if let Some(watcher) = watcher {
         watcher.abort();
     }
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(&ops_socket);
     Ok(())
 }

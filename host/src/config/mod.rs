@@ -25,7 +25,7 @@ pub const MIN_STATIC_PREFIX_LEN: u8 = 16;
 pub const MAX_VETH_PREFIX_LEN: usize = 4;
 
 /// A validated cluster configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Schema version; must equal [`SCHEMA_VERSION`].
@@ -57,7 +57,7 @@ pub struct ClusterConfig {
 }
 
 /// `[allocator]`: the allocation strategy.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AllocatorConfig {
     /// Name of an allocator plugin from `[[plugins]]`; absent: the built-in rotating allocator.
@@ -65,7 +65,7 @@ pub struct AllocatorConfig {
 }
 
 /// `[tagger]`: the ENI tagger.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaggerConfig {
     /// Name of a tagger plugin from `[[plugins]]`.
@@ -73,7 +73,7 @@ pub struct TaggerConfig {
 }
 
 /// `[policy]`: the policy hooks.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Names of policy plugins from `[[plugins]]`, asked in order; the first deny wins.
@@ -82,7 +82,7 @@ pub struct PolicyConfig {
 }
 
 /// `[cluster]`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterInfo {
     /// The cluster's name (given to taggers; empty when unset).
@@ -91,7 +91,7 @@ pub struct ClusterInfo {
 }
 
 /// `[[plugins]]`: one WebAssembly component.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// Unique name, referred to by `[allocator]`, `[tagger]` and `[policy]`.
@@ -123,7 +123,7 @@ pub struct PluginConfig {
 }
 
 /// `[plugins.grants]`: a key per granted capability, its value the scope.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantsConfig {
     /// `pool-view = {}`.
@@ -143,12 +143,12 @@ pub struct GrantsConfig {
 }
 
 /// A capability without a scope: `{}`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoScope {}
 
 /// Scope of `eni-ops`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EniOpsScopeConfig {
     /// Subnet ids new ENIs may go to; `node` is the primary ENI's subnet.
@@ -162,7 +162,7 @@ pub struct EniOpsScopeConfig {
 }
 
 /// Scope of `netlink`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetlinkScopeConfig {
     /// `[min, max]` MTU `set-mtu` may set.
@@ -173,7 +173,7 @@ pub struct NetlinkScopeConfig {
 }
 
 /// Scope of `kv`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KvScopeConfig {
     /// Bytes of keys and values the plugin may keep (default 65536, at most 1 MiB).
@@ -188,7 +188,7 @@ fn default_plugin_memory() -> usize {
 }
 
 /// `[daemon]`: the node daemon's socket, state and request limits.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonConfig {
     /// Path of the root-only Unix socket the CNI shim connects to.
@@ -201,10 +201,15 @@ pub struct DaemonConfig {
     /// Largest request frame accepted.
     #[serde(default = "default_max_request_bytes")]
     pub max_request_bytes: usize,
+    /// Root-only Unix socket serving metrics (`/metrics`) and introspection (`/v1/...`);
+    /// default `ops.sock` next to `socket`.
+    pub ops_socket: Option<PathBuf>,
+    /// Also serve `/metrics` on this loopback TCP address (e.g. `127.0.0.1:61678`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `[datapath]`: how pod interfaces are named and sized.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatapathConfig {
     /// Host-side veth name prefix (VPC CNI's `AWS_VPC_K8S_CNI_VETHPREFIX`, default `eni`).
@@ -216,7 +221,7 @@ pub struct DatapathConfig {
 }
 
 /// `[provider]`: the source of pod addresses.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// Which provider: `static` or `ec2`.
@@ -231,7 +236,7 @@ pub struct ProviderConfig {
 /// `[provider.ec2]`: pod addresses are secondary IPs and /28 prefixes of the node's ENIs,
 /// which the daemon creates, attaches and releases through the EC2 API on the allocator
 /// plugin's plan.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ec2ProviderConfig {
     /// EC2 API endpoint override (absent: the region's endpoint). `http://` only for emulators.
@@ -285,7 +290,7 @@ pub struct Ec2ProviderConfig {
 }
 
 /// `[provider.ec2.snat]`: VPC CNI's SNAT switches under their own names.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnatConfig {
     /// `AWS_VPC_K8S_CNI_EXTERNALSNAT`: no node SNAT and no connmark rules (a NAT gateway
@@ -364,7 +369,7 @@ impl Default for Ec2ProviderConfig {
 }
 
 /// `[provider.static]`: fixed IPv4 CIDRs for nodes without EC2.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticPoolConfig {
     /// CIDRs pod addresses are taken from.
@@ -453,6 +458,17 @@ impl ClusterConfig {
         config.validate(origin)?;
         config.specs = config.resolve_plugins(origin)?;
         Ok(config)
+    }
+
+    /// The operations socket (metrics and introspection).
+    pub fn ops_socket(&self) -> PathBuf {
+        self.daemon.ops_socket.clone().unwrap_or_else(|| {
+            self.daemon
+                .socket
+                .parent()
+                .unwrap_or_else(|| Path::new("/run/wasmcni"))
+                .join("ops.sock")
+        })
     }
 
     /// The EC2 provider's settings (defaults when `[provider.ec2]` is absent).
@@ -712,6 +728,24 @@ impl ClusterConfig {
                 format!("{:?}", self.daemon.socket.display().to_string()),
                 "must be an absolute path",
             ));
+        }
+        if let Some(ops) = &self.daemon.ops_socket {
+            if !ops.is_absolute() || *ops == self.daemon.socket {
+                return Err(invalid(
+                    "daemon.ops_socket",
+                    format!("{:?}", ops.display().to_string()),
+                    "must be an absolute path other than daemon.socket",
+                ));
+            }
+        }
+        if let Some(listen) = &self.daemon.metrics_listen {
+            if !listen.ip().is_loopback() {
+                return Err(invalid(
+                    "daemon.metrics_listen",
+                    format!("{:?}", listen.to_string()),
+                    "must be a loopback address (metrics name pods and plugins); scrape it through a node-local agent",
+                ));
+            }
         }
         if !self.daemon.state_dir.is_absolute() {
             return Err(invalid(

@@ -247,9 +247,16 @@ macro_rules! attempt {
             $api.bucket.take().await;
             $api.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match $call.await {
-                Ok(out) => break Ok(out),
+                Ok(out) => {
+                    crate::metrics::Metrics::global().ec2_attempt($action, "ok");
+                    break Ok(out);
+                }
                 Err(error) => {
                     let (code, message) = sdk_failure(&error);
+                    crate::metrics::Metrics::global().ec2_attempt(
+                        $action,
+                        if code == "RequestLimitExceeded" { "throttled" } else { "error" },
+                    );
                     if retryable(&code) && attempt < $api.max_attempts {
                         tracing::debug!(action = $action, attempt, %code, "EC2 call failed; retrying");
                         tokio::time::sleep(backoff(attempt)).await;

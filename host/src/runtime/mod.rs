@@ -1065,6 +1065,14 @@ impl AuditLog {
     /// Appends `entry`. A failure is logged, never fails the request: the plugin's answer was
     /// already checked by the host either way.
     pub fn record(&self, entry: &AuditEntry<'_>) {
+        crate::metrics::Metrics::global()
+            .plugin_calls
+            .get_or_create(&crate::metrics::PluginLabel {
+                plugin: entry.plugin.to_owned(),
+                call: entry.call.to_owned(),
+                outcome: entry.outcome.to_owned(),
+            })
+            .inc();
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let write = || -> std::io::Result<()> {

@@ -152,6 +152,40 @@ impl<D: Datapath> Handler<D> {
             .map(|a| a.ip)
     }
 
+    /// Sets the pool gauges from the pool as it is now (at each scrape).
+    pub(crate) fn update_pool_gauges(&self) {
+        let metrics = crate::metrics::Metrics::global();
+        let (total, assigned, cooling, free) = {
+            let store = self.store();
+            let cooling = self.cooling_now();
+            let foreign = self.foreign_now();
+            let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            let total = pool.capacity();
+            let assigned = store.allocations().count() as u64;
+            let free = pool.free_count(|ip| {
+                store.holder_of(ip).is_some() || cooling.contains(&ip) || foreign.contains(&ip)
+            });
+            (total, assigned, cooling.len() as u64, free)
+        };
+        for (state, value) in [
+            ("total", total),
+            ("assigned", assigned),
+            ("cooling", cooling),
+            ("free", free),
+        ] {
+            metrics
+                .pool_addresses
+                .get_or_create(&crate::metrics::StateLabel {
+                    state: state.to_owned(),
+                })
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+        if let Some(ec2) = self.ec2.get() {
+            metrics.enis.set(ec2.enis().len() as i64);
+            metrics.max_pods.set(i64::from(ec2.max_pods()));
+        }
+    }
+
     /// Holds the allocation lock: no ADD chooses an address meanwhile.
     pub(crate) async fn allocation_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.allocation.lock().await
@@ -187,10 +221,17 @@ impl<D: Datapath> Handler<D> {
     /// Re-reads which addresses other CNIs' pods hold on the node (a migration from AWS VPC
     /// CNI leaves its pods running until they are replaced).
     pub(crate) async fn refresh_foreign_held(&self) {
-        match self.datapath.node_state(&self.config.datapath.veth_prefix).await {
+        match self
+            .datapath
+            .node_state(&self.config.datapath.veth_prefix)
+            .await
+        {
             Ok(state) => {
                 if !state.foreign_pod_routes.is_empty() {
-                    tracing::info!(count = state.foreign_pod_routes.len(), "addresses held by another CNI's pods are left alone");
+                    tracing::info!(
+                        count = state.foreign_pod_routes.len(),
+                        "addresses held by another CNI's pods are left alone"
+                    );
                 }
                 *self.foreign_held.lock().unwrap_or_else(|p| p.into_inner()) =
                     state.foreign_pod_routes;
@@ -317,6 +358,7 @@ impl<D: Datapath> Handler<D> {
             Err(error) => return failure(error, &peeked()),
         };
         let version = netconf.cni_version;
+        let started = Instant::now();
         let outcome = match request.command.check_version(version) {
             Err(e) => Err(e),
             Ok(()) => match request.command {
@@ -339,6 +381,19 @@ impl<D: Datapath> Handler<D> {
                 Command::Version => Ok(None),
             },
         };
+        let metrics = crate::metrics::Metrics::global();
+        let verb = request.command.as_str().to_owned();
+        metrics
+            .cni_duration
+            .get_or_create(&crate::metrics::VerbLabel { verb: verb.clone() })
+            .observe(started.elapsed().as_secs_f64());
+        metrics
+            .cni_requests
+            .get_or_create(&crate::metrics::VerbResult {
+                verb,
+                result: if outcome.is_ok() { "ok" } else { "error" }.to_owned(),
+            })
+            .inc();
         match outcome {
             Ok(Some(result)) => DaemonResponse::Success {
                 stdout: String::from_utf8_lossy(&result.to_stdout_bytes(version)).into_owned(),
@@ -381,7 +436,10 @@ impl<D: Datapath> Handler<D> {
         }
         let plugins = self.plugins();
         let pod_info = pod_info(request, netconf);
+        let phase = Instant::now();
         let (choice, _allocating) = self.choose(&plugins, &pod_info).await?;
+        let metrics = crate::metrics::Metrics::global();
+        metrics.phase("allocate", phase.elapsed());
         let reserved = Allocation {
             key: key.clone(),
             network: netconf.name.clone(),
@@ -403,6 +461,7 @@ impl<D: Datapath> Handler<D> {
             self.wake_reconciler.notify_one();
         }
 
+        let phase = Instant::now();
         let adjustments = if plugins.policies.is_empty() {
             Vec::new()
         } else {
@@ -428,6 +487,10 @@ impl<D: Datapath> Handler<D> {
             })
             .unwrap_or(self.config.datapath.mtu);
 
+        if !plugins.policies.is_empty() {
+            metrics.phase("policy", phase.elapsed());
+        }
+        let phase = Instant::now();
         let attachment = attachment_of(&reserved, &request.ifname, self.config.datapath.mtu);
         let created = match self.datapath.setup_pod(&attachment).await {
             Ok(created) => created,
@@ -480,7 +543,9 @@ impl<D: Datapath> Handler<D> {
             Some(previous) => previous.merged_with(&ours),
             None => ours,
         };
+        metrics.phase("datapath", phase.elapsed());
 
+        let phase = Instant::now();
         let committed = self
             .store()
             .commit(&key, result.to_json(CniVersion::LATEST))
@@ -493,6 +558,7 @@ impl<D: Datapath> Handler<D> {
             // The runtime will not get a result, so nothing of this ADD may stay behind.
             return Err(self.undo_add(&reserved, e).await);
         }
+        metrics.phase("datastore", phase.elapsed());
         tracing::info!(
             container_id = %key.container_id, ifname = %key.ifname, ip = %reserved.ip, veth = %host_veth,
             "ADD committed"
@@ -527,6 +593,7 @@ impl<D: Datapath> Handler<D> {
                 Err(e) if e.code == codes::POOL_EXHAUSTED && self.dynamic => {
                     drop(allocating);
                     self.wake_reconciler.notify_one();
+                    let waiting = Instant::now();
                     let waited = tokio::time::timeout_at(deadline, async {
                         // A cooling address comes free with time, not with an inventory change.
                         tokio::select! {
@@ -535,6 +602,7 @@ impl<D: Datapath> Handler<D> {
                         }
                     })
                     .await;
+                    crate::metrics::Metrics::global().phase("pool_wait", waiting.elapsed());
                     if waited.is_err() {
                         return Err(self.exhausted_after_wait(wait));
                     }

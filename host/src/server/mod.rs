@@ -25,6 +25,7 @@ use crate::runtime::{AuditLog, PluginRuntime};
 
 pub mod handler;
 pub mod keylock;
+pub mod ops;
 pub mod plugins;
 pub mod reconciler;
 pub mod recovery;
@@ -181,11 +182,38 @@ pub fn bind(path: &Path) -> Result<UnixListener, StartError> {
 /// How often the daemon looks for pods whose namespace was deleted without a DEL.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
+/// The operations listeners: the root-only Unix socket (metrics and introspection) and,
+/// when configured, a loopback TCP address for `/metrics`.
+pub struct OpsListeners {
+    /// `daemon.ops_socket`.
+    pub unix: UnixListener,
+    /// `daemon.metrics_listen`.
+    pub tcp: Option<tokio::net::TcpListener>,
+}
+
+/// Binds the operations socket (as [`bind`] does the CNI socket) and the metrics address.
+pub async fn bind_ops(config: &ClusterConfig) -> Result<OpsListeners, StartError> {
+    let unix = bind(&config.ops_socket())?;
+    let tcp =
+        match config.daemon.metrics_listen {
+            Some(address) => Some(tokio::net::TcpListener::bind(address).await.map_err(|e| {
+                StartError::Socket {
+                    path: PathBuf::from(address.to_string()),
+                    reason: e.to_string(),
+                }
+            })?),
+            None => None,
+        };
+    Ok(OpsListeners { unix, tcp })
+}
+
 /// Serves until `shutdown` resolves, then waits (bounded) for in-flight requests. Every
-/// [`SWEEP_INTERVAL`] a background sweep releases pods whose veth vanished.
+/// [`SWEEP_INTERVAL`] a background sweep releases pods whose veth vanished. With `ops`, the
+/// operations endpoint ([`ops`]) is served too.
 pub async fn serve<D: Datapath>(
     handler: Arc<Handler<D>>,
     listener: UnixListener,
+    ops: Option<OpsListeners>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut tasks = JoinSet::new();
@@ -209,13 +237,16 @@ pub async fn serve<D: Datapath>(
         }
     });
     // The EC2 provider's warm pool and leaked-ENI collector.
-    let background: Vec<tokio::task::JoinHandle<()>> = match handler.ec2.get() {
+    let mut background: Vec<tokio::task::JoinHandle<()>> = match handler.ec2.get() {
         Some(ec2) => vec![
             tokio::spawn(reconciler::run(handler.clone(), ec2.clone())),
             tokio::spawn(reconciler::collect_leaks(ec2.clone())),
         ],
         None => Vec::new(),
     };
+    if let Some(ops) = ops {
+        background.push(tokio::spawn(ops::serve(handler.clone(), ops.unix, ops.tcp)));
+    }
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

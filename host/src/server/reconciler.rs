@@ -168,6 +168,19 @@ pub async fn run<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<Ec2Provide
         if report.executed > 0 || report.failed > 0 {
             tracing::info!(?report, "pool reconciled");
         }
+        let result = if report.failed > 0 {
+            "failed"
+        } else if report.executed > 0 {
+            "changed"
+        } else {
+            "settled"
+        };
+        crate::metrics::Metrics::global()
+            .reconciler_passes
+            .get_or_create(&crate::metrics::PassLabel {
+                result: result.to_owned(),
+            })
+            .inc();
         backoff = if report.failed > 0 {
             (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF)
         } else {

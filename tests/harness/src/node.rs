@@ -161,6 +161,33 @@ impl TestNode {
         self.dir.path().join("run/wasmcni.sock")
     }
 
+    /// The daemon's operations socket (metrics, introspection): `ops.sock` beside the socket.
+    pub fn ops_socket(&self) -> PathBuf {
+        self.socket()
+            .parent()
+            .map(|dir| dir.join("ops.sock"))
+            .unwrap_or_else(|| PathBuf::from("/run/wasmcni/ops.sock"))
+    }
+
+    /// Runs `wasmcni-host inspect <what>` (with `--json` when asked) against this node's
+    /// daemon, as an operator would; panics with its stderr if it fails.
+    pub fn inspect(&self, what: &str, json: bool) -> String {
+        let mut command = Command::new(crate::bin_dir().join("wasmcni-host"));
+        command
+            .args(["inspect", what, "--socket"])
+            .arg(self.ops_socket());
+        if json {
+            command.arg("--json");
+        }
+        let output = command.output().expect("run wasmcni-host inspect");
+        assert!(
+            output.status.success(),
+            "inspect {what}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// The daemon's state directory.
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")

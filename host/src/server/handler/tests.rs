@@ -978,7 +978,14 @@ async fn an_address_another_cnis_pod_holds_is_never_handed_out() {
         .datapath
         .add_foreign_pod_route(Ipv4Addr::new(10, 88, 0, 1));
     f.handler.refresh_foreign_held().await;
-    assert_eq!(ip_of(&f.run(Command::Add, "a", "1.1.0").await), "10.88.0.2/32");
+    assert_eq!(
+        ip_of(&f.run(Command::Add, "a", "1.1.0").await),
+        "10.88.0.2/32"
+    );
     assert!(f.handler.is_taken(Ipv4Addr::new(10, 88, 0, 1)));
-    assert_eq!(f.handler.free_addresses(), 4, "6 usable, 1 ours, 1 another CNI's");
+    assert_eq!(
+        f.handler.free_addresses(),
+        4,
+        "6 usable, 1 ours, 1 another CNI's"
+    );
 }

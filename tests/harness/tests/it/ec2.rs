@@ -121,6 +121,65 @@ fn pods_fill_the_primary_eni_then_a_new_eni_and_scale_down_gives_it_back() {
         "primary -> second"
     );
 
+    // What an operator sees: the pool (who holds which address on which ENI) and metrics.
+    let pool: serde_json::Value =
+        serde_json::from_str(&ec2.node.inspect("pool", true)).expect("pool JSON");
+    let held: Vec<String> = pool["allocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["ip"].as_str().unwrap().to_owned())
+        .collect();
+    for ip in &ips {
+        assert!(held.contains(ip), "{ip} missing from inspect pool: {pool}");
+    }
+    assert_eq!(pool["enis"].as_array().unwrap().len(), 2, "{pool}");
+    let table = ec2.node.inspect("pool", false);
+    assert!(
+        table.contains(&enis[1].1) && table.contains("default/e5-"),
+        "{table}"
+    );
+    let metrics = ec2.node.inspect("metrics", false);
+    let value = |line_start: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in {metrics}"))
+    };
+    assert_eq!(
+        value("wasmcni_cni_requests_total{verb=\"ADD\",result=\"ok\"}"),
+        8.0
+    );
+    assert_eq!(value("wasmcni_pool_addresses{state=\"assigned\"}"), 8.0);
+    assert_eq!(value("wasmcni_enis "), 2.0);
+    assert_eq!(value("wasmcni_max_pods "), 17.0);
+    assert_eq!(
+        value("wasmcni_ec2_calls_total{action=\"CreateNetworkInterface\",outcome=\"ok\"}"),
+        1.0
+    );
+    assert!(
+        value("wasmcni_plugin_calls_total{plugin=\"pack\",call=\"allocate\",outcome=\"ok\"}")
+            >= 8.0
+    );
+    assert!(
+        value("wasmcni_plugin_calls_total{plugin=\"pack\",call=\"eni-ops\",outcome=\"ok\"}") >= 2.0
+    );
+    assert!(value("wasmcni_reconciler_passes_total{result=\"changed\"}") >= 1.0);
+    for phase in ["allocate", "datapath", "datastore"] {
+        assert_eq!(
+            value(&format!(
+                "wasmcni_add_phase_duration_seconds_count{{phase=\"{phase}\"}}"
+            )),
+            8.0
+        );
+    }
+    assert_eq!(
+        value("wasmcni_cni_request_duration_seconds_count{verb=\"ADD\"}"),
+        8.0
+    );
+
     // Off the VPC, a pod of the second ENI goes out through the primary ENI, translated to
     // its address (SNAT, connmark, the fwmark rule).
     let internet = ec2.route_to_internet();
@@ -510,12 +569,7 @@ fn custom_networking_puts_pods_in_the_eniconfig_subnet_on_secondary_enis() {
     // VPC CNI's custom networking through vpc-warm-pool's own settings: pods never use the
     // primary ENI; new ENIs go to the ENIConfig subnet, which the grant must name.
     let ec2 = Ec2Node::start("t3.medium", |s| s);
-    let pod_subnet = ec2
-        .emulator
-        .resources()
-        .expect("scenario")
-        .subnet_ids[1]
-        .clone();
+    let pod_subnet = ec2.emulator.resources().expect("scenario").subnet_ids[1].clone();
     let pod_cidr = ec2
         .emulator
         .with_model(|m| m.subnet(&pod_subnet).map(|s| s.cidr_block))
@@ -534,20 +588,31 @@ fn custom_networking_puts_pods_in_the_eniconfig_subnet_on_secondary_enis() {
     ec2.node.write_config(&ec2.config(QUICK, &allocator));
     ec2.node.start_daemon();
     let chain = wasmcni_only(&ec2.node, "1.1.0");
-    wait_until("STATUS ready", Duration::from_secs(20), || ec2.node.status(&chain).is_ok());
+    wait_until("STATUS ready", Duration::from_secs(20), || {
+        ec2.node.status(&chain).is_ok()
+    });
     let pods: Vec<Pod> = (0..6).map(|i| pod(&format!("c{i}"))).collect();
     let ips = add_all(&ec2, &chain, &pods, Duration::from_secs(30));
     assert_distinct(&ips);
     assert_on_attached_enis(&ec2, &ips);
     for ip in &ips {
         let ip: std::net::Ipv4Addr = ip.parse().unwrap();
-        assert!(pod_cidr.contains(&ip), "{ip} is not in the ENIConfig subnet {pod_cidr}");
+        assert!(
+            pod_cidr.contains(&ip),
+            "{ip} is not in the ENIConfig subnet {pod_cidr}"
+        );
     }
     let enis = ec2.attached_enis();
-    assert_eq!(enis[0].2, 0, "the primary ENI gives no addresses to pods: {enis:?}");
+    assert_eq!(
+        enis[0].2, 0,
+        "the primary ENI gives no addresses to pods: {enis:?}"
+    );
     let gateway = wasmcni::ec2::provider::subnet_gateway(pod_cidr);
     let table = ec2.node.node.ip(&["route", "show", "table", "2"]);
-    assert!(table.contains(&format!("default via {gateway} dev eth1")), "{table}");
+    assert!(
+        table.contains(&format!("default via {gateway} dev eth1")),
+        "{table}"
+    );
 }
 
 #[test]
@@ -563,19 +628,43 @@ fn during_a_migration_an_address_a_vpc_cni_pod_holds_is_neither_reused_nor_given
     });
     let vpc_cni_pod = taken[1];
     let old_pod = wasmcni_harness::netns::NetNs::new("vp");
-    ec2.node.node.ip(&["link", "add", "enivpccni0", "type", "veth", "peer", "name", "vpeer0"]);
-    ec2.node.node.ip(&["link", "set", "vpeer0", "netns", old_pod.name()]);
+    ec2.node.node.ip(&[
+        "link",
+        "add",
+        "enivpccni0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "vpeer0",
+    ]);
+    ec2.node
+        .node
+        .ip(&["link", "set", "vpeer0", "netns", old_pod.name()]);
     ec2.node.node.ip(&["link", "set", "enivpccni0", "up"]);
-    ec2.node.node.ip(&["route", "add", &format!("{vpc_cni_pod}/32"), "dev", "enivpccni0", "scope", "link"]);
+    ec2.node.node.ip(&[
+        "route",
+        "add",
+        &format!("{vpc_cni_pod}/32"),
+        "dev",
+        "enivpccni0",
+        "scope",
+        "link",
+    ]);
 
     let mut ec2 = ec2;
     ec2.node.write_config(&ec2.config(QUICK, &pack(1, false)));
     ec2.node.start_daemon();
     let chain = wasmcni_only(&ec2.node, "1.1.0");
-    wait_until("STATUS ready", Duration::from_secs(20), || ec2.node.status(&chain).is_ok());
+    wait_until("STATUS ready", Duration::from_secs(20), || {
+        ec2.node.status(&chain).is_ok()
+    });
     let pods: Vec<Pod> = (0..4).map(|i| pod(&format!("m{i}"))).collect();
     let ips = add_all(&ec2, &chain, &pods, Duration::from_secs(30));
-    assert!(!ips.contains(&vpc_cni_pod.to_string()), "{vpc_cni_pod} handed out again: {ips:?}");
+    assert!(
+        !ips.contains(&vpc_cni_pod.to_string()),
+        "{vpc_cni_pod} handed out again: {ips:?}"
+    );
     // Several reconciler passes later the address is still the node's in EC2.
     std::thread::sleep(Duration::from_secs(2));
     assert!(

@@ -1,0 +1,248 @@
+//! The operations endpoint: Prometheus metrics and introspection over HTTP/1.1 on a root-only
+//! Unix socket (`daemon.ops_socket`, default `ops.sock` beside the CNI socket), and `/metrics`
+//! alone on a loopback TCP address when `daemon.metrics_listen` is set.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `GET /metrics` | OpenMetrics text ([`crate::metrics`]) |
+//! | `GET /v1/pool` | the pool: blocks (with their ENI and table), who holds which address, cooling addresses, ENIs |
+//! | `GET /v1/plugins` | the plugins in force: digest (verified again), world, imports, grants, limits, failure policy |
+//! | `GET /v1/config` | the effective configuration |
+//! | `GET /v1/audit?n=N` | the last N (default 50, at most 1000) audit-log entries |
+//!
+//! Everything is read-only; nothing here changes the node.
+
+use std::convert::Infallible;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, UnixListener};
+
+use super::Handler;
+use crate::datapath::Datapath;
+use crate::metrics::Metrics;
+
+/// Largest tail of the audit log read for `/v1/audit`.
+const AUDIT_TAIL_BYTES: u64 = 1 << 20;
+
+/// Which requests a listener answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Everything (the root-only Unix socket).
+    All,
+    /// `/metrics` only (the loopback TCP listener).
+    MetricsOnly,
+}
+
+/// Serves the Unix socket (and the TCP listener, if any) until the task is aborted.
+pub async fn serve<D: Datapath>(
+    handler: Arc<Handler<D>>,
+    unix: UnixListener,
+    tcp: Option<TcpListener>,
+) {
+    if let Some(tcp) = tcp {
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            loop {
+                match tcp.accept().await {
+                    Ok((stream, _)) => {
+                        spawn_connection(handler.clone(), TokioIo::new(stream), Scope::MetricsOnly)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metrics accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+    loop {
+        match unix.accept().await {
+            Ok((stream, _)) => spawn_connection(handler.clone(), TokioIo::new(stream), Scope::All),
+            Err(e) => {
+                tracing::warn!(error = %e, "ops accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn spawn_connection<D, S>(handler: Arc<Handler<D>>, io: TokioIo<S>, scope: Scope)
+where
+    D: Datapath,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(answer(&handler, &request, scope).await) }
+        });
+        if let Err(e) = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .await
+        {
+            tracing::debug!(error = %e, "ops connection ended");
+        }
+    });
+}
+
+fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = content_type.parse() {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+fn json_reply(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
+    let body =
+        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    reply(status, "application/json", body + "\n")
+}
+
+async fn answer<D: Datapath>(
+    handler: &Handler<D>,
+    request: &Request<Incoming>,
+    scope: Scope,
+) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET {
+        return json_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": format!("{} {}: only GET is served", request.method(), request.uri().path())}),
+        );
+    }
+    let path = request.uri().path();
+    match (path, scope) {
+        ("/metrics", _) => {
+            handler.update_pool_gauges();
+            reply(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                Metrics::global().encode(),
+            )
+        }
+        ("/v1/pool", Scope::All) => json_reply(StatusCode::OK, &pool(handler)),
+        ("/v1/plugins", Scope::All) => json_reply(StatusCode::OK, &plugins(handler).await),
+        ("/v1/config", Scope::All) => json_reply(
+            StatusCode::OK,
+            &serde_json::to_value(&handler.config)
+                .unwrap_or_else(|e| json!({"error": e.to_string()})),
+        ),
+        ("/v1/audit", Scope::All) => {
+            let n = request
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("n=")))
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(50)
+                .clamp(1, 1000);
+            json_reply(StatusCode::OK, &audit_tail(handler, n))
+        }
+        _ => json_reply(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("no {path} here; try /metrics, /v1/pool, /v1/plugins, /v1/config, /v1/audit")}),
+        ),
+    }
+}
+
+fn pool<D: Datapath>(handler: &Handler<D>) -> Value {
+    let snapshot = handler.pool_snapshot();
+    let allocations: Vec<Value> = handler
+        .store()
+        .allocations()
+        .map(|a| {
+            json!({
+                "ip": a.ip,
+                "containerId": a.key.container_id,
+                "ifname": a.key.ifname,
+                "pod": a.pod.as_ref().map(|p| format!("{}/{}", p.namespace, p.name)),
+                "hostVeth": a.host_veth,
+                "routeTable": a.route_table,
+                "state": format!("{:?}", a.state).to_lowercase(),
+                "network": a.network,
+            })
+        })
+        .collect();
+    let blocks: Vec<Value> = snapshot
+        .inventory
+        .blocks
+        .iter()
+        .map(|b| {
+            json!({
+                "cidr": b.cidr.to_string(),
+                "kind": b.kind,
+                "eni": b.eni_id,
+                "routeTable": b.route_table,
+            })
+        })
+        .collect();
+    json!({
+        "provider": handler.provider.name(),
+        "node": snapshot.node,
+        "enis": snapshot.enis,
+        "blocks": blocks,
+        "excluded": snapshot.inventory.excluded,
+        "allocations": allocations,
+        "cooling": snapshot.cooling,
+        "free": handler.free_addresses(),
+    })
+}
+
+async fn plugins<D: Datapath>(handler: &Handler<D>) -> Value {
+    let set = handler.plugins();
+    let specs: Vec<crate::runtime::PluginSpec> = set
+        .allocator
+        .iter()
+        .chain(set.tagger.iter())
+        .chain(set.policies.iter())
+        .map(|p| p.spec().clone())
+        .collect();
+    let runtime = handler.runtime.clone();
+    // Re-reads and re-verifies every file (off the async workers).
+    let inspected = tokio::task::spawn_blocking(move || {
+        specs.iter().map(|s| runtime.inspect(s)).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    json!({
+        "generation": set.generation,
+        "allocator": set.allocator.as_ref().map(|p| p.name()),
+        "tagger": set.tagger.as_ref().map(|p| p.name()),
+        "policies": set.policies.iter().map(|p| p.name()).collect::<Vec<_>>(),
+        "plugins": inspected,
+    })
+}
+
+/// The last `n` entries of the audit log, oldest first.
+fn audit_tail<D: Datapath>(handler: &Handler<D>, n: usize) -> Value {
+    let path = handler.config.daemon.state_dir.join("plugin-audit.log");
+    let read = || -> std::io::Result<String> {
+        let mut file = std::fs::File::open(&path)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(AUDIT_TAIL_BYTES)))?;
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        Ok(text)
+    };
+    match read() {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().filter(|l| l.starts_with('{')).collect();
+            let entries: Vec<Value> = lines[lines.len().saturating_sub(n)..]
+                .iter()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            json!({ "entries": entries })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({ "entries": [] }),
+        Err(e) => json!({ "error": format!("{}: {e}", path.display()) }),
+    }
+}
