@@ -48,6 +48,9 @@ pub struct ClusterConfig {
     /// The cluster this node belongs to.
     #[serde(default)]
     pub cluster: ClusterInfo,
+    /// Install the CNI binary and conflist on the node once the daemon is ready (as VPC CNI's
+    /// aws-node does), so kubelet's "network ready" means ready.
+    pub install: Option<InstallConfig>,
     /// The WebAssembly plugins, each pinned by digest with its grants and limits.
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
@@ -88,6 +91,39 @@ pub struct ClusterInfo {
     /// The cluster's name (given to taggers; empty when unset).
     #[serde(default)]
     pub name: String,
+}
+
+/// `[install]`: where the node's CNI binaries and configuration live.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallConfig {
+    /// kubelet's CNI binary directory.
+    #[serde(default = "default_cni_bin_dir")]
+    pub cni_bin_dir: PathBuf,
+    /// kubelet's CNI configuration directory.
+    #[serde(default = "default_cni_conf_dir")]
+    pub cni_conf_dir: PathBuf,
+    /// File name of the conflist (kubelet uses the first in lexical order).
+    #[serde(default = "default_conflist_name")]
+    pub conflist_name: String,
+    /// The `wasmcni` shim to copy (default: `wasmcni` beside the running `wasmcni-host`).
+    pub shim: Option<PathBuf>,
+    /// Chain `portmap` (hostPort, with SNAT) after wasmcni.
+    #[serde(default = "default_true")]
+    pub portmap: bool,
+    /// Chain `bandwidth` (VPC CNI's `ENABLE_BANDWIDTH_PLUGIN`).
+    #[serde(default)]
+    pub bandwidth: bool,
+}
+
+fn default_cni_bin_dir() -> PathBuf {
+    PathBuf::from("/opt/cni/bin")
+}
+fn default_cni_conf_dir() -> PathBuf {
+    PathBuf::from("/etc/cni/net.d")
+}
+fn default_conflist_name() -> String {
+    "10-wasmcni.conflist".to_owned()
 }
 
 /// `[[plugins]]`: one WebAssembly component.
@@ -744,6 +780,28 @@ impl ClusterConfig {
                     "daemon.metrics_listen",
                     format!("{:?}", listen.to_string()),
                     "must be a loopback address (metrics name pods and plugins); scrape it through a node-local agent",
+                ));
+            }
+        }
+        if let Some(install) = &self.install {
+            for (key, dir) in [
+                ("install.cni_bin_dir", &install.cni_bin_dir),
+                ("install.cni_conf_dir", &install.cni_conf_dir),
+            ] {
+                if !dir.is_absolute() {
+                    return Err(invalid(
+                        key,
+                        format!("{:?}", dir.display().to_string()),
+                        "must be an absolute path",
+                    ));
+                }
+            }
+            let name = &install.conflist_name;
+            if !name.ends_with(".conflist") || name.contains('/') || name.starts_with('.') {
+                return Err(invalid(
+                    "install.conflist_name",
+                    format!("{name:?}"),
+                    "must be a plain file name ending in .conflist (e.g. 10-wasmcni.conflist)",
                 ));
             }
         }

@@ -1067,6 +1067,11 @@ impl<D: Datapath> Handler<D> {
         }
     }
 
+    /// Whether STATUS answers ready now.
+    pub fn is_ready(&self) -> bool {
+        self.status().is_ok()
+    }
+
     fn status(&self) -> Result<(), CniError> {
         if !self.ready.load(Ordering::SeqCst) {
             let cause = self

@@ -24,6 +24,7 @@ use crate::proto::{
 use crate::runtime::{AuditLog, PluginRuntime};
 
 pub mod handler;
+pub mod install;
 pub mod keylock;
 pub mod ops;
 pub mod plugins;
@@ -246,6 +247,9 @@ pub async fn serve<D: Datapath>(
     };
     if let Some(ops) = ops {
         background.push(tokio::spawn(ops::serve(handler.clone(), ops.unix, ops.tcp)));
+    }
+    if let Some(install) = handler.config.install.clone() {
+        background.push(tokio::spawn(install::when_ready(handler.clone(), install)));
     }
     tokio::pin!(shutdown);
     loop {

@@ -673,3 +673,55 @@ fn during_a_migration_an_address_a_vpc_cni_pod_holds_is_neither_reused_nor_given
         ec2.eni_addresses(0)
     );
 }
+
+#[test]
+fn the_install_mode_writes_the_conflist_only_once_the_daemon_is_ready() {
+    let ec2 = Ec2Node::start("t3.medium", |s| s);
+    // Slow EC2: the first warm addresses arrive well after the daemon answers on its socket.
+    ec2.emulator.set_latency(Duration::from_millis(700));
+    let dir = tempfile::tempdir().unwrap();
+    let install = format!(
+        "[install]\ncni_bin_dir = \"{}\"\ncni_conf_dir = \"{}\"\nshim = \"{}\"\nbandwidth = true\n",
+        dir.path().join("bin").display(),
+        dir.path().join("net.d").display(),
+        wasmcni_harness::bin_dir().join("wasmcni").display(),
+    );
+    let mut ec2 = ec2;
+    ec2.node
+        .write_config(&ec2.config(QUICK, &format!("{install}{}", pack(2, false))));
+    ec2.node.start_daemon();
+    let chain = wasmcni_only(&ec2.node, "1.1.0");
+    let conflist = dir.path().join("net.d/10-wasmcni.conflist");
+    assert!(
+        ec2.node.status(&chain).is_err(),
+        "not ready before the pool has addresses"
+    );
+    assert!(
+        !conflist.exists(),
+        "the conflist must not exist before the daemon is ready"
+    );
+    wait_until("the conflist", Duration::from_secs(30), || {
+        conflist.exists()
+    });
+    ec2.node
+        .status(&chain)
+        .expect("ready once the conflist exists");
+    let installed = std::fs::read(dir.path().join("bin/wasmcni")).expect("the shim was installed");
+    assert_eq!(
+        installed,
+        std::fs::read(wasmcni_harness::bin_dir().join("wasmcni")).unwrap()
+    );
+    let text = std::fs::read_to_string(&conflist).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&text).expect("conflist JSON");
+    let types: Vec<&str> = list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["wasmcni", "portmap", "bandwidth"], "{text}");
+    assert_eq!(
+        list["plugins"][0]["daemonSocket"].as_str(),
+        Some(ec2.node.socket().display().to_string().as_str())
+    );
+}
