@@ -16,6 +16,7 @@ pub mod datapath;
 pub mod datastore;
 pub mod ec2;
 pub mod ipam;
+pub mod logfile;
 pub mod metrics;
 pub mod proto;
 pub mod runtime;

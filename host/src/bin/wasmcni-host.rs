@@ -70,14 +70,44 @@ fn load(config: Option<&PathBuf>) -> Result<ClusterConfig, wasmcni::config::Conf
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .json()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_env("WASMCNI_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-    let config = match load(cli.config.as_ref()) {
+    let filter =
+        || EnvFilter::try_from_env("WASMCNI_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // The daemon logs to its file (rotated) when the configuration names one, else to stderr;
+    // every event carries the fields of the request it belongs to (verb, container, pod,
+    // ifname).
+    let loaded = load(cli.config.as_ref());
+    let log_file = match (&cli.command, &loaded) {
+        (Commands::Run, Ok(config)) => config.daemon.log_file.as_ref().map(|path| {
+            wasmcni::logfile::RotatingLog::open(
+                path,
+                config.daemon.log_max_bytes,
+                config.daemon.log_keep,
+            )
+            .map_err(|e| format!("log file {}: {e}", path.display()))
+        }),
+        _ => None,
+    };
+    match log_file {
+        Some(Ok(log)) => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(log)
+            .with_env_filter(filter())
+            .init(),
+        Some(Err(e)) => {
+            eprintln!("wasmcni-host: {e}");
+            return ExitCode::FAILURE;
+        }
+        None => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter())
+            .init(),
+    }
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => {
             eprintln!("wasmcni-host: {e}");
@@ -258,7 +288,7 @@ fn pool_table(pool: &serde_json::Value) -> String {
         pool["free"],
         pool["cooling"].as_array().map_or(0, Vec::len)
     );
-    if let Some(enis) = pool["enis"].as_array() {
+    if let Some(enis) = pool["enis"].as_array().filter(|enis| !enis.is_empty()) {
         out.push_str("\nENI                    device  subnet                     primary IP\n");
         for eni in enis {
             out.push_str(&format!(

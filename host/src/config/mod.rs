@@ -242,6 +242,21 @@ pub struct DaemonConfig {
     pub ops_socket: Option<PathBuf>,
     /// Also serve `/metrics` on this loopback TCP address (e.g. `127.0.0.1:61678`).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// JSON-lines log file (absent: stderr only).
+    pub log_file: Option<PathBuf>,
+    /// The log file rotates before it passes this size.
+    #[serde(default = "default_log_max_bytes")]
+    pub log_max_bytes: u64,
+    /// Rotated log files kept.
+    #[serde(default = "default_log_keep")]
+    pub log_keep: u32,
+}
+
+fn default_log_max_bytes() -> u64 {
+    10 << 20
+}
+fn default_log_keep() -> u32 {
+    5
 }
 
 /// `[datapath]`: how pod interfaces are named and sized.
@@ -773,6 +788,29 @@ impl ClusterConfig {
                     "must be an absolute path other than daemon.socket",
                 ));
             }
+        }
+        if let Some(log) = &self.daemon.log_file {
+            if !log.is_absolute() {
+                return Err(invalid(
+                    "daemon.log_file",
+                    format!("{:?}", log.display().to_string()),
+                    "must be an absolute path",
+                ));
+            }
+        }
+        if !(4096..=(1u64 << 30)).contains(&self.daemon.log_max_bytes) {
+            return Err(invalid(
+                "daemon.log_max_bytes",
+                self.daemon.log_max_bytes.to_string(),
+                "must be between 4096 and 1073741824",
+            ));
+        }
+        if self.daemon.log_keep > 100 {
+            return Err(invalid(
+                "daemon.log_keep",
+                self.daemon.log_keep.to_string(),
+                "must be at most 100",
+            ));
         }
         if let Some(listen) = &self.daemon.metrics_listen {
             if !listen.ip().is_loopback() {

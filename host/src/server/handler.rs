@@ -332,8 +332,24 @@ impl<D: Datapath> Handler<D> {
         pool.free_count(|ip| store.holder_of(ip).is_some() || cooling.contains(&ip))
     }
 
-    /// Executes one forwarded CNI request and renders the shim's stdout.
+    /// Executes one forwarded CNI request and renders the shim's stdout. Every log event of
+    /// the request carries its verb, container id, ifname and pod.
     pub async fn handle(&self, request: &CniRequest, config: &str) -> DaemonResponse {
+        use tracing::Instrument;
+        let pod = request
+            .k8s_pod()
+            .map(|(namespace, name)| format!("{namespace}/{name}"));
+        let span = tracing::info_span!(
+            "cni",
+            verb = request.command.as_str(),
+            container_id = %request.container_id,
+            ifname = %request.ifname,
+            pod = pod.as_deref().unwrap_or(""),
+        );
+        self.handle_in_span(request, config).instrument(span).await
+    }
+
+    async fn handle_in_span(&self, request: &CniRequest, config: &str) -> DaemonResponse {
         let peeked = || {
             crate::cni::netconf::peek_version(config.as_bytes())
                 .unwrap_or_else(|| CniVersion::LATEST.as_str().to_owned())

@@ -9,6 +9,7 @@ mod crash;
 mod ctr;
 mod daemon_down;
 mod ec2;
+mod ops;
 mod plugins;
 mod pod_lifecycle;
 mod support;

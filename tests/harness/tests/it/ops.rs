@@ -1,0 +1,90 @@
+//! What an operator sees of a running daemon: its log file (JSON lines carrying the request's
+//! fields, rotated by size) and the operations socket.
+
+use wasmcni_harness::node::TestNode;
+
+use crate::support::{pod, wasmcni_only};
+
+#[test]
+fn the_daemon_logs_json_lines_with_the_request_fields_and_rotates_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log/daemon.log");
+    let text = wasmcni::config::DEFAULT_CONFIG
+        .replace(
+            "/run/wasmcni/wasmcni.sock",
+            &dir.path().join("run/wasmcni.sock").display().to_string(),
+        )
+        .replace(
+            "/var/lib/wasmcni",
+            &dir.path().join("state").display().to_string(),
+        )
+        .replace(
+            "\n[datapath]",
+            &format!(
+                "log_file = \"{}\"\nlog_max_bytes = 4096\nlog_keep = 2\n\n[datapath]",
+                log.display()
+            ),
+        );
+    let mut node = TestNode::with_cluster_config(&text);
+    node.start_daemon();
+    let chain = wasmcni_only(&node, "1.1.0");
+    let pods: Vec<_> = (0..12).map(|i| pod(&format!("log{i}"))).collect();
+    for p in &pods {
+        let result = node.add(&chain, &p.attachment).expect("ADD");
+        node.del(&chain, &p.attachment, Some(&result)).expect("DEL");
+    }
+    node.stop_daemon("TERM");
+
+    let numbered = |n: u32| dir.path().join(format!("log/daemon.log.{n}"));
+    assert!(numbered(1).exists(), "the 4 KiB file rotated");
+    assert!(!numbered(3).exists(), "log_keep = 2");
+    let mut lines = Vec::new();
+    for file in [numbered(2), numbered(1), log.clone()] {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(
+            text.len() <= 4096,
+            "{} is {} bytes",
+            file.display(),
+            text.len()
+        );
+        for line in text.lines() {
+            let event: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            lines.push(event);
+        }
+    }
+    // The last pod's ADD, with the request's fields on its event.
+    let last = &pods[11].attachment;
+    let committed = lines
+        .iter()
+        .find(|e| {
+            e["fields"]["message"] == "ADD committed"
+                && e["span"]["container_id"] == last.container_id.as_str()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no ADD committed event for {} in {lines:?}",
+                last.container_id
+            )
+        });
+    assert_eq!(committed["span"]["verb"], "ADD");
+    assert_eq!(committed["span"]["ifname"], "eth0");
+    assert!(
+        committed["span"]["pod"]
+            .as_str()
+            .unwrap()
+            .starts_with("default/log11-"),
+        "{committed}"
+    );
+    // The daemon's last words made it to the file.
+    let message = |e: &serde_json::Value| e["fields"]["message"].as_str().unwrap_or("").to_owned();
+    assert!(
+        lines
+            .iter()
+            .rev()
+            .take(3)
+            .any(|e| message(e).contains("shutting down")),
+        "{:?}",
+        lines.iter().rev().take(3).collect::<Vec<_>>()
+    );
+}
