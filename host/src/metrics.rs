@@ -29,11 +29,12 @@ pub struct VerbLabel {
     pub verb: String,
 }
 
-/// A phase of ADD.
+/// A phase of a request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
-    /// `allocate` (the allocator, plugin or built-in), `pool_wait` (an empty pool growing),
-    /// `policy` (policy hooks), `datapath` (netlink), `datastore` (commit and fsync).
+    /// `socket` (reading the request from the shim), `allocate` (the allocator, plugin or
+    /// built-in), `pool_wait` (an empty pool growing), `policy` (policy hooks), `datapath`
+    /// (netlink), `datastore` (commit and fsync).
     pub phase: String,
 }
 
@@ -64,6 +65,24 @@ pub struct PluginLabel {
     pub outcome: String,
 }
 
+/// A plugin and one of its calls.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginCallLabel {
+    /// Plugin name from the configuration.
+    pub plugin: String,
+    /// `allocate`, `plan`, `tags`, `evaluate`.
+    pub call: String,
+}
+
+/// An EC2 action and the error code it answered.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Ec2ErrorLabel {
+    /// The action.
+    pub action: String,
+    /// EC2's error code (a fixed vocabulary), or the SDK's kind of failure.
+    pub code: String,
+}
+
 /// How a reconciler pass ended.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PassLabel {
@@ -85,7 +104,7 @@ pub struct Metrics {
     pub cni_requests: Family<VerbResult, Counter>,
     /// `wasmcni_cni_request_duration_seconds{verb}`.
     pub cni_duration: Timing<VerbLabel>,
-    /// `wasmcni_add_phase_duration_seconds{phase}`.
+    /// `wasmcni_request_phase_duration_seconds{phase}`.
     pub add_phase: Timing<PhaseLabel>,
     /// `wasmcni_pool_addresses{state}`.
     pub pool_addresses: Family<StateLabel, Gauge>,
@@ -95,8 +114,14 @@ pub struct Metrics {
     pub max_pods: Gauge,
     /// `wasmcni_ec2_calls_total{action,outcome}`: every attempt, retries included.
     pub ec2_calls: Family<Ec2Label, Counter>,
+    /// `wasmcni_ec2_errors_total{action,code}`.
+    pub ec2_errors: Family<Ec2ErrorLabel, Counter>,
     /// `wasmcni_plugin_calls_total{plugin,call,outcome}`.
     pub plugin_calls: Family<PluginLabel, Counter>,
+    /// `wasmcni_plugin_fuel_consumed_total{plugin,call}`.
+    pub plugin_fuel: Family<PluginCallLabel, Counter>,
+    /// `wasmcni_plugin_traps_total{plugin,call}`: traps, fuel or memory exhausted.
+    pub plugin_traps: Family<PluginCallLabel, Counter>,
     /// `wasmcni_reconciler_passes_total{result}`.
     pub reconciler_passes: Family<PassLabel, Counter>,
 }
@@ -118,8 +143,8 @@ impl Metrics {
         );
         let add_phase: Timing<PhaseLabel> = Family::new_with_constructor(latency_buckets);
         registry.register(
-            "wasmcni_add_phase_duration_seconds",
-            "Time an ADD spent in each phase",
+            "wasmcni_request_phase_duration_seconds",
+            "Time a request spent in each phase: socket (every verb), the others ADD's",
             add_phase.clone(),
         );
         let pool_addresses = Family::<StateLabel, Gauge>::default();
@@ -142,6 +167,24 @@ impl Metrics {
             "EC2 API attempts by action and outcome (retries included)",
             ec2_calls.clone(),
         );
+        let ec2_errors = Family::<Ec2ErrorLabel, Counter>::default();
+        registry.register(
+            "wasmcni_ec2_errors",
+            "EC2 API attempts that failed, by action and error code",
+            ec2_errors.clone(),
+        );
+        let plugin_fuel = Family::<PluginCallLabel, Counter>::default();
+        registry.register(
+            "wasmcni_plugin_fuel_consumed",
+            "Fuel (about one unit per instruction) plugins consumed, by plugin and call",
+            plugin_fuel.clone(),
+        );
+        let plugin_traps = Family::<PluginCallLabel, Counter>::default();
+        registry.register(
+            "wasmcni_plugin_traps",
+            "Plugin calls that trapped (including fuel, memory or stack exhausted)",
+            plugin_traps.clone(),
+        );
         let plugin_calls = Family::<PluginLabel, Counter>::default();
         registry.register(
             "wasmcni_plugin_calls",
@@ -163,7 +206,10 @@ impl Metrics {
             enis,
             max_pods,
             ec2_calls,
+            ec2_errors,
             plugin_calls,
+            plugin_fuel,
+            plugin_traps,
             reconciler_passes,
         }
     }
@@ -181,6 +227,16 @@ impl Metrics {
                 phase: phase.to_owned(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// Records a failed EC2 attempt's code.
+    pub fn ec2_error(&self, action: &str, code: &str) {
+        self.ec2_errors
+            .get_or_create(&Ec2ErrorLabel {
+                action: action.to_owned(),
+                code: code.to_owned(),
+            })
+            .inc();
     }
 
     /// Records one EC2 attempt.
@@ -210,18 +266,60 @@ mod tests {
     #[test]
     fn every_metric_is_declared_with_its_help() {
         let metrics = Metrics::new();
+        // A family with no sample prints nothing, so every one is touched first.
+        let verb = VerbLabel { verb: "ADD".into() };
+        metrics
+            .cni_requests
+            .get_or_create(&VerbResult {
+                verb: "ADD".into(),
+                result: "ok".into(),
+            })
+            .inc();
+        metrics.cni_duration.get_or_create(&verb).observe(0.002);
         metrics.phase("datapath", Duration::from_millis(3));
+        metrics
+            .pool_addresses
+            .get_or_create(&StateLabel {
+                state: "free".into(),
+            })
+            .set(5);
+        metrics.enis.set(2);
+        metrics.max_pods.set(29);
         metrics.ec2_attempt("AssignPrivateIpAddresses", "throttled");
+        metrics.ec2_error("AssignPrivateIpAddresses", "RequestLimitExceeded");
+        let call = PluginCallLabel {
+            plugin: "pack".into(),
+            call: "allocate".into(),
+        };
+        metrics
+            .plugin_calls
+            .get_or_create(&PluginLabel {
+                plugin: "pack".into(),
+                call: "allocate".into(),
+                outcome: "ok".into(),
+            })
+            .inc();
+        metrics.plugin_fuel.get_or_create(&call).inc_by(1200);
+        metrics.plugin_traps.get_or_create(&call).inc();
+        metrics
+            .reconciler_passes
+            .get_or_create(&PassLabel {
+                result: "settled".into(),
+            })
+            .inc();
         let text = metrics.encode();
         for name in [
             "wasmcni_cni_requests",
             "wasmcni_cni_request_duration_seconds",
-            "wasmcni_add_phase_duration_seconds",
+            "wasmcni_request_phase_duration_seconds",
             "wasmcni_pool_addresses",
             "wasmcni_enis",
             "wasmcni_max_pods",
             "wasmcni_ec2_calls",
+            "wasmcni_ec2_errors",
             "wasmcni_plugin_calls",
+            "wasmcni_plugin_fuel_consumed",
+            "wasmcni_plugin_traps",
             "wasmcni_reconciler_passes",
         ] {
             assert!(
@@ -236,7 +334,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("wasmcni_add_phase_duration_seconds_count{phase=\"datapath\"} 1"),
+            text.contains("wasmcni_request_phase_duration_seconds_count{phase=\"datapath\"} 1"),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");

@@ -253,10 +253,12 @@ macro_rules! attempt {
                 }
                 Err(error) => {
                     let (code, message) = sdk_failure(&error);
-                    crate::metrics::Metrics::global().ec2_attempt(
+                    let metrics = crate::metrics::Metrics::global();
+                    metrics.ec2_attempt(
                         $action,
                         if code == "RequestLimitExceeded" { "throttled" } else { "error" },
                     );
+                    metrics.ec2_error($action, &code);
                     if retryable(&code) && attempt < $api.max_attempts {
                         tracing::debug!(action = $action, attempt, %code, "EC2 call failed; retrying");
                         tokio::time::sleep(backoff(attempt)).await;

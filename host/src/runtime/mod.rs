@@ -685,12 +685,21 @@ impl Plugin {
             reason: describe_trap(&e, limits),
         };
         store.set_fuel(limits.fuel).map_err(trapped)?;
-        match invoke(&mut store) {
+        let outcome = invoke(&mut store);
+        let metrics = crate::metrics::Metrics::global();
+        let label = crate::metrics::PluginCallLabel {
+            plugin: self.spec.name.clone(),
+            call: call.to_owned(),
+        };
+        let used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        metrics.plugin_fuel.get_or_create(&label).inc_by(used);
+        match outcome {
             Ok(answer) => Ok(Finished {
                 answer,
                 state: store.into_data(),
             }),
             Err(e) => {
+                metrics.plugin_traps.get_or_create(&label).inc();
                 let error = trapped(e);
                 self.finish(call, store.into_data(), false);
                 Err(error)

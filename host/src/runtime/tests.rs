@@ -142,6 +142,19 @@ fn hostile_plugins_are_contained_with_a_clear_error() {
             other => panic!("{name}: expected a trap, got {other}"),
         }
         assert!(elapsed.as_secs() < 10, "{name} took {elapsed:?}");
+        // Counted for operators: a trap, and (for the endless loop) all its fuel.
+        let label = crate::metrics::PluginCallLabel {
+            plugin: name.to_owned(),
+            call: "allocate".to_owned(),
+        };
+        let metrics = crate::metrics::Metrics::global();
+        assert!(
+            metrics.plugin_traps.get_or_create(&label).get() >= 1,
+            "{name}"
+        );
+        if name == "loop-forever" {
+            assert!(metrics.plugin_fuel.get_or_create(&label).get() >= 50_000_000);
+        }
         // The same plugin runs again in a fresh store, and the runtime serves others.
         assert!(plugin
             .allocate(snapshot(&["10.0.0.0/24"], &[]), &pod())

@@ -289,6 +289,7 @@ pub async fn serve<D: Datapath>(
 async fn serve_connection<D: Datapath>(handler: &Handler<D>, mut stream: UnixStream) {
     let limits = &handler.config.daemon;
     let deadline = Duration::from_millis(limits.request_read_timeout_ms);
+    let reading = std::time::Instant::now();
     let body = match tokio::time::timeout(
         deadline,
         framed::read_body(&mut stream, limits.max_request_bytes),
@@ -326,6 +327,7 @@ async fn serve_connection<D: Datapath>(handler: &Handler<D>, mut stream: UnixStr
         }
         Ok(Ok(body)) => body,
     };
+    crate::metrics::Metrics::global().phase("socket", reading.elapsed());
     let request: DaemonRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => {

@@ -170,7 +170,7 @@ fn pods_fill_the_primary_eni_then_a_new_eni_and_scale_down_gives_it_back() {
     for phase in ["allocate", "datapath", "datastore"] {
         assert_eq!(
             value(&format!(
-                "wasmcni_add_phase_duration_seconds_count{{phase=\"{phase}\"}}"
+                "wasmcni_request_phase_duration_seconds_count{{phase=\"{phase}\"}}"
             )),
             8.0
         );
@@ -179,6 +179,8 @@ fn pods_fill_the_primary_eni_then_a_new_eni_and_scale_down_gives_it_back() {
         value("wasmcni_cni_request_duration_seconds_count{verb=\"ADD\"}"),
         8.0
     );
+    assert!(value("wasmcni_plugin_fuel_consumed_total{plugin=\"pack\",call=\"allocate\"}") > 0.0);
+    assert!(value("wasmcni_request_phase_duration_seconds_count{phase=\"socket\"}") >= 8.0);
 
     // Off the VPC, a pod of the second ENI goes out through the primary ENI, translated to
     // its address (SNAT, connmark, the fwmark rule).
@@ -374,6 +376,20 @@ fn a_burst_under_throttling_and_server_errors_gets_every_pod_an_address_within_t
                 end - start
             );
         }
+    }
+    // The daemon's own metrics saw the same faults.
+    let metrics = ec2.node.inspect("metrics", false);
+    for expected in [
+        "code=\"RequestLimitExceeded\"}",
+        "code=\"InternalError\"}",
+        "outcome=\"throttled\"}",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("wasmcni_ec2_") && l.contains(expected)),
+            "{expected} in {metrics}"
+        );
     }
     eprintln!(
         "burst: {} EC2 calls ({throttled} throttled, {injected} 5xx) for 20 pods on {} ENIs",
