@@ -83,6 +83,17 @@ pub struct Ec2ErrorLabel {
     pub code: String,
 }
 
+/// A policy hook's verdict.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabel {
+    /// Plugin name from the configuration.
+    pub plugin: String,
+    /// `add`, `del` or `check`.
+    pub hook: String,
+    /// `allow`, `deny` or `error` (the hook failed; its failure policy decided).
+    pub verdict: String,
+}
+
 /// How a reconciler pass ended.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PassLabel {
@@ -122,6 +133,8 @@ pub struct Metrics {
     pub plugin_fuel: Family<PluginCallLabel, Counter>,
     /// `wasmcni_plugin_traps_total{plugin,call}`: traps, fuel or memory exhausted.
     pub plugin_traps: Family<PluginCallLabel, Counter>,
+    /// `wasmcni_policy_verdicts_total{plugin,hook,verdict}`.
+    pub policy_verdicts: Family<VerdictLabel, Counter>,
     /// `wasmcni_reconciler_passes_total{result}`.
     pub reconciler_passes: Family<PassLabel, Counter>,
 }
@@ -191,6 +204,12 @@ impl Metrics {
             "Plugin calls and the privileged requests they made, by outcome (as audited)",
             plugin_calls.clone(),
         );
+        let policy_verdicts = Family::<VerdictLabel, Counter>::default();
+        registry.register(
+            "wasmcni_policy_verdicts",
+            "Policy hook answers by plugin, hook and verdict",
+            policy_verdicts.clone(),
+        );
         let reconciler_passes = Family::<PassLabel, Counter>::default();
         registry.register(
             "wasmcni_reconciler_passes",
@@ -210,6 +229,7 @@ impl Metrics {
             plugin_calls,
             plugin_fuel,
             plugin_traps,
+            policy_verdicts,
             reconciler_passes,
         }
     }
@@ -302,6 +322,14 @@ mod tests {
         metrics.plugin_fuel.get_or_create(&call).inc_by(1200);
         metrics.plugin_traps.get_or_create(&call).inc();
         metrics
+            .policy_verdicts
+            .get_or_create(&VerdictLabel {
+                plugin: "guard".into(),
+                hook: "add".into(),
+                verdict: "deny".into(),
+            })
+            .inc();
+        metrics
             .reconciler_passes
             .get_or_create(&PassLabel {
                 result: "settled".into(),
@@ -320,6 +348,7 @@ mod tests {
             "wasmcni_plugin_calls",
             "wasmcni_plugin_fuel_consumed",
             "wasmcni_plugin_traps",
+            "wasmcni_policy_verdicts",
             "wasmcni_reconciler_passes",
         ] {
             assert!(

@@ -107,6 +107,19 @@ pub async fn run_policies(
                 reason: format!("the call's task failed: {e}"),
             }),
         };
+        crate::metrics::Metrics::global()
+            .policy_verdicts
+            .get_or_create(&crate::metrics::VerdictLabel {
+                plugin: plugin.name().to_owned(),
+                hook: attachment.verb.hook().as_str().to_owned(),
+                verdict: match &answer {
+                    Ok(Verdict::Allow(_)) => "allow",
+                    Ok(Verdict::Deny(_)) => "deny",
+                    Err(_) => "error",
+                }
+                .to_owned(),
+            })
+            .inc();
         audit.record(&AuditEntry {
             ts_ms: now_unix_ms(),
             plugin: plugin.name(),

@@ -703,6 +703,15 @@ async fn a_policy_deny_rolls_the_add_back_and_names_the_reason() {
     );
     assert!(f.held().is_empty(), "the reserved address was released");
     assert!(f.handler.datapath.veths().is_empty(), "nothing built");
+    let denials = crate::metrics::Metrics::global()
+        .policy_verdicts
+        .get_or_create(&crate::metrics::VerdictLabel {
+            plugin: "namespace-guard".into(),
+            hook: "add".into(),
+            verdict: "deny".into(),
+        })
+        .get();
+    assert!(denials >= 1, "the denial is counted for operators");
 
     // Allowed with an adjustment: the MTU the hook asked for is applied in the pod and reported.
     let allowed = f
