@@ -32,9 +32,11 @@ pub struct VerbLabel {
 /// A phase of a request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
-    /// `socket` (reading the request from the shim), `allocate` (the allocator, plugin or
-    /// built-in), `pool_wait` (an empty pool growing), `policy` (policy hooks), `datapath`
-    /// (netlink), `datastore` (commit and fsync).
+    /// ADD, DEL, CHECK, ….
+    pub verb: String,
+    /// `socket` (reading the request from the shim), `allocate` (ADD: the allocator, plugin
+    /// or built-in), `pool_wait` (ADD: an empty pool growing), `policy` (policy hooks),
+    /// `datapath` (netlink), `datastore` (commit or release, and fsync).
     pub phase: String,
 }
 
@@ -157,7 +159,7 @@ impl Metrics {
         let add_phase: Timing<PhaseLabel> = Family::new_with_constructor(latency_buckets);
         registry.register(
             "wasmcni_request_phase_duration_seconds",
-            "Time a request spent in each phase: socket (every verb), the others ADD's",
+            "Time a request spent in each phase, by verb",
             add_phase.clone(),
         );
         let pool_addresses = Family::<StateLabel, Gauge>::default();
@@ -240,10 +242,11 @@ impl Metrics {
         METRICS.get_or_init(Metrics::new)
     }
 
-    /// Records an ADD phase.
-    pub fn phase(&self, phase: &str, took: Duration) {
+    /// Records a phase of a request.
+    pub fn phase(&self, verb: &str, phase: &str, took: Duration) {
         self.add_phase
             .get_or_create(&PhaseLabel {
+                verb: verb.to_owned(),
                 phase: phase.to_owned(),
             })
             .observe(took.as_secs_f64());
@@ -296,7 +299,7 @@ mod tests {
             })
             .inc();
         metrics.cni_duration.get_or_create(&verb).observe(0.002);
-        metrics.phase("datapath", Duration::from_millis(3));
+        metrics.phase("ADD", "datapath", Duration::from_millis(3));
         metrics
             .pool_addresses
             .get_or_create(&StateLabel {
@@ -363,7 +366,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("wasmcni_request_phase_duration_seconds_count{phase=\"datapath\"} 1"),
+            text.contains(
+                "wasmcni_request_phase_duration_seconds_count{verb=\"ADD\",phase=\"datapath\"} 1"
+            ),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");

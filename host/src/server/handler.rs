@@ -345,6 +345,7 @@ impl<D: Datapath> Handler<D> {
             container_id = %request.container_id,
             ifname = %request.ifname,
             pod = pod.as_deref().unwrap_or(""),
+            phase = tracing::field::Empty,
         );
         self.handle_in_span(request, config).instrument(span).await
     }
@@ -452,10 +453,10 @@ impl<D: Datapath> Handler<D> {
         }
         let plugins = self.plugins();
         let pod_info = pod_info(request, netconf);
-        let phase = Instant::now();
+        let phase = enter_phase("allocate");
         let (choice, _allocating) = self.choose(&plugins, &pod_info).await?;
         let metrics = crate::metrics::Metrics::global();
-        metrics.phase("allocate", phase.elapsed());
+        metrics.phase("ADD", "allocate", phase.elapsed());
         let reserved = Allocation {
             key: key.clone(),
             network: netconf.name.clone(),
@@ -477,7 +478,7 @@ impl<D: Datapath> Handler<D> {
             self.wake_reconciler.notify_one();
         }
 
-        let phase = Instant::now();
+        let phase = enter_phase("policy");
         let adjustments = if plugins.policies.is_empty() {
             Vec::new()
         } else {
@@ -504,9 +505,9 @@ impl<D: Datapath> Handler<D> {
             .unwrap_or(self.config.datapath.mtu);
 
         if !plugins.policies.is_empty() {
-            metrics.phase("policy", phase.elapsed());
+            metrics.phase("ADD", "policy", phase.elapsed());
         }
-        let phase = Instant::now();
+        let phase = enter_phase("datapath");
         let attachment = attachment_of(&reserved, &request.ifname, self.config.datapath.mtu);
         let created = match self.datapath.setup_pod(&attachment).await {
             Ok(created) => created,
@@ -559,9 +560,9 @@ impl<D: Datapath> Handler<D> {
             Some(previous) => previous.merged_with(&ours),
             None => ours,
         };
-        metrics.phase("datapath", phase.elapsed());
+        metrics.phase("ADD", "datapath", phase.elapsed());
 
-        let phase = Instant::now();
+        let phase = enter_phase("datastore");
         let committed = self
             .store()
             .commit(&key, result.to_json(CniVersion::LATEST))
@@ -574,7 +575,7 @@ impl<D: Datapath> Handler<D> {
             // The runtime will not get a result, so nothing of this ADD may stay behind.
             return Err(self.undo_add(&reserved, e).await);
         }
-        metrics.phase("datastore", phase.elapsed());
+        metrics.phase("ADD", "datastore", phase.elapsed());
         tracing::info!(
             container_id = %key.container_id, ifname = %key.ifname, ip = %reserved.ip, veth = %host_veth,
             "ADD committed"
@@ -618,7 +619,7 @@ impl<D: Datapath> Handler<D> {
                         }
                     })
                     .await;
-                    crate::metrics::Metrics::global().phase("pool_wait", waiting.elapsed());
+                    crate::metrics::Metrics::global().phase("ADD", "pool_wait", waiting.elapsed());
                     if waited.is_err() {
                         return Err(self.exhausted_after_wait(wait));
                     }
@@ -929,6 +930,7 @@ impl<D: Datapath> Handler<D> {
         let _guard = self.locks.lock(key.clone()).await;
         let plugins = self.plugins();
         let mut objection = None;
+        let phase = enter_phase("policy");
         if !plugins.policies.is_empty() {
             let held = self.store().get(&key).map(|a| a.ip);
             if let Some(ip) = held {
@@ -946,6 +948,9 @@ impl<D: Datapath> Handler<D> {
                     objection = Some(error);
                 }
             }
+        }
+        if !plugins.policies.is_empty() {
+            crate::metrics::Metrics::global().phase("DEL", "policy", phase.elapsed());
         }
         self.del_locked(&key).await?;
         objection.map_or(Ok(()), Err)
@@ -965,11 +970,16 @@ impl<D: Datapath> Handler<D> {
             // Nothing recorded: DEL twice, DEL after a failed ADD, or a foreign attachment.
             return Ok(());
         };
+        let metrics = crate::metrics::Metrics::global();
+        let phase = enter_phase("datapath");
         self.datapath
             .teardown_pod(&reserved_host(&allocation))
             .await
             .map_err(|e| datapath_error(e, "DEL"))?;
+        metrics.phase("DEL", "datapath", phase.elapsed());
+        let phase = enter_phase("datastore");
         self.release(key).await?;
+        metrics.phase("DEL", "datastore", phase.elapsed());
         tracing::info!(container_id = %key.container_id, ifname = %key.ifname, ip = %allocation.ip, "DEL done");
         Ok(())
     }
@@ -1018,22 +1028,22 @@ impl<D: Datapath> Handler<D> {
         }
         let mut attachment = attachment_of(&allocation, &request.ifname, self.config.datapath.mtu);
         attachment.netns = netns;
-        self.datapath
-            .check_pod(&attachment)
-            .await
-            .map_err(|e| match e {
-                DatapathError::CheckFailed { missing } => CniError::new(
-                    codes::CHECK_FAILED,
-                    format!(
-                        "CHECK of {}/{} ({}) failed: {}",
-                        key.container_id,
-                        key.ifname,
-                        allocation.ip,
-                        missing.join("; ")
-                    ),
+        let phase = enter_phase("datapath");
+        let checked = self.datapath.check_pod(&attachment).await;
+        crate::metrics::Metrics::global().phase("CHECK", "datapath", phase.elapsed());
+        checked.map_err(|e| match e {
+            DatapathError::CheckFailed { missing } => CniError::new(
+                codes::CHECK_FAILED,
+                format!(
+                    "CHECK of {}/{} ({}) failed: {}",
+                    key.container_id,
+                    key.ifname,
+                    allocation.ip,
+                    missing.join("; ")
                 ),
-                other => datapath_error(other, "CHECK"),
-            })
+            ),
+            other => datapath_error(other, "CHECK"),
+        })
     }
 
     async fn gc(&self, netconf: &NetConf) -> Result<(), CniError> {
@@ -1131,6 +1141,13 @@ impl<D: Datapath> Handler<D> {
         }
         self.make_durable(lsn).await
     }
+}
+
+/// Notes the phase a request enters: its log events carry it (`span.phase`), and the returned
+/// instant times it.
+fn enter_phase(phase: &'static str) -> Instant {
+    tracing::Span::current().record("phase", phase);
+    Instant::now()
 }
 
 fn failure(error: CniError, version: &str) -> DaemonResponse {

@@ -327,7 +327,7 @@ async fn serve_connection<D: Datapath>(handler: &Handler<D>, mut stream: UnixStr
         }
         Ok(Ok(body)) => body,
     };
-    crate::metrics::Metrics::global().phase("socket", reading.elapsed());
+    let read_for = reading.elapsed();
     let request: DaemonRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => {
@@ -351,6 +351,7 @@ async fn serve_connection<D: Datapath>(handler: &Handler<D>, mut stream: UnixStr
         );
         return reply_error(&mut stream, error).await;
     }
+    crate::metrics::Metrics::global().phase(request.request.command.as_str(), "socket", read_for);
     let response = handler.handle(&request.request, &request.config).await;
     if let Err(e) = framed::write(&mut stream, &response).await {
         // The shim died or timed out. An ADD is already committed; the runtime will DEL it.

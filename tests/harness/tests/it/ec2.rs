@@ -170,7 +170,7 @@ fn pods_fill_the_primary_eni_then_a_new_eni_and_scale_down_gives_it_back() {
     for phase in ["allocate", "datapath", "datastore"] {
         assert_eq!(
             value(&format!(
-                "wasmcni_request_phase_duration_seconds_count{{phase=\"{phase}\"}}"
+                "wasmcni_request_phase_duration_seconds_count{{verb=\"ADD\",phase=\"{phase}\"}}"
             )),
             8.0
         );
@@ -180,7 +180,10 @@ fn pods_fill_the_primary_eni_then_a_new_eni_and_scale_down_gives_it_back() {
         8.0
     );
     assert!(value("wasmcni_plugin_fuel_consumed_total{plugin=\"pack\",call=\"allocate\"}") > 0.0);
-    assert!(value("wasmcni_request_phase_duration_seconds_count{phase=\"socket\"}") >= 8.0);
+    assert_eq!(
+        value("wasmcni_request_phase_duration_seconds_count{verb=\"ADD\",phase=\"socket\"}"),
+        8.0
+    );
 
     // Off the VPC, a pod of the second ENI goes out through the primary ENI, translated to
     // its address (SNAT, connmark, the fwmark rule).

@@ -68,6 +68,10 @@ fn the_daemon_logs_json_lines_with_the_request_fields_and_rotates_its_file() {
             )
         });
     assert_eq!(committed["span"]["verb"], "ADD");
+    assert_eq!(
+        committed["span"]["phase"], "datastore",
+        "the phase it ended in"
+    );
     assert_eq!(committed["span"]["ifname"], "eth0");
     assert!(
         committed["span"]["pod"]
