@@ -92,3 +92,50 @@ fn the_daemon_logs_json_lines_with_the_request_fields_and_rotates_its_file() {
         lines.iter().rev().take(3).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn metrics_are_also_served_on_loopback_tcp_and_nothing_else_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = wasmcni::config::DEFAULT_CONFIG
+        .replace(
+            "/run/wasmcni/wasmcni.sock",
+            &dir.path().join("run/wasmcni.sock").display().to_string(),
+        )
+        .replace(
+            "/var/lib/wasmcni",
+            &dir.path().join("state").display().to_string(),
+        )
+        .replace(
+            "\n[datapath]",
+            "metrics_listen = \"127.0.0.1:19100\"\n\n[datapath]",
+        );
+    let mut node = TestNode::with_cluster_config(&text);
+    node.start_daemon();
+    // The address is the node namespace's loopback: scrape from inside it.
+    let get = |path: &'static str| {
+        node.node.run(move || {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect("127.0.0.1:19100").expect("connect");
+            write!(stream, "GET {path} HTTP/1.0\r\nHost: node\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).unwrap();
+            answer
+        })
+    };
+    let metrics = get("/metrics");
+    assert!(
+        metrics.starts_with("HTTP/1.0 200") || metrics.starts_with("HTTP/1.1 200"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wasmcni_pool_addresses{state=\"free\"} 254"),
+        "{metrics}"
+    );
+    let pool = get("/v1/pool");
+    assert!(
+        pool.contains(" 404 "),
+        "introspection stays on the root-only socket: {pool}"
+    );
+    // The Unix socket serves both.
+    assert!(node.inspect("pool", true).contains("10.88.0.0/24"));
+}
