@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 use wasmcni::config::ClusterConfig;
 use wasmcni::datapath::netlink::NetlinkDatapath;
@@ -87,26 +88,21 @@ fn main() -> ExitCode {
         }),
         _ => None,
     };
-    match log_file {
-        Some(Ok(log)) => tracing_subscriber::fmt()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_writer(log)
-            .with_env_filter(filter())
-            .init(),
+    let writer = match log_file {
+        Some(Ok(log)) => BoxMakeWriter::new(log),
         Some(Err(e)) => {
             eprintln!("wasmcni-host: {e}");
             return ExitCode::FAILURE;
         }
-        None => tracing_subscriber::fmt()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_writer(std::io::stderr)
-            .with_env_filter(filter())
-            .init(),
-    }
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_writer(writer)
+        .with_env_filter(filter())
+        .init();
     let config = match loaded {
         Ok(config) => config,
         Err(e) => {

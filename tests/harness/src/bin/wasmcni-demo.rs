@@ -46,20 +46,7 @@ fn main() -> ExitCode {
         wasmcni_harness::allocator_plugin_config("pack", &["pool-view", "eni-ops", "log"])
     );
     let mut node = TestNode::with_cluster_config(&config);
-    println!("== audit of that configuration (wasmcni-host audit)");
-    let audit = std::process::Command::new(wasmcni_harness::bin_dir().join("wasmcni-host"))
-        .args(["audit", "--config"])
-        .arg(node.config_path())
-        .output()
-        .expect("run wasmcni-host audit");
-    for line in String::from_utf8_lossy(&audit.stdout).lines() {
-        println!("  {line}");
-    }
-    check(
-        &mut failures,
-        "audit: every plugin verified and granted what it imports",
-        audit.status.success(),
-    );
+    audit(&mut failures, &node.config_path());
     let started = Instant::now();
     node.start_daemon();
     println!(
@@ -231,6 +218,24 @@ fn main() -> ExitCode {
         println!("demo FAILED: {failures} check(s)");
         ExitCode::FAILURE
     }
+}
+
+/// Prints `wasmcni-host audit` of the configuration at `path` and checks it is clean.
+fn audit(failures: &mut u32, path: &std::path::Path) {
+    println!("== audit of that configuration (wasmcni-host audit)");
+    let audit = std::process::Command::new(wasmcni_harness::bin_dir().join("wasmcni-host"))
+        .args(["audit", "--config"])
+        .arg(path)
+        .output()
+        .expect("run wasmcni-host audit");
+    for line in String::from_utf8_lossy(&audit.stdout).lines() {
+        println!("  {line}");
+    }
+    check(
+        failures,
+        "audit: every plugin verified and granted what it imports",
+        audit.status.success(),
+    );
 }
 
 fn check(failures: &mut u32, what: &str, ok: bool) {

@@ -5,26 +5,29 @@ use wasmcni_harness::node::TestNode;
 
 use crate::support::{pod, wasmcni_only};
 
+/// The embedded default with its socket and state in `dir` and `daemon_keys` added to
+/// `[daemon]`.
+fn config_in(dir: &std::path::Path, daemon_keys: &str) -> String {
+    wasmcni::config::DEFAULT_CONFIG
+        .replace(
+            "/run/wasmcni/wasmcni.sock",
+            &dir.join("run/wasmcni.sock").display().to_string(),
+        )
+        .replace("/var/lib/wasmcni", &dir.join("state").display().to_string())
+        .replace("\n[datapath]", &format!("{daemon_keys}\n\n[datapath]"))
+}
+
 #[test]
 fn the_daemon_logs_json_lines_with_the_request_fields_and_rotates_its_file() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log/daemon.log");
-    let text = wasmcni::config::DEFAULT_CONFIG
-        .replace(
-            "/run/wasmcni/wasmcni.sock",
-            &dir.path().join("run/wasmcni.sock").display().to_string(),
-        )
-        .replace(
-            "/var/lib/wasmcni",
-            &dir.path().join("state").display().to_string(),
-        )
-        .replace(
-            "\n[datapath]",
-            &format!(
-                "log_file = \"{}\"\nlog_max_bytes = 4096\nlog_keep = 2\n\n[datapath]",
-                log.display()
-            ),
-        );
+    let text = config_in(
+        dir.path(),
+        &format!(
+            "log_file = \"{}\"\nlog_max_bytes = 4096\nlog_keep = 2",
+            log.display()
+        ),
+    );
     let mut node = TestNode::with_cluster_config(&text);
     node.start_daemon();
     let chain = wasmcni_only(&node, "1.1.0");
@@ -96,19 +99,7 @@ fn the_daemon_logs_json_lines_with_the_request_fields_and_rotates_its_file() {
 #[test]
 fn metrics_are_also_served_on_loopback_tcp_and_nothing_else_is() {
     let dir = tempfile::tempdir().unwrap();
-    let text = wasmcni::config::DEFAULT_CONFIG
-        .replace(
-            "/run/wasmcni/wasmcni.sock",
-            &dir.path().join("run/wasmcni.sock").display().to_string(),
-        )
-        .replace(
-            "/var/lib/wasmcni",
-            &dir.path().join("state").display().to_string(),
-        )
-        .replace(
-            "\n[datapath]",
-            "metrics_listen = \"127.0.0.1:19100\"\n\n[datapath]",
-        );
+    let text = config_in(dir.path(), "metrics_listen = \"127.0.0.1:19100\"");
     let mut node = TestNode::with_cluster_config(&text);
     node.start_daemon();
     // The address is the node namespace's loopback: scrape from inside it.

@@ -12,7 +12,7 @@ use wasmcni_harness::netns::NetNs;
 use wasmcni_harness::plugin_entry;
 use wasmcni_harness::traffic::{ping, tcp_fetch, EchoServer, PEER_ADDRESS};
 
-use super::{check, pod_ip};
+use super::{audit, check, pod_ip};
 
 pub fn run() -> u32 {
     let mut failures = 0u32;
@@ -38,20 +38,7 @@ pub fn run() -> u32 {
     let mut ec2 = ec2;
     let config = ec2.config("reconcile_interval_ms = 1000\n", &plugins);
     ec2.node.write_config(&config);
-    println!("== audit of that configuration (wasmcni-host audit)");
-    let audit = std::process::Command::new(wasmcni_harness::bin_dir().join("wasmcni-host"))
-        .args(["audit", "--config"])
-        .arg(ec2.node.config_path())
-        .output()
-        .expect("run wasmcni-host audit");
-    for line in String::from_utf8_lossy(&audit.stdout).lines() {
-        println!("  {line}");
-    }
-    check(
-        &mut failures,
-        "audit: every plugin verified and granted what it imports",
-        audit.status.success(),
-    );
+    audit(&mut failures, &ec2.node.config_path());
 
     let started = Instant::now();
     ec2.node.start_daemon();
