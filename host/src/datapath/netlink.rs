@@ -426,32 +426,36 @@ impl Datapath for NetlinkDatapath {
             .table_id(eni.table)
             .protocol(RouteProtocol::Other(RULE_PROTOCOL))
             .build();
-        self.host
-            .route()
-            .add(on_link)
-            .replace()
-            .execute()
-            .await
-            .map_err(nl(format!(
-                "add route {}/32 dev {name} table {}",
-                eni.gateway, eni.table
-            )))?;
         let default = RouteMessageBuilder::<Ipv4Addr>::new()
             .gateway(eni.gateway)
             .output_interface(index)
             .table_id(eni.table)
             .protocol(RouteProtocol::Other(RULE_PROTOCOL))
             .build();
-        self.host
-            .route()
-            .add(default)
-            .replace()
-            .execute()
-            .await
-            .map_err(nl(format!(
-                "add default route via {} dev {name} table {}",
-                eni.gateway, eni.table
-            )))?;
+        for (route, what) in [
+            (
+                on_link,
+                format!(
+                    "add route {}/32 dev {name} table {}",
+                    eni.gateway, eni.table
+                ),
+            ),
+            (
+                default,
+                format!(
+                    "add default route via {} dev {name} table {}",
+                    eni.gateway, eni.table
+                ),
+            ),
+        ] {
+            self.host
+                .route()
+                .add(route)
+                .replace()
+                .execute()
+                .await
+                .map_err(nl(what))?;
+        }
         Ok(name)
     }
 

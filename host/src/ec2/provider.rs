@@ -261,6 +261,11 @@ impl Ec2Provider {
         self.state().enis.get(&0).map(|e| e.eni.primary_ip)
     }
 
+    /// The node's VPC (the primary ENI's).
+    fn vpc_id(&self) -> &str {
+        self.identity.primary().map_or("", |p| p.vpc_id.as_str())
+    }
+
     /// The VPC's CIDRs.
     pub fn vpc_cidrs(&self) -> Vec<Ipv4Net> {
         self.identity
@@ -374,12 +379,7 @@ impl Ec2Provider {
         if fresh && !force {
             return Ok(());
         }
-        let vpc = self
-            .identity
-            .primary()
-            .map(|p| p.vpc_id.clone())
-            .unwrap_or_default();
-        let subnets = self.api.describe_subnets(&vpc).await?;
+        let subnets = self.api.describe_subnets(self.vpc_id()).await?;
         let mut state = self.state();
         state.subnets = subnets;
         state.subnets_read = Some(Instant::now());
@@ -593,8 +593,13 @@ impl Ec2Provider {
 
     /// Marks an ENI's link and table as set up: its addresses join the pool.
     pub fn mark_linked(&self, eni_id: &str) {
+        self.update_eni(eni_id, |eni| eni.linked = true);
+    }
+
+    /// Changes the attached ENI `eni_id`, if it is one.
+    fn update_eni(&self, eni_id: &str, change: impl FnOnce(&mut NodeEni)) {
         if let Some(eni) = self.state().enis.values_mut().find(|e| e.eni.id == eni_id) {
-            eni.linked = true;
+            change(eni);
         }
     }
 
@@ -694,31 +699,26 @@ impl Ec2Provider {
         } else {
             added.ips = self.api.assign_ips(eni_id, count).await?;
         }
-        let mut state = self.state();
-        if let Some(eni) = state.enis.values_mut().find(|e| e.eni.id == eni_id) {
-            eni.eni.secondary_ips.extend(added.ips.iter().copied());
-            eni.eni.prefixes.extend(added.prefixes.iter().copied());
-        }
+        self.restore(eni_id, &added.ips, &added.prefixes);
         Ok(added)
     }
 
     /// Takes addresses out of the pool (the caller holds the allocation lock and checked that
     /// no pod holds them); [`Ec2Provider::unassign`] then gives them back to EC2.
     pub fn withdraw(&self, eni_id: &str, ips: &[Ipv4Addr], prefixes: &[Ipv4Net]) {
-        let mut state = self.state();
-        if let Some(eni) = state.enis.values_mut().find(|e| e.eni.id == eni_id) {
+        self.update_eni(eni_id, |eni| {
             eni.eni.secondary_ips.retain(|ip| !ips.contains(ip));
             eni.eni.prefixes.retain(|p| !prefixes.contains(p));
-        }
+        });
     }
 
-    /// Puts withdrawn addresses back (their unassign failed).
+    /// Puts addresses into the ENI's part of the pool: newly assigned ones, or withdrawn ones
+    /// whose unassign failed.
     pub fn restore(&self, eni_id: &str, ips: &[Ipv4Addr], prefixes: &[Ipv4Net]) {
-        let mut state = self.state();
-        if let Some(eni) = state.enis.values_mut().find(|e| e.eni.id == eni_id) {
+        self.update_eni(eni_id, |eni| {
             eni.eni.secondary_ips.extend(ips.iter().copied());
             eni.eni.prefixes.extend(prefixes.iter().copied());
-        }
+        });
     }
 
     /// Gives withdrawn addresses back to EC2.
@@ -778,12 +778,7 @@ impl Ec2Provider {
     ) -> Result<usize, Ec2Error> {
         let instance = [self.identity.instance_id.as_str()];
         let cluster = [self.cluster.as_str()];
-        let vpc_id = self
-            .identity
-            .primary()
-            .map(|p| p.vpc_id.clone())
-            .unwrap_or_default();
-        let vpc = [vpc_id.as_str()];
+        let vpc = [self.vpc_id()];
         let mut filters: Vec<(&str, &[&str])> = vec![("status", &["available"]), ("vpc-id", &vpc)];
         let own_filter = format!("tag:{TAG_INSTANCE}");
         let cluster_filter = format!("tag:{TAG_CLUSTER}");

@@ -63,6 +63,8 @@ pub struct Handler<D: Datapath> {
     cooldown: Duration,
     /// Whether the provider's pool grows on demand.
     dynamic: bool,
+    /// How long an ADD waits for a growing pool (`provider.ec2.add_wait_ms`; 0 for static).
+    add_wait: Duration,
     /// Wakes the pool reconciler (an ADD found the pool empty, a DEL freed an address).
     pub(crate) wake_reconciler: tokio::sync::Notify,
     /// Counts inventory changes; an ADD waiting for the pool to grow watches it.
@@ -92,6 +94,11 @@ impl<D: Datapath> Handler<D> {
     ) -> Arc<Handler<D>> {
         let syncer = store.syncer();
         let view = provider.view();
+        let add_wait = Duration::from_millis(if view.dynamic {
+            config.ec2().add_wait_ms
+        } else {
+            0
+        });
         let audit_log = AuditLog::new(config.daemon.state_dir.join("plugin-audit.log"));
         Arc::new(Handler {
             config,
@@ -109,6 +116,7 @@ impl<D: Datapath> Handler<D> {
             cooling: Mutex::new(HashMap::new()),
             cooldown: view.cooldown,
             dynamic: view.dynamic,
+            add_wait,
             wake_reconciler: tokio::sync::Notify::new(),
             pool_changed: tokio::sync::watch::channel(0).0,
             ready: AtomicBool::new(!view.dynamic),
@@ -157,15 +165,15 @@ impl<D: Datapath> Handler<D> {
         let metrics = crate::metrics::Metrics::global();
         let (total, assigned, cooling, free) = {
             let store = self.store();
-            let cooling = self.cooling_now();
-            let foreign = self.foreign_now();
+            let resting = self.resting();
             let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            let total = pool.capacity();
-            let assigned = store.allocations().count() as u64;
-            let free = pool.free_count(|ip| {
-                store.holder_of(ip).is_some() || cooling.contains(&ip) || foreign.contains(&ip)
-            });
-            (total, assigned, cooling.len() as u64, free)
+            let free = pool.free_count(|ip| resting.taken(&store, ip));
+            (
+                pool.capacity(),
+                store.allocations().count() as u64,
+                resting.cooling.len() as u64,
+                free,
+            )
         };
         for (state, value) in [
             ("total", total),
@@ -326,10 +334,18 @@ impl<D: Datapath> Handler<D> {
     /// Free addresses in the pool now (neither held nor cooling).
     pub fn free_addresses(&self) -> u64 {
         let store = self.store();
-        let mut cooling = self.cooling_now();
-        cooling.extend(self.foreign_now());
+        let resting = self.resting();
         let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        pool.free_count(|ip| store.holder_of(ip).is_some() || cooling.contains(&ip))
+        pool.free_count(|ip| resting.taken(&store, ip))
+    }
+
+    /// The addresses that are not free although no attachment holds them: cooling, and held
+    /// by another CNI's pods. Read after taking the store lock (see [`Handler::release`]).
+    fn resting(&self) -> Resting {
+        Resting {
+            cooling: self.cooling_now(),
+            foreign: self.foreign_now(),
+        }
     }
 
     /// Executes one forwarded CNI request and renders the shim's stdout. Every log event of
@@ -591,11 +607,7 @@ impl<D: Datapath> Handler<D> {
         plugins: &PluginSet,
         pod: &PodInfo,
     ) -> Result<(Choice, tokio::sync::MutexGuard<'_, ()>), CniError> {
-        let wait = Duration::from_millis(if self.dynamic {
-            self.config.ec2().add_wait_ms
-        } else {
-            0
-        });
+        let wait = self.add_wait;
         let deadline = tokio::time::Instant::now() + wait;
         let mut changed = self.pool_changed.subscribe();
         loop {
@@ -664,13 +676,10 @@ impl<D: Datapath> Handler<D> {
     /// The built-in allocator: the next free address after the pool's cursor.
     fn choose_builtin(&self) -> Result<Choice, CniError> {
         let store = self.store();
-        let cooling = self.cooling_now();
-        let foreign = self.foreign_now();
+        let resting = self.resting();
+        let cooling = &resting.cooling;
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        pool.choose(|ip| {
-            store.holder_of(ip).is_some() || cooling.contains(&ip) || foreign.contains(&ip)
-        })
-        .ok_or_else(|| {
+        pool.choose(|ip| resting.taken(&store, ip)).ok_or_else(|| {
             let details = if self.dynamic {
                 "the pool grows on the allocator plugin's plan"
             } else {
@@ -1148,6 +1157,19 @@ impl<D: Datapath> Handler<D> {
 fn enter_phase(phase: &'static str) -> Instant {
     tracing::Span::current().record("phase", phase);
     Instant::now()
+}
+
+/// Addresses that are not free although no attachment holds them.
+struct Resting {
+    cooling: Vec<Ipv4Addr>,
+    foreign: Vec<Ipv4Addr>,
+}
+
+impl Resting {
+    /// Whether `ip` is held (per `store`), cooling, or another CNI's.
+    fn taken(&self, store: &Datastore, ip: Ipv4Addr) -> bool {
+        store.holder_of(ip).is_some() || self.cooling.contains(&ip) || self.foreign.contains(&ip)
+    }
 }
 
 fn failure(error: CniError, version: &str) -> DaemonResponse {
