@@ -297,21 +297,30 @@ fn pool_table(pool: &serde_json::Value) -> String {
         }
     }
     let blocks = pool["blocks"].as_array().cloned().unwrap_or_default();
-    out.push_str(
-        "\nIP               pod                              ENI                    table  state\n",
-    );
-    for a in pool["allocations"].as_array().cloned().unwrap_or_default() {
+    let allocations = pool["allocations"].as_array().cloned().unwrap_or_default();
+    // IPv6 pod addresses are wider than the IPv4 column.
+    let width = allocations
+        .iter()
+        .map(|a| text(&a["ip"]).len())
+        .max()
+        .unwrap_or(0)
+        .max(16);
+    out.push_str(&format!(
+        "\n{:<width$} {:<32} {:<22} {:<6} state\n",
+        "IP", "pod", "ENI", "table"
+    ));
+    for a in allocations {
         let ip = text(&a["ip"]);
         let eni = blocks
             .iter()
             .find(|b| {
-                let cidr: Option<ipnet::Ipv4Net> = b["cidr"].as_str().and_then(|c| c.parse().ok());
-                let ip: Option<std::net::Ipv4Addr> = ip.parse().ok();
+                let cidr: Option<ipnet::IpNet> = b["cidr"].as_str().and_then(|c| c.parse().ok());
+                let ip: Option<std::net::IpAddr> = ip.parse().ok();
                 matches!((cidr, ip), (Some(c), Some(i)) if c.contains(&i))
             })
             .map_or_else(|| "-".to_owned(), |b| text(&b["eni"]));
         out.push_str(&format!(
-            "{:<16} {:<32} {:<22} {:<6} {}\n",
+            "{:<width$} {:<32} {:<22} {:<6} {}\n",
             ip,
             a["pod"].as_str().unwrap_or("-"),
             eni,

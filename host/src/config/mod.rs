@@ -335,9 +335,15 @@ pub struct Ec2ProviderConfig {
     /// An `available` ENI tagged as wasmcni's is deleted once older than this, in seconds.
     #[serde(default = "default_leak_age_s")]
     pub leaked_eni_min_age_s: u64,
-    /// SNAT of traffic leaving the VPC.
+    /// SNAT of traffic leaving the VPC (IPv4 only: IPv6 pods use their own global address,
+    /// as with VPC CNI).
     #[serde(default)]
     pub snat: SnatConfig,
+    /// The family pods get their address in: `ipv4` (secondary IPs or /28 prefixes, planned by
+    /// the allocator plugin) or `ipv6` (IPv6 prefix mode: one /80 delegated to the primary
+    /// ENI at start and never released; every pod gets a /128 of it).
+    #[serde(default)]
+    pub ip_family: crate::ipam::IpFamily,
 }
 
 /// `[provider.ec2.snat]`: VPC CNI's SNAT switches under their own names.
@@ -415,6 +421,7 @@ impl Default for Ec2ProviderConfig {
             leaked_eni_interval_s: default_leak_interval_s(),
             leaked_eni_min_age_s: default_leak_age_s(),
             snat: SnatConfig::default(),
+            ip_family: crate::ipam::IpFamily::Ipv4,
         }
     }
 }
@@ -553,15 +560,26 @@ impl ClusterConfig {
                 reason: "is for kind = \"static\"; with kind = \"ec2\" addresses come from the node's ENIs".into(),
             });
         }
-        if self.allocator.plugin.is_none() {
-            return Err(ConfigError::Invalid {
-                origin: origin.to_owned(),
-                key: "allocator.plugin".into(),
-                value: "absent".into(),
-                reason: "the ec2 provider grows and shrinks the pool on an allocator plugin's plan: name one (e.g. vpc-warm-pool or pack)".into(),
-            });
-        }
         let ec2 = self.ec2();
+        match (ec2.ip_family, &self.allocator.plugin) {
+            (crate::ipam::IpFamily::Ipv4, None) => {
+                return Err(ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    key: "allocator.plugin".into(),
+                    value: "absent".into(),
+                    reason: "the ec2 provider grows and shrinks the pool on an allocator plugin's plan: name one (e.g. vpc-warm-pool or pack)".into(),
+                });
+            }
+            (crate::ipam::IpFamily::Ipv6, Some(name)) => {
+                return Err(ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    key: "allocator.plugin".into(),
+                    value: format!("{name:?}"),
+                    reason: "with provider.ec2.ip_family = \"ipv6\" every pod gets a /128 of the node's /80, which the host hands out; there is no pool to plan and the allocator interface speaks IPv4: remove [allocator]".into(),
+                });
+            }
+            _ => {}
+        }
         for (key, url) in [
             ("ec2_endpoint", &ec2.ec2_endpoint),
             ("imds_endpoint", &ec2.imds_endpoint),
@@ -1433,6 +1451,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`allocator.plugin` = absent: the ec2 provider grows and shrinks the pool on an allocator plugin's plan"), "{err}");
+        // IPv6 prefix mode: the host hands out /128s; an allocator plugin has nothing to do.
+        let ipv6 = ec2_config("ip_family = \"ipv6\"");
+        let err = ClusterConfig::parse(&ipv6, "t").unwrap_err().to_string();
+        assert!(
+            err.contains("`allocator.plugin` = \"pack\": with provider.ec2.ip_family = \"ipv6\" every pod gets a /128 of the node's /80"),
+            "{err}"
+        );
+        let ipv6 = ipv6.replace("[allocator]\nplugin = \"pack\"", "");
+        let config = ClusterConfig::parse(&ipv6, "t").unwrap();
+        assert_eq!(config.ec2().ip_family, crate::ipam::IpFamily::Ipv6);
+        assert_eq!(
+            ClusterConfig::parse(&ec2_config(""), "t")
+                .unwrap()
+                .ec2()
+                .ip_family,
+            crate::ipam::IpFamily::Ipv4,
+            "IPv4 unless asked"
+        );
+        let err = ClusterConfig::parse(&ec2_config("ip_family = \"dual\""), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ip_family") && err.contains("ipv6"), "{err}");
         let both = ec2_config("").replace(
             "[provider.ec2]",
             "[provider.static]\ncidrs = [\"10.1.0.0/24\"]\n[provider.ec2]",

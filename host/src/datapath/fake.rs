@@ -4,7 +4,7 @@
 //! exercised, records every call in order, and can be told to fail the next setup.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
 
 use super::{
@@ -16,6 +16,8 @@ use super::{
 pub enum Call {
     /// `prepare_node`.
     PrepareNode,
+    /// `prepare_ipv6` with this primary link.
+    PrepareIpv6(Option<String>),
     /// `setup_pod` for this host veth.
     Setup(String),
     /// `check_pod` for this host veth.
@@ -25,7 +27,7 @@ pub enum Call {
     /// `remove_veth` for this name.
     RemoveVeth(String),
     /// `remove_rules` for this address.
-    RemoveRules(Ipv4Addr),
+    RemoveRules(IpAddr),
     /// `adjust_pod` of this pod interface with these adjustments.
     Adjust(String, Vec<crate::runtime::NetlinkRequest>),
     /// `setup_eni` for the link with this MAC and table.
@@ -39,8 +41,8 @@ pub enum Call {
 #[derive(Debug, Default)]
 struct State {
     calls: Vec<Call>,
-    veths: BTreeMap<String, Ipv4Addr>,
-    rules: Vec<(Ipv4Addr, Option<u32>)>,
+    veths: BTreeMap<String, IpAddr>,
+    rules: Vec<(IpAddr, Option<u32>)>,
     fail_next_setup: Option<String>,
     teardown_failures: usize,
     foreign_routes: Vec<Ipv4Addr>,
@@ -81,7 +83,7 @@ impl FakeDatapath {
     }
 
     /// Host veths present now, with the pod address each routes to.
-    pub fn veths(&self) -> BTreeMap<String, Ipv4Addr> {
+    pub fn veths(&self) -> BTreeMap<String, IpAddr> {
         self.lock().veths.clone()
     }
 
@@ -91,7 +93,8 @@ impl FakeDatapath {
     }
 
     /// Simulates a leftover from a crashed ADD: a veth and rule the datastore may not know.
-    pub fn add_orphan(&self, name: &str, ip: Ipv4Addr) {
+    pub fn add_orphan(&self, name: &str, ip: impl Into<IpAddr>) {
+        let ip = ip.into();
         let mut state = self.lock();
         state.veths.insert(name.to_owned(), ip);
         state.rules.push((ip, None));
@@ -107,6 +110,13 @@ impl FakeDatapath {
 impl Datapath for FakeDatapath {
     async fn prepare_node(&self) -> Result<(), DatapathError> {
         self.lock().calls.push(Call::PrepareNode);
+        Ok(())
+    }
+
+    async fn prepare_ipv6(&self, primary_link: Option<&str>) -> Result<(), DatapathError> {
+        self.lock()
+            .calls
+            .push(Call::PrepareIpv6(primary_link.map(str::to_owned)));
         Ok(())
     }
 
@@ -197,7 +207,7 @@ impl Datapath for FakeDatapath {
         Ok(())
     }
 
-    async fn remove_rules(&self, ip: Ipv4Addr, _: Option<u32>) -> Result<(), DatapathError> {
+    async fn remove_rules(&self, ip: IpAddr, _: Option<u32>) -> Result<(), DatapathError> {
         let mut state = self.lock();
         state.calls.push(Call::RemoveRules(ip));
         state.rules.retain(|(rule_ip, _)| *rule_ip != ip);
@@ -239,7 +249,10 @@ impl Datapath for FakeDatapath {
             from_pod_rules: state
                 .rules
                 .iter()
-                .filter_map(|(ip, t)| t.map(|t| (*ip, t)))
+                .filter_map(|(ip, t)| match (ip, t) {
+                    (IpAddr::V4(ip), Some(t)) => Some((*ip, *t)),
+                    _ => None,
+                })
                 .collect(),
             foreign_pod_routes: state.foreign_routes.clone(),
         })

@@ -7,12 +7,18 @@
 //! it, the rule `to <pod> lookup main` at priority 512 and, for addresses owned by a secondary
 //! ENI, `from <pod> lookup <table>` at priority 1536.
 //!
+//! An IPv6 pod (IPv6 prefix mode) gets the same shape in its family: its /128 on `eth0`
+//! (no duplicate address detection: the address is unique by construction), a default route
+//! via `fe80::1` with a permanent neighbour entry for it, and on the host a /128 route through
+//! the veth plus `to <pod> lookup main` at priority 512. The host also gets a permanent
+//! neighbour entry for the pod, so neither side depends on neighbour discovery.
+//!
 //! Everything the kernel does goes through the [`Datapath`] trait: [`netlink::NetlinkDatapath`]
 //! is the real one (rtnetlink, tested as root in throwaway namespaces) and [`fake::FakeDatapath`]
 //! records calls so the daemon's logic is unit-tested without root.
 
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub mod fake;
 pub mod netlink;
@@ -21,6 +27,24 @@ pub mod snat;
 
 /// The pod's gateway: a link-local address answered by the permanent neighbour entry.
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// An IPv6 pod's gateway (VPC CNI's): link-local, answered by the permanent neighbour entry.
+pub const POD_GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// The gateway of a pod whose address is `ip`.
+pub fn pod_gateway(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(POD_GATEWAY),
+        IpAddr::V6(_) => IpAddr::V6(POD_GATEWAY_V6),
+    }
+}
+
+/// The host-route prefix length of a pod address: /32 or /128.
+pub fn host_prefix_len(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
 /// Priority of the host rule `to <pod> lookup main` (VPC CNI's `ToContainer`).
 pub const TO_POD_RULE_PRIORITY: u32 = 512;
 /// Priority of the host rule `from <pod> lookup <eni table>` (VPC CNI's `FromPod`).
@@ -65,7 +89,7 @@ pub struct HostSide {
     /// Host veth name.
     pub host_veth: String,
     /// The pod's address.
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// Routing table for traffic from the pod (`None` = main, no from-pod rule).
     pub route_table: Option<u32>,
 }
@@ -125,8 +149,8 @@ pub struct Created {
 pub struct NodeState {
     /// Veths whose name starts with the configured prefix.
     pub veths: Vec<String>,
-    /// Destinations of `to <ip>/32 lookup main` rules at priority 512.
-    pub to_pod_rules: Vec<Ipv4Addr>,
+    /// Destinations of `to <ip>/32` (or `/128`) `lookup main` rules at priority 512.
+    pub to_pod_rules: Vec<IpAddr>,
     /// Sources and tables of `from <ip>/32 lookup <table>` rules at priority 1536.
     pub from_pod_rules: Vec<(Ipv4Addr, u32)>,
     /// Addresses with a /32 host route through a veth that is not wasmcni's: pods of another
@@ -182,6 +206,12 @@ pub enum DatapathError {
 pub trait Datapath: Send + Sync + 'static {
     /// One-time node setup (IPv4 forwarding).
     fn prepare_node(&self) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Node setup for IPv6 pods: IPv6 forwarding, and router advertisements still accepted on
+    /// `primary_link` (`accept_ra=2`, as VPC CNI sets it) so the node keeps its default route.
+    fn prepare_ipv6(
+        &self,
+        primary_link: Option<&str>,
+    ) -> impl Future<Output = Result<(), DatapathError>> + Send;
     /// Builds the attachment. On error, parts may remain: the caller undoes them with
     /// [`Datapath::teardown_pod`] and frees the address only when that succeeded.
     fn setup_pod(
@@ -213,7 +243,7 @@ pub trait Datapath: Send + Sync + 'static {
     /// not marked as wasmcni's are never touched, and missing ones are not errors.
     fn remove_rules(
         &self,
-        ip: Ipv4Addr,
+        ip: IpAddr,
         route_table: Option<u32>,
     ) -> impl Future<Output = Result<(), DatapathError>> + Send;
     /// Waits for an attached ENI's link (by MAC), brings it up with its address and MTU, and

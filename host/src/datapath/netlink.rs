@@ -6,11 +6,11 @@
 //! pod namespace (`IFLA_NET_NS_FD`), which registers the host end once and needs no thread
 //! switching at all.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
 };
@@ -23,9 +23,9 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, IpVersion, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::{
-    format_mac, netns, random_mac, Created, Datapath, DatapathError, EniLink, HostSide, NodeState,
-    PodAttachment, FROM_POD_RULE_PRIORITY, MAIN_TABLE, POD_GATEWAY, RULE_PROTOCOL,
-    TO_POD_RULE_PRIORITY, VETH_ALIAS,
+    format_mac, host_prefix_len, netns, pod_gateway, random_mac, Created, Datapath, DatapathError,
+    EniLink, HostSide, NodeState, PodAttachment, FROM_POD_RULE_PRIORITY, MAIN_TABLE, POD_GATEWAY,
+    POD_GATEWAY_V6, RULE_PROTOCOL, TO_POD_RULE_PRIORITY, VETH_ALIAS,
 };
 
 const EEXIST: i32 = 17;
@@ -59,8 +59,9 @@ impl NetlinkDatapath {
         &self,
         a: &PodAttachment,
         pod: &Handle,
-        host_mac: [u8; 6],
+        created: Created,
     ) -> Result<(), DatapathError> {
+        let Created { host_mac, pod_mac } = created;
         let veth = &a.host.host_veth;
         let ip = a.host.ip;
         let pod_index = link_index(pod, &a.pod_ifname).await?.ok_or_else(|| {
@@ -79,43 +80,56 @@ impl NetlinkDatapath {
             .execute()
             .await
             .map_err(nl(format!("set {} up in the pod", a.pod_ifname)))?;
-        pod.address()
-            .add(pod_index, IpAddr::V4(ip), 32)
+        let len = host_prefix_len(ip);
+        let mut address = pod.address().add(pod_index, ip, len);
+        if ip.is_ipv6() {
+            // Unique by construction (one pod per /128 of the node's prefix): usable at once,
+            // with no duplicate address detection delaying the pod's first packet.
+            let message = address.message_mut();
+            message.header.flags = AddressHeaderFlags::Nodad;
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        address
             .execute()
             .await
-            .map_err(nl(format!("add {ip}/32 to {} in the pod", a.pod_ifname)))?;
-        let gateway_route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(POD_GATEWAY, 32)
-            .output_interface(pod_index)
-            .scope(RouteScope::Link)
-            .build();
-        pod.route()
-            .add(gateway_route)
-            .execute()
-            .await
-            .map_err(nl(format!(
-                "add route {POD_GATEWAY}/32 dev {} in the pod",
-                a.pod_ifname
-            )))?;
-        let default_route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(POD_GATEWAY)
-            .output_interface(pod_index)
-            .build();
-        pod.route()
-            .add(default_route)
-            .execute()
-            .await
-            .map_err(nl(format!(
-                "add default route via {POD_GATEWAY} in the pod"
-            )))?;
+            .map_err(nl(format!("add {ip}/{len} to {} in the pod", a.pod_ifname)))?;
+        let gateway = pod_gateway(ip);
+        let routes = match ip {
+            IpAddr::V4(_) => vec![
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(POD_GATEWAY, 32)
+                    .output_interface(pod_index)
+                    .scope(RouteScope::Link)
+                    .build(),
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(POD_GATEWAY)
+                    .output_interface(pod_index)
+                    .build(),
+            ],
+            // A link-local gateway needs no route of its own: the interface is named.
+            IpAddr::V6(_) => vec![RouteMessageBuilder::<Ipv6Addr>::new()
+                .gateway(POD_GATEWAY_V6)
+                .output_interface(pod_index)
+                .build()],
+        };
+        for route in routes {
+            let what = describe_route(&route);
+            pod.route()
+                .add(route)
+                .execute()
+                .await
+                .map_err(nl(format!("add route {what} in the pod")))?;
+        }
         pod.neighbours()
-            .add(pod_index, IpAddr::V4(POD_GATEWAY))
+            .add(pod_index, gateway)
             .link_layer_address(&host_mac)
             .state(NeighbourState::Permanent)
             .execute()
             .await
             .map_err(nl(format!(
-                "add permanent neighbour {POD_GATEWAY} lladdr {}",
+                "add permanent neighbour {gateway} lladdr {}",
                 format_mac(&host_mac)
             )))?;
 
@@ -130,8 +144,9 @@ impl NetlinkDatapath {
             .execute()
             .await
             .map_err(nl(format!("set host veth {veth} up")))?;
-        let host_route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(ip, 32)
+        let host_route = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(ip, len)
+            .map_err(|e| netlink_failure(format!("host route {ip}/{len}"), &e.to_string()))?
             .output_interface(host_index)
             .scope(RouteScope::Link)
             .protocol(RouteProtocol::Other(RULE_PROTOCOL))
@@ -141,34 +156,36 @@ impl NetlinkDatapath {
             .add(host_route)
             .execute()
             .await
-            .map_err(nl(format!("add host route {ip}/32 dev {veth}")))?;
-        let mut to_pod = self
-            .host
-            .rule()
-            .add()
-            .v4()
-            .destination_prefix(ip, 32)
-            .table_id(MAIN_TABLE)
-            .priority(TO_POD_RULE_PRIORITY)
-            .action(RuleAction::ToTable);
-        mark_rule(to_pod.message_mut());
-        to_pod.execute().await.map_err(nl(format!(
-            "add rule to {ip} lookup main prio {TO_POD_RULE_PRIORITY}"
-        )))?;
+            .map_err(nl(format!("add host route {ip}/{len} dev {veth}")))?;
+        if ip.is_ipv6() {
+            // The host reaches the pod without neighbour discovery, as the pod reaches it.
+            self.host
+                .neighbours()
+                .add(host_index, ip)
+                .link_layer_address(&pod_mac)
+                .state(NeighbourState::Permanent)
+                .execute()
+                .await
+                .map_err(nl(format!(
+                    "add permanent neighbour {ip} lladdr {} dev {veth}",
+                    format_mac(&pod_mac)
+                )))?;
+        }
+        let to_pod = rule_message(ip, true, MAIN_TABLE, TO_POD_RULE_PRIORITY);
+        let what = describe_rule(&to_pod);
+        let mut add = self.host.rule().add();
+        *add.message_mut() = to_pod;
+        add.execute()
+            .await
+            .map_err(nl(format!("add rule {what}")))?;
         if let Some(table) = a.host.route_table {
-            let mut from_pod = self
-                .host
-                .rule()
-                .add()
-                .v4()
-                .source_prefix(ip, 32)
-                .table_id(table)
-                .priority(FROM_POD_RULE_PRIORITY)
-                .action(RuleAction::ToTable);
-            mark_rule(from_pod.message_mut());
-            from_pod.execute().await.map_err(nl(format!(
-                "add rule from {ip} lookup {table} prio {FROM_POD_RULE_PRIORITY}"
-            )))?;
+            let from_pod = rule_message(ip, false, table, FROM_POD_RULE_PRIORITY);
+            let what = describe_rule(&from_pod);
+            let mut add = self.host.rule().add();
+            *add.message_mut() = from_pod;
+            add.execute()
+                .await
+                .map_err(nl(format!("add rule {what}")))?;
         }
         Ok(())
     }
@@ -196,6 +213,19 @@ impl Datapath for NetlinkDatapath {
             path: path.into(),
             reason: e.to_string(),
         })
+    }
+
+    async fn prepare_ipv6(&self, primary_link: Option<&str>) -> Result<(), DatapathError> {
+        let mut settings = vec!["/proc/sys/net/ipv6/conf/all/forwarding".to_owned()];
+        settings
+            .extend(primary_link.map(|link| format!("/proc/sys/net/ipv6/conf/{link}/accept_ra")));
+        for (path, value) in settings.iter().zip([&b"1"[..], &b"2"[..]]) {
+            std::fs::write(path, value).map_err(|e| DatapathError::Sysctl {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
     }
 
     async fn setup_pod(&self, a: &PodAttachment) -> Result<Created, DatapathError> {
@@ -236,8 +266,9 @@ impl Datapath for NetlinkDatapath {
                 ))(e))
             }
         }
-        self.build_pod(a, &pod, host_mac).await?;
-        Ok(Created { host_mac, pod_mac })
+        let created = Created { host_mac, pod_mac };
+        self.build_pod(a, &pod, created).await?;
+        Ok(created)
     }
 
     async fn adjust_pod(
@@ -288,20 +319,24 @@ impl Datapath for NetlinkDatapath {
         let mut missing = Vec::new();
         let veth = &a.host.host_veth;
         let ip = a.host.ip;
+        let len = host_prefix_len(ip);
         let host_link = link_by_name(&self.host, veth).await?;
         let host_mac = host_link.as_ref().and_then(link_mac);
         match &host_link {
             None => missing.push(format!("host veth {veth} is missing")),
             Some(link) => {
-                let routes = routes_v4(&self.host).await?;
+                let routes = routes_of(&self.host, ip).await?;
                 if !routes.iter().any(|r| {
-                    route_dst(r) == Some((ip, 32)) && route_oif(r) == Some(link.header.index)
+                    route_dst_ip(r) == Some((ip, len)) && route_oif(r) == Some(link.header.index)
                 }) {
-                    missing.push(format!("host route {ip}/32 dev {veth} is missing"));
+                    missing.push(format!("host route {ip}/{len} dev {veth} is missing"));
                 }
             }
         }
-        let rules = rules_v4(&self.host).await?;
+        let rules = match ip {
+            IpAddr::V4(_) => rules_v4(&self.host).await?,
+            IpAddr::V6(_) => rules_v6(&self.host).await?,
+        };
         if !rules.iter().any(|r| {
             rule_priority(r) == Some(TO_POD_RULE_PRIORITY)
                 && rule_dst(r) == Some(ip)
@@ -359,7 +394,7 @@ impl Datapath for NetlinkDatapath {
 
     async fn remove_rules(
         &self,
-        ip: Ipv4Addr,
+        ip: IpAddr,
         route_table: Option<u32>,
     ) -> Result<(), DatapathError> {
         self.delete_rule(rule_message(ip, true, MAIN_TABLE, TO_POD_RULE_PRIORITY))
@@ -550,20 +585,22 @@ impl Datapath for NetlinkDatapath {
             foreign_pod_routes,
             ..NodeState::default()
         };
-        for rule in rules_v4(&self.host).await? {
+        let mut rules = rules_v4(&self.host).await?;
+        rules.extend(rules_v6(&self.host).await?);
+        for rule in rules {
             if !is_marked(&rule) {
                 continue;
             }
-            match rule_priority(&rule) {
-                Some(TO_POD_RULE_PRIORITY) if rule.header.dst_len == 32 => {
-                    if let Some(ip) = rule_dst(&rule) {
-                        state.to_pod_rules.push(ip);
-                    }
+            match (rule_priority(&rule), rule_dst(&rule), rule_src(&rule)) {
+                (Some(TO_POD_RULE_PRIORITY), Some(ip), _)
+                    if rule.header.dst_len == host_prefix_len(ip) =>
+                {
+                    state.to_pod_rules.push(ip);
                 }
-                Some(FROM_POD_RULE_PRIORITY) if rule.header.src_len == 32 => {
-                    if let Some(ip) = rule_src(&rule) {
-                        state.from_pod_rules.push((ip, rule_table(&rule)));
-                    }
+                (Some(FROM_POD_RULE_PRIORITY), _, Some(IpAddr::V4(ip)))
+                    if rule.header.src_len == 32 =>
+                {
+                    state.from_pod_rules.push((ip, rule_table(&rule)));
                 }
                 _ => {}
             }
@@ -617,44 +654,56 @@ async fn check_pod_side(
         .try_collect()
         .await
         .map_err(nl(format!("list addresses of {ifname} in the pod")))?;
+    let len = host_prefix_len(ip);
     let has_address = addresses.iter().any(|m| {
-        m.header.prefix_len == 32
+        m.header.prefix_len == len
             && m.attributes
                 .iter()
-                .any(|attr| matches!(attr, AddressAttribute::Address(IpAddr::V4(a)) if *a == ip))
+                .any(|attr| matches!(attr, AddressAttribute::Address(a) if *a == ip))
     });
     if !has_address {
-        missing.push(format!("address {ip}/32 on {ifname} in the pod is missing"));
+        missing.push(format!(
+            "address {ip}/{len} on {ifname} in the pod is missing"
+        ));
     }
-    let routes = routes_v4(pod).await?;
+    let gateway = pod_gateway(ip);
+    let routes = routes_of(pod, ip).await?;
     let has_default = routes.iter().any(|r| {
-        route_dst(r).is_none_or(|(_, len)| len == 0)
-            && r.header.destination_prefix_length == 0
-            && route_gateway(r) == Some(POD_GATEWAY)
+        r.header.destination_prefix_length == 0
+            && route_gateway_ip(r) == Some(gateway)
             && route_oif(r) == Some(index)
     });
     if !has_default {
         missing.push(format!(
-            "default route via {POD_GATEWAY} dev {ifname} in the pod is missing"
+            "default route via {gateway} dev {ifname} in the pod is missing"
         ));
     }
     let neighbours: Vec<_> = pod
         .neighbours()
         .get()
-        .set_address_family(AddressFamily::Inet)
+        .set_address_family(match ip {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        })
         .execute()
         .try_collect()
         .await
         .map_err(nl("list neighbours in the pod".to_owned()))?;
-    let gateway = neighbours.iter().find(|n| {
+    let found = neighbours.iter().find(|n| {
         n.header.ifindex == index
-            && n.attributes
-                .iter()
-                .any(|attr| matches!(attr, NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) if *d == POD_GATEWAY))
+            && n.attributes.iter().any(|attr| match attr {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => {
+                    IpAddr::V4(*d) == gateway
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(d)) => {
+                    IpAddr::V6(*d) == gateway
+                }
+                _ => false,
+            })
     });
-    match gateway {
+    match found {
         None => missing.push(format!(
-            "permanent neighbour {POD_GATEWAY} on {ifname} in the pod is missing"
+            "permanent neighbour {gateway} on {ifname} in the pod is missing"
         )),
         Some(n) => {
             let lladdr = n.attributes.iter().find_map(|attr| match attr {
@@ -663,14 +712,14 @@ async fn check_pod_side(
             });
             if n.header.state != NeighbourState::Permanent {
                 missing.push(format!(
-                    "neighbour {POD_GATEWAY} on {ifname} is {:?}, not permanent",
+                    "neighbour {gateway} on {ifname} is {:?}, not permanent",
                     n.header.state
                 ));
             }
             if let (Some(expected), Some(found)) = (host_mac, lladdr) {
                 if found != expected {
                     missing.push(format!(
-                        "neighbour {POD_GATEWAY} points at {}, but the host veth's MAC is {}",
+                        "neighbour {gateway} points at {}, but the host veth's MAC is {}",
                         format_mac(&found),
                         format_mac(&expected)
                     ));
@@ -681,20 +730,19 @@ async fn check_pod_side(
     Ok(())
 }
 
-fn rule_message(ip: Ipv4Addr, to_pod: bool, table: u32, priority: u32) -> RuleMessage {
+fn rule_message(ip: IpAddr, to_pod: bool, table: u32, priority: u32) -> RuleMessage {
     let mut message = RuleMessage::default();
-    message.header.family = AddressFamily::Inet;
+    message.header.family = match ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
     message.header.action = RuleAction::ToTable;
     if to_pod {
-        message.header.dst_len = 32;
-        message
-            .attributes
-            .push(RuleAttribute::Destination(IpAddr::V4(ip)));
+        message.header.dst_len = host_prefix_len(ip);
+        message.attributes.push(RuleAttribute::Destination(ip));
     } else {
-        message.header.src_len = 32;
-        message
-            .attributes
-            .push(RuleAttribute::Source(IpAddr::V4(ip)));
+        message.header.src_len = host_prefix_len(ip);
+        message.attributes.push(RuleAttribute::Source(ip));
     }
     if table > 255 {
         message.attributes.push(RuleAttribute::Table(table));
@@ -756,6 +804,34 @@ async fn routes_v4(handle: &Handle) -> Result<Vec<RouteMessage>, DatapathError> 
         .map_err(nl("list IPv4 routes".to_owned()))
 }
 
+async fn routes_v6(handle: &Handle) -> Result<Vec<RouteMessage>, DatapathError> {
+    handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list IPv6 routes".to_owned()))
+}
+
+/// The routes of `ip`'s family.
+async fn routes_of(handle: &Handle, ip: IpAddr) -> Result<Vec<RouteMessage>, DatapathError> {
+    match ip {
+        IpAddr::V4(_) => routes_v4(handle).await,
+        IpAddr::V6(_) => routes_v6(handle).await,
+    }
+}
+
+async fn rules_v6(handle: &Handle) -> Result<Vec<RuleMessage>, DatapathError> {
+    handle
+        .rule()
+        .get(IpVersion::V6)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list IPv6 rules".to_owned()))
+}
+
 async fn rules_v4(handle: &Handle) -> Result<Vec<RuleMessage>, DatapathError> {
     handle
         .rule()
@@ -805,11 +881,36 @@ fn route_dst(route: &RouteMessage) -> Option<(Ipv4Addr, u8)> {
     })
 }
 
-fn route_gateway(route: &RouteMessage) -> Option<Ipv4Addr> {
+/// A route's destination in either family.
+fn route_dst_ip(route: &RouteMessage) -> Option<(IpAddr, u8)> {
     route.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+        RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
+            Some((IpAddr::V4(*ip), route.header.destination_prefix_length))
+        }
+        RouteAttribute::Destination(RouteAddress::Inet6(ip)) => {
+            Some((IpAddr::V6(*ip), route.header.destination_prefix_length))
+        }
         _ => None,
     })
+}
+
+/// A route's gateway in either family.
+fn route_gateway_ip(route: &RouteMessage) -> Option<IpAddr> {
+    route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+        RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    })
+}
+
+/// `<dst> via <gw>` for error messages.
+fn describe_route(route: &RouteMessage) -> String {
+    let dst =
+        route_dst_ip(route).map_or_else(|| "default".to_owned(), |(ip, len)| format!("{ip}/{len}"));
+    match route_gateway_ip(route) {
+        Some(gw) => format!("{dst} via {gw}"),
+        None => format!("{dst} (link)"),
+    }
 }
 
 fn route_oif(route: &RouteMessage) -> Option<u32> {
@@ -837,16 +938,16 @@ fn rule_priority(rule: &RuleMessage) -> Option<u32> {
     })
 }
 
-fn rule_dst(rule: &RuleMessage) -> Option<Ipv4Addr> {
+fn rule_dst(rule: &RuleMessage) -> Option<IpAddr> {
     rule.attributes.iter().find_map(|a| match a {
-        RuleAttribute::Destination(IpAddr::V4(ip)) => Some(*ip),
+        RuleAttribute::Destination(ip) => Some(*ip),
         _ => None,
     })
 }
 
-fn rule_src(rule: &RuleMessage) -> Option<Ipv4Addr> {
+fn rule_src(rule: &RuleMessage) -> Option<IpAddr> {
     rule.attributes.iter().find_map(|a| match a {
-        RuleAttribute::Source(IpAddr::V4(ip)) => Some(*ip),
+        RuleAttribute::Source(ip) => Some(*ip),
         _ => None,
     })
 }

@@ -47,7 +47,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::fs::{self, DirBuilder};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -121,7 +121,7 @@ pub struct Allocation {
     /// Network (conflist) name.
     pub network: String,
     /// The pod's address.
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// Host-side veth name, e.g. `eni1a2b3c4d5e6`.
     pub host_veth: String,
     /// `CNI_NETNS` at ADD time.
@@ -182,7 +182,7 @@ pub enum DatastoreError {
         /// The attachment.
         key: AttachmentKey,
         /// The IP it holds.
-        ip: Ipv4Addr,
+        ip: IpAddr,
     },
     /// `reserve` of an IP another attachment holds.
     #[error(
@@ -191,7 +191,7 @@ pub enum DatastoreError {
     )]
     IpInUse {
         /// The contested address.
-        ip: Ipv4Addr,
+        ip: IpAddr,
         /// The attachment holding it.
         holder: AttachmentKey,
     },
@@ -320,7 +320,7 @@ pub enum DatastoreError {
 #[derive(Debug, Default)]
 struct Index {
     by_key: BTreeMap<AttachmentKey, Allocation>,
-    by_ip: HashMap<Ipv4Addr, AttachmentKey>,
+    by_ip: HashMap<IpAddr, AttachmentKey>,
     // Not unique: a recreated pod sandbox gets the same veth name (it derives from the pod's
     // namespace and name) while the old attachment may still wait for its DEL.
     by_veth: HashMap<String, BTreeSet<AttachmentKey>>,
@@ -753,7 +753,8 @@ impl Datastore {
     }
 
     /// The allocation holding `ip`.
-    pub fn holder_of(&self, ip: Ipv4Addr) -> Option<&Allocation> {
+    pub fn holder_of(&self, ip: impl Into<IpAddr>) -> Option<&Allocation> {
+        let ip = ip.into();
         self.index
             .by_ip
             .get(&ip)

@@ -22,7 +22,7 @@ fn alloc(container: &str, ifname: &str, ip: Ipv4Addr) -> Allocation {
     Allocation {
         key: key(container, ifname),
         network: "aws-cni".to_string(),
-        ip,
+        ip: ip.into(),
         host_veth: format!("eni{container}"),
         netns: format!("/var/run/netns/{container}"),
         pod: Some(PodRef {
@@ -104,7 +104,7 @@ fn reserve_commit_release_and_lookups() {
     assert_eq!(order, ["c1", "c2"]);
 
     let (removed, lsn3) = ds.release(&a.key).expect("release");
-    assert_eq!(removed.map(|x| x.ip), Some(ip(1)));
+    assert_eq!(removed.map(|x| x.ip), Some(ip(1).into()));
     assert_eq!(lsn3, ds.last_lsn());
     assert!(ds.get(&a.key).is_none());
     assert!(ds.holder_of(ip(1)).is_none());
@@ -826,7 +826,7 @@ fn check_against_model(ds: &Datastore, model: &BTreeMap<AttachmentKey, Allocatio
     let expected: Vec<&Allocation> = model.values().collect();
     assert_eq!(actual, expected, "step {step}");
     assert_eq!(ds.len(), model.len());
-    let ips: BTreeSet<Ipv4Addr> = ds.allocations().map(|a| a.ip).collect();
+    let ips: BTreeSet<std::net::IpAddr> = ds.allocations().map(|a| a.ip).collect();
     assert_eq!(ips.len(), ds.len(), "step {step}: an IP is held twice");
     for a in model.values() {
         assert_eq!(ds.holder_of(a.ip), Some(a), "step {step}");
@@ -1015,4 +1015,41 @@ fn measure_reserve_and_sync() {
         start.elapsed(),
         ds.len()
     );
+}
+
+#[test]
+fn ipv6_allocations_survive_the_wal_and_a_snapshot_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let v6: std::net::Ipv6Addr = "2600:1f14:aa:bb:cc::7".parse().unwrap();
+    {
+        let (mut ds, _) = open(dir.path());
+        let mut a = alloc("c6", "eth0", ip(1));
+        a.ip = v6.into();
+        a.route_table = None;
+        ds.reserve(a).unwrap();
+        ds.reserve(alloc("c4", "eth0", ip(2))).unwrap();
+        let err = ds
+            .reserve({
+                let mut b = alloc("other", "eth0", ip(3));
+                b.ip = v6.into();
+                b
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains(&v6.to_string()), "{err}");
+        let wal = files(dir.path())
+            .into_iter()
+            .map(|f| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default())
+            .collect::<String>();
+        assert!(
+            wal.contains(&format!("\"{v6}\"")),
+            "addresses are stored as text: {wal}"
+        );
+    }
+    let (mut ds, _) = open(dir.path());
+    assert_eq!(ds.holder_of(v6).unwrap().key, key("c6", "eth0"));
+    assert_eq!(ds.holder_of(ip(2)).unwrap().key, key("c4", "eth0"));
+    ds.compact().unwrap();
+    let (ds, _) = open(dir.path());
+    assert_eq!(ds.holder_of(v6).unwrap().key, key("c6", "eth0"));
+    assert_eq!(ds.len(), 2);
 }

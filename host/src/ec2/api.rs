@@ -37,6 +37,8 @@ pub struct Eni {
     pub secondary_ips: Vec<Ipv4Addr>,
     /// Delegated /28 prefixes.
     pub prefixes: Vec<Ipv4Net>,
+    /// Delegated IPv6 prefixes (/80s).
+    pub ipv6_prefixes: Vec<ipnet::Ipv6Net>,
     /// `available`, `in-use`, …
     pub status: String,
     /// Attachment, if attached.
@@ -203,6 +205,11 @@ fn eni_of(action: &'static str, ni: &NetworkInterface) -> Result<Eni, Ec2Error> 
         .iter()
         .filter_map(|p| p.ipv4_prefix()?.parse().ok())
         .collect();
+    let ipv6_prefixes = ni
+        .ipv6_prefixes()
+        .iter()
+        .filter_map(|p| p.ipv6_prefix()?.parse().ok())
+        .collect();
     let attachment = ni.attachment().map(|a| EniAttachment {
         id: a.attachment_id().unwrap_or_default().to_owned(),
         instance_id: a.instance_id().unwrap_or_default().to_owned(),
@@ -229,6 +236,7 @@ fn eni_of(action: &'static str, ni: &NetworkInterface) -> Result<Eni, Ec2Error> 
         primary_ip,
         secondary_ips,
         prefixes,
+        ipv6_prefixes,
         status: ni
             .status()
             .map(|s| s.as_str().to_owned())
@@ -521,6 +529,28 @@ impl Ec2Api {
             .assigned_ipv4_prefixes()
             .iter()
             .filter_map(|p| p.ipv4_prefix()?.parse().ok())
+            .collect())
+    }
+
+    /// Delegates `count` IPv6 prefixes (/80s); returns them.
+    pub async fn assign_ipv6_prefixes(
+        &self,
+        eni_id: &str,
+        count: u32,
+    ) -> Result<Vec<ipnet::Ipv6Net>, Ec2Error> {
+        let out = attempt!(
+            self,
+            "AssignIpv6Addresses",
+            self.client
+                .assign_ipv6_addresses()
+                .network_interface_id(eni_id)
+                .ipv6_prefix_count(count as i32)
+                .send()
+        )?;
+        Ok(out
+            .assigned_ipv6_prefixes()
+            .iter()
+            .filter_map(|p| p.parse().ok())
             .collect())
     }
 

@@ -26,7 +26,9 @@ use super::bucket::TokenBucket;
 use super::{discover, ec2_client, imds_client, max_pods};
 use super::{Ec2Error, Endpoints, InstanceLimits, NodeIdentity};
 use crate::config::Ec2ProviderConfig;
-use crate::ipam::{AddressBlock, BlockKind, Inventory, Provider, ProviderView};
+use crate::ipam::{
+    AddressBlock, BlockKind, Inventory, IpFamily, Ipv6Block, Provider, ProviderView,
+};
 use crate::runtime::{EniInfo, NodeInfo, NodeLimits, SubnetInfo};
 
 /// Tag naming the instance an ENI was created for (VPC CNI's key).
@@ -222,6 +224,10 @@ impl Ec2Provider {
         };
         provider.refresh_subnets(true).await?;
         provider.refresh().await?;
+        if provider.family() == IpFamily::Ipv6 {
+            let prefix = provider.ensure_ipv6_prefix().await?;
+            tracing::info!(%prefix, "IPv6 prefix mode: pods get /128s of the primary ENI's prefix");
+        }
         let removed = provider.delete_unattached(true, Duration::ZERO).await?;
         if removed > 0 {
             tracing::warn!(
@@ -284,11 +290,70 @@ impl Ec2Provider {
         self.state().enis.values().find(|e| e.eni.id == id).cloned()
     }
 
-    /// Pods the node may run.
+    /// Pods the node may run (in IPv6 prefix mode the EKS AMI's prefix-delegation figure).
     pub fn max_pods(&self) -> u32 {
+        let ipv6 = self.family() == IpFamily::Ipv6;
         self.settings
             .max_pods
-            .unwrap_or_else(|| max_pods(&self.limits, false, false))
+            .unwrap_or_else(|| max_pods(&self.limits, false, ipv6))
+    }
+
+    /// The family pods get their address in.
+    pub fn family(&self) -> IpFamily {
+        self.settings.ip_family
+    }
+
+    /// IPv6 prefix mode: the primary ENI's /80, delegated now if it has none (once per node:
+    /// it is never released, as with VPC CNI). EC2 refuses on instances that are not Nitro and
+    /// in subnets without an IPv6 CIDR; the error names why.
+    pub async fn ensure_ipv6_prefix(&self) -> Result<ipnet::Ipv6Net, Ec2Error> {
+        let refused = |code: &str, message: String| Ec2Error::Api {
+            action: "AssignIpv6Addresses",
+            code: code.to_owned(),
+            message,
+        };
+        let primary = self.state().enis.get(&0).cloned();
+        let primary = primary
+            .ok_or_else(|| refused("NoPrimaryEni", "the node has no ENI at device 0".into()))?;
+        if let Some(prefix) = primary.eni.ipv6_prefixes.first() {
+            return Ok(*prefix);
+        }
+        if !self.limits.prefix_delegation {
+            return Err(refused(
+                "PrefixDelegationUnsupported",
+                format!(
+                    "IPv6 prefix mode needs a Nitro instance; {} cannot hold prefixes",
+                    self.identity.instance_type
+                ),
+            ));
+        }
+        let assigned = self
+            .api
+            .assign_ipv6_prefixes(&primary.eni.id, 1)
+            .await
+            .map_err(|e| match e {
+                Ec2Error::Api {
+                    action,
+                    code,
+                    message,
+                } => Ec2Error::Api {
+                    action,
+                    code,
+                    message: format!(
+                        "delegating an IPv6 /80 to the primary ENI {} in {}: {message}",
+                        primary.eni.id, primary.eni.subnet_id
+                    ),
+                },
+                other => other,
+            })?;
+        let prefix = assigned.first().copied().ok_or_else(|| {
+            refused(
+                "Malformed",
+                "EC2 answered without the delegated prefix".into(),
+            )
+        })?;
+        self.update_eni(&primary.eni.id, |e| e.eni.ipv6_prefixes.push(prefix));
+        Ok(prefix)
     }
 
     /// Why the pool last failed to grow (cleared by a success).
@@ -842,9 +907,28 @@ impl Provider for Ec2Provider {
 
     fn inventory(&self) -> Inventory {
         let state = self.state();
+        if self.family() == IpFamily::Ipv6 {
+            // Single stack: every pod gets a /128 of the primary ENI's prefix.
+            let ipv6 = state
+                .enis
+                .get(&0)
+                .into_iter()
+                .flat_map(|e| {
+                    e.eni.ipv6_prefixes.iter().map(|p| Ipv6Block {
+                        cidr: *p,
+                        eni_id: e.eni.id.clone(),
+                    })
+                })
+                .collect();
+            return Inventory {
+                ipv6,
+                ..Inventory::default()
+            };
+        }
         Inventory {
             blocks: state.enis.values().flat_map(NodeEni::blocks).collect(),
             excluded: Default::default(),
+            ipv6: Vec::new(),
         }
     }
 
@@ -882,7 +966,9 @@ impl Provider for Ec2Provider {
                 })
                 .collect(),
             cooldown: Duration::from_millis(self.settings.ip_cooldown_ms),
-            dynamic: true,
+            // The IPv6 prefix is in place before the first request and never changes.
+            dynamic: self.family() == IpFamily::Ipv4,
+            family: self.family(),
         }
     }
 }

@@ -19,7 +19,6 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
@@ -303,8 +302,8 @@ pub struct Attachment {
     pub verb: Verb,
     /// The pod.
     pub pod: PodInfo,
-    /// Its IPv4 addresses.
-    pub addresses: Vec<Ipv4Net>,
+    /// Its addresses (IPv4 and IPv6).
+    pub addresses: Vec<ipnet::IpNet>,
     /// The ENI the address comes from.
     pub eni_id: Option<String>,
     /// Its subnet.
@@ -868,9 +867,29 @@ impl Plugin {
             addresses: attachment
                 .addresses
                 .iter()
-                .map(|net| types::Cidr {
-                    network: u32::from(net.network()),
-                    prefix_len: net.prefix_len(),
+                .filter_map(|net| match net {
+                    ipnet::IpNet::V4(net) => Some(types::Cidr {
+                        network: u32::from(net.network()),
+                        prefix_len: net.prefix_len(),
+                    }),
+                    ipnet::IpNet::V6(_) => None,
+                })
+                .collect(),
+            addresses_v6: attachment
+                .addresses
+                .iter()
+                .filter_map(|net| match net {
+                    ipnet::IpNet::V6(net) => {
+                        let bits = u128::from(net.network());
+                        Some(types::CidrV6 {
+                            network: types::Ipv6 {
+                                high: (bits >> 64) as u64,
+                                low: bits as u64,
+                            },
+                            prefix_len: net.prefix_len(),
+                        })
+                    }
+                    ipnet::IpNet::V4(_) => None,
                 })
                 .collect(),
             eni_id: attachment.eni_id.clone(),

@@ -26,6 +26,7 @@ fn snapshot(blocks: &[&str], in_use: &[&str]) -> PoolSnapshot {
                 })
                 .collect(),
             excluded: Default::default(),
+            ipv6: Vec::new(),
         },
         in_use.iter().map(|ip| ip.parse().unwrap()).collect(),
     )

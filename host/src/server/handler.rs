@@ -23,12 +23,12 @@ use crate::cni::result::{CniResult, Interface, IpConfig, Route};
 use crate::cni::version::CniVersion;
 use crate::config::ClusterConfig;
 use crate::datapath::{
-    format_mac, host_veth_name, Datapath, DatapathError, HostSide, PodAttachment, POD_GATEWAY,
+    format_mac, host_veth_name, pod_gateway, Datapath, DatapathError, HostSide, PodAttachment,
 };
 use crate::datastore::{
     Allocation, AllocationState, AttachmentKey, Datastore, DatastoreError, Lsn, PodRef, WalSyncer,
 };
-use crate::ipam::{Choice, Pool, Provider, ProviderView};
+use crate::ipam::{Choice, IpFamily, Pool, Provider, ProviderView};
 use crate::proto::DaemonResponse;
 use crate::runtime::{
     Attachment, AuditEntry, AuditLog, FailureMode, Hook, NetlinkRequest, Plugin, PluginError,
@@ -59,10 +59,12 @@ pub struct Handler<D: Datapath> {
     pub(crate) provider: Arc<dyn Provider>,
     /// Released addresses and when they were released; not handed out for the provider's
     /// cooldown.
-    cooling: Mutex<HashMap<Ipv4Addr, Instant>>,
+    cooling: Mutex<HashMap<IpAddr, Instant>>,
     cooldown: Duration,
     /// Whether the provider's pool grows on demand.
     dynamic: bool,
+    /// The family pods get their address in.
+    family: IpFamily,
     /// How long an ADD waits for a growing pool (`provider.ec2.add_wait_ms`; 0 for static).
     add_wait: Duration,
     /// Wakes the pool reconciler (an ADD found the pool empty, a DEL freed an address).
@@ -76,7 +78,7 @@ pub struct Handler<D: Datapath> {
     grow_error: Mutex<Option<String>>,
     /// Addresses another CNI's pods hold on this node (a /32 route through a veth that is not
     /// wasmcni's): never handed out, never given back.
-    foreign_held: Mutex<Vec<Ipv4Addr>>,
+    foreign_held: Mutex<Vec<IpAddr>>,
     /// The EC2 provider, when it is the provider (the reconciler drives it).
     pub(crate) ec2: std::sync::OnceLock<Arc<crate::ec2::Ec2Provider>>,
 }
@@ -116,6 +118,7 @@ impl<D: Datapath> Handler<D> {
             cooling: Mutex::new(HashMap::new()),
             cooldown: view.cooldown,
             dynamic: view.dynamic,
+            family: view.family,
             add_wait,
             wake_reconciler: tokio::sync::Notify::new(),
             pool_changed: tokio::sync::watch::channel(0).0,
@@ -140,19 +143,19 @@ impl<D: Datapath> Handler<D> {
     /// Attachments whose address is in none of the provider's blocks now (an ENI detached or
     /// an address unassigned behind the daemon's back). They are kept — a pod whose veth
     /// exists keeps its record — and reported.
-    pub(crate) fn allocations_outside_pool(&self) -> Vec<(AttachmentKey, Ipv4Addr)> {
+    pub(crate) fn allocations_outside_pool(&self) -> Vec<(AttachmentKey, IpAddr)> {
         // Store before pool, as everywhere else.
         let store = self.store();
         let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         store
             .allocations()
-            .filter(|a| pool.locate(a.ip).is_none())
+            .filter(|a| !pool.contains(a.ip))
             .map(|a| (a.key.clone(), a.ip))
             .collect()
     }
 
     /// A pod address whose traffic goes through `table`, if any.
-    pub(crate) fn address_routed_through(&self, table: Option<u32>) -> Option<Ipv4Addr> {
+    pub(crate) fn address_routed_through(&self, table: Option<u32>) -> Option<IpAddr> {
         table?;
         self.store()
             .allocations()
@@ -167,7 +170,7 @@ impl<D: Datapath> Handler<D> {
             let store = self.store();
             let resting = self.resting();
             let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            let free = pool.free_count(|ip| resting.taken(&store, ip));
+            let free = free_in(&pool, &store, &resting);
             (
                 pool.capacity(),
                 store.allocations().count() as u64,
@@ -200,7 +203,7 @@ impl<D: Datapath> Handler<D> {
     }
 
     /// Whether `ip` rests after a release; expired entries are dropped as they are met.
-    pub(crate) fn cooling_now(&self) -> Vec<Ipv4Addr> {
+    pub(crate) fn cooling_now(&self) -> Vec<IpAddr> {
         let mut cooling = self.cooling.lock().unwrap_or_else(|p| p.into_inner());
         let cooldown = self.cooldown;
         cooling.retain(|_, at| at.elapsed() < cooldown);
@@ -208,18 +211,19 @@ impl<D: Datapath> Handler<D> {
     }
 
     /// Whether an address is held by an attachment, cooling down, or held by another CNI's pod.
-    pub(crate) fn is_taken(&self, ip: Ipv4Addr) -> bool {
+    pub(crate) fn is_taken(&self, ip: impl Into<IpAddr>) -> bool {
+        let ip = ip.into();
         self.store().holder_of(ip).is_some() || self.is_cooling(ip) || self.is_foreign(ip)
     }
 
-    fn is_foreign(&self, ip: Ipv4Addr) -> bool {
+    fn is_foreign(&self, ip: IpAddr) -> bool {
         self.foreign_held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(&ip)
     }
 
-    fn foreign_now(&self) -> Vec<Ipv4Addr> {
+    fn foreign_now(&self) -> Vec<IpAddr> {
         self.foreign_held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -241,14 +245,17 @@ impl<D: Datapath> Handler<D> {
                         "addresses held by another CNI's pods are left alone"
                     );
                 }
-                *self.foreign_held.lock().unwrap_or_else(|p| p.into_inner()) =
-                    state.foreign_pod_routes;
+                *self.foreign_held.lock().unwrap_or_else(|p| p.into_inner()) = state
+                    .foreign_pod_routes
+                    .into_iter()
+                    .map(IpAddr::V4)
+                    .collect();
             }
             Err(e) => tracing::warn!(error = %e, "reading other CNIs' pod routes failed"),
         }
     }
 
-    fn is_cooling(&self, ip: Ipv4Addr) -> bool {
+    fn is_cooling(&self, ip: IpAddr) -> bool {
         self.cooldown > Duration::ZERO
             && self
                 .cooling
@@ -282,12 +289,14 @@ impl<D: Datapath> Handler<D> {
             enis,
             subnets,
             inventory: pool.inventory().clone(),
+            // Plugins see IPv4 addresses only (their pool is IPv4).
             in_use: store
                 .allocations()
                 .map(|a| a.ip)
                 .chain(self.foreign_now())
+                .filter_map(ipv4_of)
                 .collect(),
-            cooling,
+            cooling: cooling.into_iter().filter_map(ipv4_of).collect(),
         }
     }
 
@@ -336,7 +345,7 @@ impl<D: Datapath> Handler<D> {
         let store = self.store();
         let resting = self.resting();
         let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        pool.free_count(|ip| resting.taken(&store, ip))
+        free_in(&pool, &store, &resting)
     }
 
     /// The addresses that are not free although no attachment holds them: cooling, and held
@@ -501,7 +510,7 @@ impl<D: Datapath> Handler<D> {
             let attachment = Attachment {
                 verb: Verb::Add,
                 pod: pod_info,
-                addresses: vec![Ipv4Net::from(reserved.ip)],
+                addresses: vec![IpNet::from(reserved.ip)],
                 eni_id: choice.eni_id.clone(),
                 subnet_id: None,
                 chained: false,
@@ -557,13 +566,16 @@ impl<D: Datapath> Handler<D> {
                 },
             ],
             ips: vec![IpConfig {
-                address: IpNet::V4(Ipv4Net::from(reserved.ip)),
-                gateway: Some(IpAddr::V4(POD_GATEWAY)),
+                address: IpNet::from(reserved.ip),
+                gateway: Some(pod_gateway(reserved.ip)),
                 interface: Some(1),
             }],
             routes: vec![Route {
-                dst: IpNet::V4(Ipv4Net::default()),
-                gw: Some(IpAddr::V4(POD_GATEWAY)),
+                dst: match reserved.ip {
+                    IpAddr::V4(_) => IpNet::V4(Ipv4Net::default()),
+                    IpAddr::V6(_) => IpNet::V6(ipnet::Ipv6Net::default()),
+                },
+                gw: Some(pod_gateway(reserved.ip)),
                 mtu: None,
                 advmss: None,
                 priority: None,
@@ -614,6 +626,9 @@ impl<D: Datapath> Handler<D> {
             changed.borrow_and_update();
             let allocating = self.allocation.lock().await;
             let chosen = match &plugins.allocator {
+                // IPv6 prefix mode: the host hands out /128s of the node's prefix (the
+                // allocator interface speaks IPv4; configuration refuses one here).
+                _ if self.family == IpFamily::Ipv6 => self.choose_v6(),
                 None => self.choose_builtin(),
                 Some(plugin) => self.choose_by_plugin(plugin, pod).await,
             };
@@ -697,6 +712,20 @@ impl<D: Datapath> Handler<D> {
         })
     }
 
+    /// IPv6 prefix mode: the next /128 of the node's prefix that no pod holds and none cools.
+    fn choose_v6(&self) -> Result<Choice, CniError> {
+        let store = self.store();
+        let resting = self.resting();
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        pool.choose_v6(|ip| resting.taken(&store, ip)).ok_or_else(|| {
+            CniError::new(
+                codes::POOL_EXHAUSTED,
+                "no free IPv6 address: the node has no IPv6 prefix yet (ip_family = \"ipv6\" delegates a /80 to the primary ENI at start)",
+            )
+            .with_details("the daemon assigns the prefix when it starts; its log names the EC2 error if that failed")
+        })
+    }
+
     /// Asks the allocator plugin (off the async workers: a hostile plugin burns its whole fuel
     /// budget) and holds its answer to the host's invariants: an address of the pool, not
     /// excluded, not held by anyone. A failure (trap, limits, error, refused proposal) fails
@@ -777,14 +806,14 @@ impl<D: Datapath> Handler<D> {
         if let Some(holder) = store.holder_of(proposal) {
             return refuse(format!("is already held by {}", holder.key));
         }
-        if self.is_cooling(proposal) {
+        if self.is_cooling(IpAddr::V4(proposal)) {
             return refuse("is cooling down after its release".into());
         }
-        if self.is_foreign(proposal) {
+        if self.is_foreign(IpAddr::V4(proposal)) {
             return refuse("is held by another CNI's pod on this node".into());
         }
         Ok(Choice {
-            ip: proposal,
+            ip: IpAddr::V4(proposal),
             route_table: block.route_table,
             eni_id: block.eni_id.clone(),
         })
@@ -806,7 +835,7 @@ impl<D: Datapath> Handler<D> {
         let attachment = Attachment {
             verb: Verb::Add,
             pod: pod_info(request, netconf),
-            addresses: ipv4_addresses(&previous),
+            addresses: result_addresses(&previous),
             eni_id: None,
             subnet_id: None,
             chained: true,
@@ -818,9 +847,12 @@ impl<D: Datapath> Handler<D> {
                 let target = PodAttachment {
                     host: HostSide {
                         host_veth: String::new(),
-                        ip: ipv4_addresses(&previous)
+                        ip: previous
+                            .ips
                             .first()
-                            .map_or(std::net::Ipv4Addr::UNSPECIFIED, |n| n.addr()),
+                            .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |n| {
+                                n.address.addr()
+                            }),
                         route_table: None,
                     },
                     netns: request.netns.clone(),
@@ -850,7 +882,7 @@ impl<D: Datapath> Handler<D> {
             addresses: netconf
                 .prev_result
                 .as_ref()
-                .map(ipv4_addresses)
+                .map(result_addresses)
                 .unwrap_or_default(),
             eni_id: None,
             subnet_id: None,
@@ -946,7 +978,7 @@ impl<D: Datapath> Handler<D> {
                 let attachment = Attachment {
                     verb: Verb::Del,
                     pod: pod_info(request, netconf),
-                    addresses: vec![Ipv4Net::from(ip)],
+                    addresses: vec![IpNet::from(ip)],
                     eni_id: None,
                     subnet_id: None,
                     chained: false,
@@ -1006,7 +1038,7 @@ impl<D: Datapath> Handler<D> {
             )
         })?;
         if let Some(previous) = &netconf.prev_result {
-            let ours = IpNet::V4(Ipv4Net::from(allocation.ip));
+            let ours = IpNet::from(allocation.ip);
             if !previous.ips.iter().any(|ip| ip.address == ours) {
                 return Err(CniError::new(
                     codes::CHECK_FAILED,
@@ -1024,7 +1056,7 @@ impl<D: Datapath> Handler<D> {
             let hooked = Attachment {
                 verb: Verb::Check,
                 pod: pod_info(request, netconf),
-                addresses: vec![Ipv4Net::from(allocation.ip)],
+                addresses: vec![IpNet::from(allocation.ip)],
                 eni_id: None,
                 subnet_id: None,
                 chained: false,
@@ -1161,14 +1193,37 @@ fn enter_phase(phase: &'static str) -> Instant {
 
 /// Addresses that are not free although no attachment holds them.
 struct Resting {
-    cooling: Vec<Ipv4Addr>,
-    foreign: Vec<Ipv4Addr>,
+    cooling: Vec<IpAddr>,
+    foreign: Vec<IpAddr>,
 }
 
 impl Resting {
     /// Whether `ip` is held (per `store`), cooling, or another CNI's.
-    fn taken(&self, store: &Datastore, ip: Ipv4Addr) -> bool {
+    fn taken(&self, store: &Datastore, ip: impl Into<IpAddr>) -> bool {
+        let ip = ip.into();
         store.holder_of(ip).is_some() || self.cooling.contains(&ip) || self.foreign.contains(&ip)
+    }
+}
+
+/// Free addresses of both families: IPv4 by walking the blocks, IPv6 by counting what is
+/// taken inside the prefixes (a /80 is never walked).
+fn free_in(pool: &Pool, store: &Datastore, resting: &Resting) -> u64 {
+    let taken_v6 = store
+        .allocations()
+        .map(|a| a.ip)
+        .chain(resting.cooling.iter().copied())
+        .chain(resting.foreign.iter().copied())
+        .filter_map(|ip| match ip {
+            IpAddr::V6(ip) => Some(ip),
+            IpAddr::V4(_) => None,
+        });
+    pool.free_count(|ip| resting.taken(store, ip)) + pool.free_count_v6(taken_v6)
+}
+
+fn ipv4_of(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(_) => None,
     }
 }
 
@@ -1232,16 +1287,9 @@ fn pod_info(request: &CniRequest, netconf: &NetConf) -> PodInfo {
     }
 }
 
-/// The IPv4 addresses of a result (what a chained policy hook is told about).
-fn ipv4_addresses(result: &CniResult) -> Vec<Ipv4Net> {
-    result
-        .ips
-        .iter()
-        .filter_map(|ip| match ip.address {
-            IpNet::V4(net) => Some(net),
-            IpNet::V6(_) => None,
-        })
-        .collect()
+/// The addresses of a result, both families (what a chained policy hook is told about).
+fn result_addresses(result: &CniResult) -> Vec<IpNet> {
+    result.ips.iter().map(|ip| ip.address).collect()
 }
 
 #[cfg(test)]

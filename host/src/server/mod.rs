@@ -239,6 +239,14 @@ pub async fn serve<D: Datapath>(
     });
     // The EC2 provider's warm pool and leaked-ENI collector.
     let mut background: Vec<tokio::task::JoinHandle<()>> = match handler.ec2.get() {
+        // IPv6 prefix mode creates no ENIs, so there are none to leak (VPC CNI turns its
+        // collector off there too).
+        Some(ec2) if ec2.family() == crate::ipam::IpFamily::Ipv6 => {
+            vec![tokio::spawn(reconciler::run_ipv6(
+                handler.clone(),
+                ec2.clone(),
+            ))]
+        }
         Some(ec2) => vec![
             tokio::spawn(reconciler::run(handler.clone(), ec2.clone())),
             tokio::spawn(reconciler::collect_leaks(ec2.clone())),

@@ -184,6 +184,14 @@ fn pool<D: Datapath>(handler: &Handler<D>) -> Value {
                 "routeTable": b.route_table,
             })
         })
+        .chain(snapshot.inventory.ipv6.iter().map(|b| {
+            json!({
+                "cidr": b.cidr.to_string(),
+                "kind": "ipv6-prefix",
+                "eni": b.eni_id,
+                "routeTable": null,
+            })
+        }))
         .collect();
     json!({
         "provider": handler.provider.name(),
@@ -192,7 +200,7 @@ fn pool<D: Datapath>(handler: &Handler<D>) -> Value {
         "blocks": blocks,
         "excluded": snapshot.inventory.excluded,
         "allocations": allocations,
-        "cooling": snapshot.cooling,
+        "cooling": handler.cooling_now(),
         "free": handler.free_addresses(),
     })
 }

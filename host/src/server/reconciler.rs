@@ -18,6 +18,7 @@ use super::Handler;
 use crate::datapath::{parse_mac, Datapath, EniLink};
 use crate::ec2::provider::{subnet_gateway, NodeEni};
 use crate::ec2::Ec2Provider;
+use crate::ipam::IpFamily;
 use crate::runtime::{AuditEntry, EniRequest, EniTagRequest, FailureMode, Hook, Plugin};
 
 /// Passes of plan-then-execute in a row while each made progress (a grown ENI may need
@@ -41,11 +42,63 @@ pub async fn prepare<D: Datapath>(
     handler: &Handler<D>,
     provider: &Ec2Provider,
 ) -> Result<(), String> {
+    if provider.family() == IpFamily::Ipv6 {
+        // IPv6 prefix mode: no secondary ENIs, no SNAT (pods use their global address).
+        let primary_link = primary_link(handler, provider).await?;
+        handler
+            .datapath
+            .prepare_ipv6(Some(&primary_link))
+            .await
+            .map_err(|e| e.to_string())?;
+        handler.refresh_inventory();
+        warn_outside_pool(handler);
+        return Ok(());
+    }
     link_unlinked(handler, provider).await;
+    warn_outside_pool(handler);
+    prepare_snat(handler, provider).await
+}
+
+fn warn_outside_pool<D: Datapath>(handler: &Handler<D>) {
     for (key, ip) in handler.allocations_outside_pool() {
         tracing::warn!(container_id = %key.container_id, ifname = %key.ifname, %ip, "a pod's address is no longer on any of the node's ENIs in EC2; its record is kept (the pod exists until its DEL), but its traffic may not route");
     }
-    prepare_snat(handler, provider).await
+}
+
+/// The name of the primary ENI's link on the node (`eth0` or `ens5`, by its MAC).
+async fn primary_link<D: Datapath>(
+    handler: &Handler<D>,
+    provider: &Ec2Provider,
+) -> Result<String, String> {
+    let primary = provider
+        .enis()
+        .into_iter()
+        .find(NodeEni::primary)
+        .ok_or("the node has no primary ENI")?;
+    let mac = parse_mac(&primary.eni.mac)
+        .ok_or_else(|| format!("the primary ENI has MAC {:?}", primary.eni.mac))?;
+    handler
+        .datapath
+        .link_with_mac(mac)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no link has the primary ENI's MAC {}", primary.eni.mac))
+}
+
+/// IPv6 prefix mode's background pass: nothing to plan (the /80 is never released, as with
+/// VPC CNI), so it only re-reads the node's ENIs every refresh interval and reports pods whose
+/// address left the prefix behind the daemon's back.
+pub async fn run_ipv6<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<Ec2Provider>) {
+    loop {
+        tokio::time::sleep(REFRESH_INTERVAL).await;
+        match provider.refresh().await {
+            Ok(()) => {
+                handler.refresh_inventory();
+                warn_outside_pool(&handler);
+            }
+            Err(e) => tracing::warn!(error = %e, "re-reading the node's ENIs failed"),
+        }
+    }
 }
 
 /// SNAT and connmark for traffic leaving the VPC (VPC CNI's rules under wasmcni's names), and
@@ -56,21 +109,10 @@ async fn prepare_snat<D: Datapath>(
 ) -> Result<(), String> {
     use crate::datapath::snat;
     let settings = &provider.settings().snat;
-    let primary = provider
-        .enis()
-        .into_iter()
-        .find(NodeEni::primary)
-        .ok_or("the node has no primary ENI")?;
-    let mac = parse_mac(&primary.eni.mac)
-        .ok_or_else(|| format!("the primary ENI has MAC {:?}", primary.eni.mac))?;
-    let primary_link = handler
-        .datapath
-        .link_with_mac(mac)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no link has the primary ENI's MAC {}", primary.eni.mac))?;
+    let primary_link = primary_link(handler, provider).await?;
+    let primary_ip = provider.primary_ip().ok_or("the node has no primary ENI")?;
     let config = snat::SnatConfig {
-        primary_ip: primary.eni.primary_ip,
+        primary_ip,
         primary_link,
         veth_prefix: handler.config.datapath.veth_prefix.clone(),
         vpc_cidrs: provider.vpc_cidrs(),

@@ -10,7 +10,7 @@
 //! sweep, and never stops the daemon from serving the rest of the node.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::Path;
 
 use super::handler::{reserved_host, Handler};
@@ -208,7 +208,7 @@ async fn release_vanished_and_orphans<D: Datapath>(
         })
         .cloned()
         .collect();
-    let mut released: BTreeSet<Ipv4Addr> = BTreeSet::new();
+    let mut released: BTreeSet<IpAddr> = BTreeSet::new();
     for allocation in vanished {
         let _guard = handler.locks.lock(allocation.key.clone()).await;
         if handler.store().get(&allocation.key) != Some(&allocation) {
@@ -261,7 +261,7 @@ async fn release_vanished_and_orphans<D: Datapath>(
         }
     }
     // Addresses released above had their rules removed already.
-    let owned_ips: BTreeSet<Ipv4Addr> = owners.iter().map(|a| a.ip).chain(released).collect();
+    let owned_ips: BTreeSet<IpAddr> = owners.iter().map(|a| a.ip).chain(released).collect();
     let stale_to = node
         .to_pod_rules
         .iter()
@@ -270,8 +270,8 @@ async fn release_vanished_and_orphans<D: Datapath>(
     let stale_from = node
         .from_pod_rules
         .iter()
-        .filter(|(ip, _)| !owned_ips.contains(ip))
-        .map(|(ip, table)| (*ip, Some(*table)));
+        .filter(|(ip, _)| !owned_ips.contains(&IpAddr::V4(*ip)))
+        .map(|(ip, table)| (IpAddr::V4(*ip), Some(*table)));
     for (ip, table) in stale_to.chain(stale_from) {
         match handler.datapath.remove_rules(ip, table).await {
             Ok(()) => report.orphan_rules += 1,

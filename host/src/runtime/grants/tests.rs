@@ -62,6 +62,7 @@ fn pool() -> PoolSnapshot {
                 block("10.0.0.32/28", BlockKind::Prefix, "eni-1"),
             ],
             excluded: Default::default(),
+            ipv6: Vec::new(),
         },
         in_use: vec!["10.0.0.20".parse().unwrap()],
         cooling: vec!["10.0.0.33".parse().unwrap()],

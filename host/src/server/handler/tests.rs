@@ -345,7 +345,7 @@ async fn recovery_reconciles_every_kind_of_disagreement() {
             ifname: "eth0".into(),
         },
         network: "pods".into(),
-        ip: Ipv4Addr::new(10, 88, 0, 40),
+        ip: Ipv4Addr::new(10, 88, 0, 40).into(),
         host_veth: veth("unfinished"),
         netns: "/run/netns/unfinished".into(),
         pod: None,
@@ -445,7 +445,7 @@ async fn the_periodic_sweep_releases_vanished_pods_and_leaves_orphans_alone() {
         .handler
         .datapath
         .calls()
-        .contains(&Call::RemoveRules(Ipv4Addr::new(10, 88, 0, 2))));
+        .contains(&Call::RemoveRules(Ipv4Addr::new(10, 88, 0, 2).into())));
 }
 
 #[tokio::test]
@@ -877,6 +877,7 @@ impl crate::ipam::Provider for GrowingProvider {
         crate::ipam::Inventory {
             blocks: self.blocks.lock().unwrap().clone(),
             excluded: Default::default(),
+            ipv6: Vec::new(),
         }
     }
     fn view(&self) -> ProviderView {
@@ -997,4 +998,101 @@ async fn an_address_another_cnis_pod_holds_is_never_handed_out() {
         4,
         "6 usable, 1 ours, 1 another CNI's"
     );
+}
+
+/// IPv6 prefix mode as the EC2 provider serves it: one /80 of the primary ENI.
+struct Ipv6PrefixProvider;
+
+impl crate::ipam::Provider for Ipv6PrefixProvider {
+    fn name(&self) -> &'static str {
+        "ipv6-prefix"
+    }
+    fn inventory(&self) -> crate::ipam::Inventory {
+        crate::ipam::Inventory {
+            ipv6: vec![crate::ipam::Ipv6Block {
+                cidr: "2600:1f14:aa:bb:cc::/80".parse().unwrap(),
+                eni_id: "eni-primary".into(),
+            }],
+            ..crate::ipam::Inventory::default()
+        }
+    }
+    fn view(&self) -> ProviderView {
+        ProviderView {
+            cooldown: Duration::from_secs(30),
+            dynamic: false,
+            family: IpFamily::Ipv6,
+            ..ProviderView::default()
+        }
+    }
+}
+
+#[tokio::test]
+async fn ipv6_prefix_mode_hands_out_128s_with_the_link_local_gateway_and_policies_see_them() {
+    let guard = policy_spec("namespace-guard", &[("allow_namespaces", "default")]);
+    let f = fixture_provider(
+        "10.88.0.0/24",
+        None,
+        vec![guard],
+        Some(Arc::new(Ipv6PrefixProvider) as Arc<dyn crate::ipam::Provider>),
+    );
+    assert!(
+        f.handler.is_ready(),
+        "the prefix is there before the first request"
+    );
+    let prefix: ipnet::Ipv6Net = "2600:1f14:aa:bb:cc::/80".parse().unwrap();
+    let mut seen = Vec::new();
+    for cid in ["a", "b", "c"] {
+        let response = f.run(Command::Add, cid, "1.1.0").await;
+        assert!(
+            matches!(response, DaemonResponse::Success { .. }),
+            "{response:?}"
+        );
+        let result: serde_json::Value = serde_json::from_str(stdout(&response)).unwrap();
+        let address = result["ips"][0]["address"].as_str().unwrap().to_owned();
+        let ip: std::net::Ipv6Addr = address
+            .strip_suffix("/128")
+            .unwrap_or_else(|| panic!("a /128: {result}"))
+            .parse()
+            .unwrap();
+        assert!(
+            prefix.contains(&ip) && ip != prefix.network(),
+            "{ip} in {prefix}"
+        );
+        assert_eq!(result["ips"][0]["gateway"], "fe80::1", "{result}");
+        assert_eq!(result["routes"][0]["dst"], "::/0", "{result}");
+        assert_eq!(result["routes"][0]["gw"], "fe80::1", "{result}");
+        assert!(!seen.contains(&ip), "{ip} handed out twice");
+        seen.push(ip);
+    }
+    // The data path got the IPv6 address, in the main table (no per-ENI rules).
+    let veths = f.handler.datapath.veths();
+    assert_eq!(veths.get(&veth("a")), Some(&IpAddr::V6(seen[0])));
+    let held = f
+        .handler
+        .store()
+        .get(&AttachmentKey::new("a", "eth0"))
+        .cloned()
+        .unwrap();
+    assert_eq!(held.route_table, None);
+    // Policies were asked about the pod's IPv6 address (the audit log shows what they got).
+    let audit = std::fs::read_to_string(f.handler.audit_log.path()).unwrap();
+    assert!(audit.contains(&format!("{}/128", seen[0])), "{audit}");
+    // Free addresses are counted, not walked: 2^48 - 1 less the three held.
+    assert_eq!(f.handler.free_addresses(), (1u64 << 48) - 1 - 3);
+
+    // DEL: the address cools; the next pod gets a fresh one.
+    f.run(Command::Del, "a", "1.1.0").await;
+    assert_eq!(f.handler.cooling_now(), vec![IpAddr::V6(seen[0])]);
+    assert!(f.handler.is_taken(IpAddr::V6(seen[0])));
+    assert!(f
+        .handler
+        .datapath
+        .calls()
+        .contains(&Call::Teardown(veth("a"))));
+    assert!(!f.handler.datapath.veths().contains_key(&veth("a")));
+    let next = ip_of(&f.run(Command::Add, "d", "1.1.0").await);
+    assert!(!next.starts_with(&seen[0].to_string()), "{next}");
+    // CHECK of an IPv6 pod.
+    let check = f.run(Command::Check, "b", "1.1.0").await;
+    assert!(matches!(check, DaemonResponse::Success { .. }), "{check:?}");
 }
