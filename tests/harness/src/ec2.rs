@@ -217,6 +217,95 @@ impl Ec2Node {
         std::net::Ipv4Addr::new(192, 0, 2, 10)
     }
 
+    /// The VPC's IPv6 routing for an IPv6 node (a scenario `with_ipv6`): gives the primary
+    /// ENI an IPv6 address of its own (EC2 does so in an IPv6 cluster) and puts it on `eth0`;
+    /// makes the fabric the VPC router (`fe80:ec2::1`, EC2's IPv6 gateway) with the node's
+    /// default route through it; routes every IPv6 prefix delegated to the primary ENI to the
+    /// node, as the VPC does; and gives the fabric an address "on the internet"
+    /// (2001:db8::10). Call after the daemon delegated its prefix. Returns that address.
+    pub fn route_ipv6(&self) -> std::net::Ipv6Addr {
+        let suffix = self.primary_eni.trim_start_matches("eni-");
+        let fabric_link = format!("f{}", &suffix[suffix.len().saturating_sub(12)..]);
+        let (node_ip, prefixes) = self.emulator.with_model(|m| {
+            let assigned = m
+                .assign_ipv6_addresses(ec2_emulator::AssignIpv6Addresses::count(
+                    &self.primary_eni,
+                    1,
+                ))
+                .expect("an IPv6 address for the primary ENI");
+            let eni = m.network_interface(&self.primary_eni).expect("primary ENI");
+            (
+                assigned.assigned_ipv6_addresses[0],
+                eni.ipv6_prefixes.clone(),
+            )
+        });
+        assert!(
+            !prefixes.is_empty(),
+            "no IPv6 prefix on the primary ENI yet"
+        );
+        let node = &self.node.node;
+        let fabric = &self.node.outside;
+        node.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{node_ip}/128"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        fabric.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "fe80:ec2::1/64",
+            "dev",
+            &fabric_link,
+            "nodad",
+        ]);
+        fabric.ip(&[
+            "-6",
+            "route",
+            "add",
+            &format!("{node_ip}/128"),
+            "dev",
+            &fabric_link,
+        ]);
+        for prefix in &prefixes {
+            fabric.ip(&[
+                "-6",
+                "route",
+                "add",
+                &prefix.to_string(),
+                "via",
+                &node_ip.to_string(),
+                "dev",
+                &fabric_link,
+            ]);
+        }
+        fabric.ip(&["-6", "addr", "add", "2001:db8::10/128", "dev", "lo"]);
+        node.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "fe80:ec2::1",
+            "dev",
+            "eth0",
+        ]);
+        "2001:db8::10".parse().expect("documentation address")
+    }
+
+    /// The primary ENI's IPv6 prefixes in EC2 now.
+    pub fn ipv6_prefixes(&self) -> Vec<ipnet::Ipv6Net> {
+        self.emulator.with_model(|m| {
+            m.network_interface(&self.primary_eni)
+                .map(|e| e.ipv6_prefixes.clone())
+                .unwrap_or_default()
+        })
+    }
+
     /// Free addresses of the node's subnet, as EC2 counts them.
     pub fn subnet_free(&self) -> u32 {
         self.emulator.with_model(|m| {

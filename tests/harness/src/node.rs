@@ -292,6 +292,7 @@ impl TestNode {
             .arg(&binary)
             .args(["run", "--config"])
             .arg(self.config_path())
+            .envs(self.daemon_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));

@@ -744,3 +744,148 @@ fn the_install_mode_writes_the_conflist_only_once_the_daemon_is_ready() {
         Some(ec2.node.socket().display().to_string().as_str())
     );
 }
+
+#[test]
+fn ipv6_prefix_mode_gives_pods_128s_of_one_80_that_route_without_snat() {
+    // m5.large, IPv6 subnets; no allocator plugin: the host hands out /128s of one /80.
+    let mut ec2 = Ec2Node::start("m5.large", |s| s.with_ipv6());
+    ec2.node
+        .write_config(&ec2.config("ip_family = \"ipv6\"\nip_cooldown_ms = 60000\n", ""));
+    ec2.node.start_daemon();
+    let chain = wasmcni_only(&ec2.node, "1.1.0");
+    ec2.node
+        .status(&chain)
+        .expect("ready as soon as the /80 is delegated");
+    let prefixes = ec2.ipv6_prefixes();
+    assert_eq!(
+        prefixes.len(),
+        1,
+        "one /80 on the primary ENI: {prefixes:?}"
+    );
+    let prefix = prefixes[0];
+    assert_eq!(prefix.prefix_len(), 80);
+    assert_eq!(ec2.emulator.counter("AssignIpv6Addresses").succeeded, 1);
+    assert_eq!(ec2.emulator.counter("CreateNetworkInterface").calls, 0);
+    let internet = ec2.route_ipv6();
+
+    let pods: Vec<Pod> = (0..3).map(|i| pod(&format!("v6-{i}"))).collect();
+    let results: Vec<_> = pods
+        .iter()
+        .map(|p| ec2.node.add(&chain, &p.attachment).expect("ADD"))
+        .collect();
+    let ips: Vec<std::net::Ipv6Addr> = results
+        .iter()
+        .map(|r| pod_ip(r).parse().expect("an IPv6 address"))
+        .collect();
+    for (ip, result) in ips.iter().zip(&results) {
+        assert!(prefix.contains(ip), "{ip} in {prefix}");
+        assert_eq!(result["ips"][0]["address"], format!("{ip}/128"), "{result}");
+        assert_eq!(result["ips"][0]["gateway"], "fe80::1", "{result}");
+    }
+    let distinct: std::collections::BTreeSet<_> = ips.iter().collect();
+    assert_eq!(distinct.len(), 3, "{ips:?}");
+
+    // Inside the pod: the /128, the default route via fe80::1, the permanent neighbour.
+    let inside = pods[0].ns.exec("ip", &["-6", "route", "show"]);
+    let routes = String::from_utf8_lossy(&inside.stdout);
+    assert!(routes.contains("default via fe80::1 dev eth0"), "{routes}");
+    let neigh = pods[0].ns.exec("ip", &["-6", "neigh", "show"]);
+    let neigh = String::from_utf8_lossy(&neigh.stdout);
+    assert!(
+        neigh.contains("fe80::1") && neigh.contains("PERMANENT"),
+        "{neigh}"
+    );
+    // On the node: the host route and the to-pod rule at 512; no per-ENI table.
+    let host_routes = ec2.node.node.ip(&["-6", "route", "show"]);
+    assert!(
+        host_routes.contains(&format!("{} dev ", ips[0])),
+        "{host_routes}"
+    );
+    let rules = ec2.node.node.ip(&["-6", "rule", "show"]);
+    assert!(
+        rules.contains(&format!("512:\tfrom all to {} lookup main", ips[0])),
+        "{rules}"
+    );
+    assert_eq!(ec2.attached_enis().len(), 1, "no secondary ENI");
+    // The node forwards IPv6 and still takes router advertisements on the primary ENI.
+    for (file, expected) in [("all/forwarding", "1"), ("eth0/accept_ra", "2")] {
+        let out = ec2
+            .node
+            .node
+            .exec("cat", &[&format!("/proc/sys/net/ipv6/conf/{file}")]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            expected,
+            "{file}"
+        );
+    }
+
+    // Pod to pod, node to pod, and off the VPC with the pod's own address (no SNAT).
+    assert!(ping(&pods[0].ns, &ips[1].to_string()), "pod -> pod");
+    assert!(ping(&ec2.node.node, &ips[2].to_string()), "node -> pod");
+    let server = EchoServer::start(
+        &ec2.node.outside,
+        std::net::SocketAddr::new(internet.into(), 8080),
+        PEER_ADDRESS,
+    );
+    assert_eq!(
+        tcp_fetch(&pods[1].ns, server.addr).as_deref(),
+        Some(ips[1].to_string().as_str()),
+        "the internet sees the pod's own address"
+    );
+    ec2.node
+        .check(&chain, &pods[2].attachment, &results[2])
+        .expect("CHECK of an IPv6 pod");
+
+    // DEL then ADD: a fresh address; the released one rests.
+    ec2.node
+        .del(&chain, &pods[0].attachment, Some(&results[0]))
+        .expect("DEL");
+    let again = pod("v6-again");
+    let result = ec2.node.add(&chain, &again.attachment).expect("ADD");
+    let fresh: std::net::Ipv6Addr = pod_ip(&result).parse().unwrap();
+    assert!(!ips.contains(&fresh), "{fresh} was just released");
+
+    // A restart keeps the prefix (never re-delegated) and every pod's address; the next pod
+    // gets an address the node never handed out.
+    ec2.node.crash_and_restart_daemon();
+    assert_eq!(ec2.ipv6_prefixes(), vec![prefix]);
+    assert_eq!(
+        ec2.emulator.counter("AssignIpv6Addresses").succeeded,
+        1,
+        "never delegated again"
+    );
+    ec2.node
+        .check(&chain, &pods[1].attachment, &results[1])
+        .expect("CHECK after the restart");
+    let after = pod("v6-after");
+    let result = ec2
+        .node
+        .add(&chain, &after.attachment)
+        .expect("ADD after the restart");
+    let newest: std::net::Ipv6Addr = pod_ip(&result).parse().unwrap();
+    assert!(
+        prefix.contains(&newest) && !ips.contains(&newest) && newest != fresh,
+        "{newest}"
+    );
+    let pool: serde_json::Value =
+        serde_json::from_str(&ec2.node.inspect("pool", true)).expect("pool JSON");
+    assert_eq!(pool["blocks"][0]["cidr"], prefix.to_string(), "{pool}");
+    assert_eq!(pool["blocks"][0]["kind"], "ipv6-prefix", "{pool}");
+    drop(server);
+}
+
+#[test]
+fn ipv6_prefix_mode_in_a_subnet_without_ipv6_refuses_to_start_and_says_why() {
+    let mut ec2 = Ec2Node::start("m5.large", |s| s);
+    ec2.node
+        .write_config(&ec2.config("ip_family = \"ipv6\"\nmax_attempts = 1\n", ""));
+    let log = ec2.node.start_daemon_expecting_failure();
+    assert!(
+        log.contains("AssignIpv6Addresses")
+            && log.contains(&ec2.primary_eni)
+            && log.contains(&ec2.subnet_id)
+            && log.contains("no IPv6 CIDR block"),
+        "{log}"
+    );
+}
