@@ -119,6 +119,7 @@ fn main() {
             eni_id: None,
         }],
         excluded: Default::default(),
+        ipv6: Vec::new(),
     };
     let in_use: Vec<Ipv4Addr> = (1..=100).map(|i| Ipv4Addr::new(10, 88, 0, i)).collect();
     let pod = PodInfo {
@@ -138,7 +139,7 @@ fn main() {
         let attachment = Attachment {
             verb: Verb::Add,
             pod: pod.clone(),
-            addresses: vec![ipnet::Ipv4Net::from(ip)],
+            addresses: vec![ipnet::IpNet::V4(ipnet::Ipv4Net::from(ip))],
             eni_id: None,
             subnet_id: None,
             chained: false,

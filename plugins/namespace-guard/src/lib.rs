@@ -413,6 +413,7 @@ mod tests {
                 cni_args: Vec::new(),
             },
             addresses: Vec::new(),
+            addresses_v6: Vec::new(),
             eni_id: subnet.map(|_| "eni-0abc".to_string()),
             subnet_id: subnet.map(str::to_string),
             chained: subnet.is_none(),
