@@ -296,6 +296,12 @@ impl Datapath for NetlinkDatapath {
                         "set the MTU of {} to {mtu} in the pod",
                         a.pod_ifname
                     )))?,
+                NetlinkRequest::AddRoute { destination } if a.host.ip.is_ipv6() => {
+                    return Err(netlink_failure(
+                        format!("add route {destination} via {POD_GATEWAY} in the pod"),
+                        "the pod is IPv6-only (IPv6 prefix mode) and has no IPv4 gateway",
+                    ))
+                }
                 NetlinkRequest::AddRoute { destination } => pod
                     .route()
                     .add(
@@ -418,7 +424,7 @@ impl Datapath for NetlinkDatapath {
                 .try_collect()
                 .await
                 .map_err(nl("list links".to_owned()))?;
-            if let Some(link) = links.into_iter().find(|l| link_mac(l) == Some(eni.mac)) {
+            if let Some(link) = link_of_mac(links, eni.mac) {
                 break link;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -503,10 +509,7 @@ impl Datapath for NetlinkDatapath {
             .try_collect()
             .await
             .map_err(nl("list links".to_owned()))?;
-        Ok(links
-            .iter()
-            .find(|l| link_mac(l) == Some(mac))
-            .and_then(link_name))
+        Ok(link_of_mac(links, mac).as_ref().and_then(link_name))
     }
 
     async fn teardown_eni(&self, table: u32) -> Result<(), DatapathError> {
@@ -863,6 +866,38 @@ fn link_mac(link: &LinkMessage) -> Option<[u8; 6]> {
     })
 }
 
+/// The device that carries `mac`: a VLAN, macvlan, bond or bridge stacked on an ENI shares (or
+/// may be given) its MAC, and must never be mistaken for it. Among the rest (the NIC itself;
+/// a veth in the emulator's hypervisor mode) the lowest index wins.
+fn link_of_mac(links: Vec<LinkMessage>, mac: [u8; 6]) -> Option<LinkMessage> {
+    links
+        .into_iter()
+        .filter(|l| link_mac(l) == Some(mac) && !is_stacked(l))
+        .min_by_key(|l| l.header.index)
+}
+
+/// Whether the link is a software device stacked on (or enslaving) another.
+fn is_stacked(link: &LinkMessage) -> bool {
+    link.attributes.iter().any(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| {
+            matches!(
+                i,
+                LinkInfo::Kind(
+                    InfoKind::Vlan
+                        | InfoKind::MacVlan
+                        | InfoKind::MacVtap
+                        | InfoKind::IpVlan
+                        | InfoKind::Bridge
+                        | InfoKind::Bond
+                        | InfoKind::Team
+                        | InfoKind::Vxlan
+                )
+            )
+        }),
+        _ => false,
+    })
+}
+
 fn is_veth(link: &LinkMessage) -> bool {
     link.attributes.iter().any(|a| match a {
         LinkAttribute::LinkInfo(infos) => infos
@@ -984,5 +1019,43 @@ fn netlink_failure(operation: String, message: &str) -> DatapathError {
     DatapathError::Netlink {
         operation,
         message: message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(index: u32, name: &str, mac: [u8; 6], kind: Option<InfoKind>) -> LinkMessage {
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        link.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        link.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        if let Some(kind) = kind {
+            link.attributes
+                .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind)]));
+        }
+        link
+    }
+
+    #[test]
+    fn the_eni_is_its_nic_never_a_device_stacked_on_it() {
+        let mac = [2, 0, 0, 0, 0, 7];
+        let other = [2, 0, 0, 0, 0, 8];
+        let found = |links: Vec<LinkMessage>| link_of_mac(links, mac).and_then(|l| link_name(&l));
+        // A VLAN child made before the NIC re-appeared has the lower index and the same MAC.
+        let links = vec![
+            link(3, "eth1.5", mac, Some(InfoKind::Vlan)),
+            link(4, "macvlan0", mac, Some(InfoKind::MacVlan)),
+            link(5, "eth1", mac, None),
+            link(6, "eth2", other, None),
+        ];
+        assert_eq!(found(links).as_deref(), Some("eth1"));
+        // The emulator's ENIs are veths.
+        let links = vec![link(9, "eth1", mac, Some(InfoKind::Veth))];
+        assert_eq!(found(links).as_deref(), Some("eth1"));
+        // Only stacked devices: no ENI link yet.
+        let links = vec![link(3, "br0", mac, Some(InfoKind::Bridge))];
+        assert_eq!(found(links), None);
     }
 }
