@@ -102,6 +102,12 @@ impl<D: Datapath> Handler<D> {
             0
         });
         let audit_log = AuditLog::new(config.daemon.state_dir.join("plugin-audit.log"));
+        // Addresses released before a restart rest out their cooldown.
+        let cooling = if view.cooldown > Duration::ZERO {
+            super::cooling::load(&config.daemon.state_dir, view.cooldown)
+        } else {
+            HashMap::new()
+        };
         Arc::new(Handler {
             config,
             datapath,
@@ -115,7 +121,7 @@ impl<D: Datapath> Handler<D> {
             audit_log,
             allocation: tokio::sync::Mutex::new(()),
             provider,
-            cooling: Mutex::new(HashMap::new()),
+            cooling: Mutex::new(cooling),
             cooldown: view.cooldown,
             dynamic: view.dynamic,
             family: view.family,
@@ -1171,10 +1177,14 @@ impl<D: Datapath> Handler<D> {
         // cooling (readers take the store lock first, then look at the cooling set).
         let ip = self.store().get(key).map(|a| a.ip);
         if let (Some(ip), true) = (ip, self.cooldown > Duration::ZERO) {
-            self.cooling
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(ip, Instant::now());
+            let mut cooling = self.cooling.lock().unwrap_or_else(|p| p.into_inner());
+            let cooldown = self.cooldown;
+            cooling.retain(|_, at| at.elapsed() < cooldown);
+            cooling.insert(ip, Instant::now());
+            // Written under the lock, so concurrent releases never interleave their files.
+            if let Err(e) = super::cooling::save(&self.config.daemon.state_dir, &cooling) {
+                tracing::warn!(error = %e, "cannot keep the cooling addresses on disk; after a restart they could be reused before their cooldown ends");
+            }
         }
         let (_, lsn) = self.store().release(key).map_err(store_error)?;
         if self.dynamic {

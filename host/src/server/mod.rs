@@ -23,6 +23,7 @@ use crate::proto::{
 };
 use crate::runtime::{AuditLog, PluginRuntime};
 
+pub(crate) mod cooling;
 pub mod handler;
 pub mod install;
 pub mod keylock;

@@ -69,7 +69,23 @@ fn fixture_provider(
     policies: Vec<crate::runtime::PluginSpec>,
     provider: Option<Arc<dyn crate::ipam::Provider>>,
 ) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
+    fixture_in(
+        tempfile::tempdir().unwrap(),
+        cidr,
+        allocator,
+        policies,
+        provider,
+    )
+}
+
+/// As [`fixture_provider`], with the state in `dir` (a restart: the same state, a new daemon).
+fn fixture_in(
+    dir: tempfile::TempDir,
+    cidr: &str,
+    allocator: Option<crate::runtime::PluginSpec>,
+    policies: Vec<crate::runtime::PluginSpec>,
+    provider: Option<Arc<dyn crate::ipam::Provider>>,
+) -> Fixture {
     let text = crate::config::DEFAULT_CONFIG
         .replace(
             "/var/lib/wasmcni",
@@ -1095,4 +1111,33 @@ async fn ipv6_prefix_mode_hands_out_128s_with_the_link_local_gateway_and_policie
     // CHECK of an IPv6 pod.
     let check = f.run(Command::Check, "b", "1.1.0").await;
     assert!(matches!(check, DaemonResponse::Success { .. }), "{check:?}");
+}
+
+#[tokio::test]
+async fn the_cooldown_survives_a_restart() {
+    let provider = GrowingProvider::new(&["10.0.0.5", "10.0.0.6"], Duration::from_secs(60));
+    let f = growing_fixture(&provider);
+    assert_eq!(
+        ip_of(&f.run(Command::Add, "a", "1.1.0").await),
+        "10.0.0.5/32"
+    );
+    f.run(Command::Del, "a", "1.1.0").await;
+    assert!(f.handler.is_taken(Ipv4Addr::new(10, 0, 0, 5)));
+    // The daemon dies; a new one starts on the same state directory.
+    let Fixture { handler, _dir: dir } = f;
+    drop(handler);
+    let f = fixture_in(
+        dir,
+        "10.88.0.0/24",
+        None,
+        Vec::new(),
+        Some(provider.clone() as Arc<dyn crate::ipam::Provider>),
+    );
+    assert_eq!(f.handler.cooling_now(), vec![Ipv4Addr::new(10, 0, 0, 5)]);
+    assert_eq!(
+        ip_of(&f.run(Command::Add, "b", "1.1.0").await),
+        "10.0.0.6/32",
+        "the address released before the restart still rests"
+    );
+    assert_eq!(f.handler.free_addresses(), 0, "one held, one cooling");
 }
