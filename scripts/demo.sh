@@ -2,7 +2,8 @@
 # The main job: build wasmcni, start its node daemon on the embedded default configuration
 # inside a throwaway network namespace, attach three pods through the real `wasmcni` binary
 # chained with Debian's portmap, prove connectivity with real packets, clean up.
-# `./scripts/demo.sh --ec2`: the same on an emulated EC2 instance (ENIs, vpc-warm-pool, SNAT).
+# `./scripts/demo.sh --ec2`: the same on an emulated EC2 instance (ENIs, vpc-warm-pool, SNAT);
+# `--ec2 --ipv6`: IPv6 prefix mode (a /80 on the primary ENI, a /128 per pod, no SNAT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh

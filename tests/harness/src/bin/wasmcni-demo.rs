@@ -28,7 +28,11 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if std::env::args().any(|a| a == "--ec2") {
-        let failures = ec2::run();
+        let failures = if std::env::args().any(|a| a == "--ipv6") {
+            ec2::run_ipv6()
+        } else {
+            ec2::run()
+        };
         return if failures == 0 {
             println!("demo passed");
             ExitCode::SUCCESS

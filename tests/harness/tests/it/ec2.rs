@@ -841,6 +841,11 @@ fn ipv6_prefix_mode_gives_pods_128s_of_one_80_that_route_without_snat() {
     ec2.node
         .del(&chain, &pods[0].attachment, Some(&results[0]))
         .expect("DEL");
+    let rules = ec2.node.node.ip(&["-6", "rule", "show"]);
+    assert!(
+        !rules.contains(&ips[0].to_string()),
+        "DEL removed the rule: {rules}"
+    );
     let again = pod("v6-again");
     let result = ec2.node.add(&chain, &again.attachment).expect("ADD");
     let fresh: std::net::Ipv6Addr = pod_ip(&result).parse().unwrap();

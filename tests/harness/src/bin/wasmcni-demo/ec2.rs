@@ -2,6 +2,8 @@
 //! hypervisor mode (every attached ENI becomes a link in the node namespace); the daemon
 //! discovers the node through IMDS, `vpc-warm-pool` plans the pool with VPC CNI's defaults,
 //! `cluster-tags` tags each new ENI, and pods spill from the primary ENI onto a new one.
+//! `--ec2 --ipv6`: IPv6 prefix mode on an emulated m5.large: one /80 on the primary ENI, a
+//! /128 per pod, `namespace-guard` judging each pod by its IPv6 attachment, no SNAT.
 
 use std::time::{Duration, Instant};
 
@@ -166,6 +168,138 @@ pub fn run() -> u32 {
         &mut failures,
         "no ENI left unattached",
         ec2.unattached_enis().is_empty(),
+    );
+    drop(ec2);
+    println!("== cleaned up: daemon and emulator stopped, namespaces removed");
+    failures
+}
+
+pub fn run_ipv6() -> u32 {
+    let mut failures = 0u32;
+    println!("== wasmcni demo, EC2 IPv6 prefix mode: an emulated m5.large in IPv6 subnets");
+    let mut ec2 = Ec2Node::start("m5.large", |s| s.with_ipv6());
+    println!(
+        "  instance {} primary ENI {} in {}",
+        ec2.instance_id, ec2.primary_eni, ec2.subnet_id
+    );
+    let policy = format!(
+        "[policy]\nplugins = [\"namespace-guard\"]\n{}",
+        plugin_entry(
+            "namespace-guard",
+            "policy",
+            "[plugins.grants]\nlog = {}\nnetlink = { mtu = [1280, 9001] }\n[plugins.config]\nallow_namespaces = \"demo\"\n\"mtu.demo\" = \"1500\"\n",
+        ),
+    );
+    let config = ec2.config("ip_family = \"ipv6\"\n", &policy);
+    ec2.node.write_config(&config);
+    audit(&mut failures, &ec2.node.config_path());
+    ec2.node.start_daemon();
+    let chain = Conflist {
+        name: "wasmcni-ec2-ipv6-demo".into(),
+        cni_version: "1.1.0".into(),
+        plugins: vec![
+            json!({"type": "wasmcni", "daemonSocket": ec2.node.socket().display().to_string(), "logFile": ec2.node.shim_log().display().to_string()}),
+        ],
+    };
+    check(
+        &mut failures,
+        "STATUS ready",
+        ec2.node.status(&chain).is_ok(),
+    );
+    let prefixes = ec2.ipv6_prefixes();
+    check(
+        &mut failures,
+        &format!("one /80 delegated to the primary ENI: {prefixes:?}"),
+        prefixes.len() == 1 && prefixes[0].prefix_len() == 80,
+    );
+    let internet = ec2.route_ipv6();
+
+    println!("== CNI ADD for three pods");
+    let mut pods = Vec::new();
+    for i in 0..3 {
+        let ns = NetNs::new("demo6");
+        let attachment = Attachment {
+            container_id: format!("ec2v6demo-{}", ns.name()),
+            netns: ns.path(),
+            ifname: "eth0".into(),
+            args: vec![
+                ("IgnoreUnknown".into(), "1".into()),
+                ("K8S_POD_NAMESPACE".into(), "demo".into()),
+                ("K8S_POD_NAME".into(), format!("web-{i}")),
+            ],
+            capability_args: Default::default(),
+        };
+        let t = Instant::now();
+        match ec2.node.add(&chain, &attachment) {
+            Ok(result) => {
+                println!(
+                    "  ADD web-{i}: {} gateway {} in {:?}",
+                    pod_ip(&result),
+                    result["ips"][0]["gateway"].as_str().unwrap_or("?"),
+                    t.elapsed()
+                );
+                pods.push((ns, attachment, result));
+            }
+            Err(e) => {
+                println!("  ADD web-{i} failed: {e}");
+                failures += 1;
+            }
+        }
+    }
+    let in_prefix = pods.iter().all(|(_, _, r)| {
+        pod_ip(r)
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| prefixes.iter().any(|p| p.contains(&ip)))
+    });
+    check(
+        &mut failures,
+        "every pod's /128 lies in the node's /80",
+        in_prefix,
+    );
+    check(
+        &mut failures,
+        "no secondary ENI, no EC2 call per pod",
+        ec2.attached_enis().len() == 1,
+    );
+    if let [a, b, ..] = pods.as_slice() {
+        check(
+            &mut failures,
+            &format!("ping {} -> {}", pod_ip(&a.2), pod_ip(&b.2)),
+            ping(&a.0, &pod_ip(&b.2)),
+        );
+        let server = EchoServer::start(
+            &ec2.node.outside,
+            std::net::SocketAddr::new(internet.into(), 7000),
+            PEER_ADDRESS,
+        );
+        let seen = tcp_fetch(&a.0, server.addr);
+        check(
+            &mut failures,
+            &format!(
+                "TCP {} -> [{internet}] (outside the VPC) is seen from {seen:?}: the pod's own address, no SNAT",
+                pod_ip(&a.2)
+            ),
+            seen.as_deref() == Some(pod_ip(&a.2).as_str()),
+        );
+    }
+    let audit_log =
+        std::fs::read_to_string(ec2.node.state_dir().join("plugin-audit.log")).unwrap_or_default();
+    println!("== what namespace-guard was asked (plugin-audit.log)");
+    for line in audit_log.lines().filter(|l| l.contains("\"evaluate\"")) {
+        println!("  {line}");
+    }
+    println!("== CNI DEL for every pod");
+    for (ns, attachment, result) in pods.drain(..) {
+        check(
+            &mut failures,
+            &format!("DEL {}", pod_ip(&result)),
+            ec2.node.del(&chain, &attachment, Some(&result)).is_ok(),
+        );
+        drop(ns);
+    }
+    println!(
+        "== EC2 calls made: {} (the emulator's request log)",
+        ec2.emulator.request_log().len()
     );
     drop(ec2);
     println!("== cleaned up: daemon and emulator stopped, namespaces removed");
