@@ -11,6 +11,10 @@
 //! `ip_cooldown_ms` ago, not yet reusable or releasable); the table shows them apart, counted
 //! from the trace's own DEL times.
 //!
+//! A third run puts the same trace through IPv6 prefix mode (`ip_family = "ipv6"`: one /80 on
+//! the primary ENI, no allocator plugin), whose EC2 cost is one call at start and none per pod;
+//! its idle column is not applicable (the /80 holds 2^48 addresses).
+//!
 //! Run (root, plugins built): `cargo bench -p wasmcni-harness --bench ec2_churn`
 //! (`-- --pods N --instance-type T --pace-ms MS`).
 
@@ -81,8 +85,18 @@ fn trace(pods: usize) -> Vec<Op> {
     ops
 }
 
+/// One strategy to put the trace through.
+struct Subject {
+    label: &'static str,
+    /// `[allocator]`/`[[plugins]]` sections (empty in IPv6 prefix mode).
+    config: String,
+    /// IPv6 prefix mode (an IPv6 scenario and `ip_family = "ipv6"`).
+    ipv6: bool,
+}
+
 struct Report {
     label: String,
+    ipv6: bool,
     ops: usize,
     pods: usize,
     calls: usize,
@@ -99,9 +113,20 @@ struct Report {
     wall: Duration,
 }
 
-fn run(label: &str, instance_type: &str, allocator: &str, ops: &[Op], pace: Duration) -> Report {
-    let mut ec2 = Ec2Node::start(instance_type, |s| s);
-    ec2.node.write_config(&ec2.config(EC2_SETTINGS, allocator));
+fn run(subject: &Subject, instance_type: &str, ops: &[Op], pace: Duration) -> Report {
+    let label = subject.label;
+    let mut ec2 = if subject.ipv6 {
+        Ec2Node::start(instance_type, |s| s.with_ipv6())
+    } else {
+        Ec2Node::start(instance_type, |s| s)
+    };
+    let settings = if subject.ipv6 {
+        format!("{EC2_SETTINGS}ip_family = \"ipv6\"\n")
+    } else {
+        EC2_SETTINGS.to_owned()
+    };
+    ec2.node
+        .write_config(&ec2.config(&settings, &subject.config));
     ec2.node.start_daemon();
     let chain = Conflist {
         name: "churn".into(),
@@ -147,6 +172,7 @@ fn run(label: &str, instance_type: &str, allocator: &str, ops: &[Op], pace: Dura
                         Ok(result) => break result,
                         Err(e) => {
                             add_failures += 1;
+                            eprintln!("{label}: ADD of pod-{i} failed, retrying: {e:?}");
                             assert!(add_failures < 20, "{label}: ADD keeps failing: {e:?}");
                             std::thread::sleep(Duration::from_millis(200));
                         }
@@ -196,6 +222,7 @@ fn run(label: &str, instance_type: &str, allocator: &str, ops: &[Op], pace: Dura
     let adds = ops.iter().filter(|o| matches!(o, Op::Add(_))).count();
     Report {
         label: label.to_owned(),
+        ipv6: subject.ipv6,
         ops: ops.len(),
         pods: adds,
         calls: log.len(),
@@ -236,34 +263,57 @@ fn main() {
         EC2_SETTINGS.replace('\n', " ")
     );
     let subjects = [
-        (
-            "vpc-warm-pool (VPC CNI defaults: WARM_ENI_TARGET=1)",
-            strategy_config("vpc-warm-pool", ""),
-        ),
-        (
-            "pack (WARM_IPS=8)",
-            strategy_config("pack", "[plugins.config]\nWARM_IPS = \"8\"\n"),
-        ),
+        Subject {
+            label: "vpc-warm-pool (VPC CNI defaults: WARM_ENI_TARGET=1)",
+            config: strategy_config("vpc-warm-pool", ""),
+            ipv6: false,
+        },
+        Subject {
+            label: "pack (WARM_IPS=8)",
+            config: strategy_config("pack", "[plugins.config]\nWARM_IPS = \"8\"\n"),
+            ipv6: false,
+        },
+        Subject {
+            label: "IPv6 prefix mode (one /80, no allocator)",
+            config: String::new(),
+            ipv6: true,
+        },
     ];
     let reports: Vec<Report> = subjects
         .iter()
-        .map(|(label, config)| run(label, &instance_type, config, &ops, pace))
+        .map(|subject| run(subject, &instance_type, &ops, pace))
         .collect();
     println!(
         "\n| strategy | EC2 calls | calls/pod | mutating/pod | idle warm IPs (mean) | of which cooling (mean) | idle at ≥60 pods (mean) | idle max | peak ENIs | ADD retries | ADD p50 ms | ADD p99 ms | wall s |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &reports {
+        // IPv6 prefix mode has no warm IPv4 addresses to count: its /80 is 2^48 addresses.
+        let idle = if r.ipv6 {
+            [
+                "n/a".to_owned(),
+                "n/a".to_owned(),
+                "n/a".to_owned(),
+                "n/a".to_owned(),
+            ]
+        } else {
+            [
+                format!("{:.1}", r.idle_mean),
+                format!("{:.1}", r.cooling_mean),
+                format!("{:.1}", r.idle_at_peak),
+                r.idle_max.to_string(),
+            ]
+        };
         println!(
-            "| {} | {} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {:.1} | {:.1} | {:.0} |",
+            "| {} | {} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} |",
             r.label,
             r.calls,
             r.calls as f64 / r.pods as f64,
             r.mutating as f64 / r.pods as f64,
-            r.idle_mean,
-            r.cooling_mean,
-            r.idle_at_peak,
-            r.idle_max,
+            idle[0],
+            idle[1],
+            idle[2],
+            idle[3],
             r.peak_enis,
             r.add_failures,
             r.add_p50.as_secs_f64() * 1e3,
