@@ -570,6 +570,14 @@ impl ClusterConfig {
                     reason: "the ec2 provider grows and shrinks the pool on an allocator plugin's plan: name one (e.g. vpc-warm-pool or pack)".into(),
                 });
             }
+            (crate::ipam::IpFamily::Ipv6, _) if self.datapath.mtu < 1280 => {
+                return Err(ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    key: "datapath.mtu".into(),
+                    value: self.datapath.mtu.to_string(),
+                    reason: "with provider.ec2.ip_family = \"ipv6\" it must be at least 1280 (IPv6's minimum)".into(),
+                });
+            }
             (crate::ipam::IpFamily::Ipv6, Some(name)) => {
                 return Err(ConfigError::Invalid {
                     origin: origin.to_owned(),
@@ -1459,6 +1467,10 @@ mod tests {
             "{err}"
         );
         let ipv6 = ipv6.replace("[allocator]\nplugin = \"pack\"", "");
+        let small = ipv6.replace("mtu = 9001", "mtu = 1200");
+        assert_ne!(small, ipv6, "the default configuration sets datapath.mtu");
+        let err = ClusterConfig::parse(&small, "t").unwrap_err().to_string();
+        assert!(err.contains("`datapath.mtu` = 1200: with provider.ec2.ip_family = \"ipv6\" it must be at least 1280"), "{err}");
         let config = ClusterConfig::parse(&ipv6, "t").unwrap();
         assert_eq!(config.ec2().ip_family, crate::ipam::IpFamily::Ipv6);
         assert_eq!(

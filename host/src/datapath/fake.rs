@@ -4,7 +4,7 @@
 //! exercised, records every call in order, and can be told to fail the next setup.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use super::{
@@ -45,7 +45,7 @@ struct State {
     rules: Vec<(IpAddr, Option<u32>)>,
     fail_next_setup: Option<String>,
     teardown_failures: usize,
-    foreign_routes: Vec<Ipv4Addr>,
+    foreign_routes: Vec<IpAddr>,
 }
 
 /// The recording fake.
@@ -73,8 +73,8 @@ impl FakeDatapath {
 
     /// Simulates another CNI's pod on the node: a /32 route to `ip` through a veth that is
     /// not wasmcni's.
-    pub fn add_foreign_pod_route(&self, ip: Ipv4Addr) {
-        self.lock().foreign_routes.push(ip);
+    pub fn add_foreign_pod_route(&self, ip: impl Into<IpAddr>) {
+        self.lock().foreign_routes.push(ip.into());
     }
 
     /// Every call so far, in order.

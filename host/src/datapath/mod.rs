@@ -153,10 +153,10 @@ pub struct NodeState {
     pub to_pod_rules: Vec<IpAddr>,
     /// Sources and tables of `from <ip>/32 lookup <table>` rules at priority 1536.
     pub from_pod_rules: Vec<(Ipv4Addr, u32)>,
-    /// Addresses with a /32 host route through a veth that is not wasmcni's: pods of another
+    /// Addresses with a /32 (or /128) host route through a veth that is not wasmcni's: pods of another
     /// CNI (AWS VPC CNI's, during a migration). Their addresses are never handed out or
     /// given back while the route exists.
-    pub foreign_pod_routes: Vec<Ipv4Addr>,
+    pub foreign_pod_routes: Vec<IpAddr>,
 }
 
 /// A data path failure.

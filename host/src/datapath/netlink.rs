@@ -34,6 +34,9 @@ const CONNMARK_RULE_PRIORITY: u32 = super::snat::FWMARK_RULE_PRIORITY;
 const ENOENT: i32 = 2;
 const ENODEV: i32 = 19;
 const ESRCH: i32 = 3;
+const EAFNOSUPPORT: i32 = 97;
+/// The smallest MTU IPv6 allows (RFC 8200).
+const IPV6_MIN_MTU: u32 = 1280;
 /// Duplicates of one rule a crash can leave; more means something else keeps adding it.
 const MAX_DUPLICATE_RULES: usize = 64;
 
@@ -216,10 +219,23 @@ impl Datapath for NetlinkDatapath {
     }
 
     async fn prepare_ipv6(&self, primary_link: Option<&str>) -> Result<(), DatapathError> {
-        let mut settings = vec!["/proc/sys/net/ipv6/conf/all/forwarding".to_owned()];
-        settings
-            .extend(primary_link.map(|link| format!("/proc/sys/net/ipv6/conf/{link}/accept_ra")));
-        for (path, value) in settings.iter().zip([&b"1"[..], &b"2"[..]]) {
+        // accept_ra=2 before forwarding=1: switching forwarding on drops the routes learned
+        // from router advertisements on every interface that does not accept them anyway.
+        let mut settings: Vec<(String, &str)> = Vec::new();
+        settings.extend(
+            primary_link.map(|link| (format!("/proc/sys/net/ipv6/conf/{link}/accept_ra"), "2")),
+        );
+        settings.extend([
+            // IPv6 on (a node that boots with it off per interface, and the pods' namespaces,
+            // which take `default`), then forwarding.
+            ("/proc/sys/net/ipv6/conf/all/disable_ipv6".to_owned(), "0"),
+            (
+                "/proc/sys/net/ipv6/conf/default/disable_ipv6".to_owned(),
+                "0",
+            ),
+            ("/proc/sys/net/ipv6/conf/all/forwarding".to_owned(), "1"),
+        ]);
+        for (path, value) in &settings {
             std::fs::write(path, value).map_err(|e| DatapathError::Sysctl {
                 path: path.clone(),
                 reason: e.to_string(),
@@ -287,6 +303,12 @@ impl Datapath for NetlinkDatapath {
         })?;
         for adjustment in adjustments {
             match *adjustment {
+                NetlinkRequest::SetMtu { mtu } if a.host.ip.is_ipv6() && mtu < IPV6_MIN_MTU => {
+                    return Err(netlink_failure(
+                        format!("set the MTU of {} to {mtu} in the pod", a.pod_ifname),
+                        &format!("below {IPV6_MIN_MTU}, the kernel turns IPv6 off on the interface and the pod loses its address"),
+                    ))
+                }
                 NetlinkRequest::SetMtu { mtu } => pod
                     .link()
                     .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
@@ -299,7 +321,7 @@ impl Datapath for NetlinkDatapath {
                 NetlinkRequest::AddRoute { destination } if a.host.ip.is_ipv6() => {
                     return Err(netlink_failure(
                         format!("add route {destination} via {POD_GATEWAY} in the pod"),
-                        "the pod is IPv6-only (IPv6 prefix mode) and has no IPv4 gateway",
+                        "the pod has only an IPv6 address, so no IPv4 gateway",
                     ))
                 }
                 NetlinkRequest::AddRoute { destination } => pod
@@ -574,13 +596,14 @@ impl Datapath for NetlinkDatapath {
             .filter(|l| is_veth(l) && link_alias(l) != Some(VETH_ALIAS))
             .map(|l| l.header.index)
             .collect();
-        let foreign_pod_routes = routes_v4(&self.host)
-            .await?
+        let mut routes = routes_v4(&self.host).await?;
+        routes.extend(routes_v6(&self.host).await?);
+        let foreign_pod_routes = routes
             .iter()
             .filter(|r| route_table(r) == MAIN_TABLE)
             .filter(|r| route_oif(r).is_some_and(|oif| foreign_veths.contains(&oif)))
-            .filter_map(route_dst)
-            .filter(|(_, len)| *len == 32)
+            .filter_map(route_dst_ip)
+            .filter(|(ip, len)| *len == host_prefix_len(*ip))
             .map(|(ip, _)| ip)
             .collect();
         let mut state = NodeState {
@@ -808,13 +831,24 @@ async fn routes_v4(handle: &Handle) -> Result<Vec<RouteMessage>, DatapathError> 
 }
 
 async fn routes_v6(handle: &Handle) -> Result<Vec<RouteMessage>, DatapathError> {
-    handle
+    let routes = handle
         .route()
         .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
         .execute()
         .try_collect()
-        .await
-        .map_err(nl("list IPv6 routes".to_owned()))
+        .await;
+    without_ipv6_is_empty(routes).map_err(nl("list IPv6 routes".to_owned()))
+}
+
+/// A kernel booted with `ipv6.disable=1` answers IPv6 dumps with EAFNOSUPPORT: it has no
+/// IPv6 routes or rules, which is no error on an IPv4 node.
+fn without_ipv6_is_empty<T>(
+    answer: Result<Vec<T>, rtnetlink::Error>,
+) -> Result<Vec<T>, rtnetlink::Error> {
+    match answer {
+        Err(e) if errno(&e) == Some(EAFNOSUPPORT) => Ok(Vec::new()),
+        other => other,
+    }
 }
 
 /// The routes of `ip`'s family.
@@ -826,13 +860,13 @@ async fn routes_of(handle: &Handle, ip: IpAddr) -> Result<Vec<RouteMessage>, Dat
 }
 
 async fn rules_v6(handle: &Handle) -> Result<Vec<RuleMessage>, DatapathError> {
-    handle
+    let rules = handle
         .rule()
         .get(IpVersion::V6)
         .execute()
         .try_collect()
-        .await
-        .map_err(nl("list IPv6 rules".to_owned()))
+        .await;
+    without_ipv6_is_empty(rules).map_err(nl("list IPv6 rules".to_owned()))
 }
 
 async fn rules_v4(handle: &Handle) -> Result<Vec<RuleMessage>, DatapathError> {
@@ -887,6 +921,8 @@ fn is_stacked(link: &LinkMessage) -> bool {
                         | InfoKind::MacVlan
                         | InfoKind::MacVtap
                         | InfoKind::IpVlan
+                        | InfoKind::IpVtap
+                        | InfoKind::MacSec
                         | InfoKind::Bridge
                         | InfoKind::Bond
                         | InfoKind::Team
@@ -904,15 +940,6 @@ fn is_veth(link: &LinkMessage) -> bool {
             .iter()
             .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))),
         _ => false,
-    })
-}
-
-fn route_dst(route: &RouteMessage) -> Option<(Ipv4Addr, u8)> {
-    route.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
-            Some((*ip, route.header.destination_prefix_length))
-        }
-        _ => None,
     })
 }
 

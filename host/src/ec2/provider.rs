@@ -303,6 +303,14 @@ impl Ec2Provider {
         self.settings.ip_family
     }
 
+    /// Whether the primary ENI holds an IPv6 prefix now (as last read from EC2).
+    pub fn has_ipv6_prefix(&self) -> bool {
+        self.state()
+            .enis
+            .get(&0)
+            .is_some_and(|e| !e.eni.ipv6_prefixes.is_empty())
+    }
+
     /// IPv6 prefix mode: the primary ENI's /80, delegated now if it has none (once per node:
     /// it is never released, as with VPC CNI). EC2 refuses on instances that are not Nitro and
     /// in subnets without an IPv6 CIDR; the error names why.
@@ -322,7 +330,7 @@ impl Ec2Provider {
             return Err(refused(
                 "PrefixDelegationUnsupported",
                 format!(
-                    "IPv6 prefix mode needs a Nitro instance; {} cannot hold prefixes",
+                    "not asked: IPv6 prefix mode needs a Nitro instance, and {} cannot hold prefixes",
                     self.identity.instance_type
                 ),
             ));

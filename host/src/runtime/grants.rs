@@ -77,7 +77,7 @@ pub enum Import {
 }
 
 impl Import {
-    /// Classifies a component import name such as `wasmcni:plugin/log@0.1.0`.
+    /// Classifies a component import name such as `wasmcni:plugin/log@0.2.0`.
     pub fn classify(import: &str) -> Import {
         let Some(rest) = import.strip_prefix("wasmcni:plugin/") else {
             return Import::Foreign;
@@ -93,8 +93,16 @@ impl Import {
     }
 }
 
+/// The version of the `wasmcni:plugin` package an import names, when it is not the one this
+/// build implements (a component built against an older `plugin.wit`).
+pub fn other_package_version(import: &str) -> Option<&str> {
+    let rest = import.strip_prefix("wasmcni:plugin/")?;
+    let (_, version) = rest.split_once('@').unwrap_or((rest, ""));
+    (version != WIT_VERSION).then_some(version)
+}
+
 /// The version of the `wasmcni:plugin` package this build implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// The kind of a plugin: which world it implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -378,6 +386,40 @@ pub enum EniRequest {
         /// The ENI.
         eni_id: String,
     },
+}
+
+impl EniRequest {
+    /// The `eni-ops` function the request came from.
+    pub fn function(&self) -> &'static str {
+        match self {
+            EniRequest::CreateEni { .. } => "create-eni",
+            EniRequest::AssignIps { .. } => "assign-ips",
+            EniRequest::AssignPrefixes { .. } => "assign-prefixes",
+            EniRequest::ReleaseIps { .. } => "release-ips",
+            EniRequest::ReleasePrefixes { .. } => "release-prefixes",
+            EniRequest::DeleteEni { .. } => "delete-eni",
+        }
+    }
+
+    /// The ENI it is for (none for a new ENI).
+    pub fn eni_id(&self) -> Option<&str> {
+        match self {
+            EniRequest::CreateEni { .. } => None,
+            EniRequest::AssignIps { eni_id, .. }
+            | EniRequest::AssignPrefixes { eni_id, .. }
+            | EniRequest::ReleaseIps { eni_id, .. }
+            | EniRequest::ReleasePrefixes { eni_id, .. }
+            | EniRequest::DeleteEni { eni_id } => Some(eni_id),
+        }
+    }
+
+    /// The subnet of a new ENI.
+    pub fn subnet_id(&self) -> Option<&str> {
+        match self {
+            EniRequest::CreateEni { subnet_id, .. } => Some(subnet_id),
+            _ => None,
+        }
+    }
 }
 
 /// Checks `eni-ops` requests of one call against the scope, the instance's limits and the pool,

@@ -268,6 +268,21 @@ impl pool_view::Host for HostState {
             })
             .collect()
     }
+
+    fn failures(&mut self) -> Vec<pool_view::RequestFailure> {
+        self.snapshot
+            .failures
+            .iter()
+            .map(|f| pool_view::RequestFailure {
+                request: f.request.to_owned(),
+                eni_id: f.eni_id.clone(),
+                subnet_id: f.subnet_id.clone(),
+                code: f.code.clone(),
+                message: f.message.clone(),
+                age_ms: f.age_ms,
+            })
+            .collect()
+    }
 }
 
 impl eni_ops::Host for HostState {

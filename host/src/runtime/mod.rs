@@ -33,7 +33,7 @@ pub use grants::{
     PluginKind,
 };
 pub use host::HostCall;
-pub use pool::{EniInfo, NodeInfo, NodeLimits, PoolSnapshot, SubnetInfo};
+pub use pool::{EniInfo, NodeInfo, NodeLimits, PoolSnapshot, RequestFailure, SubnetInfo};
 
 use host::{truncate, HostState};
 
@@ -521,6 +521,15 @@ impl PluginRuntime {
             .imports(&self.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
+        if let Some(version) = imports
+            .iter()
+            .find_map(|import| grants::other_package_version(import))
+        {
+            return Err(invalid(format!(
+                "built against wasmcni:plugin@{version}, but this daemon implements @{}: rebuild it against this release's wit/plugin.wit",
+                grants::WIT_VERSION
+            )));
+        }
         let refused: Vec<String> = imports
             .iter()
             .filter(|import| match Import::classify(import) {

@@ -108,6 +108,26 @@ pub struct PoolSnapshot {
     pub in_use: Vec<Ipv4Addr>,
     /// Addresses cooling down after release.
     pub cooling: Vec<Ipv4Addr>,
+    /// ENI requests of earlier plans that failed recently, newest first.
+    pub failures: Vec<RequestFailure>,
+}
+
+/// An ENI request that failed, as `pool-view.failures` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestFailure {
+    /// The `eni-ops` function: `create-eni`, `assign-ips`, …
+    pub request: &'static str,
+    /// The ENI it was for.
+    pub eni_id: Option<String>,
+    /// The subnet (create-eni).
+    pub subnet_id: Option<String>,
+    /// EC2's error code, or `HostRefused`.
+    pub code: String,
+    /// What happened.
+    pub message: String,
+    /// Milliseconds since it failed.
+    pub age_ms: u64,
 }
 
 impl PoolSnapshot {

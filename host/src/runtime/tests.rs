@@ -57,11 +57,11 @@ fn pack_fills_the_densest_block_first() {
     assert_eq!(
         pack.imports(),
         [
-            "wasmcni:plugin/types@0.1.0",
-            "wasmcni:plugin/config@0.1.0",
-            "wasmcni:plugin/pool-view@0.1.0",
-            "wasmcni:plugin/eni-ops@0.1.0",
-            "wasmcni:plugin/log@0.1.0"
+            "wasmcni:plugin/types@0.2.0",
+            "wasmcni:plugin/config@0.2.0",
+            "wasmcni:plugin/pool-view@0.2.0",
+            "wasmcni:plugin/eni-ops@0.2.0",
+            "wasmcni:plugin/log@0.2.0"
         ]
     );
     let blocks = ["10.0.0.0/29", "10.0.1.0/29"];
@@ -100,7 +100,7 @@ fn an_ungranted_import_is_refused_at_load_by_name() {
         .expect("pack imports pool-view, which is not granted");
     assert_eq!(
         err.to_string(),
-        "plugin pack imports wasmcni:plugin/pool-view@0.1.0, wasmcni:plugin/eni-ops@0.1.0 which its grant does not include (granted: [log]); grant them or use another plugin"
+        "plugin pack imports wasmcni:plugin/pool-view@0.2.0, wasmcni:plugin/eni-ops@0.2.0 which its grant does not include (granted: [log]); grant them or use another plugin"
     );
 }
 
@@ -222,8 +222,8 @@ fn inspection_names_under_and_over_granted_capabilities() {
     assert_eq!(
         report.under_granted,
         [
-            "wasmcni:plugin/pool-view@0.1.0",
-            "wasmcni:plugin/eni-ops@0.1.0"
+            "wasmcni:plugin/pool-view@0.2.0",
+            "wasmcni:plugin/eni-ops@0.2.0"
         ]
     );
     assert_eq!(report.over_granted, ["clock"]);
@@ -357,7 +357,7 @@ fn a_stray_import_is_refused_at_link_time_naming_the_interface() {
         .expect("eni-ops is not granted");
     assert_eq!(
         err.to_string(),
-        "plugin stray-import imports wasmcni:plugin/eni-ops@0.1.0 which its grant does not include (granted: [pool-view, log, kv, clock]); grant them or use another plugin"
+        "plugin stray-import imports wasmcni:plugin/eni-ops@0.2.0 which its grant does not include (granted: [pool-view, log, kv, clock]); grant them or use another plugin"
     );
 }
 
@@ -593,7 +593,7 @@ fn kv_is_held_to_its_quota_and_kept_across_loads() {
         .load(&alloc("kv-hog", &[Capability::PoolView]))
         .err()
         .unwrap();
-    assert!(err.to_string().contains("wasmcni:plugin/kv@0.1.0"), "{err}");
+    assert!(err.to_string().contains("wasmcni:plugin/kv@0.2.0"), "{err}");
 }
 
 #[test]

@@ -32,8 +32,13 @@ use crate::ipam::{Choice, IpFamily, Pool, Provider, ProviderView};
 use crate::proto::DaemonResponse;
 use crate::runtime::{
     Attachment, AuditEntry, AuditLog, FailureMode, Hook, NetlinkRequest, Plugin, PluginError,
-    PodInfo, PoolSnapshot, Verb,
+    PodInfo, PoolSnapshot, RequestFailure, Verb,
 };
+
+/// How many failed ENI requests plans are told about.
+const REQUEST_FAILURES_KEPT: usize = 16;
+/// For how long.
+const REQUEST_FAILURES_FOR: Duration = Duration::from_secs(600);
 
 /// Everything a request needs: configuration, datastore, pool and data path.
 pub struct Handler<D: Datapath> {
@@ -60,6 +65,10 @@ pub struct Handler<D: Datapath> {
     /// Released addresses and when they were released; not handed out for the provider's
     /// cooldown.
     cooling: Mutex<HashMap<IpAddr, Instant>>,
+    /// Counts changes of `cooling` written to disk, and the last one written
+    /// (`<state_dir>/cooling.json`).
+    cooling_generation: std::sync::atomic::AtomicU64,
+    cooling_written: Mutex<u64>,
     cooldown: Duration,
     /// Whether the provider's pool grows on demand.
     dynamic: bool,
@@ -76,6 +85,9 @@ pub struct Handler<D: Datapath> {
     ready: AtomicBool,
     /// Why the pool last failed to grow, for the ADD that finds it empty.
     grow_error: Mutex<Option<String>>,
+    /// ENI requests that failed recently (newest last), for the next plans
+    /// (`pool-view.failures`).
+    request_failures: Mutex<std::collections::VecDeque<(Instant, RequestFailure)>>,
     /// Addresses another CNI's pods hold on this node (a /32 route through a veth that is not
     /// wasmcni's): never handed out, never given back.
     foreign_held: Mutex<Vec<IpAddr>>,
@@ -122,6 +134,8 @@ impl<D: Datapath> Handler<D> {
             allocation: tokio::sync::Mutex::new(()),
             provider,
             cooling: Mutex::new(cooling),
+            cooling_generation: std::sync::atomic::AtomicU64::new(0),
+            cooling_written: Mutex::new(0),
             cooldown: view.cooldown,
             dynamic: view.dynamic,
             family: view.family,
@@ -130,6 +144,7 @@ impl<D: Datapath> Handler<D> {
             pool_changed: tokio::sync::watch::channel(0).0,
             ready: AtomicBool::new(!view.dynamic),
             grow_error: Mutex::new(None),
+            request_failures: Mutex::new(std::collections::VecDeque::new()),
             ec2: std::sync::OnceLock::new(),
             foreign_held: Mutex::new(Vec::new()),
         })
@@ -251,11 +266,8 @@ impl<D: Datapath> Handler<D> {
                         "addresses held by another CNI's pods are left alone"
                     );
                 }
-                *self.foreign_held.lock().unwrap_or_else(|p| p.into_inner()) = state
-                    .foreign_pod_routes
-                    .into_iter()
-                    .map(IpAddr::V4)
-                    .collect();
+                *self.foreign_held.lock().unwrap_or_else(|p| p.into_inner()) =
+                    state.foreign_pod_routes;
             }
             Err(e) => tracing::warn!(error = %e, "reading other CNIs' pod routes failed"),
         }
@@ -303,6 +315,7 @@ impl<D: Datapath> Handler<D> {
                 .filter_map(ipv4_of)
                 .collect(),
             cooling: cooling.into_iter().filter_map(ipv4_of).collect(),
+            failures: self.recent_request_failures(),
         }
     }
 
@@ -689,6 +702,36 @@ impl<D: Datapath> Handler<D> {
             .clone()
     }
 
+    /// Remembers a failed ENI request for the next plans: the last
+    /// [`REQUEST_FAILURES_KEPT`] of the last [`REQUEST_FAILURES_FOR`].
+    pub(crate) fn record_request_failure(&self, failure: RequestFailure) {
+        let mut failures = self
+            .request_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        failures.push_back((Instant::now(), failure));
+        while failures.len() > REQUEST_FAILURES_KEPT {
+            failures.pop_front();
+        }
+    }
+
+    /// The failed ENI requests still remembered, newest first, with their age.
+    fn recent_request_failures(&self) -> Vec<RequestFailure> {
+        let mut failures = self
+            .request_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        failures.retain(|(at, _)| at.elapsed() < REQUEST_FAILURES_FOR);
+        failures
+            .iter()
+            .rev()
+            .map(|(at, f)| RequestFailure {
+                age_ms: at.elapsed().as_millis() as u64,
+                ..f.clone()
+            })
+            .collect()
+    }
+
     /// Records why the pool last failed to grow (`None`: it last grew fine).
     pub(crate) fn set_grow_error(&self, error: Option<String>) {
         *self.grow_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
@@ -726,9 +769,9 @@ impl<D: Datapath> Handler<D> {
         pool.choose_v6(|ip| resting.taken(&store, ip)).ok_or_else(|| {
             CniError::new(
                 codes::POOL_EXHAUSTED,
-                "no free IPv6 address: the node has no IPv6 prefix yet (ip_family = \"ipv6\" delegates a /80 to the primary ENI at start)",
+                "no free IPv6 address: the primary ENI has no IPv6 prefix (the daemon delegates a /80 at start and again when it finds it gone)",
             )
-            .with_details("the daemon assigns the prefix when it starts; its log names the EC2 error if that failed")
+            .with_details("the daemon's log names EC2's answer to AssignIpv6Addresses")
         })
     }
 
@@ -853,12 +896,13 @@ impl<D: Datapath> Handler<D> {
                 let target = PodAttachment {
                     host: HostSide {
                         host_veth: String::new(),
+                        // The IPv4 address when there is one (route adjustments are IPv4).
                         ip: previous
                             .ips
-                            .first()
-                            .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |n| {
-                                n.address.addr()
-                            }),
+                            .iter()
+                            .map(|n| n.address.addr())
+                            .min_by_key(IpAddr::is_ipv6)
+                            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
                         route_table: None,
                     },
                     netns: request.netns.clone(),
@@ -1164,7 +1208,10 @@ impl<D: Datapath> Handler<D> {
         if self.free_addresses() == 0 {
             return Err(CniError::new(
                 codes::NOT_AVAILABLE,
-                "no free IPv4 address in the pool: new pods cannot be attached until some are deleted",
+                match self.family {
+                    IpFamily::Ipv4 => "no free IPv4 address in the pool: new pods cannot be attached until some are deleted",
+                    IpFamily::Ipv6 => "no IPv6 prefix on the primary ENI: new pods cannot be attached until the daemon delegates one again (its log names EC2's answer)",
+                },
             ));
         }
         Ok(())
@@ -1177,13 +1224,27 @@ impl<D: Datapath> Handler<D> {
         // cooling (readers take the store lock first, then look at the cooling set).
         let ip = self.store().get(key).map(|a| a.ip);
         if let (Some(ip), true) = (ip, self.cooldown > Duration::ZERO) {
-            let mut cooling = self.cooling.lock().unwrap_or_else(|p| p.into_inner());
-            let cooldown = self.cooldown;
-            cooling.retain(|_, at| at.elapsed() < cooldown);
-            cooling.insert(ip, Instant::now());
-            // Written under the lock, so concurrent releases never interleave their files.
-            if let Err(e) = super::cooling::save(&self.config.daemon.state_dir, &cooling) {
-                tracing::warn!(error = %e, "cannot keep the cooling addresses on disk; after a restart they could be reused before their cooldown ends");
+            let (snapshot, generation) = {
+                let mut cooling = self.cooling.lock().unwrap_or_else(|p| p.into_inner());
+                let cooldown = self.cooldown;
+                cooling.retain(|_, at| at.elapsed() < cooldown);
+                cooling.insert(ip, Instant::now());
+                let generation = self.cooling_generation.fetch_add(1, Ordering::SeqCst) + 1;
+                (cooling.clone(), generation)
+            };
+            // Written outside the cooling lock (ADDs read it under the store lock); one writer
+            // at a time, and never a snapshot older than the one already on disk.
+            let mut written = self
+                .cooling_written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if generation > *written {
+                match super::cooling::save(&self.config.daemon.state_dir, &snapshot) {
+                    Ok(()) => *written = generation,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot keep the cooling addresses on disk; after a restart they could be reused before their cooldown ends")
+                    }
+                }
             }
         }
         let (_, lsn) = self.store().release(key).map_err(store_error)?;

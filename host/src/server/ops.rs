@@ -201,6 +201,7 @@ fn pool<D: Datapath>(handler: &Handler<D>) -> Value {
         "excluded": snapshot.inventory.excluded,
         "allocations": allocations,
         "cooling": handler.cooling_now(),
+        "failures": snapshot.failures,
         "free": handler.free_addresses(),
     })
 }

@@ -19,7 +19,9 @@ use crate::datapath::{parse_mac, Datapath, EniLink};
 use crate::ec2::provider::{subnet_gateway, NodeEni};
 use crate::ec2::Ec2Provider;
 use crate::ipam::IpFamily;
-use crate::runtime::{AuditEntry, EniRequest, EniTagRequest, FailureMode, Hook, Plugin};
+use crate::runtime::{
+    AuditEntry, EniRequest, EniTagRequest, FailureMode, Hook, Plugin, RequestFailure,
+};
 
 /// Passes of plan-then-execute in a row while each made progress (a grown ENI may need
 /// addresses next).
@@ -91,13 +93,25 @@ async fn primary_link<D: Datapath>(
 pub async fn run_ipv6<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<Ec2Provider>) {
     loop {
         tokio::time::sleep(REFRESH_INTERVAL).await;
-        match provider.refresh().await {
-            Ok(()) => {
-                handler.refresh_inventory();
-                warn_outside_pool(&handler);
-            }
-            Err(e) => tracing::warn!(error = %e, "re-reading the node's ENIs failed"),
+        handler.refresh_foreign_held().await;
+        if let Err(e) = provider.refresh().await {
+            tracing::warn!(error = %e, "re-reading the node's ENIs failed");
+            continue;
         }
+        if !provider.has_ipv6_prefix() {
+            // Unassigned behind the daemon's back: pods on it lost their routing anyway; new
+            // pods need a prefix again.
+            match provider.ensure_ipv6_prefix().await {
+                Ok(prefix) => {
+                    tracing::warn!(%prefix, "the primary ENI had lost its IPv6 prefix; delegated a new one")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the primary ENI has no IPv6 prefix and delegating one failed; ADDs fail until it succeeds")
+                }
+            }
+        }
+        handler.refresh_inventory();
+        warn_outside_pool(&handler);
     }
 }
 
@@ -303,7 +317,7 @@ pub async fn pass<D: Datapath>(handler: &Handler<D>, provider: &Ec2Provider) -> 
                 outcome: if outcome.is_ok() { "ok" } else { "error" },
                 result: match &outcome {
                     Ok(note) => note.clone(),
-                    Err(e) => e.clone(),
+                    Err(e) => e.message.clone(),
                 },
                 duration_us: started.elapsed().as_micros() as u64,
             });
@@ -325,9 +339,17 @@ pub async fn pass<D: Datapath>(handler: &Handler<D>, provider: &Ec2Provider) -> 
                     report.failed += 1;
                     round_failed = true;
                     if grows {
-                        handler.set_grow_error(Some(e.clone()));
+                        handler.set_grow_error(Some(e.message.clone()));
                     }
-                    tracing::warn!(plugin = %allocator.name(), ?request, error = %e, "ENI request failed");
+                    tracing::warn!(plugin = %allocator.name(), ?request, code = %e.code, error = %e.message, "ENI request failed");
+                    handler.record_request_failure(RequestFailure {
+                        request: request.function(),
+                        eni_id: request.eni_id().map(str::to_owned),
+                        subnet_id: request.subnet_id().map(str::to_owned),
+                        code: e.code,
+                        message: e.message,
+                        age_ms: 0,
+                    });
                     break;
                 }
             }
@@ -379,13 +401,42 @@ async fn plan<D: Datapath>(
     answer.map_err(|e| e.to_string())
 }
 
+/// Why a request failed: EC2's error code when EC2 refused it, `HostRefused` otherwise.
+#[derive(Debug, Clone)]
+struct Failure {
+    code: String,
+    message: String,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure {
+            code: "HostRefused".to_owned(),
+            message,
+        }
+    }
+}
+
+impl From<crate::ec2::Ec2Error> for Failure {
+    fn from(e: crate::ec2::Ec2Error) -> Failure {
+        let code = match &e {
+            crate::ec2::Ec2Error::Api { code, .. } => code.clone(),
+            _ => "Unavailable".to_owned(),
+        };
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
 /// Carries out one request; the answer is a note for the audit log.
 async fn execute<D: Datapath>(
     handler: &Handler<D>,
     provider: &Ec2Provider,
     plugins: &PluginSet,
     request: &EniRequest,
-) -> Result<String, String> {
+) -> Result<String, Failure> {
     match request {
         EniRequest::CreateEni {
             subnet_id,
@@ -396,8 +447,7 @@ async fn execute<D: Datapath>(
             let tags = eni_tags(handler, provider, plugins, subnet_id).await?;
             let (eni, fell_back) = provider
                 .create_and_attach(subnet_id, security_groups, *secondary_ips, *prefixes, tags)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             let link = eni_link(&eni, provider, handler.config.datapath.mtu)?;
             match handler.datapath.setup_eni(&link).await {
                 Ok(name) => {
@@ -419,7 +469,7 @@ async fn execute<D: Datapath>(
                     if let Err(cleanup) = provider.detach_and_delete(&eni).await {
                         tracing::error!(eni = %eni.eni.id, error = %cleanup, "rolling back an ENI without a link failed; the leaked-ENI collector will delete it once detached");
                     }
-                    Err(format!("{} attached but its link failed: {e}", eni.eni.id))
+                    Err(format!("{} attached but its link failed: {e}", eni.eni.id).into())
                 }
             }
         }
@@ -445,11 +495,8 @@ async fn grow<D: Datapath>(
     eni_id: &str,
     count: u32,
     prefixes: bool,
-) -> Result<String, String> {
-    let added = provider
-        .assign(eni_id, count, prefixes)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<String, Failure> {
+    let added = provider.assign(eni_id, count, prefixes).await?;
     handler.refresh_inventory();
     Ok(format!(
         "{eni_id}: +{} IP(s) +{} prefix(es){}",
@@ -521,10 +568,10 @@ async fn release<D: Datapath>(
     eni_id: &str,
     ips: &[Ipv4Addr],
     prefixes: &[Ipv4Net],
-) -> Result<String, String> {
+) -> Result<String, Failure> {
     let lock = handler.allocation_lock().await;
     let Some(eni) = provider.eni(eni_id) else {
-        return Err(format!("{eni_id} is not attached to the node"));
+        return Err(format!("{eni_id} is not attached to the node").into());
     };
     let ips: Vec<Ipv4Addr> = ips
         .iter()
@@ -555,7 +602,7 @@ async fn release<D: Datapath>(
             let (ips, prefixes) = provider.still_assigned(eni_id, &ips, &prefixes).await;
             provider.restore(eni_id, &ips, &prefixes);
             handler.refresh_inventory();
-            Err(e.to_string())
+            Err(e.into())
         }
     }
 }
@@ -565,13 +612,13 @@ async fn delete_eni<D: Datapath>(
     handler: &Handler<D>,
     provider: &Ec2Provider,
     eni_id: &str,
-) -> Result<String, String> {
+) -> Result<String, Failure> {
     let lock = handler.allocation_lock().await;
     let Some(eni) = provider.eni(eni_id) else {
-        return Err(format!("{eni_id} is not attached to the node"));
+        return Err(format!("{eni_id} is not attached to the node").into());
     };
     if eni.primary() {
-        return Err(format!("{eni_id} is the primary ENI"));
+        return Err(format!("{eni_id} is the primary ENI").into());
     }
     let busy = eni
         .blocks()
@@ -608,7 +655,7 @@ async fn delete_eni<D: Datapath>(
                 }
                 handler.refresh_inventory();
             }
-            Err(e.to_string())
+            Err(e.into())
         }
     }
 }

@@ -134,11 +134,37 @@ fn model(pool: &Pool) -> Vec<EniModel> {
     enis
 }
 
+/// For how long a subnet whose new ENI EC2 refused for lack of addresses is passed over while
+/// another subnet is in scope (`DescribeSubnets`' free counts lag behind: the host caches
+/// them for a minute).
+pub const FULL_SUBNET_BACKOFF_MS: u64 = 120_000;
+
+/// Whether EC2 recently refused a new ENI in `subnet` for lack of addresses.
+fn recently_full(pool: &Pool, subnet: &str) -> bool {
+    pool.failures.iter().any(|f| {
+        f.request == "create-eni"
+            && f.subnet_id.as_deref() == Some(subnet)
+            && f.code == "InsufficientFreeAddressesInSubnet"
+            && f.age_ms < FULL_SUBNET_BACKOFF_MS
+    })
+}
+
 /// The subnet of a new ENI: the most free addresses among `subnets()` (the node's subnet on a
-/// tie), the node's subnet when none is listed.
+/// tie), the node's subnet when none is listed; a subnet EC2 just called full is passed over
+/// while another is listed.
 fn new_eni_subnet(pool: &Pool, node_subnet: &str) -> String {
-    pool.subnets
+    let open: Vec<_> = pool
+        .subnets
         .iter()
+        .filter(|s| !recently_full(pool, &s.id))
+        .collect();
+    let candidates = if open.is_empty() {
+        pool.subnets.iter().collect()
+    } else {
+        open
+    };
+    candidates
+        .into_iter()
         .max_by(|a, b| {
             (a.free_addresses, a.id == node_subnet, &b.id).cmp(&(
                 b.free_addresses,

@@ -4,8 +4,10 @@
 //! row states the settled pool.
 
 use super::*;
-use crate::planner::{plan, MIN_ENI_AGE_MS};
-use wasmcni_plugin_sdk::allocator::{AddressBlock, BlockKind, Cidr, Intent, NodeLimits, Subnet};
+use crate::planner::{plan, FULL_SUBNET_BACKOFF_MS, MIN_ENI_AGE_MS};
+use wasmcni_plugin_sdk::allocator::{
+    AddressBlock, BlockKind, Cidr, Intent, NodeLimits, RequestFailure, Subnet,
+};
 
 /// (instance type, ENIs, IPv4 addresses per ENI, prefix delegation possible, max pods); max
 /// pods `ENIs × (IPv4 per ENI − 1) + 2` (vpc-cni.md §3.7), 110 in prefix mode (EKS's cap).
@@ -370,6 +372,27 @@ fn new_enis_go_to_the_subnet_with_most_free_addresses() {
             prefixes: 0,
         }]
     );
+    // EC2 just refused a new ENI in subnet-b (its free count lags): subnet-a, until the
+    // refusal is older than the backoff; and when every subnet was refused, the best again.
+    let refused = |subnet: &str, age_ms| RequestFailure {
+        request: "create-eni".into(),
+        eni_id: None,
+        subnet_id: Some(subnet.into()),
+        code: "InsufficientFreeAddressesInSubnet".into(),
+        message: format!("EC2 CreateNetworkInterface: InsufficientFreeAddressesInSubnet: {subnet}"),
+        age_ms,
+    };
+    let chosen = |pool: &Pool| match &plan(pool, &settings(8, false)).intents[..] {
+        [Intent::CreateEni { subnet_id, .. }] => subnet_id.clone(),
+        other => panic!("{other:?}"),
+    };
+    pool.failures = vec![refused("subnet-b", 5_000)];
+    assert_eq!(chosen(&pool), "subnet-a");
+    pool.failures = vec![refused("subnet-b", FULL_SUBNET_BACKOFF_MS)];
+    assert_eq!(chosen(&pool), "subnet-b");
+    pool.failures = vec![refused("subnet-b", 5_000), refused("subnet-a", 1_000)];
+    assert_eq!(chosen(&pool), "subnet-b");
+    pool.failures.clear();
     // No subnet listed: the node's.
     pool.subnets.clear();
     let decided = plan(&pool, &settings(8, false));

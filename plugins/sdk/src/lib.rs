@@ -130,7 +130,7 @@ pub mod allocator {
     });
 
     pub use self::wasmcni::plugin::eni_ops::NewEni;
-    pub use self::wasmcni::plugin::pool_view::{Eni, NodeInfo, NodeLimits, Subnet};
+    pub use self::wasmcni::plugin::pool_view::{Eni, NodeInfo, NodeLimits, RequestFailure, Subnet};
     pub use self::wasmcni::plugin::types::{AddressBlock, BlockKind, Cidr, Pair};
     pub use self::wasmcni::plugin::{clock, config, eni_ops, kv, log, pool_view, types};
 
@@ -159,6 +159,9 @@ pub mod allocator {
         pub excluded: BTreeSet<u32>,
         /// Subnets new ENIs may go to (within the grant).
         pub subnets: Vec<Subnet>,
+        /// ENI requests of earlier plans that EC2 (or the daemon) refused lately, newest
+        /// first.
+        pub failures: Vec<RequestFailure>,
     }
 
     impl Pool {
@@ -172,6 +175,7 @@ pub mod allocator {
                 cooling: pool_view::cooling().into_iter().collect(),
                 excluded: pool_view::excluded().into_iter().collect(),
                 subnets: pool_view::subnets(),
+                failures: pool_view::failures(),
             }
         }
 
@@ -199,6 +203,7 @@ pub mod allocator {
                 cooling: pool_view::cooling().into_iter().collect(),
                 excluded: pool_view::excluded().into_iter().collect(),
                 subnets: Vec::new(),
+                failures: Vec::new(),
             }
         }
 

@@ -172,6 +172,7 @@ mod tests {
                     tags: Vec::new(),
                 },
             ],
+            failures: Vec::new(),
         }
     }
 

@@ -66,6 +66,7 @@ fn pool() -> PoolSnapshot {
         },
         in_use: vec!["10.0.0.20".parse().unwrap()],
         cooling: vec!["10.0.0.33".parse().unwrap()],
+        failures: Vec::new(),
     }
 }
 
@@ -391,22 +392,30 @@ fn tagger_answers_are_held_to_tag_keys_and_reserved_keys() {
 
 #[test]
 fn imports_are_classified_by_package_version_and_interface() {
-    assert_eq!(Import::classify("wasmcni:plugin/types@0.1.0"), Import::Free);
+    assert_eq!(Import::classify("wasmcni:plugin/types@0.2.0"), Import::Free);
     assert_eq!(
-        Import::classify("wasmcni:plugin/config@0.1.0"),
+        Import::classify("wasmcni:plugin/config@0.2.0"),
         Import::Free
     );
     assert_eq!(
-        Import::classify("wasmcni:plugin/eni-ops@0.1.0"),
+        Import::classify("wasmcni:plugin/eni-ops@0.2.0"),
         Import::Needs(Capability::EniOps)
     );
+    // A component built against the previous package version (0.1.0: before the policy
+    // attachment gained `addresses-v6` and pool-view `failures`) is not linked.
     assert_eq!(
-        Import::classify("wasmcni:plugin/log@0.2.0"),
+        Import::classify("wasmcni:plugin/log@0.1.0"),
         Import::Foreign
     );
     assert_eq!(Import::classify("wasi:cli/stdout@0.2.0"), Import::Foreign);
     assert_eq!(
-        Import::classify("wasmcni:plugin/shell@0.1.0"),
+        other_package_version("wasmcni:plugin/log@0.1.0"),
+        Some("0.1.0")
+    );
+    assert_eq!(other_package_version("wasmcni:plugin/log@0.2.0"), None);
+    assert_eq!(other_package_version("wasi:cli/stdout@0.2.0"), None);
+    assert_eq!(
+        Import::classify("wasmcni:plugin/shell@0.2.0"),
         Import::Foreign
     );
 }

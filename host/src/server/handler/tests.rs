@@ -1108,6 +1108,12 @@ async fn ipv6_prefix_mode_hands_out_128s_with_the_link_local_gateway_and_policie
     assert!(!f.handler.datapath.veths().contains_key(&veth("a")));
     let next = ip_of(&f.run(Command::Add, "d", "1.1.0").await);
     assert!(!next.starts_with(&seen[0].to_string()), "{next}");
+    // Another CNI's pod on a /128 of the prefix (a migration): never handed out.
+    let foreign: std::net::Ipv6Addr = "2600:1f14:aa:bb:cc::99".parse().unwrap();
+    assert!(!f.handler.is_taken(IpAddr::V6(foreign)));
+    f.handler.datapath.add_foreign_pod_route(foreign);
+    f.handler.refresh_foreign_held().await;
+    assert!(f.handler.is_taken(IpAddr::V6(foreign)));
     // CHECK of an IPv6 pod.
     let check = f.run(Command::Check, "b", "1.1.0").await;
     assert!(matches!(check, DaemonResponse::Success { .. }), "{check:?}");

@@ -434,6 +434,7 @@ impl Pool {
                 free_addresses: 65_530,
                 tags: Vec::<Pair>::new(),
             }],
+            failures: Vec::new(),
         }
     }
 }

@@ -538,6 +538,19 @@ fn a_full_subnet_fails_adds_with_a_clear_error_and_recovers_when_space_returns()
             && text.contains("InsufficientFreeAddressesInSubnet"),
         "{text}"
     );
+    // The refusal is kept for the next plans (pool-view.failures) and shown to operators.
+    let pool: serde_json::Value =
+        serde_json::from_str(&ec2.node.inspect("pool", true)).expect("pool JSON");
+    let failures = pool["failures"].as_array().expect("failures");
+    assert!(
+        failures
+            .iter()
+            .any(|f| f["code"] == "InsufficientFreeAddressesInSubnet"
+                && f["request"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("assign-") || r == "create-eni")),
+        "{pool}"
+    );
     // The other tenant goes away; the retried ADD gets an address.
     ec2.release_fillers(&fillers);
     let ips = add_all(&ec2, &chain, &pods[1..], Duration::from_secs(30));

@@ -3,7 +3,8 @@
 //! discovers the node through IMDS, `vpc-warm-pool` plans the pool with VPC CNI's defaults,
 //! `cluster-tags` tags each new ENI, and pods spill from the primary ENI onto a new one.
 //! `--ec2 --ipv6`: IPv6 prefix mode on an emulated m5.large: one /80 on the primary ENI, a
-//! /128 per pod, `namespace-guard` judging each pod by its IPv6 attachment, no SNAT.
+//! /128 per pod, `namespace-guard` asked about each pod (its audit entry shows the /128), no
+//! SNAT.
 
 use std::time::{Duration, Instant};
 
