@@ -246,7 +246,11 @@ impl Datapath for NetlinkDatapath {
 
     async fn setup_pod(&self, a: &PodAttachment) -> Result<Created, DatapathError> {
         let ns = netns::open(&a.netns)?;
-        let pod = netns::handle_in(&ns, &a.netns).await?;
+        let pod = if a.host.ip.is_ipv6() {
+            netns::handle_in_with_ipv6(&ns, &a.netns).await?
+        } else {
+            netns::handle_in(&ns, &a.netns).await?
+        };
         let veth = &a.host.host_veth;
         // VPC CNI removes a stale host veth of the same name (a pod recreated under the same
         // name); the daemon has already released any allocation that owned it.

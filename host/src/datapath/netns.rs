@@ -24,8 +24,15 @@ pub fn open(path: &str) -> Result<File, DatapathError> {
 }
 
 /// Creates a NETLINK_ROUTE socket inside the namespace `netns` from a dedicated thread; the
-/// caller awaits it instead of blocking a runtime worker on `join`.
-async fn route_socket_in(netns: &File, path: &str) -> Result<OwnedFd, DatapathError> {
+/// caller awaits it instead of blocking a runtime worker on `join`. With `enable_ipv6` the
+/// thread also switches IPv6 on in the namespace (`all` and `default` `disable_ipv6=0`, as VPC
+/// CNI does for IPv6 pods): a runtime may create pod namespaces with it off, and an IPv6
+/// address on an interface without IPv6 is refused.
+async fn route_socket_in(
+    netns: &File,
+    path: &str,
+    enable_ipv6: bool,
+) -> Result<OwnedFd, DatapathError> {
     let failed = |reason: String| DatapathError::Netns {
         path: path.to_owned(),
         reason,
@@ -38,6 +45,13 @@ async fn route_socket_in(netns: &File, path: &str) -> Result<OwnedFd, DatapathEr
             // This thread exists only to be moved into the namespace; it exits right after.
             let opened = setns(&netns, CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("setns: {e}"))
+                .and_then(|()| {
+                    if enable_ipv6 {
+                        enable_ipv6_here()
+                    } else {
+                        Ok(())
+                    }
+                })
                 .and_then(|()| {
                     Socket::new(NETLINK_ROUTE).map_err(|e| format!("netlink socket: {e}"))
                 })
@@ -52,10 +66,36 @@ async fn route_socket_in(netns: &File, path: &str) -> Result<OwnedFd, DatapathEr
         .map_err(failed)
 }
 
+/// Writes `disable_ipv6=0` for every interface of the calling thread's namespace, present
+/// (`all`) and future (`default`). /proc/sys/net answers for the opener's namespace.
+fn enable_ipv6_here() -> Result<(), String> {
+    for scope in ["all", "default"] {
+        let path = format!("/proc/sys/net/ipv6/conf/{scope}/disable_ipv6");
+        std::fs::write(&path, b"0").map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// An rtnetlink handle whose socket lives in the namespace `netns`. Must be called on a tokio
 /// runtime: the connection task is spawned there and ends when the handle is dropped.
 pub async fn handle_in(netns: &File, path: &str) -> Result<rtnetlink::Handle, DatapathError> {
-    let fd = route_socket_in(netns, path).await?;
+    handle_with(netns, path, false).await
+}
+
+/// As [`handle_in`], with IPv6 switched on in the namespace first (for an IPv6 pod).
+pub async fn handle_in_with_ipv6(
+    netns: &File,
+    path: &str,
+) -> Result<rtnetlink::Handle, DatapathError> {
+    handle_with(netns, path, true).await
+}
+
+async fn handle_with(
+    netns: &File,
+    path: &str,
+    enable_ipv6: bool,
+) -> Result<rtnetlink::Handle, DatapathError> {
+    let fd = route_socket_in(netns, path, enable_ipv6).await?;
     // SAFETY: `fd` is an open netlink socket we own; TokioSocket takes ownership of it.
     let socket = unsafe { TokioSocket::from_raw_fd(fd.into_raw_fd()) };
     let (connection, handle, _) = rtnetlink::from_socket(socket);

@@ -782,6 +782,14 @@ fn ipv6_prefix_mode_gives_pods_128s_of_one_80_that_route_without_snat() {
     let internet = ec2.route_ipv6();
 
     let pods: Vec<Pod> = (0..3).map(|i| pod(&format!("v6-{i}"))).collect();
+    // A runtime that creates pod namespaces with IPv6 off: the daemon switches it on.
+    for scope in ["all", "default"] {
+        let off = pods[0].ns.exec(
+            "sysctl",
+            &["-qw", &format!("net.ipv6.conf.{scope}.disable_ipv6=1")],
+        );
+        assert!(off.status.success(), "{off:?}");
+    }
     let results: Vec<_> = pods
         .iter()
         .map(|p| ec2.node.add(&chain, &p.attachment).expect("ADD"))
