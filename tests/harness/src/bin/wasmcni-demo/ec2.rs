@@ -45,13 +45,7 @@ pub fn run() -> u32 {
 
     let started = Instant::now();
     ec2.node.start_daemon();
-    let chain = Conflist {
-        name: "wasmcni-ec2-demo".into(),
-        cni_version: "1.1.0".into(),
-        plugins: vec![
-            json!({"type": "wasmcni", "daemonSocket": ec2.node.socket().display().to_string(), "logFile": ec2.node.shim_log().display().to_string()}),
-        ],
-    };
+    let chain = wasmcni_chain(&ec2, "wasmcni-ec2-demo");
     let ready = wait(Duration::from_secs(30), || ec2.node.status(&chain).is_ok());
     check(
         &mut failures,
@@ -66,18 +60,7 @@ pub fn run() -> u32 {
     println!("== CNI ADD for eight pods: five fill the primary ENI, the pool grows a second");
     let mut pods = Vec::new();
     for i in 0..8 {
-        let ns = NetNs::new("demo");
-        let attachment = Attachment {
-            container_id: format!("ec2demo-{}", ns.name()),
-            netns: ns.path(),
-            ifname: "eth0".into(),
-            args: vec![
-                ("IgnoreUnknown".into(), "1".into()),
-                ("K8S_POD_NAMESPACE".into(), "demo".into()),
-                ("K8S_POD_NAME".into(), format!("web-{i}")),
-            ],
-            capability_args: Default::default(),
-        };
+        let (ns, attachment) = web_pod("demo", "ec2demo", i);
         let t = Instant::now();
         match ec2.node.add(&chain, &attachment) {
             Ok(result) => {
@@ -195,13 +178,7 @@ pub fn run_ipv6() -> u32 {
     ec2.node.write_config(&config);
     audit(&mut failures, &ec2.node.config_path());
     ec2.node.start_daemon();
-    let chain = Conflist {
-        name: "wasmcni-ec2-ipv6-demo".into(),
-        cni_version: "1.1.0".into(),
-        plugins: vec![
-            json!({"type": "wasmcni", "daemonSocket": ec2.node.socket().display().to_string(), "logFile": ec2.node.shim_log().display().to_string()}),
-        ],
-    };
+    let chain = wasmcni_chain(&ec2, "wasmcni-ec2-ipv6-demo");
     check(
         &mut failures,
         "STATUS ready",
@@ -218,18 +195,7 @@ pub fn run_ipv6() -> u32 {
     println!("== CNI ADD for three pods");
     let mut pods = Vec::new();
     for i in 0..3 {
-        let ns = NetNs::new("demo6");
-        let attachment = Attachment {
-            container_id: format!("ec2v6demo-{}", ns.name()),
-            netns: ns.path(),
-            ifname: "eth0".into(),
-            args: vec![
-                ("IgnoreUnknown".into(), "1".into()),
-                ("K8S_POD_NAMESPACE".into(), "demo".into()),
-                ("K8S_POD_NAME".into(), format!("web-{i}")),
-            ],
-            capability_args: Default::default(),
-        };
+        let (ns, attachment) = web_pod("demo6", "ec2v6demo", i);
         let t = Instant::now();
         match ec2.node.add(&chain, &attachment) {
             Ok(result) => {
@@ -305,6 +271,34 @@ pub fn run_ipv6() -> u32 {
     drop(ec2);
     println!("== cleaned up: daemon and emulator stopped, namespaces removed");
     failures
+}
+
+/// The conflist the demo's runtime calls: wasmcni alone, on this node's daemon.
+fn wasmcni_chain(ec2: &Ec2Node, name: &str) -> Conflist {
+    Conflist {
+        name: name.into(),
+        cni_version: "1.1.0".into(),
+        plugins: vec![
+            json!({"type": "wasmcni", "daemonSocket": ec2.node.socket().display().to_string(), "logFile": ec2.node.shim_log().display().to_string()}),
+        ],
+    }
+}
+
+/// Pod `demo/web-<i>` in a new namespace named after `ns_prefix`.
+fn web_pod(ns_prefix: &str, container_prefix: &str, i: usize) -> (NetNs, Attachment) {
+    let ns = NetNs::new(ns_prefix);
+    let attachment = Attachment {
+        container_id: format!("{container_prefix}-{}", ns.name()),
+        netns: ns.path(),
+        ifname: "eth0".into(),
+        args: vec![
+            ("IgnoreUnknown".into(), "1".into()),
+            ("K8S_POD_NAMESPACE".into(), "demo".into()),
+            ("K8S_POD_NAME".into(), format!("web-{i}")),
+        ],
+        capability_args: Default::default(),
+    };
+    (ns, attachment)
 }
 
 fn wait(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
