@@ -125,16 +125,7 @@ impl NetlinkDatapath {
                 .await
                 .map_err(nl(format!("add route {what} in the pod")))?;
         }
-        pod.neighbours()
-            .add(pod_index, gateway)
-            .link_layer_address(&host_mac)
-            .state(NeighbourState::Permanent)
-            .execute()
-            .await
-            .map_err(nl(format!(
-                "add permanent neighbour {gateway} lladdr {}",
-                format_mac(&host_mac)
-            )))?;
+        add_permanent_neighbour(pod, pod_index, gateway, host_mac, "in the pod").await?;
 
         self.host
             .link()
@@ -162,35 +153,23 @@ impl NetlinkDatapath {
             .map_err(nl(format!("add host route {ip}/{len} dev {veth}")))?;
         if ip.is_ipv6() {
             // The host reaches the pod without neighbour discovery, as the pod reaches it.
-            self.host
-                .neighbours()
-                .add(host_index, ip)
-                .link_layer_address(&pod_mac)
-                .state(NeighbourState::Permanent)
-                .execute()
-                .await
-                .map_err(nl(format!(
-                    "add permanent neighbour {ip} lladdr {} dev {veth}",
-                    format_mac(&pod_mac)
-                )))?;
+            add_permanent_neighbour(&self.host, host_index, ip, pod_mac, &format!("dev {veth}"))
+                .await?;
         }
-        let to_pod = rule_message(ip, true, MAIN_TABLE, TO_POD_RULE_PRIORITY);
-        let what = describe_rule(&to_pod);
-        let mut add = self.host.rule().add();
-        *add.message_mut() = to_pod;
-        add.execute()
-            .await
-            .map_err(nl(format!("add rule {what}")))?;
+        self.add_rule(rule_message(ip, true, MAIN_TABLE, TO_POD_RULE_PRIORITY))
+            .await?;
         if let Some(table) = a.host.route_table {
-            let from_pod = rule_message(ip, false, table, FROM_POD_RULE_PRIORITY);
-            let what = describe_rule(&from_pod);
-            let mut add = self.host.rule().add();
-            *add.message_mut() = from_pod;
-            add.execute()
-                .await
-                .map_err(nl(format!("add rule {what}")))?;
+            self.add_rule(rule_message(ip, false, table, FROM_POD_RULE_PRIORITY))
+                .await?;
         }
         Ok(())
+    }
+
+    async fn add_rule(&self, message: RuleMessage) -> Result<(), DatapathError> {
+        let what = describe_rule(&message);
+        let mut add = self.host.rule().add();
+        *add.message_mut() = message;
+        add.execute().await.map_err(nl(format!("add rule {what}")))
     }
 
     async fn delete_rule(&self, message: RuleMessage) -> Result<(), DatapathError> {
@@ -637,6 +616,27 @@ impl Datapath for NetlinkDatapath {
         }
         Ok(state)
     }
+}
+
+/// A permanent neighbour entry `ip` → `mac` on link `index` (`place` names it in errors).
+async fn add_permanent_neighbour(
+    handle: &Handle,
+    index: u32,
+    ip: IpAddr,
+    mac: [u8; 6],
+    place: &str,
+) -> Result<(), DatapathError> {
+    handle
+        .neighbours()
+        .add(index, ip)
+        .link_layer_address(&mac)
+        .state(NeighbourState::Permanent)
+        .execute()
+        .await
+        .map_err(nl(format!(
+            "add permanent neighbour {ip} lladdr {} {place}",
+            format_mac(&mac)
+        )))
 }
 
 /// Deletes the link `name` in the current (node) namespace from the calling blocking thread.

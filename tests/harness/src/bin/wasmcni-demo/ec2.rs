@@ -129,21 +129,8 @@ pub fn run() -> u32 {
         );
     }
 
-    println!("== CNI DEL for every pod");
-    for (ns, attachment, result) in pods.drain(..) {
-        check(
-            &mut failures,
-            &format!("DEL {}", pod_ip(&result)),
-            ec2.node.del(&chain, &attachment, Some(&result)).is_ok(),
-        );
-        drop(ns);
-    }
-    let audit_log =
-        std::fs::read_to_string(ec2.node.state_dir().join("plugin-audit.log")).unwrap_or_default();
-    println!("== what the plugins asked the daemon to do (plugin-audit.log, eni-ops)");
-    for line in audit_log.lines().filter(|l| l.contains("\"eni-ops\"")) {
-        println!("  {line}");
-    }
+    del_all(&mut failures, &ec2, &chain, pods);
+    print_audit(&ec2, "what the plugins asked the daemon to do", "eni-ops");
     println!(
         "== EC2 calls made: {} (the emulator's request log)",
         ec2.emulator.request_log().len()
@@ -249,21 +236,8 @@ pub fn run_ipv6() -> u32 {
             seen.as_deref() == Some(pod_ip(&a.2).as_str()),
         );
     }
-    let audit_log =
-        std::fs::read_to_string(ec2.node.state_dir().join("plugin-audit.log")).unwrap_or_default();
-    println!("== what namespace-guard was asked (plugin-audit.log)");
-    for line in audit_log.lines().filter(|l| l.contains("\"evaluate\"")) {
-        println!("  {line}");
-    }
-    println!("== CNI DEL for every pod");
-    for (ns, attachment, result) in pods.drain(..) {
-        check(
-            &mut failures,
-            &format!("DEL {}", pod_ip(&result)),
-            ec2.node.del(&chain, &attachment, Some(&result)).is_ok(),
-        );
-        drop(ns);
-    }
+    print_audit(&ec2, "what namespace-guard was asked", "evaluate");
+    del_all(&mut failures, &ec2, &chain, pods);
     println!(
         "== EC2 calls made: {} (the emulator's request log)",
         ec2.emulator.request_log().len()
@@ -271,6 +245,35 @@ pub fn run_ipv6() -> u32 {
     drop(ec2);
     println!("== cleaned up: daemon and emulator stopped, namespaces removed");
     failures
+}
+
+/// DEL for every pod, each checked; their namespaces go with them.
+fn del_all(
+    failures: &mut u32,
+    ec2: &Ec2Node,
+    chain: &Conflist,
+    pods: Vec<(NetNs, Attachment, serde_json::Value)>,
+) {
+    println!("== CNI DEL for every pod");
+    for (ns, attachment, result) in pods {
+        check(
+            failures,
+            &format!("DEL {}", pod_ip(&result)),
+            ec2.node.del(chain, &attachment, Some(&result)).is_ok(),
+        );
+        drop(ns);
+    }
+}
+
+/// Prints the audit log's entries for plugin calls named `call`.
+fn print_audit(ec2: &Ec2Node, heading: &str, call: &str) {
+    let audit_log =
+        std::fs::read_to_string(ec2.node.state_dir().join("plugin-audit.log")).unwrap_or_default();
+    println!("== {heading} (plugin-audit.log, {call})");
+    let needle = format!("\"{call}\"");
+    for line in audit_log.lines().filter(|l| l.contains(&needle)) {
+        println!("  {line}");
+    }
 }
 
 /// The conflist the demo's runtime calls: wasmcni alone, on this node's daemon.
