@@ -8,5 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 cargo build --release --workspace --bins
-cargo run --release -p wasmcni-plugin-build
-exec ./target/release/wasmcni-demo "$@"
+"${CARGO_TARGET_DIR:-target}"/release/wasmcni-plugin-build
+exec "${CARGO_TARGET_DIR:-target}"/release/wasmcni-demo "$@"

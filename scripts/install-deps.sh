@@ -1,28 +1,154 @@
 #!/usr/bin/env bash
-# Installs what wasmcni's demo, tests and benchmark need on a fresh Debian 12 machine (root):
-# iproute2 and iptables for namespaces and portmap, iputils-ping for real packets, Debian's
-# containernetworking-plugins (portmap, bandwidth, ptp, host-local in /usr/lib/cni) as chain
-# peers and benchmark reference, containerd + busybox-static for the `ctr run --cni` test.
-# Idempotent: apt runs only when something is missing.
+# Installs what wasmcni's demo, tests and benchmark execute on a fresh Debian 12 machine
+# (root), then checks that every one of those tools is really there (the preflight), naming
+# the package of anything missing. Idempotent: apt and pip run only when something is missing.
+#
+#   scripts/install-deps.sh           install what is missing, then the preflight
+#   scripts/install-deps.sh --check   the preflight only (installs nothing)
+#   scripts/install-deps.sh --list    the Debian packages and Python packages it manages
+#
+# The table below is the one list of external programs the project runs. When code, a test,
+# the demo or a benchmark starts spawning a new program, add it here: CI runs on a clean
+# machine, and a tool installed by hand on yours is one CI lacks.
 set -euo pipefail
 
-packages=(iproute2 iptables iputils-ping containernetworking-plugins containerd runc busybox-static)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "installing: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+# what the project executes              Debian package               who executes it
+requirements=(
+  "ip                                    iproute2                     namespaces, veths, routes: harness, demo, benchmark, SNAT tests"
+  "ss                                    iproute2                     the ops tests (listening sockets in a namespace)"
+  "sysctl                                procps                       the SNAT tests (forwarding in a test namespace)"
+  "kill                                  procps                       the harness (stopping daemons and containerd)"
+  "iptables                              iptables                     the daemon's SNAT backend (iptables), portmap, SNAT tests"
+  "iptables-save                         iptables                     the daemon's SNAT backend (iptables)"
+  "iptables-restore                      iptables                     the daemon's SNAT backend (iptables)"
+  "iptables-legacy-save                  iptables                     the SNAT tests (legacy backend)"
+  "iptables-legacy-restore               iptables                     the SNAT tests (legacy backend)"
+  "nft                                   nftables                     the daemon's SNAT backend (nftables), SNAT tests"
+  "ping                                  iputils-ping                 traffic checks: harness, demo"
+  "/usr/lib/cni/portmap                  containernetworking-plugins  chain peer: tests, demo, install mode"
+  "/usr/lib/cni/bandwidth                containernetworking-plugins  chain peer: tests"
+  "/usr/lib/cni/ptp                      containernetworking-plugins  benchmark reference"
+  "/usr/lib/cni/host-local               containernetworking-plugins  benchmark reference"
+  "containerd                            containerd                   the ctr run --cni test"
+  "ctr                                   containerd                   the ctr run --cni test"
+  "runc                                  runc                         the ctr run --cni test"
+  "/bin/busybox                          busybox-static               the ctr run --cni test (the container's rootfs)"
+  "cc                                    gcc                          building ring (rustls) and other C in dependencies"
+)
+# Python modules, for moto's EC2 server: the reference of the EC2 emulator's differential test
+# (tests/ec2-emulator). The slim set (no boto3 extras) is enough for EC2.
+python_modules=(moto.server flask flask_cors)
+pip_packages=("moto>=5.2,<6" flask flask-cors)
+# Guest plugins are built for wasm32-unknown-unknown: a component from it imports only what
+# the plugin uses, no WASI.
+wasm_target=wasm32-unknown-unknown
 
-if ! command -v cargo >/dev/null; then
-  echo "cargo is not on PATH: install a Rust toolchain (rustup) first" >&2
-  exit 1
-fi
-# Guest plugins are built for wasm32-unknown-unknown (a component from it imports only what
-# the plugin uses, no WASI).
-if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
-  rustup target add wasm32-unknown-unknown
-fi
+packages() {
+  local line
+  for line in "${requirements[@]}"; do
+    read -r _ package _ <<<"$line"
+    echo "$package"
+  done | sort -u
+}
+
+has_program() {
+  case "$1" in
+    /*) [ -x "$1" ] ;;
+    # `type -P`: a program file, never a shell builtin (`kill` is both).
+    *) type -P "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] ;;
+  esac
+}
+
+has_python_modules() {
+  local module
+  for module in "${python_modules[@]}"; do
+    python3 -c "import $module" 2>/dev/null || return 1
+  done
+}
+
+# Names every missing tool with its package; returns non-zero when anything is missing.
+preflight() {
+  local line program package users missing=0
+  for line in "${requirements[@]}"; do
+    read -r program package users <<<"$line"
+    if ! has_program "$program"; then
+      echo "preflight: missing $program (Debian package $package; needed by $users)" >&2
+      missing=1
+    fi
+  done
+  if ! command -v python3 >/dev/null 2>&1; then
+    echo "preflight: missing python3 (needed for moto, the EC2 emulator's differential test)" >&2
+    missing=1
+  elif ! has_python_modules; then
+    echo "preflight: python3 cannot import ${python_modules[*]} (pip install ${pip_packages[*]})" >&2
+    missing=1
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "preflight: cargo is not on PATH: install a Rust toolchain (rustup) first" >&2
+    missing=1
+  elif ! rustup target list --installed 2>/dev/null | grep -qx "$wasm_target"; then
+    echo "preflight: the Rust target $wasm_target is missing (rustup target add $wasm_target)" >&2
+    missing=1
+  fi
+  if [ "$missing" -ne 0 ]; then
+    echo "preflight: some tools are missing (above); run scripts/install-deps.sh as root" >&2
+    return 1
+  fi
+  echo "preflight: every tool the tests, demo and benchmark run is present"
+}
+
+install() {
+  local package wanted=() missing=()
+  mapfile -t wanted < <(packages)
+  for package in "${wanted[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
+      missing+=("$package")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "install-deps: installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "install-deps: all ${#wanted[@]} Debian packages present (${wanted[*]})"
+  fi
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+    echo "install-deps: installing Debian packages: python3 python3-pip (for moto)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-pip >/dev/null
+  fi
+  if ! has_python_modules; then
+    echo "install-deps: installing Python packages: ${pip_packages[*]}"
+    # Debian's own python3 refuses pip into its site-packages (PEP 668); the machine's
+    # toolchain Python (pyenv) does not. Either way moto ends up importable by `python3`.
+    python3 -m pip install --quiet --disable-pip-version-check "${pip_packages[@]}" 2>/dev/null ||
+      python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "${pip_packages[@]}"
+  else
+    echo "install-deps: Python packages present (${pip_packages[*]})"
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "install-deps: cargo is not on PATH: install a Rust toolchain (rustup) first" >&2
+    exit 1
+  fi
+  if ! rustup target list --installed | grep -qx "$wasm_target"; then
+    echo "install-deps: adding the Rust target $wasm_target"
+    rustup target add "$wasm_target"
+  else
+    echo "install-deps: Rust target $wasm_target present"
+  fi
+}
+
+case "${1:-}" in
+  --check) preflight ;;
+  --list)
+    packages
+    printf '%s\n' "${pip_packages[@]}"
+    ;;
+  "")
+    install
+    preflight
+    ;;
+  *)
+    echo "usage: $0 [--check | --list]" >&2
+    exit 2
+    ;;
+esac

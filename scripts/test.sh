@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: style and lint checks, unit tests, and the root
-# integration tests (real namespaces, the real daemon and shim, Debian's CNI plugins,
-# containerd's `ctr run --cni`, the SIGKILL crash loop).
+# The whole test suite, as CI runs it: install what it needs and check it is there (the
+# preflight), style and lint checks, unit tests, and the root integration tests (real
+# namespaces, the real daemon and shim, Debian's CNI plugins, containerd's `ctr run --cni`,
+# the SIGKILL crash loop, the EC2 emulator against moto).
+#
+# Every test binary runs even when an earlier one fails (`--no-fail-fast`), and the closing
+# line counts all of them: a test binary that crashed, or was built and never started, is a
+# failure the line shows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-./scripts/install-deps.sh
-# moto's server, the reference of the EC2 emulator's differential test (tests/ec2-emulator);
-# the slim set (no boto3 extras) is enough for EC2. Idempotent: pip runs only when missing.
-python3 -c 'import moto.server, flask, flask_cors' 2>/dev/null ||
-  python3 -m pip install --quiet 'moto>=5.2,<6' flask flask-cors
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "the integration tests need root (network namespaces)" >&2
+  echo "the tests need root (network namespaces, firewall rules); run as root" >&2
   exit 1
 fi
+./scripts/install-deps.sh
 
 echo "== format"
 cargo fmt --all --check
@@ -22,26 +23,47 @@ for guests in plugins tests/plugins; do (cd "$guests" && cargo fmt --all --check
 echo "== build (release: one profile for tests, demo and benchmark)"
 cargo build --release --workspace --bins
 echo "== plugins (components of plugins/ and the hostile test plugins of tests/plugins)"
-cargo run --release -p wasmcni-plugin-build -- tests/plugins
+# The binary the workspace build just made (`cargo run -p` alone would unify features
+# differently and compile its dependencies again).
+"${CARGO_TARGET_DIR:-target}"/release/wasmcni-plugin-build tests/plugins
 echo "== lint"
 cargo clippy --release --workspace --all-targets -- -D warnings
 for guests in plugins tests/plugins; do
   (cd "$guests" && CARGO_TARGET_DIR="$root/target/wasm-guests" cargo clippy --release --target wasm32-unknown-unknown -- -D warnings)
 done
+
 echo "== tests"
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# The test executables cargo builds, so that one that never starts is counted too. A build
+# error here is shown, and the run goes on to report it in the closing line.
+list_tests() {
+  cargo test --release --no-run --message-format=json "$@" 2>>"$work/build.log" |
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    try:
+        message = json.loads(line)
+    except ValueError:
+        continue
+    if message.get("reason") == "compiler-artifact" and message.get("profile", {}).get("test") and message.get("executable"):
+        print(message["executable"])'
+}
 set +e
-cargo test --release --workspace 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
+list_tests --workspace >"$work/expected"
 # The plugins' own decision logic (vpc-warm-pool's VPC CNI tables, pack, cluster-tags,
 # namespace-guard, the template, the SDK), natively: the guest workspace is separate.
-(cd plugins && CARGO_TARGET_DIR="$root/target/wasm-guests" cargo test --release) 2>&1 | tee -a "$log"
+(cd plugins && CARGO_TARGET_DIR="$root/target/wasm-guests" list_tests) >>"$work/expected"
+cargo test --release --workspace --no-fail-fast 2>&1 | tee "$work/host.log"
+host_status=${PIPESTATUS[0]}
+(cd plugins && CARGO_TARGET_DIR="$root/target/wasm-guests" cargo test --release --no-fail-fast) 2>&1 |
+  tee "$work/guests.log"
 guest_status=${PIPESTATUS[0]}
-[ "$status" -ne 0 ] || status=$guest_status
+# One closing line for the whole run (cargo prints one per test binary).
+python3 scripts/test-summary.py "$work/expected" "$work/host.log" "$work/guests.log"
+summary_status=$?
 set -e
-# One closing line for the whole run (cargo prints one per test binary, the last often a
-# doc-test binary with nothing in it).
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
-exit "$status"
+if [ "$summary_status" -eq 0 ] && { [ "$host_status" -ne 0 ] || [ "$guest_status" -ne 0 ]; }; then
+  echo "cargo test failed (exit $host_status for the host workspace, $guest_status for the guests) outside any test: see the build errors above" >&2
+  exit 1
+fi
+exit "$summary_status"
