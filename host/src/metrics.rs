@@ -135,6 +135,8 @@ pub struct Metrics {
     pub plugin_fuel: Family<PluginCallLabel, Counter>,
     /// `wasmcni_plugin_traps_total{plugin,call}`: traps, fuel or memory exhausted.
     pub plugin_traps: Family<PluginCallLabel, Counter>,
+    /// `wasmcni_plugin_host_calls_total{plugin,call}`: host functions plugins called.
+    pub plugin_host_calls: Family<PluginCallLabel, Counter>,
     /// `wasmcni_policy_verdicts_total{plugin,hook,verdict}`.
     pub policy_verdicts: Family<VerdictLabel, Counter>,
     /// `wasmcni_reconciler_passes_total{result}`.
@@ -200,6 +202,12 @@ impl Metrics {
             "Plugin calls that trapped (including fuel, memory or stack exhausted)",
             plugin_traps.clone(),
         );
+        let plugin_host_calls = Family::<PluginCallLabel, Counter>::default();
+        registry.register(
+            "wasmcni_plugin_host_calls",
+            "Host functions plugins called (each charged against the call's budget), by plugin and call",
+            plugin_host_calls.clone(),
+        );
         let plugin_calls = Family::<PluginLabel, Counter>::default();
         registry.register(
             "wasmcni_plugin_calls",
@@ -231,6 +239,7 @@ impl Metrics {
             plugin_calls,
             plugin_fuel,
             plugin_traps,
+            plugin_host_calls,
             policy_verdicts,
             reconciler_passes,
         }
@@ -324,6 +333,7 @@ mod tests {
             .inc();
         metrics.plugin_fuel.get_or_create(&call).inc_by(1200);
         metrics.plugin_traps.get_or_create(&call).inc();
+        metrics.plugin_host_calls.get_or_create(&call).inc_by(8);
         metrics
             .policy_verdicts
             .get_or_create(&VerdictLabel {
@@ -351,6 +361,7 @@ mod tests {
             "wasmcni_plugin_calls",
             "wasmcni_plugin_fuel_consumed",
             "wasmcni_plugin_traps",
+            "wasmcni_plugin_host_calls",
             "wasmcni_policy_verdicts",
             "wasmcni_reconciler_passes",
         ] {

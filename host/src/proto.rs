@@ -18,6 +18,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Default daemon socket (the cluster configuration's `daemon.socket`).
 pub const DEFAULT_SOCKET: &str = "/run/wasmcni/wasmcni.sock";
 
+/// The directory every daemon socket must lie in: the shim connects to nothing else, whatever
+/// a network configuration says (`daemonSocket`).
+pub const SOCKET_DIR: &str = "/run/wasmcni";
+
 /// Directory where the shim records DELs it could not deliver (daemon down), next to the
 /// socket: the daemon replays them when it starts and on every sweep.
 pub fn pending_del_dir(socket: &Path) -> PathBuf {
@@ -122,12 +126,15 @@ pub fn record_pending_del(dir: &Path, request: &DaemonRequest) -> Result<PathBuf
         recorded_unix_ms: now.as_millis() as u64,
         request: request.clone(),
     };
-    let name = format!(
-        "{:020}-{}-{}",
-        now.as_nanos(),
-        request.request.container_id,
-        request.request.ifname
-    );
+    // The attachment is named by a digest, not spelled out: a container id may be longer than
+    // a file name can be, and a DEL must never be lost to that. The record inside says it all.
+    let attachment = sha1_smol::Sha1::from(format!(
+        "{}\0{}",
+        request.request.container_id, request.request.ifname
+    ))
+    .digest()
+    .to_string();
+    let name = format!("{:020}-{}", now.as_nanos(), &attachment[..16]);
     let temporary = dir.join(format!(".{name}.tmp"));
     let path = dir.join(format!("{name}.json"));
     let bytes = serde_json::to_vec(&record).map_err(|e| PendingError::Io {
@@ -138,11 +145,16 @@ pub fn record_pending_del(dir: &Path, request: &DaemonRequest) -> Result<PathBuf
         .write(true)
         .create_new(true)
         .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&temporary)
         .map_err(io(&temporary))?;
     file.write_all(&bytes).map_err(io(&temporary))?;
     file.sync_all().map_err(io(&temporary))?;
     std::fs::rename(&temporary, &path).map_err(io(&path))?;
+    // The rename must survive a crash too: the pod is gone once the runtime has our answer.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
     Ok(path)
 }
 
@@ -290,5 +302,26 @@ mod tests {
         );
         let err = read_frame::<DaemonResponse>(&mut &buffer[..10], 1024).unwrap_err();
         assert!(matches!(err, FrameError::Io(_)), "{err}");
+    }
+
+    #[test]
+    fn a_del_with_a_very_long_container_id_is_still_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let pending = dir.path().join("pending-del");
+        let vars = |name: &str| match name {
+            "CNI_COMMAND" => Some("DEL".to_owned()),
+            "CNI_CONTAINERID" => Some("c".repeat(1000)),
+            "CNI_IFNAME" => Some("eth0".to_owned()),
+            _ => None,
+        };
+        let request = DaemonRequest {
+            protocol: PROTOCOL_VERSION,
+            request: CniRequest::from_env(vars).unwrap(),
+            config: "{}".into(),
+        };
+        let path = record_pending_del(&pending, &request).unwrap();
+        assert!(path.file_name().unwrap().len() < 64, "{}", path.display());
+        let record: PendingDel = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(record.request.request.container_id.len(), 1000);
     }
 }

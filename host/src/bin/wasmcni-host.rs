@@ -186,7 +186,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(config, cli.config)) {
+            let outcome = runtime.block_on(run(config, cli.config));
+            // Blocking threads still running (a netlink deletion, a plugin call ending at its
+            // next tick) get a moment, not a veto: SIGTERM ends the daemon within a second.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(300));
+            match outcome {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "wasmcni-host stopped");

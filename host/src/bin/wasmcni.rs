@@ -37,7 +37,10 @@ fn main() {
         eprintln!("wasmcni: cannot write log {}: {e}", log_file.display());
     }
     if outcome.exit_code != 0 {
-        eprintln!("wasmcni: {}", outcome.log);
+        eprintln!(
+            "wasmcni: {}",
+            wasmcni::logfile::escape_controls(&outcome.log)
+        );
     }
     let mut stdout = std::io::stdout().lock();
     if stdout

@@ -156,6 +156,13 @@ pub struct PluginConfig {
     /// Largest linear memory, in bytes.
     #[serde(default = "default_plugin_memory")]
     pub memory_bytes: usize,
+    /// Wall-clock deadline per export, milliseconds (`allocate`, `plan`, `tags`, `evaluate`);
+    /// unlisted exports keep their defaults (50 ms; `plan` 500 ms).
+    #[serde(default)]
+    pub deadline_ms: std::collections::BTreeMap<String, u64>,
+    /// Host calls one call may make (default 1000).
+    #[serde(default = "default_plugin_host_calls")]
+    pub host_calls: u32,
 }
 
 /// `[plugins.grants]`: a key per granted capability, its value the scope.
@@ -221,6 +228,9 @@ fn default_plugin_fuel() -> u64 {
 }
 fn default_plugin_memory() -> usize {
     crate::runtime::Limits::default().memory_bytes
+}
+fn default_plugin_host_calls() -> u32 {
+    crate::runtime::limits::DEFAULT_HOST_CALLS
 }
 
 /// `[daemon]`: the node daemon's socket, state and request limits.
@@ -806,6 +816,16 @@ impl ClusterConfig {
                 "must be an absolute path",
             ));
         }
+        // The shim connects only below /run/wasmcni (a netconf cannot point it elsewhere), so
+        // a daemon listening anywhere else could never be reached.
+        if let Err(why) = crate::shim::confine::daemon_socket(&self.daemon.socket.to_string_lossy())
+        {
+            return Err(invalid(
+                "daemon.socket",
+                format!("{:?}", self.daemon.socket.display().to_string()),
+                &format!("must lie below {}: {why}", crate::proto::SOCKET_DIR),
+            ));
+        }
         if let Some(ops) = &self.daemon.ops_socket {
             if !ops.is_absolute() || *ops == self.daemon.socket {
                 return Err(invalid(
@@ -1069,6 +1089,48 @@ impl ClusterConfig {
                     ),
                 ));
             }
+            let mut limits = crate::runtime::Limits {
+                fuel: plugin.fuel,
+                memory_bytes: plugin.memory_bytes,
+                host_calls: plugin.host_calls,
+                ..crate::runtime::Limits::default()
+            };
+            if !(1..=crate::runtime::limits::MAX_HOST_CALLS).contains(&plugin.host_calls) {
+                return Err(invalid(
+                    key("host_calls"),
+                    plugin.host_calls.to_string(),
+                    format!(
+                        "must be between 1 and {}",
+                        crate::runtime::limits::MAX_HOST_CALLS
+                    ),
+                ));
+            }
+            let exports = crate::runtime::Export::of(kind);
+            let max_ms = crate::runtime::limits::MAX_DEADLINE.as_millis() as u64;
+            for (name, ms) in &plugin.deadline_ms {
+                let Some(export) = exports.iter().find(|e| e.as_str() == name) else {
+                    return Err(invalid(
+                        key(&format!("deadline_ms.{name}")),
+                        ms.to_string(),
+                        format!(
+                            "a {kind} exports [{}]",
+                            exports
+                                .iter()
+                                .map(|e| e.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                };
+                if !(1..=max_ms).contains(ms) {
+                    return Err(invalid(
+                        key(&format!("deadline_ms.{name}")),
+                        ms.to_string(),
+                        format!("must be between 1 and {max_ms} milliseconds"),
+                    ));
+                }
+                limits.deadline_ms.insert(*export, *ms);
+            }
             let mut spec = crate::runtime::PluginSpec::new(
                 &plugin.name,
                 kind,
@@ -1076,10 +1138,7 @@ impl ClusterConfig {
                 plugin.digest.clone(),
                 grants,
             );
-            spec.limits = crate::runtime::Limits {
-                fuel: plugin.fuel,
-                memory_bytes: plugin.memory_bytes,
-            };
+            spec.limits = limits;
             spec.on_failure = on_failure;
             spec.settings = settings;
             spec.tag_keys = plugin.tag_keys.iter().cloned().collect();

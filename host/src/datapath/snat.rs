@@ -247,7 +247,9 @@ pub enum SnatError {
         reason: String,
     },
     /// A firewall command could not be started.
-    #[error("cannot run `{command}`: {source} (is it installed and on PATH?)")]
+    #[error(
+        "cannot run `{command}`: {source} (is it installed in /usr/sbin, /sbin, /usr/bin or /bin?)"
+    )]
     Spawn {
         /// The command line.
         command: String,
@@ -737,6 +739,28 @@ fn annotate_restore_error(error: SnatError, input: &str) -> SnatError {
     }
 }
 
+/// The directories the daemon takes the programs it runs from, in order: the system's own,
+/// never `PATH` (which whoever started the daemon controls).
+pub const SYSTEM_PROGRAM_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+
+/// The path of the system program `name` (an executable file in [`SYSTEM_PROGRAM_DIRS`]).
+pub fn system_program(name: &str) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    SYSTEM_PROGRAM_DIRS
+        .iter()
+        .map(|dir| std::path::Path::new(dir).join(name))
+        .find(|path| {
+            std::fs::metadata(path)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{name} is not in {}", SYSTEM_PROGRAM_DIRS.join(", ")),
+            )
+        })
+}
+
 /// The iptables programs of one variant.
 #[derive(Debug, Clone, Copy)]
 struct IptablesTools {
@@ -768,16 +792,29 @@ impl Runner {
         }
     }
 
-    /// Runs `program args`, feeding `input` on stdin; its stdout on success.
+    /// Runs `program args`, feeding `input` on stdin; its stdout on success. Programs are
+    /// taken from the system directories only ([`system_program`]), never from `PATH`.
     fn run(&self, program: &str, args: &[&str], input: Option<&str>) -> Result<String, SnatError> {
-        let mut argv: Vec<&str> = Vec::new();
+        let mut words: Vec<&str> = Vec::new();
         if let Some(netns) = &self.netns {
-            argv.extend(["ip", "netns", "exec", netns.as_str()]);
+            words.extend(["ip", "netns", "exec", netns.as_str()]);
         }
-        argv.push(program);
-        argv.extend(args);
-        let command = argv.join(" ");
-        let mut child = Command::new(argv[0])
+        words.push(program);
+        words.extend(args);
+        let command = words.join(" ");
+        let spawn_error = |source| SnatError::Spawn {
+            command: command.clone(),
+            source,
+        };
+        let program = system_program(program).map_err(spawn_error)?;
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(netns) = &self.netns {
+            argv.push(system_program("ip").map_err(spawn_error)?.into());
+            argv.extend(["netns", "exec", netns.as_str()].map(Into::into));
+        }
+        argv.push(program.into());
+        argv.extend(args.iter().map(Into::into));
+        let mut child = Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(if input.is_some() {
                 Stdio::piped()
@@ -1244,12 +1281,13 @@ COMMIT
             .unwrap_or(false)
     }
 
-    fn skip_unless_root(test: &str) -> bool {
-        if is_root() {
-            return false;
-        }
-        eprintln!("skipping {test}: needs root (network namespaces, firewall rules)");
-        true
+    /// Fails the test when not run as root: a root test that returned early would count as
+    /// passed without having run.
+    fn require_root(test: &str) {
+        assert!(
+            is_root(),
+            "{test} needs root (network namespaces, firewall rules): run the tests as root"
+        );
     }
 
     /// Runs a command, panicking with its stderr if it fails; returns stdout.
@@ -1395,25 +1433,19 @@ COMMIT
 
     #[test]
     fn iptables_nft_variant_apply_is_idempotent_and_leaves_others_alone() {
-        if skip_unless_root("iptables_nft_variant_apply_is_idempotent_and_leaves_others_alone") {
-            return;
-        }
+        require_root("iptables_nft_variant_apply_is_idempotent_and_leaves_others_alone");
         iptables_apply_and_remove(IptablesTools::DEFAULT);
     }
 
     #[test]
     fn iptables_legacy_apply_is_idempotent_and_leaves_others_alone() {
-        if skip_unless_root("iptables_legacy_apply_is_idempotent_and_leaves_others_alone") {
-            return;
-        }
+        require_root("iptables_legacy_apply_is_idempotent_and_leaves_others_alone");
         iptables_apply_and_remove(LEGACY);
     }
 
     #[test]
     fn nftables_apply_is_idempotent_and_leaves_others_alone() {
-        if skip_unless_root("nftables_apply_is_idempotent_and_leaves_others_alone") {
-            return;
-        }
+        require_root("nftables_apply_is_idempotent_and_leaves_others_alone");
         let ns = Netns::new();
         let runner = ns.runner(IptablesTools::DEFAULT);
         let other = "table ip other {\n\tchain postrouting {\n\t\ttype nat hook postrouting \
@@ -1491,9 +1523,7 @@ COMMIT
 
     #[test]
     fn changing_backend_removes_the_other_backends_rules() {
-        if skip_unless_root("changing_backend_removes_the_other_backends_rules") {
-            return;
-        }
+        require_root("changing_backend_removes_the_other_backends_rules");
         let ns = Netns::new();
         let runner = ns.runner(IptablesTools::DEFAULT);
         apply_with(&runner, &config(), Backend::Iptables, true).expect("iptables apply");
@@ -1776,25 +1806,19 @@ COMMIT
 
     #[test]
     fn iptables_nft_variant_translates_and_marks_real_traffic() {
-        if skip_unless_root("iptables_nft_variant_translates_and_marks_real_traffic") {
-            return;
-        }
+        require_root("iptables_nft_variant_translates_and_marks_real_traffic");
         traffic(Backend::Iptables, IptablesTools::DEFAULT);
     }
 
     #[test]
     fn iptables_legacy_translates_and_marks_real_traffic() {
-        if skip_unless_root("iptables_legacy_translates_and_marks_real_traffic") {
-            return;
-        }
+        require_root("iptables_legacy_translates_and_marks_real_traffic");
         traffic(Backend::Iptables, LEGACY);
     }
 
     #[test]
     fn nftables_translates_and_marks_real_traffic() {
-        if skip_unless_root("nftables_translates_and_marks_real_traffic") {
-            return;
-        }
+        require_root("nftables_translates_and_marks_real_traffic");
         traffic(Backend::Nftables, IptablesTools::DEFAULT);
     }
 }

@@ -41,10 +41,20 @@ pub struct Eni {
     pub ipv6_prefixes: Vec<ipnet::Ipv6Net>,
     /// `available`, `in-use`, …
     pub status: String,
+    /// EC2's interface type: `interface` for a plain ENI; `trunk` (security groups for pods),
+    /// `branch`, `efa`, `efa-only` and the AWS services' own types are never the pool's.
+    pub interface_type: String,
     /// Attachment, if attached.
     pub attachment: Option<EniAttachment>,
     /// Tags.
     pub tags: Vec<(String, String)>,
+}
+
+impl Eni {
+    /// Whether it is a plain ENI (the only kind whose addresses go to pods).
+    pub fn is_plain(&self) -> bool {
+        matches!(self.interface_type.as_str(), "" | "interface")
+    }
 }
 
 /// Where an ENI is attached.
@@ -240,6 +250,10 @@ fn eni_of(action: &'static str, ni: &NetworkInterface) -> Result<Eni, Ec2Error> 
         status: ni
             .status()
             .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
+        interface_type: ni
+            .interface_type()
+            .map(|t| t.as_str().to_owned())
             .unwrap_or_default(),
         attachment,
         tags: tag_pairs(ni.tag_set()),

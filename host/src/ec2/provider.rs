@@ -48,6 +48,12 @@ pub const NO_PREFIX_BACKOFF: Duration = Duration::from_secs(120);
 /// How often the subnets' free counts are re-read.
 const SUBNET_CACHE: Duration = Duration::from_secs(60);
 
+/// How long an address or prefix given back to EC2 is not taken into the pool again from
+/// `DescribeNetworkInterfaces`, which may still list it while EC2 settles: a pod given such an
+/// address would have an address EC2 no longer routes to the node. An address still listed
+/// after this long is assigned for real, and is adopted.
+pub const RELEASE_SETTLE: Duration = Duration::from_secs(60);
+
 /// An ENI attached to the node, as the provider manages it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeEni {
@@ -126,6 +132,9 @@ struct State {
     no_prefix_until: BTreeMap<String, Instant>,
     /// The last failure to grow the pool, for the ADD that finds it empty.
     last_grow_error: Option<String>,
+    /// Addresses and prefixes given back to EC2, with when: not re-adopted from a describe
+    /// within [`RELEASE_SETTLE`].
+    released: BTreeMap<Ipv4Net, Instant>,
 }
 
 /// The EC2 ENI provider.
@@ -171,11 +180,18 @@ fn parse_rfc3339(text: &str) -> Option<u64> {
         .and_then(|t| u64::try_from(t.secs()).ok())
 }
 
-fn token() -> String {
+/// A fresh idempotency token for one create. Without randomness there is none: a constant
+/// token would make EC2 answer every later create with the first ENI (or refuse it as a
+/// mismatched duplicate), so the create fails instead.
+fn token() -> Result<String, Ec2Error> {
     let mut bytes = [0u8; 16];
-    let _ = getrandom::fill(&mut bytes);
+    getrandom::fill(&mut bytes).map_err(|e| Ec2Error::Api {
+        action: "CreateNetworkInterface",
+        code: "NoRandomness".into(),
+        message: format!("cannot draw a random ClientToken: {e}"),
+    })?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("wasmcni-{hex}")
+    Ok(format!("wasmcni-{hex}"))
 }
 
 impl Ec2Provider {
@@ -418,12 +434,17 @@ impl Ec2Provider {
                 .tags
                 .iter()
                 .any(|(k, v)| k == TAG_NO_MANAGE && v.eq_ignore_ascii_case("true"));
+            // A trunk (security groups for pods), EFA or service interface is never the pool's:
+            // its addresses are not handed out and its link is never set up by the daemon.
+            let managed = !no_manage && attachment.network_card == 0 && eni.is_plain();
+            let mut eni = eni;
+            self.without_settling(&mut eni);
             let node_eni = NodeEni {
                 device: attachment.device_index,
                 attachment_id: attachment.id.clone(),
                 subnet_cidr,
                 attached_unix_ms: attachment.attached_unix_ms,
-                managed: !no_manage && attachment.network_card == 0,
+                managed,
                 linked: attachment.device_index == 0 || linked.contains(&eni.id),
                 eni,
             };
@@ -433,6 +454,35 @@ impl Ec2Provider {
         }
         self.state().enis = enis;
         Ok(())
+    }
+
+    /// Drops from a described ENI the addresses and prefixes given back to EC2 less than
+    /// [`RELEASE_SETTLE`] ago (and forgets older releases).
+    fn without_settling(&self, eni: &mut Eni) {
+        let mut state = self.state();
+        state.released.retain(|_, at| at.elapsed() < RELEASE_SETTLE);
+        if state.released.is_empty() {
+            return;
+        }
+        let settling = |net: &Ipv4Net| state.released.contains_key(net);
+        eni.secondary_ips
+            .retain(|ip| !settling(&Ipv4Net::from(*ip)));
+        eni.prefixes.retain(|p| !settling(p));
+    }
+
+    /// Whether an ENI's description marks it as this daemon's to change: the primary ENI, or
+    /// one tagged for this instance (and this cluster, when the cluster is named).
+    pub fn owns(&self, eni: &NodeEni) -> bool {
+        let tag = |key: &str| {
+            eni.eni
+                .tags
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        eni.primary()
+            || (tag(TAG_INSTANCE) == Some(self.identity.instance_id.as_str())
+                && (self.cluster.is_empty() || tag(TAG_CLUSTER) == Some(self.cluster.as_str())))
     }
 
     fn subnet_cidrs(&self) -> BTreeMap<String, Ipv4Net> {
@@ -558,7 +608,7 @@ impl Ec2Provider {
             prefixes,
             tags,
             description: format!("wasmcni pod ENI of {}", self.identity.instance_id),
-            client_token: token(),
+            client_token: token()?,
         };
         let mut fell_back = None;
         if new.prefixes > 0 && !self.subnet_takes_prefix(subnet_id) && self.settings.prefix_fallback
@@ -577,7 +627,7 @@ impl Ec2Provider {
                 fell_back = Some(self.fallback_note(subnet_id, new.prefixes));
                 new.secondary_ips = self.fallback_ips(new.prefixes, 0);
                 new.prefixes = 0;
-                new.client_token = token();
+                new.client_token = token()?;
                 self.api.create_eni(&new).await?
             }
             other => other?,
@@ -783,11 +833,30 @@ impl Ec2Provider {
             eni.eni.secondary_ips.retain(|ip| !ips.contains(ip));
             eni.eni.prefixes.retain(|p| !prefixes.contains(p));
         });
+        let now = Instant::now();
+        let mut state = self.state();
+        for net in ips
+            .iter()
+            .map(|ip| Ipv4Net::from(*ip))
+            .chain(prefixes.iter().copied())
+        {
+            state.released.insert(net, now);
+        }
     }
 
     /// Puts addresses into the ENI's part of the pool: newly assigned ones, or withdrawn ones
     /// whose unassign failed.
     pub fn restore(&self, eni_id: &str, ips: &[Ipv4Addr], prefixes: &[Ipv4Net]) {
+        {
+            let mut state = self.state();
+            for net in ips
+                .iter()
+                .map(|ip| Ipv4Net::from(*ip))
+                .chain(prefixes.iter().copied())
+            {
+                state.released.remove(&net);
+            }
+        }
         self.update_eni(eni_id, |eni| {
             eni.eni.secondary_ips.extend(ips.iter().copied());
             eni.eni.prefixes.extend(prefixes.iter().copied());
@@ -951,6 +1020,7 @@ impl Provider for Ec2Provider {
                 .values()
                 .filter(|e| e.managed)
                 .map(|e| EniInfo {
+                    owned: self.owns(e),
                     id: e.eni.id.clone(),
                     device_number: e.device,
                     primary: e.primary(),

@@ -312,3 +312,44 @@ async fn a_failed_attach_leaves_no_eni_and_a_failed_unassign_restores_only_what_
     let (ips, _) = within("still", provider.still_assigned(&primary, &added.ips, &[])).await;
     assert_eq!(ips, added.ips[1..].to_vec());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_given_back_is_not_readopted_while_ec2_still_lists_it() {
+    use crate::ipam::Provider as _;
+    let emulator = within(
+        "starting the emulator",
+        Emulator::start(Scenario::default().with_node_instance_type("m5.large")),
+    )
+    .await
+    .expect("emulator");
+    let resources = emulator.resources().expect("scenario").clone();
+    let provider = provider_on(&emulator, "").await;
+    let primary = resources.primary_eni_id.clone().unwrap();
+    let added = within("assign", provider.assign(&primary, 3, false))
+        .await
+        .expect("assign");
+    let in_pool = |provider: &crate::ec2::Ec2Provider| -> Vec<std::net::Ipv4Addr> {
+        provider
+            .inventory()
+            .blocks
+            .iter()
+            .map(|b| b.cidr.network())
+            .collect()
+    };
+    // Given back, but EC2's DescribeNetworkInterfaces still lists it (it settles later; here
+    // the model never unassigns it): a refresh does not take it back into the pool...
+    let released = added.ips[0];
+    provider.withdraw(&primary, &[released], &[]);
+    within("refresh", provider.refresh())
+        .await
+        .expect("refresh");
+    let pool = in_pool(&provider);
+    assert!(!pool.contains(&released), "{released} re-adopted: {pool:?}");
+    assert!(pool.contains(&added.ips[1]) && pool.contains(&added.ips[2]));
+    // ...while an unassign that failed puts it back at once.
+    provider.restore(&primary, &[released], &[]);
+    within("refresh", provider.refresh())
+        .await
+        .expect("refresh");
+    assert!(in_pool(&provider).contains(&released));
+}

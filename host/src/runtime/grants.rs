@@ -526,19 +526,41 @@ impl<'a> EniChecker<'a> {
             .enis
             .iter()
             .find(|e| e.id == eni_id)
-            .ok_or_else(|| format!("ENI {eni_id} is not attached to this node"))
+            .ok_or_else(|| format!("ENI {eni_id} is not an ENI of this node the daemon manages (trunk, branch, EFA and no_manage ENIs never are)"))
+    }
+
+    /// An ENI a request may change: one the daemon manages, that it owns (the primary ENI or
+    /// one created for this instance and cluster), in a subnet of the grant.
+    fn changeable(&self, eni_id: &str) -> Result<&super::pool::EniInfo, String> {
+        let eni = self.eni(eni_id)?;
+        if !eni.owned {
+            return Err(format!(
+                "ENI {eni_id} was not created by wasmcni for this node and cluster (no ownership tags); the daemon never changes it"
+            ));
+        }
+        let node_subnet = self.primary().map(|e| e.subnet_id.as_str());
+        let in_scope = self.scope.subnets.contains(&eni.subnet_id)
+            || (self.scope.subnets.contains("node") && node_subnet == Some(eni.subnet_id.as_str()));
+        if !in_scope {
+            return Err(format!(
+                "ENI {eni_id} is in subnet {}, outside the plugin's eni-ops grant (subnets: [{}])",
+                eni.subnet_id,
+                join(&self.scope.subnets)
+            ));
+        }
+        Ok(eni)
     }
 
     /// Address slots (primary, secondary IPs, prefixes) the ENI uses, queued ones included.
-    fn slots(&self, eni_id: &str) -> u32 {
+    fn slots(&self, eni_id: &str) -> u64 {
         let held = self
             .pool
             .inventory
             .blocks
             .iter()
             .filter(|b| b.eni_id.as_deref() == Some(eni_id))
-            .count() as u32;
-        let queued: u32 = self
+            .count() as u64;
+        let queued: u64 = self
             .queued
             .iter()
             .map(|r| match r {
@@ -546,7 +568,7 @@ impl<'a> EniChecker<'a> {
                 | EniRequest::AssignPrefixes { eni_id: e, count }
                     if e == eni_id =>
                 {
-                    *count
+                    u64::from(*count)
                 }
                 _ => 0,
             })
@@ -555,9 +577,10 @@ impl<'a> EniChecker<'a> {
     }
 
     fn room(&self, eni_id: &str, count: u32) -> Result<(), String> {
-        let limit = self.pool.node.limits.ipv4_per_eni;
+        let limit = u64::from(self.pool.node.limits.ipv4_per_eni);
         let used = self.slots(eni_id);
-        if count == 0 || used + count > limit {
+        // In u64: no count a plugin can pass wraps the sum.
+        if count == 0 || used + u64::from(count) > limit {
             return Err(format!(
                 "ENI {eni_id} has {used} of {limit} address slots in use; {count} more do not fit"
             ));
@@ -575,6 +598,17 @@ impl<'a> EniChecker<'a> {
             .any(|r| matches!(r, EniRequest::DeleteEni { eni_id: e } if e == eni_id))
     }
 
+    /// Whether `net` is already queued for release in this call.
+    fn queued_for_release(&self, net: Ipv4Net) -> bool {
+        self.queued.iter().any(|r| match r {
+            EniRequest::ReleaseIps { addresses, .. } => {
+                addresses.iter().any(|ip| Ipv4Net::from(*ip) == net)
+            }
+            EniRequest::ReleasePrefixes { prefixes, .. } => prefixes.contains(&net),
+            _ => false,
+        })
+    }
+
     /// `create-eni`.
     pub fn create(
         &self,
@@ -590,14 +624,15 @@ impl<'a> EniChecker<'a> {
             .queued
             .iter()
             .filter(|r| matches!(r, EniRequest::CreateEni { .. }))
-            .count() as u32;
+            .count() as u64;
         let deleting = self
             .queued
             .iter()
             .filter(|r| matches!(r, EniRequest::DeleteEni { .. }))
-            .count() as u32;
-        let after = self.pool.enis.len() as u32 + creating + 1 - deleting.min(creating + 1);
-        if after > self.max_enis() {
+            .count() as u64;
+        let after =
+            (self.pool.enis.len() as u64 + creating + 1).saturating_sub(deleting.min(creating + 1));
+        if after > u64::from(self.max_enis()) {
             return Err(format!(
                 "the node would have {after} ENIs; the limit is {} ({})",
                 self.max_enis(),
@@ -621,8 +656,8 @@ impl<'a> EniChecker<'a> {
                 self.pool.node.instance_type
             ));
         }
-        let limit = self.pool.node.limits.ipv4_per_eni;
-        if 1 + secondary_ips + prefixes > limit {
+        let limit = u64::from(self.pool.node.limits.ipv4_per_eni);
+        if 1 + u64::from(secondary_ips) + u64::from(prefixes) > limit {
             return Err(format!(
                 "a new ENI holds at most {} secondary addresses or prefixes on {}",
                 limit.saturating_sub(1),
@@ -640,7 +675,8 @@ impl<'a> EniChecker<'a> {
     /// `assign-ips`.
     pub fn assign_ips(&self, eni_id: &str, count: u32) -> Result<EniRequest, String> {
         self.ec2()?;
-        self.eni(eni_id)?;
+        self.changeable(eni_id)?;
+        self.not_being_deleted(eni_id)?;
         self.room(eni_id, count)?;
         Ok(EniRequest::AssignIps {
             eni_id: eni_id.to_owned(),
@@ -651,7 +687,8 @@ impl<'a> EniChecker<'a> {
     /// `assign-prefixes`.
     pub fn assign_prefixes(&self, eni_id: &str, count: u32) -> Result<EniRequest, String> {
         self.ec2()?;
-        self.eni(eni_id)?;
+        self.changeable(eni_id)?;
+        self.not_being_deleted(eni_id)?;
         if !self.pool.node.limits.prefix_delegation {
             return Err(format!(
                 "instance type {} cannot take /28 prefixes (not Nitro)",
@@ -663,6 +700,15 @@ impl<'a> EniChecker<'a> {
             eni_id: eni_id.to_owned(),
             count,
         })
+    }
+
+    fn not_being_deleted(&self, eni_id: &str) -> Result<(), String> {
+        if self.queued_release_of(eni_id) {
+            return Err(format!(
+                "ENI {eni_id} is already queued for deletion in this call"
+            ));
+        }
+        Ok(())
     }
 
     fn released_block(
@@ -685,23 +731,39 @@ impl<'a> EniChecker<'a> {
                 "{ip} in {net} is held by a pod; it cannot be released"
             ));
         }
+        if self.queued_for_release(net) {
+            return Err(format!("{net} is already queued for release in this call"));
+        }
+        Ok(())
+    }
+
+    /// Checks a release list: not empty, no entry twice, each a free block of the ENI.
+    fn release_list(
+        &self,
+        eni_id: &str,
+        nets: &[Ipv4Net],
+        kind: crate::ipam::BlockKind,
+    ) -> Result<(), String> {
+        self.ec2()?;
+        self.changeable(eni_id)?;
+        self.not_being_deleted(eni_id)?;
+        if nets.is_empty() {
+            return Err("nothing to release: the list is empty".to_owned());
+        }
+        let mut seen = BTreeSet::new();
+        for net in nets {
+            if !seen.insert(*net) {
+                return Err(format!("{net} is listed twice"));
+            }
+            self.released_block(eni_id, *net, kind)?;
+        }
         Ok(())
     }
 
     /// `release-ips`.
     pub fn release_ips(&self, eni_id: &str, addresses: &[Ipv4Addr]) -> Result<EniRequest, String> {
-        self.ec2()?;
-        self.eni(eni_id)?;
-        if addresses.is_empty() {
-            return Err("no addresses to release".to_owned());
-        }
-        for ip in addresses {
-            self.released_block(
-                eni_id,
-                Ipv4Net::from(*ip),
-                crate::ipam::BlockKind::SecondaryIp,
-            )?;
-        }
+        let nets: Vec<Ipv4Net> = addresses.iter().map(|ip| Ipv4Net::from(*ip)).collect();
+        self.release_list(eni_id, &nets, crate::ipam::BlockKind::SecondaryIp)?;
         Ok(EniRequest::ReleaseIps {
             eni_id: eni_id.to_owned(),
             addresses: addresses.to_vec(),
@@ -714,14 +776,7 @@ impl<'a> EniChecker<'a> {
         eni_id: &str,
         prefixes: &[Ipv4Net],
     ) -> Result<EniRequest, String> {
-        self.ec2()?;
-        self.eni(eni_id)?;
-        if prefixes.is_empty() {
-            return Err("no prefixes to release".to_owned());
-        }
-        for net in prefixes {
-            self.released_block(eni_id, *net, crate::ipam::BlockKind::Prefix)?;
-        }
+        self.release_list(eni_id, prefixes, crate::ipam::BlockKind::Prefix)?;
         Ok(EniRequest::ReleasePrefixes {
             eni_id: eni_id.to_owned(),
             prefixes: prefixes.to_vec(),
@@ -735,8 +790,14 @@ impl<'a> EniChecker<'a> {
         if eni.primary {
             return Err(format!("ENI {eni_id} is the node's primary ENI"));
         }
+        self.changeable(eni_id)?;
         if self.queued_release_of(eni_id) {
             return Err(format!("ENI {eni_id} is already being deleted"));
+        }
+        if self.queued.iter().any(|r| r.eni_id() == Some(eni_id)) {
+            return Err(format!(
+                "ENI {eni_id} has other requests queued in this call; delete it in a later plan"
+            ));
         }
         let blocks = self
             .pool

@@ -1,11 +1,18 @@
-//! The host side of the WIT imports: per-call state and one `Host` impl per interface. Every
-//! request that could change something (`eni-ops`, `netlink`, `kv`) is checked against the
-//! grant's scope here, recorded for the audit log, and only queued: the caller applies the
-//! queue after the call returns successfully.
+//! The host side of the WIT imports: per-call state and one `Host` impl per interface.
+//!
+//! Every host call is charged first ([`HostState::charge`]): it counts against the call's
+//! budget of host calls and checks the call's deadline and the daemon's shutdown, trapping the
+//! call when one is passed, so a guest that loops in host calls is stopped as surely as one
+//! that loops in wasm. Before that, wasmtime has already capped the bytes the call copied out
+//! of the guest (hostcall fuel); every argument is then size-checked before it is rendered,
+//! compared or kept. Requests that could change something (`eni-ops`, `netlink`, `kv`) are
+//! checked against the grant's scope, recorded for the audit log, and only queued: the caller
+//! applies the queue after the call returns successfully.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use wasmtime::StoreLimits;
@@ -14,26 +21,48 @@ use super::bindings::allocator::wasmcni::plugin::{
     clock, config, eni_ops, kv, log, pool_view, types,
 };
 use super::bindings::policy::wasmcni::plugin::netlink;
+use super::gate::Gate;
 use super::grants::{EniChecker, EniRequest, Grants, NetlinkRequest};
 use super::kv::{KvStore, KvTxn};
+use super::limits::{
+    truncate, truncate_to, HostLimit, MAX_ENI_REQUESTS, MAX_ID_BYTES, MAX_KEY_BYTES,
+    MAX_LOGS_PER_CALL, MAX_NETLINK_REQUESTS, MAX_RECORDED_CALLS, MAX_RELEASE_LIST,
+    MAX_SECURITY_GROUPS,
+};
 use super::pool::PoolSnapshot;
-
-/// Most log messages a plugin may write per call; the rest are dropped with one warning.
-pub const MAX_LOGS_PER_CALL: u32 = 64;
-/// Most privileged requests recorded for the audit log per call; beyond it only a count is kept.
-pub const MAX_RECORDED_CALLS: usize = 256;
-/// Largest plugin message kept (log lines, refusal reasons).
-pub const MAX_MESSAGE_BYTES: usize = 1024;
 
 /// A privileged request a plugin made during a call, for the audit log.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HostCall {
     /// `eni-ops.create-eni`, `netlink.set-mtu`, `kv.set`, ...
     pub call: String,
-    /// Its arguments.
+    /// Its arguments, built from size-checked values only.
     pub args: serde_json::Value,
     /// `None`: accepted (queued); `Some(reason)`: refused at call time.
     pub refused: Option<String>,
+}
+
+/// When a call must end, and what ends it early.
+pub(super) struct Clock {
+    /// The wall-clock deadline.
+    pub(super) deadline: Instant,
+    /// Its length, for messages.
+    pub(super) budget: Duration,
+    /// The runtime's gate: stopping it ends the call.
+    pub(super) gate: Arc<Gate>,
+}
+
+impl Clock {
+    /// Fails once the deadline passed or the daemon is stopping.
+    pub(super) fn check(&self) -> Result<(), HostLimit> {
+        if self.gate.is_stopping() {
+            return Err(HostLimit::ShuttingDown);
+        }
+        if Instant::now() >= self.deadline {
+            return Err(HostLimit::Deadline(self.budget));
+        }
+        Ok(())
+    }
 }
 
 /// Per-call host state.
@@ -43,6 +72,7 @@ pub struct HostState {
     pub(super) settings: Arc<BTreeMap<String, String>>,
     pub(super) snapshot: Arc<PoolSnapshot>,
     pub(super) limits: StoreLimits,
+    pub(super) clock: Clock,
     pub(super) kv_store: Option<Arc<KvStore>>,
     pub(super) kv: Option<KvTxn>,
     pub(super) eni_requests: Vec<EniRequest>,
@@ -50,16 +80,24 @@ pub struct HostState {
     pub(super) host_calls: Vec<HostCall>,
     /// Requests beyond [`MAX_RECORDED_CALLS`], counted only.
     pub(super) unrecorded_calls: u64,
+    /// Host calls made so far, and the budget.
+    calls: u32,
+    max_calls: u32,
     logs: u32,
 }
 
+type HostResult<T> = wasmtime::Result<T>;
+
 impl HostState {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         plugin: Arc<str>,
         grants: Arc<Grants>,
         settings: Arc<BTreeMap<String, String>>,
         snapshot: Arc<PoolSnapshot>,
         limits: StoreLimits,
+        clock: Clock,
+        max_calls: u32,
         kv_store: Option<Arc<KvStore>>,
     ) -> HostState {
         HostState {
@@ -68,29 +106,47 @@ impl HostState {
             settings,
             snapshot,
             limits,
+            clock,
             kv_store,
             kv: None,
             eni_requests: Vec::new(),
             netlink_requests: Vec::new(),
             host_calls: Vec::new(),
             unrecorded_calls: 0,
+            calls: 0,
+            max_calls,
             logs: 0,
         }
+    }
+
+    /// Charges one host call: traps past the budget, the deadline or a shutdown.
+    fn charge(&mut self) -> Result<(), HostLimit> {
+        self.calls += 1;
+        if self.calls > self.max_calls {
+            return Err(HostLimit::HostCalls(self.max_calls));
+        }
+        self.clock.check()
+    }
+
+    /// Host calls made in the call.
+    pub(super) fn calls(&self) -> u32 {
+        self.calls
     }
 
     fn record<T>(
         &mut self,
         call: &str,
-        args: serde_json::Value,
+        args: impl FnOnce() -> serde_json::Value,
         outcome: Result<T, String>,
     ) -> Result<T, String> {
         let refused = outcome.as_ref().err().cloned();
-        if let Some(reason) = &refused {
-            tracing::warn!(plugin = %self.plugin, call, %args, "refused: {reason}");
-        }
         if self.host_calls.len() >= MAX_RECORDED_CALLS {
             self.unrecorded_calls += 1;
             return outcome;
+        }
+        let args = args();
+        if let Some(reason) = &refused {
+            tracing::warn!(plugin = %self.plugin, call, %args, "refused: {reason}");
         }
         self.host_calls.push(HostCall {
             call: call.to_owned(),
@@ -100,19 +156,55 @@ impl HostState {
         outcome
     }
 
+    /// Checks an ENI request and queues it, merged into a queued request for the same ENI
+    /// where one exists (one EC2 call instead of many), within [`MAX_ENI_REQUESTS`].
     fn eni_request(
         &mut self,
         call: &str,
-        args: serde_json::Value,
+        args: impl FnOnce() -> serde_json::Value,
         check: impl FnOnce(&EniChecker<'_>) -> Result<EniRequest, String>,
     ) -> Result<(), String> {
         let checked = check(&EniChecker::new(
             &self.grants.eni_ops,
             &self.snapshot,
             &self.eni_requests,
-        ));
+        ))
+        .and_then(|request| {
+            if merge(&mut self.eni_requests, &request) {
+                return Ok(None);
+            }
+            if self.eni_requests.len() >= MAX_ENI_REQUESTS {
+                return Err(format!(
+                    "{MAX_ENI_REQUESTS} ENI requests are already queued in this call; plan fewer changes at a time"
+                ));
+            }
+            Ok(Some(request))
+        });
+        if let Some(request) = self.record(call, args, checked)? {
+            self.eni_requests.push(request);
+        }
+        Ok(())
+    }
+
+    fn netlink_request(
+        &mut self,
+        call: &str,
+        args: impl FnOnce() -> serde_json::Value,
+        checked: Result<NetlinkRequest, String>,
+    ) -> Result<(), String> {
+        let checked = checked.and_then(|request| {
+            if self.netlink_requests.contains(&request) {
+                return Err("the same adjustment is already queued in this call".to_owned());
+            }
+            if self.netlink_requests.len() >= MAX_NETLINK_REQUESTS {
+                return Err(format!(
+                    "{MAX_NETLINK_REQUESTS} adjustments are already queued in this call"
+                ));
+            }
+            Ok(request)
+        });
         let request = self.record(call, args, checked)?;
-        self.eni_requests.push(request);
+        self.netlink_requests.push(request);
         Ok(())
     }
 
@@ -124,16 +216,80 @@ impl HostState {
     }
 }
 
-pub(super) fn truncate(mut message: String) -> String {
-    if message.len() > MAX_MESSAGE_BYTES {
-        let mut end = MAX_MESSAGE_BYTES;
-        while !message.is_char_boundary(end) {
-            end -= 1;
+/// Merges `request` into a queued one of the same kind for the same ENI; false when there is
+/// none (`create-eni` and `delete-eni` never merge).
+fn merge(queued: &mut [EniRequest], request: &EniRequest) -> bool {
+    for existing in queued.iter_mut() {
+        match (existing, request) {
+            (
+                EniRequest::AssignIps { eni_id, count },
+                EniRequest::AssignIps {
+                    eni_id: new,
+                    count: more,
+                },
+            )
+            | (
+                EniRequest::AssignPrefixes { eni_id, count },
+                EniRequest::AssignPrefixes {
+                    eni_id: new,
+                    count: more,
+                },
+            ) if eni_id == new => {
+                // The checker already counted the queued slots: the sum fits the ENI.
+                *count = count.saturating_add(*more);
+                return true;
+            }
+            (
+                EniRequest::ReleaseIps { eni_id, addresses },
+                EniRequest::ReleaseIps {
+                    eni_id: new,
+                    addresses: more,
+                },
+            ) if eni_id == new => {
+                addresses.extend(more);
+                return true;
+            }
+            (
+                EniRequest::ReleasePrefixes { eni_id, prefixes },
+                EniRequest::ReleasePrefixes {
+                    eni_id: new,
+                    prefixes: more,
+                },
+            ) if eni_id == new => {
+                prefixes.extend(more);
+                return true;
+            }
+            _ => {}
         }
-        message.truncate(end);
-        message.push_str("… (truncated)");
     }
-    message
+    false
+}
+
+/// An id as the audit log shows it: never more than [`MAX_ID_BYTES`] of it.
+fn shown(id: &str) -> String {
+    truncate_to(id.to_owned(), MAX_ID_BYTES)
+}
+
+/// Refuses an id longer than any EC2 id.
+fn id_ok(what: &str, id: &str) -> Result<(), String> {
+    if id.len() > MAX_ID_BYTES {
+        return Err(format!(
+            "{what} of {} bytes is longer than any EC2 id (at most {MAX_ID_BYTES})",
+            id.len()
+        ));
+    }
+    Ok(())
+}
+
+fn key_ok(what: &'static str, key: &str) -> Result<(), HostLimit> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(HostLimit::Oversized {
+            what,
+            len: key.len(),
+            max: MAX_KEY_BYTES,
+        });
+    }
+    Ok(())
 }
 
 fn cidr(net: &Ipv4Net) -> types::Cidr {
@@ -161,25 +317,30 @@ fn pairs(pairs: &[(String, String)]) -> Vec<types::Pair> {
 impl types::Host for HostState {}
 
 impl config::Host for HostState {
-    fn get(&mut self, key: String) -> Option<String> {
-        self.settings.get(&key).cloned()
+    fn get(&mut self, key: String) -> HostResult<Option<String>> {
+        self.charge()?;
+        key_ok("a config key", &key)?;
+        Ok(self.settings.get(&key).cloned())
     }
 
-    fn all(&mut self) -> Vec<types::Pair> {
-        self.settings
+    fn all(&mut self) -> HostResult<Vec<types::Pair>> {
+        self.charge()?;
+        Ok(self
+            .settings
             .iter()
             .map(|(key, value)| types::Pair {
                 key: key.clone(),
                 value: value.clone(),
             })
-            .collect()
+            .collect())
     }
 }
 
 impl pool_view::Host for HostState {
-    fn node(&mut self) -> pool_view::NodeInfo {
+    fn node(&mut self) -> HostResult<pool_view::NodeInfo> {
+        self.charge()?;
         let node = &self.snapshot.node;
-        pool_view::NodeInfo {
+        Ok(pool_view::NodeInfo {
             provider: node.provider.clone(),
             instance_id: node.instance_id.clone(),
             instance_type: node.instance_type.clone(),
@@ -191,11 +352,13 @@ impl pool_view::Host for HostState {
                 prefix_delegation: node.limits.prefix_delegation,
                 max_pods: node.limits.max_pods,
             },
-        }
+        })
     }
 
-    fn enis(&mut self) -> Vec<pool_view::Eni> {
-        self.snapshot
+    fn enis(&mut self) -> HostResult<Vec<pool_view::Eni>> {
+        self.charge()?;
+        Ok(self
+            .snapshot
             .enis
             .iter()
             .map(|e| pool_view::Eni {
@@ -209,12 +372,14 @@ impl pool_view::Host for HostState {
                 age_ms: e.age_ms,
                 tags: pairs(&e.tags),
             })
-            .collect()
+            .collect())
     }
 
-    fn blocks(&mut self) -> Vec<types::AddressBlock> {
+    fn blocks(&mut self) -> HostResult<Vec<types::AddressBlock>> {
+        self.charge()?;
         use crate::ipam::BlockKind;
-        self.snapshot
+        Ok(self
+            .snapshot
             .inventory
             .blocks
             .iter()
@@ -228,36 +393,44 @@ impl pool_view::Host for HostState {
                 eni_id: b.eni_id.clone(),
                 route_table: b.route_table,
             })
-            .collect()
+            .collect())
     }
 
-    fn in_use(&mut self) -> Vec<u32> {
-        self.snapshot
+    fn in_use(&mut self) -> HostResult<Vec<u32>> {
+        self.charge()?;
+        Ok(self
+            .snapshot
             .in_use
             .iter()
             .map(|ip| u32::from(*ip))
-            .collect()
+            .collect())
     }
 
-    fn cooling(&mut self) -> Vec<u32> {
-        self.snapshot
+    fn cooling(&mut self) -> HostResult<Vec<u32>> {
+        self.charge()?;
+        Ok(self
+            .snapshot
             .cooling
             .iter()
             .map(|ip| u32::from(*ip))
-            .collect()
+            .collect())
     }
 
-    fn excluded(&mut self) -> Vec<u32> {
-        self.snapshot
+    fn excluded(&mut self) -> HostResult<Vec<u32>> {
+        self.charge()?;
+        Ok(self
+            .snapshot
             .inventory
             .excluded
             .iter()
             .map(|ip| u32::from(*ip))
-            .collect()
+            .collect())
     }
 
-    fn subnets(&mut self) -> Vec<pool_view::Subnet> {
-        self.snapshot
+    fn subnets(&mut self) -> HostResult<Vec<pool_view::Subnet>> {
+        self.charge()?;
+        Ok(self
+            .snapshot
             .subnets
             .iter()
             .map(|s| pool_view::Subnet {
@@ -266,11 +439,13 @@ impl pool_view::Host for HostState {
                 free_addresses: s.free_addresses,
                 tags: pairs(&s.tags),
             })
-            .collect()
+            .collect())
     }
 
-    fn failures(&mut self) -> Vec<pool_view::RequestFailure> {
-        self.snapshot
+    fn failures(&mut self) -> HostResult<Vec<pool_view::RequestFailure>> {
+        self.charge()?;
+        Ok(self
+            .snapshot
             .failures
             .iter()
             .map(|f| pool_view::RequestFailure {
@@ -281,145 +456,248 @@ impl pool_view::Host for HostState {
                 message: f.message.clone(),
                 age_ms: f.age_ms,
             })
-            .collect()
+            .collect())
     }
 }
 
 impl eni_ops::Host for HostState {
-    fn create_eni(&mut self, request: eni_ops::NewEni) -> Result<(), String> {
-        let args = serde_json::json!({
-            "subnetId": request.subnet_id,
-            "securityGroups": request.security_groups,
-            "secondaryIps": request.secondary_ips,
-            "prefixes": request.prefixes,
-        });
-        self.eni_request("eni-ops.create-eni", args, |check| {
+    fn create_eni(&mut self, request: eni_ops::NewEni) -> HostResult<Result<(), String>> {
+        self.charge()?;
+        let groups = &request.security_groups;
+        let args = || {
+            serde_json::json!({
+                "subnetId": shown(&request.subnet_id),
+                "securityGroups": groups.iter().take(MAX_SECURITY_GROUPS).map(|g| shown(g)).collect::<Vec<_>>(),
+                "securityGroupCount": groups.len(),
+                "secondaryIps": request.secondary_ips,
+                "prefixes": request.prefixes,
+            })
+        };
+        Ok(self.eni_request("eni-ops.create-eni", args, |check| {
+            id_ok("subnet id", &request.subnet_id)?;
+            if groups.len() > MAX_SECURITY_GROUPS {
+                return Err(format!(
+                    "{} security groups; an ENI takes at most {MAX_SECURITY_GROUPS}",
+                    groups.len()
+                ));
+            }
+            for group in groups {
+                id_ok("security group id", group)?;
+            }
             check.create(
                 &request.subnet_id,
-                &request.security_groups,
+                groups,
                 request.secondary_ips,
                 request.prefixes,
             )
-        })
+        }))
     }
 
-    fn assign_ips(&mut self, eni_id: String, count: u32) -> Result<(), String> {
-        let args = serde_json::json!({ "eniId": eni_id, "count": count });
-        self.eni_request("eni-ops.assign-ips", args, |check| {
+    fn assign_ips(&mut self, eni_id: String, count: u32) -> HostResult<Result<(), String>> {
+        self.charge()?;
+        let args = || serde_json::json!({ "eniId": shown(&eni_id), "count": count });
+        Ok(self.eni_request("eni-ops.assign-ips", args, |check| {
+            id_ok("ENI id", &eni_id)?;
             check.assign_ips(&eni_id, count)
-        })
+        }))
     }
 
-    fn assign_prefixes(&mut self, eni_id: String, count: u32) -> Result<(), String> {
-        let args = serde_json::json!({ "eniId": eni_id, "count": count });
-        self.eni_request("eni-ops.assign-prefixes", args, |check| {
+    fn assign_prefixes(&mut self, eni_id: String, count: u32) -> HostResult<Result<(), String>> {
+        self.charge()?;
+        let args = || serde_json::json!({ "eniId": shown(&eni_id), "count": count });
+        Ok(self.eni_request("eni-ops.assign-prefixes", args, |check| {
+            id_ok("ENI id", &eni_id)?;
             check.assign_prefixes(&eni_id, count)
-        })
+        }))
     }
 
-    fn release_ips(&mut self, eni_id: String, addresses: Vec<u32>) -> Result<(), String> {
-        let addresses: Vec<Ipv4Addr> = addresses.into_iter().map(Ipv4Addr::from).collect();
-        let args = serde_json::json!({ "eniId": eni_id, "addresses": addresses });
-        self.eni_request("eni-ops.release-ips", args, |check| {
+    fn release_ips(
+        &mut self,
+        eni_id: String,
+        addresses: Vec<u32>,
+    ) -> HostResult<Result<(), String>> {
+        self.charge()?;
+        let count = addresses.len();
+        let addresses: Vec<Ipv4Addr> = addresses
+            .into_iter()
+            .take(MAX_RELEASE_LIST + 1)
+            .map(Ipv4Addr::from)
+            .collect();
+        let args = || {
+            serde_json::json!({
+                "eniId": shown(&eni_id),
+                "addresses": addresses.iter().take(MAX_RELEASE_LIST).collect::<Vec<_>>(),
+                "count": count,
+            })
+        };
+        Ok(self.eni_request("eni-ops.release-ips", args, |check| {
+            id_ok("ENI id", &eni_id)?;
+            if count > MAX_RELEASE_LIST {
+                return Err(format!(
+                    "{count} addresses in one request; at most {MAX_RELEASE_LIST}"
+                ));
+            }
             check.release_ips(&eni_id, &addresses)
-        })
+        }))
     }
 
     fn release_prefixes(
         &mut self,
         eni_id: String,
         prefixes: Vec<types::Cidr>,
-    ) -> Result<(), String> {
-        let nets: Result<Vec<Ipv4Net>, String> = prefixes.into_iter().map(net_of).collect();
-        let args = serde_json::json!({
-            "eniId": eni_id,
-            "prefixes": nets.as_ref().map(|n| n.iter().map(|p| p.to_string()).collect::<Vec<_>>()).ok(),
-        });
-        self.eni_request("eni-ops.release-prefixes", args, |check| {
+    ) -> HostResult<Result<(), String>> {
+        self.charge()?;
+        let count = prefixes.len();
+        let nets: Result<Vec<Ipv4Net>, String> = prefixes
+            .into_iter()
+            .take(MAX_RELEASE_LIST + 1)
+            .map(net_of)
+            .collect();
+        let args = || {
+            serde_json::json!({
+                "eniId": shown(&eni_id),
+                "prefixes": nets.as_ref().map(|n| n.iter().take(MAX_RELEASE_LIST).map(|p| p.to_string()).collect::<Vec<_>>()).ok(),
+                "count": count,
+            })
+        };
+        let nets = nets.clone();
+        Ok(self.eni_request("eni-ops.release-prefixes", args, |check| {
+            id_ok("ENI id", &eni_id)?;
+            if count > MAX_RELEASE_LIST {
+                return Err(format!(
+                    "{count} prefixes in one request; at most {MAX_RELEASE_LIST}"
+                ));
+            }
             check.release_prefixes(&eni_id, &nets?)
-        })
+        }))
     }
 
-    fn delete_eni(&mut self, eni_id: String) -> Result<(), String> {
-        let args = serde_json::json!({ "eniId": eni_id });
-        self.eni_request("eni-ops.delete-eni", args, |check| check.delete(&eni_id))
+    fn delete_eni(&mut self, eni_id: String) -> HostResult<Result<(), String>> {
+        self.charge()?;
+        let args = || serde_json::json!({ "eniId": shown(&eni_id) });
+        Ok(self.eni_request("eni-ops.delete-eni", args, |check| {
+            id_ok("ENI id", &eni_id)?;
+            check.delete(&eni_id)
+        }))
     }
 }
 
 impl netlink::Host for HostState {
-    fn set_mtu(&mut self, mtu: u32) -> Result<(), String> {
+    fn set_mtu(&mut self, mtu: u32) -> HostResult<Result<(), String>> {
+        self.charge()?;
         let checked = self.grants.netlink.check_mtu(mtu);
-        let request = self.record(
+        Ok(self.netlink_request(
             "netlink.set-mtu",
-            serde_json::json!({ "mtu": mtu }),
+            || serde_json::json!({ "mtu": mtu }),
             checked,
-        )?;
-        self.netlink_requests.push(request);
-        Ok(())
+        ))
     }
 
-    fn add_route(&mut self, destination: netlink::Cidr) -> Result<(), String> {
+    fn add_route(&mut self, destination: netlink::Cidr) -> HostResult<Result<(), String>> {
+        self.charge()?;
         let net = net_of(destination);
-        let args = serde_json::json!({
-            "destination": net.as_ref().map(|n| n.to_string()).unwrap_or_else(|e| e.clone())
-        });
+        let shown = net
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|e| e.clone());
         let checked = net.and_then(|net| self.grants.netlink.check_route(net));
-        let request = self.record("netlink.add-route", args, checked)?;
-        self.netlink_requests.push(request);
-        Ok(())
+        Ok(self.netlink_request(
+            "netlink.add-route",
+            || serde_json::json!({ "destination": shown }),
+            checked,
+        ))
     }
 }
 
 impl log::Host for HostState {
-    fn log(&mut self, level: log::Level, message: String) {
+    fn log(&mut self, level: log::Level, message: String) -> HostResult<()> {
+        self.charge()?;
         self.logs += 1;
         let plugin = &self.plugin;
         if self.logs > MAX_LOGS_PER_CALL {
             if self.logs == MAX_LOGS_PER_CALL + 1 {
                 tracing::warn!(plugin = %plugin, "more than {MAX_LOGS_PER_CALL} log messages in one call; dropping the rest");
             }
-            return;
+            return Ok(());
         }
-        let message = truncate(message);
+        let message = crate::logfile::escape_controls(&truncate(message));
         match level {
             log::Level::Debug => tracing::debug!(plugin = %plugin, "{message}"),
             log::Level::Info => tracing::info!(plugin = %plugin, "{message}"),
             log::Level::Warn => tracing::warn!(plugin = %plugin, "{message}"),
             log::Level::Error => tracing::error!(plugin = %plugin, "{message}"),
         }
+        Ok(())
     }
 }
 
 impl kv::Host for HostState {
-    fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.kv()?.get(&key)
+    fn get(&mut self, key: String) -> HostResult<Option<Vec<u8>>> {
+        self.charge()?;
+        key_ok("a kv key", &key)?;
+        Ok(self.kv().and_then(|txn| txn.get(&key)))
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
-        let args = serde_json::json!({ "key": truncate(key.clone()), "bytes": value.len() });
+    fn set(&mut self, key: String, value: Vec<u8>) -> HostResult<Result<(), String>> {
+        self.charge()?;
+        let (shown_key, bytes) = (truncate_to(key.clone(), MAX_KEY_BYTES), value.len());
+        let args = || serde_json::json!({ "key": shown_key, "bytes": bytes });
         let outcome = match self.kv() {
             Some(txn) => txn.set(key, value),
             None => Err("kv is not available to this plugin".to_owned()),
         };
-        self.record("kv.set", args, outcome)
+        Ok(self.record("kv.set", args, outcome))
     }
 
-    fn delete(&mut self, key: String) {
+    fn delete(&mut self, key: String) -> HostResult<()> {
+        self.charge()?;
+        key_ok("a kv key", &key)?;
         if let Some(txn) = self.kv() {
             txn.delete(key);
         }
+        Ok(())
     }
 
-    fn keys(&mut self) -> Vec<String> {
-        self.kv().map(|txn| txn.keys()).unwrap_or_default()
+    fn keys(&mut self) -> HostResult<Vec<String>> {
+        self.charge()?;
+        Ok(self.kv().map(|txn| txn.keys()).unwrap_or_default())
     }
 }
 
 impl clock::Host for HostState {
-    fn now_unix_ms(&mut self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default()
+    fn now_unix_ms(&mut self) -> HostResult<u64> {
+        self.charge()?;
+        Ok(super::now_unix_ms())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assign(eni: &str, count: u32) -> EniRequest {
+        EniRequest::AssignIps {
+            eni_id: eni.into(),
+            count,
+        }
+    }
+
+    #[test]
+    fn requests_for_the_same_eni_merge_into_one() {
+        let mut queued = vec![assign("eni-a", 2)];
+        assert!(merge(&mut queued, &assign("eni-a", 3)));
+        assert!(!merge(&mut queued, &assign("eni-b", 1)));
+        assert_eq!(queued, vec![assign("eni-a", 5)]);
+        let release = |ips: &[u8]| EniRequest::ReleaseIps {
+            eni_id: "eni-a".into(),
+            addresses: ips.iter().map(|n| Ipv4Addr::new(10, 0, 0, *n)).collect(),
+        };
+        let mut queued = vec![release(&[1])];
+        assert!(merge(&mut queued, &release(&[2, 3])));
+        assert_eq!(queued, vec![release(&[1, 2, 3])]);
+        let delete = EniRequest::DeleteEni {
+            eni_id: "eni-a".into(),
+        };
+        assert!(!merge(&mut [delete.clone()], &delete));
     }
 }

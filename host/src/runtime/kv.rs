@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Longest key.
-pub const MAX_KEY_BYTES: usize = 256;
+pub use super::limits::MAX_KEY_BYTES;
 
 /// One plugin's state.
 #[derive(Debug)]
@@ -178,19 +177,25 @@ fn decode(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let hex: BTreeMap<String, String> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     hex.into_iter()
         .map(|(k, v)| {
-            if v.len() % 2 != 0 {
+            // By bytes: a damaged file may hold any text, and slicing a `str` inside a
+            // character would panic.
+            let digits = v.as_bytes();
+            if digits.len() % 2 != 0 {
                 return Err(format!("value of {k:?} has an odd number of hex digits"));
             }
-            let value = (0..v.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&v[i..i + 2], 16))
-                .collect::<Result<Vec<u8>, _>>()
-                .map_err(|_| format!("value of {k:?} is not hex"))?;
+            let nibble = |d: u8| char::from(d).to_digit(16);
+            let value = digits
+                .chunks_exact(2)
+                .map(|pair| Some((nibble(pair[0])? << 4 | nibble(pair[1])?) as u8))
+                .collect::<Option<Vec<u8>>>()
+                .ok_or_else(|| format!("value of {k:?} is not hex"))?;
             Ok((k, value))
         })
         .collect()
 }
 
+/// Durably replaces `path` with `bytes`: a temporary file (never through a symlink), synced,
+/// renamed over the old one, and the directory synced so that the rename survives a crash.
 fn persist(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let temporary = path.with_extension("tmp");
@@ -199,10 +204,15 @@ fn persist(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .write(true)
         .truncate(true)
         .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&temporary)?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    std::fs::rename(&temporary, path)
+    std::fs::rename(&temporary, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -259,8 +269,21 @@ mod tests {
     fn a_corrupt_file_is_reported_not_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.kv");
-        std::fs::write(&path, b"{\"a\": \"zz\"}").unwrap();
-        let err = KvStore::open(path, 10).unwrap_err();
-        assert!(err.contains("not a wasmcni kv file"), "{err}");
+        // Not hex; odd length; multi-byte characters where hex digits belong (slicing the
+        // text by bytes would panic inside a character).
+        for damaged in [
+            "{\"a\": \"zz\"}",
+            "{\"a\": \"abc\"}",
+            "{\"a\": \"é0\"}",
+            "{\"a\": \"0é\"}",
+            "{\"a\": \"€€\"}",
+        ] {
+            std::fs::write(&path, damaged).unwrap();
+            let err = KvStore::open(path.clone(), 10).unwrap_err();
+            assert!(err.contains("not a wasmcni kv file"), "{damaged}: {err}");
+        }
+        std::fs::write(&path, "{\"a\": \"0aFf\"}").unwrap();
+        let store = KvStore::open(path, 10).unwrap();
+        assert_eq!(store.begin().get("a"), Some(vec![0x0a, 0xff]));
     }
 }

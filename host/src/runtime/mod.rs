@@ -9,45 +9,61 @@
 //!    scope ([`grants`]) and only queued; the caller applies the queue after the call returned
 //!    successfully, so a failing plugin leaves nothing half-done. Whatever a plugin answers,
 //!    the daemon holds it to its invariants (an address must be a free one of the pool);
-//! 3. resources — fuel per call (an infinite loop traps in milliseconds), a memory cap, a
-//!    bounded wasm stack, and a fresh instance per call (from the pooling allocator) so a
-//!    trapped instance is never reused. No host function blocks: they answer from the
-//!    snapshot taken before the call, so fuel bounds the whole call.
+//! 3. resources — fuel per call (guest instructions), a memory cap, a bounded wasm stack, a
+//!    wall-clock deadline per export enforced by epoch interruption (an OS thread advances the
+//!    epoch every millisecond while calls run, and each running call checks its deadline at
+//!    every tick, in wasm loops and in every host call), a budget of host calls, a cap on the
+//!    bytes one host call may copy out of the guest, and a fresh instance per call (from the
+//!    pooling allocator) so a trapped instance is never reused. No host function blocks: they
+//!    answer from the snapshot taken before the call. [`limits`] lists every bound.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 
+mod audit_log;
+mod cache;
+mod gate;
 pub mod grants;
 mod host;
 pub mod kv;
+pub mod limits;
 pub mod pool;
 
+pub use audit_log::{AuditEntry, AuditLog, AUDIT_LOG_KEEP, AUDIT_LOG_MAX_BYTES};
 pub use grants::{
     Capability, EniRequest, FailureMode, FailurePolicy, Grants, Hook, Import, NetlinkRequest,
     PluginKind,
 };
 pub use host::HostCall;
+pub use limits::{Export, HostLimit, Limits, MAX_PLUGIN_MEMORY};
 pub use pool::{EniInfo, NodeInfo, NodeLimits, PoolSnapshot, RequestFailure, SubnetInfo};
 
-use host::{truncate, HostState};
+use cache::ArtifactCache;
+use gate::Gate;
+use host::{Clock, HostState};
+use limits::{truncate, CONCURRENT_CALLS};
 
 pub(crate) mod bindings {
     pub mod allocator {
         wasmtime::component::bindgen!({
             path: "../wit",
             world: "allocator",
+            // Every host function may trap: past its call's deadline or host-call budget.
+            imports: { default: trappable },
         });
     }
     pub mod tagger {
         wasmtime::component::bindgen!({
             path: "../wit",
             world: "tagger",
+            imports: { default: trappable },
             with: {
                 "wasmcni:plugin/types": crate::runtime::bindings::allocator::wasmcni::plugin::types,
                 "wasmcni:plugin/config": crate::runtime::bindings::allocator::wasmcni::plugin::config,
@@ -60,6 +76,7 @@ pub(crate) mod bindings {
         wasmtime::component::bindgen!({
             path: "../wit",
             world: "policy",
+            imports: { default: trappable },
             with: {
                 "wasmcni:plugin/types": crate::runtime::bindings::allocator::wasmcni::plugin::types,
                 "wasmcni:plugin/config": crate::runtime::bindings::allocator::wasmcni::plugin::config,
@@ -75,30 +92,6 @@ use bindings::allocator::wasmcni::plugin::{
     clock, config, eni_ops, kv as kv_wit, log, pool_view, types,
 };
 use bindings::policy::wasmcni::plugin::netlink;
-
-/// Per-call resource limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Limits {
-    /// Fuel per call (roughly one unit per wasm instruction).
-    pub fuel: u64,
-    /// Largest linear memory, in bytes.
-    pub memory_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            fuel: 50_000_000,
-            memory_bytes: 16 << 20,
-        }
-    }
-}
-
-/// Largest `memory_bytes` a plugin may be given (the pooling allocator's slot size).
-pub const MAX_PLUGIN_MEMORY: usize = 256 << 20;
-
-/// Plugin calls that may run at once; more wait for a slot (each lasts microseconds).
-const CONCURRENT_CALLS: u32 = 32;
 
 /// What to load: a component file, the digest it must have, and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,44 +314,17 @@ pub enum Verdict {
     Deny(String),
 }
 
-/// A bounded number of concurrent calls, so the pooling allocator's slots never run out.
-#[derive(Debug)]
-struct Slots {
-    free: Mutex<u32>,
-    released: Condvar,
-}
-
-struct SlotGuard<'a>(&'a Slots);
-
-impl Slots {
-    fn acquire(&self) -> SlotGuard<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            free = self.released.wait(free).unwrap_or_else(|p| p.into_inner());
-        }
-        *free -= 1;
-        SlotGuard(self)
-    }
-}
-
-impl Drop for SlotGuard<'_> {
-    fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.0.released.notify_one();
-    }
-}
-
 /// One engine for every plugin of the daemon.
 #[derive(Clone)]
 pub struct PluginRuntime {
     engine: Engine,
-    /// Where compiled components are kept between starts (`None`: compile every time).
-    cache: Option<PathBuf>,
+    /// Compiled components kept between starts (`None`: compile every time).
+    cache: Option<ArtifactCache>,
     /// Where plugins' `kv` state is kept (`None`: `kv` refuses writes).
     kv_dir: Option<PathBuf>,
     /// Runtime audit log of privileged requests.
     audit_log: Option<AuditLog>,
-    slots: Arc<Slots>,
+    gate: Arc<Gate>,
     /// Each plugin's `kv` state, opened once per name: the sets of a reload share it with
     /// the running set, so calls in flight and new calls never keep two copies of one file.
     kv_stores: Arc<Mutex<BTreeMap<String, Arc<kv::KvStore>>>>,
@@ -381,7 +347,7 @@ pub struct Plugin {
     imports: Vec<String>,
     kv: Option<Arc<KvStoreHandle>>,
     audit_log: Option<AuditLog>,
-    slots: Arc<Slots>,
+    gate: Arc<Gate>,
 }
 
 type KvStoreHandle = kv::KvStore;
@@ -393,44 +359,71 @@ struct Finished<R> {
 }
 
 impl PluginRuntime {
-    /// The engine: fuel metering, a 512 KiB wasm stack, Cranelift, and the pooling instance
-    /// allocator (a fresh instance per call costs microseconds).
+    /// The engine: fuel metering, epoch interruption (deadlines), a 512 KiB wasm stack,
+    /// Cranelift, and the pooling instance allocator (a fresh instance per call costs
+    /// microseconds); and the gate with its epoch ticker thread.
     pub fn new() -> Result<PluginRuntime, PluginError> {
+        Self::with_calls(CONCURRENT_CALLS)
+    }
+
+    /// A runtime running at most `calls` plugin calls at once (tests use a few, so that
+    /// filling every slot does not take every core of the machine).
+    pub(crate) fn with_calls(calls: u32) -> Result<PluginRuntime, PluginError> {
         let mut pooling = wasmtime::PoolingAllocationConfig::default();
         pooling
-            .total_component_instances(CONCURRENT_CALLS)
-            .total_core_instances(CONCURRENT_CALLS * 4)
-            .total_memories(CONCURRENT_CALLS * 2)
-            .total_tables(CONCURRENT_CALLS * 4)
+            .total_component_instances(calls)
+            .total_core_instances(calls * 4)
+            .total_memories(calls * 2)
+            .total_tables(calls * 4)
             .max_memory_size(MAX_PLUGIN_MEMORY);
         // No `*_keep_resident`: resetting a slot with memset measured slower (83 µs per ADD
         // with 1 MiB resident, 58 µs with none) than madvise plus a small plugin's page faults.
         let mut config = Config::new();
         config.consume_fuel(true);
+        config.epoch_interruption(true);
         config.max_wasm_stack(512 << 10);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
-        let engine = Engine::new(&config).map_err(|e| PluginError::Invalid {
+        let invalid = |message: String| PluginError::Invalid {
             plugin: "(engine)".into(),
-            message: format!("{e:#}"),
-        })?;
+            message,
+        };
+        let engine = Engine::new(&config).map_err(|e| invalid(format!("{e:#}")))?;
+        let gate = Gate::start(engine.clone(), calls)
+            .map_err(|e| invalid(format!("starting the epoch ticker thread: {e}")))?;
         Ok(PluginRuntime {
             engine,
             cache: None,
             kv_dir: None,
             audit_log: None,
-            slots: Arc::new(Slots {
-                free: Mutex::new(CONCURRENT_CALLS),
-                released: Condvar::new(),
-            }),
+            gate,
             kv_stores: Arc::default(),
         })
+    }
+
+    /// Ends every running plugin call at its next epoch tick (within a millisecond or so)
+    /// and refuses new ones: the daemon is stopping.
+    pub fn stop_calls(&self) {
+        self.gate.stop();
+    }
+
+    /// Plugin calls running now.
+    pub fn running_calls(&self) -> u32 {
+        self.gate.running()
+    }
+
+    /// The audit log, when one was set.
+    pub fn audit_log(&self) -> Option<&AuditLog> {
+        self.audit_log.as_ref()
     }
 
     /// Keeps compiled components in `dir` (created 0700; refused unless private to this
     /// user), keyed by the component's digest and the engine's configuration, so a restart
     /// loads each plugin in well under a millisecond instead of compiling it again.
     pub fn with_cache(mut self, dir: &Path) -> Result<PluginRuntime, PluginError> {
-        self.cache = Some(private_dir(dir, "(cache)")?);
+        self.cache = Some(ArtifactCache::new(
+            private_dir(dir, "(cache)")?,
+            &self.engine,
+        ));
         Ok(self)
     }
 
@@ -446,49 +439,12 @@ impl PluginRuntime {
         self
     }
 
-    /// The cache file for a component with `digest` under this engine's configuration.
-    fn cache_path(&self, digest: &str) -> Option<PathBuf> {
-        use std::hash::{Hash, Hasher};
-        let dir = self.cache.as_ref()?;
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.engine
-            .precompile_compatibility_hash()
-            .hash(&mut hasher);
-        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-        Some(dir.join(format!("{hex}-{:016x}.cwasm", hasher.finish())))
-    }
-
     /// Compiles `bytes` (whose digest the caller verified), or loads the cached compilation.
     fn compile(&self, bytes: &[u8], digest: &str) -> Result<Component, wasmtime::Error> {
-        let Some(path) = self.cache_path(digest) else {
-            return Component::new(&self.engine, bytes);
-        };
-        if let Ok(artifact) = std::fs::read(&path) {
-            // Read into memory rather than mapped: a mapped file truncated under a running
-            // daemon would kill it with SIGBUS; a copy of a few hundred KiB costs microseconds.
-            // SAFETY: the cache directory is private to this daemon (checked in `with_cache`),
-            // its files are written only below, from a component whose sha256 was verified
-            // against the configuration, and their names bind that digest and this engine's
-            // configuration, so the artifact is the compilation of exactly these bytes; wasmtime
-            // still checks its header and engine compatibility.
-            match unsafe { Component::deserialize(&self.engine, &artifact) } {
-                Ok(component) => return Ok(component),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable cached compilation")
-                }
-            }
+        match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, bytes, digest),
+            None => Component::new(&self.engine, bytes),
         }
-        let component = Component::new(&self.engine, bytes)?;
-        let write = || -> std::io::Result<()> {
-            let serialized = component.serialize().map_err(std::io::Error::other)?;
-            let temporary = path.with_extension("tmp");
-            std::fs::write(&temporary, serialized)?;
-            std::fs::rename(&temporary, &path)
-        };
-        if let Err(e) = write() {
-            tracing::warn!(path = %path.display(), error = %e, "could not cache the compiled plugin; it will be compiled again next start");
-        }
-        Ok(component)
     }
 
     /// Loads a plugin: verifies the digest, refuses ungranted imports by name, links only the
@@ -624,7 +580,7 @@ impl PluginRuntime {
             imports,
             kv,
             audit_log: self.audit_log.clone(),
-            slots: self.slots.clone(),
+            gate: self.gate.clone(),
         })
     }
 }
@@ -662,15 +618,33 @@ impl Plugin {
         &self.imports
     }
 
-    /// Runs `call` on a fresh instance with the plugin's limits, `snapshot` as its view.
+    /// Runs `call` (of `export`) on a fresh instance with the plugin's limits, `snapshot` as
+    /// its view: fuel, memory, the export's deadline (the wait for an instance slot included),
+    /// the host-call budget and the bytes one host call may pass in.
     fn run<R>(
         &self,
+        export: Export,
         call: &'static str,
         snapshot: Arc<PoolSnapshot>,
         invoke: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<Finished<R>, PluginError> {
-        let limits = self.spec.limits;
-        let _slot = self.slots.acquire();
+        let limits = &self.spec.limits;
+        let budget = limits.deadline(export);
+        let deadline = Instant::now() + budget;
+        let trapped = |reason: String| PluginError::Trapped {
+            plugin: self.spec.name.clone(),
+            call,
+            reason,
+        };
+        let _slot = self
+            .gate
+            .enter(deadline, budget)
+            .map_err(|limit| trapped(limit.to_string()))?;
+        let clock = Clock {
+            deadline,
+            budget,
+            gate: self.gate.clone(),
+        };
         let state = HostState::new(
             self.name.clone(),
             self.grants.clone(),
@@ -683,16 +657,23 @@ impl Plugin {
                 .memories(2)
                 .trap_on_grow_failure(true)
                 .build(),
+            clock,
+            limits.host_calls,
             self.kv.clone(),
         );
         let mut store = Store::new(self.engine(), state);
         store.limiter(|s| &mut s.limits);
-        let trapped = |e: wasmtime::Error| PluginError::Trapped {
-            plugin: self.spec.name.clone(),
-            call,
-            reason: describe_trap(&e, limits),
-        };
-        store.set_fuel(limits.fuel).map_err(trapped)?;
+        let kv_quota = self.kv.as_ref().map(|_| self.spec.grants.kv.max_bytes);
+        store.set_hostcall_fuel(Limits::hostcall_bytes(kv_quota));
+        // Every tick while the call runs: stop it once its deadline passed or the daemon stops.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|context| {
+            context.data().clock.check()?;
+            Ok(UpdateDeadline::Continue(1))
+        });
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| trapped(describe_trap(&e, limits)))?;
         let outcome = invoke(&mut store);
         let metrics = crate::metrics::Metrics::global();
         let label = crate::metrics::PluginCallLabel {
@@ -701,6 +682,10 @@ impl Plugin {
         };
         let used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         metrics.plugin_fuel.get_or_create(&label).inc_by(used);
+        metrics
+            .plugin_host_calls
+            .get_or_create(&label)
+            .inc_by(u64::from(store.data().calls()));
         match outcome {
             Ok(answer) => Ok(Finished {
                 answer,
@@ -708,7 +693,7 @@ impl Plugin {
             }),
             Err(e) => {
                 metrics.plugin_traps.get_or_create(&label).inc();
-                let error = trapped(e);
+                let error = trapped(describe_trap(&e, limits));
                 self.finish(call, store.into_data(), false);
                 Err(error)
             }
@@ -800,7 +785,7 @@ impl Plugin {
             return Err(self.wrong_kind("allocate"));
         };
         let request = pod.to_wit();
-        let done = self.run("allocate", Arc::new(snapshot), |store| {
+        let done = self.run(Export::Allocate, "allocate", Arc::new(snapshot), |store| {
             pre.instantiate(&mut *store)?.call_allocate(store, &request)
         })?;
         let ok = done.answer.is_ok();
@@ -816,7 +801,7 @@ impl Plugin {
         let Pre::Allocator(pre) = &self.pre else {
             return Err(self.wrong_kind("plan"));
         };
-        let mut done = self.run("plan", Arc::new(snapshot), |store| {
+        let mut done = self.run(Export::Plan, "plan", Arc::new(snapshot), |store| {
             pre.instantiate(&mut *store)?.call_plan(store)
         })?;
         let requests = std::mem::take(&mut done.state.eni_requests);
@@ -844,9 +829,12 @@ impl Plugin {
             subnet_id: request.subnet_id.clone(),
             cluster_name: request.cluster_name.clone(),
         };
-        let done = self.run("tags", Arc::new(PoolSnapshot::default()), |store| {
-            pre.instantiate(&mut *store)?.call_tags(store, &wit)
-        })?;
+        let done = self.run(
+            Export::Tags,
+            "tags",
+            Arc::new(PoolSnapshot::default()),
+            |store| pre.instantiate(&mut *store)?.call_tags(store, &wit),
+        )?;
         let ok = done.answer.is_ok();
         self.finish("tags", done.state, ok);
         let tags: Vec<(String, String)> = done
@@ -910,9 +898,12 @@ impl Plugin {
             Verb::Del => "evaluate(del)",
             Verb::Check => "evaluate(check)",
         };
-        let mut done = self.run(call, Arc::new(PoolSnapshot::default()), |store| {
-            pre.instantiate(&mut *store)?.call_evaluate(store, &request)
-        })?;
+        let mut done = self.run(
+            Export::Evaluate,
+            call,
+            Arc::new(PoolSnapshot::default()),
+            |store| pre.instantiate(&mut *store)?.call_evaluate(store, &request),
+        )?;
         let adjustments = std::mem::take(&mut done.state.netlink_requests);
         let verdict = match done.answer {
             wit::Verdict::Allow => Verdict::Allow(adjustments),
@@ -997,7 +988,7 @@ impl PluginRuntime {
             tag_keys: spec.tag_keys.iter().cloned().collect(),
             under_granted: Vec::new(),
             over_granted: Vec::new(),
-            limits: spec.limits,
+            limits: spec.limits.clone(),
             on_failure: spec.on_failure.clone(),
             settings: spec.settings.clone(),
             problem: None,
@@ -1060,74 +1051,6 @@ impl PluginRuntime {
     }
 }
 
-/// The runtime audit log: one JSON line per plugin call (plugin, call, arguments, outcome,
-/// duration), appended with a single write to a file only root can read, so a reviewer can
-/// see afterwards what every plugin was asked and what it did.
-#[derive(Debug, Clone)]
-pub struct AuditLog {
-    path: PathBuf,
-}
-
-/// One plugin call, as the audit log records it.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditEntry<'a> {
-    /// Milliseconds since the Unix epoch.
-    pub ts_ms: u64,
-    /// Plugin name.
-    pub plugin: &'a str,
-    /// The export called.
-    pub call: &'a str,
-    /// Its arguments.
-    pub args: serde_json::Value,
-    /// `ok` or `error`.
-    pub outcome: &'a str,
-    /// The answer (an address) or the error.
-    pub result: String,
-    /// Wall time of the call, microseconds.
-    pub duration_us: u64,
-}
-
-impl AuditLog {
-    /// An audit log appending to `path` (created 0600 on first use).
-    pub fn new(path: PathBuf) -> AuditLog {
-        AuditLog { path }
-    }
-
-    /// Where it writes.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Appends `entry`. A failure is logged, never fails the request: the plugin's answer was
-    /// already checked by the host either way.
-    pub fn record(&self, entry: &AuditEntry<'_>) {
-        crate::metrics::Metrics::global()
-            .plugin_calls
-            .get_or_create(&crate::metrics::PluginLabel {
-                plugin: entry.plugin.to_owned(),
-                call: entry.call.to_owned(),
-                outcome: entry.outcome.to_owned(),
-            })
-            .inc();
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let write = || -> std::io::Result<()> {
-            let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
-            line.push(b'\n');
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(&self.path)?
-                .write_all(&line)
-        };
-        if let Err(e) = write() {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot write the plugin audit log");
-        }
-    }
-}
-
 /// `sha256:<hex>` of `bytes`.
 pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(bytes))
@@ -1138,7 +1061,11 @@ pub fn digest_of_file(path: &Path) -> std::io::Result<String> {
     Ok(digest_of(&std::fs::read(path)?))
 }
 
-fn describe_trap(error: &wasmtime::Error, limits: Limits) -> String {
+/// What stopped a call, in words an operator and a plugin author can act on.
+fn describe_trap(error: &wasmtime::Error, limits: &Limits) -> String {
+    if let Some(limit) = error.chain().find_map(|e| e.downcast_ref::<HostLimit>()) {
+        return limit.to_string();
+    }
     if let Some(trap) = error.downcast_ref::<Trap>() {
         return match trap {
             Trap::OutOfFuel => format!(
@@ -1155,6 +1082,9 @@ fn describe_trap(error: &wasmtime::Error, limits: Limits) -> String {
     let chain = format!("{error:#}");
     if chain.contains("forcing trap when growing memory") {
         return format!("exceeded its memory limit of {} bytes", limits.memory_bytes);
+    }
+    if chain.contains("fuel allocated for hostcalls has been exhausted") {
+        return "passed more data to the host in one call than it accepts (hostcall fuel; an oversized string or list)".to_owned();
     }
     chain
 }
@@ -1187,5 +1117,7 @@ pub(crate) mod testing {
     }
 }
 
+#[cfg(test)]
+mod sandbox_tests;
 #[cfg(test)]
 mod tests;

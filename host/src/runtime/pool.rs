@@ -78,6 +78,10 @@ pub struct EniInfo {
     pub age_ms: u64,
     /// Its tags.
     pub tags: Vec<(String, String)>,
+    /// Whether this daemon may change it: the primary ENI (whose secondary addresses are the
+    /// node's pod pool), or an ENI created for this instance and cluster (its ownership tags).
+    /// An operator's ENI is never changed, whatever a plan asks.
+    pub owned: bool,
 }
 
 /// A subnet new ENIs may use.

@@ -113,7 +113,11 @@ impl<D: Datapath> Handler<D> {
         } else {
             0
         });
-        let audit_log = AuditLog::new(config.daemon.state_dir.join("plugin-audit.log"));
+        // One audit log per file: the runtime's (its clones share the rotation).
+        let audit_log = runtime
+            .audit_log()
+            .cloned()
+            .unwrap_or_else(|| AuditLog::new(config.daemon.state_dir.join("plugin-audit.log")));
         // Addresses released before a restart rest out their cooldown.
         let cooling = if view.cooldown > Duration::ZERO {
             super::cooling::load(&config.daemon.state_dir, view.cooldown)

@@ -29,7 +29,12 @@ pub struct InstallError {
 
 /// The conflist kubelet will use: wasmcni, then portmap and bandwidth when asked.
 pub fn conflist(install: &InstallConfig, socket: &Path) -> Value {
-    let mut wasmcni = json!({ "type": "wasmcni" });
+    // Pod annotations reach policy hooks only when the entry declares the capability: libcni
+    // passes a runtime's annotations (containerd's CRI sends them) only to plugins that do.
+    let mut wasmcni = json!({
+        "type": "wasmcni",
+        "capabilities": { "io.kubernetes.cri.pod-annotations": true },
+    });
     if socket != Path::new(crate::proto::DEFAULT_SOCKET) {
         wasmcni["daemonSocket"] = json!(socket.display().to_string());
     }
@@ -64,17 +69,22 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallE
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let temporary = dir.join(format!(".{name}.wasmcni-{}", std::process::id()));
+    // A leftover of a crashed earlier run may sit there (never anything else: the name is
+    // ours); it is removed, then the file is created exclusively and never through a symlink,
+    // so nothing planted in the directory can redirect the write.
+    let _ = std::fs::remove_file(&temporary);
     let written = (|| -> std::io::Result<()> {
         let mut file = std::fs::OpenOptions::new()
-            .create(true)
+            .create_new(true)
             .write(true)
-            .truncate(true)
             .mode(mode)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&temporary)?;
         file.write_all(bytes)?;
         file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         file.sync_all()?;
-        std::fs::rename(&temporary, path)
+        std::fs::rename(&temporary, path)?;
+        std::fs::File::open(dir)?.sync_all()
     })();
     written.map_err(|e| {
         let _ = std::fs::remove_file(&temporary);
@@ -157,14 +167,14 @@ mod tests {
         let default = conflist(&config, Path::new(crate::proto::DEFAULT_SOCKET));
         assert_eq!(
             default.to_string(),
-            r#"{"cniVersion":"1.0.0","disableCheck":true,"name":"wasmcni","plugins":[{"type":"wasmcni"},{"capabilities":{"portMappings":true},"snat":true,"type":"portmap"}]}"#
+            r#"{"cniVersion":"1.0.0","disableCheck":true,"name":"wasmcni","plugins":[{"capabilities":{"io.kubernetes.cri.pod-annotations":true},"type":"wasmcni"},{"capabilities":{"portMappings":true},"snat":true,"type":"portmap"}]}"#
         );
         config.bandwidth = true;
         config.portmap = false;
-        let other = conflist(&config, Path::new("/run/other/wasmcni.sock"));
+        let other = conflist(&config, Path::new("/run/wasmcni/other/wasmcni.sock"));
         assert_eq!(
             other["plugins"][0]["daemonSocket"],
-            "/run/other/wasmcni.sock"
+            "/run/wasmcni/other/wasmcni.sock"
         );
         assert_eq!(other["plugins"][1]["type"], "bandwidth");
     }
@@ -186,6 +196,18 @@ mod tests {
         assert!(text.contains("\"portmap\""), "{text}");
         // Nothing temporary left behind.
         assert_eq!(std::fs::read_dir(&config.cni_conf_dir).unwrap().count(), 1);
+
+        // A symlink planted where the temporary file goes is removed, never written through.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"untouched").unwrap();
+        let planted = config.cni_conf_dir.join(format!(
+            ".10-wasmcni.conflist.wasmcni-{}",
+            std::process::id()
+        ));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        install_files(&config, Path::new(crate::proto::DEFAULT_SOCKET)).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+        assert!(!planted.exists());
 
         config.shim = Some(dir.path().join("missing"));
         let err = install_files(&config, Path::new("/run/wasmcni/wasmcni.sock")).unwrap_err();

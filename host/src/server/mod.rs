@@ -285,15 +285,25 @@ pub async fn serve<D: Datapath>(
     for task in &background {
         task.abort();
     }
+    // Running plugin calls end at their next epoch tick, whatever they are doing, and new ones
+    // are refused: nothing a plugin does can hold the daemon up.
+    handler.runtime.stop_calls();
     tracing::info!(in_flight = tasks.len(), "shutting down");
     let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(30), drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!("in-flight requests did not finish within 30 s");
+    if tokio::time::timeout(SHUTDOWN_DRAIN, drain).await.is_err() {
+        // An ADD cut short here was never committed: the next start rolls it back.
+        tracing::warn!(
+            in_flight = tasks.len(),
+            "in-flight requests did not finish within {} ms; the next start recovers them",
+            SHUTDOWN_DRAIN.as_millis()
+        );
     }
 }
+
+/// How long a stopping daemon waits for in-flight requests: together with the runtime's own
+/// shutdown, SIGTERM ends the daemon within a second, whatever plugins are doing. What is cut
+/// short is recovered at the next start (an uncommitted ADD is rolled back, a DEL replayed).
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
 
 async fn serve_connection<D: Datapath>(handler: &Handler<D>, mut stream: UnixStream) {
     let limits = &handler.config.daemon;

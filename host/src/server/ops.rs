@@ -31,6 +31,16 @@ use crate::metrics::Metrics;
 /// Largest tail of the audit log read for `/v1/audit`.
 const AUDIT_TAIL_BYTES: u64 = 1 << 20;
 
+/// Connections served at once, per listener; more are closed at once. A client that opens many
+/// and sends nothing cannot take the daemon's memory or its file descriptors.
+pub const MAX_OPS_CONNECTIONS: usize = 64;
+
+/// Time a client gets to send a request's headers.
+pub const OPS_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Longest a connection lives (one request: keep-alive is off), slow readers included.
+pub const OPS_CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Which requests a listener answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scope {
@@ -48,12 +58,16 @@ pub async fn serve<D: Datapath>(
 ) {
     if let Some(tcp) = tcp {
         let handler = handler.clone();
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_OPS_CONNECTIONS));
         tokio::spawn(async move {
             loop {
                 match tcp.accept().await {
-                    Ok((stream, _)) => {
-                        spawn_connection(handler.clone(), TokioIo::new(stream), Scope::MetricsOnly)
-                    }
+                    Ok((stream, _)) => spawn_connection(
+                        handler.clone(),
+                        &slots,
+                        TokioIo::new(stream),
+                        Scope::MetricsOnly,
+                    ),
                     Err(e) => {
                         tracing::warn!(error = %e, "metrics accept failed");
                         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -62,9 +76,12 @@ pub async fn serve<D: Datapath>(
             }
         });
     }
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_OPS_CONNECTIONS));
     loop {
         match unix.accept().await {
-            Ok((stream, _)) => spawn_connection(handler.clone(), TokioIo::new(stream), Scope::All),
+            Ok((stream, _)) => {
+                spawn_connection(handler.clone(), &slots, TokioIo::new(stream), Scope::All)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "ops accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -73,21 +90,37 @@ pub async fn serve<D: Datapath>(
     }
 }
 
-fn spawn_connection<D, S>(handler: Arc<Handler<D>>, io: TokioIo<S>, scope: Scope)
-where
+/// Serves one connection: one request (no keep-alive), headers within
+/// [`OPS_HEADER_TIMEOUT`], the whole exchange within [`OPS_CONNECTION_TIMEOUT`]; closed at once
+/// when [`MAX_OPS_CONNECTIONS`] are already open.
+fn spawn_connection<D, S>(
+    handler: Arc<Handler<D>>,
+    slots: &Arc<tokio::sync::Semaphore>,
+    io: TokioIo<S>,
+    scope: Scope,
+) where
     D: Datapath,
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let Ok(slot) = slots.clone().try_acquire_owned() else {
+        tracing::debug!("ops connection refused: {MAX_OPS_CONNECTIONS} already open");
+        return;
+    };
     tokio::spawn(async move {
+        let _slot = slot;
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(answer(&handler, &request, scope).await) }
         });
-        if let Err(e) = hyper::server::conn::http1::Builder::new()
-            .serve_connection(io, service)
-            .await
-        {
-            tracing::debug!(error = %e, "ops connection ended");
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(OPS_HEADER_TIMEOUT)
+            .keep_alive(false)
+            .serve_connection(io, service);
+        match tokio::time::timeout(OPS_CONNECTION_TIMEOUT, connection).await {
+            Ok(Err(e)) => tracing::debug!(error = %e, "ops connection ended"),
+            Err(_) => tracing::debug!("ops connection closed after {OPS_CONNECTION_TIMEOUT:?}"),
+            Ok(Ok(())) => {}
         }
     });
 }
@@ -234,15 +267,7 @@ async fn plugins<D: Datapath>(handler: &Handler<D>) -> Value {
 /// The last `n` entries of the audit log, oldest first.
 fn audit_tail<D: Datapath>(handler: &Handler<D>, n: usize) -> Value {
     let path = handler.config.daemon.state_dir.join("plugin-audit.log");
-    let read = || -> std::io::Result<String> {
-        let mut file = std::fs::File::open(&path)?;
-        let len = file.metadata()?.len();
-        file.seek(SeekFrom::Start(len.saturating_sub(AUDIT_TAIL_BYTES)))?;
-        let mut text = String::new();
-        file.read_to_string(&mut text)?;
-        Ok(text)
-    };
-    match read() {
+    match read_tail(&path, AUDIT_TAIL_BYTES) {
         Ok(text) => {
             let lines: Vec<&str> = text.lines().filter(|l| l.starts_with('{')).collect();
             let entries: Vec<Value> = lines[lines.len().saturating_sub(n)..]
@@ -253,5 +278,51 @@ fn audit_tail<D: Datapath>(handler: &Handler<D>, n: usize) -> Value {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({ "entries": [] }),
         Err(e) => json!({ "error": format!("{}: {e}", path.display()) }),
+    }
+}
+
+/// The whole lines among the last `max` bytes of `path`. A tail that starts inside a line (and
+/// maybe inside a character) starts at the next whole line; bytes that are not UTF-8 are
+/// replaced rather than failing the read.
+fn read_tail(path: &std::path::Path, max: u64) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    // One byte before the tail, to see whether the tail starts a line.
+    let start = len.saturating_sub(max.saturating_add(1));
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    if start > 0 || len > max {
+        let next_line = bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(bytes.len(), |i| i + 1);
+        bytes.drain(..next_line);
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_tail;
+
+    #[test]
+    fn a_tail_starting_inside_a_character_yields_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plugin-audit.log");
+        let lines = ["{\"a\":\"ééé\"}", "{\"b\":\"€€€\"}", "{\"c\":1}"];
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let total = std::fs::metadata(&path).unwrap().len();
+        // Every cut, including those inside a multi-byte character, gives whole lines only.
+        for max in 1..=total {
+            let tail = read_tail(&path, max).unwrap();
+            for line in tail.lines() {
+                assert!(lines.contains(&line), "max {max}: {line:?}");
+            }
+        }
+        assert_eq!(read_tail(&path, total).unwrap().lines().count(), 3);
+        // A tail that starts exactly at a line keeps that line.
+        let last_two = (lines[1].len() + lines[2].len() + 2) as u64;
+        assert_eq!(read_tail(&path, last_two).unwrap().lines().count(), 2);
     }
 }

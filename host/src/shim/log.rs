@@ -1,24 +1,24 @@
 //! The shim's log: one JSON line per invocation, appended with a single write.
 //!
 //! No buffering and no background thread, so nothing is lost when the process exits right
-//! after printing its result; `O_APPEND` keeps lines from concurrent invocations whole.
+//! after printing its result; `O_APPEND` keeps lines from concurrent invocations whole. The
+//! file is always below [`super::confine::LOG_DIR`], opened without following symlinks; the
+//! message is JSON-escaped, so control characters from a netconf or a runtime cannot forge
+//! lines.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
+
+use super::confine;
 
 /// Default log file when the network configuration names none (`logFile`).
 pub const DEFAULT_LOG_FILE: &str = "/var/log/wasmcni/cni.log";
 
-/// Appends one JSON line `{"ts_ms", "level", "msg", "pid"}` to `path`, creating its directory.
-/// Logging must never fail an invocation, so errors are returned for stderr only.
+/// Appends one JSON line `{"ts_ms", "level", "msg", "pid"}` to `path` (which must lie below
+/// the log directory), creating its directory. Logging must never fail an invocation, so
+/// errors are returned for stderr only.
 pub fn append(path: &Path, level: &str, message: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
+    let relative = confine::log_file(&path.to_string_lossy())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))?;
     let ts_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -31,10 +31,5 @@ pub fn append(path: &Path, level: &str, message: &str) -> std::io::Result<()> {
     });
     let mut bytes = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(&bytes)
+    confine::append_log(&relative, &bytes)
 }

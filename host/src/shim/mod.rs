@@ -19,6 +19,7 @@ use crate::proto::{
     DEFAULT_SOCKET, MAX_CONFIG_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 
+pub mod confine;
 pub mod log;
 
 /// What the process prints on stdout and exits with.
@@ -30,7 +31,8 @@ pub struct Outcome {
     pub exit_code: i32,
     /// One line for the log (never stdout).
     pub log: String,
-    /// The configuration's `logFile`, when the configuration could be read.
+    /// The configuration's `logFile` (below [`confine::LOG_DIR`]), when the configuration
+    /// could be read and named an acceptable one.
     pub log_file: Option<PathBuf>,
 }
 
@@ -127,11 +129,39 @@ pub fn read_stdin(stdin: &mut impl Read) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Where the shim may connect: a daemon socket below `dir`, `default` when the network
+/// configuration names none.
+#[derive(Debug, Clone, Copy)]
+pub struct Sockets<'a> {
+    /// The only directory sockets may lie in.
+    pub dir: &'a str,
+    /// The socket used when the netconf names none (or, on DEL, names a refused one).
+    pub default: &'a str,
+}
+
+impl Sockets<'static> {
+    /// The node's: below `/run/wasmcni`, default `/run/wasmcni/wasmcni.sock`.
+    pub const SYSTEM: Sockets<'static> = Sockets {
+        dir: crate::proto::SOCKET_DIR,
+        default: DEFAULT_SOCKET,
+    };
+}
+
 /// Runs one CNI invocation. `var` reads the environment; `stdin` is what [`read_stdin`] read.
 pub fn run(
     var: impl Fn(&str) -> Option<String>,
     stdin: &[u8],
     transport: &impl Transport,
+) -> Outcome {
+    run_with_sockets(var, stdin, transport, Sockets::SYSTEM)
+}
+
+/// [`run`] with another socket directory (tests).
+pub fn run_with_sockets(
+    var: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+    transport: &impl Transport,
+    sockets: Sockets<'_>,
 ) -> Outcome {
     let version = peek_version(stdin).unwrap_or_else(|| CniVersion::LATEST.as_str().to_owned());
     let fail = |error: CniError| Outcome {
@@ -174,8 +204,36 @@ pub fn run(
         },
         Err(error) => return fail(error),
     };
-    let log_file = log_file.map(PathBuf::from);
-    let socket = PathBuf::from(daemon_socket.as_deref().unwrap_or(DEFAULT_SOCKET));
+    // The netconf may not steer the root shim: both paths are confined to root's directories.
+    // A refused path fails every verb but DEL, which goes on with the defaults so that a pod
+    // can always be deleted.
+    let mut refused = Vec::new();
+    let log_file = log_file.and_then(|value| match confine::log_file(&value) {
+        Ok(_) => Some(PathBuf::from(value)),
+        Err(why) => {
+            refused.push(why);
+            None
+        }
+    });
+    let socket = match daemon_socket.map(|value| {
+        confine::daemon_socket_in(&value, sockets.dir).and_then(|socket| {
+            confine::check_socket(&socket)?;
+            Ok(socket)
+        })
+    }) {
+        Some(Ok(socket)) => socket,
+        Some(Err(why)) => {
+            refused.push(why);
+            PathBuf::from(sockets.default)
+        }
+        None => PathBuf::from(sockets.default),
+    };
+    if !refused.is_empty() && request.command != Command::Del {
+        return Outcome {
+            log_file,
+            ..fail(CniError::new(codes::INVALID_CONFIG, refused.join("; ")))
+        };
+    }
     let forwarded = DaemonRequest {
         protocol: PROTOCOL_VERSION,
         request: request.clone(),
@@ -203,8 +261,17 @@ pub fn run(
         },
         Err(problem) => daemon_unavailable(&request, &forwarded, &socket, problem, &version, &what),
     };
+    let log = match refused.is_empty() {
+        true => outcome.log,
+        false => format!(
+            "{}; ignored in the network configuration: {}",
+            outcome.log,
+            refused.join("; ")
+        ),
+    };
     Outcome {
         log_file,
+        log,
         ..outcome
     }
 }

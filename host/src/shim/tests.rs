@@ -53,8 +53,28 @@ fn env(command: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
     vars
 }
 
+/// This test process's stand-in for /run/wasmcni: the only directory sockets may lie in.
+fn socket_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
 fn run_with(vars: &HashMap<String, String>, stdin: &str, transport: &FakeTransport) -> Outcome {
-    run(|k| vars.get(k).cloned(), stdin.as_bytes(), transport)
+    let dir = socket_dir().to_string_lossy().into_owned();
+    let default = socket_dir()
+        .join("wasmcni.sock")
+        .to_string_lossy()
+        .into_owned();
+    let sockets = Sockets {
+        dir: &dir,
+        default: &default,
+    };
+    run_with_sockets(
+        |k| vars.get(k).cloned(),
+        stdin.as_bytes(),
+        transport,
+        sockets,
+    )
 }
 
 fn config(version: &str, socket: &Path) -> String {
@@ -68,8 +88,7 @@ const RESULT: &str = r#"{"cniVersion":"1.1.0","interfaces":[{"name":"eni01234567
 
 #[test]
 fn forwarded_verbs_print_the_daemons_stdout_verbatim() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("d.sock");
+    let socket = socket_dir().join("d.sock");
     for command in ["ADD", "DEL", "CHECK", "GC", "STATUS"] {
         let transport = FakeTransport::answering(Ok(DaemonResponse::Success {
             stdout: RESULT.into(),
@@ -109,7 +128,11 @@ fn del_with_empty_netns_is_forwarded() {
         stdout: String::new(),
     }));
     let vars = env("DEL", &[("CNI_NETNS", "")]);
-    let outcome = run_with(&vars, &config("1.0.0", Path::new("/x.sock")), &transport);
+    let outcome = run_with(
+        &vars,
+        &config("1.0.0", &socket_dir().join("x.sock")),
+        &transport,
+    );
     assert_eq!((outcome.exit_code, outcome.stdout.len()), (0, 0));
     assert_eq!(transport.sent.borrow()[0].1.request.netns, "");
 }
@@ -123,7 +146,7 @@ fn daemon_failures_are_printed_and_exit_1() {
     }));
     let outcome = run_with(
         &env("ADD", &[]),
-        &config("1.0.0", Path::new("/x.sock")),
+        &config("1.0.0", &socket_dir().join("x.sock")),
         &transport,
     );
     assert_eq!(outcome.exit_code, 1);
@@ -135,8 +158,7 @@ fn daemon_failures_are_printed_and_exit_1() {
 
 #[test]
 fn unreachable_daemon_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("run/wasmcni.sock");
+    let socket = socket_dir().join("run/wasmcni.sock");
     let down = || {
         FakeTransport::answering(Err(TransportError::Unreachable(
             "connect: No such file or directory".into(),
@@ -205,8 +227,7 @@ fn unreachable_daemon_table() {
 fn a_daemon_that_broke_mid_request_means_try_again_even_for_del() {
     // The daemon may have done the DEL before it broke; only the runtime's retry can tell, and
     // DEL is idempotent. Nothing is spooled: a replay could hit a newer attachment.
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("wasmcni.sock");
+    let socket = socket_dir().join("broken/wasmcni.sock");
     let broken =
         || FakeTransport::answering(Err(TransportError::Broken("read: connection reset".into())));
     for command in ["ADD", "DEL"] {
@@ -327,14 +348,71 @@ fn del_with_a_config_that_no_longer_decodes_is_still_forwarded() {
         stdout: String::new(),
     }));
     // A cached prevResult with a bad address: ADD would refuse it, DEL must not.
-    let stdin = r#"{"cniVersion":"1.0.0","name":"pods","type":"wasmcni","daemonSocket":"/d.sock","prevResult":{"ips":[{"address":"not-an-ip"}]}}"#;
+    let socket = socket_dir().join("d.sock");
+    let stdin = format!(
+        r#"{{"cniVersion":"1.0.0","name":"pods","type":"wasmcni","daemonSocket":"{}","prevResult":{{"ips":[{{"address":"not-an-ip"}}]}}}}"#,
+        socket.display()
+    );
+    let stdin = stdin.as_str();
     let outcome = run_with(&env("DEL", &[]), stdin, &transport);
     assert_eq!(
         (outcome.exit_code, outcome.stdout.len()),
         (0, 0),
         "{outcome:?}"
     );
-    assert_eq!(transport.sent.borrow()[0].0, PathBuf::from("/d.sock"));
+    assert_eq!(transport.sent.borrow()[0].0, socket);
     let refused = run_with(&env("ADD", &[]), stdin, &transport);
     assert_eq!(refused.exit_code, 1);
+}
+
+#[test]
+fn a_socket_or_log_outside_their_directories_fails_every_verb_but_del() {
+    let answered = || {
+        FakeTransport::answering(Ok(DaemonResponse::Success {
+            stdout: String::new(),
+        }))
+    };
+    for (socket, log) in [
+        ("/tmp/evil.sock", "/var/log/wasmcni/cni.log"),
+        (
+            &*socket_dir().join("../escape.sock").to_string_lossy(),
+            "/var/log/wasmcni/cni.log",
+        ),
+        (
+            &*socket_dir().join("ok.sock").to_string_lossy(),
+            "/etc/passwd",
+        ),
+    ] {
+        let stdin = format!(
+            r#"{{"cniVersion":"1.0.0","name":"pods","type":"wasmcni","daemonSocket":"{socket}","logFile":"{log}"}}"#
+        );
+        for command in ["ADD", "CHECK"] {
+            let transport = answered();
+            let outcome = run_with(&env(command, &[]), &stdin, &transport);
+            assert_eq!(outcome.exit_code, 1, "{command} {socket} {log}");
+            let error: CniError = serde_json::from_slice(&outcome.stdout).unwrap();
+            assert_eq!(error.code, codes::INVALID_CONFIG, "{}", error.msg);
+            assert!(
+                error.msg.contains("the shim only uses paths below"),
+                "{}",
+                error.msg
+            );
+            assert!(transport.sent.borrow().is_empty(), "nothing was sent");
+        }
+        // DEL goes on with the defaults, and says what it ignored.
+        let transport = answered();
+        let outcome = run_with(&env("DEL", &[]), &stdin, &transport);
+        assert_eq!(outcome.exit_code, 0, "{outcome:?}");
+        assert!(
+            outcome.log.contains("ignored in the network configuration"),
+            "{}",
+            outcome.log
+        );
+        let sent_to = transport.sent.borrow()[0].0.clone();
+        assert!(sent_to.starts_with(socket_dir()), "{}", sent_to.display());
+        assert!(outcome
+            .log_file
+            .as_deref()
+            .is_none_or(|p| p.starts_with(confine::LOG_DIR)));
+    }
 }

@@ -73,6 +73,9 @@ struct EniModel {
     id: Option<String>,
     device: u32,
     primary: bool,
+    /// Whether the daemon lets a plan change it (`Pool::may_change`): an operator's ENI is
+    /// neither grown, shrunk nor deleted.
+    changeable: bool,
     subnet_id: String,
     slots: u32,
     /// Pods on the ENI: its density.
@@ -118,6 +121,7 @@ fn model(pool: &Pool) -> Vec<EniModel> {
                 id: Some(eni.id.clone()),
                 device: eni.device_number,
                 primary: eni.primary,
+                changeable: pool.may_change(eni),
                 subnet_id: eni.subnet_id.clone(),
                 slots: pool.slots_of(&eni.id),
                 held,
@@ -241,7 +245,7 @@ fn grow(pool: &Pool, prefix_mode: bool, enis: &mut Vec<EniModel>, mut need: u32,
         let densest = enis
             .iter()
             .enumerate()
-            .filter(|(_, e)| e.slots < max_slots)
+            .filter(|(_, e)| e.changeable && e.slots < max_slots)
             .max_by(|(_, a), (_, b)| (a.held, b.device).cmp(&(b.held, a.device)))
             .map(|(at, _)| at);
         if let Some(at) = densest {
@@ -281,6 +285,7 @@ fn grow(pool: &Pool, prefix_mode: bool, enis: &mut Vec<EniModel>, mut need: u32,
             id: None,
             device,
             primary: false,
+            changeable: true,
             subnet_id: subnet_id.clone(),
             slots: 0,
             held: 0,
@@ -343,7 +348,7 @@ fn grow(pool: &Pool, prefix_mode: bool, enis: &mut Vec<EniModel>, mut need: u32,
 fn shrink(enis: &mut [EniModel], mut surplus: u32, min_eni_age_ms: u64, out: &mut Plan) {
     // Least dense first; among equals the highest device, so the newest ENIs drain first.
     enis.sort_by(|a, b| (a.held, b.device).cmp(&(b.held, a.device)));
-    for eni in enis.iter() {
+    for eni in enis.iter().filter(|e| e.changeable) {
         let Some(eni_id) = &eni.id else { continue };
         let deletable =
             !eni.primary && eni.held == 0 && !eni.cooling && eni.age_ms >= min_eni_age_ms;

@@ -465,3 +465,39 @@ fn choose_takes_the_densest_block_then_its_lowest_free_address() {
         "{refused}"
     );
 }
+
+#[test]
+fn an_operators_eni_is_never_planned_for() {
+    // Three ENIs, the third attached by an operator (no ownership tag): empty, old and with
+    // free addresses, it would be the first to go. pack uses its addresses but never asks to
+    // delete it, release from it or grow it.
+    let mut node = Node::new(fixture(M5_LARGE), settings(8, false));
+    node.add_pods(19);
+    assert_eq!(node.per_eni(), [9, 9, 9]);
+    let foreign = node.pool.enis[2].id.clone();
+    node.pool.enis[2].tags.clear();
+    let held: Vec<u32> = node
+        .pool
+        .blocks_of(&foreign)
+        .map(|b| b.cidr.network)
+        .collect();
+    node.pool.in_use.retain(|ip| !held.contains(ip));
+    for eni in &mut node.pool.enis {
+        eni.age_ms = MIN_ENI_AGE_MS;
+    }
+    let intents = node.plan();
+    assert!(
+        intents.iter().all(|i| i.eni_id() != Some(foreign.as_str())),
+        "{intents:?}"
+    );
+    // And growing never goes to it: the pool is short again, the others are full.
+    node.pool.in_use.extend(held);
+    node.pool
+        .in_use
+        .extend(node.pool.blocks.iter().map(|b| b.cidr.network));
+    let intents = node.plan();
+    assert!(
+        intents.iter().all(|i| i.eni_id() != Some(foreign.as_str())),
+        "{intents:?}"
+    );
+}

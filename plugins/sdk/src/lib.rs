@@ -247,7 +247,24 @@ pub mod allocator {
                 .iter()
                 .filter(move |b| b.eni_id.as_deref() == Some(eni_id))
         }
+
+        /// Whether a plan may change `eni` (assign to it, release from it, delete it): the
+        /// primary ENI, or one created for this instance (VPC CNI's ownership tag
+        /// [`OWNER_TAG`] naming it). The daemon refuses requests for any other ENI — an
+        /// operator's, say — so a strategy that plans only what passes this test has no
+        /// request refused for ownership. (The daemon also checks the cluster tag.)
+        pub fn may_change(&self, eni: &Eni) -> bool {
+            eni.primary
+                || eni
+                    .tags
+                    .iter()
+                    .any(|t| t.key == OWNER_TAG && t.value == self.node.instance_id)
+        }
     }
+
+    /// The tag naming the instance an ENI was created for (VPC CNI's key, written by the
+    /// daemon when it creates an ENI; no plugin may write it).
+    pub const OWNER_TAG: &str = "node.k8s.amazonaws.com/instance_id";
 }
 
 /// The `tagger` world: the tags of each new ENI.

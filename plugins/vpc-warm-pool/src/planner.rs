@@ -32,6 +32,9 @@ struct EniModel {
     id: Option<String>,
     device: u32,
     primary: bool,
+    /// Whether the daemon lets a plan change it (`Pool::may_change`): an operator's ENI is
+    /// used for pods as it is, but never grown, shrunk nor deleted.
+    changeable: bool,
     /// False for the primary ENI under custom networking.
     for_pods: bool,
     /// Address slots used (secondary IPs and prefixes of either kind).
@@ -98,6 +101,7 @@ impl<'a> Model<'a> {
                 id: Some(eni.id.clone()),
                 device: eni.device_number,
                 primary: eni.primary,
+                changeable: pool.may_change(eni),
                 for_pods,
                 slots: 0,
                 mode_blocks: 0,
@@ -144,7 +148,7 @@ impl<'a> Model<'a> {
                 }
             }
             model.releasable.sort_unstable_by(|a, b| b.cmp(a));
-            if !leftovers.is_empty() {
+            if !leftovers.is_empty() && model.changeable {
                 leftovers.sort_unstable();
                 let eni_id = eni.id.clone();
                 intents.push(if prefix_mode {
@@ -298,7 +302,7 @@ impl<'a> Model<'a> {
         if let Some(at) = self
             .enis
             .iter()
-            .position(|e| e.for_pods && e.slots < max_slots)
+            .position(|e| e.for_pods && e.changeable && e.slots < max_slots)
         {
             let room = max_slots - self.enis[at].slots;
             self.add_blocks(at, count.min(room));
@@ -323,6 +327,7 @@ impl<'a> Model<'a> {
             id: None,
             device,
             primary: false,
+            changeable: true,
             for_pods: true,
             slots: 0,
             mode_blocks: 0,
@@ -461,6 +466,7 @@ impl<'a> Model<'a> {
                 && others().map(|e| e.free_blocks).sum::<u32>() < s.warm_prefix_target;
             eni.id.is_some()
                 && !eni.primary
+                && eni.changeable
                 && eni.age_ms >= MIN_ENI_AGE_MS
                 && !eni.cooling
                 && !eni.has_pods
@@ -563,7 +569,8 @@ pub fn plan(pool: &Pool, settings: &Settings) -> Plan {
         if over == 0 {
             break;
         }
-        let (Some(eni_id), false) = (&eni.id, eni.releasable.is_empty()) else {
+        let (Some(eni_id), false, true) = (&eni.id, eni.releasable.is_empty(), eni.changeable)
+        else {
             continue;
         };
         let take = eni.releasable.len().min(over as usize);

@@ -321,6 +321,29 @@ fn warm_eni_surplus_deletes_enis_once_old_and_cool() {
 }
 
 #[test]
+fn an_operators_eni_is_used_but_never_changed() {
+    // The same shrink as above, but the third ENI was attached by an operator (no ownership
+    // tag): VPC CNI would delete it; the daemon refuses to, and the plan never asks.
+    let mut node = Node::new(T3_SMALL, WARM_ENI_1);
+    node.add_pods(9);
+    let foreign = node.pool.enis[2].id.clone();
+    node.pool.enis[2].tags.clear();
+    node.remove_pods(9);
+    node.wait(MIN_ENI_AGE_MS);
+    node.wait(MIN_ENI_AGE_MS);
+    assert_eq!(
+        node.enis(),
+        2,
+        "the daemon's own second ENI goes, the operator's stays"
+    );
+    assert!(node.pool.enis.iter().any(|e| e.id == foreign));
+    assert!(node
+        .plan()
+        .iter()
+        .all(|i| i.eni_id() != Some(foreign.as_str())));
+}
+
+#[test]
 fn a_cooling_ip_blocks_eni_deletion() {
     // vpc-cni.md §1.3 IP_COOLDOWN_PERIOD: "also blocks ENI deletion while any of its IPs is
     // cooling"; getDeletableENI's hasIPInCooling.

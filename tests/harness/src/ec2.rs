@@ -120,6 +120,19 @@ impl Ec2Node {
         ec2
     }
 
+    /// Brings the node's links in line with the model now (after the test changed the model
+    /// directly: hypervisor links otherwise follow at the next mutating API call), as the
+    /// hypervisor does when an ENI is attached. Panics on a link error.
+    pub fn sync_links(&self) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(self.emulator.sync_links());
+        let errors = self.emulator.link_errors();
+        assert!(errors.is_empty(), "hypervisor link errors: {errors:?}");
+    }
+
     /// A whole cluster configuration: this node's base sections, `[provider]` ec2 pointed at
     /// the emulator with `ec2_extra` keys, then `rest` (allocator, plugins).
     pub fn config(&self, ec2_extra: &str, rest: &str) -> String {

@@ -76,6 +76,43 @@ pub fn cni_path() -> String {
     format!("{}:{DEBIAN_CNI_DIR}", bin_dir().display())
 }
 
+/// A test's own directories below the ones the shim is confined to (`/run/wasmcni` for
+/// daemon sockets, `/var/log/wasmcni` for its log), unique to the test and removed on drop,
+/// also when the test fails.
+pub struct ConfinedDirs {
+    /// `/run/wasmcni/<unique>`: for a daemon's socket (and its pending DELs).
+    pub run: PathBuf,
+    /// `/var/log/wasmcni/<unique>`: for the shim's log.
+    pub log: PathBuf,
+}
+
+impl ConfinedDirs {
+    /// Creates both (the parents 0700 if missing, as the daemon and shim create them).
+    pub fn new(tag: &str) -> ConfinedDirs {
+        use std::os::unix::fs::DirBuilderExt;
+        let name = unique_name(tag);
+        let dirs = ConfinedDirs {
+            run: PathBuf::from(wasmcni::proto::SOCKET_DIR).join(&name),
+            log: PathBuf::from(wasmcni::shim::confine::LOG_DIR).join(&name),
+        };
+        for dir in [&dirs.run, &dirs.log] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .unwrap_or_else(|e| panic!("create {}: {e} (the tests need root)", dir.display()));
+        }
+        dirs
+    }
+}
+
+impl Drop for ConfinedDirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.run);
+        let _ = std::fs::remove_dir_all(&self.log);
+    }
+}
+
 /// A name unique to this process and call: `<tag>-<pid>-<n>`, short enough for an interface.
 pub fn unique_name(tag: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -28,6 +28,8 @@ pub struct TestNode {
     /// A namespace standing for the rest of the network, reached through the node's `eth0`.
     pub outside: NetNs,
     dir: tempfile::TempDir,
+    /// The socket's and the shim log's directories (the shim uses no others).
+    confined: crate::ConfinedDirs,
     pod_cidr: String,
     /// The daemon runs on the embedded default configuration (no `--config`).
     embedded_default: bool,
@@ -78,6 +80,7 @@ impl TestNode {
             node: NetNs::new("wn"),
             outside: NetNs::new("wo"),
             dir,
+            confined: crate::ConfinedDirs::new("tn"),
             pod_cidr: String::new(),
             embedded_default: false,
             socket_override: None,
@@ -128,6 +131,7 @@ impl TestNode {
             node,
             outside,
             dir,
+            confined: crate::ConfinedDirs::new("tn"),
             pod_cidr: pod_cidr.to_owned(),
             embedded_default,
             socket_override: None,
@@ -158,7 +162,7 @@ impl TestNode {
         if self.embedded_default {
             return PathBuf::from(wasmcni::proto::DEFAULT_SOCKET);
         }
-        self.dir.path().join("run/wasmcni.sock")
+        self.confined.run.join("wasmcni.sock")
     }
 
     /// The daemon's operations socket (metrics, introspection): `ops.sock` beside the socket.
@@ -195,7 +199,7 @@ impl TestNode {
 
     /// The shim's log file.
     pub fn shim_log(&self) -> PathBuf {
-        self.dir.path().join("cni.log")
+        self.confined.log.join("cni.log")
     }
 
     /// The daemon's stderr log.
@@ -332,7 +336,7 @@ impl TestNode {
     }
 
     /// Kills the daemon with `signal` ("KILL", "TERM") and waits for it to exit.
-    pub fn stop_daemon(&mut self, signal: &str) {
+    pub fn stop_daemon(&self, signal: &str) {
         self.kill_daemon(signal);
     }
 
@@ -375,6 +379,30 @@ impl TestNode {
     pub fn status(&self, chain: &Conflist) -> Result<(), PluginFailure> {
         let chain = chain.clone();
         self.node.run(move || chain.status())
+    }
+
+    /// The daemon's process id, while it runs.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(Child::id)
+    }
+
+    /// The daemon's resident memory now and at its peak (`VmRSS`, `VmHWM`), in KiB.
+    pub fn daemon_memory_kib(&self) -> (u64, u64) {
+        let pid = self.daemon_pid().expect("the daemon runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kib| kib.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     /// Whether the daemon process is alive.

@@ -19,6 +19,7 @@ fn eni(id: &str, device: u32) -> EniInfo {
         primary_ip: format!("10.0.0.{}", 10 + device).parse().unwrap(),
         age_ms: 120_000,
         tags: vec![],
+        owned: true,
     }
 }
 
@@ -247,7 +248,7 @@ fn assignments_respect_per_eni_slots_including_queued_ones() {
     let err = EniChecker::new(&node, &pool, &[])
         .assign_ips("eni-9", 1)
         .unwrap_err();
-    assert_eq!(err, "ENI eni-9 is not attached to this node");
+    assert_eq!(err, "ENI eni-9 is not an ENI of this node the daemon manages (trunk, branch, EFA and no_manage ENIs never are)");
     assert!(EniChecker::new(&node, &pool, &[])
         .assign_ips("eni-0", 0)
         .is_err());
@@ -301,6 +302,146 @@ fn releases_never_touch_a_pod_address_and_deletes_never_the_primary() {
         .delete("eni-1")
         .unwrap_err();
     assert_eq!(err, "ENI eni-1 still carries pod address 10.0.0.40");
+}
+
+#[test]
+fn requests_on_an_eni_are_held_to_its_owner_and_the_grants_subnets() {
+    // eni-1 as an operator's ENI (no ownership tags), and as an owned ENI in a subnet outside
+    // the grant: every request that would change it is refused, naming why.
+    let ip = |text: &str| -> Ipv4Addr { text.parse().unwrap() };
+    let node = scope(&["node"], &["node"], None);
+    let mut foreign = pool();
+    foreign.enis[1].owned = false;
+    foreign.cooling.clear();
+    let mut elsewhere = pool();
+    elsewhere.enis[1].subnet_id = OTHER_SUBNET.into();
+    elsewhere.cooling.clear();
+    let not_ours = "ENI eni-1 was not created by wasmcni for this node and cluster (no ownership tags); the daemon never changes it";
+    let out_of_scope =
+        "ENI eni-1 is in subnet subnet-0000000b, outside the plugin's eni-ops grant (subnets: [node])";
+    type Request = fn(&EniChecker<'_>) -> Result<EniRequest, String>;
+    let requests: [(&str, Request); 4] = [
+        ("assign-ips", |c| c.assign_ips("eni-1", 1)),
+        ("assign-prefixes", |c| c.assign_prefixes("eni-1", 1)),
+        ("release-prefixes", |c| {
+            c.release_prefixes("eni-1", &["10.0.0.32/28".parse().unwrap()])
+        }),
+        ("delete-eni", |c| c.delete("eni-1")),
+    ];
+    for (name, request) in requests {
+        assert_eq!(
+            request(&EniChecker::new(&node, &foreign, &[])).unwrap_err(),
+            not_ours,
+            "{name}"
+        );
+        assert_eq!(
+            request(&EniChecker::new(&node, &elsewhere, &[])).unwrap_err(),
+            out_of_scope,
+            "{name}"
+        );
+        // Granted that subnet explicitly, the owned ENI may be changed.
+        let wide = scope(&["node", OTHER_SUBNET], &["node"], None);
+        assert!(
+            request(&EniChecker::new(&wide, &elsewhere, &[])).is_ok(),
+            "{name}"
+        );
+    }
+    // The primary ENI is the node's own: its pool may be grown and shrunk, it is never deleted.
+    let primary_only = pool();
+    let check = EniChecker::new(&node, &primary_only, &[]);
+    assert!(check.assign_ips("eni-0", 1).is_ok());
+    assert!(check.release_ips("eni-0", &[ip("10.0.0.21")]).is_ok());
+}
+
+#[test]
+fn duplicate_releases_are_refused_and_deletes_conflict_with_queued_work() {
+    let node = scope(&["node"], &["node"], None);
+    let mut pool = pool();
+    pool.cooling.clear();
+    pool.inventory
+        .blocks
+        .push(block("10.0.0.22/32", BlockKind::SecondaryIp, "eni-0"));
+    let a: Ipv4Addr = "10.0.0.21".parse().unwrap();
+    let b: Ipv4Addr = "10.0.0.22".parse().unwrap();
+    let check = EniChecker::new(&node, &pool, &[]);
+    assert_eq!(
+        check.release_ips("eni-0", &[a, b, a]).unwrap_err(),
+        "10.0.0.21/32 is listed twice"
+    );
+    assert_eq!(
+        check.release_ips("eni-0", &[]).unwrap_err(),
+        "nothing to release: the list is empty"
+    );
+    let queued = [EniRequest::ReleaseIps {
+        eni_id: "eni-0".into(),
+        addresses: vec![a],
+    }];
+    let check = EniChecker::new(&node, &pool, &queued);
+    assert_eq!(
+        check.release_ips("eni-0", &[b, a]).unwrap_err(),
+        "10.0.0.21/32 is already queued for release in this call"
+    );
+    assert!(check.release_ips("eni-0", &[b]).is_ok());
+    // A delete after other requests for the same ENI, and requests after its delete.
+    let assign = [EniRequest::AssignIps {
+        eni_id: "eni-1".into(),
+        count: 1,
+    }];
+    assert!(EniChecker::new(&node, &pool, &assign)
+        .delete("eni-1")
+        .unwrap_err()
+        .contains("has other requests queued in this call"));
+    let delete = [EniRequest::DeleteEni {
+        eni_id: "eni-1".into(),
+    }];
+    let check = EniChecker::new(&node, &pool, &delete);
+    assert_eq!(
+        check.assign_prefixes("eni-1", 1).unwrap_err(),
+        "ENI eni-1 is already queued for deletion in this call"
+    );
+    assert_eq!(
+        check.delete("eni-1").unwrap_err(),
+        "ENI eni-1 is already being deleted"
+    );
+}
+
+#[test]
+fn counts_near_u32_max_never_wrap_past_a_check() {
+    let node = scope(&["node"], &["node"], None);
+    let pool = pool();
+    let check = EniChecker::new(&node, &pool, &[]);
+    let groups = strings(&["node"]);
+    for (ips, prefixes) in [
+        (u32::MAX, 0),
+        (0, u32::MAX),
+        (u32::MAX, u32::MAX),
+        (2, u32::MAX - 1),
+        (u32::MAX - 1, 2),
+    ] {
+        let err = check.create("node", &groups, ips, prefixes).unwrap_err();
+        assert!(
+            err.contains("at most 5 secondary addresses") || err.contains("not both"),
+            "{ips}/{prefixes}: {err}"
+        );
+    }
+    for count in [u32::MAX, u32::MAX - 1, u32::MAX - 2] {
+        for request in [
+            check.assign_ips("eni-0", count),
+            check.assign_prefixes("eni-0", count),
+        ] {
+            let err = request.unwrap_err();
+            assert!(err.contains("more do not fit"), "{count}: {err}");
+        }
+    }
+    // Already-queued counts near the limit do not wrap the sum either.
+    let queued = [EniRequest::AssignIps {
+        eni_id: "eni-0".into(),
+        count: u32::MAX,
+    }];
+    let err = EniChecker::new(&node, &pool, &queued)
+        .assign_ips("eni-0", u32::MAX)
+        .unwrap_err();
+    assert!(err.contains("more do not fit"), "{err}");
 }
 
 #[test]

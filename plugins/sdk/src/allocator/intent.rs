@@ -56,6 +56,20 @@ pub enum Intent {
     },
 }
 
+impl Intent {
+    /// The ENI it is for (none for a new ENI).
+    pub fn eni_id(&self) -> Option<&str> {
+        match self {
+            Intent::CreateEni { .. } => None,
+            Intent::AssignIps { eni_id, .. }
+            | Intent::AssignPrefixes { eni_id, .. }
+            | Intent::ReleaseIps { eni_id, .. }
+            | Intent::ReleasePrefixes { eni_id, .. }
+            | Intent::DeleteEni { eni_id } => Some(eni_id),
+        }
+    }
+}
+
 impl fmt::Display for Intent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let list = |items: Vec<String>| items.join(",");
@@ -297,7 +311,11 @@ impl Pool {
                     security_groups: security_groups.clone(),
                     primary_ip,
                     age_ms: 0,
-                    tags: Vec::new(),
+                    // As the daemon creates it: with the ownership tag naming this instance.
+                    tags: vec![Pair {
+                        key: super::OWNER_TAG.into(),
+                        value: self.node.instance_id.clone(),
+                    }],
                 };
                 self.room_check(&eni, secondary_ips + prefixes, *prefixes > 0)?;
                 self.enis.push(eni.clone());

@@ -60,7 +60,7 @@ fn version_answers_without_a_daemon_with_exact_json() {
 
 #[test]
 fn malformed_invocations_get_the_specified_codes() {
-    let config = br#"{"cniVersion":"1.0.0","name":"n","type":"wasmcni","daemonSocket":"/nonexistent/wasmcni.sock"}"#;
+    let config = br#"{"cniVersion":"1.0.0","name":"n","type":"wasmcni","daemonSocket":"/run/wasmcni/nonexistent/wasmcni.sock"}"#;
     let cases: Vec<(&str, Attachment, Vec<u8>, u64, &str)> = vec![
         (
             "ADD",
@@ -179,8 +179,8 @@ fn a_hung_daemon_does_not_hang_the_runtime() {
         bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
     };
     // A "daemon" that listens but never accepts, with its backlog already full.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hung.sock");
+    let dir = wasmcni_harness::ConfinedDirs::new("hung");
+    let path = dir.run.join("hung.sock");
     let listener = socket(
         AddressFamily::Unix,
         SockType::Stream,
@@ -223,4 +223,75 @@ fn a_hung_daemon_does_not_hang_the_runtime() {
         started.elapsed()
     );
     drop(fillers);
+}
+
+#[test]
+fn a_netconf_cannot_point_the_root_shim_anywhere_else() {
+    let node = running_node();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim.log");
+    let socket = node.socket().display().to_string();
+    let netconf = |socket: &str, log: &str| {
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"n","type":"wasmcni","daemonSocket":"{socket}","logFile":"{log}"}}"#
+        )
+    };
+    let p = pod("confined");
+    // ADD with a logFile or a daemonSocket outside their directories: a clear error, code 7,
+    // naming the key and the directory, and nothing written or connected elsewhere.
+    let traversal = format!("/var/log/wasmcni/../../..{}", victim.display());
+    let cases = [
+        (netconf(&socket, &victim.display().to_string()), "logFile"),
+        (netconf(&socket, &traversal), "logFile"),
+        (
+            netconf("/tmp/wasmcni.sock", "/var/log/wasmcni/cni.log"),
+            "daemonSocket",
+        ),
+    ];
+    for (config, key) in &cases {
+        let out = shim("ADD", &p.attachment, config.as_bytes());
+        let error = error_of(&out);
+        assert_eq!(error["code"], json!(7), "{error}");
+        let msg = error["msg"].as_str().unwrap();
+        assert!(
+            msg.contains(key) && msg.contains("the shim only uses paths below"),
+            "{msg}"
+        );
+    }
+    assert!(!victim.exists());
+    // A symlinked socket is not followed, even inside the directory.
+    let link = node.socket().with_file_name("link.sock");
+    std::os::unix::fs::symlink(node.socket(), &link).unwrap();
+    let out = shim(
+        "ADD",
+        &p.attachment,
+        netconf(&link.display().to_string(), "/var/log/wasmcni/cni.log").as_bytes(),
+    );
+    assert!(
+        error_of(&out)["msg"]
+            .as_str()
+            .unwrap()
+            .contains("is a symbolic link; the shim does not follow it"),
+        "{out:?}"
+    );
+    // A symlinked directory inside the log directory cannot lead the log outside it.
+    let escape = node.shim_log().with_file_name("escape");
+    std::os::unix::fs::symlink(outside.path(), &escape).unwrap();
+    let chain_conf = netconf(&socket, &escape.join("victim.log").display().to_string());
+    let added = shim("ADD", &p.attachment, chain_conf.as_bytes());
+    assert_eq!(added.exit_code, 0, "{added:?}");
+    assert!(
+        !victim.exists(),
+        "the log followed a symlink out of /var/log/wasmcni"
+    );
+    assert!(added.stderr.contains("cannot write log"), "{added:?}");
+    // DEL with a refused logFile still succeeds (the default log is used), and deletes.
+    let out = shim(
+        "DEL",
+        &p.attachment,
+        netconf(&socket, &victim.display().to_string()).as_bytes(),
+    );
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    assert!(!victim.exists());
+    assert!(node.inspect("pool", true).contains("\"allocations\": []"));
 }

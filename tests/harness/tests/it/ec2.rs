@@ -915,3 +915,100 @@ fn ipv6_prefix_mode_in_a_subnet_without_ipv6_refuses_to_start_and_says_why() {
         "{log}"
     );
 }
+
+#[test]
+fn an_operators_eni_and_a_trunk_eni_survive_a_strategy_that_asks_to_delete_them() {
+    use ec2_emulator::{CreateNetworkInterface, InterfaceType};
+    let ec2 = Ec2Node::start("m5.large", |s| s);
+    // Attached before the daemon starts: an operator's plain ENI (no ownership tags, two
+    // secondary addresses) at device 1, and a trunk ENI as the VPC resource controller
+    // attaches it for security groups per pod, at device 2.
+    let (operator, trunk) = ec2.emulator.with_model(|m| {
+        let mut create = |interface_type| {
+            let mut request = CreateNetworkInterface::new(ec2.subnet_id.clone());
+            request.secondary_private_ip_address_count = Some(2);
+            request.interface_type = interface_type;
+            m.create_network_interface(request).expect("create").id
+        };
+        let operator = create(InterfaceType::Interface);
+        let trunk = create(InterfaceType::Trunk);
+        m.attach_network_interface(&operator, &ec2.instance_id, 1, None)
+            .expect("attach the operator's ENI");
+        m.attach_network_interface(&trunk, &ec2.instance_id, 2, None)
+            .expect("attach the trunk ENI");
+        (operator, trunk)
+    });
+    ec2.sync_links();
+    let strategy = format!(
+        "{}[plugins.config]\nextra_enis = \"{trunk}\"\n",
+        allocator_plugin_config("delete-everything", &["pool-view", "eni-ops"])
+    );
+    let mut ec2 = ec2;
+    ec2.node.write_config(&ec2.config(QUICK, &strategy));
+    ec2.node.start_daemon();
+    let chain = wasmcni_only(&ec2.node, "1.1.0");
+    wait_until("STATUS ready", Duration::from_secs(20), || {
+        ec2.node.status(&chain).is_ok()
+    });
+    // Many plans later (one every 300 ms), both are still attached with their addresses.
+    let audit_path = ec2.node.state_dir().join("plugin-audit.log");
+    wait_until("ten refused plans", Duration::from_secs(30), || {
+        std::fs::read_to_string(&audit_path)
+            .unwrap_or_default()
+            .matches("eni-ops.delete-eni")
+            .count()
+            >= 20
+    });
+    let enis = ec2.attached_enis();
+    for (id, device) in [(&operator, 1), (&trunk, 2)] {
+        assert!(
+            enis.iter()
+                .any(|(d, e, ips, _)| e == id && *d == device && *ips == 2),
+            "{id} changed: {enis:?}"
+        );
+    }
+    let audit = std::fs::read_to_string(&audit_path).unwrap();
+    let refusals: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| {
+            e["call"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("eni-ops."))
+        })
+        .collect();
+    assert!(refusals
+        .iter()
+        .all(|e| e["outcome"] == "refused" || e["args"]["eniId"] == ec2.primary_eni.as_str()));
+    let reasons = |eni: &str| -> Vec<String> {
+        refusals
+            .iter()
+            .filter(|e| e["args"]["eniId"] == eni)
+            .map(|e| e["result"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(
+        reasons(&operator)
+            .iter()
+            .all(|r| r.contains("was not created by wasmcni for this node and cluster")),
+        "{:?}",
+        reasons(&operator)
+    );
+    assert!(
+        reasons(&trunk)
+            .iter()
+            .all(|r| r.contains("not an ENI of this node the daemon manages")),
+        "{:?}",
+        reasons(&trunk)
+    );
+    // The trunk's link is not the daemon's: no routing table of its own was set up for it.
+    let table = ec2.node.node.exec("ip", &["route", "show", "table", "3"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).trim().is_empty(),
+        "{table:?}"
+    );
+    // Pods still get addresses (the operator's ENI's included: it is used, never changed).
+    let p = pod("survivor");
+    let result = ec2.node.add(&chain, &p.attachment).expect("ADD");
+    assert!(pod_ip(&result).starts_with("10.0."));
+}

@@ -12,4 +12,5 @@ mod ec2;
 mod ops;
 mod plugins;
 mod pod_lifecycle;
+mod sandbox;
 mod support;

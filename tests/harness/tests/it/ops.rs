@@ -5,13 +5,13 @@ use wasmcni_harness::node::TestNode;
 
 use crate::support::{pod, wasmcni_only};
 
-/// The embedded default with its socket and state in `dir` and `daemon_keys` added to
-/// `[daemon]`.
-fn config_in(dir: &std::path::Path, daemon_keys: &str) -> String {
+/// The embedded default with its socket in `run` (below /run/wasmcni), its state in `dir`
+/// and `daemon_keys` added to `[daemon]`.
+fn config_in(run: &std::path::Path, dir: &std::path::Path, daemon_keys: &str) -> String {
     wasmcni::config::DEFAULT_CONFIG
         .replace(
             "/run/wasmcni/wasmcni.sock",
-            &dir.join("run/wasmcni.sock").display().to_string(),
+            &run.join("wasmcni.sock").display().to_string(),
         )
         .replace("/var/lib/wasmcni", &dir.join("state").display().to_string())
         .replace("\n[datapath]", &format!("{daemon_keys}\n\n[datapath]"))
@@ -20,8 +20,10 @@ fn config_in(dir: &std::path::Path, daemon_keys: &str) -> String {
 #[test]
 fn the_daemon_logs_json_lines_with_the_request_fields_and_rotates_its_file() {
     let dir = tempfile::tempdir().unwrap();
+    let run = wasmcni_harness::ConfinedDirs::new("ops");
     let log = dir.path().join("log/daemon.log");
     let text = config_in(
+        &run.run,
         dir.path(),
         &format!(
             "log_file = \"{}\"\nlog_max_bytes = 4096\nlog_keep = 2",
@@ -99,7 +101,8 @@ fn the_daemon_logs_json_lines_with_the_request_fields_and_rotates_its_file() {
 #[test]
 fn metrics_are_also_served_on_loopback_tcp_and_nothing_else_is() {
     let dir = tempfile::tempdir().unwrap();
-    let text = config_in(dir.path(), "metrics_listen = \"127.0.0.1:19100\"");
+    let run = wasmcni_harness::ConfinedDirs::new("ops");
+    let text = config_in(&run.run, dir.path(), "metrics_listen = \"127.0.0.1:19100\"");
     let mut node = TestNode::with_cluster_config(&text);
     node.start_daemon();
     // The address is the node namespace's loopback: scrape from inside it.
@@ -128,5 +131,47 @@ fn metrics_are_also_served_on_loopback_tcp_and_nothing_else_is() {
         "introspection stays on the root-only socket: {pool}"
     );
     // The Unix socket serves both.
+    assert!(node.inspect("pool", true).contains("10.88.0.0/24"));
+}
+
+#[test]
+fn idle_clients_cannot_hold_the_operations_socket() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::time::{Duration, Instant};
+    let node = crate::support::running_node();
+    let get = || -> std::io::Result<String> {
+        let mut stream = UnixStream::connect(node.ops_socket())?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: node\r\n\r\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    };
+    assert!(get().unwrap().starts_with("HTTP/1.1 200"));
+    // Clients that connect and never send a request take every connection slot...
+    let idle: Vec<UnixStream> = (0..wasmcni::server::ops::MAX_OPS_CONNECTIONS)
+        .map(|_| UnixStream::connect(node.ops_socket()).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let refused = get().unwrap_or_default();
+    assert!(
+        refused.is_empty(),
+        "a connection beyond the cap is closed at once: {refused}"
+    );
+    // ...only until their header timeout: then they are closed and others are served again.
+    let started = Instant::now();
+    loop {
+        if get().is_ok_and(|a| a.starts_with("HTTP/1.1 200")) {
+            break;
+        }
+        assert!(
+            started.elapsed() < wasmcni::server::ops::OPS_HEADER_TIMEOUT + Duration::from_secs(5),
+            "idle clients still hold the socket"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(idle);
+    // The CNI socket was never affected.
     assert!(node.inspect("pool", true).contains("10.88.0.0/24"));
 }

@@ -1,7 +1,8 @@
 //! `huge-error`: an allocator whose `allocate` answers an 8 MiB error message.
 //!
-//! The host must fail that ADD with a bounded message (truncated, not 8 MiB into the CNI
-//! result, logs or audit log) and keep serving. `plan` does nothing.
+//! The host must fail that ADD with a bounded message (not 8 MiB into the CNI result, logs or
+//! audit log; the answer is more than one call may pass to the host, so the call traps as it
+//! is read) and keep serving. `plan` does nothing.
 
 use wasmcni_plugin_sdk::allocator::{Guest, Pod};
 
