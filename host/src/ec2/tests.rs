@@ -14,6 +14,16 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("{what} did not finish within 30 s"))
 }
 
+/// The emulator with the default scenario on an m5.large node.
+async fn m5_large() -> ec2_emulator::EmulatorHandle {
+    within(
+        "starting the emulator",
+        Emulator::start(Scenario::default().with_node_instance_type("m5.large")),
+    )
+    .await
+    .expect("emulator")
+}
+
 fn endpoints(emulator: &ec2_emulator::EmulatorHandle) -> Endpoints {
     Endpoints {
         ec2: Some(emulator.ec2_url()),
@@ -26,12 +36,7 @@ fn endpoints(emulator: &ec2_emulator::EmulatorHandle) -> Endpoints {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovers_the_node_its_enis_and_its_limits() {
-    let emulator = within(
-        "starting the emulator",
-        Emulator::start(Scenario::default().with_node_instance_type("m5.large")),
-    )
-    .await
-    .expect("emulator");
+    let emulator = m5_large().await;
     let resources = emulator.resources().expect("scenario").clone();
     let node = resources.instance_id.clone().expect("node");
     let second = emulator.with_model(|model| {
@@ -187,12 +192,7 @@ fn exists(emulator: &ec2_emulator::EmulatorHandle, id: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_collector_deletes_only_old_unattached_enis_of_its_own_cluster() {
-    let emulator = within(
-        "starting the emulator",
-        Emulator::start(Scenario::default().with_node_instance_type("m5.large")),
-    )
-    .await
-    .expect("emulator");
+    let emulator = m5_large().await;
     let resources = emulator.resources().expect("scenario").clone();
     let subnet = &resources.subnet_ids[0];
     let node = resources.instance_id.clone().expect("node");
@@ -239,12 +239,7 @@ async fn the_collector_deletes_only_old_unattached_enis_of_its_own_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_attach_leaves_no_eni_and_a_failed_unassign_restores_only_what_ec2_still_has() {
-    let emulator = within(
-        "starting the emulator",
-        Emulator::start(Scenario::default().with_node_instance_type("m5.large")),
-    )
-    .await
-    .expect("emulator");
+    let emulator = m5_large().await;
     let resources = emulator.resources().expect("scenario").clone();
     let provider = provider_on(&emulator, "").await;
     let enis_before = emulator.with_model(|m| {
@@ -316,12 +311,7 @@ async fn a_failed_attach_leaves_no_eni_and_a_failed_unassign_restores_only_what_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_given_back_is_not_readopted_while_ec2_still_lists_it() {
     use crate::ipam::Provider as _;
-    let emulator = within(
-        "starting the emulator",
-        Emulator::start(Scenario::default().with_node_instance_type("m5.large")),
-    )
-    .await
-    .expect("emulator");
+    let emulator = m5_large().await;
     let resources = emulator.resources().expect("scenario").clone();
     let provider = provider_on(&emulator, "").await;
     let primary = resources.primary_eni_id.clone().unwrap();

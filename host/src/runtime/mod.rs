@@ -1108,6 +1108,47 @@ pub(crate) mod testing {
         path
     }
 
+    /// A pod of namespace `default`, container `c1`, interface `eth0`.
+    pub(crate) fn pod() -> PodInfo {
+        PodInfo {
+            namespace: Some("default".into()),
+            name: Some("web".into()),
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            ..PodInfo::default()
+        }
+    }
+
+    /// A static pool of `blocks` with `in_use` held.
+    pub(crate) fn snapshot(blocks: &[&str], in_use: &[&str]) -> PoolSnapshot {
+        use crate::ipam::{AddressBlock, BlockKind, Inventory};
+        PoolSnapshot::of_static(
+            Inventory {
+                blocks: blocks
+                    .iter()
+                    .map(|cidr| AddressBlock {
+                        cidr: cidr.parse().unwrap(),
+                        route_table: None,
+                        kind: BlockKind::StaticRange,
+                        eni_id: None,
+                    })
+                    .collect(),
+                excluded: Default::default(),
+                ipv6: Vec::new(),
+            },
+            in_use.iter().map(|ip| ip.parse().unwrap()).collect(),
+        )
+    }
+
+    /// The audit log's entries.
+    pub(crate) fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// A spec for the built component `name` of `kind` with its real digest, default limits
     /// and narrowest scopes.
     pub(crate) fn spec(name: &str, kind: PluginKind, grants: &[Capability]) -> PluginSpec {

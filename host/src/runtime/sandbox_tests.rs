@@ -5,9 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::testing::spec;
+use super::testing::{audit_lines, pod, snapshot, spec};
 use super::*;
-use crate::ipam::{AddressBlock, BlockKind, Inventory};
 
 const ALLOCATOR: &[Capability] = &[
     Capability::PoolView,
@@ -17,30 +16,8 @@ const ALLOCATOR: &[Capability] = &[
     Capability::Clock,
 ];
 
-fn pod() -> PodInfo {
-    PodInfo {
-        namespace: Some("default".into()),
-        name: Some("web".into()),
-        container_id: "c1".into(),
-        ifname: "eth0".into(),
-        ..PodInfo::default()
-    }
-}
-
 fn static_pool() -> PoolSnapshot {
-    PoolSnapshot::of_static(
-        Inventory {
-            blocks: vec![AddressBlock {
-                cidr: "10.0.0.0/24".parse().unwrap(),
-                route_table: None,
-                kind: BlockKind::StaticRange,
-                eni_id: None,
-            }],
-            excluded: Default::default(),
-            ipv6: Vec::new(),
-        },
-        Vec::new(),
-    )
+    snapshot(&["10.0.0.0/24"], &[])
 }
 
 /// An EC2 node of `enis` plain ENIs this daemon owns, all in the node's subnet, 50 address
@@ -109,14 +86,6 @@ fn trap_reason(error: PluginError) -> String {
         PluginError::Trapped { reason, .. } => reason,
         other => panic!("expected a trap, got {other}"),
     }
-}
-
-fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// Generous for a loaded 2-core CI machine; what matters is that the call ends at all, and

@@ -4,42 +4,12 @@
 
 use std::time::Instant;
 
-use super::testing::spec;
+use super::testing::{audit_lines, pod, snapshot, spec};
 use super::*;
-use crate::ipam::{AddressBlock, BlockKind, Inventory};
 
 /// An allocator spec granted `grants` (narrowest scopes).
 fn alloc(name: &str, grants: &[Capability]) -> PluginSpec {
     spec(name, PluginKind::Allocator, grants)
-}
-
-fn snapshot(blocks: &[&str], in_use: &[&str]) -> PoolSnapshot {
-    PoolSnapshot::of_static(
-        Inventory {
-            blocks: blocks
-                .iter()
-                .map(|cidr| AddressBlock {
-                    cidr: cidr.parse().unwrap(),
-                    route_table: None,
-                    kind: BlockKind::StaticRange,
-                    eni_id: None,
-                })
-                .collect(),
-            excluded: Default::default(),
-            ipv6: Vec::new(),
-        },
-        in_use.iter().map(|ip| ip.parse().unwrap()).collect(),
-    )
-}
-
-fn pod() -> PodInfo {
-    PodInfo {
-        namespace: Some("default".into()),
-        name: Some("web".into()),
-        container_id: "c1".into(),
-        ifname: "eth0".into(),
-        ..PodInfo::default()
-    }
 }
 
 const ALL: &[Capability] = &[
@@ -355,14 +325,6 @@ fn ec2_snapshot() -> PoolSnapshot {
         }],
         ..PoolSnapshot::default()
     }
-}
-
-fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]

@@ -10,8 +10,7 @@
 //!
 //! impl Guest for Lowest {
 //!     fn allocate(_pod: Pod) -> Result<u32, String> {
-//!         let pool = Pool::read();
-//!         pool.blocks.iter().flat_map(|b| pool.free_in(b)).next().ok_or("pool exhausted".into())
+//!         Pool::read_addresses().lowest_free()
 //!     }
 //!     fn plan() -> Result<(), String> {
 //!         Ok(())
@@ -222,6 +221,15 @@ pub mod allocator {
             !self.in_use.contains(&ip)
                 && !self.cooling.contains(&ip)
                 && !self.excluded.contains(&ip)
+        }
+
+        /// The lowest free address, blocks in the provider's order: the simplest sane answer
+        /// to `allocate`.
+        pub fn lowest_free(&self) -> Result<u32, String> {
+            self.blocks
+                .iter()
+                .find_map(|block| self.free_in(block).next())
+                .ok_or_else(|| format!("no free address in {} block(s)", self.blocks.len()))
         }
 
         /// The free addresses of `block`, lowest first.

@@ -15,10 +15,7 @@ use wasmcni_plugin_sdk::allocator::{issue_all, setting, Guest, Intent, Pod, Pool
 
 /// The lowest free address of the pool, blocks in the provider's order.
 pub fn choose_address(pool: &Pool) -> Result<u32, String> {
-    pool.blocks
-        .iter()
-        .find_map(|block| pool.free_in(block).next())
-        .ok_or_else(|| format!("no free address in {} block(s)", pool.blocks.len()))
+    pool.lowest_free()
 }
 
 /// What it takes to have `warm_ips` free addresses: nothing when there are enough (or on a node

@@ -29,11 +29,7 @@ struct Plugin;
 
 impl Guest for Plugin {
     fn allocate(_pod: Pod) -> Result<u32, String> {
-        let pool = Pool::read_addresses();
-        pool.blocks
-            .iter()
-            .find_map(|block| pool.free_in(block).next())
-            .ok_or_else(|| "pool exhausted".to_string())
+        Pool::read_addresses().lowest_free()
     }
 
     fn plan() -> Result<(), String> {

@@ -23,11 +23,7 @@ impl Guest for Plugin {
                 "kv accepted {MAX_WRITES} values of {VALUE_BYTES} bytes without refusing one"
             ));
         }
-        let pool = Pool::read();
-        pool.blocks
-            .iter()
-            .find_map(|block| pool.free_in(block).next())
-            .ok_or_else(|| "pool exhausted".to_string())
+        Pool::read_addresses().lowest_free()
     }
 
     fn plan() -> Result<(), String> {
