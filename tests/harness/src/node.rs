@@ -219,6 +219,7 @@ impl TestNode {
     pub fn wasmcni_plugin(&self) -> Value {
         json!({
             "type": "wasmcni",
+            "capabilities": { "io.kubernetes.cri.pod-annotations": true },
             "daemonSocket": self.socket().display().to_string(),
             "logFile": self.shim_log().display().to_string(),
         })

@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         name: "wasmcni-demo".into(),
         cni_version: "1.0.0".into(),
         plugins: vec![
-            json!({"type": "wasmcni", "logFile": node.shim_log().display().to_string()}),
+            json!({"type": "wasmcni", "capabilities": {"io.kubernetes.cri.pod-annotations": true}, "logFile": node.shim_log().display().to_string()}),
             json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}),
         ],
     };

@@ -282,7 +282,7 @@ fn wasmcni_chain(ec2: &Ec2Node, name: &str) -> Conflist {
         name: name.into(),
         cni_version: "1.1.0".into(),
         plugins: vec![
-            json!({"type": "wasmcni", "daemonSocket": ec2.node.socket().display().to_string(), "logFile": ec2.node.shim_log().display().to_string()}),
+            json!({"type": "wasmcni", "capabilities": {"io.kubernetes.cri.pod-annotations": true}, "daemonSocket": ec2.node.socket().display().to_string(), "logFile": ec2.node.shim_log().display().to_string()}),
         ],
     }
 }
