@@ -6,8 +6,9 @@
 #
 #   scripts/fresh-machine-check.sh [CLONE_DIR]     (default /tmp/wasmcni-fresh)
 #
-# A Debian package is purged only when purging it takes nothing else with it (procps, say,
-# would take desktop packages of the machine image); those are named and kept.
+# A Debian package is purged only when purging it takes nothing else with it but other
+# packages of the list (procps, say, would take desktop packages of the machine image);
+# those are named and kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clone=${1:-/tmp/wasmcni-fresh}
@@ -30,7 +31,9 @@ done
 purge=()
 for package in "${debian[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || continue
-  others=$(apt-get -s purge "$package" 2>/dev/null | awk '/^Purg /{print $2}' | grep -vxF "$package" || true)
+  # What else purging it takes, leaving out what this script purges anyway.
+  others=$(apt-get -s purge "$package" 2>/dev/null | awk '/^Purg /{print $2}' |
+    grep -vxF -f <(printf '%s\n' "${debian[@]}") || true)
   if [ -n "$others" ]; then
     echo "fresh-machine-check: keeping $package (purging it would also remove: $(echo "$others" | tr '\n' ' '))"
   else
@@ -42,7 +45,12 @@ if [ "${#purge[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq "${purge[@]}" >/dev/null
 fi
 echo "fresh-machine-check: uninstalling Python packages ${python[*]}"
-python3 -m pip uninstall -y -q "${python[@]}" || true
+python3 -m pip uninstall -y -q "${python[@]}" 2>/dev/null ||
+  python3 -m pip uninstall -y -q --break-system-packages "${python[@]}" || true
+if python3 -c 'import moto.server' 2>/dev/null; then
+  echo "fresh-machine-check: moto is still importable after the uninstall" >&2
+  exit 1
+fi
 echo "fresh-machine-check: removing the Rust target wasm32-unknown-unknown"
 rustup target remove wasm32-unknown-unknown || true
 if ./scripts/install-deps.sh --check >/dev/null 2>&1; then

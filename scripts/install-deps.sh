@@ -51,11 +51,18 @@ packages() {
   done | sort -u
 }
 
+# The directories the daemon takes programs from (never PATH; datapath/snat.rs), so a tool
+# found elsewhere does not count; a shell builtin (`kill`) does not either.
 has_program() {
+  local dir
   case "$1" in
     /*) [ -x "$1" ] ;;
-    # `type -P`: a program file, never a shell builtin (`kill` is both).
-    *) type -P "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] ;;
+    *)
+      for dir in /usr/sbin /sbin /usr/bin /bin; do
+        [ -f "$dir/$1" ] && [ -x "$dir/$1" ] && return 0
+      done
+      return 1
+      ;;
   esac
 }
 

@@ -66,9 +66,14 @@ def main() -> int:
     for name in failed_binaries:
         print(f"test binary {name} had failures")
     not_run = len(unfinished) + len(never_started)
-    binaries = len(started)
-    line = f"tests: {passed} passed, {failed} failed, {ignored} ignored; {binaries} test binaries ran"
-    line += f", {not_run} did not run to their end" if not_run else ", all to their end"
+    binaries = len(started | expected)
+    if binaries == 0:
+        print("tests: no test binary was built or ran (a build error: see above)")
+        return 1
+    completed = binaries - not_run
+    line = f"tests: {passed} passed, {failed} failed, {ignored} ignored; {completed} of {binaries} test binaries ran to their end"
+    if not_run:
+        line += f", {len(unfinished)} crashed, {len(never_started)} never started"
     print(line)
     return 1 if failed or not_run else 0
 

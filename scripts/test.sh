@@ -59,6 +59,10 @@ host_status=${PIPESTATUS[0]}
   tee "$work/guests.log"
 guest_status=${PIPESTATUS[0]}
 # One closing line for the whole run (cargo prints one per test binary).
+if [ -s "$work/build.log" ] && grep -q '^error' "$work/build.log"; then
+  echo "== building the tests failed:"
+  cat "$work/build.log"
+fi
 python3 scripts/test-summary.py "$work/expected" "$work/host.log" "$work/guests.log"
 summary_status=$?
 set -e

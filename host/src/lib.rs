@@ -14,6 +14,7 @@ pub mod cni;
 pub mod config;
 pub mod datapath;
 pub mod datastore;
+pub mod durable;
 pub mod ec2;
 pub mod ipam;
 pub mod logfile;

@@ -107,8 +107,7 @@ pub fn check_private(path: &Path, is_dir: bool) -> Result<(), PendingError> {
 /// Records `request` in `dir` (created 0700 if missing; refused if it is not private), written
 /// to a temporary file, synced and renamed, so a replay never sees half a record.
 pub fn record_pending_del(dir: &Path, request: &DaemonRequest) -> Result<PathBuf, PendingError> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| PendingError::Io { path, source }
@@ -135,26 +134,13 @@ pub fn record_pending_del(dir: &Path, request: &DaemonRequest) -> Result<PathBuf
     .digest()
     .to_string();
     let name = format!("{:020}-{}", now.as_nanos(), &attachment[..16]);
-    let temporary = dir.join(format!(".{name}.tmp"));
     let path = dir.join(format!("{name}.json"));
     let bytes = serde_json::to_vec(&record).map_err(|e| PendingError::Io {
         path: path.clone(),
         source: std::io::Error::other(e),
     })?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&temporary)
-        .map_err(io(&temporary))?;
-    file.write_all(&bytes).map_err(io(&temporary))?;
-    file.sync_all().map_err(io(&temporary))?;
-    std::fs::rename(&temporary, &path).map_err(io(&path))?;
-    // The rename must survive a crash too: the pod is gone once the runtime has our answer.
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
+    // Durable before the runtime gets our answer: the pod is gone after it.
+    crate::durable::replace_file(&path, &bytes, 0o600).map_err(io(&path))?;
     Ok(path)
 }
 

@@ -132,9 +132,10 @@ struct State {
     no_prefix_until: BTreeMap<String, Instant>,
     /// The last failure to grow the pool, for the ADD that finds it empty.
     last_grow_error: Option<String>,
-    /// Addresses and prefixes given back to EC2, with when: not re-adopted from a describe
-    /// within [`RELEASE_SETTLE`].
-    released: BTreeMap<Ipv4Net, Instant>,
+    /// Addresses and prefixes given back to EC2, by the ENI they left, with when: not
+    /// re-adopted on that ENI from a describe within [`RELEASE_SETTLE`] (EC2 may hand them to
+    /// another ENI at once, which is no concern of this map).
+    released: BTreeMap<(String, Ipv4Net), Instant>,
 }
 
 /// The EC2 ENI provider.
@@ -464,10 +465,9 @@ impl Ec2Provider {
         if state.released.is_empty() {
             return;
         }
-        let settling = |net: &Ipv4Net| state.released.contains_key(net);
-        eni.secondary_ips
-            .retain(|ip| !settling(&Ipv4Net::from(*ip)));
-        eni.prefixes.retain(|p| !settling(p));
+        let settling = |net: Ipv4Net| state.released.contains_key(&(eni.id.clone(), net));
+        eni.secondary_ips.retain(|ip| !settling(Ipv4Net::from(*ip)));
+        eni.prefixes.retain(|p| !settling(*p));
     }
 
     /// Whether an ENI's description marks it as this daemon's to change: the primary ENI, or
@@ -840,7 +840,7 @@ impl Ec2Provider {
             .map(|ip| Ipv4Net::from(*ip))
             .chain(prefixes.iter().copied())
         {
-            state.released.insert(net, now);
+            state.released.insert((eni_id.to_owned(), net), now);
         }
     }
 
@@ -854,7 +854,7 @@ impl Ec2Provider {
                 .map(|ip| Ipv4Net::from(*ip))
                 .chain(prefixes.iter().copied())
             {
-                state.released.remove(&net);
+                state.released.remove(&(eni_id.to_owned(), net));
             }
         }
         self.update_eni(eni_id, |eni| {

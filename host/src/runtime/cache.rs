@@ -11,7 +11,6 @@
 //! change between Rust releases).
 
 use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
@@ -121,31 +120,14 @@ impl ArtifactCache {
         Ok(component)
     }
 
-    /// Writes `artifact` as the compilation of `digest`: temporary file (created exclusively,
-    /// never through a symlink), synced, renamed over the old one, directory synced.
+    /// Writes `artifact` as the compilation of `digest`, behind its checksum, durably and never
+    /// through a symlink ([`crate::durable::replace_file`]).
     pub(super) fn write(&self, digest: &str, artifact: &[u8]) -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = self.path(digest);
-        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-        let _ = std::fs::remove_file(&temporary);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&temporary)?;
-        let written = (|| {
-            file.write_all(MAGIC)?;
-            file.write_all(&Sha256::digest(artifact))?;
-            file.write_all(artifact)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, &path)?;
-            std::fs::File::open(&self.dir)?.sync_all()
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&temporary);
-        }
-        written
+        let mut file = Vec::with_capacity(MAGIC.len() + 32 + artifact.len());
+        file.extend_from_slice(MAGIC);
+        file.extend_from_slice(&Sha256::digest(artifact));
+        file.extend_from_slice(artifact);
+        crate::durable::replace_file(&self.path(digest), &file, 0o600)
     }
 }
 

@@ -640,6 +640,7 @@ impl kv::Host for HostState {
 
     fn set(&mut self, key: String, value: Vec<u8>) -> HostResult<Result<(), String>> {
         self.charge()?;
+        key_ok("a kv key", &key)?;
         let (shown_key, bytes) = (truncate_to(key.clone(), MAX_KEY_BYTES), value.len());
         let args = || serde_json::json!({ "key": shown_key, "bytes": bytes });
         let outcome = match self.kv() {

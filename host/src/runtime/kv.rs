@@ -6,7 +6,6 @@
 //! call returned successfully, so a plugin that traps or errs leaves its state untouched.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -132,11 +131,16 @@ impl KvTxn {
         Ok(())
     }
 
-    /// Removes `key`.
+    /// Removes `key`. A key only this call wrote leaves nothing behind, so the call's writes
+    /// never hold more than its quota plus a mark per key of the stored state.
     pub fn delete(&mut self, key: String) {
         if let Some(old) = self.current(&key) {
             self.bytes -= size_of(&key, old);
-            self.writes.insert(key, None);
+            if self.base.contains_key(&key) {
+                self.writes.insert(key, None);
+            } else {
+                self.writes.remove(&key);
+            }
         }
     }
 
@@ -194,25 +198,9 @@ fn decode(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, String> {
         .collect()
 }
 
-/// Durably replaces `path` with `bytes`: a temporary file (never through a symlink), synced,
-/// renamed over the old one, and the directory synced so that the rename survives a crash.
+/// Durably replaces `path` with `bytes` (see [`crate::durable`]).
 fn persist(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::durable::replace_file(path, bytes, 0o600)
 }
 
 #[cfg(test)]
@@ -263,6 +251,30 @@ mod tests {
         assert!(store.commit(second).unwrap_err().contains("max_bytes"));
         assert_eq!(store.begin().keys(), vec!["x".to_owned()]);
         assert!(store.begin().set(String::new(), vec![]).is_err());
+    }
+
+    #[test]
+    fn setting_and_deleting_new_keys_leaves_no_trace_in_the_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KvStore::open(dir.path().join("p.kv"), 100).unwrap();
+        let mut txn = store.begin();
+        txn.set("kept".into(), vec![1]).unwrap();
+        store.commit(txn).unwrap();
+        let mut txn = store.begin();
+        for n in 0..10_000 {
+            let key = format!("{n:0>200}");
+            txn.set(key.clone(), vec![0]).unwrap();
+            txn.delete(key);
+        }
+        txn.delete("kept".into());
+        assert_eq!(
+            txn.writes.len(),
+            1,
+            "only the stored key's deletion is held"
+        );
+        assert!(txn.is_dirty());
+        store.commit(txn).unwrap();
+        assert!(store.begin().keys().is_empty());
     }
 
     #[test]

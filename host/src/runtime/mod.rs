@@ -192,6 +192,15 @@ pub enum PluginError {
         /// Out of fuel, out of memory, stack overflow, or the trap.
         reason: String,
     },
+    /// The daemon is shutting down and ended (or never started) the call: not the plugin's
+    /// failure, so no failure policy applies; the request is answered "try again later".
+    #[error("plugin {plugin}: {call} was not completed: the daemon is shutting down")]
+    Stopped {
+        /// Plugin name.
+        plugin: String,
+        /// The export called.
+        call: &'static str,
+    },
     /// The plugin answered with an error of its own, or an answer the host refuses.
     #[error("plugin {plugin} refused: {message}")]
     Refused {
@@ -634,12 +643,19 @@ impl Plugin {
         let trapped = |reason: String| PluginError::Trapped {
             plugin: self.spec.name.clone(),
             call,
-            reason,
+            reason: truncate(reason),
+        };
+        let stopped = || PluginError::Stopped {
+            plugin: self.spec.name.clone(),
+            call,
         };
         let _slot = self
             .gate
             .enter(deadline, budget)
-            .map_err(|limit| trapped(limit.to_string()))?;
+            .map_err(|limit| match limit {
+                HostLimit::ShuttingDown => stopped(),
+                other => trapped(other.to_string()),
+            })?;
         let clock = Clock {
             deadline,
             budget,
@@ -692,8 +708,15 @@ impl Plugin {
                 state: store.into_data(),
             }),
             Err(e) => {
-                metrics.plugin_traps.get_or_create(&label).inc();
-                let error = trapped(describe_trap(&e, limits));
+                let shutting_down = e
+                    .chain()
+                    .any(|e| matches!(e.downcast_ref(), Some(HostLimit::ShuttingDown)));
+                let error = if shutting_down {
+                    stopped()
+                } else {
+                    metrics.plugin_traps.get_or_create(&label).inc();
+                    trapped(describe_trap(&e, limits))
+                };
                 self.finish(call, store.into_data(), false);
                 Err(error)
             }
@@ -1004,8 +1027,15 @@ impl PluginRuntime {
         if actual != spec.digest {
             inspection.problem = Some("digest mismatch: the daemon refuses to load it".into());
         }
+        // The precompiled cache serves a file whose digest it knows (`/v1/plugins` and the
+        // audit report need no fresh compilation of a plugin the daemon runs).
+        let compiled = if actual == spec.digest {
+            self.compile(&bytes, &actual)
+        } else {
+            Component::new(&self.engine, &bytes)
+        };
         inspection.actual_digest = Some(actual);
-        let component = match Component::new(&self.engine, &bytes) {
+        let component = match compiled {
             Ok(component) => component,
             Err(e) => {
                 inspection.problem = Some(format!("not a valid component: {e:#}"));

@@ -838,6 +838,9 @@ impl<D: Datapath> Handler<D> {
             Err(PluginError::Refused { .. }) if self.free_addresses() == 0 => {
                 return self.choose_builtin();
             }
+            Err(e @ PluginError::Stopped { .. }) => {
+                return Err(CniError::new(codes::TRY_AGAIN_LATER, e.to_string()))
+            }
             Err(e) => return Err(CniError::new(codes::PLUGIN_FAILURE, e.to_string())),
         };
         let name = plugin.name();

@@ -5,8 +5,8 @@
 //! temporary name and renamed, so kubelet never reads half a file, and the binary is in place
 //! before the conflist that names it.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+#[cfg(test)]
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,32 +64,7 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallE
         .parent()
         .ok_or_else(|| fail("has no parent directory".into()))?;
     std::fs::create_dir_all(dir).map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temporary = dir.join(format!(".{name}.wasmcni-{}", std::process::id()));
-    // A leftover of a crashed earlier run may sit there (never anything else: the name is
-    // ours); it is removed, then the file is created exclusively and never through a symlink,
-    // so nothing planted in the directory can redirect the write.
-    let _ = std::fs::remove_file(&temporary);
-    let written = (|| -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(mode)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&temporary)?;
-        file.write_all(bytes)?;
-        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    written.map_err(|e| {
-        let _ = std::fs::remove_file(&temporary);
-        fail(e.to_string())
-    })
+    crate::durable::replace_file(path, bytes, mode).map_err(|e| fail(e.to_string()))
 }
 
 /// Copies the shim into the binary directory, then writes the conflist.
@@ -200,10 +175,9 @@ mod tests {
         // A symlink planted where the temporary file goes is removed, never written through.
         let victim = dir.path().join("victim");
         std::fs::write(&victim, b"untouched").unwrap();
-        let planted = config.cni_conf_dir.join(format!(
-            ".10-wasmcni.conflist.wasmcni-{}",
-            std::process::id()
-        ));
+        let planted = config
+            .cni_conf_dir
+            .join(format!(".10-wasmcni.conflist.tmp-{}", std::process::id()));
         std::os::unix::fs::symlink(&victim, &planted).unwrap();
         install_files(&config, Path::new(crate::proto::DEFAULT_SOCKET)).unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");

@@ -170,6 +170,17 @@ pub async fn run_policies(
             Ok(Verdict::Deny(reason)) => {
                 tracing::warn!(plugin = %plugin.name(), %pod, "policy denied a DEL (the cleanup goes on; del fails open): {reason}");
             }
+            // Shutdown ended the call: not the plugin's failure, so no failure policy
+            // applies; ADD and CHECK are to be tried again, a DEL's cleanup goes on.
+            Err(e @ PluginError::Stopped { .. }) if attachment.verb != Verb::Del => {
+                return PolicyOutcome::Denied(CniError::new(
+                    codes::TRY_AGAIN_LATER,
+                    format!("{e}; try the {verb} of {pod} again"),
+                ));
+            }
+            Err(e @ PluginError::Stopped { .. }) => {
+                tracing::warn!(plugin = %plugin.name(), %pod, "{e}; the DEL's cleanup goes on");
+            }
             Err(e) if mode == FailureMode::Closed => {
                 return PolicyOutcome::Denied(CniError::new(
                     codes::PLUGIN_FAILURE,
