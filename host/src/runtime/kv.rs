@@ -256,13 +256,13 @@ mod tests {
     #[test]
     fn setting_and_deleting_new_keys_leaves_no_trace_in_the_call() {
         let dir = tempfile::tempdir().unwrap();
-        let store = KvStore::open(dir.path().join("p.kv"), 100).unwrap();
+        let store = KvStore::open(dir.path().join("p.kv"), 1000).unwrap();
         let mut txn = store.begin();
         txn.set("kept".into(), vec![1]).unwrap();
         store.commit(txn).unwrap();
         let mut txn = store.begin();
         for n in 0..10_000 {
-            let key = format!("{n:0>200}");
+            let key = format!("{n:0>100}");
             txn.set(key.clone(), vec![0]).unwrap();
             txn.delete(key);
         }
