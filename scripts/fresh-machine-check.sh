@@ -5,6 +5,7 @@
 # (no target/). Run it as root before you stop whenever you change what the commands need.
 #
 #   scripts/fresh-machine-check.sh [CLONE_DIR]     (default /tmp/wasmcni-fresh)
+#   scripts/fresh-machine-check.sh --here          (this checkout, its build cache kept)
 #
 # A Debian package is purged only when purging it takes nothing else with it but other
 # packages of the list (procps, say, would take desktop packages of the machine image);
@@ -58,9 +59,15 @@ if ./scripts/install-deps.sh --check >/dev/null 2>&1; then
   exit 1
 fi
 
-rm -rf "$clone"
-git clone -q . "$clone"
-cd "$clone"
+if [ "$clone" = --here ]; then
+  # The quick form: the same purge, then both commands in this checkout, whose build cache
+  # stays (proves what they install, not a cold build).
+  clone=$PWD
+else
+  rm -rf "$clone"
+  git clone -q . "$clone"
+  cd "$clone"
+fi
 started=$(date +%s)
 echo "== fresh-machine-check: ./scripts/demo.sh in $clone"
 ./scripts/demo.sh
