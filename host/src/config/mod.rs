@@ -818,12 +818,11 @@ impl ClusterConfig {
         }
         // The shim connects only below /run/wasmcni (a netconf cannot point it elsewhere), so
         // a daemon listening anywhere else could never be reached.
-        if let Err(why) = crate::shim::confine::daemon_socket(&self.daemon.socket.to_string_lossy())
-        {
+        if let Err(why) = wasmcni_cni::paths::daemon_socket(&self.daemon.socket.to_string_lossy()) {
             return Err(invalid(
                 "daemon.socket",
                 format!("{:?}", self.daemon.socket.display().to_string()),
-                &format!("must lie below {}: {why}", crate::proto::SOCKET_DIR),
+                &format!("must lie below {}: {why}", wasmcni_cni::proto::SOCKET_DIR),
             ));
         }
         if let Some(ops) = &self.daemon.ops_socket {

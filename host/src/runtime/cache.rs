@@ -121,13 +121,13 @@ impl ArtifactCache {
     }
 
     /// Writes `artifact` as the compilation of `digest`, behind its checksum, durably and never
-    /// through a symlink ([`crate::durable::replace_file`]).
+    /// through a symlink ([`wasmcni_cni::durable::replace_file`]).
     pub(super) fn write(&self, digest: &str, artifact: &[u8]) -> std::io::Result<()> {
         let mut file = Vec::with_capacity(MAGIC.len() + 32 + artifact.len());
         file.extend_from_slice(MAGIC);
         file.extend_from_slice(&Sha256::digest(artifact));
         file.extend_from_slice(artifact);
-        crate::durable::replace_file(&self.path(digest), &file, 0o600)
+        wasmcni_cni::durable::replace_file(&self.path(digest), &file, 0o600)
     }
 }
 

@@ -620,7 +620,7 @@ impl log::Host for HostState {
             }
             return Ok(());
         }
-        let message = crate::logfile::escape_controls(&truncate(message));
+        let message = wasmcni_cni::text::escape_controls(&truncate(message));
         match level {
             log::Level::Debug => tracing::debug!(plugin = %plugin, "{message}"),
             log::Level::Info => tracing::info!(plugin = %plugin, "{message}"),

@@ -198,9 +198,9 @@ fn decode(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, String> {
         .collect()
 }
 
-/// Durably replaces `path` with `bytes` (see [`crate::durable`]).
+/// Durably replaces `path` with `bytes` (see [`wasmcni_cni::durable`]).
 fn persist(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    crate::durable::replace_file(path, bytes, 0o600)
+    wasmcni_cni::durable::replace_file(path, bytes, 0o600)
 }
 
 #[cfg(test)]

@@ -607,7 +607,7 @@ fn private_dir(dir: &Path, what: &str) -> Result<PathBuf, PluginError> {
         .map_err(|e| invalid(format!("creating {}: {e}", dir.display())))?;
     // Only this daemon may write there: cached artifacts are trusted as machine code and kv
     // files as the plugins' own state.
-    crate::proto::check_private(dir, true).map_err(|e| invalid(e.to_string()))?;
+    wasmcni_cni::proto::check_private(dir, true).map_err(|e| invalid(e.to_string()))?;
     Ok(dir.to_owned())
 }
 

@@ -16,11 +16,6 @@ use ipnet::{IpNet, Ipv4Net};
 
 use super::keylock::KeyLocks;
 use super::plugins::{now_unix_ms, run_policies, PluginSet, PolicyOutcome};
-use crate::cni::error::{codes, CniError};
-use crate::cni::netconf::NetConf;
-use crate::cni::request::{CniRequest, Command};
-use crate::cni::result::{CniResult, Interface, IpConfig, Route};
-use crate::cni::version::CniVersion;
 use crate::config::ClusterConfig;
 use crate::datapath::{
     format_mac, host_veth_name, pod_gateway, Datapath, DatapathError, HostSide, PodAttachment,
@@ -29,11 +24,16 @@ use crate::datastore::{
     Allocation, AllocationState, AttachmentKey, Datastore, DatastoreError, Lsn, PodRef, WalSyncer,
 };
 use crate::ipam::{Choice, IpFamily, Pool, Provider, ProviderView};
-use crate::proto::DaemonResponse;
 use crate::runtime::{
     Attachment, AuditEntry, AuditLog, FailureMode, Hook, NetlinkRequest, Plugin, PluginError,
     PodInfo, PoolSnapshot, RequestFailure, Verb,
 };
+use wasmcni_cni::error::{codes, CniError};
+use wasmcni_cni::netconf::NetConf;
+use wasmcni_cni::proto::DaemonResponse;
+use wasmcni_cni::request::{CniRequest, Command};
+use wasmcni_cni::result::{CniResult, Interface, IpConfig, Route};
+use wasmcni_cni::version::CniVersion;
 
 /// How many failed ENI requests plans are told about.
 const REQUEST_FAILURES_KEPT: usize = 16;
@@ -400,7 +400,7 @@ impl<D: Datapath> Handler<D> {
 
     async fn handle_in_span(&self, request: &CniRequest, config: &str) -> DaemonResponse {
         let peeked = || {
-            crate::cni::netconf::peek_version(config.as_bytes())
+            wasmcni_cni::netconf::peek_version(config.as_bytes())
                 .unwrap_or_else(|| CniVersion::LATEST.as_str().to_owned())
         };
         // What arrives over the socket or from the spool is checked like the environment was.

@@ -35,7 +35,7 @@ pub fn conflist(install: &InstallConfig, socket: &Path) -> Value {
         "type": "wasmcni",
         "capabilities": { "io.kubernetes.cri.pod-annotations": true },
     });
-    if socket != Path::new(crate::proto::DEFAULT_SOCKET) {
+    if socket != Path::new(wasmcni_cni::proto::DEFAULT_SOCKET) {
         wasmcni["daemonSocket"] = json!(socket.display().to_string());
     }
     let mut plugins = vec![wasmcni];
@@ -64,7 +64,7 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallE
         .parent()
         .ok_or_else(|| fail("has no parent directory".into()))?;
     std::fs::create_dir_all(dir).map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
-    crate::durable::replace_file(path, bytes, mode).map_err(|e| fail(e.to_string()))
+    wasmcni_cni::durable::replace_file(path, bytes, mode).map_err(|e| fail(e.to_string()))
 }
 
 /// Copies the shim into the binary directory, then writes the conflist.
@@ -139,7 +139,7 @@ mod tests {
     fn the_conflist_chains_portmap_and_bandwidth_when_asked() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = install(dir.path());
-        let default = conflist(&config, Path::new(crate::proto::DEFAULT_SOCKET));
+        let default = conflist(&config, Path::new(wasmcni_cni::proto::DEFAULT_SOCKET));
         assert_eq!(
             default.to_string(),
             r#"{"cniVersion":"1.0.0","disableCheck":true,"name":"wasmcni","plugins":[{"capabilities":{"io.kubernetes.cri.pod-annotations":true},"type":"wasmcni"},{"capabilities":{"portMappings":true},"snat":true,"type":"portmap"}]}"#
@@ -161,7 +161,7 @@ mod tests {
         let shim = dir.path().join("wasmcni-built");
         std::fs::write(&shim, b"#!/bin/sh\n").unwrap();
         config.shim = Some(shim.clone());
-        install_files(&config, Path::new(crate::proto::DEFAULT_SOCKET)).unwrap();
+        install_files(&config, Path::new(wasmcni_cni::proto::DEFAULT_SOCKET)).unwrap();
         let installed = config.cni_bin_dir.join("wasmcni");
         assert_eq!(std::fs::read(&installed).unwrap(), b"#!/bin/sh\n");
         let mode = std::fs::metadata(&installed).unwrap().permissions().mode();
@@ -179,7 +179,7 @@ mod tests {
             .cni_conf_dir
             .join(format!(".10-wasmcni.conflist.tmp-{}", std::process::id()));
         std::os::unix::fs::symlink(&victim, &planted).unwrap();
-        install_files(&config, Path::new(crate::proto::DEFAULT_SOCKET)).unwrap();
+        install_files(&config, Path::new(wasmcni_cni::proto::DEFAULT_SOCKET)).unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
         assert!(!planted.exists());
 

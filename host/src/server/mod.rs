@@ -12,18 +12,19 @@ use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
-use crate::cni::error::{codes, CniError};
-use crate::cni::version::CniVersion;
 use crate::config::ClusterConfig;
 use crate::datapath::Datapath;
 use crate::datastore::{Datastore, WalOptions};
 use crate::ipam::{Provider, StaticProvider};
-use crate::proto::{
-    framed, pending_del_dir, DaemonRequest, DaemonResponse, FrameError, PROTOCOL_VERSION,
-};
 use crate::runtime::{AuditLog, PluginRuntime};
+use wasmcni_cni::error::{codes, CniError};
+use wasmcni_cni::proto::{
+    pending_del_dir, DaemonRequest, DaemonResponse, FrameError, PROTOCOL_VERSION,
+};
+use wasmcni_cni::version::CniVersion;
 
 pub(crate) mod cooling;
+pub mod framed;
 pub mod handler;
 pub mod install;
 pub mod keylock;
@@ -163,7 +164,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, StartError> {
             .create(parent)
             .map_err(|e| fail(format!("creating {}: {e}", parent.display())))?;
         // A directory others can write to would let them replace the socket or plant DELs.
-        crate::proto::check_private(parent, true).map_err(|e| fail(e.to_string()))?;
+        wasmcni_cni::proto::check_private(parent, true).map_err(|e| fail(e.to_string()))?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {

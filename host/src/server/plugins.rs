@@ -8,13 +8,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cni::error::{codes, CniError};
 use crate::config::ClusterConfig;
 pub(crate) use crate::runtime::now_unix_ms;
 use crate::runtime::{
     Attachment, AuditEntry, AuditLog, FailureMode, NetlinkRequest, Plugin, PluginError,
     PluginRuntime, Verb, Verdict,
 };
+use wasmcni_cni::error::{codes, CniError};
 
 /// The loaded plugins of one configuration.
 pub struct PluginSet {

@@ -14,10 +14,10 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::handler::{reserved_host, Handler};
-use crate::cni::request::Command;
 use crate::datapath::Datapath;
 use crate::datastore::{Allocation, AllocationState, AttachmentKey};
-use crate::proto::{check_private, PendingDel};
+use wasmcni_cni::proto::{check_private, PendingDel};
+use wasmcni_cni::request::Command;
 
 /// What a reconciliation or sweep did, for the log and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -92,8 +92,8 @@ impl ConfinedDirs {
         use std::os::unix::fs::DirBuilderExt;
         let name = unique_name(tag);
         let dirs = ConfinedDirs {
-            run: PathBuf::from(wasmcni::proto::SOCKET_DIR).join(&name),
-            log: PathBuf::from(wasmcni::shim::confine::LOG_DIR).join(&name),
+            run: PathBuf::from(wasmcni_cni::proto::SOCKET_DIR).join(&name),
+            log: PathBuf::from(wasmcni_cni::paths::LOG_DIR).join(&name),
         };
         for dir in [&dirs.run, &dirs.log] {
             std::fs::DirBuilder::new()

@@ -10,8 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use wasmcni::cni::request::{CniRequest, Command as CniCommand};
-use wasmcni::proto::{read_frame, write_frame, DaemonRequest, DaemonResponse, PROTOCOL_VERSION};
+use wasmcni_cni::proto::{
+    read_frame, write_frame, DaemonRequest, DaemonResponse, PROTOCOL_VERSION,
+};
+use wasmcni_cni::request::{CniRequest, Command as CniCommand};
 
 use crate::chain::{Attachment, Conflist, PluginFailure};
 use crate::netns::NetNs;
@@ -160,7 +162,7 @@ impl TestNode {
             return socket.clone();
         }
         if self.embedded_default {
-            return PathBuf::from(wasmcni::proto::DEFAULT_SOCKET);
+            return PathBuf::from(wasmcni_cni::proto::DEFAULT_SOCKET);
         }
         self.confined.run.join("wasmcni.sock")
     }

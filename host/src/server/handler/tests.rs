@@ -344,9 +344,9 @@ async fn concurrent_adds_never_share_an_address() {
 
 #[tokio::test]
 async fn recovery_reconciles_every_kind_of_disagreement() {
-    use crate::proto::{DaemonRequest, PROTOCOL_VERSION};
     use crate::server::recovery::{reconcile, Orphans, ReconcileReport};
     use std::net::Ipv4Addr;
+    use wasmcni_cni::proto::{DaemonRequest, PROTOCOL_VERSION};
 
     let f = fixture("10.88.0.0/24");
     for cid in ["kept", "vanished", "deleted-while-down"] {
@@ -385,7 +385,7 @@ async fn recovery_reconciles_every_kind_of_disagreement() {
         request: request(Command::Del, "deleted-while-down"),
         config: config("1.0.0"),
     };
-    crate::proto::record_pending_del(&pending, &spooled).unwrap();
+    wasmcni_cni::proto::record_pending_del(&pending, &spooled).unwrap();
     // A record planted by someone else (wrong mode) is set aside, not obeyed.
     let planted = pending.join("0-kept-eth0.json");
     std::fs::write(&planted, br#"{"recordedUnixMs":1,"request":{}}"#).unwrap();

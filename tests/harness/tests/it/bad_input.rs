@@ -153,10 +153,10 @@ fn the_daemon_survives_junk_slow_and_oversized_clients() {
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let response: wasmcni::proto::DaemonResponse =
-            wasmcni::proto::read_frame(stream, 1 << 20).expect("an answer");
+        let response: wasmcni_cni::proto::DaemonResponse =
+            wasmcni_cni::proto::read_frame(stream, 1 << 20).expect("an answer");
         match response {
-            wasmcni::proto::DaemonResponse::Failure { error, .. } => {
+            wasmcni_cni::proto::DaemonResponse::Failure { error, .. } => {
                 assert_eq!(error.code, expected_code, "{error:?}")
             }
             other => panic!("junk was accepted: {other:?}"),

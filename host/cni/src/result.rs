@@ -14,12 +14,12 @@
 //! fields omitted (never `null`), and `dns` always present, as `{}` when empty (Go's
 //! `omitempty` has no effect on the `DNS` struct, so ptp and friends print `"dns":{}` too).
 
-use crate::cni::decode::{
+use crate::decode::{
     as_array, as_object, as_str, field, index, join, opt_nonempty_string, opt_str, opt_uint,
     string_list, FieldError,
 };
-use crate::cni::error::CniError;
-use crate::cni::version::CniVersion;
+use crate::error::CniError;
+use crate::version::CniVersion;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};

@@ -7,14 +7,14 @@
 //! on the name; libcni ≥ 1.2.1 sends both, reference §1.3). Unknown keys are kept in
 //! [`NetConf::raw`], which the spec requires plugins to pass through.
 
-use crate::cni::decode::{
+use crate::decode::{
     as_array, as_object, as_str, describe, field, index, is_identifier, join, kind,
     opt_nonempty_string, FieldError, IDENTIFIER_PATTERN,
 };
-use crate::cni::error::CniError;
-use crate::cni::result::CniResult;
-use crate::cni::runtime_config::RuntimeConfig;
-use crate::cni::version::CniVersion;
+use crate::error::CniError;
+use crate::result::CniResult;
+use crate::runtime_config::RuntimeConfig;
+use crate::version::CniVersion;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
@@ -268,7 +268,7 @@ fn decode_attachment(value: &Value, path: &str) -> Result<Attachment, FieldError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cni::runtime_config::{Bandwidth, PortMapping};
+    use crate::runtime_config::{Bandwidth, PortMapping};
     use serde_json::json;
 
     fn parse(v: Value) -> Result<NetConf, CniError> {
@@ -302,7 +302,7 @@ mod tests {
             br#"{"cniVersion":"1.0.0","name":"n","type":"wasmcni","ipam":{"type":"host-local"}}"#,
         )
         .unwrap_err();
-        assert_eq!(err.code, crate::cni::error::codes::UNSUPPORTED_FIELD);
+        assert_eq!(err.code, crate::error::codes::UNSUPPORTED_FIELD);
         assert_eq!(
             err.msg,
             r#"unsupported field 'ipam' with value '{"type":"host-local"}'"#

@@ -2,18 +2,12 @@
 //!
 //! Whoever writes a netconf (a Multus NetworkAttachmentDefinition, a hand-made conflist) is
 //! not trusted with the node: `daemonSocket` and `logFile` are confined to fixed directories
-//! that only root can write (`/run/wasmcni`, `/var/log/wasmcni`), checked lexically first (an
+//! that only root can write ([`SOCKET_DIR`], [`LOG_DIR`]), checked here lexically (an
 //! absolute path below the directory, plain names only: no `..`, `.`, empty or control
-//! characters), and then used without following symbolic links: the socket is refused when
-//! it is a symlink, and the log file is created and opened through cap-std, whose resolution
-//! cannot leave the log directory, with no symlink followed in its last component.
+//! characters). The shim then uses them without following symbolic links; the daemon's
+//! configuration check applies the same rule to the socket it listens on.
 
-use std::io::Write;
-use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Component, Path, PathBuf};
-
-use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
-use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptions, OpenOptionsExt};
 
 pub use crate::proto::SOCKET_DIR;
 /// The directory `logFile` must lie in.
@@ -69,44 +63,9 @@ pub fn daemon_socket_in(value: &str, dir: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(value))
 }
 
-/// Refuses a socket path whose last component is a symbolic link (the directories above it
-/// are checked by [`below`] and are root's). A missing socket is not refused: connecting to
-/// it then fails as "daemon unavailable".
-pub fn check_socket(socket: &Path) -> Result<(), String> {
-    match std::fs::symlink_metadata(socket) {
-        Ok(meta) if meta.file_type().is_symlink() => Err(format!(
-            "daemonSocket {} is a symbolic link; the shim does not follow it",
-            socket.display()
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// The log file `logFile` names, relative to [`LOG_DIR`].
 pub fn log_file(value: &str) -> Result<PathBuf, String> {
     below("logFile", value, LOG_DIR)
-}
-
-/// Appends `line` to `relative` below [`LOG_DIR`] (both created 0700/0600 if missing), never
-/// resolving a path outside it nor following a symlink in the last component.
-pub fn append_log(relative: &Path, line: &[u8]) -> std::io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(LOG_DIR)?;
-    let dir = Dir::open_ambient_dir(LOG_DIR, cap_std::ambient_authority())?;
-    if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
-        let mut builder = DirBuilder::new();
-        builder.recursive(true).mode(0o700);
-        dir.create_dir_with(parent, &builder)?;
-    }
-    let mut options = OpenOptions::new();
-    options
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .follow(FollowSymlinks::No);
-    dir.open_with(relative, &options)?.write_all(line)
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cni::error::CniError;
-use crate::cni::request::CniRequest;
+use crate::error::CniError;
+use crate::request::CniRequest;
 
 /// Protocol revision; bumped on incompatible changes so a shim/daemon mismatch is reported.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -232,39 +232,6 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(
     let mut body = vec![0u8; len];
     reader.read_exact(&mut body)?;
     Ok(serde_json::from_slice(&body)?)
-}
-
-/// Async framing for the daemon side.
-pub mod framed {
-    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-    use super::FrameError;
-
-    /// Reads one frame body of at most `limit` bytes.
-    pub async fn read_body(
-        reader: &mut (impl AsyncRead + Unpin),
-        limit: usize,
-    ) -> Result<Vec<u8>, FrameError> {
-        let mut len = [0u8; 4];
-        reader.read_exact(&mut len).await?;
-        let len = u32::from_be_bytes(len) as usize;
-        if len > limit {
-            return Err(FrameError::TooLarge { len, limit });
-        }
-        let mut body = vec![0u8; len];
-        reader.read_exact(&mut body).await?;
-        Ok(body)
-    }
-
-    /// Writes one frame.
-    pub async fn write(
-        writer: &mut (impl AsyncWrite + Unpin),
-        message: &impl serde::Serialize,
-    ) -> Result<(), FrameError> {
-        writer.write_all(&super::encode_frame(message)?).await?;
-        writer.flush().await?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! field; 1.1.0 added GC, STATUS and the interface/route attributes (spec §1.10 of the
 //! reference). Older versions (0.1.0, 0.2.0) are refused with code 1.
 
-use crate::cni::error::CniError;
+use crate::error::CniError;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
@@ -136,7 +136,7 @@ pub fn version_info_bytes(requested: &str) -> Vec<u8> {
 /// VERSION must not fail over its input: libcni and podman probe with minimal stdin, and Go's
 /// skel ignores stdin for VERSION altogether.
 pub fn requested_version(stdin: &[u8]) -> String {
-    crate::cni::netconf::peek_version(stdin).unwrap_or_else(|| CniVersion::LATEST.to_string())
+    crate::netconf::peek_version(stdin).unwrap_or_else(|| CniVersion::LATEST.to_string())
 }
 
 #[cfg(test)]

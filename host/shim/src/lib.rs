@@ -10,14 +10,14 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cni::error::{codes, CniError};
-use crate::cni::netconf::{peek_version, NetConf};
-use crate::cni::request::{CniRequest, Command};
-use crate::cni::version::{version_info_bytes, CniVersion};
-use crate::proto::{
+use wasmcni_cni::error::{codes, CniError};
+use wasmcni_cni::netconf::{peek_version, NetConf};
+use wasmcni_cni::proto::{
     pending_del_dir, read_frame, record_pending_del, write_frame, DaemonRequest, DaemonResponse,
     DEFAULT_SOCKET, MAX_CONFIG_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
+use wasmcni_cni::request::{CniRequest, Command};
+use wasmcni_cni::version::{version_info_bytes, CniVersion};
 
 pub mod confine;
 pub mod log;
@@ -142,7 +142,7 @@ pub struct Sockets<'a> {
 impl Sockets<'static> {
     /// The node's: below `/run/wasmcni`, default `/run/wasmcni/wasmcni.sock`.
     pub const SYSTEM: Sockets<'static> = Sockets {
-        dir: crate::proto::SOCKET_DIR,
+        dir: wasmcni_cni::proto::SOCKET_DIR,
         default: DEFAULT_SOCKET,
     };
 }
@@ -216,7 +216,7 @@ pub fn run_with_sockets(
         }
     });
     let socket = match daemon_socket.map(|value| {
-        confine::daemon_socket_in(&value, sockets.dir).and_then(|socket| {
+        wasmcni_cni::paths::daemon_socket_in(&value, sockets.dir).and_then(|socket| {
             confine::check_socket(&socket)?;
             Ok(socket)
         })

@@ -6,10 +6,10 @@
 //! Decoding is therefore written by hand over `serde_json::Value`; the serde impls route through
 //! it, so every way in is lenient, and every way out writes the conventional camelCase.
 
-use crate::cni::decode::{
+use crate::decode::{
     self, as_array, as_object, as_str, as_uint, field, index, join, key_matches, FieldError,
 };
-use crate::cni::error::CniError;
+use crate::error::CniError;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;

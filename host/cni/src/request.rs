@@ -5,9 +5,9 @@
 //! empty `CNI_NETNS`, podman probes VERSION with `dummy` values, and `CNI_PATH` is never
 //! required (wasmcni does not exec other plugins from it).
 
-use crate::cni::decode::{is_identifier, IDENTIFIER_PATTERN};
-use crate::cni::error::{codes, CniError};
-use crate::cni::version::CniVersion;
+use crate::decode::{is_identifier, IDENTIFIER_PATTERN};
+use crate::error::{codes, CniError};
+use crate::version::CniVersion;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;

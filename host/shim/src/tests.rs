@@ -201,13 +201,13 @@ fn unreachable_daemon_table() {
         );
     }
     // The DEL was recorded for the daemon to replay, atomically and privately.
-    let pending = crate::proto::pending_del_dir(&socket);
+    let pending = wasmcni_cni::proto::pending_del_dir(&socket);
     let files: Vec<_> = std::fs::read_dir(&pending)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
-    let recorded: crate::proto::PendingDel =
+    let recorded: wasmcni_cni::proto::PendingDel =
         serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
     assert_eq!(recorded.request.request.command, Command::Del);
     assert_eq!(recorded.request.request.container_id, "abc123");
@@ -238,7 +238,7 @@ fn a_daemon_that_broke_mid_request_means_try_again_even_for_del() {
             r#"{"cniVersion":"1.1.0","code":11,"msg":"the wasmcni daemon is not available (read: connection reset); try again later"}"#
         );
     }
-    assert!(!crate::proto::pending_del_dir(&socket).exists());
+    assert!(!wasmcni_cni::proto::pending_del_dir(&socket).exists());
 }
 
 #[test]

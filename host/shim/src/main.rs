@@ -7,15 +7,15 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use wasmcni::shim::{self, log, UnixTransport};
+use wasmcni_shim::{self as shim, log, UnixTransport};
 
 fn main() {
     let stdin = match shim::read_stdin(&mut std::io::stdin().lock()) {
         Ok(bytes) => bytes,
         Err(e) => {
             // Reading stdin failed: the spec's I/O failure, code 5.
-            let error = wasmcni::cni::error::CniError::new(
-                wasmcni::cni::error::codes::IO_FAILURE,
+            let error = wasmcni_cni::error::CniError::new(
+                wasmcni_cni::error::codes::IO_FAILURE,
                 format!("cannot read the network configuration from stdin: {e}"),
             );
             let _ = std::io::stdout().write_all(&error.to_stdout_bytes("1.1.0"));
@@ -39,7 +39,7 @@ fn main() {
     if outcome.exit_code != 0 {
         eprintln!(
             "wasmcni: {}",
-            wasmcni::logfile::escape_controls(&outcome.log)
+            wasmcni_cni::text::escape_controls(&outcome.log)
         );
     }
     let mut stdout = std::io::stdout().lock();

@@ -3,7 +3,7 @@
 //! Every failure a runtime can see leaves wasmcni as one [`CniError`], printed on stdout by
 //! [`CniError::to_stdout_bytes`] (libcni reads errors from stdout first; logs go to stderr).
 
-use crate::cni::version::CniVersion;
+use crate::version::CniVersion;
 use serde::{Deserialize, Serialize};
 use std::fmt::Display;
 
