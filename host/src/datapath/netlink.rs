@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 use futures_util::TryStreamExt;
+use nix::errno::Errno;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
@@ -28,13 +29,8 @@ use super::{
     POD_GATEWAY_V6, RULE_PROTOCOL, TO_POD_RULE_PRIORITY, VETH_ALIAS,
 };
 
-const EEXIST: i32 = 17;
 /// Priority of `fwmark <connmark> lookup main` (VPC CNI's 1024).
 const CONNMARK_RULE_PRIORITY: u32 = super::snat::FWMARK_RULE_PRIORITY;
-const ENOENT: i32 = 2;
-const ENODEV: i32 = 19;
-const ESRCH: i32 = 3;
-const EAFNOSUPPORT: i32 = 97;
 /// The smallest MTU IPv6 allows (RFC 8200).
 const IPV6_MIN_MTU: u32 = 1280;
 /// Duplicates of one rule a crash can leave; more means something else keeps adding it.
@@ -177,7 +173,7 @@ impl NetlinkDatapath {
         for _ in 0..MAX_DUPLICATE_RULES {
             match self.host.rule().del(message.clone()).execute().await {
                 Ok(()) => continue,
-                Err(e) if matches!(errno(&e), Some(ENOENT | ESRCH)) => return Ok(()),
+                Err(e) if matches!(errno(&e), Some(Errno::ENOENT | Errno::ESRCH)) => return Ok(()),
                 Err(e) => return Err(nl(format!("delete rule {}", describe_rule(&message)))(e)),
             }
         }
@@ -252,7 +248,7 @@ impl Datapath for NetlinkDatapath {
             .build();
         match self.host.link().add(veth_pair).execute().await {
             Ok(()) => {}
-            Err(e) if errno(&e) == Some(EEXIST) => {
+            Err(e) if errno(&e) == Some(Errno::EEXIST) => {
                 return Err(DatapathError::Exists {
                     name: a.pod_ifname.clone(),
                     place: format!("the pod namespace {}", a.netns),
@@ -462,7 +458,7 @@ impl Datapath for NetlinkDatapath {
             .await
         {
             Ok(()) => {}
-            Err(e) if errno(&e) == Some(EEXIST) => {}
+            Err(e) if errno(&e) == Some(Errno::EEXIST) => {}
             Err(e) => return Err(nl(format!("add {}/32 to {name}", eni.address))(e)),
         }
         let on_link = RouteMessageBuilder::<Ipv4Addr>::new()
@@ -526,7 +522,7 @@ impl Datapath for NetlinkDatapath {
             }
             match self.host.route().del(route).execute().await {
                 Ok(()) => {}
-                Err(e) if matches!(errno(&e), Some(ENOENT | ESRCH)) => {}
+                Err(e) if matches!(errno(&e), Some(Errno::ENOENT | Errno::ESRCH)) => {}
                 Err(e) => return Err(nl(format!("delete a route of table {table}"))(e)),
             }
         }
@@ -655,7 +651,7 @@ fn delete_link_blocking(name: &str) -> Result<(), DatapathError> {
         let by_name = LinkUnspec::new_with_name(name).build();
         match handle.link().del_with_message(by_name).execute().await {
             Ok(()) => Ok(()),
-            Err(e) if matches!(errno(&e), Some(ENODEV | ENOENT)) => Ok(()),
+            Err(e) if matches!(errno(&e), Some(Errno::ENODEV | Errno::ENOENT)) => Ok(()),
             Err(e) => Err(nl(format!("delete host veth {name}"))(e)),
         }
     })
@@ -815,7 +811,7 @@ async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>
     let mut links = handle.link().get().match_name(name.to_owned()).execute();
     match links.try_next().await {
         Ok(link) => Ok(link),
-        Err(e) if matches!(errno(&e), Some(ENODEV | ENOENT)) => Ok(None),
+        Err(e) if matches!(errno(&e), Some(Errno::ENODEV | Errno::ENOENT)) => Ok(None),
         Err(e) => Err(nl(format!("look up link {name}"))(e)),
     }
 }
@@ -850,7 +846,7 @@ fn without_ipv6_is_empty<T>(
     answer: Result<Vec<T>, rtnetlink::Error>,
 ) -> Result<Vec<T>, rtnetlink::Error> {
     match answer {
-        Err(e) if errno(&e) == Some(EAFNOSUPPORT) => Ok(Vec::new()),
+        Err(e) if errno(&e) == Some(Errno::EAFNOSUPPORT) => Ok(Vec::new()),
         other => other,
     }
 }
@@ -1029,9 +1025,10 @@ fn rule_table(rule: &RuleMessage) -> u32 {
 }
 
 /// The errno of a netlink error answer, if it is one.
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
+/// The errno a kernel's netlink answer carries (`None` for errors that are not the kernel's).
+fn errno(e: &rtnetlink::Error) -> Option<Errno> {
     match e {
-        rtnetlink::Error::NetlinkError(message) => Some(-message.raw_code()),
+        rtnetlink::Error::NetlinkError(message) => Some(Errno::from_raw(-message.raw_code())),
         _ => None,
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
-use wasmtime::StoreLimits;
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
 use super::bindings::allocator::wasmcni::plugin::{
     clock, config, eni_ops, kv, log, pool_view, types,
@@ -30,6 +30,68 @@ use super::limits::{
     MAX_SECURITY_GROUPS,
 };
 use super::pool::PoolSnapshot;
+
+/// The call's resource limiter: wasmtime's [`StoreLimits`] for instances, tables and
+/// memories, and the memory limit refused with a typed [`HostLimit::Memory`] trap, so the
+/// caller names the limit from the error itself rather than from wasmtime's message text.
+pub(super) struct CallLimiter {
+    memory_bytes: usize,
+    counts: StoreLimits,
+}
+
+impl CallLimiter {
+    pub(super) fn new(memory_bytes: usize) -> CallLimiter {
+        CallLimiter {
+            memory_bytes,
+            counts: StoreLimitsBuilder::new()
+                .memory_size(memory_bytes)
+                .instances(4)
+                .tables(8)
+                .memories(2)
+                .trap_on_grow_failure(true)
+                .build(),
+        }
+    }
+}
+
+impl ResourceLimiter for CallLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            return Err(HostLimit::Memory {
+                limit: self.memory_bytes,
+                desired,
+            }
+            .into());
+        }
+        self.counts.memory_growing(current, desired, maximum)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.counts.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.counts.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.counts.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.counts.memories()
+    }
+}
 
 /// A privileged request a plugin made during a call, for the audit log.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -66,12 +128,12 @@ impl Clock {
 }
 
 /// Per-call host state.
-pub struct HostState {
+pub(super) struct HostState {
     pub(super) plugin: Arc<str>,
     pub(super) grants: Arc<Grants>,
     pub(super) settings: Arc<BTreeMap<String, String>>,
     pub(super) snapshot: Arc<PoolSnapshot>,
-    pub(super) limits: StoreLimits,
+    pub(super) limits: CallLimiter,
     pub(super) clock: Clock,
     pub(super) kv_store: Option<Arc<KvStore>>,
     pub(super) kv: Option<KvTxn>,
@@ -95,7 +157,7 @@ impl HostState {
         grants: Arc<Grants>,
         settings: Arc<BTreeMap<String, String>>,
         snapshot: Arc<PoolSnapshot>,
-        limits: StoreLimits,
+        limits: CallLimiter,
         clock: Clock,
         max_calls: u32,
         kv_store: Option<Arc<KvStore>>,

@@ -189,6 +189,16 @@ pub enum HostLimit {
         /// Calls running (every slot).
         running: u32,
     },
+    /// A memory was to grow past the call's memory limit (the resource limiter refused it).
+    #[error(
+        "exceeded its memory limit of {limit} bytes (asked to grow a memory to {desired} bytes)"
+    )]
+    Memory {
+        /// The call's memory limit in bytes.
+        limit: usize,
+        /// The size the guest asked for.
+        desired: usize,
+    },
     /// An argument was too large for what it is.
     #[error("passed {what} of {len} bytes; at most {max} are accepted")]
     Oversized {

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{Config, Engine, Store, Trap, UpdateDeadline};
 
 mod audit_log;
 mod cache;
@@ -47,11 +47,11 @@ pub use pool::{EniInfo, NodeInfo, NodeLimits, PoolSnapshot, RequestFailure, Subn
 
 use cache::ArtifactCache;
 use gate::Gate;
-use host::{Clock, HostState};
+use host::{CallLimiter, Clock, HostState};
 use limits::{truncate, CONCURRENT_CALLS};
 
 pub(crate) mod bindings {
-    pub mod allocator {
+    pub(crate) mod allocator {
         wasmtime::component::bindgen!({
             path: "../wit",
             world: "allocator",
@@ -59,7 +59,7 @@ pub(crate) mod bindings {
             imports: { default: trappable },
         });
     }
-    pub mod tagger {
+    pub(crate) mod tagger {
         wasmtime::component::bindgen!({
             path: "../wit",
             world: "tagger",
@@ -72,7 +72,7 @@ pub(crate) mod bindings {
             },
         });
     }
-    pub mod policy {
+    pub(crate) mod policy {
         wasmtime::component::bindgen!({
             path: "../wit",
             world: "policy",
@@ -666,13 +666,7 @@ impl Plugin {
             self.grants.clone(),
             self.settings.clone(),
             snapshot,
-            StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .instances(4)
-                .tables(8)
-                .memories(2)
-                .trap_on_grow_failure(true)
-                .build(),
+            CallLimiter::new(limits.memory_bytes),
             clock,
             limits.host_calls,
             self.kv.clone(),
@@ -1110,9 +1104,6 @@ fn describe_trap(error: &wasmtime::Error, limits: &Limits) -> String {
         };
     }
     let chain = format!("{error:#}");
-    if chain.contains("forcing trap when growing memory") {
-        return format!("exceeded its memory limit of {} bytes", limits.memory_bytes);
-    }
     if chain.contains("fuel allocated for hostcalls has been exhausted") {
         return "passed more data to the host in one call than it accepts (hostcall fuel; an oversized string or list)".to_owned();
     }
