@@ -22,7 +22,7 @@ EXECUTABLE = re.compile(r"\(([^()]+)\)\s*$")
 
 
 def binary_name(text: str) -> str:
-    """`unittests src/lib.rs (target/release/deps/wasmcni-0a1b)` -> `wasmcni-0a1b`."""
+    """`unittests src/lib.rs (target/checked/deps/wasmcni-0a1b)` -> `wasmcni-0a1b`."""
     match = EXECUTABLE.search(text)
     return os.path.basename(match.group(1)) if match else text.strip()
 

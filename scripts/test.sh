@@ -20,14 +20,14 @@ fi
 echo "== format"
 cargo fmt --all --check
 for guests in plugins tests/plugins; do (cd "$guests" && cargo fmt --all --check); done
-echo "== build (release: one profile for tests, demo and benchmark)"
-cargo build --release --workspace --bins
+echo "== build (the checked profile: release with overflow checks and debug assertions in our crates)"
+cargo build --profile checked --workspace --bins
 echo "== plugins (components of plugins/ and the hostile test plugins of tests/plugins)"
 # The binary the workspace build just made (`cargo run -p` alone would unify features
 # differently and compile its dependencies again).
-"${CARGO_TARGET_DIR:-target}"/release/wasmcni-plugin-build tests/plugins
+"${CARGO_TARGET_DIR:-target}"/checked/wasmcni-plugin-build tests/plugins
 echo "== lint"
-cargo clippy --release --workspace --all-targets -- -D warnings
+cargo clippy --profile checked --workspace --all-targets -- -D warnings
 for guests in plugins tests/plugins; do
   (cd "$guests" && CARGO_TARGET_DIR="$root/target/wasm-guests" cargo clippy --release --target wasm32-unknown-unknown -- -D warnings)
 done
@@ -38,7 +38,7 @@ trap 'rm -rf "$work"' EXIT
 # The test executables cargo builds, so that one that never starts is counted too. A build
 # error here is shown, and the run goes on to report it in the closing line.
 list_tests() {
-  cargo test --release --no-run --message-format=json "$@" 2>>"$work/build.log" |
+  cargo test "$@" --no-run --message-format=json 2>>"$work/build.log" |
     python3 -c 'import json, sys
 for line in sys.stdin:
     try:
@@ -49,11 +49,11 @@ for line in sys.stdin:
         print(message["executable"])'
 }
 set +e
-list_tests --workspace >"$work/expected"
+list_tests --profile checked --workspace >"$work/expected"
 # The plugins' own decision logic (vpc-warm-pool's VPC CNI tables, pack, cluster-tags,
 # namespace-guard, the template, the SDK), natively: the guest workspace is separate.
-(cd plugins && CARGO_TARGET_DIR="$root/target/wasm-guests" list_tests) >>"$work/expected"
-cargo test --release --workspace --no-fail-fast 2>&1 | tee "$work/host.log"
+(cd plugins && CARGO_TARGET_DIR="$root/target/wasm-guests" list_tests --release) >>"$work/expected"
+cargo test --profile checked --workspace --no-fail-fast 2>&1 | tee "$work/host.log"
 host_status=${PIPESTATUS[0]}
 (cd plugins && CARGO_TARGET_DIR="$root/target/wasm-guests" cargo test --release --no-fail-fast) 2>&1 |
   tee "$work/guests.log"

@@ -113,7 +113,7 @@ fn main() {
     let guard = runtime.load(&four[3]).expect("namespace-guard");
     let inventory = Inventory {
         blocks: vec![AddressBlock {
-            cidr: "10.88.0.0/24".parse().unwrap(),
+            cidr: "10.88.0.0/24".parse().expect("a valid CIDR"),
             route_table: None,
             kind: BlockKind::StaticRange,
             eni_id: None,

@@ -5,6 +5,10 @@
 //! happens on a short-lived OS thread that does nothing else: it enters the namespace, opens a
 //! netlink socket (which stays bound to that namespace for its whole life) and exits. The
 //! socket is then driven by rtnetlink on the normal runtime.
+//!
+//! It holds unsafe code (allowed here only): netlink-sys hands the socket over as a raw
+//! descriptor, which becomes an owned one; each conversion says why it is sound.
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};

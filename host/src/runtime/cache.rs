@@ -81,6 +81,9 @@ impl ArtifactCache {
 
     /// Loads the cached compilation of `digest`, or compiles `bytes` and caches the result.
     /// Failing to write the cache only costs the next start a compilation.
+    // The one unsafe call of the runtime: wasmtime cannot check precompiled machine code, so
+    // deserializing it is unsafe; the SAFETY comment below says what makes it sound here.
+    #[allow(unsafe_code)]
     pub(super) fn load_or_compile(
         &self,
         engine: &Engine,

@@ -5,6 +5,10 @@
 //! namespace into unrelated tasks, so a throwaway thread enters the namespace, opens a
 //! NETLINK_ROUTE socket (which stays bound to that namespace) and exits; rtnetlink then drives
 //! the socket on the normal runtime. [`new_anonymous`] makes a namespace the same way.
+//!
+//! It holds unsafe code (allowed here only): netlink-sys hands the socket over as a raw
+//! descriptor, which becomes an owned one; each conversion says why it is sound.
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};

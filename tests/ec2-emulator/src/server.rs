@@ -15,11 +15,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// Largest request body accepted (EC2 Query requests are small; this bounds memory).
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+pub(crate) const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// A request reduced to what the handlers read.
 #[derive(Debug)]
-pub struct PlainRequest {
+pub(crate) struct PlainRequest {
     /// Method, e.g. `POST`.
     pub method: String,
     /// Path without the query.
@@ -34,7 +34,7 @@ pub struct PlainRequest {
 
 impl PlainRequest {
     /// The value of header `name` (lower-case).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .rev()
@@ -71,8 +71,11 @@ async fn plain(request: Request<Incoming>) -> PlainRequest {
 /// Serve `listener` until `shutdown` turns true: every request goes to `handler`. Open
 /// connections are dropped at shutdown too, so pooled client connections cannot keep an old
 /// emulator alive.
-pub async fn serve<H, F>(listener: TcpListener, mut shutdown: watch::Receiver<bool>, handler: H)
-where
+pub(crate) async fn serve<H, F>(
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    handler: H,
+) where
     H: Fn(PlainRequest) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
@@ -103,7 +106,7 @@ where
 }
 
 /// A response with `status`, a content type and a body.
-pub fn respond(
+pub(crate) fn respond(
     status: u16,
     content_type: &str,
     body: String,

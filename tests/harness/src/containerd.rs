@@ -31,6 +31,8 @@ const SHIM_SOCKET_PARENT: &str = "/run/containerd";
 pub const CNI_CACHE_DIR: &str = "/var/lib/cni";
 
 /// Marks an overlay upper directory opaque: the same directory of lower layers is not merged in.
+/// (`setxattr` through libc: nix has no wrapper for it.)
+#[allow(unsafe_code)]
 fn make_opaque(dir: &Path) {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).expect("path");

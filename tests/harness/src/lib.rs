@@ -15,15 +15,22 @@ pub mod traffic;
 use std::path::PathBuf;
 
 /// Directory holding the `wasmcni` and `wasmcni-host` binaries: `WASMCNI_BIN_DIR`, or the
-/// workspace's release target directory (the README's test command builds it first).
+/// profile directory this executable was built into (`target/checked` for the README's test
+/// command, `target/release` for the demo), which the same build filled with the binaries.
 pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("WASMCNI_BIN_DIR") {
         return PathBuf::from(dir);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    target.join("release")
+    let exe = std::env::current_exe().expect("the path of the running executable");
+    let dir = exe.parent().expect("an executable lives in a directory");
+    // Test executables live in `<profile>/deps`, binaries in `<profile>`.
+    if dir.file_name().is_some_and(|name| name == "deps") {
+        dir.parent()
+            .expect("deps lives in a profile directory")
+            .to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Where `wasmcni-plugin-build` writes the components: `<target>/plugins`.

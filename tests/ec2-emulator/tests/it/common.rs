@@ -11,10 +11,10 @@ use aws_sdk_ec2::error::ProvideErrorMetadata;
 use ec2_emulator::{Emulator, EmulatorHandle, Scenario};
 
 /// No single client call (retries included) may take longer than this.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Await `future` or fail the test naming `what`.
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+pub(crate) async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     match tokio::time::timeout(CALL_TIMEOUT, future).await {
         Ok(value) => value,
         Err(_) => panic!("{what} did not finish within {CALL_TIMEOUT:?}"),
@@ -22,13 +22,13 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 }
 
 /// A plain-HTTP client for loopback endpoints (no TLS needed).
-pub fn http_client() -> SharedHttpClient {
+pub(crate) fn http_client() -> SharedHttpClient {
     aws_smithy_http_client::Builder::new().build_http()
 }
 
 /// An EC2 client for `endpoint` with static credentials, region us-west-2, standard retry
 /// with `max_attempts` and short backoff, and an operation timeout.
-pub fn ec2_client(endpoint: &str, max_attempts: u32) -> aws_sdk_ec2::Client {
+pub(crate) fn ec2_client(endpoint: &str, max_attempts: u32) -> aws_sdk_ec2::Client {
     let config = aws_sdk_ec2::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-west-2"))
@@ -57,7 +57,7 @@ pub fn ec2_client(endpoint: &str, max_attempts: u32) -> aws_sdk_ec2::Client {
 }
 
 /// The emulator with `scenario` and a client without retries (errors surface at once).
-pub async fn start(scenario: Scenario) -> (EmulatorHandle, aws_sdk_ec2::Client) {
+pub(crate) async fn start(scenario: Scenario) -> (EmulatorHandle, aws_sdk_ec2::Client) {
     let emulator = within("starting the emulator", Emulator::start(scenario))
         .await
         .expect("emulator starts");
@@ -66,7 +66,7 @@ pub async fn start(scenario: Scenario) -> (EmulatorHandle, aws_sdk_ec2::Client) 
 }
 
 /// The EC2 error code of a failed SDK call.
-pub fn code<T, E: ProvideErrorMetadata + std::fmt::Debug>(result: Result<T, E>) -> String {
+pub(crate) fn code<T, E: ProvideErrorMetadata + std::fmt::Debug>(result: Result<T, E>) -> String {
     match result {
         Ok(_) => panic!("the call succeeded; an EC2 error was expected"),
         Err(e) => e

@@ -6,14 +6,14 @@ use wasmcni_harness::netns::NetNs;
 use wasmcni_harness::node::TestNode;
 
 /// A node with its daemon running and a pod CIDR of 10.88.0.0/24.
-pub fn running_node() -> TestNode {
+pub(crate) fn running_node() -> TestNode {
     let mut node = TestNode::new("10.88.0.0/24");
     node.start_daemon();
     node
 }
 
 /// A conflist with wasmcni alone at `version`.
-pub fn wasmcni_only(node: &TestNode, version: &str) -> Conflist {
+pub(crate) fn wasmcni_only(node: &TestNode, version: &str) -> Conflist {
     Conflist {
         name: "wasmcni-test".into(),
         cni_version: version.into(),
@@ -22,12 +22,12 @@ pub fn wasmcni_only(node: &TestNode, version: &str) -> Conflist {
 }
 
 /// A pod: its namespace and its attachment parameters (Kubernetes-style CNI_ARGS).
-pub struct Pod {
+pub(crate) struct Pod {
     pub ns: NetNs,
     pub attachment: Attachment,
 }
 
-pub fn pod(name: &str) -> Pod {
+pub(crate) fn pod(name: &str) -> Pod {
     let ns = NetNs::new("wp");
     let attachment = Attachment {
         container_id: format!("{}-{name}", ns.name()),
@@ -44,7 +44,7 @@ pub fn pod(name: &str) -> Pod {
 }
 
 /// The pod address in a result (`ips[0].address` without the prefix length).
-pub fn pod_ip(result: &Value) -> String {
+pub(crate) fn pod_ip(result: &Value) -> String {
     let address = result["ips"]
         .as_array()
         .and_then(|ips| {

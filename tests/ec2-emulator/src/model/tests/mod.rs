@@ -23,7 +23,7 @@ pub(super) struct Fixture {
 }
 
 impl Fixture {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         let mut ec2 = Ec2Model::new(7);
         let vpc = ec2.create_vpc(net4("10.0.0.0/16")).expect("vpc");
         let block = ec2.assign_vpc_ipv6_cidr_block(&vpc.id).expect("ipv6 /56");
@@ -38,14 +38,14 @@ impl Fixture {
     }
 
     /// A running instance of `instance_type` in the fixture's subnet.
-    pub fn instance(&mut self, instance_type: &str) -> Instance {
+    pub(super) fn instance(&mut self, instance_type: &str) -> Instance {
         self.ec2
             .run_instance(RunInstance::new(instance_type, &self.subnet.id))
             .expect("run instance")
     }
 
     /// Another subnet in the fixture's VPC.
-    pub fn subnet(&mut self, cidr: &str, az: &str) -> Subnet {
+    pub(super) fn subnet(&mut self, cidr: &str, az: &str) -> Subnet {
         self.ec2
             .create_subnet(&self.vpc.id, net4(cidr), az)
             .expect("subnet")

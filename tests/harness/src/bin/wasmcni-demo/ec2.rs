@@ -17,7 +17,7 @@ use wasmcni_harness::traffic::{ping, tcp_fetch, EchoServer, PEER_ADDRESS};
 
 use super::{audit, check, pod_ip};
 
-pub fn run() -> u32 {
+pub(crate) fn run() -> u32 {
     let mut failures = 0u32;
     println!("== wasmcni demo, EC2 mode: an emulated t3.medium (3 ENIs x 5 pod addresses)");
     let ec2 = Ec2Node::start("t3.medium", |s| s);
@@ -145,7 +145,7 @@ pub fn run() -> u32 {
     failures
 }
 
-pub fn run_ipv6() -> u32 {
+pub(crate) fn run_ipv6() -> u32 {
     let mut failures = 0u32;
     println!("== wasmcni demo, EC2 IPv6 prefix mode: an emulated m5.large in IPv6 subnets");
     let mut ec2 = Ec2Node::start("m5.large", |s| s.with_ipv6());
