@@ -13,20 +13,17 @@ use super::confine;
 /// Default log file when the network configuration names none (`logFile`).
 pub const DEFAULT_LOG_FILE: &str = "/var/log/wasmcni/cni.log";
 
-/// Appends one JSON line `{"ts_ms", "level", "msg", "pid"}` to `path` (which must lie below
+/// Appends one JSON line `{"timestamp", "level", "message", "pid"}` (the schema every wasmcni
+/// log shares: docs/operating.md) to `path` (which must lie below
 /// the log directory), creating its directory. Logging must never fail an invocation, so
 /// errors are returned for stderr only.
 pub fn append(path: &Path, level: &str, message: &str) -> std::io::Result<()> {
     let relative = confine::log_file(&path.to_string_lossy())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))?;
-    let ts_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
     let line = serde_json::json!({
-        "ts_ms": ts_ms as u64,
+        "timestamp": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
         "level": level,
-        "msg": message,
+        "message": message,
         "pid": std::process::id(),
     });
     let mut bytes = serde_json::to_vec(&line).map_err(std::io::Error::other)?;

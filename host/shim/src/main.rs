@@ -29,9 +29,9 @@ fn main() {
         .clone()
         .unwrap_or_else(|| PathBuf::from(log::DEFAULT_LOG_FILE));
     let level = if outcome.exit_code == 0 {
-        "info"
+        "INFO"
     } else {
-        "error"
+        "ERROR"
     };
     if let Err(e) = log::append(&log_file, level, &outcome.log) {
         eprintln!("wasmcni: cannot write log {}: {e}", log_file.display());

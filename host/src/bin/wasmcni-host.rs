@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 use wasmcni::config::ClusterConfig;
@@ -69,6 +71,20 @@ fn load(config: Option<&PathBuf>) -> Result<ClusterConfig, wasmcni::config::Conf
     }
 }
 
+/// The daemon log's timestamps: RFC 3339 in UTC with milliseconds, as the shim's log and the
+/// plugin audit log write them (one field schema: docs/operating.md).
+struct Rfc3339Millis;
+
+impl FormatTime for Rfc3339Millis {
+    fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
+        write!(
+            w,
+            "{}",
+            humantime::format_rfc3339_millis(std::time::SystemTime::now())
+        )
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter =
@@ -98,6 +114,8 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .json()
+        .with_timer(Rfc3339Millis)
+        .flatten_event(true)
         .with_current_span(true)
         .with_span_list(false)
         .with_writer(writer)
@@ -346,7 +364,7 @@ fn audit_lines(audit: &serde_json::Value) -> String {
         .map(|e| {
             format!(
                 "{} {:<16} {:<10} {:<8} {}",
-                e["tsMs"],
+                e["timestamp"].as_str().unwrap_or("?"),
                 e["plugin"].as_str().unwrap_or("?"),
                 e["call"].as_str().unwrap_or("?"),
                 e["outcome"].as_str().unwrap_or("?"),

@@ -21,11 +21,13 @@ pub struct AuditLog {
     file: Arc<OnceLock<Option<RotatingLog>>>,
 }
 
-/// One plugin call, as the audit log records it.
+/// One plugin call, as the audit log records it: `{"timestamp", "plugin", "call", "args",
+/// "outcome", "result", "duration_us"}` (the field schema every wasmcni log shares:
+/// docs/operating.md).
 #[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct AuditEntry<'a> {
-    /// Milliseconds since the Unix epoch.
+    /// Milliseconds since the Unix epoch; written as `timestamp`, RFC 3339 in UTC.
+    #[serde(rename = "timestamp", serialize_with = "rfc3339_millis")]
     pub ts_ms: u64,
     /// Plugin name.
     pub plugin: &'a str,
@@ -39,6 +41,12 @@ pub struct AuditEntry<'a> {
     pub result: String,
     /// Wall time of the call, microseconds.
     pub duration_us: u64,
+}
+
+/// `ms` since the Unix epoch as RFC 3339 in UTC with milliseconds, as the daemon log writes it.
+fn rfc3339_millis<S: serde::Serializer>(ms: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(*ms);
+    serializer.collect_str(&humantime::format_rfc3339_millis(at))
 }
 
 impl AuditLog {
@@ -91,6 +99,32 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_is_one_line_in_the_shared_log_schema() {
+        let entry = AuditEntry {
+            ts_ms: 1_764_851_234_567,
+            plugin: "pack",
+            call: "allocate",
+            args: serde_json::json!({ "pod": "default/a" }),
+            outcome: "ok",
+            result: "10.0.0.5".to_owned(),
+            duration_us: 41,
+        };
+        let line: serde_json::Value = serde_json::to_value(&entry).unwrap();
+        assert_eq!(
+            line,
+            serde_json::json!({
+                "timestamp": "2025-12-04T12:27:14.567Z",
+                "plugin": "pack",
+                "call": "allocate",
+                "args": { "pod": "default/a" },
+                "outcome": "ok",
+                "result": "10.0.0.5",
+                "duration_us": 41,
+            })
+        );
+    }
 
     #[test]
     fn the_audit_log_rotates_and_stays_within_its_bound() {

@@ -161,13 +161,29 @@ fn ctr_run_cni_container_gets_a_reachable_ip_and_stop_removes_everything() {
     );
 }
 
-/// The `msg` of every line the shim logged.
+/// The `message` of every line the shim logged, each line checked against the field schema
+/// every wasmcni log shares (docs/operating.md).
 fn shim_messages(node: &TestNode) -> Vec<String> {
     std::fs::read_to_string(node.shim_log())
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|l| l["msg"].as_str().map(str::to_owned))
+        .map(|l| {
+            let line: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            let timestamp = line["timestamp"].as_str().unwrap_or_default();
+            assert!(
+                timestamp.ends_with('Z') && humantime::parse_rfc3339(timestamp).is_ok(),
+                "no RFC 3339 UTC timestamp: {l}"
+            );
+            assert!(
+                matches!(line["level"].as_str(), Some("INFO" | "ERROR")),
+                "{l}"
+            );
+            assert!(line["pid"].is_u64(), "{l}");
+            line["message"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no message: {l}"))
+                .to_owned()
+        })
         .collect()
 }
 

@@ -55,6 +55,14 @@ fn the_daemon_logs_json_lines_with_the_request_fields_and_rotates_its_file() {
         for line in text.lines() {
             let event: serde_json::Value =
                 serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            // The field schema every wasmcni log shares (docs/operating.md).
+            let timestamp = event["timestamp"].as_str().unwrap_or_default();
+            assert!(
+                timestamp.ends_with('Z') && humantime::parse_rfc3339(timestamp).is_ok(),
+                "no RFC 3339 UTC timestamp: {line}"
+            );
+            assert!(event["level"].is_string(), "no level: {line}");
+            assert!(event["message"].is_string(), "no message: {line}");
             lines.push(event);
         }
     }
@@ -63,7 +71,7 @@ fn the_daemon_logs_json_lines_with_the_request_fields_and_rotates_its_file() {
     let committed = lines
         .iter()
         .find(|e| {
-            e["fields"]["message"] == "ADD committed"
+            e["message"] == "ADD committed"
                 && e["span"]["container_id"] == last.container_id.as_str()
         })
         .unwrap_or_else(|| {
@@ -86,7 +94,7 @@ fn the_daemon_logs_json_lines_with_the_request_fields_and_rotates_its_file() {
         "{committed}"
     );
     // The daemon's last words made it to the file.
-    let message = |e: &serde_json::Value| e["fields"]["message"].as_str().unwrap_or("").to_owned();
+    let message = |e: &serde_json::Value| e["message"].as_str().unwrap_or("").to_owned();
     assert!(
         lines
             .iter()
