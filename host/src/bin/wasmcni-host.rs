@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 use wasmcni::config::ClusterConfig;
 use wasmcni::datapath::netlink::NetlinkDatapath;
 use wasmcni::server;
+use wasmcni_cni::text::escape_controls;
 
 #[derive(Parser)]
 #[command(
@@ -362,13 +363,23 @@ fn audit_lines(audit: &serde_json::Value) -> String {
         .unwrap_or_default()
         .iter()
         .map(|e| {
+            // A plugin chose the result's text: no control character reaches the terminal.
+            let text = |key: &str| escape_controls(e[key].as_str().unwrap_or("?"));
+            let when = match (&e["timestamp"], e["tsMs"].as_u64()) {
+                (serde_json::Value::String(when), _) => escape_controls(when),
+                // A line an older daemon wrote, before the shared log schema: milliseconds.
+                (_, Some(ms)) => humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+                )
+                .to_string(),
+                _ => "?".to_owned(),
+            };
             format!(
-                "{} {:<16} {:<10} {:<8} {}",
-                e["timestamp"].as_str().unwrap_or("?"),
-                e["plugin"].as_str().unwrap_or("?"),
-                e["call"].as_str().unwrap_or("?"),
-                e["outcome"].as_str().unwrap_or("?"),
-                e["result"].as_str().unwrap_or("")
+                "{when} {:<16} {:<10} {:<8} {}",
+                text("plugin"),
+                text("call"),
+                text("outcome"),
+                text("result")
             )
         })
         .collect::<Vec<_>>()
@@ -414,4 +425,33 @@ async fn run(
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&ops_socket);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_lines_read_both_schemas_and_escape_what_plugins_wrote() {
+        let audit = serde_json::json!({ "entries": [
+            { "timestamp": "2026-12-04T15:20:01.123Z", "plugin": "pack", "call": "allocate",
+              "outcome": "error", "result": "no\nfake line\u{1b}[31m" },
+            // A line an older daemon wrote.
+            { "tsMs": 1_764_851_234_567_u64, "plugin": "pack", "call": "allocate",
+              "outcome": "ok", "result": "10.0.0.5" },
+        ]});
+        let text = audit_lines(&audit);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].starts_with("2026-12-04T15:20:01.123Z pack"),
+            "{text}"
+        );
+        assert!(!lines[0].contains('\u{1b}'), "{text}");
+        assert!(
+            lines[1].starts_with("2025-12-04T12:27:14.567Z pack"),
+            "{text}"
+        );
+        assert!(lines[1].ends_with("10.0.0.5"), "{text}");
+    }
 }
