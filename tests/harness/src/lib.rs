@@ -33,9 +33,14 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
-/// Where `wasmcni-plugin-build` writes the components: `<target>/plugins`.
+/// Where `wasmcni-plugin-build` writes the components: `<target>/plugins`, the target
+/// directory being `CARGO_TARGET_DIR` or the workspace's `target/` (the rule plugin-build
+/// follows; not derived from [`bin_dir`], which a `--target` build nests one level deeper).
 pub fn plugins_dir() -> PathBuf {
-    bin_dir().join("../plugins")
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+        .join("plugins")
 }
 
 /// A `[[plugins]]` entry for the built component `name` of `kind`, pinned by its real digest,
