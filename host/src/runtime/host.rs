@@ -538,10 +538,10 @@ impl eni_ops::Host for HostState {
         let groups = &request.security_groups;
         let args = || {
             serde_json::json!({
-                "subnet-id": shown(&request.subnet_id),
-                "security-groups": groups.iter().take(MAX_SECURITY_GROUPS).map(|g| shown(g)).collect::<Vec<_>>(),
-                "security-group-count": groups.len(),
-                "secondary-ips": request.secondary_ips,
+                "subnet_id": shown(&request.subnet_id),
+                "security_groups": groups.iter().take(MAX_SECURITY_GROUPS).map(|g| shown(g)).collect::<Vec<_>>(),
+                "security_group_count": groups.len(),
+                "secondary_ips": request.secondary_ips,
                 "prefixes": request.prefixes,
             })
         };
@@ -567,7 +567,7 @@ impl eni_ops::Host for HostState {
 
     fn assign_ips(&mut self, eni_id: String, count: u32) -> HostResult<Result<(), String>> {
         self.charge()?;
-        let args = || serde_json::json!({ "eni-id": shown(&eni_id), "count": count });
+        let args = || serde_json::json!({ "eni_id": shown(&eni_id), "count": count });
         Ok(self.eni_request("eni-ops.assign-ips", args, |check| {
             id_ok("ENI id", &eni_id)?;
             check.assign_ips(&eni_id, count)
@@ -576,7 +576,7 @@ impl eni_ops::Host for HostState {
 
     fn assign_prefixes(&mut self, eni_id: String, count: u32) -> HostResult<Result<(), String>> {
         self.charge()?;
-        let args = || serde_json::json!({ "eni-id": shown(&eni_id), "count": count });
+        let args = || serde_json::json!({ "eni_id": shown(&eni_id), "count": count });
         Ok(self.eni_request("eni-ops.assign-prefixes", args, |check| {
             id_ok("ENI id", &eni_id)?;
             check.assign_prefixes(&eni_id, count)
@@ -597,7 +597,7 @@ impl eni_ops::Host for HostState {
             .collect();
         let args = || {
             serde_json::json!({
-                "eni-id": shown(&eni_id),
+                "eni_id": shown(&eni_id),
                 "addresses": addresses.iter().take(MAX_RELEASE_LIST).collect::<Vec<_>>(),
                 "count": count,
             })
@@ -627,7 +627,7 @@ impl eni_ops::Host for HostState {
             .collect();
         let args = || {
             serde_json::json!({
-                "eni-id": shown(&eni_id),
+                "eni_id": shown(&eni_id),
                 "prefixes": nets.as_ref().map(|n| n.iter().take(MAX_RELEASE_LIST).map(|p| p.to_string()).collect::<Vec<_>>()).ok(),
                 "count": count,
             })
@@ -646,7 +646,7 @@ impl eni_ops::Host for HostState {
 
     fn delete_eni(&mut self, eni_id: String) -> HostResult<Result<(), String>> {
         self.charge()?;
-        let args = || serde_json::json!({ "eni-id": shown(&eni_id) });
+        let args = || serde_json::json!({ "eni_id": shown(&eni_id) });
         Ok(self.eni_request("eni-ops.delete-eni", args, |check| {
             id_ok("ENI id", &eni_id)?;
             check.delete(&eni_id)

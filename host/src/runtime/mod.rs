@@ -251,7 +251,7 @@ impl PodInfo {
     /// The pod as audit-log arguments.
     pub fn audit_args(&self) -> serde_json::Value {
         serde_json::json!({
-            "container-id": self.container_id,
+            "container_id": self.container_id,
             "ifname": self.ifname,
             "namespace": self.namespace,
             "name": self.name,

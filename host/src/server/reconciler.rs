@@ -538,7 +538,7 @@ async fn eni_tags<D: Datapath>(
         ts_ms: now_unix_ms(),
         plugin: tagger.name(),
         call: "tags",
-        args: serde_json::json!({ "subnet-id": subnet_id }),
+        args: serde_json::json!({ "subnet_id": subnet_id }),
         outcome: if answer.is_ok() { "ok" } else { "error" },
         result: match &answer {
             Ok(t) => format!("{} tag(s)", t.len()),

@@ -976,11 +976,11 @@ fn an_operators_eni_and_a_trunk_eni_survive_a_strategy_that_asks_to_delete_them(
         .collect();
     assert!(refusals
         .iter()
-        .all(|e| e["outcome"] == "refused" || e["args"]["eni-id"] == ec2.primary_eni.as_str()));
+        .all(|e| e["outcome"] == "refused" || e["args"]["eni_id"] == ec2.primary_eni.as_str()));
     let reasons = |eni: &str| -> Vec<String> {
         refusals
             .iter()
-            .filter(|e| e["args"]["eni-id"] == eni)
+            .filter(|e| e["args"]["eni_id"] == eni)
             .map(|e| e["result"].as_str().unwrap().to_owned())
             .collect()
     };
