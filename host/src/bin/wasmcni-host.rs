@@ -368,10 +368,7 @@ fn audit_lines(audit: &serde_json::Value) -> String {
             let when = match (&e["timestamp"], e["tsMs"].as_u64()) {
                 (serde_json::Value::String(when), _) => escape_controls(when),
                 // A line an older daemon wrote, before the shared log schema: milliseconds.
-                (_, Some(ms)) => humantime::format_rfc3339_millis(
-                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
-                )
-                .to_string(),
+                (_, Some(ms)) => wasmcni::runtime::timestamp_of_unix_ms(ms).to_string(),
                 _ => "?".to_owned(),
             };
             format!(

@@ -43,10 +43,14 @@ pub struct AuditEntry<'a> {
     pub duration_us: u64,
 }
 
-/// `ms` since the Unix epoch as RFC 3339 in UTC with milliseconds, as the daemon log writes it.
+/// `ms` since the Unix epoch as the logs write a `timestamp`: RFC 3339 in UTC with
+/// milliseconds.
+pub fn timestamp_of_unix_ms(ms: u64) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
 fn rfc3339_millis<S: serde::Serializer>(ms: &u64, serializer: S) -> Result<S::Ok, S::Error> {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(*ms);
-    serializer.collect_str(&humantime::format_rfc3339_millis(at))
+    serializer.collect_str(&timestamp_of_unix_ms(*ms))
 }
 
 impl AuditLog {

@@ -31,9 +31,9 @@ use super::limits::{
 };
 use super::pool::PoolSnapshot;
 
-/// The call's resource limiter: wasmtime's [`StoreLimits`] for instances, tables and
-/// memories, and the memory limit refused with a typed [`HostLimit::Memory`] trap, so the
-/// caller names the limit from the error itself rather than from wasmtime's message text.
+/// The call's resource limiter: the memory limit, refused with a typed [`HostLimit::Memory`]
+/// trap so the caller names the limit from the error itself rather than from wasmtime's
+/// message text; wasmtime's [`StoreLimits`] for the counts of instances, tables and memories.
 pub(super) struct CallLimiter {
     memory_bytes: usize,
     counts: StoreLimits,
@@ -44,7 +44,6 @@ impl CallLimiter {
         CallLimiter {
             memory_bytes,
             counts: StoreLimitsBuilder::new()
-                .memory_size(memory_bytes)
                 .instances(4)
                 .tables(8)
                 .memories(2)

@@ -36,7 +36,9 @@ pub mod kv;
 pub mod limits;
 pub mod pool;
 
-pub use audit_log::{AuditEntry, AuditLog, AUDIT_LOG_KEEP, AUDIT_LOG_MAX_BYTES};
+pub use audit_log::{
+    timestamp_of_unix_ms, AuditEntry, AuditLog, AUDIT_LOG_KEEP, AUDIT_LOG_MAX_BYTES,
+};
 pub use grants::{
     Capability, EniRequest, FailureMode, FailurePolicy, Grants, Hook, Import, NetlinkRequest,
     PluginKind,
