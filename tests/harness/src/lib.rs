@@ -50,7 +50,7 @@ pub fn plugin_entry(name: &str, kind: &str, extra: &str) -> String {
     let path = path
         .canonicalize()
         .unwrap_or_else(|e| panic!("{}: {e} (build the plugins first)", path.display()));
-    let digest = wasmcni::runtime::digest_of_file(&path).expect("read the component");
+    let digest = wasmcni_runtime::digest_of_file(&path).expect("read the component");
     format!(
         "\n[[plugins]]\nname = \"{name}\"\nkind = \"{kind}\"\npath = \"{}\"\ndigest = \"{digest}\"\n{extra}\n",
         path.display()

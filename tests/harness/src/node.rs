@@ -52,14 +52,14 @@ impl TestNode {
     /// A node whose daemon runs on the embedded default configuration: socket
     /// /run/wasmcni/wasmcni.sock, state in /var/lib/wasmcni, the default static pool.
     pub fn with_embedded_default() -> TestNode {
-        let config = wasmcni::config::ClusterConfig::embedded_default().expect("embedded default");
+        let config = wasmcni_config::ClusterConfig::embedded_default().expect("embedded default");
         let pool = config.static_pool("embedded default").expect("static pool");
         Self::build(&pool.cidrs[0].to_string(), true)
     }
 
     /// A node whose daemon runs on the cluster configuration `text` (its socket and pool).
     pub fn with_cluster_config(text: &str) -> TestNode {
-        let config = wasmcni::config::ClusterConfig::parse(text, "test configuration")
+        let config = wasmcni_config::ClusterConfig::parse(text, "test configuration")
             .expect("valid configuration");
         let pool = config
             .static_pool("test configuration")

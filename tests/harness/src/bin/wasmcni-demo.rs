@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     println!("== wasmcni demo: the embedded default configuration + the `pack` allocator plugin");
     let config = format!(
         "{}{}",
-        wasmcni::config::DEFAULT_CONFIG,
+        wasmcni_config::DEFAULT_CONFIG,
         wasmcni_harness::allocator_plugin_config("pack", &["pool-view", "eni-ops", "log"])
     );
     let mut node = TestNode::with_cluster_config(&config);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wasmcni::datastore::{AllocationState, Datastore, WalOptions};
+use wasmcni_datastore::{AllocationState, Datastore, WalOptions};
 use wasmcni_harness::chain::Conflist;
 use wasmcni_harness::node::TestNode;
 

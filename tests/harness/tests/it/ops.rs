@@ -8,7 +8,7 @@ use crate::support::{pod, wasmcni_only};
 /// The embedded default with its socket in `run` (below /run/wasmcni), its state in `dir`
 /// and `daemon_keys` added to `[daemon]`.
 fn config_in(run: &std::path::Path, dir: &std::path::Path, daemon_keys: &str) -> String {
-    wasmcni::config::DEFAULT_CONFIG
+    wasmcni_config::DEFAULT_CONFIG
         .replace(
             "/run/wasmcni/wasmcni.sock",
             &run.join("wasmcni.sock").display().to_string(),
@@ -158,7 +158,7 @@ fn idle_clients_cannot_hold_the_operations_socket() {
     };
     assert!(get().unwrap().starts_with("HTTP/1.1 200"));
     // Clients that connect and never send a request take every connection slot...
-    let idle: Vec<UnixStream> = (0..wasmcni::server::ops::MAX_OPS_CONNECTIONS)
+    let idle: Vec<UnixStream> = (0..wasmcni_daemon::server::ops::MAX_OPS_CONNECTIONS)
         .map(|_| UnixStream::connect(node.ops_socket()).expect("connect"))
         .collect();
     std::thread::sleep(Duration::from_millis(200));
@@ -174,7 +174,8 @@ fn idle_clients_cannot_hold_the_operations_socket() {
             break;
         }
         assert!(
-            started.elapsed() < wasmcni::server::ops::OPS_HEADER_TIMEOUT + Duration::from_secs(5),
+            started.elapsed()
+                < wasmcni_daemon::server::ops::OPS_HEADER_TIMEOUT + Duration::from_secs(5),
             "idle clients still hold the socket"
         );
         std::thread::sleep(Duration::from_millis(200));

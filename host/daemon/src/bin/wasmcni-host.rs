@@ -1,0 +1,454 @@
+//! `wasmcni-host`: the privileged node daemon behind the `wasmcni` CNI shim.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::EnvFilter;
+use wasmcni_cni::text::escape_controls;
+use wasmcni_config::ClusterConfig;
+use wasmcni_daemon::server;
+use wasmcni_datapath::netlink::NetlinkDatapath;
+
+#[derive(Parser)]
+#[command(
+    name = "wasmcni-host",
+    version,
+    about = "wasmcni node daemon: IP pool, datastore and pod data path"
+)]
+struct Cli {
+    /// Cluster configuration (TOML). Without it the embedded default (policies/default.toml) is used.
+    #[arg(long, global = true, env = "WASMCNI_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Recover the datastore, reconcile the node and serve the CNI shim until SIGTERM/SIGINT.
+    Run,
+    /// Validate the cluster configuration and print it as the daemon understood it.
+    CheckConfig,
+    /// For every plugin: verified digest, real imports and exports, grants, what is under- or
+    /// over-granted, limits and failure policy. Exits 1 if a plugin would be refused.
+    Audit {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running daemon (over its operations socket) what it holds: `pool` (who holds
+    /// which address, on which ENI), `plugins` (digests, grants), `config` (effective),
+    /// `audit` (recent plugin calls) or `metrics`.
+    Inspect {
+        /// pool, plugins, config, audit or metrics.
+        what: String,
+        /// Print the daemon's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Operations socket (default: the configuration's `daemon.ops_socket`).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Read this node from IMDS (instance, zone, every ENI with its addresses and prefixes)
+    /// and its instance-type limits from EC2, and print them with the max-pods figures.
+    Discover {
+        /// IMDS endpoint (default http://169.254.169.254).
+        #[arg(long, env = "AWS_EC2_METADATA_SERVICE_ENDPOINT")]
+        imds: Option<String>,
+        /// EC2 endpoint (default: the region's).
+        #[arg(long, env = "AWS_ENDPOINT_URL_EC2")]
+        ec2: Option<String>,
+    },
+}
+
+fn load(config: Option<&PathBuf>) -> Result<ClusterConfig, wasmcni_config::ConfigError> {
+    match config {
+        Some(path) => ClusterConfig::load(path),
+        None => ClusterConfig::embedded_default(),
+    }
+}
+
+/// The daemon log's timestamps: RFC 3339 in UTC with milliseconds, as the shim's log and the
+/// plugin audit log write them (one field schema: docs/operating.md).
+struct Rfc3339Millis;
+
+impl FormatTime for Rfc3339Millis {
+    fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
+        write!(
+            w,
+            "{}",
+            humantime::format_rfc3339_millis(std::time::SystemTime::now())
+        )
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter =
+        || EnvFilter::try_from_env("WASMCNI_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // The daemon logs to its file (rotated) when the configuration names one, else to stderr;
+    // every event carries the fields of the request it belongs to (verb, container, pod,
+    // ifname).
+    let loaded = load(cli.config.as_ref());
+    let log_file = match (&cli.command, &loaded) {
+        (Commands::Run, Ok(config)) => config.daemon.log_file.as_ref().map(|path| {
+            wasmcni_telemetry::logfile::RotatingLog::open(
+                path,
+                config.daemon.log_max_bytes,
+                config.daemon.log_keep,
+            )
+            .map_err(|e| format!("log file {}: {e}", path.display()))
+        }),
+        _ => None,
+    };
+    let writer = match log_file {
+        Some(Ok(log)) => BoxMakeWriter::new(log),
+        Some(Err(e)) => {
+            eprintln!("wasmcni-host: {e}");
+            return ExitCode::FAILURE;
+        }
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
+    tracing_subscriber::fmt()
+        .json()
+        .with_timer(Rfc3339Millis)
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_writer(writer)
+        .with_env_filter(filter())
+        .init();
+    let config = match loaded {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("wasmcni-host: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Commands::CheckConfig => {
+            println!("{config:#?}");
+            ExitCode::SUCCESS
+        }
+        Commands::Audit { json } => match wasmcni_daemon::audit::AuditReport::of(&config) {
+            Err(e) => {
+                eprintln!("wasmcni-host: {e}");
+                ExitCode::FAILURE
+            }
+            Ok(report) => {
+                if json {
+                    match serde_json::to_string_pretty(&report) {
+                        Ok(text) => println!("{text}"),
+                        Err(e) => {
+                            eprintln!("wasmcni-host: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                } else {
+                    print!("{}", report.render_table());
+                }
+                if report.is_clean() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+        },
+        Commands::Inspect { what, json, socket } => {
+            let socket = socket.unwrap_or_else(|| config.ops_socket());
+            match inspect(&socket, &what, json) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("wasmcni-host inspect: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Commands::Discover { imds, ec2 } => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("wasmcni-host: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(discover(imds, ec2)) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("wasmcni-host: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Commands::Run => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("wasmcni-host: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let outcome = runtime.block_on(run(config, cli.config));
+            // Blocking threads still running (a netlink deletion, a plugin call ending at its
+            // next tick) get a moment, not a veto: SIGTERM ends the daemon within a second.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(300));
+            match outcome {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "wasmcni-host stopped");
+                    eprintln!("wasmcni-host: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// `discover`: the node and its limits, as JSON.
+async fn discover(
+    imds: Option<String>,
+    ec2: Option<String>,
+) -> Result<String, wasmcni_ec2::Ec2Error> {
+    use wasmcni_ec2 as ec2;
+    let endpoints = ec2::Endpoints {
+        ec2,
+        imds,
+        ..ec2::Endpoints::default()
+    };
+    let identity = ec2::discover(&ec2::imds_client(&endpoints)?).await?;
+    let client = ec2::ec2_client(&identity.region, &endpoints).await;
+    let limits = ec2::instance_limits(&client, &identity.instance_type).await?;
+    let report = serde_json::json!({
+        "node": identity,
+        "limits": limits,
+        "maxPods": {
+            "secondaryIps": ec2::max_pods(&limits, false, false),
+            "customNetworking": ec2::max_pods(&limits, true, false),
+            "prefixDelegation": ec2::max_pods(&limits, false, true),
+        },
+    });
+    serde_json::to_string_pretty(&report).map_err(|e| wasmcni_ec2::Ec2Error::Setup(e.to_string()))
+}
+
+/// One GET over the operations socket (plain HTTP/1.0, so no client library is needed).
+fn ops_get(socket: &std::path::Path, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| format!("{}: {e} (is wasmcni-host running?)", socket.display()))?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: wasmcni\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("malformed answer: {response:?}"))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(format!(
+            "{path}: {} {}",
+            head.lines().next().unwrap_or(head),
+            body.trim()
+        ));
+    }
+    Ok(body.to_owned())
+}
+
+fn inspect(socket: &std::path::Path, what: &str, json: bool) -> Result<String, String> {
+    let path = match what {
+        "pool" => "/v1/pool",
+        "plugins" => "/v1/plugins",
+        "config" => "/v1/config",
+        "audit" => "/v1/audit?n=50",
+        "metrics" => return ops_get(socket, "/metrics"),
+        other => {
+            return Err(format!(
+                "{other:?}: inspect pool, plugins, config, audit or metrics"
+            ))
+        }
+    };
+    let body = ops_get(socket, path)?;
+    if json {
+        return Ok(body.trim_end().to_owned());
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("{path}: not JSON: {e}"))?;
+    Ok(match what {
+        "pool" => pool_table(&value),
+        "audit" => audit_lines(&value),
+        _ => serde_json::to_string_pretty(&value).unwrap_or(body),
+    })
+}
+
+fn pool_table(pool: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    let mut out = format!(
+        "provider {}; {} free address(es); {} cooling\n",
+        text(&pool["provider"]),
+        pool["free"],
+        pool["cooling"].as_array().map_or(0, Vec::len)
+    );
+    if let Some(enis) = pool["enis"].as_array().filter(|enis| !enis.is_empty()) {
+        out.push_str("\nENI                    device  subnet                     primary IP\n");
+        for eni in enis {
+            out.push_str(&format!(
+                "{:<22} {:<7} {:<26} {}\n",
+                text(&eni["id"]),
+                eni["device_number"],
+                text(&eni["subnet_id"]),
+                text(&eni["primary_ip"])
+            ));
+        }
+    }
+    let blocks = pool["blocks"].as_array().cloned().unwrap_or_default();
+    let allocations = pool["allocations"].as_array().cloned().unwrap_or_default();
+    // IPv6 pod addresses are wider than the IPv4 column.
+    let width = allocations
+        .iter()
+        .map(|a| text(&a["ip"]).len())
+        .max()
+        .unwrap_or(0)
+        .max(16);
+    out.push_str(&format!(
+        "\n{:<width$} {:<32} {:<22} {:<6} state\n",
+        "IP", "pod", "ENI", "table"
+    ));
+    for a in allocations {
+        let ip = text(&a["ip"]);
+        let eni = blocks
+            .iter()
+            .find(|b| {
+                let cidr: Option<ipnet::IpNet> = b["cidr"].as_str().and_then(|c| c.parse().ok());
+                let ip: Option<std::net::IpAddr> = ip.parse().ok();
+                matches!((cidr, ip), (Some(c), Some(i)) if c.contains(&i))
+            })
+            .map_or_else(|| "-".to_owned(), |b| text(&b["eni"]));
+        out.push_str(&format!(
+            "{:<width$} {:<32} {:<22} {:<6} {}\n",
+            ip,
+            a["pod"].as_str().unwrap_or("-"),
+            eni,
+            a["routeTable"]
+                .as_u64()
+                .map_or_else(|| "main".to_owned(), |t| t.to_string()),
+            text(&a["state"])
+        ));
+    }
+    out.trim_end().to_owned()
+}
+
+fn audit_lines(audit: &serde_json::Value) -> String {
+    audit["entries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            // A plugin chose the result's text: no control character reaches the terminal.
+            let text = |key: &str| escape_controls(e[key].as_str().unwrap_or("?"));
+            let when = match (&e["timestamp"], e["tsMs"].as_u64()) {
+                (serde_json::Value::String(when), _) => escape_controls(when),
+                // A line an older daemon wrote, before the shared log schema: milliseconds.
+                (_, Some(ms)) => wasmcni_runtime::timestamp_of_unix_ms(ms).to_string(),
+                _ => "?".to_owned(),
+            };
+            format!(
+                "{when} {:<16} {:<10} {:<8} {}",
+                text("plugin"),
+                text("call"),
+                text("outcome"),
+                text("result")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn run(
+    config: ClusterConfig,
+    path: Option<PathBuf>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let socket = config.daemon.socket.clone();
+    // Bind first: it refuses to run beside another daemon before the datastore is touched, and
+    // shims that connect during recovery wait in the backlog instead of spooling their DELs.
+    let listener = server::bind(&socket)?;
+    let ops_socket = config.ops_socket();
+    let ops = server::bind_ops(&config).await?;
+    let datapath = NetlinkDatapath::connect()?;
+    let (handler, _report) = server::start(config, datapath).await?;
+    tracing::info!(socket = %socket.display(), "ready");
+    // A changed configuration file (or SIGHUP) swaps the plugins without a restart.
+    let watcher = path.map(|path| {
+        server::plugins::watch(handler.clone(), path, std::time::Duration::from_secs(2))
+    });
+    let shutdown = async {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch SIGTERM; stop with SIGINT");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    server::serve(handler, listener, Some(ops), shutdown).await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(&ops_socket);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_lines_read_both_schemas_and_escape_what_plugins_wrote() {
+        let audit = serde_json::json!({ "entries": [
+            { "timestamp": "2026-12-04T15:20:01.123Z", "plugin": "pack", "call": "allocate",
+              "outcome": "error", "result": "no\nfake line\u{1b}[31m" },
+            // A line an older daemon wrote.
+            { "tsMs": 1_764_851_234_567_u64, "plugin": "pack", "call": "allocate",
+              "outcome": "ok", "result": "10.0.0.5" },
+        ]});
+        let text = audit_lines(&audit);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].starts_with("2026-12-04T15:20:01.123Z pack"),
+            "{text}"
+        );
+        assert!(!lines[0].contains('\u{1b}'), "{text}");
+        assert!(
+            lines[1].starts_with("2025-12-04T12:27:14.567Z pack"),
+            "{text}"
+        );
+        assert!(lines[1].ends_with("10.0.0.5"), "{text}");
+    }
+}

@@ -1,0 +1,393 @@
+//! The node daemon's request server: a root-only Unix socket, one task per connection.
+//!
+//! A connection carries one request. Each is read under a deadline and a size limit, so a
+//! client that sends junk, too much, or nothing is answered (or dropped) without blocking
+//! anyone else, and a panic in one request's task ends that task only.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinSet;
+
+use wasmcni_cni::error::{codes, CniError};
+use wasmcni_cni::proto::{
+    pending_del_dir, DaemonRequest, DaemonResponse, FrameError, PROTOCOL_VERSION,
+};
+use wasmcni_cni::version::CniVersion;
+use wasmcni_config::ClusterConfig;
+use wasmcni_core::ipam::{Provider, StaticProvider};
+use wasmcni_datapath::Datapath;
+use wasmcni_datastore::{Datastore, WalOptions};
+use wasmcni_runtime::{AuditLog, PluginRuntime};
+
+pub(crate) mod cooling;
+pub mod framed;
+pub mod handler;
+pub mod install;
+pub mod keylock;
+pub mod ops;
+pub mod plugins;
+pub mod reconciler;
+pub mod recovery;
+
+use plugins::PluginSet;
+
+pub use handler::Handler;
+pub use recovery::ReconcileReport;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] wasmcni_config::ConfigError),
+    /// The datastore could not be opened.
+    #[error("datastore in {dir}: {source}")]
+    Datastore {
+        /// State directory.
+        dir: PathBuf,
+        /// Cause.
+        source: wasmcni_datastore::DatastoreError,
+    },
+    /// The address provider could not start (IMDS or EC2 unreachable, refused, malformed).
+    #[error("provider: {0}")]
+    Provider(String),
+    /// A plugin could not be loaded (digest, grants, not a valid component).
+    #[error(transparent)]
+    Plugin(wasmcni_runtime::PluginError),
+    /// The node could not be prepared (IPv4 forwarding).
+    #[error("preparing the node failed: {0}")]
+    PrepareNode(String),
+    /// The socket could not be set up.
+    #[error("socket {path}: {reason}")]
+    Socket {
+        /// Socket path.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// The plugin runtime of a daemon with `config`: compiled components cached, `kv` state and
+/// the audit log under the state directory.
+pub fn plugin_runtime(
+    config: &ClusterConfig,
+) -> Result<PluginRuntime, wasmcni_runtime::PluginError> {
+    let state = &config.daemon.state_dir;
+    Ok(PluginRuntime::new()?
+        .with_cache(&state.join("plugin-cache"))?
+        .with_kv_dir(&state.join("plugin-kv"))?
+        .with_audit_log(AuditLog::new(state.join("plugin-audit.log"))))
+}
+
+/// Opens the datastore, reconciles it with the node and returns a handler ready to serve.
+pub async fn start<D: Datapath>(
+    config: ClusterConfig,
+    datapath: D,
+) -> Result<(Arc<Handler<D>>, ReconcileReport), StartError> {
+    let ec2 = match config.provider.kind.as_str() {
+        "ec2" => Some(Arc::new(
+            wasmcni_ec2::Ec2Provider::start(&config.ec2(), &config.cluster.name)
+                .await
+                .map_err(|e| StartError::Provider(e.to_string()))?,
+        )),
+        _ => None,
+    };
+    let provider: Arc<dyn Provider> = match &ec2 {
+        Some(ec2) => ec2.clone(),
+        None => Arc::new(StaticProvider::new(&config.static_pool("configuration")?)),
+    };
+    let (store, recovery) = Datastore::open(&config.daemon.state_dir, WalOptions::default())
+        .map_err(|source| StartError::Datastore {
+            dir: config.daemon.state_dir.clone(),
+            source,
+        })?;
+    tracing::info!(
+        records = recovery.records_replayed,
+        torn_tail_bytes = recovery.torn_tail_bytes,
+        incomplete = recovery.incomplete.len(),
+        provider = provider.name(),
+        "datastore recovered"
+    );
+    datapath
+        .prepare_node()
+        .await
+        .map_err(|e| StartError::PrepareNode(e.to_string()))?;
+    let pending = pending_del_dir(&config.daemon.socket);
+    let runtime = plugin_runtime(&config).map_err(StartError::Plugin)?;
+    let plugins = PluginSet::load(&runtime, &config, 1).map_err(StartError::Plugin)?;
+    tracing::info!(plugins = %plugins.describe(), "plugins loaded");
+    let handler = Handler::new(config, datapath, store, provider, runtime, plugins);
+    handler.refresh_foreign_held().await;
+    if let Some(ec2) = ec2 {
+        reconciler::prepare(&handler, &ec2)
+            .await
+            .map_err(StartError::Provider)?;
+        tracing::info!(
+            instance = %ec2.identity().instance_id,
+            instance_type = %ec2.identity().instance_type,
+            enis = ec2.enis().len(),
+            addresses = handler.free_addresses(),
+            max_pods = ec2.max_pods(),
+            "EC2 provider ready"
+        );
+        let _ = handler.ec2.set(ec2);
+    }
+    let report = recovery::reconcile(&handler, &pending, recovery::Orphans::Remove).await;
+    if report.failures.is_empty() {
+        tracing::info!(?report, "node reconciled");
+    } else {
+        // Serve anyway: the rest of the node must not wait for one stuck item, which the
+        // periodic sweep retries.
+        tracing::error!(
+            ?report,
+            "node reconciled with failures; the sweep retries them"
+        );
+    }
+    Ok((handler, report))
+}
+
+/// Binds the daemon socket: parent directory 0700, socket 0600, a stale socket replaced, a live
+/// one (another daemon) refused.
+pub fn bind(path: &Path) -> Result<UnixListener, StartError> {
+    let fail = |reason: String| StartError::Socket {
+        path: path.to_owned(),
+        reason,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| fail(format!("creating {}: {e}", parent.display())))?;
+        // A directory others can write to would let them replace the socket or plant DELs.
+        wasmcni_cni::proto::check_private(parent, true).map_err(|e| fail(e.to_string()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(fail("another wasmcni-host is already serving on it".into()));
+        }
+        std::fs::remove_file(path).map_err(|e| fail(format!("removing the stale socket: {e}")))?;
+    }
+    // Created 0600 from the start (no window with the umask's mode), then checked.
+    let previous = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    nix::sys::stat::umask(previous);
+    let listener = bound.map_err(|e| fail(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| fail(format!("chmod 0600: {e}")))?;
+    Ok(listener)
+}
+
+/// How often the daemon looks for pods whose namespace was deleted without a DEL.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The operations listeners: the root-only Unix socket (metrics and introspection) and,
+/// when configured, a loopback TCP address for `/metrics`.
+pub struct OpsListeners {
+    /// `daemon.ops_socket`.
+    pub unix: UnixListener,
+    /// `daemon.metrics_listen`.
+    pub tcp: Option<tokio::net::TcpListener>,
+}
+
+/// Binds the operations socket (as [`bind`] does the CNI socket) and the metrics address.
+pub async fn bind_ops(config: &ClusterConfig) -> Result<OpsListeners, StartError> {
+    let unix = bind(&config.ops_socket())?;
+    let tcp =
+        match config.daemon.metrics_listen {
+            Some(address) => Some(tokio::net::TcpListener::bind(address).await.map_err(|e| {
+                StartError::Socket {
+                    path: PathBuf::from(address.to_string()),
+                    reason: e.to_string(),
+                }
+            })?),
+            None => None,
+        };
+    Ok(OpsListeners { unix, tcp })
+}
+
+/// Serves until `shutdown` resolves, then waits (bounded) for in-flight requests. Every
+/// [`SWEEP_INTERVAL`] a background sweep releases pods whose veth vanished. With `ops`, the
+/// operations endpoint ([`ops`]) is served too.
+pub async fn serve<D: Datapath>(
+    handler: Arc<Handler<D>>,
+    listener: UnixListener,
+    ops: Option<OpsListeners>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut tasks = JoinSet::new();
+    let sweeper = tokio::spawn({
+        let handler = handler.clone();
+        async move {
+            let pending = pending_del_dir(&handler.config.daemon.socket);
+            let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+            ticks.tick().await; // the first tick is immediate; recovery just ran
+            loop {
+                ticks.tick().await;
+                let report = recovery::reconcile(&handler, &pending, recovery::Orphans::Keep).await;
+                let quiet = ReconcileReport {
+                    kept: report.kept,
+                    ..ReconcileReport::default()
+                };
+                if report != quiet {
+                    tracing::info!(?report, "sweep");
+                }
+            }
+        }
+    });
+    // The EC2 provider's warm pool and leaked-ENI collector.
+    let mut background: Vec<tokio::task::JoinHandle<()>> = match handler.ec2.get() {
+        // IPv6 prefix mode creates no ENIs, so there are none to leak (VPC CNI turns its
+        // collector off there too).
+        Some(ec2) if ec2.family() == wasmcni_core::ipam::IpFamily::Ipv6 => {
+            vec![tokio::spawn(reconciler::run_ipv6(
+                handler.clone(),
+                ec2.clone(),
+            ))]
+        }
+        Some(ec2) => vec![
+            tokio::spawn(reconciler::run(handler.clone(), ec2.clone())),
+            tokio::spawn(reconciler::collect_leaks(ec2.clone())),
+        ],
+        None => Vec::new(),
+    };
+    if let Some(ops) = ops {
+        background.push(tokio::spawn(ops::serve(handler.clone(), ops.unix, ops.tcp)));
+    }
+    if let Some(install) = handler.config.install.clone() {
+        background.push(tokio::spawn(install::when_ready(handler.clone(), install)));
+    }
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let handler = handler.clone();
+                    tasks.spawn(async move { serve_connection(&handler, stream).await });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(finished) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = finished {
+                    tracing::error!(error = %e, "a request task panicked; the daemon keeps serving");
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    sweeper.abort();
+    for task in &background {
+        task.abort();
+    }
+    // Running plugin calls end at their next epoch tick, whatever they are doing, and new ones
+    // are refused: nothing a plugin does can hold the daemon up.
+    handler.runtime.stop_calls();
+    tracing::info!(in_flight = tasks.len(), "shutting down");
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_DRAIN, drain).await.is_err() {
+        // An ADD cut short here was never committed: the next start rolls it back.
+        tracing::warn!(
+            in_flight = tasks.len(),
+            "in-flight requests did not finish within {} ms; the next start recovers them",
+            SHUTDOWN_DRAIN.as_millis()
+        );
+    }
+}
+
+/// How long a stopping daemon waits for in-flight requests: together with the runtime's own
+/// shutdown, SIGTERM ends the daemon within a second, whatever plugins are doing. What is cut
+/// short is recovered at the next start (an uncommitted ADD is rolled back, a DEL replayed).
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
+
+async fn serve_connection<D: Datapath>(handler: &Handler<D>, mut stream: UnixStream) {
+    let limits = &handler.config.daemon;
+    let deadline = Duration::from_millis(limits.request_read_timeout_ms);
+    let reading = std::time::Instant::now();
+    let body = match tokio::time::timeout(
+        deadline,
+        framed::read_body(&mut stream, limits.max_request_bytes),
+    )
+    .await
+    {
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = limits.request_read_timeout_ms,
+                "a client sent no complete request in time"
+            );
+            return reply_error(
+                &mut stream,
+                CniError::new(codes::IO_FAILURE, "request not received in time"),
+            )
+            .await;
+        }
+        Ok(Err(FrameError::Io(e))) => {
+            tracing::debug!(error = %e, "client went away before sending a request");
+            return;
+        }
+        Ok(Err(e @ FrameError::TooLarge { .. })) => {
+            return reply_error(
+                &mut stream,
+                CniError::new(codes::INVALID_CONFIG, format!("request refused: {e}")),
+            )
+            .await;
+        }
+        Ok(Err(e)) => {
+            return reply_error(
+                &mut stream,
+                CniError::new(codes::DECODE_FAILURE, e.to_string()),
+            )
+            .await
+        }
+        Ok(Ok(body)) => body,
+    };
+    let read_for = reading.elapsed();
+    let request: DaemonRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return reply_error(
+                &mut stream,
+                CniError::new(
+                    codes::DECODE_FAILURE,
+                    format!("malformed request to the wasmcni daemon: {e}"),
+                ),
+            )
+            .await
+        }
+    };
+    if request.protocol != PROTOCOL_VERSION {
+        let error = CniError::new(
+            codes::PROTOCOL_FAILURE,
+            format!(
+                "the wasmcni shim speaks protocol {} but the daemon speaks {PROTOCOL_VERSION}; install matching versions",
+                request.protocol
+            ),
+        );
+        return reply_error(&mut stream, error).await;
+    }
+    wasmcni_telemetry::metrics::Metrics::global().phase(
+        request.request.command.as_str(),
+        "socket",
+        read_for,
+    );
+    let response = handler.handle(&request.request, &request.config).await;
+    if let Err(e) = framed::write(&mut stream, &response).await {
+        // The shim died or timed out. An ADD is already committed; the runtime will DEL it.
+        tracing::warn!(error = %e, command = request.request.command.as_str(), "could not deliver the response");
+    }
+}
+
+async fn reply_error(stream: &mut UnixStream, error: CniError) {
+    let response = DaemonResponse::Failure {
+        stdout: String::from_utf8_lossy(&error.to_stdout_bytes(CniVersion::LATEST.as_str()))
+            .into_owned(),
+        error,
+    };
+    let _ = framed::write(stream, &response).await;
+}

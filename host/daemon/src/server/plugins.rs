@@ -1,0 +1,273 @@
+//! The plugins a daemon runs — allocator, tagger, policy hooks — as one swappable set, and the
+//! policy-hook pass of ADD, DEL and CHECK with each hook's failure policy.
+//!
+//! A configuration reload builds a whole new set (every digest verified, every component
+//! linked) before it replaces the running one in a single pointer swap: a request runs with
+//! the set it started with, and an invalid configuration never replaces a working one.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmcni_cni::error::{codes, CniError};
+use wasmcni_config::ClusterConfig;
+use wasmcni_core::{Attachment, FailureMode, NetlinkRequest, Verb, Verdict};
+pub(crate) use wasmcni_runtime::now_unix_ms;
+use wasmcni_runtime::{AuditEntry, AuditLog, Plugin, PluginError, PluginRuntime};
+
+/// The loaded plugins of one configuration.
+pub struct PluginSet {
+    /// Chooses addresses; `None`: the built-in allocator.
+    pub allocator: Option<Arc<Plugin>>,
+    /// Tags new ENIs.
+    pub tagger: Option<Arc<Plugin>>,
+    /// Policy hooks, asked in order.
+    pub policies: Vec<Arc<Plugin>>,
+    /// Counts loads: 1 at start, +1 per applied reload.
+    pub generation: u64,
+}
+
+impl PluginSet {
+    /// No plugins: built-in allocator, no tagger, no hooks.
+    pub fn empty() -> PluginSet {
+        PluginSet {
+            allocator: None,
+            tagger: None,
+            policies: Vec::new(),
+            generation: 1,
+        }
+    }
+
+    /// Loads every plugin `config` uses (digests verified, grants linked).
+    pub fn load(
+        runtime: &PluginRuntime,
+        config: &ClusterConfig,
+        generation: u64,
+    ) -> Result<PluginSet, PluginError> {
+        let load = |spec: &wasmcni_core::PluginSpec| runtime.load(spec).map(Arc::new);
+        Ok(PluginSet {
+            allocator: config.allocator_spec().map(load).transpose()?,
+            tagger: config.tagger_spec().map(load).transpose()?,
+            policies: config
+                .policy_specs()
+                .into_iter()
+                .map(load)
+                .collect::<Result<_, _>>()?,
+            generation,
+        })
+    }
+
+    /// Names, for logs: `allocator=pack tagger=- policy=[namespace-guard]`.
+    pub fn describe(&self) -> String {
+        format!(
+            "allocator={} tagger={} policy=[{}]",
+            self.allocator.as_ref().map_or("built-in", |p| p.name()),
+            self.tagger.as_ref().map_or("-", |p| p.name()),
+            self.policies
+                .iter()
+                .map(|p| p.name().to_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+/// What the policy hooks decided.
+#[derive(Debug)]
+pub enum PolicyOutcome {
+    /// Go on, applying these datapath adjustments (ADD only).
+    Allowed(Vec<NetlinkRequest>),
+    /// Stop: the error to return (for DEL: after the cleanup).
+    Denied(CniError),
+}
+
+/// Asks every policy hook of `set` about `attachment`, in order; the first deny wins. A hook
+/// that fails (trap, limits, error) is handled by its failure policy for the verb. On DEL a
+/// deny cannot stop the cleanup; it is reported only when the hook's `del` policy is closed.
+pub async fn run_policies(
+    set: &PluginSet,
+    audit: &AuditLog,
+    attachment: Attachment,
+) -> PolicyOutcome {
+    let mut adjustments = Vec::new();
+    let attachment = Arc::new(attachment);
+    for plugin in &set.policies {
+        let started = Instant::now();
+        let task = {
+            let plugin = plugin.clone();
+            let attachment = attachment.clone();
+            tokio::task::spawn_blocking(move || plugin.evaluate(&attachment))
+        };
+        let answer = match task.await {
+            Ok(answer) => answer,
+            Err(e) => Err(PluginError::Trapped {
+                plugin: plugin.name().to_owned(),
+                call: "evaluate",
+                reason: format!("the call's task failed: {e}"),
+            }),
+        };
+        wasmcni_telemetry::metrics::Metrics::global()
+            .policy_verdicts
+            .get_or_create(&wasmcni_telemetry::metrics::VerdictLabel {
+                plugin: plugin.name().to_owned(),
+                hook: attachment.verb.hook().as_str().to_owned(),
+                verdict: match &answer {
+                    Ok(Verdict::Allow(_)) => "allow",
+                    Ok(Verdict::Deny(_)) => "deny",
+                    Err(_) => "error",
+                }
+                .to_owned(),
+            })
+            .inc();
+        audit.record(&AuditEntry {
+            ts_ms: now_unix_ms(),
+            plugin: plugin.name(),
+            call: "evaluate",
+            args: serde_json::json!({
+                "verb": attachment.verb,
+                "pod": attachment.pod.audit_args(),
+                "addresses": attachment.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "chained": attachment.chained,
+            }),
+            outcome: if answer.is_ok() { "ok" } else { "error" },
+            result: match &answer {
+                Ok(Verdict::Allow(adjust)) if adjust.is_empty() => "allow".to_owned(),
+                Ok(Verdict::Allow(adjust)) => format!("allow with {adjust:?}"),
+                Ok(Verdict::Deny(reason)) => format!("deny: {reason}"),
+                Err(e) => e.to_string(),
+            },
+            duration_us: started.elapsed().as_micros() as u64,
+        });
+        let mode = plugin.spec().on_failure.of(attachment.verb.hook());
+        let pod = attachment
+            .pod
+            .namespace
+            .as_deref()
+            .zip(attachment.pod.name.as_deref())
+            .map_or_else(
+                || format!("container {}", attachment.pod.container_id),
+                |(ns, name)| format!("pod {ns}/{name}"),
+            );
+        let verb = match attachment.verb {
+            Verb::Add => "ADD",
+            Verb::Del => "DEL",
+            Verb::Check => "CHECK",
+        };
+        match answer {
+            Ok(Verdict::Allow(adjust)) => adjustments.extend(adjust),
+            Ok(Verdict::Deny(reason))
+                if attachment.verb != Verb::Del || mode == FailureMode::Closed =>
+            {
+                return PolicyOutcome::Denied(CniError::new(
+                    codes::POLICY_DENIED,
+                    format!(
+                        "policy {} denied the {verb} of {pod}: {reason}",
+                        plugin.name()
+                    ),
+                ));
+            }
+            Ok(Verdict::Deny(reason)) => {
+                tracing::warn!(plugin = %plugin.name(), %pod, "policy denied a DEL (the cleanup goes on; del fails open): {reason}");
+            }
+            // Shutdown ended the call: not the plugin's failure, so no failure policy
+            // applies; ADD and CHECK are to be tried again, a DEL's cleanup goes on.
+            Err(e @ PluginError::Stopped { .. }) if attachment.verb != Verb::Del => {
+                return PolicyOutcome::Denied(CniError::new(
+                    codes::TRY_AGAIN_LATER,
+                    format!("{e}; try the {verb} of {pod} again"),
+                ));
+            }
+            Err(e @ PluginError::Stopped { .. }) => {
+                tracing::warn!(plugin = %plugin.name(), %pod, "{e}; the DEL's cleanup goes on");
+            }
+            Err(e) if mode == FailureMode::Closed => {
+                return PolicyOutcome::Denied(CniError::new(
+                    codes::PLUGIN_FAILURE,
+                    format!(
+                        "{e}; the {verb} of {pod} fails closed (on_failure.{} = \"closed\")",
+                        attachment.verb.hook().as_str()
+                    ),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(plugin = %plugin.name(), %pod, "{e}; {verb} goes on (on_failure.{} = \"open\")", attachment.verb.hook().as_str());
+            }
+        }
+    }
+    PolicyOutcome::Allowed(adjustments)
+}
+
+/// Applies the configuration in `path` to a running daemon: the plugin sections (which
+/// plugins, digests, grants, scopes, limits, failure policies, settings) take effect for
+/// requests that start afterwards; allocations are untouched. Refused, with the running set
+/// left in force, when the file is invalid, a plugin does not load, or a section that needs a
+/// restart (`[daemon]`, `[datapath]`, `[provider]`) changed.
+pub async fn reload<D: wasmcni_datapath::Datapath>(
+    handler: &super::handler::Handler<D>,
+    path: &std::path::Path,
+) -> Result<String, String> {
+    let config = ClusterConfig::load(path).map_err(|e| e.to_string())?;
+    let running = &handler.config;
+    let mut fixed = Vec::new();
+    if config.daemon != running.daemon {
+        fixed.push("[daemon]");
+    }
+    if config.datapath != running.datapath {
+        fixed.push("[datapath]");
+    }
+    if config.provider != running.provider {
+        fixed.push("[provider]");
+    }
+    if !fixed.is_empty() {
+        return Err(format!(
+            "{} changed {}, which needs a restart; nothing of it was applied",
+            path.display(),
+            fixed.join(", ")
+        ));
+    }
+    let generation = handler.plugins().generation + 1;
+    let runtime = handler.runtime.clone();
+    let set = tokio::task::spawn_blocking(move || PluginSet::load(&runtime, &config, generation))
+        .await
+        .map_err(|e| format!("loading the plugins failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+    let described = set.describe();
+    handler.swap_plugins(set);
+    Ok(format!("generation {generation} in force: {described}"))
+}
+
+/// Watches `path` for a changed configuration — on SIGHUP, and by content every
+/// `poll` (so a Kubernetes ConfigMap update applies by itself) — and reloads it. A failed
+/// reload is logged with its reason; the running configuration stays.
+pub fn watch<D: wasmcni_datapath::Datapath>(
+    handler: Arc<super::handler::Handler<D>>,
+    path: std::path::PathBuf,
+    poll: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let digest = |bytes: &[u8]| wasmcni_runtime::digest_of(bytes);
+        let mut seen = std::fs::read(&path).ok().map(|b| digest(&b));
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut ticks = tokio::time::interval(poll);
+        ticks.tick().await;
+        loop {
+            let signalled = tokio::select! {
+                _ = ticks.tick() => false,
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            };
+            let now = std::fs::read(&path).ok().map(|b| digest(&b));
+            if !signalled && now == seen {
+                continue;
+            }
+            seen = now;
+            match reload(&handler, &path).await {
+                Ok(message) => {
+                    tracing::info!(config = %path.display(), "configuration reloaded: {message}")
+                }
+                Err(reason) => {
+                    tracing::error!(config = %path.display(), "configuration reload refused, the running one stays: {reason}")
+                }
+            }
+        }
+    })
+}

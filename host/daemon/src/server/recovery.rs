@@ -1,0 +1,283 @@
+//! Start-up reconciliation and the periodic sweep: make the datastore and the node agree.
+//!
+//! The datastore is the truth about what the runtime was told; the node is the truth about
+//! what exists. After a crash they can disagree in exactly these ways, each resolved here:
+//! an ADD that never committed (roll back), a veth or rule with no owner (a crashed ADD's
+//! leftovers: remove), a committed pod whose veth is gone (its namespace was deleted without a
+//! DEL: release), and DELs the shim recorded while the daemon was unreachable (replay).
+//!
+//! Every item is handled on its own: one that fails is logged, counted and retried by the next
+//! sweep, and never stops the daemon from serving the rest of the node.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::Path;
+
+use super::handler::{reserved_host, Handler};
+use wasmcni_cni::proto::{check_private, PendingDel};
+use wasmcni_cni::request::Command;
+use wasmcni_datapath::Datapath;
+use wasmcni_datastore::{Allocation, AllocationState, AttachmentKey};
+
+/// What a reconciliation or sweep did, for the log and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// ADDs that had reserved an address but never committed, rolled back.
+    pub rolled_back: usize,
+    /// Committed pods whose host veth had disappeared, released.
+    pub released_gone: usize,
+    /// Veths marked as wasmcni's with no owner, removed.
+    pub orphan_veths: usize,
+    /// Rules marked as wasmcni's for addresses with no owner, removed.
+    pub orphan_rules: usize,
+    /// DELs recorded by the shim while the daemon was down, replayed.
+    pub replayed_dels: usize,
+    /// Allocations held after the pass.
+    pub kept: usize,
+    /// Items that could not be handled, each naming the item and the cause; retried later.
+    pub failures: Vec<String>,
+}
+
+/// Whether leftovers nobody owns are removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orphans {
+    /// Remove them: only before serving, when no request can be creating them.
+    Remove,
+    /// Leave them: while serving, a concurrent ADD's parts can look unowned for a moment.
+    Keep,
+}
+
+/// Reconciles the datastore with the node and replays pending DELs from `pending_dir`.
+/// [`Orphans::Remove`] is for start-up (before serving); the periodic sweep uses
+/// [`Orphans::Keep`]. Every step runs under the attachment's lock and re-checks the record, so
+/// the sweep is safe beside requests being served.
+pub async fn reconcile<D: Datapath>(
+    handler: &Handler<D>,
+    pending_dir: &Path,
+    orphans: Orphans,
+) -> ReconcileReport {
+    let mut report = ReconcileReport::default();
+    roll_back_unfinished(handler, &mut report).await;
+    replay_pending_dels(handler, pending_dir, &mut report).await;
+    release_vanished_and_orphans(handler, orphans, &mut report).await;
+    report.kept = handler.store().len();
+    report
+}
+
+/// Reserved allocations with no ADD in flight (the lock is free and the record unchanged)
+/// are leftovers of a crash or of a rollback that failed: undo and release them.
+async fn roll_back_unfinished<D: Datapath>(handler: &Handler<D>, report: &mut ReconcileReport) {
+    let reserved: Vec<Allocation> = handler
+        .store()
+        .allocations()
+        .filter(|a| a.state == AllocationState::Reserved)
+        .cloned()
+        .collect();
+    for allocation in reserved {
+        let _guard = handler.locks.lock(allocation.key.clone()).await;
+        if handler.store().get(&allocation.key) != Some(&allocation) {
+            continue; // the ADD finished (or was undone) meanwhile
+        }
+        let undone = match handler
+            .datapath
+            .teardown_pod(&reserved_host(&allocation))
+            .await
+        {
+            Ok(()) => handler.release(&allocation.key).await.map_err(|e| e.msg),
+            Err(e) => Err(e.to_string()),
+        };
+        match undone {
+            Ok(()) => {
+                tracing::warn!(container_id = %allocation.key.container_id, ip = %allocation.ip, "rolled back an ADD that never completed");
+                report.rolled_back += 1;
+            }
+            Err(e) => report.failures.push(format!(
+                "rolling back the unfinished ADD of {} ({}): {e}",
+                allocation.key, allocation.ip
+            )),
+        }
+    }
+}
+
+/// Replays the DELs the shim recorded while the daemon was unreachable, oldest first. A record
+/// older than the attachment it names is stale (the container id was reused) and skipped.
+async fn replay_pending_dels<D: Datapath>(
+    handler: &Handler<D>,
+    pending_dir: &Path,
+    report: &mut ReconcileReport,
+) {
+    let entries = match std::fs::read_dir(pending_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            report
+                .failures
+                .push(format!("reading {}: {e}", pending_dir.display()));
+            return;
+        }
+    };
+    if let Err(e) = check_private(pending_dir, true) {
+        report
+            .failures
+            .push(format!("pending DELs not replayed: {e}"));
+        return;
+    }
+    let mut files: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    for path in files {
+        let parsed = check_private(&path, false)
+            .map_err(|e| e.to_string())
+            .and_then(|()| std::fs::read(&path).map_err(|e| e.to_string()))
+            .and_then(|bytes| {
+                serde_json::from_slice::<PendingDel>(&bytes).map_err(|e| e.to_string())
+            })
+            .and_then(|pending| match pending.request.request.validate() {
+                Ok(()) if pending.request.request.command == Command::Del => Ok(pending),
+                Ok(()) => Err("not a DEL".to_owned()),
+                Err(e) => Err(e.msg),
+            });
+        let pending = match parsed {
+            Ok(pending) => pending,
+            Err(e) => {
+                // Set aside, not deleted: an operator may want to see what was there.
+                let rejected = path.with_extension("rejected");
+                let _ = std::fs::rename(&path, &rejected);
+                report.failures.push(format!(
+                    "pending DEL {} rejected ({e}); moved to {}",
+                    path.display(),
+                    rejected.display()
+                ));
+                continue;
+            }
+        };
+        let key = AttachmentKey {
+            container_id: pending.request.request.container_id.clone(),
+            ifname: pending.request.request.ifname.clone(),
+        };
+        let _guard = handler.locks.lock(key.clone()).await;
+        let newer = handler
+            .store()
+            .get(&key)
+            .is_some_and(|a| a.created_unix_ms > pending.recorded_unix_ms);
+        let outcome = if newer {
+            tracing::info!(file = %path.display(), "a pending DEL is older than the attachment it names; skipped");
+            Ok(())
+        } else {
+            handler.del_locked(&key).await.map_err(|e| e.msg)
+        };
+        match outcome.and_then(|()| std::fs::remove_file(&path).map_err(|e| e.to_string())) {
+            Ok(()) => report.replayed_dels += usize::from(!newer),
+            Err(e) => report.failures.push(format!(
+                "replaying pending DEL {}: {e}; retried at the next sweep",
+                path.display()
+            )),
+        }
+    }
+}
+
+/// Releases committed pods whose veth vanished and, with [`Orphans::Remove`], removes marked
+/// veths and rules that no allocation owns.
+async fn release_vanished_and_orphans<D: Datapath>(
+    handler: &Handler<D>,
+    orphans: Orphans,
+    report: &mut ReconcileReport,
+) {
+    let node = match handler
+        .datapath
+        .node_state(&handler.config.datapath.veth_prefix)
+        .await
+    {
+        Ok(node) => node,
+        Err(e) => {
+            report
+                .failures
+                .push(format!("reading the node's veths and rules: {e}"));
+            return;
+        }
+    };
+    let present: BTreeSet<&str> = node.veths.iter().map(String::as_str).collect();
+    let vanished: Vec<Allocation> = handler
+        .store()
+        .allocations()
+        .filter(|a| {
+            a.state == AllocationState::Committed && !present.contains(a.host_veth.as_str())
+        })
+        .cloned()
+        .collect();
+    let mut released: BTreeSet<IpAddr> = BTreeSet::new();
+    for allocation in vanished {
+        let _guard = handler.locks.lock(allocation.key.clone()).await;
+        if handler.store().get(&allocation.key) != Some(&allocation) {
+            continue;
+        }
+        // The node snapshot may predate a veth created since: ask again under the lock.
+        let outcome = match handler.datapath.veth_exists(&allocation.host_veth).await {
+            Ok(true) => continue,
+            Ok(false) => match handler
+                .datapath
+                .remove_rules(allocation.ip, allocation.route_table)
+                .await
+            {
+                // The rules go while the address is still held, so no new ADD can lose its own.
+                Ok(()) => handler.release(&allocation.key).await.map_err(|e| e.msg),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::info!(container_id = %allocation.key.container_id, ip = %allocation.ip, veth = %allocation.host_veth, "released a pod whose namespace was deleted without a DEL");
+                released.insert(allocation.ip);
+                report.released_gone += 1;
+            }
+            Err(e) => report.failures.push(format!(
+                "releasing vanished pod {} ({}): {e}",
+                allocation.key, allocation.ip
+            )),
+        }
+    }
+    if orphans == Orphans::Keep {
+        return;
+    }
+    let owners: Vec<Allocation> = handler.store().allocations().cloned().collect();
+    let owned_veths: BTreeSet<&str> = owners.iter().map(|a| a.host_veth.as_str()).collect();
+    for veth in node
+        .veths
+        .iter()
+        .filter(|v| !owned_veths.contains(v.as_str()))
+    {
+        match handler.datapath.remove_veth(veth).await {
+            Ok(()) => {
+                tracing::warn!(veth = %veth, "removed a wasmcni veth no attachment owns (left by a crashed ADD)");
+                report.orphan_veths += 1;
+            }
+            Err(e) => report
+                .failures
+                .push(format!("removing orphan veth {veth}: {e}")),
+        }
+    }
+    // Addresses released above had their rules removed already.
+    let owned_ips: BTreeSet<IpAddr> = owners.iter().map(|a| a.ip).chain(released).collect();
+    let stale_to = node
+        .to_pod_rules
+        .iter()
+        .filter(|ip| !owned_ips.contains(ip))
+        .map(|ip| (*ip, None));
+    let stale_from = node
+        .from_pod_rules
+        .iter()
+        .filter(|(ip, _)| !owned_ips.contains(&IpAddr::V4(*ip)))
+        .map(|(ip, table)| (IpAddr::V4(*ip), Some(*table)));
+    for (ip, table) in stale_to.chain(stale_from) {
+        match handler.datapath.remove_rules(ip, table).await {
+            Ok(()) => report.orphan_rules += 1,
+            Err(e) => report
+                .failures
+                .push(format!("removing orphan rules of {ip}: {e}")),
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! A recording, in-memory [`Datapath`] for unit tests of the daemon's logic without root.
+//!
+//! It keeps the state a real node would have (veths and rules) so recovery and CHECK can be
+//! exercised, records every call in order, and can be told to fail the next setup.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use super::{
+    format_mac, Created, Datapath, DatapathError, EniLink, HostSide, NodeState, PodAttachment,
+};
+
+/// One call the fake received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `prepare_node`.
+    PrepareNode,
+    /// `prepare_ipv6` with this primary link.
+    PrepareIpv6(Option<String>),
+    /// `setup_pod` for this host veth.
+    Setup(String),
+    /// `check_pod` for this host veth.
+    Check(String),
+    /// `teardown_pod` for this host veth.
+    Teardown(String),
+    /// `remove_veth` for this name.
+    RemoveVeth(String),
+    /// `remove_rules` for this address.
+    RemoveRules(IpAddr),
+    /// `adjust_pod` of this pod interface with these adjustments.
+    Adjust(String, Vec<wasmcni_core::NetlinkRequest>),
+    /// `setup_eni` for the link with this MAC and table.
+    SetupEni(String, u32),
+    /// `teardown_eni` of this table.
+    TeardownEni(u32),
+    /// `ensure_connmark_rule` with this mark.
+    ConnmarkRule(u32),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    calls: Vec<Call>,
+    veths: BTreeMap<String, IpAddr>,
+    rules: Vec<(IpAddr, Option<u32>)>,
+    fail_next_setup: Option<String>,
+    teardown_failures: usize,
+    foreign_routes: Vec<IpAddr>,
+}
+
+/// The recording fake.
+#[derive(Debug, Default)]
+pub struct FakeDatapath {
+    state: Mutex<State>,
+}
+
+impl FakeDatapath {
+    /// An empty node.
+    pub fn new() -> FakeDatapath {
+        FakeDatapath::default()
+    }
+
+    /// Makes the next `setup_pod` fail with `message` after it created the veth (as a real
+    /// setup that fails halfway does).
+    pub fn fail_next_setup(&self, message: &str) {
+        self.lock().fail_next_setup = Some(message.to_owned());
+    }
+
+    /// Makes the next `count` teardowns fail (the kernel refusing to delete).
+    pub fn fail_teardowns(&self, count: usize) {
+        self.lock().teardown_failures = count;
+    }
+
+    /// Simulates another CNI's pod on the node: a /32 route to `ip` through a veth that is
+    /// not wasmcni's.
+    pub fn add_foreign_pod_route(&self, ip: impl Into<IpAddr>) {
+        self.lock().foreign_routes.push(ip.into());
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// Host veths present now, with the pod address each routes to.
+    pub fn veths(&self) -> BTreeMap<String, IpAddr> {
+        self.lock().veths.clone()
+    }
+
+    /// Simulates the pod's namespace being deleted: its veth disappears, rules stay.
+    pub fn remove_veth(&self, name: &str) {
+        self.lock().veths.remove(name);
+    }
+
+    /// Simulates a leftover from a crashed ADD: a veth and rule the datastore may not know.
+    pub fn add_orphan(&self, name: &str, ip: impl Into<IpAddr>) {
+        let ip = ip.into();
+        let mut state = self.lock();
+        state.veths.insert(name.to_owned(), ip);
+        state.rules.push((ip, None));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Datapath for FakeDatapath {
+    async fn prepare_node(&self) -> Result<(), DatapathError> {
+        self.lock().calls.push(Call::PrepareNode);
+        Ok(())
+    }
+
+    async fn prepare_ipv6(&self, primary_link: Option<&str>) -> Result<(), DatapathError> {
+        self.lock()
+            .calls
+            .push(Call::PrepareIpv6(primary_link.map(str::to_owned)));
+        Ok(())
+    }
+
+    async fn setup_pod(&self, a: &PodAttachment) -> Result<Created, DatapathError> {
+        // A real setup awaits the kernel several times; let other requests interleave.
+        tokio::task::yield_now().await;
+        {
+            let mut state = self.lock();
+            state.calls.push(Call::Setup(a.host.host_veth.clone()));
+            if state.veths.contains_key(&a.host.host_veth) {
+                return Err(DatapathError::Exists {
+                    name: a.host.host_veth.clone(),
+                    place: "the host namespace".into(),
+                });
+            }
+            // Like the real one, a failing setup may leave what it created so far.
+            state.veths.insert(a.host.host_veth.clone(), a.host.ip);
+            if let Some(message) = state.fail_next_setup.take() {
+                return Err(DatapathError::Netlink {
+                    operation: format!("add host route {}/32", a.host.ip),
+                    message,
+                });
+            }
+            state.rules.push((a.host.ip, a.host.route_table));
+        }
+        tokio::task::yield_now().await;
+        Ok(Created {
+            host_mac: [2, 0, 0, 0, 0, 1],
+            pod_mac: [2, 0, 0, 0, 0, 2],
+        })
+    }
+
+    async fn check_pod(&self, a: &PodAttachment) -> Result<(), DatapathError> {
+        let mut state = self.lock();
+        state.calls.push(Call::Check(a.host.host_veth.clone()));
+        let mut missing = Vec::new();
+        if state.veths.get(&a.host.host_veth) != Some(&a.host.ip) {
+            missing.push(format!("host veth {} is missing", a.host.host_veth));
+        }
+        if !state.rules.iter().any(|(ip, _)| *ip == a.host.ip) {
+            missing.push(format!(
+                "rule to {} lookup main priority 512 is missing",
+                a.host.ip
+            ));
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(DatapathError::CheckFailed { missing })
+        }
+    }
+
+    async fn adjust_pod(
+        &self,
+        a: &PodAttachment,
+        adjustments: &[wasmcni_core::NetlinkRequest],
+    ) -> Result<(), DatapathError> {
+        self.lock()
+            .calls
+            .push(Call::Adjust(a.pod_ifname.clone(), adjustments.to_vec()));
+        Ok(())
+    }
+
+    async fn teardown_pod(&self, host: &HostSide) -> Result<(), DatapathError> {
+        tokio::task::yield_now().await;
+        let mut state = self.lock();
+        state.calls.push(Call::Teardown(host.host_veth.clone()));
+        if state.teardown_failures > 0 {
+            state.teardown_failures -= 1;
+            return Err(DatapathError::Netlink {
+                operation: format!("delete host veth {}", host.host_veth),
+                message: "Device or resource busy (os error 16)".into(),
+            });
+        }
+        state.veths.remove(&host.host_veth);
+        state.rules.retain(|(ip, _)| *ip != host.ip);
+        Ok(())
+    }
+
+    async fn veth_exists(&self, name: &str) -> Result<bool, DatapathError> {
+        Ok(self.lock().veths.contains_key(name))
+    }
+
+    async fn remove_veth(&self, name: &str) -> Result<(), DatapathError> {
+        let mut state = self.lock();
+        state.calls.push(Call::RemoveVeth(name.to_owned()));
+        state.veths.remove(name);
+        Ok(())
+    }
+
+    async fn remove_rules(&self, ip: IpAddr, _: Option<u32>) -> Result<(), DatapathError> {
+        let mut state = self.lock();
+        state.calls.push(Call::RemoveRules(ip));
+        state.rules.retain(|(rule_ip, _)| *rule_ip != ip);
+        Ok(())
+    }
+
+    async fn setup_eni(&self, eni: &EniLink) -> Result<String, DatapathError> {
+        let mut state = self.lock();
+        state
+            .calls
+            .push(Call::SetupEni(format_mac(&eni.mac), eni.table));
+        Ok(format!("eth{}", eni.table - 1))
+    }
+
+    async fn link_with_mac(&self, _mac: [u8; 6]) -> Result<Option<String>, DatapathError> {
+        Ok(Some("eth0".to_owned()))
+    }
+
+    async fn teardown_eni(&self, table: u32) -> Result<(), DatapathError> {
+        self.lock().calls.push(Call::TeardownEni(table));
+        Ok(())
+    }
+
+    async fn ensure_connmark_rule(&self, mark: u32) -> Result<(), DatapathError> {
+        self.lock().calls.push(Call::ConnmarkRule(mark));
+        Ok(())
+    }
+
+    async fn node_state(&self, veth_prefix: &str) -> Result<NodeState, DatapathError> {
+        let state = self.lock();
+        Ok(NodeState {
+            veths: state
+                .veths
+                .keys()
+                .filter(|v| v.starts_with(veth_prefix))
+                .cloned()
+                .collect(),
+            to_pod_rules: state.rules.iter().map(|(ip, _)| *ip).collect(),
+            from_pod_rules: state
+                .rules
+                .iter()
+                .filter_map(|(ip, t)| match (ip, t) {
+                    (IpAddr::V4(ip), Some(t)) => Some((*ip, *t)),
+                    _ => None,
+                })
+                .collect(),
+            foreign_pod_routes: state.foreign_routes.clone(),
+        })
+    }
+}

@@ -1,0 +1,349 @@
+//! The pod data path, AWS VPC CNI compatible: what ADD builds, CHECK verifies and DEL removes.
+//!
+//! Pod side: `eth0` (or the requested name) with the pod address as a /32, a link route to
+//! 169.254.1.1 and a default route through it, and a permanent neighbour entry for
+//! 169.254.1.1 pointing at the host veth's MAC (so the pod never ARPs for its gateway). Host
+//! side: a veth named prefix + 11 hex of sha1("namespace.name"), a /32 route to the pod through
+//! it, the rule `to <pod> lookup main` at priority 512 and, for addresses owned by a secondary
+//! ENI, `from <pod> lookup <table>` at priority 1536.
+//!
+//! An IPv6 pod (IPv6 prefix mode) gets the same shape in its family: its /128 on `eth0`
+//! (no duplicate address detection: the address is unique by construction), a default route
+//! via `fe80::1` with a permanent neighbour entry for it, and on the host a /128 route through
+//! the veth plus `to <pod> lookup main` at priority 512. The host also gets a permanent
+//! neighbour entry for the pod, so neither side depends on neighbour discovery.
+//!
+//! Everything the kernel does goes through the [`Datapath`] trait: [`netlink::NetlinkDatapath`]
+//! is the real one (rtnetlink, tested as root in throwaway namespaces) and [`fake::FakeDatapath`]
+//! records calls so the daemon's logic is unit-tested without root.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub mod fake;
+pub mod netlink;
+pub mod netns;
+pub mod snat;
+
+/// The pod's gateway: a link-local address answered by the permanent neighbour entry.
+pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// An IPv6 pod's gateway (VPC CNI's): link-local, answered by the permanent neighbour entry.
+pub const POD_GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// The gateway of a pod whose address is `ip`.
+pub fn pod_gateway(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(POD_GATEWAY),
+        IpAddr::V6(_) => IpAddr::V6(POD_GATEWAY_V6),
+    }
+}
+
+/// The host-route prefix length of a pod address: /32 or /128.
+pub fn host_prefix_len(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+/// Priority of the host rule `to <pod> lookup main` (VPC CNI's `ToContainer`).
+pub const TO_POD_RULE_PRIORITY: u32 = 512;
+/// Priority of the host rule `from <pod> lookup <eni table>` (VPC CNI's `FromPod`).
+pub const FROM_POD_RULE_PRIORITY: u32 = 1536;
+/// The kernel's main routing table.
+pub const MAIN_TABLE: u32 = 254;
+/// Routing protocol number on wasmcni's rules and host routes (`ip rule show protocol 87`), so
+/// they are told apart from other software's rules at the same priorities.
+pub const RULE_PROTOCOL: u8 = 87;
+/// Interface alias of every host veth wasmcni creates (`ip link show` prints it).
+pub const VETH_ALIAS: &str = "wasmcni";
+
+/// Name of the host-side veth for a pod, as AWS VPC CNI derives it: `prefix` followed by the
+/// first 11 hex digits of sha1("namespace.name"). Outside Kubernetes (no pod name in
+/// `CNI_ARGS`, e.g. `ctr run --cni`) "container:<id>" stands in for the pod. An interface other
+/// than `eth0` appends `/<ifname>` so a multi-homed pod gets one veth per interface.
+pub fn host_veth_name(
+    prefix: &str,
+    pod: Option<(&str, &str)>,
+    container_id: &str,
+    ifname: &str,
+) -> String {
+    // Kubernetes names and container ids may contain dots but never '/' or ':', so these
+    // separators keep the identities of different attachments apart.
+    let mut identity = match pod {
+        Some((namespace, name)) => format!("{namespace}.{name}"),
+        None => format!("container:{container_id}"),
+    };
+    if ifname != "eth0" {
+        identity.push('/');
+        identity.push_str(ifname);
+    }
+    let digest = sha1_smol::Sha1::from(identity.as_bytes())
+        .digest()
+        .to_string();
+    format!("{prefix}{}", &digest[..11])
+}
+
+/// The host side of one attachment: enough to undo it without the pod's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSide {
+    /// Host veth name.
+    pub host_veth: String,
+    /// The pod's address.
+    pub ip: IpAddr,
+    /// Routing table for traffic from the pod (`None` = main, no from-pod rule).
+    pub route_table: Option<u32>,
+}
+
+/// Everything ADD builds for one attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodAttachment {
+    /// The host side.
+    pub host: HostSide,
+    /// Path of the pod's network namespace (`CNI_NETNS`).
+    pub netns: String,
+    /// Interface name inside the pod (`CNI_IFNAME`).
+    pub pod_ifname: String,
+    /// MTU of both veth ends.
+    pub mtu: u32,
+}
+
+/// A secondary ENI's link on the node and its routing table (VPC CNI's `setupENINetwork`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EniLink {
+    /// The ENI's MAC: how its link is found (the kernel names it).
+    pub mac: [u8; 6],
+    /// The ENI's own primary address, put on the link as a /32 (no connected route in main
+    /// that would compete with the primary ENI's).
+    pub address: Ipv4Addr,
+    /// Routing table for traffic from its pods (device number + 1).
+    pub table: u32,
+    /// The subnet's gateway (EC2's VPC router).
+    pub gateway: Ipv4Addr,
+    /// Link MTU.
+    pub mtu: u32,
+    /// How long to wait for the link to appear after the attach.
+    pub wait: std::time::Duration,
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// What ADD created, for the CNI result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Created {
+    /// MAC of the host veth (the pod's gateway MAC).
+    pub host_mac: [u8; 6],
+    /// MAC of the pod interface.
+    pub pod_mac: [u8; 6],
+}
+
+/// The wasmcni-owned state found on the node, for recovery.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeState {
+    /// Veths whose name starts with the configured prefix.
+    pub veths: Vec<String>,
+    /// Destinations of `to <ip>/32` (or `/128`) `lookup main` rules at priority 512.
+    pub to_pod_rules: Vec<IpAddr>,
+    /// Sources and tables of `from <ip>/32 lookup <table>` rules at priority 1536.
+    pub from_pod_rules: Vec<(Ipv4Addr, u32)>,
+    /// Addresses with a /32 (or /128) host route through a veth that is not wasmcni's: pods of another
+    /// CNI (AWS VPC CNI's, during a migration). Their addresses are never handed out or
+    /// given back while the route exists.
+    pub foreign_pod_routes: Vec<IpAddr>,
+}
+
+/// A data path failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// The pod's network namespace could not be opened or entered.
+    #[error("cannot use network namespace {path}: {reason}")]
+    Netns {
+        /// The `CNI_NETNS` path.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The interface to create already exists.
+    #[error("interface {name} already exists in {place}; a second ADD without DEL?")]
+    Exists {
+        /// Interface name.
+        name: String,
+        /// "the pod namespace" or "the host namespace".
+        place: String,
+    },
+    /// A netlink request failed.
+    #[error("netlink: {operation}: {message}")]
+    Netlink {
+        /// What was being done, with its arguments.
+        operation: String,
+        /// The kernel's answer.
+        message: String,
+    },
+    /// CHECK found parts of the attachment missing or wrong.
+    #[error("{}", .missing.join("; "))]
+    CheckFailed {
+        /// One entry per missing or wrong item, each naming it.
+        missing: Vec<String>,
+    },
+    /// A file under /proc/sys could not be written.
+    #[error("cannot write {path}: {reason}")]
+    Sysctl {
+        /// The sysctl file.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// The kernel side of the data path.
+pub trait Datapath: Send + Sync + 'static {
+    /// One-time node setup (IPv4 forwarding).
+    fn prepare_node(&self) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Node setup for IPv6 pods: IPv6 forwarding, and router advertisements still accepted on
+    /// `primary_link` (`accept_ra=2`, as VPC CNI sets it) so the node keeps its default route.
+    fn prepare_ipv6(
+        &self,
+        primary_link: Option<&str>,
+    ) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Builds the attachment. On error, parts may remain: the caller undoes them with
+    /// [`Datapath::teardown_pod`] and frees the address only when that succeeded.
+    fn setup_pod(
+        &self,
+        attachment: &PodAttachment,
+    ) -> impl Future<Output = Result<Created, DatapathError>> + Send;
+    /// Verifies every part ADD built, reporting all that is missing in one error.
+    fn check_pod(
+        &self,
+        attachment: &PodAttachment,
+    ) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Applies a policy hook's adjustments (already checked against its grant) to the pod's
+    /// interface, inside the pod's namespace only.
+    fn adjust_pod(
+        &self,
+        attachment: &PodAttachment,
+        adjustments: &[wasmcni_core::NetlinkRequest],
+    ) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Removes the host side (which takes the pod side with it). Missing parts are not errors.
+    fn teardown_pod(
+        &self,
+        host: &HostSide,
+    ) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Whether a host veth of that name exists now.
+    fn veth_exists(&self, name: &str) -> impl Future<Output = Result<bool, DatapathError>> + Send;
+    /// Removes a host veth by name (and with it the pod end); a missing veth is not an error.
+    fn remove_veth(&self, name: &str) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Removes the wasmcni rules for `ip` (to-pod, and from-pod in `route_table` if any); rules
+    /// not marked as wasmcni's are never touched, and missing ones are not errors.
+    fn remove_rules(
+        &self,
+        ip: IpAddr,
+        route_table: Option<u32>,
+    ) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Waits for an attached ENI's link (by MAC), brings it up with its address and MTU, and
+    /// fills its routing table: the gateway on-link and the default route via it. Idempotent.
+    /// Returns the link's name.
+    fn setup_eni(
+        &self,
+        eni: &EniLink,
+    ) -> impl Future<Output = Result<String, DatapathError>> + Send;
+    /// The name of the link with `mac`, if there is one (the primary ENI's interface is `eth0`
+    /// or `ens5` depending on the OS; its MAC says which).
+    fn link_with_mac(
+        &self,
+        mac: [u8; 6],
+    ) -> impl Future<Output = Result<Option<String>, DatapathError>> + Send;
+    /// Empties an ENI's routing table (wasmcni's routes only). Missing routes are not errors.
+    fn teardown_eni(&self, table: u32) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Adds `fwmark <mark>/<mark> lookup main` at priority 1024 (replies of connections that
+    /// came in through the primary ENI, and SNATed traffic, leave through it); idempotent.
+    fn ensure_connmark_rule(
+        &self,
+        mark: u32,
+    ) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// What wasmcni-owned state exists on the node: only veths and rules carrying wasmcni's
+    /// marks ([`VETH_ALIAS`], [`RULE_PROTOCOL`]), so another CNI's (AWS VPC CNI's own `eni*`
+    /// veths and priority-512 rules, during a migration) are never mistaken for orphans.
+    fn node_state(
+        &self,
+        veth_prefix: &str,
+    ) -> impl Future<Output = Result<NodeState, DatapathError>> + Send;
+}
+
+/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A random locally administered unicast MAC.
+pub fn random_mac() -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    // getrandom only fails when the kernel has no entropy source at all; fall back to the clock
+    // rather than refusing to create an interface.
+    if getrandom::fill(&mut mac).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        mac.copy_from_slice(&nanos.to_le_bytes()[..6]);
+    }
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_names_match_vpc_cni() {
+        // VPC CNI: "eni" + the first 11 hex digits of sha1("default.nginx").
+        assert_eq!(
+            host_veth_name("eni", Some(("default", "nginx")), "cid", "eth0"),
+            "enic440f455693"
+        );
+        let by_container = host_veth_name("wc", None, "abc123", "eth0");
+        assert!(by_container.starts_with("wc") && by_container.len() == 13);
+    }
+
+    #[test]
+    fn different_attachments_never_share_an_identity() {
+        let names = [
+            host_veth_name("eni", Some(("default", "web")), "c1", "net1"),
+            host_veth_name("eni", Some(("default", "web.net1")), "c2", "eth0"),
+            host_veth_name("eni", Some(("default", "web")), "c3", "eth0"),
+            host_veth_name("eni", None, "default.web", "eth0"),
+        ];
+        let distinct: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{names:?}");
+    }
+
+    #[test]
+    fn macs_parse_back() {
+        assert_eq!(
+            parse_mac("02:ab:00:01:02:ff"),
+            Some([2, 0xab, 0, 1, 2, 0xff])
+        );
+        assert_eq!(parse_mac("02:ab:00:01:02"), None);
+        assert_eq!(parse_mac("02:ab:00:01:02:ff:00"), None);
+        assert_eq!(parse_mac("zz:ab:00:01:02:ff"), None);
+    }
+
+    #[test]
+    fn random_macs_are_local_unicast() {
+        for _ in 0..100 {
+            let mac = random_mac();
+            assert_eq!(mac[0] & 0x03, 0x02, "{}", format_mac(&mac));
+        }
+        assert_eq!(format_mac(&[2, 0xab, 0, 1, 2, 0xff]), "02:ab:00:01:02:ff");
+    }
+}

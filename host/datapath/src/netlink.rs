@@ -1,0 +1,1089 @@
+//! The real data path: rtnetlink requests in the node's and the pod's network namespaces.
+//!
+//! The host handle is opened once in the daemon's namespace (the node's). A pod handle is
+//! opened per request through [`super::netns::handle_in`], so no runtime thread ever changes
+//! namespace. The veth is created from the host side with its peer placed straight into the
+//! pod namespace (`IFLA_NET_NS_FD`), which registers the host end once and needs no thread
+//! switching at all.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+
+use futures_util::TryStreamExt;
+use nix::errno::Errno;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+};
+use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
+};
+use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::{Handle, IpVersion, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use super::{
+    format_mac, host_prefix_len, netns, pod_gateway, random_mac, Created, Datapath, DatapathError,
+    EniLink, HostSide, NodeState, PodAttachment, FROM_POD_RULE_PRIORITY, MAIN_TABLE, POD_GATEWAY,
+    POD_GATEWAY_V6, RULE_PROTOCOL, TO_POD_RULE_PRIORITY, VETH_ALIAS,
+};
+
+/// Priority of `fwmark <connmark> lookup main` (VPC CNI's 1024).
+const CONNMARK_RULE_PRIORITY: u32 = super::snat::FWMARK_RULE_PRIORITY;
+/// The smallest MTU IPv6 allows (RFC 8200).
+const IPV6_MIN_MTU: u32 = 1280;
+/// Duplicates of one rule a crash can leave; more means something else keeps adding it.
+const MAX_DUPLICATE_RULES: usize = 64;
+
+/// The data path over rtnetlink.
+#[derive(Clone)]
+pub struct NetlinkDatapath {
+    host: Handle,
+}
+
+impl NetlinkDatapath {
+    /// Opens a netlink connection in the current (node) namespace. Call on a tokio runtime.
+    pub fn connect() -> Result<NetlinkDatapath, DatapathError> {
+        let (connection, host, _) =
+            rtnetlink::new_connection().map_err(|e| DatapathError::Netlink {
+                operation: "open a route socket in the node namespace".into(),
+                message: e.to_string(),
+            })?;
+        tokio::spawn(connection);
+        Ok(NetlinkDatapath { host })
+    }
+
+    async fn build_pod(
+        &self,
+        a: &PodAttachment,
+        pod: &Handle,
+        created: Created,
+    ) -> Result<(), DatapathError> {
+        let Created { host_mac, pod_mac } = created;
+        let veth = &a.host.host_veth;
+        let ip = a.host.ip;
+        let pod_index = link_index(pod, &a.pod_ifname).await?.ok_or_else(|| {
+            netlink_failure(
+                format!("find {} in the pod namespace", a.pod_ifname),
+                "not found",
+            )
+        })?;
+        let host_index = link_index(&self.host, veth)
+            .await?
+            .ok_or_else(|| netlink_failure(format!("find host veth {veth}"), "not found"))?;
+
+        // The peer cannot be created up: veth_open refuses (ENOTCONN) until the pair is linked.
+        pod.link()
+            .set(LinkUnspec::new_with_index(pod_index).up().build())
+            .execute()
+            .await
+            .map_err(nl(format!("set {} up in the pod", a.pod_ifname)))?;
+        let len = host_prefix_len(ip);
+        let mut address = pod.address().add(pod_index, ip, len);
+        if ip.is_ipv6() {
+            // Unique by construction (one pod per /128 of the node's prefix): usable at once,
+            // with no duplicate address detection delaying the pod's first packet.
+            let message = address.message_mut();
+            message.header.flags = AddressHeaderFlags::Nodad;
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        address
+            .execute()
+            .await
+            .map_err(nl(format!("add {ip}/{len} to {} in the pod", a.pod_ifname)))?;
+        let gateway = pod_gateway(ip);
+        let routes = match ip {
+            IpAddr::V4(_) => vec![
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(POD_GATEWAY, 32)
+                    .output_interface(pod_index)
+                    .scope(RouteScope::Link)
+                    .build(),
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(POD_GATEWAY)
+                    .output_interface(pod_index)
+                    .build(),
+            ],
+            // A link-local gateway needs no route of its own: the interface is named.
+            IpAddr::V6(_) => vec![RouteMessageBuilder::<Ipv6Addr>::new()
+                .gateway(POD_GATEWAY_V6)
+                .output_interface(pod_index)
+                .build()],
+        };
+        for route in routes {
+            let what = describe_route(&route);
+            pod.route()
+                .add(route)
+                .execute()
+                .await
+                .map_err(nl(format!("add route {what} in the pod")))?;
+        }
+        add_permanent_neighbour(pod, pod_index, gateway, host_mac, "in the pod").await?;
+
+        self.host
+            .link()
+            .set(
+                LinkUnspec::new_with_index(host_index)
+                    .up()
+                    .alias(VETH_ALIAS.to_owned())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(nl(format!("set host veth {veth} up")))?;
+        let host_route = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(ip, len)
+            .map_err(|e| netlink_failure(format!("host route {ip}/{len}"), &e.to_string()))?
+            .output_interface(host_index)
+            .scope(RouteScope::Link)
+            .protocol(RouteProtocol::Other(RULE_PROTOCOL))
+            .build();
+        self.host
+            .route()
+            .add(host_route)
+            .execute()
+            .await
+            .map_err(nl(format!("add host route {ip}/{len} dev {veth}")))?;
+        if ip.is_ipv6() {
+            // The host reaches the pod without neighbour discovery, as the pod reaches it.
+            add_permanent_neighbour(&self.host, host_index, ip, pod_mac, &format!("dev {veth}"))
+                .await?;
+        }
+        self.add_rule(rule_message(ip, true, MAIN_TABLE, TO_POD_RULE_PRIORITY))
+            .await?;
+        if let Some(table) = a.host.route_table {
+            self.add_rule(rule_message(ip, false, table, FROM_POD_RULE_PRIORITY))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn add_rule(&self, message: RuleMessage) -> Result<(), DatapathError> {
+        let what = describe_rule(&message);
+        let mut add = self.host.rule().add();
+        *add.message_mut() = message;
+        add.execute().await.map_err(nl(format!("add rule {what}")))
+    }
+
+    async fn delete_rule(&self, message: RuleMessage) -> Result<(), DatapathError> {
+        // Stale duplicates are possible after a crash: remove until the kernel has none left.
+        for _ in 0..MAX_DUPLICATE_RULES {
+            match self.host.rule().del(message.clone()).execute().await {
+                Ok(()) => continue,
+                Err(e) if matches!(errno(&e), Some(Errno::ENOENT | Errno::ESRCH)) => return Ok(()),
+                Err(e) => return Err(nl(format!("delete rule {}", describe_rule(&message)))(e)),
+            }
+        }
+        Err(netlink_failure(
+            format!("delete rule {}", describe_rule(&message)),
+            &format!("still present after {MAX_DUPLICATE_RULES} deletions"),
+        ))
+    }
+}
+
+impl Datapath for NetlinkDatapath {
+    async fn prepare_node(&self) -> Result<(), DatapathError> {
+        let path = "/proc/sys/net/ipv4/ip_forward";
+        std::fs::write(path, b"1").map_err(|e| DatapathError::Sysctl {
+            path: path.into(),
+            reason: e.to_string(),
+        })
+    }
+
+    async fn prepare_ipv6(&self, primary_link: Option<&str>) -> Result<(), DatapathError> {
+        // accept_ra=2 before forwarding=1: switching forwarding on drops the routes learned
+        // from router advertisements on every interface that does not accept them anyway.
+        let mut settings: Vec<(String, &str)> = Vec::new();
+        settings.extend(
+            primary_link.map(|link| (format!("/proc/sys/net/ipv6/conf/{link}/accept_ra"), "2")),
+        );
+        settings.extend([
+            // IPv6 on (a node that boots with it off per interface, and the pods' namespaces,
+            // which take `default`), then forwarding.
+            ("/proc/sys/net/ipv6/conf/all/disable_ipv6".to_owned(), "0"),
+            (
+                "/proc/sys/net/ipv6/conf/default/disable_ipv6".to_owned(),
+                "0",
+            ),
+            ("/proc/sys/net/ipv6/conf/all/forwarding".to_owned(), "1"),
+        ]);
+        for (path, value) in &settings {
+            std::fs::write(path, value).map_err(|e| DatapathError::Sysctl {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn setup_pod(&self, a: &PodAttachment) -> Result<Created, DatapathError> {
+        let ns = netns::open(&a.netns)?;
+        let pod = if a.host.ip.is_ipv6() {
+            netns::handle_in_with_ipv6(&ns, &a.netns).await?
+        } else {
+            netns::handle_in(&ns, &a.netns).await?
+        };
+        let veth = &a.host.host_veth;
+        // VPC CNI removes a stale host veth of the same name (a pod recreated under the same
+        // name); the daemon has already released any allocation that owned it.
+        if link_index(&self.host, veth).await?.is_some() {
+            self.remove_veth(veth).await?;
+        }
+        let host_mac = random_mac();
+        let pod_mac = random_mac();
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(a.pod_ifname.clone())
+            .address(pod_mac.to_vec())
+            .mtu(a.mtu)
+            .setns_by_fd(ns.as_raw_fd())
+            .build();
+        let veth_pair = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(veth.clone())
+            .address(host_mac.to_vec())
+            .mtu(a.mtu)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build();
+        match self.host.link().add(veth_pair).execute().await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(Errno::EEXIST) => {
+                return Err(DatapathError::Exists {
+                    name: a.pod_ifname.clone(),
+                    place: format!("the pod namespace {}", a.netns),
+                })
+            }
+            Err(e) => {
+                return Err(nl(format!(
+                    "create veth {veth} <-> {} in {}",
+                    a.pod_ifname, a.netns
+                ))(e))
+            }
+        }
+        let created = Created { host_mac, pod_mac };
+        self.build_pod(a, &pod, created).await?;
+        Ok(created)
+    }
+
+    async fn adjust_pod(
+        &self,
+        a: &PodAttachment,
+        adjustments: &[wasmcni_core::NetlinkRequest],
+    ) -> Result<(), DatapathError> {
+        use wasmcni_core::NetlinkRequest;
+        let ns = netns::open(&a.netns)?;
+        let pod = netns::handle_in(&ns, &a.netns).await?;
+        let index = link_index(&pod, &a.pod_ifname).await?.ok_or_else(|| {
+            netlink_failure(
+                format!("find {} in the pod namespace {}", a.pod_ifname, a.netns),
+                "not found",
+            )
+        })?;
+        for adjustment in adjustments {
+            match *adjustment {
+                NetlinkRequest::SetMtu { mtu } if a.host.ip.is_ipv6() && mtu < IPV6_MIN_MTU => {
+                    return Err(netlink_failure(
+                        format!("set the MTU of {} to {mtu} in the pod", a.pod_ifname),
+                        &format!("below {IPV6_MIN_MTU}, the kernel turns IPv6 off on the interface and the pod loses its address"),
+                    ))
+                }
+                NetlinkRequest::SetMtu { mtu } => pod
+                    .link()
+                    .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
+                    .execute()
+                    .await
+                    .map_err(nl(format!(
+                        "set the MTU of {} to {mtu} in the pod",
+                        a.pod_ifname
+                    )))?,
+                NetlinkRequest::AddRoute { destination } if a.host.ip.is_ipv6() => {
+                    return Err(netlink_failure(
+                        format!("add route {destination} via {POD_GATEWAY} in the pod"),
+                        "the pod has only an IPv6 address, so no IPv4 gateway",
+                    ))
+                }
+                NetlinkRequest::AddRoute { destination } => pod
+                    .route()
+                    .add(
+                        RouteMessageBuilder::<Ipv4Addr>::new()
+                            .destination_prefix(destination.network(), destination.prefix_len())
+                            .gateway(POD_GATEWAY)
+                            .output_interface(index)
+                            .build(),
+                    )
+                    .execute()
+                    .await
+                    .map_err(nl(format!(
+                        "add route {destination} via {POD_GATEWAY} in the pod"
+                    )))?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn check_pod(&self, a: &PodAttachment) -> Result<(), DatapathError> {
+        let mut missing = Vec::new();
+        let veth = &a.host.host_veth;
+        let ip = a.host.ip;
+        let len = host_prefix_len(ip);
+        let host_link = link_by_name(&self.host, veth).await?;
+        let host_mac = host_link.as_ref().and_then(link_mac);
+        match &host_link {
+            None => missing.push(format!("host veth {veth} is missing")),
+            Some(link) => {
+                let routes = routes_of(&self.host, ip).await?;
+                if !routes.iter().any(|r| {
+                    route_dst_ip(r) == Some((ip, len)) && route_oif(r) == Some(link.header.index)
+                }) {
+                    missing.push(format!("host route {ip}/{len} dev {veth} is missing"));
+                }
+            }
+        }
+        let rules = match ip {
+            IpAddr::V4(_) => rules_v4(&self.host).await?,
+            IpAddr::V6(_) => rules_v6(&self.host).await?,
+        };
+        if !rules.iter().any(|r| {
+            rule_priority(r) == Some(TO_POD_RULE_PRIORITY)
+                && rule_dst(r) == Some(ip)
+                && rule_table(r) == MAIN_TABLE
+        }) {
+            missing.push(format!(
+                "rule to {ip} lookup main priority {TO_POD_RULE_PRIORITY} is missing"
+            ));
+        }
+        if let Some(table) = a.host.route_table {
+            if !rules.iter().any(|r| {
+                rule_priority(r) == Some(FROM_POD_RULE_PRIORITY)
+                    && rule_src(r) == Some(ip)
+                    && rule_table(r) == table
+            }) {
+                missing.push(format!(
+                    "rule from {ip} lookup {table} priority {FROM_POD_RULE_PRIORITY} is missing"
+                ));
+            }
+        }
+        let pod = match netns::open(&a.netns) {
+            Ok(ns) => netns::handle_in(&ns, &a.netns).await,
+            Err(e) => Err(e),
+        };
+        match pod {
+            Err(e) => missing.push(e.to_string()),
+            Ok(pod) => check_pod_side(&pod, a, host_mac, &mut missing).await?,
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(DatapathError::CheckFailed { missing })
+        }
+    }
+
+    async fn teardown_pod(&self, host: &HostSide) -> Result<(), DatapathError> {
+        self.remove_rules(host.ip, host.route_table).await?;
+        self.remove_veth(&host.host_veth).await
+    }
+
+    async fn veth_exists(&self, name: &str) -> Result<bool, DatapathError> {
+        Ok(link_by_name(&self.host, name).await?.is_some())
+    }
+
+    async fn remove_veth(&self, name: &str) -> Result<(), DatapathError> {
+        // The kernel runs an RTM_DELLINK inside the sender's sendmsg(), and a veth deletion
+        // waits there for RCU (~20 ms). Sent from a runtime worker, two such waits would block
+        // both workers and queue every other DEL behind them; from a blocking-pool thread with
+        // a socket of its own, concurrent DELs overlap their waits.
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || delete_link_blocking(&name))
+            .await
+            .map_err(|e| netlink_failure("delete host veth".into(), &e.to_string()))?
+    }
+
+    async fn remove_rules(
+        &self,
+        ip: IpAddr,
+        route_table: Option<u32>,
+    ) -> Result<(), DatapathError> {
+        self.delete_rule(rule_message(ip, true, MAIN_TABLE, TO_POD_RULE_PRIORITY))
+            .await?;
+        if let Some(table) = route_table {
+            self.delete_rule(rule_message(ip, false, table, FROM_POD_RULE_PRIORITY))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn setup_eni(&self, eni: &EniLink) -> Result<String, DatapathError> {
+        let mac = format_mac(&eni.mac);
+        let deadline = tokio::time::Instant::now() + eni.wait;
+        let link = loop {
+            let links: Vec<LinkMessage> = self
+                .host
+                .link()
+                .get()
+                .execute()
+                .try_collect()
+                .await
+                .map_err(nl("list links".to_owned()))?;
+            if let Some(link) = link_of_mac(links, eni.mac) {
+                break link;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(netlink_failure(
+                    format!("find the link of ENI MAC {mac}"),
+                    &format!(
+                        "no link with that MAC appeared within {} ms of the attach",
+                        eni.wait.as_millis()
+                    ),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        let index = link.header.index;
+        let name = link_name(&link).unwrap_or_else(|| format!("ifindex {index}"));
+        self.host
+            .link()
+            .set(LinkUnspec::new_with_index(index).mtu(eni.mtu).up().build())
+            .execute()
+            .await
+            .map_err(nl(format!(
+                "set {name} (ENI {mac}) up with mtu {}",
+                eni.mtu
+            )))?;
+        match self
+            .host
+            .address()
+            .add(index, IpAddr::V4(eni.address), 32)
+            .execute()
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(Errno::EEXIST) => {}
+            Err(e) => return Err(nl(format!("add {}/32 to {name}", eni.address))(e)),
+        }
+        let on_link = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(eni.gateway, 32)
+            .output_interface(index)
+            .scope(RouteScope::Link)
+            .table_id(eni.table)
+            .protocol(RouteProtocol::Other(RULE_PROTOCOL))
+            .build();
+        let default = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(eni.gateway)
+            .output_interface(index)
+            .table_id(eni.table)
+            .protocol(RouteProtocol::Other(RULE_PROTOCOL))
+            .build();
+        for (route, what) in [
+            (
+                on_link,
+                format!(
+                    "add route {}/32 dev {name} table {}",
+                    eni.gateway, eni.table
+                ),
+            ),
+            (
+                default,
+                format!(
+                    "add default route via {} dev {name} table {}",
+                    eni.gateway, eni.table
+                ),
+            ),
+        ] {
+            self.host
+                .route()
+                .add(route)
+                .replace()
+                .execute()
+                .await
+                .map_err(nl(what))?;
+        }
+        Ok(name)
+    }
+
+    async fn link_with_mac(&self, mac: [u8; 6]) -> Result<Option<String>, DatapathError> {
+        let links: Vec<LinkMessage> = self
+            .host
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list links".to_owned()))?;
+        Ok(link_of_mac(links, mac).as_ref().and_then(link_name))
+    }
+
+    async fn teardown_eni(&self, table: u32) -> Result<(), DatapathError> {
+        for route in routes_v4(&self.host).await? {
+            if route_table(&route) != table
+                || route.header.protocol != RouteProtocol::Other(RULE_PROTOCOL)
+            {
+                continue;
+            }
+            match self.host.route().del(route).execute().await {
+                Ok(()) => {}
+                Err(e) if matches!(errno(&e), Some(Errno::ENOENT | Errno::ESRCH)) => {}
+                Err(e) => return Err(nl(format!("delete a route of table {table}"))(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_connmark_rule(&self, mark: u32) -> Result<(), DatapathError> {
+        let present = rules_v4(&self.host).await?.iter().any(|r| {
+            is_marked(r)
+                && rule_priority(r) == Some(CONNMARK_RULE_PRIORITY)
+                && r.attributes.contains(&RuleAttribute::FwMark(mark))
+        });
+        if present {
+            return Ok(());
+        }
+        let mut rule = self
+            .host
+            .rule()
+            .add()
+            .v4()
+            .table_id(MAIN_TABLE)
+            .priority(CONNMARK_RULE_PRIORITY)
+            .action(RuleAction::ToTable);
+        rule.message_mut()
+            .attributes
+            .extend([RuleAttribute::FwMark(mark), RuleAttribute::FwMask(mark)]);
+        mark_rule(rule.message_mut());
+        rule.execute().await.map_err(nl(format!(
+            "add rule fwmark {mark:#x}/{mark:#x} lookup main prio {CONNMARK_RULE_PRIORITY}"
+        )))
+    }
+
+    async fn node_state(&self, veth_prefix: &str) -> Result<NodeState, DatapathError> {
+        let links: Vec<LinkMessage> = self
+            .host
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list links".to_owned()))?;
+        let veths = links
+            .iter()
+            .filter(|l| is_veth(l) && link_alias(l) == Some(VETH_ALIAS))
+            .filter_map(link_name)
+            .filter(|name| name.starts_with(veth_prefix))
+            .collect();
+        let foreign_veths: Vec<u32> = links
+            .iter()
+            .filter(|l| is_veth(l) && link_alias(l) != Some(VETH_ALIAS))
+            .map(|l| l.header.index)
+            .collect();
+        let mut routes = routes_v4(&self.host).await?;
+        routes.extend(routes_v6(&self.host).await?);
+        let foreign_pod_routes = routes
+            .iter()
+            .filter(|r| route_table(r) == MAIN_TABLE)
+            .filter(|r| route_oif(r).is_some_and(|oif| foreign_veths.contains(&oif)))
+            .filter_map(route_dst_ip)
+            .filter(|(ip, len)| *len == host_prefix_len(*ip))
+            .map(|(ip, _)| ip)
+            .collect();
+        let mut state = NodeState {
+            veths,
+            foreign_pod_routes,
+            ..NodeState::default()
+        };
+        let mut rules = rules_v4(&self.host).await?;
+        rules.extend(rules_v6(&self.host).await?);
+        for rule in rules {
+            if !is_marked(&rule) {
+                continue;
+            }
+            match (rule_priority(&rule), rule_dst(&rule), rule_src(&rule)) {
+                (Some(TO_POD_RULE_PRIORITY), Some(ip), _)
+                    if rule.header.dst_len == host_prefix_len(ip) =>
+                {
+                    state.to_pod_rules.push(ip);
+                }
+                (Some(FROM_POD_RULE_PRIORITY), _, Some(IpAddr::V4(ip)))
+                    if rule.header.src_len == 32 =>
+                {
+                    state.from_pod_rules.push((ip, rule_table(&rule)));
+                }
+                _ => {}
+            }
+        }
+        Ok(state)
+    }
+}
+
+/// A permanent neighbour entry `ip` → `mac` on link `index` (`place` names it in errors).
+async fn add_permanent_neighbour(
+    handle: &Handle,
+    index: u32,
+    ip: IpAddr,
+    mac: [u8; 6],
+    place: &str,
+) -> Result<(), DatapathError> {
+    handle
+        .neighbours()
+        .add(index, ip)
+        .link_layer_address(&mac)
+        .state(NeighbourState::Permanent)
+        .execute()
+        .await
+        .map_err(nl(format!(
+            "add permanent neighbour {ip} lladdr {} {place}",
+            format_mac(&mac)
+        )))
+}
+
+/// Deletes the link `name` in the current (node) namespace from the calling blocking thread.
+fn delete_link_blocking(name: &str) -> Result<(), DatapathError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| netlink_failure(format!("delete host veth {name}"), &e.to_string()))?;
+    runtime.block_on(async {
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(|e| DatapathError::Netlink {
+                operation: format!("open a route socket to delete {name}"),
+                message: e.to_string(),
+            })?;
+        tokio::spawn(connection);
+        let by_name = LinkUnspec::new_with_name(name).build();
+        match handle.link().del_with_message(by_name).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(errno(&e), Some(Errno::ENODEV | Errno::ENOENT)) => Ok(()),
+            Err(e) => Err(nl(format!("delete host veth {name}"))(e)),
+        }
+    })
+}
+
+async fn check_pod_side(
+    pod: &Handle,
+    a: &PodAttachment,
+    host_mac: Option<[u8; 6]>,
+    missing: &mut Vec<String>,
+) -> Result<(), DatapathError> {
+    let ifname = &a.pod_ifname;
+    let ip = a.host.ip;
+    let Some(index) = link_index(pod, ifname).await? else {
+        missing.push(format!(
+            "{ifname} is missing in the pod namespace {}",
+            a.netns
+        ));
+        return Ok(());
+    };
+    let addresses: Vec<_> = pod
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl(format!("list addresses of {ifname} in the pod")))?;
+    let len = host_prefix_len(ip);
+    let has_address = addresses.iter().any(|m| {
+        m.header.prefix_len == len
+            && m.attributes
+                .iter()
+                .any(|attr| matches!(attr, AddressAttribute::Address(a) if *a == ip))
+    });
+    if !has_address {
+        missing.push(format!(
+            "address {ip}/{len} on {ifname} in the pod is missing"
+        ));
+    }
+    let gateway = pod_gateway(ip);
+    let routes = routes_of(pod, ip).await?;
+    let has_default = routes.iter().any(|r| {
+        r.header.destination_prefix_length == 0
+            && route_gateway_ip(r) == Some(gateway)
+            && route_oif(r) == Some(index)
+    });
+    if !has_default {
+        missing.push(format!(
+            "default route via {gateway} dev {ifname} in the pod is missing"
+        ));
+    }
+    let neighbours: Vec<_> = pod
+        .neighbours()
+        .get()
+        .set_address_family(match ip {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        })
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list neighbours in the pod".to_owned()))?;
+    let found = neighbours.iter().find(|n| {
+        n.header.ifindex == index
+            && n.attributes.iter().any(|attr| match attr {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => {
+                    IpAddr::V4(*d) == gateway
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(d)) => {
+                    IpAddr::V6(*d) == gateway
+                }
+                _ => false,
+            })
+    });
+    match found {
+        None => missing.push(format!(
+            "permanent neighbour {gateway} on {ifname} in the pod is missing"
+        )),
+        Some(n) => {
+            let lladdr = n.attributes.iter().find_map(|attr| match attr {
+                NeighbourAttribute::LinkLayerAddress(mac) => Some(mac.clone()),
+                _ => None,
+            });
+            if n.header.state != NeighbourState::Permanent {
+                missing.push(format!(
+                    "neighbour {gateway} on {ifname} is {:?}, not permanent",
+                    n.header.state
+                ));
+            }
+            if let (Some(expected), Some(found)) = (host_mac, lladdr) {
+                if found != expected {
+                    missing.push(format!(
+                        "neighbour {gateway} points at {}, but the host veth's MAC is {}",
+                        format_mac(&found),
+                        format_mac(&expected)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rule_message(ip: IpAddr, to_pod: bool, table: u32, priority: u32) -> RuleMessage {
+    let mut message = RuleMessage::default();
+    message.header.family = match ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    message.header.action = RuleAction::ToTable;
+    if to_pod {
+        message.header.dst_len = host_prefix_len(ip);
+        message.attributes.push(RuleAttribute::Destination(ip));
+    } else {
+        message.header.src_len = host_prefix_len(ip);
+        message.attributes.push(RuleAttribute::Source(ip));
+    }
+    if table > 255 {
+        message.attributes.push(RuleAttribute::Table(table));
+    } else {
+        message.header.table = table as u8;
+    }
+    message.attributes.push(RuleAttribute::Priority(priority));
+    mark_rule(&mut message);
+    message
+}
+
+/// Marks a rule as wasmcni's; the kernel also matches the mark on deletion (Linux >= 4.17), so
+/// a DEL never removes another program's rule for the same address.
+fn mark_rule(message: &mut RuleMessage) {
+    message
+        .attributes
+        .push(RuleAttribute::Protocol(RouteProtocol::Other(RULE_PROTOCOL)));
+}
+
+fn is_marked(rule: &RuleMessage) -> bool {
+    rule.attributes
+        .iter()
+        .any(|a| matches!(a, RuleAttribute::Protocol(p) if u8::from(*p) == RULE_PROTOCOL))
+}
+
+fn describe_rule(message: &RuleMessage) -> String {
+    let direction = match (rule_dst(message), rule_src(message)) {
+        (Some(ip), _) => format!("to {ip}"),
+        (_, Some(ip)) => format!("from {ip}"),
+        _ => "all".to_owned(),
+    };
+    format!(
+        "{direction} lookup {} prio {}",
+        rule_table(message),
+        rule_priority(message).unwrap_or_default()
+    )
+}
+
+async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, DatapathError> {
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    match links.try_next().await {
+        Ok(link) => Ok(link),
+        Err(e) if matches!(errno(&e), Some(Errno::ENODEV | Errno::ENOENT)) => Ok(None),
+        Err(e) => Err(nl(format!("look up link {name}"))(e)),
+    }
+}
+
+async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, DatapathError> {
+    Ok(link_by_name(handle, name).await?.map(|l| l.header.index))
+}
+
+async fn routes_v4(handle: &Handle) -> Result<Vec<RouteMessage>, DatapathError> {
+    handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list IPv4 routes".to_owned()))
+}
+
+async fn routes_v6(handle: &Handle) -> Result<Vec<RouteMessage>, DatapathError> {
+    let routes = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await;
+    without_ipv6_is_empty(routes).map_err(nl("list IPv6 routes".to_owned()))
+}
+
+/// A kernel booted with `ipv6.disable=1` answers IPv6 dumps with EAFNOSUPPORT: it has no
+/// IPv6 routes or rules, which is no error on an IPv4 node.
+fn without_ipv6_is_empty<T>(
+    answer: Result<Vec<T>, rtnetlink::Error>,
+) -> Result<Vec<T>, rtnetlink::Error> {
+    match answer {
+        Err(e) if errno(&e) == Some(Errno::EAFNOSUPPORT) => Ok(Vec::new()),
+        other => other,
+    }
+}
+
+/// The routes of `ip`'s family.
+async fn routes_of(handle: &Handle, ip: IpAddr) -> Result<Vec<RouteMessage>, DatapathError> {
+    match ip {
+        IpAddr::V4(_) => routes_v4(handle).await,
+        IpAddr::V6(_) => routes_v6(handle).await,
+    }
+}
+
+async fn rules_v6(handle: &Handle) -> Result<Vec<RuleMessage>, DatapathError> {
+    let rules = handle
+        .rule()
+        .get(IpVersion::V6)
+        .execute()
+        .try_collect()
+        .await;
+    without_ipv6_is_empty(rules).map_err(nl("list IPv6 rules".to_owned()))
+}
+
+async fn rules_v4(handle: &Handle) -> Result<Vec<RuleMessage>, DatapathError> {
+    handle
+        .rule()
+        .get(IpVersion::V4)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list IPv4 rules".to_owned()))
+}
+
+fn link_name(link: &LinkMessage) -> Option<String> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(name) => Some(name.clone()),
+        _ => None,
+    })
+}
+
+fn link_alias(link: &LinkMessage) -> Option<&str> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfAlias(alias) => Some(alias.as_str()),
+        _ => None,
+    })
+}
+
+fn link_mac(link: &LinkMessage) -> Option<[u8; 6]> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(mac) => <[u8; 6]>::try_from(mac.as_slice()).ok(),
+        _ => None,
+    })
+}
+
+/// The device that carries `mac`: a VLAN, macvlan, bond or bridge stacked on an ENI shares (or
+/// may be given) its MAC, and must never be mistaken for it. Among the rest (the NIC itself;
+/// a veth in the emulator's hypervisor mode) the lowest index wins.
+fn link_of_mac(links: Vec<LinkMessage>, mac: [u8; 6]) -> Option<LinkMessage> {
+    links
+        .into_iter()
+        .filter(|l| link_mac(l) == Some(mac) && !is_stacked(l))
+        .min_by_key(|l| l.header.index)
+}
+
+/// Whether the link is a software device stacked on (or enslaving) another.
+fn is_stacked(link: &LinkMessage) -> bool {
+    link.attributes.iter().any(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| {
+            matches!(
+                i,
+                LinkInfo::Kind(
+                    InfoKind::Vlan
+                        | InfoKind::MacVlan
+                        | InfoKind::MacVtap
+                        | InfoKind::IpVlan
+                        | InfoKind::IpVtap
+                        | InfoKind::MacSec
+                        | InfoKind::Bridge
+                        | InfoKind::Bond
+                        | InfoKind::Team
+                        | InfoKind::Vxlan
+                )
+            )
+        }),
+        _ => false,
+    })
+}
+
+fn is_veth(link: &LinkMessage) -> bool {
+    link.attributes.iter().any(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos
+            .iter()
+            .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))),
+        _ => false,
+    })
+}
+
+/// A route's destination in either family.
+fn route_dst_ip(route: &RouteMessage) -> Option<(IpAddr, u8)> {
+    route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
+            Some((IpAddr::V4(*ip), route.header.destination_prefix_length))
+        }
+        RouteAttribute::Destination(RouteAddress::Inet6(ip)) => {
+            Some((IpAddr::V6(*ip), route.header.destination_prefix_length))
+        }
+        _ => None,
+    })
+}
+
+/// A route's gateway in either family.
+fn route_gateway_ip(route: &RouteMessage) -> Option<IpAddr> {
+    route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+        RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    })
+}
+
+/// `<dst> via <gw>` for error messages.
+fn describe_route(route: &RouteMessage) -> String {
+    let dst =
+        route_dst_ip(route).map_or_else(|| "default".to_owned(), |(ip, len)| format!("{ip}/{len}"));
+    match route_gateway_ip(route) {
+        Some(gw) => format!("{dst} via {gw}"),
+        None => format!("{dst} (link)"),
+    }
+}
+
+fn route_oif(route: &RouteMessage) -> Option<u32> {
+    route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(index) => Some(*index),
+        _ => None,
+    })
+}
+
+fn route_table(route: &RouteMessage) -> u32 {
+    route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(route.header.table))
+}
+
+fn rule_priority(rule: &RuleMessage) -> Option<u32> {
+    rule.attributes.iter().find_map(|a| match a {
+        RuleAttribute::Priority(p) => Some(*p),
+        _ => None,
+    })
+}
+
+fn rule_dst(rule: &RuleMessage) -> Option<IpAddr> {
+    rule.attributes.iter().find_map(|a| match a {
+        RuleAttribute::Destination(ip) => Some(*ip),
+        _ => None,
+    })
+}
+
+fn rule_src(rule: &RuleMessage) -> Option<IpAddr> {
+    rule.attributes.iter().find_map(|a| match a {
+        RuleAttribute::Source(ip) => Some(*ip),
+        _ => None,
+    })
+}
+
+fn rule_table(rule: &RuleMessage) -> u32 {
+    rule.attributes
+        .iter()
+        .find_map(|a| match a {
+            RuleAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(rule.header.table))
+}
+
+/// The errno of a netlink error answer, if it is one.
+/// The errno a kernel's netlink answer carries (`None` for errors that are not the kernel's).
+fn errno(e: &rtnetlink::Error) -> Option<Errno> {
+    match e {
+        rtnetlink::Error::NetlinkError(message) => Some(Errno::from_raw(-message.raw_code())),
+        _ => None,
+    }
+}
+
+fn nl(operation: String) -> impl FnOnce(rtnetlink::Error) -> DatapathError {
+    move |e| DatapathError::Netlink {
+        operation,
+        message: match e {
+            rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
+            other => other.to_string(),
+        },
+    }
+}
+
+fn netlink_failure(operation: String, message: &str) -> DatapathError {
+    DatapathError::Netlink {
+        operation,
+        message: message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(index: u32, name: &str, mac: [u8; 6], kind: Option<InfoKind>) -> LinkMessage {
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        link.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        link.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        if let Some(kind) = kind {
+            link.attributes
+                .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind)]));
+        }
+        link
+    }
+
+    #[test]
+    fn the_eni_is_its_nic_never_a_device_stacked_on_it() {
+        let mac = [2, 0, 0, 0, 0, 7];
+        let other = [2, 0, 0, 0, 0, 8];
+        let found = |links: Vec<LinkMessage>| link_of_mac(links, mac).and_then(|l| link_name(&l));
+        // A VLAN child made before the NIC re-appeared has the lower index and the same MAC.
+        let links = vec![
+            link(3, "eth1.5", mac, Some(InfoKind::Vlan)),
+            link(4, "macvlan0", mac, Some(InfoKind::MacVlan)),
+            link(5, "eth1", mac, None),
+            link(6, "eth2", other, None),
+        ];
+        assert_eq!(found(links).as_deref(), Some("eth1"));
+        // The emulator's ENIs are veths.
+        let links = vec![link(9, "eth1", mac, Some(InfoKind::Veth))];
+        assert_eq!(found(links).as_deref(), Some("eth1"));
+        // Only stacked devices: no ENI link yet.
+        let links = vec![link(3, "br0", mac, Some(InfoKind::Bridge))];
+        assert_eq!(found(links), None);
+    }
+}

@@ -1,0 +1,460 @@
+//! The sandbox holds: every bound of [`wasmcni_core::limits`] tried by a hostile plugin of
+//! `tests/plugins` (built by `cargo run --release -p wasmcni-plugin-build -- tests/plugins`),
+//! each contained within its deadline with a clear error, and nothing it asked for carried out.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::testing::{audit_lines, pod, snapshot, spec};
+use super::*;
+use wasmcni_core::limits;
+use wasmcni_core::{EniInfo, NodeInfo, NodeLimits};
+
+const ALLOCATOR: &[Capability] = &[
+    Capability::PoolView,
+    Capability::EniOps,
+    Capability::Log,
+    Capability::Kv,
+    Capability::Clock,
+];
+
+fn static_pool() -> PoolSnapshot {
+    snapshot(&["10.0.0.0/24"], &[])
+}
+
+/// An EC2 node of `enis` plain ENIs this daemon owns, all in the node's subnet, 50 address
+/// slots each (limits high enough that only the runtime's own caps bind).
+fn ec2_pool(enis: u32) -> PoolSnapshot {
+    PoolSnapshot {
+        node: NodeInfo {
+            provider: "ec2".into(),
+            instance_id: "i-0000000a".into(),
+            instance_type: "m5.24xlarge".into(),
+            availability_zone: "us-west-2a".into(),
+            vpc_cidrs: vec!["10.0.0.0/16".parse().unwrap()],
+            limits: NodeLimits {
+                max_enis: enis + 10,
+                ipv4_per_eni: 50,
+                prefix_delegation: true,
+                max_pods: 737,
+            },
+        },
+        enis: (0..enis)
+            .map(|n| EniInfo {
+                id: format!("eni-{n:017x}"),
+                device_number: n,
+                primary: n == 0,
+                subnet_id: "subnet-0000000a".into(),
+                subnet_cidr: "10.0.0.0/16".parse().unwrap(),
+                security_groups: vec!["sg-0000000a".into()],
+                primary_ip: std::net::Ipv4Addr::from(0x0a00_0100 + n),
+                age_ms: 600_000,
+                tags: vec![],
+                owned: true,
+            })
+            .collect(),
+        ..PoolSnapshot::default()
+    }
+}
+
+fn attachment(verb: Verb) -> Attachment {
+    Attachment {
+        verb,
+        pod: pod(),
+        addresses: vec!["10.0.0.5/32".parse().unwrap()],
+        eni_id: None,
+        subnet_id: None,
+        chained: false,
+    }
+}
+
+fn with_settings(mut spec: PluginSpec, settings: &[(&str, &str)]) -> PluginSpec {
+    spec.settings = settings
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    spec
+}
+
+fn eni_ops_spec(name: &str) -> PluginSpec {
+    let mut spec = spec(name, PluginKind::Allocator, ALLOCATOR);
+    spec.grants.eni_ops.subnets = ["node".to_owned()].into();
+    spec.grants.eni_ops.security_groups = ["node".to_owned()].into();
+    spec
+}
+
+fn trap_reason(error: PluginError) -> String {
+    match error {
+        PluginError::Trapped { reason, .. } => reason,
+        other => panic!("expected a trap, got {other}"),
+    }
+}
+
+/// Generous for a loaded 2-core CI machine; what matters is that the call ends at all, and
+/// about when its deadline says.
+const SLACK: Duration = Duration::from_secs(2);
+
+#[test]
+fn a_call_is_stopped_at_its_deadline_even_with_fuel_to_spare() {
+    let runtime = PluginRuntime::new().unwrap();
+    let mut spec = spec("loop-forever", PluginKind::Allocator, ALLOCATOR);
+    spec.limits.fuel = 10_000_000_000;
+    spec.limits.deadline_ms.insert(Export::Allocate, 100);
+    let plugin = runtime.load(&spec).unwrap();
+    let started = Instant::now();
+    let reason = trap_reason(plugin.allocate(static_pool(), &pod()).unwrap_err());
+    let elapsed = started.elapsed();
+    assert_eq!(
+        reason,
+        "ran past its deadline of 100 ms (a loop, in wasm or in host calls?)"
+    );
+    assert!(elapsed >= Duration::from_millis(100), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(100) + SLACK, "{elapsed:?}");
+}
+
+#[test]
+fn loops_of_host_calls_are_stopped_whatever_they_pass() {
+    let runtime = PluginRuntime::new().unwrap();
+    let policy = |name: &str, grants: &[Capability], settings: &[(&str, &str)]| {
+        with_settings(spec(name, PluginKind::Policy, grants), settings)
+    };
+    // (plugin, what it passes, the reason it is stopped with)
+    let cases: Vec<(PluginSpec, &str, &str)> = vec![
+        (
+            policy("config-flood", &[], &[]),
+            "config.get with an 8 MiB key, no grant at all",
+            "passed more data to the host in one call than it accepts",
+        ),
+        (
+            policy("config-flood", &[], &[("key_bytes", "300")]),
+            "config.get with a 300-byte key",
+            "passed a config key of 300 bytes; at most 256 are accepted",
+        ),
+        (
+            policy("config-flood", &[], &[("key_bytes", "100")]),
+            "config.get with a 100-byte key",
+            "made more than 1000 host calls in one call",
+        ),
+        (
+            policy("log-flood", &[Capability::Log], &[]),
+            "log with 1 KiB messages",
+            "made more than 1000 host calls in one call",
+        ),
+        (
+            policy(
+                "log-flood",
+                &[Capability::Log],
+                &[("message_bytes", "60000")],
+            ),
+            "log with 60 kB messages",
+            "made more than 1000 host calls in one call",
+        ),
+    ];
+    for (mut spec, what, expected) in cases {
+        // A long deadline: the budget and the size checks are what must stop these.
+        spec.limits
+            .deadline_ms
+            .insert(Export::Evaluate, limits::MAX_DEADLINE.as_millis() as u64);
+        let plugin = runtime.load(&spec).unwrap();
+        let started = Instant::now();
+        let reason = trap_reason(plugin.evaluate(&attachment(Verb::Add)).unwrap_err());
+        let elapsed = started.elapsed();
+        assert!(reason.starts_with(expected), "{what}: {reason}");
+        assert!(elapsed < SLACK, "{what}: {elapsed:?}");
+    }
+    let mut kv = spec("kv-churn", PluginKind::Allocator, &[Capability::Kv]);
+    kv.limits.host_calls = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = PluginRuntime::new()
+        .unwrap()
+        .with_kv_dir(&dir.path().join("kv"))
+        .unwrap();
+    let plugin = runtime.load(&kv).unwrap();
+    let reason = trap_reason(plugin.allocate(static_pool(), &pod()).unwrap_err());
+    assert_eq!(reason, "made more than 500 host calls in one call");
+    assert!(
+        !dir.path().join("kv/kv-churn.kv").exists(),
+        "no write of a failed call is kept"
+    );
+}
+
+#[test]
+fn a_long_spin_in_host_calls_ends_at_the_deadline() {
+    let runtime = PluginRuntime::new().unwrap();
+    let mut spec = with_settings(
+        spec("log-flood", PluginKind::Policy, &[Capability::Log]),
+        &[("message_bytes", "60000")],
+    );
+    spec.limits.host_calls = limits::MAX_HOST_CALLS;
+    spec.limits.deadline_ms.insert(Export::Evaluate, 300);
+    let plugin = runtime.load(&spec).unwrap();
+    let started = Instant::now();
+    let reason = trap_reason(plugin.evaluate(&attachment(Verb::Add)).unwrap_err());
+    let elapsed = started.elapsed();
+    assert_eq!(
+        reason,
+        "ran past its deadline of 300 ms (a loop, in wasm or in host calls?)"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(300) + SLACK,
+        "{elapsed:?}"
+    );
+    // On other verbs it answers at once: the same instance pool serves them.
+    assert_eq!(
+        plugin.evaluate(&attachment(Verb::Del)).unwrap(),
+        Verdict::Allow(vec![])
+    );
+}
+
+#[test]
+fn stopping_the_runtime_ends_running_calls_at_once_and_refuses_new_ones() {
+    let runtime = PluginRuntime::new().unwrap();
+    let mut spec = with_settings(
+        spec("log-flood", PluginKind::Policy, &[Capability::Log]),
+        &[("message_bytes", "60000")],
+    );
+    spec.limits.host_calls = limits::MAX_HOST_CALLS;
+    spec.limits
+        .deadline_ms
+        .insert(Export::Evaluate, limits::MAX_DEADLINE.as_millis() as u64);
+    let plugin = Arc::new(runtime.load(&spec).unwrap());
+    let spinning = {
+        let plugin = plugin.clone();
+        std::thread::spawn(move || plugin.evaluate(&attachment(Verb::Add)))
+    };
+    while runtime.running_calls() == 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let stopped = Instant::now();
+    runtime.stop_calls();
+    // Not a trap of the plugin's: the daemon stopped it (no failure policy applies).
+    let error = spinning.join().unwrap().unwrap_err();
+    assert!(
+        matches!(
+            error,
+            PluginError::Stopped {
+                call: "evaluate(add)",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(
+        stopped.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        stopped.elapsed()
+    );
+    let error = plugin.evaluate(&attachment(Verb::Del)).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "plugin log-flood: evaluate(del) was not completed: the daemon is shutting down"
+    );
+}
+
+#[test]
+fn instance_slots_are_waited_for_no_longer_than_the_deadline() {
+    // Two slots (the daemon has 32): filling them takes two spinning threads, not 32.
+    let runtime = PluginRuntime::with_calls(2).unwrap();
+    let pack = runtime
+        .load(&spec("pack", PluginKind::Allocator, ALLOCATOR))
+        .unwrap();
+    let mut spinner = spec("loop-forever", PluginKind::Allocator, ALLOCATOR);
+    spinner.limits.fuel = 10_000_000_000;
+    spinner.limits.deadline_ms.insert(Export::Allocate, 1_000);
+    let spinner = Arc::new(runtime.load(&spinner).unwrap());
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let spinner = spinner.clone();
+            std::thread::spawn(move || spinner.allocate(static_pool(), &pod()))
+        })
+        .collect();
+    while runtime.running_calls() < 2 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let started = Instant::now();
+    let reason = trap_reason(pack.allocate(static_pool(), &pod()).unwrap_err());
+    assert_eq!(
+        reason,
+        "found no free plugin instance within its deadline of 50 ms (2 calls already running)"
+    );
+    assert!(started.elapsed() < Duration::from_millis(50) + SLACK);
+    for call in busy {
+        assert!(call.join().unwrap().is_err());
+    }
+    // Once they ended, a slot is free again.
+    assert!(pack.allocate(static_pool(), &pod()).is_ok());
+}
+
+#[test]
+fn an_eni_ops_flood_leaves_a_bounded_queue_and_a_bounded_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let runtime = PluginRuntime::new()
+        .unwrap()
+        .with_audit_log(AuditLog::new(audit.clone()));
+    // 50 ENIs: an assign to each is a distinct request (merging cannot fold them), so the
+    // cap on queued requests is what binds.
+    let mut finite = with_settings(eni_ops_spec("eni-flood"), &[("requests", "5000")]);
+    finite.limits.host_calls = 10_000;
+    finite
+        .limits
+        .deadline_ms
+        .insert(Export::Plan, limits::MAX_DEADLINE.as_millis() as u64);
+    let queued = runtime.load(&finite).unwrap().plan(ec2_pool(50)).unwrap();
+    assert_eq!(queued.len(), limits::MAX_ENI_REQUESTS, "{queued:?}");
+    // Every ENI's repeated assigns merged into one request each, within its slots.
+    for request in &queued {
+        match request {
+            EniRequest::AssignIps { count, .. } => assert!(*count <= 49, "{request:?}"),
+            other => panic!("only assigns fit before the cap: {other:?}"),
+        }
+    }
+    let lines = audit_lines(&audit);
+    assert_eq!(lines.len(), limits::MAX_RECORDED_CALLS + 1);
+    let summary = &lines[limits::MAX_RECORDED_CALLS];
+    assert_eq!(summary["outcome"], "truncated");
+    assert!(summary["args"]["count"].as_u64().unwrap() > 4_000);
+
+    // Endless: stopped at its budget, and nothing of it is carried out.
+    let endless = runtime.load(&eni_ops_spec("eni-flood")).unwrap();
+    let reason = trap_reason(endless.plan(ec2_pool(50)).unwrap_err());
+    assert_eq!(reason, "made more than 1000 host calls in one call");
+}
+
+#[test]
+fn oversized_lists_are_refused_before_they_are_rendered_or_copied_in_bulk() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let runtime = PluginRuntime::new()
+        .unwrap()
+        .with_audit_log(AuditLog::new(audit.clone()));
+    let plugin = runtime.load(&eni_ops_spec("oversized-lists")).unwrap();
+    assert_eq!(plugin.plan(ec2_pool(2)).unwrap(), vec![]);
+    let lines = audit_lines(&audit);
+    let refused: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["call"].as_str().unwrap(), l["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (
+                "eni-ops.release-ips",
+                "16000 addresses in one request; at most 64"
+            ),
+            (
+                "eni-ops.release-prefixes",
+                "5000 prefixes in one request; at most 64"
+            ),
+        ]
+    );
+    // The audit entry counts the list and shows at most 64 of it.
+    assert_eq!(lines[0]["args"]["count"], 16_000);
+    assert_eq!(lines[0]["args"]["addresses"].as_array().unwrap().len(), 64);
+    assert!(std::fs::metadata(&audit).unwrap().len() < 16 << 10);
+
+    let groups = runtime
+        .load(&with_settings(
+            eni_ops_spec("oversized-lists"),
+            &[("mode", "groups")],
+        ))
+        .unwrap();
+    assert_eq!(groups.plan(ec2_pool(2)).unwrap(), vec![]);
+    let lines = audit_lines(&audit);
+    let results: Vec<&str> = lines[2..]
+        .iter()
+        .map(|l| l["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        results,
+        [
+            "17 security groups; an ENI takes at most 16",
+            "security group id of 200 bytes is longer than any EC2 id (at most 64)"
+        ]
+    );
+
+    let huge = runtime
+        .load(&with_settings(
+            eni_ops_spec("oversized-lists"),
+            &[("mode", "huge")],
+        ))
+        .unwrap();
+    let reason = trap_reason(huge.plan(ec2_pool(2)).unwrap_err());
+    assert!(
+        reason.starts_with("passed more data to the host in one call than it accepts"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_list_of_aliased_strings_is_stopped_before_the_host_copies_it() {
+    let runtime = PluginRuntime::new().unwrap();
+    let plugin = runtime.load(&eni_ops_spec("alias-flood")).unwrap();
+    let started = Instant::now();
+    let reason = trap_reason(plugin.plan(ec2_pool(2)).unwrap_err());
+    assert!(
+        reason.starts_with("passed more data to the host in one call than it accepts"),
+        "{reason}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(50) + SLACK);
+}
+
+#[test]
+fn counts_of_u32_max_are_refused_and_nothing_is_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let runtime = PluginRuntime::new()
+        .unwrap()
+        .with_audit_log(AuditLog::new(audit.clone()));
+    let plugin = runtime.load(&eni_ops_spec("max-counts")).unwrap();
+    let mut pool = ec2_pool(2);
+    pool.node.limits.ipv4_per_eni = 10;
+    assert_eq!(plugin.plan(pool).unwrap(), vec![]);
+    let lines = audit_lines(&audit);
+    assert_eq!(lines.len(), 4 + 2 * 4, "every request is audited");
+    for line in &lines {
+        assert_eq!(line["outcome"], "refused", "{line}");
+        let result = line["result"].as_str().unwrap();
+        assert!(
+            result.contains("at most 9 secondary addresses")
+                || result.contains("not both")
+                || result.contains("more do not fit"),
+            "{result}"
+        );
+    }
+}
+
+#[test]
+fn a_tagger_answering_too_much_is_refused_or_stopped() {
+    let runtime = PluginRuntime::new().unwrap();
+    let tagger = |mode: &str| {
+        let mut spec = with_settings(
+            spec("tag-flood", PluginKind::Tagger, &[]),
+            &[("mode", mode)],
+        );
+        spec.tag_keys = (0..60).map(|n| format!("wasmcni.io/flood-{n}")).collect();
+        runtime.load(&spec).unwrap()
+    };
+    let request = EniTagRequest::default();
+    let error = tagger("count").tags(&request, 3).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "plugin tag-flood refused: answer refused by the host: 51 tags plus the daemon's 3 exceed EC2's limit of 50"
+    );
+    let error = tagger("long").tags(&request, 3).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("keys must be 1 to 128 characters and values at most 256")
+            || error
+                .to_string()
+                .contains("is outside the plugin's tag_keys scope"),
+        "{error}"
+    );
+    let reason = trap_reason(tagger("huge").tags(&request, 3).unwrap_err());
+    assert!(
+        reason.starts_with("passed more data to the host in one call than it accepts"),
+        "{reason}"
+    );
+}
