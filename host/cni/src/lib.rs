@@ -24,7 +24,7 @@ pub mod text;
 pub mod version;
 
 pub use error::{codes, CniError};
-pub use netconf::{peek_version, Attachment, NetConf};
+pub use netconf::{peek_version, NetConf, ValidAttachment};
 pub use request::{CniRequest, Command};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
 pub use runtime_config::{Bandwidth, PortMapping, RuntimeConfig};

@@ -42,7 +42,7 @@ pub struct NetConf {
     /// present, which is how `cnitool gc` calls (libcni then has already DEL'd every cached
     /// attachment of the network, so nothing of it is meant to stay); `Some(vec![])` is an
     /// explicit "nothing is valid".
-    pub valid_attachments: Option<Vec<Attachment>>,
+    pub valid_attachments: Option<Vec<ValidAttachment>>,
     /// wasmcni's `daemonSocket`: path of the daemon's Unix socket (`""` counts as absent).
     pub daemon_socket: Option<String>,
     /// wasmcni's `logFile`: where the shim appends its log (`""` counts as absent).
@@ -57,7 +57,7 @@ pub struct NetConf {
 
 /// One `(containerID, ifname)` attachment of the GC valid list.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Attachment {
+pub struct ValidAttachment {
     /// The attachment's `CNI_CONTAINERID`.
     #[serde(rename = "containerID")]
     pub container_id: String,
@@ -235,8 +235,8 @@ fn required_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str, F
 }
 
 /// The union of both GC keys, or `None` when neither is present.
-fn gc_attachments(obj: &Map<String, Value>) -> Result<Option<Vec<Attachment>>, FieldError> {
-    let mut union: Option<Vec<Attachment>> = None;
+fn gc_attachments(obj: &Map<String, Value>) -> Result<Option<Vec<ValidAttachment>>, FieldError> {
+    let mut union: Option<Vec<ValidAttachment>> = None;
     for key in [VALID_ATTACHMENTS_KEY, ATTACHMENTS_KEY] {
         let Some(list) = field(obj, key) else {
             continue;
@@ -252,14 +252,14 @@ fn gc_attachments(obj: &Map<String, Value>) -> Result<Option<Vec<Attachment>>, F
     Ok(union)
 }
 
-fn decode_attachment(value: &Value, path: &str) -> Result<Attachment, FieldError> {
+fn decode_attachment(value: &Value, path: &str) -> Result<ValidAttachment, FieldError> {
     let obj = as_object(value, path)?;
     let get = |key: &str| -> Result<String, FieldError> {
         let member = join(path, key);
         let v = field(obj, key).ok_or_else(|| FieldError::new(&member, "missing"))?;
         as_str(v, &member).map(str::to_string)
     };
-    Ok(Attachment {
+    Ok(ValidAttachment {
         container_id: get("containerID")?,
         ifname: get("ifname")?,
     })
@@ -289,8 +289,8 @@ mod tests {
         v
     }
 
-    fn attachment(id: &str, ifname: &str) -> Attachment {
-        Attachment {
+    fn attachment(id: &str, ifname: &str) -> ValidAttachment {
+        ValidAttachment {
             container_id: id.into(),
             ifname: ifname.into(),
         }

@@ -2,11 +2,11 @@
 //! them (`buildIptablesSNATRules`, `iptables_connmark.go`, `nftables_connmark.go`).
 //!
 //! Three things happen to a pod's connection to an address outside the VPC (and outside
-//! [`SnatConfig::exclude_cidrs`]):
+//! [`SnatRules::exclude_cidrs`]):
 //!
 //! * **SNAT** (nat POSTROUTING): the source becomes the primary ENI's own address, because
 //!   the VPC only routes replies to addresses it assigned to an instance.
-//! * **connmark** (nat PREROUTING): the connection is marked with [`SnatConfig::connmark`]
+//! * **connmark** (nat PREROUTING): the connection is marked with [`SnatRules::connmark`]
 //!   and the mark is copied to the packet, so the caller's rule
 //!   `fwmark <mark>/<mark> lookup main` at [`FWMARK_RULE_PRIORITY`] sends it out through the
 //!   primary ENI, which owns the SNAT address, even for a pod whose address belongs to a
@@ -16,7 +16,7 @@
 //!   connection's mark back, so a pod's replies leave through the primary ENI the request
 //!   came in on, not through the secondary ENI that owns the pod's address.
 //!
-//! With [`SnatConfig::external_snat`] (a NAT gateway does the translation) none of this is
+//! With [`SnatRules::external_snat`] (a NAT gateway does the translation) none of this is
 //! installed and [`apply`] removes what an earlier configuration installed. VPC CNI keeps the
 //! NodePort rules in that case (they follow `AWS_VPC_CNI_NODE_PORT_SUPPORT` instead), and it
 //! also restores the mark for `vlan+` (security-group-for-pods branch interfaces), which
@@ -108,7 +108,7 @@ impl fmt::Display for Backend {
 
 /// What the SNAT and connmark rules are built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnatConfig {
+pub struct SnatRules {
     /// The SNAT source: the primary ENI's own address.
     pub primary_ip: Ipv4Addr,
     /// The primary ENI's interface (`eth0`), where NodePort connections arrive.
@@ -130,7 +130,7 @@ pub struct SnatConfig {
     pub connmark: u32,
 }
 
-impl SnatConfig {
+impl SnatRules {
     /// Checks what the rules would be built from: interface names the kernel accepts (and no
     /// characters a firewall parser would read as syntax), a veth prefix that does not also
     /// match the primary link, a non-zero mark, a SNAT address, and at least one VPC CIDR
@@ -239,7 +239,7 @@ pub enum SnatError {
     /// The configuration cannot be turned into rules.
     #[error("invalid SNAT configuration: {field} = {value:?}: {reason}")]
     InvalidConfig {
-        /// The [`SnatConfig`] field at fault.
+        /// The [`SnatRules`] field at fault.
         field: &'static str,
         /// Its value.
         value: String,
@@ -318,10 +318,10 @@ fn backend_for(iptables_version: Option<&str>, nft_present: bool) -> Option<Back
 /// The rules as `iptables-restore --noflush` input: per table (`nat`, `mangle`) the
 /// declarations of wasmcni's chains (which, in noflush mode, create or empty them), their
 /// rules, and the jumps appended to the built-in chains. Empty with
-/// [`SnatConfig::external_snat`]. The rules are written the way `iptables-save` prints them
+/// [`SnatRules::external_snat`]. The rules are written the way `iptables-save` prints them
 /// back (`--set-xmark`, `--nfmask`/`--ctmask`, no `-d` for 0.0.0.0/0), so [`apply`] can tell
 /// that the node already has them.
-pub fn render_iptables(cfg: &SnatConfig) -> String {
+pub fn render_iptables(cfg: &SnatRules) -> String {
     if cfg.external_snat {
         return String::new();
     }
@@ -383,7 +383,7 @@ pub fn render_iptables(cfg: &SnatConfig) -> String {
 
 /// The rules as `nft -f` input that replaces the table `ip wasmcni` atomically (declare it,
 /// delete it, define it anew, all in one transaction). Empty with
-/// [`SnatConfig::external_snat`].
+/// [`SnatRules::external_snat`].
 ///
 /// Chains: `postrouting` (nat, priority srcnat + 10, so other software's SNAT such as
 /// kube-proxy's masquerade decides first, as after VPC CNI's appended jump) translates;
@@ -393,7 +393,7 @@ pub fn render_iptables(cfg: &SnatConfig) -> String {
 /// (filter, priority mangle) holds the NodePort rules. nftables cannot combine two registers,
 /// so iptables' `--restore-mark --mask M` becomes, per bit of M, one rule clearing and one
 /// setting that bit of the packet mark, as VPC CNI writes it.
-pub fn render_nftables(cfg: &SnatConfig) -> String {
+pub fn render_nftables(cfg: &SnatRules) -> String {
     if cfg.external_snat {
         return String::new();
     }
@@ -461,7 +461,7 @@ pub fn render_nftables(cfg: &SnatConfig) -> String {
     out
 }
 
-/// Makes the node's rules those of `cfg` (with [`SnatConfig::external_snat`]: removes them).
+/// Makes the node's rules those of `cfg` (with [`SnatRules::external_snat`]: removes them).
 ///
 /// Idempotent: applying twice leaves one copy of every rule, and a changed configuration
 /// replaces the earlier rules, leftovers and duplicates of ours included. Rules, chains and
@@ -481,7 +481,7 @@ pub fn render_nftables(cfg: &SnatConfig) -> String {
 /// the other backend holds of ours, as VPC CNI does once at start: a node that changed
 /// firewall between two runs would otherwise translate and mark twice. That is skipped when
 /// the other backend's tool is not installed, and a failure there is only logged.
-pub fn apply(cfg: &SnatConfig, backend: Backend) -> Result<(), SnatError> {
+pub fn apply(cfg: &SnatRules, backend: Backend) -> Result<(), SnatError> {
     let mut cleaned_for = lock_firewall();
     let clean_other = *cleaned_for != Some(backend);
     apply_with(&Runner::current_namespace(), cfg, backend, clean_other)?;
@@ -508,7 +508,7 @@ fn lock_firewall() -> MutexGuard<'static, Option<Backend>> {
 
 fn apply_with(
     runner: &Runner,
-    cfg: &SnatConfig,
+    cfg: &SnatRules,
     backend: Backend,
     clean_other: bool,
 ) -> Result<(), SnatError> {
@@ -873,8 +873,8 @@ mod tests {
         s.parse().expect("test CIDR")
     }
 
-    fn config() -> SnatConfig {
-        SnatConfig {
+    fn config() -> SnatRules {
+        SnatRules {
             primary_ip: Ipv4Addr::new(10, 0, 0, 5),
             primary_link: "eth0".into(),
             veth_prefix: "eni".into(),
@@ -948,7 +948,7 @@ table ip wasmcni {
 
     #[test]
     fn external_snat_renders_nothing() {
-        let cfg = SnatConfig {
+        let cfg = SnatRules {
             external_snat: true,
             ..config()
         };
@@ -958,7 +958,7 @@ table ip wasmcni {
 
     #[test]
     fn exclude_cidrs_return_in_both_chains_without_repeats() {
-        let cfg = SnatConfig {
+        let cfg = SnatRules {
             // A host address with host bits is written as its network; a repeat of a VPC CIDR
             // and 0.0.0.0/0 (which iptables writes without -d) are handled too.
             vpc_cidrs: vec![net("10.0.0.0/16"), net("100.64.7.1/16")],
@@ -1016,7 +1016,7 @@ table ip wasmcni {
                 "snat to 10.0.0.5\n",
             ),
         ] {
-            let cfg = SnatConfig {
+            let cfg = SnatRules {
                 randomize,
                 ..config()
             };
@@ -1036,7 +1036,7 @@ table ip wasmcni {
 
     #[test]
     fn nftables_restores_every_bit_of_a_wider_mark() {
-        let cfg = SnatConfig {
+        let cfg = SnatRules {
             connmark: 0x180,
             ..config()
         };
@@ -1078,44 +1078,44 @@ table ip wasmcni {
 
     #[test]
     fn validation_names_the_field() {
-        let field_of = |cfg: SnatConfig| match cfg.validate() {
+        let field_of = |cfg: SnatRules| match cfg.validate() {
             Err(SnatError::InvalidConfig { field, .. }) => field,
             other => panic!("expected InvalidConfig, got {other:?}"),
         };
         assert!(config().validate().is_ok());
-        let bad_link = SnatConfig {
+        let bad_link = SnatRules {
             primary_link: "eth0\n-A".into(),
             ..config()
         };
         assert_eq!(field_of(bad_link), "primary_link");
-        let long_prefix = SnatConfig {
+        let long_prefix = SnatRules {
             veth_prefix: "abcdefghijklmno".into(),
             ..config()
         };
         assert_eq!(field_of(long_prefix), "veth_prefix");
         for prefix in ["eth", "e", "lo", "eni+", ""] {
-            let cfg = SnatConfig {
+            let cfg = SnatRules {
                 veth_prefix: prefix.into(),
                 ..config()
             };
             assert_eq!(field_of(cfg), "veth_prefix", "{prefix:?}");
         }
-        let no_mark = SnatConfig {
+        let no_mark = SnatRules {
             connmark: 0,
             ..config()
         };
         assert_eq!(field_of(no_mark), "connmark");
-        let no_vpc = SnatConfig {
+        let no_vpc = SnatRules {
             vpc_cidrs: vec![],
             ..config()
         };
         assert_eq!(field_of(no_vpc), "vpc_cidrs");
-        let no_ip = SnatConfig {
+        let no_ip = SnatRules {
             primary_ip: Ipv4Addr::UNSPECIFIED,
             ..config()
         };
         assert_eq!(field_of(no_ip), "primary_ip");
-        let message = SnatConfig {
+        let message = SnatRules {
             veth_prefix: "eth".into(),
             ..config()
         }
@@ -1370,7 +1370,7 @@ COMMIT
         }
         let before = saved(&ns, tools);
 
-        let cfg = SnatConfig {
+        let cfg = SnatRules {
             veth_prefix: "enitest".into(),
             ..config()
         };
@@ -1404,7 +1404,7 @@ COMMIT
         assert_eq!(current, owned_iptables_rules(&rendered));
 
         // A changed configuration replaces ours.
-        let changed = SnatConfig {
+        let changed = SnatRules {
             exclude_cidrs: vec![net("172.16.0.0/12")],
             veth_prefix: "pod".into(),
             randomize: Randomize::Hash,
@@ -1419,7 +1419,7 @@ COMMIT
         assert_eq!(after_change.matches("-i pod+").count(), 2);
 
         // External SNAT removes ours; removing again is fine.
-        let external = SnatConfig {
+        let external = SnatRules {
             external_snat: true,
             ..changed
         };
@@ -1489,7 +1489,7 @@ COMMIT
         assert_eq!(ours.matches("jump connmark").count(), 1, "{ours}");
         assert_eq!(ours.matches("chain ").count(), 4, "{ours}");
 
-        let changed = SnatConfig {
+        let changed = SnatRules {
             exclude_cidrs: vec![net("172.16.0.0/12")],
             randomize: Randomize::None,
             ..cfg.clone()
@@ -1539,7 +1539,7 @@ COMMIT
 
     #[test]
     fn apply_reports_an_invalid_config_before_touching_anything() {
-        let cfg = SnatConfig {
+        let cfg = SnatRules {
             veth_prefix: "eth".into(),
             ..config()
         };
@@ -1623,8 +1623,8 @@ COMMIT
             }
         }
 
-        fn config(&self) -> SnatConfig {
-            SnatConfig {
+        fn config(&self) -> SnatRules {
+            SnatRules {
                 primary_ip: Ipv4Addr::new(192, 168, 77, 1),
                 primary_link: self.uplink.clone(),
                 veth_prefix: "enitest".into(),
@@ -1786,7 +1786,7 @@ COMMIT
 
         // Excluded: neither SNAT nor connmark, so the blackhole catches the pod again, and,
         // once the secondary-ENI rule is gone, the pod's own address arrives.
-        let excluded = SnatConfig {
+        let excluded = SnatRules {
             exclude_cidrs: vec![net("192.168.77.0/24")],
             ..cfg
         };

@@ -4,7 +4,7 @@
 //! requests an allocator plugin's `plan` made: create, attach, assign, unassign, detach, delete.
 //!
 //! The provider only talks to EC2 and keeps the picture of the node's ENIs; the daemon's
-//! reconciler (`server::reconciler`) decides when, holds the allocation lock while addresses
+//! reconciler (`wasmcni_daemon::server::warm_pool`) decides when, holds the allocation lock while addresses
 //! leave the pool, and sets up each ENI's link and routing table.
 //!
 //! Ownership: every ENI it creates is tagged, atomically with its creation, with

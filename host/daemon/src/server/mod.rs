@@ -30,8 +30,8 @@ pub mod install;
 pub mod keylock;
 pub mod ops;
 pub mod plugins;
-pub mod reconciler;
 pub mod recovery;
+pub mod warm_pool;
 
 use plugins::PluginSet;
 
@@ -123,7 +123,7 @@ pub async fn start<D: Datapath>(
     let handler = Handler::new(config, datapath, store, provider, runtime, plugins);
     handler.refresh_foreign_held().await;
     if let Some(ec2) = ec2 {
-        reconciler::prepare(&handler, &ec2)
+        warm_pool::prepare(&handler, &ec2)
             .await
             .map_err(StartError::Provider)?;
         tracing::info!(
@@ -136,7 +136,7 @@ pub async fn start<D: Datapath>(
         );
         let _ = handler.ec2.set(ec2);
     }
-    let report = recovery::reconcile(&handler, &pending, recovery::Orphans::Remove).await;
+    let report = recovery::reconcile_node(&handler, &pending, recovery::Orphans::Remove).await;
     if report.failures.is_empty() {
         tracing::info!(?report, "node reconciled");
     } else {
@@ -228,7 +228,8 @@ pub async fn serve<D: Datapath>(
             ticks.tick().await; // the first tick is immediate; recovery just ran
             loop {
                 ticks.tick().await;
-                let report = recovery::reconcile(&handler, &pending, recovery::Orphans::Keep).await;
+                let report =
+                    recovery::reconcile_node(&handler, &pending, recovery::Orphans::Keep).await;
                 let quiet = ReconcileReport {
                     kept: report.kept,
                     ..ReconcileReport::default()
@@ -244,14 +245,14 @@ pub async fn serve<D: Datapath>(
         // IPv6 prefix mode creates no ENIs, so there are none to leak (VPC CNI turns its
         // collector off there too).
         Some(ec2) if ec2.family() == wasmcni_core::ipam::IpFamily::Ipv6 => {
-            vec![tokio::spawn(reconciler::run_ipv6(
+            vec![tokio::spawn(warm_pool::run_ipv6(
                 handler.clone(),
                 ec2.clone(),
             ))]
         }
         Some(ec2) => vec![
-            tokio::spawn(reconciler::run(handler.clone(), ec2.clone())),
-            tokio::spawn(reconciler::collect_leaks(ec2.clone())),
+            tokio::spawn(warm_pool::run(handler.clone(), ec2.clone())),
+            tokio::spawn(warm_pool::collect_leaks(ec2.clone())),
         ],
         None => Vec::new(),
     };

@@ -51,7 +51,7 @@ pub enum Orphans {
 /// [`Orphans::Remove`] is for start-up (before serving); the periodic sweep uses
 /// [`Orphans::Keep`]. Every step runs under the attachment's lock and re-checks the record, so
 /// the sweep is safe beside requests being served.
-pub async fn reconcile<D: Datapath>(
+pub async fn reconcile_node<D: Datapath>(
     handler: &Handler<D>,
     pending_dir: &Path,
     orphans: Orphans,

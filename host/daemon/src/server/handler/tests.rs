@@ -344,7 +344,7 @@ async fn concurrent_adds_never_share_an_address() {
 
 #[tokio::test]
 async fn recovery_reconciles_every_kind_of_disagreement() {
-    use crate::server::recovery::{reconcile, Orphans, ReconcileReport};
+    use crate::server::recovery::{reconcile_node, Orphans, ReconcileReport};
     use std::net::Ipv4Addr;
     use wasmcni_cni::proto::{DaemonRequest, PROTOCOL_VERSION};
 
@@ -390,7 +390,7 @@ async fn recovery_reconciles_every_kind_of_disagreement() {
     let planted = pending.join("0-kept-eth0.json");
     std::fs::write(&planted, br#"{"recordedUnixMs":1,"request":{}}"#).unwrap();
 
-    let report = reconcile(&f.handler, &pending, Orphans::Remove).await;
+    let report = reconcile_node(&f.handler, &pending, Orphans::Remove).await;
     assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
     assert!(
         report.failures[0].contains("not trusted"),
@@ -427,7 +427,7 @@ async fn recovery_reconciles_every_kind_of_disagreement() {
 
 #[tokio::test]
 async fn the_periodic_sweep_releases_vanished_pods_and_leaves_orphans_alone() {
-    use crate::server::recovery::{reconcile, Orphans};
+    use crate::server::recovery::{reconcile_node, Orphans};
     use std::net::Ipv4Addr;
 
     let f = fixture("10.88.0.0/24");
@@ -439,7 +439,7 @@ async fn the_periodic_sweep_releases_vanished_pods_and_leaves_orphans_alone() {
     f.handler
         .datapath
         .add_orphan("eni00000000000", Ipv4Addr::new(10, 88, 0, 77));
-    let report = reconcile(
+    let report = reconcile_node(
         &f.handler,
         &f._dir.path().join("pending-del"),
         Orphans::Keep,
@@ -466,7 +466,7 @@ async fn the_periodic_sweep_releases_vanished_pods_and_leaves_orphans_alone() {
 
 #[tokio::test]
 async fn a_failed_rollback_keeps_the_address_reserved_until_the_sweep_succeeds() {
-    use crate::server::recovery::{reconcile, Orphans};
+    use crate::server::recovery::{reconcile_node, Orphans};
 
     let f = fixture("10.88.0.0/30");
     f.handler
@@ -484,7 +484,7 @@ async fn a_failed_rollback_keeps_the_address_reserved_until_the_sweep_succeeds()
     // The half-built veth may still route to the address: it must not be handed out.
     assert_eq!(f.handler.store().len(), 1);
     assert_eq!(f.handler.free_addresses(), 1);
-    let report = reconcile(
+    let report = reconcile_node(
         &f.handler,
         &f._dir.path().join("pending-del"),
         Orphans::Keep,
@@ -965,7 +965,7 @@ async fn an_add_on_an_empty_growing_pool_waits_for_it_to_grow() {
         async move { f.run(Command::Add, "b", "1.1.0").await }
     });
     // The ADD woke the reconciler and waits; the "reconciler" grows the pool.
-    tokio::time::timeout(Duration::from_secs(5), f.handler.wake_reconciler.notified())
+    tokio::time::timeout(Duration::from_secs(5), f.handler.wake_warm_pool.notified())
         .await
         .expect("the reconciler is woken");
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -124,7 +124,7 @@ async fn prepare_snat<D: Datapath>(
     let settings = &provider.settings().snat;
     let primary_link = primary_link(handler, provider).await?;
     let primary_ip = provider.primary_ip().ok_or("the node has no primary ENI")?;
-    let config = snat::SnatConfig {
+    let config = snat::SnatRules {
         primary_ip,
         primary_link,
         veth_prefix: handler.config.datapath.veth_prefix.clone(),
@@ -246,7 +246,7 @@ pub async fn run<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<Ec2Provide
             tokio::time::sleep(backoff).await;
         }
         tokio::select! {
-            () = handler.wake_reconciler.notified() => {}
+            () = handler.wake_warm_pool.notified() => {}
             () = tokio::time::sleep(interval) => {}
             _ = refresh.tick() => {
                 match provider.refresh().await {

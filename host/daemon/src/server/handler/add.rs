@@ -1,0 +1,528 @@
+//! ADD: reserve an address (chosen by the pool, the allocator plugin or the IPv6 prefix),
+//! run the policy hooks, set up the data path, commit durably, answer; undone on any failure.
+//! Chained ADDs (after another main plugin) run only the hooks.
+
+use super::*;
+
+impl<D: Datapath> Handler<D> {
+    pub(super) async fn add(
+        &self,
+        request: &CniRequest,
+        netconf: &NetConf,
+    ) -> Result<CniResult, CniError> {
+        let key = key_of(request);
+        let pod = request.k8s_pod();
+        let host_veth = host_veth_name(
+            &self.config.datapath.veth_prefix,
+            pod,
+            &request.container_id,
+            &request.ifname,
+        );
+        // The veth name is shared by every sandbox of one pod, so it is locked before the key
+        // (always in this order): two sandboxes never build or replace the same veth at once.
+        let _veth_guard = self.veth_locks.lock(host_veth.clone()).await;
+        let _guard = self.locks.lock(key.clone()).await;
+        let pod_ref = pod.map(|(namespace, name)| PodRef {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+        self.release_stale_owner_of(&host_veth, &key, pod_ref.as_ref())
+            .await?;
+
+        if let Some(existing) = self.store().get(&key) {
+            return Err(CniError::new(
+                codes::ATTACHMENT_EXISTS,
+                format!(
+                    "attachment {}/{} already holds {} (ADD without DEL); DEL it first",
+                    key.container_id, key.ifname, existing.ip
+                ),
+            ));
+        }
+        let plugins = self.plugins();
+        let pod_info = pod_info(request, netconf);
+        let phase = enter_phase("allocate");
+        let (choice, _allocating) = self.choose(&plugins, &pod_info).await?;
+        let metrics = wasmcni_telemetry::metrics::Metrics::global();
+        metrics.phase("ADD", "allocate", phase.elapsed());
+        let reserved = Allocation {
+            key: key.clone(),
+            network: netconf.name.clone(),
+            ip: choice.ip,
+            host_veth: host_veth.clone(),
+            netns: request.netns.clone(),
+            pod: pod_ref.clone(),
+            route_table: choice.route_table,
+            state: AllocationState::Reserved,
+            result: None,
+            created_unix_ms: now_unix_ms(),
+        };
+        self.store()
+            .reserve(reserved.clone())
+            .map_err(store_error)?;
+        drop(_allocating);
+        if self.dynamic {
+            // One address fewer: the plan may want to grow.
+            self.wake_warm_pool.notify_one();
+        }
+
+        let phase = enter_phase("policy");
+        let adjustments = if plugins.policies.is_empty() {
+            Vec::new()
+        } else {
+            let attachment = Attachment {
+                verb: Verb::Add,
+                pod: pod_info,
+                addresses: vec![IpNet::from(reserved.ip)],
+                eni_id: choice.eni_id.clone(),
+                subnet_id: None,
+                chained: false,
+            };
+            match run_policies(&plugins, &self.audit_log, attachment).await {
+                PolicyOutcome::Allowed(adjustments) => adjustments,
+                PolicyOutcome::Denied(error) => return Err(self.undo_add(&reserved, error).await),
+            }
+        };
+        let mtu = adjustments
+            .iter()
+            .rev()
+            .find_map(|a| match a {
+                NetlinkRequest::SetMtu { mtu } => Some(*mtu),
+                NetlinkRequest::AddRoute { .. } => None,
+            })
+            .unwrap_or(self.config.datapath.mtu);
+
+        if !plugins.policies.is_empty() {
+            metrics.phase("ADD", "policy", phase.elapsed());
+        }
+        let phase = enter_phase("datapath");
+        let attachment = attachment_of(&reserved, &request.ifname, self.config.datapath.mtu);
+        let created = match self.datapath.setup_pod(&attachment).await {
+            Ok(created) => created,
+            Err(e) => return Err(self.undo_add(&reserved, datapath_error(e, "ADD")).await),
+        };
+        if !adjustments.is_empty() {
+            if let Err(e) = self.datapath.adjust_pod(&attachment, &adjustments).await {
+                return Err(self
+                    .undo_add(&reserved, datapath_error(e, "ADD (policy adjustments)"))
+                    .await);
+            }
+        }
+
+        let ours = CniResult {
+            interfaces: vec![
+                Interface {
+                    name: host_veth.clone(),
+                    mac: Some(format_mac(&created.host_mac)),
+                    mtu: Some(self.config.datapath.mtu),
+                    sandbox: None,
+                    socket_path: None,
+                    pci_id: None,
+                },
+                Interface {
+                    name: request.ifname.clone(),
+                    mac: Some(format_mac(&created.pod_mac)),
+                    mtu: Some(mtu),
+                    sandbox: Some(request.netns.clone()),
+                    socket_path: None,
+                    pci_id: None,
+                },
+            ],
+            ips: vec![IpConfig {
+                address: IpNet::from(reserved.ip),
+                gateway: Some(pod_gateway(reserved.ip)),
+                interface: Some(1),
+            }],
+            routes: vec![Route {
+                dst: match reserved.ip {
+                    IpAddr::V4(_) => IpNet::V4(Ipv4Net::default()),
+                    IpAddr::V6(_) => IpNet::V6(ipnet::Ipv6Net::default()),
+                },
+                gw: Some(pod_gateway(reserved.ip)),
+                mtu: None,
+                advmss: None,
+                priority: None,
+                table: None,
+                scope: None,
+            }],
+            dns: Default::default(),
+        };
+        let result = match &netconf.prev_result {
+            Some(previous) => previous.merged_with(&ours),
+            None => ours,
+        };
+        metrics.phase("ADD", "datapath", phase.elapsed());
+
+        let phase = enter_phase("datastore");
+        let committed = self
+            .store()
+            .commit(&key, result.to_json(CniVersion::LATEST))
+            .map_err(store_error);
+        let durable = match committed {
+            Ok(lsn) => self.make_durable(lsn).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = durable {
+            // The runtime will not get a result, so nothing of this ADD may stay behind.
+            return Err(self.undo_add(&reserved, e).await);
+        }
+        metrics.phase("ADD", "datastore", phase.elapsed());
+        tracing::info!(
+            container_id = %key.container_id, ifname = %key.ifname, ip = %reserved.ip, veth = %host_veth,
+            "ADD committed"
+        );
+        Ok(result)
+    }
+
+    /// Chooses an address and returns it with the allocation lock still held (the caller
+    /// reserves it before letting go). With a growing provider, an empty pool wakes the
+    /// reconciler and the ADD waits up to `add_wait_ms` for addresses to arrive.
+    pub(super) async fn choose(
+        &self,
+        plugins: &PluginSet,
+        pod: &PodInfo,
+    ) -> Result<(Choice, tokio::sync::MutexGuard<'_, ()>), CniError> {
+        let wait = self.add_wait;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changed = self.pool_changed.subscribe();
+        loop {
+            changed.borrow_and_update();
+            let allocating = self.allocation.lock().await;
+            let chosen = match &plugins.allocator {
+                // IPv6 prefix mode: the host hands out /128s of the node's prefix (the
+                // allocator interface speaks IPv4; configuration refuses one here).
+                _ if self.family == IpFamily::Ipv6 => self.choose_v6(),
+                None => self.choose_builtin(),
+                Some(plugin) => self.choose_by_plugin(plugin, pod).await,
+            };
+            match chosen {
+                Ok(choice) => return Ok((choice, allocating)),
+                Err(e) if e.code == codes::POOL_EXHAUSTED && self.dynamic => {
+                    drop(allocating);
+                    self.wake_warm_pool.notify_one();
+                    let waiting = Instant::now();
+                    let waited = tokio::time::timeout_at(deadline, async {
+                        // A cooling address comes free with time, not with an inventory change.
+                        tokio::select! {
+                            _ = changed.changed() => {}
+                            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        }
+                    })
+                    .await;
+                    wasmcni_telemetry::metrics::Metrics::global().phase(
+                        "ADD",
+                        "pool_wait",
+                        waiting.elapsed(),
+                    );
+                    if waited.is_err() {
+                        return Err(self.exhausted_after_wait(wait));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub(super) fn exhausted_after_wait(&self, wait: Duration) -> CniError {
+        let capacity = self
+            .pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .capacity();
+        let cooling = self.cooling_now().len();
+        let cause = self.provider_grow_error().map_or_else(String::new, |e| {
+            format!("; the last attempt to grow it failed: {e}")
+        });
+        CniError::new(
+            codes::POOL_EXHAUSTED,
+            format!(
+                "no free IPv4 address after waiting {} ms for the pool to grow ({capacity} addresses, all held or cooling ({cooling} cooling)){cause}",
+                wait.as_millis()
+            ),
+        )
+        .with_details("the pool grows on the allocator plugin's plan within the instance's ENI limits and the subnets' free addresses; retried pods get addresses once it has grown")
+    }
+
+    /// The built-in allocator: the next free address after the pool's cursor.
+    pub(super) fn choose_builtin(&self) -> Result<Choice, CniError> {
+        let store = self.store();
+        let resting = self.resting();
+        let cooling = &resting.cooling;
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        pool.choose(|ip| resting.taken(&store, ip)).ok_or_else(|| {
+            let details = if self.dynamic {
+                "the pool grows on the allocator plugin's plan"
+            } else {
+                "free addresses return as pods are deleted; add CIDRs to provider.static.cidrs to grow the pool"
+            };
+            CniError::new(
+                codes::POOL_EXHAUSTED,
+                format!(
+                    "no free IPv4 address: all {} addresses of the pool are assigned{}",
+                    pool.capacity(),
+                    if cooling.is_empty() { String::new() } else { format!(" or cooling down ({})", cooling.len()) }
+                ),
+            )
+            .with_details(details)
+        })
+    }
+
+    /// IPv6 prefix mode: the next /128 of the node's prefix that no pod holds and none cools.
+    pub(super) fn choose_v6(&self) -> Result<Choice, CniError> {
+        let store = self.store();
+        let resting = self.resting();
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        pool.choose_v6(|ip| resting.taken(&store, ip)).ok_or_else(|| {
+            CniError::new(
+                codes::POOL_EXHAUSTED,
+                "no free IPv6 address: the primary ENI has no IPv6 prefix (the daemon delegates a /80 at start and again when it finds it gone)",
+            )
+            .with_details("the daemon's log names EC2's answer to AssignIpv6Addresses")
+        })
+    }
+
+    /// Asks the allocator plugin (off the async workers: a hostile plugin burns its whole fuel
+    /// budget) and holds its answer to the host's invariants: an address of the pool, not
+    /// excluded, not held by anyone. A failure (trap, limits, error, refused proposal) fails
+    /// the ADD unless the plugin's `allocate` fails open, in which case the built-in
+    /// allocator chooses.
+    pub(super) async fn choose_by_plugin(
+        &self,
+        plugin: &Arc<Plugin>,
+        pod: &PodInfo,
+    ) -> Result<Choice, CniError> {
+        let started = std::time::Instant::now();
+        let outcome = self.ask_plugin(plugin, pod).await;
+        self.audit_log.record(&AuditEntry {
+            ts_ms: now_unix_ms(),
+            plugin: plugin.name(),
+            call: "allocate",
+            args: pod.audit_args(),
+            outcome: if outcome.is_ok() { "ok" } else { "error" },
+            result: match &outcome {
+                Ok(choice) => choice.ip.to_string(),
+                Err(e) => e.msg.clone(),
+            },
+            duration_us: started.elapsed().as_micros() as u64,
+        });
+        match outcome {
+            Err(e) if e.code == codes::PLUGIN_FAILURE => {
+                match plugin.spec().on_failure.of(Hook::Allocate) {
+                    FailureMode::Open => {
+                        tracing::warn!(plugin = %plugin.name(), "{}; allocate fails open: the built-in allocator chooses", e.msg);
+                        self.choose_builtin()
+                    }
+                    FailureMode::Closed => Err(CniError::new(
+                        e.code,
+                        format!("{}; the ADD fails closed", e.msg),
+                    )),
+                }
+            }
+            other => other,
+        }
+    }
+
+    pub(super) async fn ask_plugin(
+        &self,
+        plugin: &Arc<Plugin>,
+        pod: &PodInfo,
+    ) -> Result<Choice, CniError> {
+        // (Built under the allocation lock, so the snapshot's held addresses are current.)
+        let snapshot = self.pool_snapshot();
+        let task = {
+            let plugin = plugin.clone();
+            let pod = pod.clone();
+            tokio::task::spawn_blocking(move || plugin.allocate(snapshot, &pod))
+        };
+        let answer = task.await.map_err(|e| {
+            CniError::new(codes::PLUGIN_FAILURE, format!("allocator task failed: {e}"))
+        })?;
+        let proposal = match answer {
+            Ok(proposal) => proposal,
+            // A full pool is the same "exhausted" answer as without a plugin (counted only
+            // here, off the happy path).
+            Err(PluginError::Refused { .. }) if self.free_addresses() == 0 => {
+                return self.choose_builtin();
+            }
+            Err(e @ PluginError::Stopped { .. }) => {
+                return Err(CniError::new(codes::TRY_AGAIN_LATER, e.to_string()))
+            }
+            Err(e) => return Err(CniError::new(codes::PLUGIN_FAILURE, e.to_string())),
+        };
+        let name = plugin.name();
+        let refuse = |why: String| {
+            tracing::warn!(plugin = %name, ip = %proposal, "allocator proposal refused: {why}");
+            Err(CniError::new(
+                codes::PLUGIN_FAILURE,
+                format!("allocator plugin {name} proposed {proposal}, which {why}"),
+            ))
+        };
+        let store = self.store();
+        let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(block) = pool.locate(proposal) else {
+            return refuse("is not a usable address of the pool".into());
+        };
+        if pool.inventory().excluded.contains(&proposal) {
+            return refuse("is excluded by the configuration".into());
+        }
+        if let Some(holder) = store.holder_of(proposal) {
+            return refuse(format!("is already held by {}", holder.key));
+        }
+        if self.is_cooling(IpAddr::V4(proposal)) {
+            return refuse("is cooling down after its release".into());
+        }
+        if self.is_foreign(IpAddr::V4(proposal)) {
+            return refuse("is held by another CNI's pod on this node".into());
+        }
+        Ok(Choice {
+            ip: IpAddr::V4(proposal),
+            route_table: block.route_table,
+            eni_id: block.eni_id.clone(),
+        })
+    }
+
+    /// ADD when wasmcni runs chained after another main plugin: the policy hooks judge the
+    /// interface and addresses that plugin reported; the result passes through unchanged.
+    pub(super) async fn add_chained(
+        &self,
+        request: &CniRequest,
+        netconf: &NetConf,
+    ) -> Result<CniResult, CniError> {
+        let previous = netconf.prev_result.clone().ok_or_else(|| {
+            CniError::invalid_config(
+                "mode \"chained\" needs a prevResult: list wasmcni after the main plugin in the conflist",
+            )
+        })?;
+        let plugins = self.plugins();
+        let attachment = Attachment {
+            verb: Verb::Add,
+            pod: pod_info(request, netconf),
+            addresses: result_addresses(&previous),
+            eni_id: None,
+            subnet_id: None,
+            chained: true,
+        };
+        match run_policies(&plugins, &self.audit_log, attachment).await {
+            PolicyOutcome::Denied(error) => Err(error),
+            PolicyOutcome::Allowed(adjustments) if adjustments.is_empty() => Ok(previous),
+            PolicyOutcome::Allowed(adjustments) => {
+                let target = PodAttachment {
+                    host: HostSide {
+                        host_veth: String::new(),
+                        // The IPv4 address when there is one (route adjustments are IPv4).
+                        ip: previous
+                            .ips
+                            .iter()
+                            .map(|n| n.address.addr())
+                            .min_by_key(IpAddr::is_ipv6)
+                            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+                        route_table: None,
+                    },
+                    netns: request.netns.clone(),
+                    pod_ifname: request.ifname.clone(),
+                    mtu: self.config.datapath.mtu,
+                };
+                self.datapath
+                    .adjust_pod(&target, &adjustments)
+                    .await
+                    .map_err(|e| datapath_error(e, "ADD (policy adjustments)"))?;
+                Ok(previous)
+            }
+        }
+    }
+
+    /// DEL and CHECK when chained: only the policy hooks run.
+    pub(super) async fn hooks_chained(
+        &self,
+        request: &CniRequest,
+        netconf: &NetConf,
+        verb: Verb,
+    ) -> Result<(), CniError> {
+        let plugins = self.plugins();
+        let attachment = Attachment {
+            verb,
+            pod: pod_info(request, netconf),
+            addresses: netconf
+                .prev_result
+                .as_ref()
+                .map(result_addresses)
+                .unwrap_or_default(),
+            eni_id: None,
+            subnet_id: None,
+            chained: true,
+        };
+        match run_policies(&plugins, &self.audit_log, attachment).await {
+            PolicyOutcome::Denied(error) => Err(error),
+            PolicyOutcome::Allowed(_) => Ok(()),
+        }
+    }
+
+    /// Undoes a failed ADD: removes whatever the data path built and only then frees the
+    /// address. If the removal fails too, the address stays reserved (never handed out while a
+    /// route or rule to it may remain) and the periodic sweep retries the rollback.
+    pub(super) async fn undo_add(&self, reserved: &Allocation, cause: CniError) -> CniError {
+        if let Err(cleanup) = self.datapath.teardown_pod(&reserved_host(reserved)).await {
+            tracing::error!(error = %cleanup, ip = %reserved.ip, veth = %reserved.host_veth, "rollback of a failed ADD failed; the address stays reserved until the sweep succeeds");
+            return CniError::new(
+                cause.code,
+                format!(
+                    "{}; removing what was built also failed ({cleanup}), so {} stays reserved until the daemon's sweep succeeds",
+                    cause.msg, reserved.ip
+                ),
+            );
+        }
+        match self.release(&reserved.key).await {
+            Ok(()) => cause,
+            Err(e) => CniError::new(
+                cause.code,
+                format!("{}; then freeing {}: {}", cause.msg, reserved.ip, e.msg),
+            ),
+        }
+    }
+
+    /// If another attachment owns `host_veth` it is an older sandbox of the same pod (the
+    /// name is derived from the pod): that sandbox is gone, so, as VPC CNI does, its veth is
+    /// replaced — after its own lock is taken and its address released, so its late DEL finds
+    /// nothing to undo. An owner that is a *different* pod is refused, never torn down.
+    pub(super) async fn release_stale_owner_of(
+        &self,
+        host_veth: &str,
+        key: &AttachmentKey,
+        pod: Option<&PodRef>,
+    ) -> Result<(), CniError> {
+        let stale = {
+            let store = self.store();
+            store
+                .find_by_veth(host_veth)
+                .filter(|a| &a.key != key)
+                .cloned()
+        };
+        let Some(stale) = stale else {
+            return Ok(());
+        };
+        if stale.pod.as_ref() != pod || stale.key.ifname != key.ifname {
+            return Err(CniError::new(
+                codes::ATTACHMENT_EXISTS,
+                format!(
+                    "host veth {host_veth} already belongs to attachment {}/{} ({}), not to an older sandbox of this pod; refusing to replace it",
+                    stale.key.container_id,
+                    stale.key.ifname,
+                    stale.pod.as_ref().map_or_else(|| "no pod name".to_owned(), |p| format!("pod {}/{}", p.namespace, p.name)),
+                ),
+            ));
+        }
+        let _stale_guard = self.locks.lock(stale.key.clone()).await;
+        if self.store().get(&stale.key) != Some(&stale) {
+            // Its own DEL (or GC) got there first.
+            return Ok(());
+        }
+        tracing::warn!(
+            container_id = %stale.key.container_id, ip = %stale.ip, veth = %host_veth,
+            "a new sandbox of the same pod replaces an older attachment"
+        );
+        self.datapath
+            .teardown_pod(&reserved_host(&stale))
+            .await
+            .map_err(|e| datapath_error(e, "ADD (replacing an older sandbox)"))?;
+        self.release(&stale.key).await
+    }
+}

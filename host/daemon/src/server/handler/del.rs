@@ -1,0 +1,108 @@
+//! DEL: undo the data path from the datastore's record, then release the address (it rests
+//! for the cooldown before it is handed out again).
+
+use super::*;
+
+impl<D: Datapath> Handler<D> {
+    /// DEL: the policy hooks are told (they cannot stop it), then the cleanup runs whatever
+    /// they said; a hook's objection is reported afterwards only if its `del` fails closed.
+    pub(super) async fn del(
+        &self,
+        request: &CniRequest,
+        netconf: &NetConf,
+    ) -> Result<(), CniError> {
+        let key = key_of(request);
+        let _guard = self.locks.lock(key.clone()).await;
+        let plugins = self.plugins();
+        let mut objection = None;
+        let phase = enter_phase("policy");
+        if !plugins.policies.is_empty() {
+            let held = self.store().get(&key).map(|a| a.ip);
+            if let Some(ip) = held {
+                let attachment = Attachment {
+                    verb: Verb::Del,
+                    pod: pod_info(request, netconf),
+                    addresses: vec![IpNet::from(ip)],
+                    eni_id: None,
+                    subnet_id: None,
+                    chained: false,
+                };
+                if let PolicyOutcome::Denied(error) =
+                    run_policies(&plugins, &self.audit_log, attachment).await
+                {
+                    objection = Some(error);
+                }
+            }
+        }
+        if !plugins.policies.is_empty() {
+            wasmcni_telemetry::metrics::Metrics::global().phase("DEL", "policy", phase.elapsed());
+        }
+        self.del_locked(&key).await?;
+        objection.map_or(Ok(()), Err)
+    }
+
+    /// DEL by attachment key only (the configuration did not decode): no hooks, just cleanup.
+    pub(super) async fn del_by_key(&self, request: &CniRequest) -> Result<(), CniError> {
+        let key = key_of(request);
+        let _guard = self.locks.lock(key.clone()).await;
+        self.del_locked(&key).await
+    }
+
+    /// DEL without taking the key lock (for callers that hold it or run before serving).
+    pub(crate) async fn del_locked(&self, key: &AttachmentKey) -> Result<(), CniError> {
+        let allocation = self.store().get(key).cloned();
+        let Some(allocation) = allocation else {
+            // Nothing recorded: DEL twice, DEL after a failed ADD, or a foreign attachment.
+            return Ok(());
+        };
+        let metrics = wasmcni_telemetry::metrics::Metrics::global();
+        let phase = enter_phase("datapath");
+        self.datapath
+            .teardown_pod(&reserved_host(&allocation))
+            .await
+            .map_err(|e| datapath_error(e, "DEL"))?;
+        metrics.phase("DEL", "datapath", phase.elapsed());
+        let phase = enter_phase("datastore");
+        self.release(key).await?;
+        metrics.phase("DEL", "datastore", phase.elapsed());
+        tracing::info!(container_id = %key.container_id, ifname = %key.ifname, ip = %allocation.ip, "DEL done");
+        Ok(())
+    }
+
+    /// Removes `key` from the datastore and makes that durable; the address then cools down
+    /// and the reconciler is told the pool has a free address more.
+    pub(crate) async fn release(&self, key: &AttachmentKey) -> Result<(), CniError> {
+        // Cooling before the record goes, so whoever finds the address not held finds it
+        // cooling (readers take the store lock first, then look at the cooling set).
+        let ip = self.store().get(key).map(|a| a.ip);
+        if let (Some(ip), true) = (ip, self.cooldown > Duration::ZERO) {
+            let (snapshot, generation) = {
+                let mut cooling = self.cooling.lock().unwrap_or_else(|p| p.into_inner());
+                let cooldown = self.cooldown;
+                cooling.retain(|_, at| at.elapsed() < cooldown);
+                cooling.insert(ip, Instant::now());
+                let generation = self.cooling_generation.fetch_add(1, Ordering::SeqCst) + 1;
+                (cooling.clone(), generation)
+            };
+            // Written outside the cooling lock (ADDs read it under the store lock); one writer
+            // at a time, and never a snapshot older than the one already on disk.
+            let mut written = self
+                .cooling_written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if generation > *written {
+                match crate::server::cooling::save(&self.config.daemon.state_dir, &snapshot) {
+                    Ok(()) => *written = generation,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot keep the cooling addresses on disk; after a restart they could be reused before their cooldown ends")
+                    }
+                }
+            }
+        }
+        let (_, lsn) = self.store().release(key).map_err(store_error)?;
+        if self.dynamic {
+            self.wake_warm_pool.notify_one();
+        }
+        self.make_durable(lsn).await
+    }
+}

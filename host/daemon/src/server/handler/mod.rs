@@ -1,0 +1,384 @@
+//! The CNI verbs as the daemon executes them: ADD, DEL, CHECK, GC and STATUS.
+//!
+//! Ordering is what makes a crash harmless. ADD reserves the address in the datastore before it
+//! touches the kernel and commits (durably) before it answers, so a pod that got a result keeps
+//! its address across a crash, and an ADD cut short is rolled back by recovery. DEL undoes the
+//! data path from the datastore's record, never from the pod's namespace, and only then
+//! releases the address, so an address is never handed out while a route to it remains.
+//!
+//! One file per verb (`add`, `del`, `check`, `gc`, `status`); `pool_state` holds what
+//! the pool keeps besides the datastore (cooling and foreign addresses, the plugins' snapshot,
+//! EC2 request failures); this file holds the handler, its dispatch and its locks.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ipnet::{IpNet, Ipv4Net};
+
+use super::keylock::KeyLocks;
+use super::plugins::{now_unix_ms, run_policies, PluginSet, PolicyOutcome};
+use wasmcni_cni::error::{codes, CniError};
+use wasmcni_cni::netconf::NetConf;
+use wasmcni_cni::proto::DaemonResponse;
+use wasmcni_cni::request::{CniRequest, Command};
+use wasmcni_cni::result::{CniResult, Interface, IpConfig, Route};
+use wasmcni_cni::version::CniVersion;
+use wasmcni_config::ClusterConfig;
+use wasmcni_core::ipam::{Choice, IpFamily, Pool, Provider, ProviderView};
+use wasmcni_core::{
+    Attachment, FailureMode, Hook, NetlinkRequest, PodInfo, PoolSnapshot, RequestFailure, Verb,
+};
+use wasmcni_datapath::{
+    format_mac, host_veth_name, pod_gateway, Datapath, DatapathError, HostSide, PodAttachment,
+};
+use wasmcni_datastore::{
+    Allocation, AllocationState, AttachmentKey, Datastore, DatastoreError, Lsn, PodRef, WalSyncer,
+};
+use wasmcni_runtime::{AuditEntry, AuditLog, Plugin, PluginError};
+
+/// How many failed ENI requests plans are told about.
+const REQUEST_FAILURES_KEPT: usize = 16;
+/// For how long.
+const REQUEST_FAILURES_FOR: Duration = Duration::from_secs(600);
+
+/// Everything a request needs: configuration, datastore, pool and data path.
+pub struct Handler<D: Datapath> {
+    pub(crate) config: ClusterConfig,
+    pub(crate) datapath: D,
+    store: Mutex<Datastore>,
+    syncer: WalSyncer,
+    pool: Mutex<Pool>,
+    pub(crate) locks: KeyLocks<AttachmentKey>,
+    veth_locks: KeyLocks<String>,
+    /// The plugins now in force; a reload swaps the whole set, a request keeps the one it
+    /// started with.
+    plugins: std::sync::RwLock<Arc<PluginSet>>,
+    /// The engine plugins run on (reloads load new sets with it).
+    pub(crate) runtime: wasmcni_runtime::PluginRuntime,
+    /// Every plugin call, recorded for reviewers (`<state_dir>/plugin-audit.log`).
+    pub(crate) audit_log: AuditLog,
+    /// Serialises "propose an address, check it, reserve it" across concurrent ADDs, so two
+    /// pods never get the same proposal from a deterministic plugin; the reconciler holds it
+    /// while addresses leave the pool.
+    allocation: tokio::sync::Mutex<()>,
+    /// Where the pool's addresses come from.
+    pub(crate) provider: Arc<dyn Provider>,
+    /// Released addresses and when they were released; not handed out for the provider's
+    /// cooldown.
+    cooling: Mutex<HashMap<IpAddr, Instant>>,
+    /// Counts changes of `cooling` written to disk, and the last one written
+    /// (`<state_dir>/cooling.json`).
+    cooling_generation: std::sync::atomic::AtomicU64,
+    cooling_written: Mutex<u64>,
+    cooldown: Duration,
+    /// Whether the provider's pool grows on demand.
+    dynamic: bool,
+    /// The family pods get their address in.
+    family: IpFamily,
+    /// How long an ADD waits for a growing pool (`provider.ec2.add_wait_ms`; 0 for static).
+    add_wait: Duration,
+    /// Wakes the pool reconciler (an ADD found the pool empty, a DEL freed an address).
+    pub(crate) wake_warm_pool: tokio::sync::Notify,
+    /// Counts inventory changes; an ADD waiting for the pool to grow watches it.
+    pool_changed: tokio::sync::watch::Sender<u64>,
+    /// STATUS answers ready only once this is set (static: at once; EC2: when the pool first
+    /// reached its minimum).
+    ready: AtomicBool,
+    /// Why the pool last failed to grow, for the ADD that finds it empty.
+    grow_error: Mutex<Option<String>>,
+    /// ENI requests that failed recently (newest last), for the next plans
+    /// (`pool-view.failures`).
+    request_failures: Mutex<std::collections::VecDeque<(Instant, RequestFailure)>>,
+    /// Addresses another CNI's pods hold on this node (a /32 route through a veth that is not
+    /// wasmcni's): never handed out, never given back.
+    foreign_held: Mutex<Vec<IpAddr>>,
+    /// The EC2 provider, when it is the provider (the reconciler drives it).
+    pub(crate) ec2: std::sync::OnceLock<Arc<wasmcni_ec2::Ec2Provider>>,
+}
+
+impl<D: Datapath> Handler<D> {
+    /// A handler over an opened datastore. Recovery is the caller's job
+    /// ([`super::recovery::reconcile_node`]) before the first request is served.
+    pub fn new(
+        config: ClusterConfig,
+        datapath: D,
+        store: Datastore,
+        provider: Arc<dyn Provider>,
+        runtime: wasmcni_runtime::PluginRuntime,
+        plugins: PluginSet,
+    ) -> Arc<Handler<D>> {
+        let syncer = store.syncer();
+        let view = provider.view();
+        let add_wait = Duration::from_millis(if view.dynamic {
+            config.ec2().add_wait_ms
+        } else {
+            0
+        });
+        // One audit log per file: the runtime's (its clones share the rotation).
+        let audit_log = runtime
+            .audit_log()
+            .cloned()
+            .unwrap_or_else(|| AuditLog::new(config.daemon.state_dir.join("plugin-audit.log")));
+        // Addresses released before a restart rest out their cooldown.
+        let cooling = if view.cooldown > Duration::ZERO {
+            super::cooling::load(&config.daemon.state_dir, view.cooldown)
+        } else {
+            HashMap::new()
+        };
+        Arc::new(Handler {
+            config,
+            datapath,
+            store: Mutex::new(store),
+            syncer,
+            pool: Mutex::new(Pool::new(provider.inventory())),
+            locks: KeyLocks::default(),
+            veth_locks: KeyLocks::default(),
+            plugins: std::sync::RwLock::new(Arc::new(plugins)),
+            runtime,
+            audit_log,
+            allocation: tokio::sync::Mutex::new(()),
+            provider,
+            cooling: Mutex::new(cooling),
+            cooling_generation: std::sync::atomic::AtomicU64::new(0),
+            cooling_written: Mutex::new(0),
+            cooldown: view.cooldown,
+            dynamic: view.dynamic,
+            family: view.family,
+            add_wait,
+            wake_warm_pool: tokio::sync::Notify::new(),
+            pool_changed: tokio::sync::watch::channel(0).0,
+            ready: AtomicBool::new(!view.dynamic),
+            grow_error: Mutex::new(None),
+            request_failures: Mutex::new(std::collections::VecDeque::new()),
+            ec2: std::sync::OnceLock::new(),
+            foreign_held: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Holds the allocation lock: no ADD chooses an address meanwhile.
+    pub(crate) async fn allocation_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.allocation.lock().await
+    }
+
+    /// The plugins now in force.
+    pub fn plugins(&self) -> Arc<PluginSet> {
+        self.plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts `set` in force for every request that starts from now on; requests already
+    /// running finish with the set they started with. Allocations are untouched.
+    pub fn swap_plugins(&self, set: PluginSet) {
+        let described = set.describe();
+        let generation = set.generation;
+        *self.plugins.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        tracing::info!(generation, plugins = %described, "plugin set in force");
+    }
+
+    /// The datastore, locked. Never held across an `.await`.
+    pub(crate) fn store(&self) -> MutexGuard<'_, Datastore> {
+        // A panic while holding the lock cannot leave a half-applied record: each datastore
+        // method validates before it appends. So a poisoned lock still guards a consistent map.
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until every record up to `lsn` is on disk, off the async threads.
+    pub(crate) async fn make_durable(&self, lsn: Lsn) -> Result<(), CniError> {
+        let syncer = self.syncer.clone();
+        tokio::task::spawn_blocking(move || syncer.sync_through(lsn))
+            .await
+            .map_err(|e| {
+                CniError::new(
+                    codes::DATASTORE_FAILURE,
+                    format!("datastore sync task failed: {e}"),
+                )
+            })?
+            .map_err(store_error)
+    }
+
+    /// Executes one forwarded CNI request and renders the shim's stdout. Every log event of
+    /// the request carries its verb, container id, ifname and pod.
+    pub async fn handle(&self, request: &CniRequest, config: &str) -> DaemonResponse {
+        use tracing::Instrument;
+        let pod = request
+            .k8s_pod()
+            .map(|(namespace, name)| format!("{namespace}/{name}"));
+        let span = tracing::info_span!(
+            "cni",
+            verb = request.command.as_str(),
+            container_id = %request.container_id,
+            ifname = %request.ifname,
+            pod = pod.as_deref().unwrap_or(""),
+            phase = tracing::field::Empty,
+        );
+        self.handle_in_span(request, config).instrument(span).await
+    }
+
+    async fn handle_in_span(&self, request: &CniRequest, config: &str) -> DaemonResponse {
+        let peeked = || {
+            wasmcni_cni::netconf::peek_version(config.as_bytes())
+                .unwrap_or_else(|| CniVersion::LATEST.as_str().to_owned())
+        };
+        // What arrives over the socket or from the spool is checked like the environment was.
+        if let Err(error) = request.validate() {
+            return failure(error, &peeked());
+        }
+        let netconf = match NetConf::parse(config.as_bytes()) {
+            Ok(netconf) => netconf,
+            Err(error) if request.command == Command::Del => {
+                // DEL needs only the attachment key; a cached prevResult or capability argument
+                // that no longer decodes must not make a pod undeletable.
+                tracing::warn!(error = %error.msg, container_id = %request.container_id, "DEL with a configuration that does not decode; deleting by key");
+                return match self.del_by_key(request).await {
+                    Ok(()) => DaemonResponse::Success {
+                        stdout: String::new(),
+                    },
+                    Err(e) => failure(e, &peeked()),
+                };
+            }
+            Err(error) => return failure(error, &peeked()),
+        };
+        let version = netconf.cni_version;
+        let started = Instant::now();
+        let outcome = match request.command.check_version(version) {
+            Err(e) => Err(e),
+            Ok(()) => match request.command {
+                Command::Add if netconf.chained => {
+                    self.add_chained(request, &netconf).await.map(Some)
+                }
+                Command::Del if netconf.chained => self
+                    .hooks_chained(request, &netconf, Verb::Del)
+                    .await
+                    .map(|()| None),
+                Command::Check if netconf.chained => self
+                    .hooks_chained(request, &netconf, Verb::Check)
+                    .await
+                    .map(|()| None),
+                Command::Add => self.add(request, &netconf).await.map(Some),
+                Command::Del => self.del(request, &netconf).await.map(|()| None),
+                Command::Check => self.check(request, &netconf).await.map(|()| None),
+                Command::Gc => self.gc(&netconf).await.map(|()| None),
+                Command::Status => self.status().map(|()| None),
+                Command::Version => Ok(None),
+            },
+        };
+        let metrics = wasmcni_telemetry::metrics::Metrics::global();
+        let verb = request.command.as_str().to_owned();
+        metrics
+            .cni_duration
+            .get_or_create(&wasmcni_telemetry::metrics::VerbLabel { verb: verb.clone() })
+            .observe(started.elapsed().as_secs_f64());
+        metrics
+            .cni_requests
+            .get_or_create(&wasmcni_telemetry::metrics::VerbResult {
+                verb,
+                result: if outcome.is_ok() { "ok" } else { "error" }.to_owned(),
+            })
+            .inc();
+        match outcome {
+            Ok(Some(result)) => DaemonResponse::Success {
+                stdout: String::from_utf8_lossy(&result.to_stdout_bytes(version)).into_owned(),
+            },
+            Ok(None) => DaemonResponse::Success {
+                stdout: String::new(),
+            },
+            Err(error) => failure(error, version.as_str()),
+        }
+    }
+}
+
+/// Notes the phase a request enters: its log events carry it (`span.phase`), and the returned
+/// instant times it.
+fn enter_phase(phase: &'static str) -> Instant {
+    tracing::Span::current().record("phase", phase);
+    Instant::now()
+}
+
+fn ipv4_of(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(_) => None,
+    }
+}
+
+fn failure(error: CniError, version: &str) -> DaemonResponse {
+    DaemonResponse::Failure {
+        stdout: String::from_utf8_lossy(&error.to_stdout_bytes(version)).into_owned(),
+        error,
+    }
+}
+
+fn key_of(request: &CniRequest) -> AttachmentKey {
+    AttachmentKey {
+        container_id: request.container_id.clone(),
+        ifname: request.ifname.clone(),
+    }
+}
+
+/// The host side of a recorded allocation.
+pub(crate) fn reserved_host(allocation: &Allocation) -> HostSide {
+    HostSide {
+        host_veth: allocation.host_veth.clone(),
+        ip: allocation.ip,
+        route_table: allocation.route_table,
+    }
+}
+
+fn attachment_of(allocation: &Allocation, ifname: &str, mtu: u32) -> PodAttachment {
+    PodAttachment {
+        host: reserved_host(allocation),
+        netns: allocation.netns.clone(),
+        pod_ifname: ifname.to_owned(),
+        mtu,
+    }
+}
+
+fn datapath_error(e: DatapathError, verb: &str) -> CniError {
+    CniError::new(
+        codes::DATAPATH_FAILURE,
+        format!("{verb} failed in the data path: {e}"),
+    )
+}
+
+fn store_error(e: DatastoreError) -> CniError {
+    CniError::new(codes::DATASTORE_FAILURE, format!("datastore: {e}"))
+}
+
+/// The attachment as plugins see it.
+fn pod_info(request: &CniRequest, netconf: &NetConf) -> PodInfo {
+    PodInfo {
+        namespace: request.k8s_pod().map(|(ns, _)| ns.to_owned()),
+        name: request.k8s_pod().map(|(_, name)| name.to_owned()),
+        container_id: request.container_id.clone(),
+        ifname: request.ifname.clone(),
+        annotations: netconf
+            .runtime_config
+            .pod_annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        cni_args: request.args.clone(),
+    }
+}
+
+/// The addresses of a result, both families (what a chained policy hook is told about).
+fn result_addresses(result: &CniResult) -> Vec<IpNet> {
+    result.ips.iter().map(|ip| ip.address).collect()
+}
+
+mod add;
+mod check;
+mod del;
+mod gc;
+mod pool_state;
+mod status;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,261 @@
+//! What the pool holds besides the datastore's records: the inventory and its gauges, addresses
+//! cooling after a release or held by another CNI's pods, the snapshot plugins see, the
+//! recent EC2 request failures and why the pool could not grow.
+
+use super::*;
+
+impl<D: Datapath> Handler<D> {
+    /// Re-reads the provider's inventory into the pool (after the reconciler changed it) and
+    /// wakes ADDs waiting for addresses.
+    pub(crate) fn refresh_inventory(&self) {
+        let inventory = self.provider.inventory();
+        self.pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace_inventory(inventory);
+        self.pool_changed.send_modify(|n| *n += 1);
+    }
+
+    /// Attachments whose address is in none of the provider's blocks now (an ENI detached or
+    /// an address unassigned behind the daemon's back). They are kept — a pod whose veth
+    /// exists keeps its record — and reported.
+    pub(crate) fn allocations_outside_pool(&self) -> Vec<(AttachmentKey, IpAddr)> {
+        // Store before pool, as everywhere else.
+        let store = self.store();
+        let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        store
+            .allocations()
+            .filter(|a| !pool.contains(a.ip))
+            .map(|a| (a.key.clone(), a.ip))
+            .collect()
+    }
+
+    /// A pod address whose traffic goes through `table`, if any.
+    pub(crate) fn address_routed_through(&self, table: Option<u32>) -> Option<IpAddr> {
+        table?;
+        self.store()
+            .allocations()
+            .find(|a| a.route_table == table)
+            .map(|a| a.ip)
+    }
+
+    /// Sets the pool gauges from the pool as it is now (at each scrape).
+    pub(crate) fn update_pool_gauges(&self) {
+        let metrics = wasmcni_telemetry::metrics::Metrics::global();
+        let (total, assigned, cooling, free) = {
+            let store = self.store();
+            let resting = self.resting();
+            let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            let free = free_in(&pool, &store, &resting);
+            (
+                pool.capacity(),
+                store.allocations().count() as u64,
+                resting.cooling.len() as u64,
+                free,
+            )
+        };
+        for (state, value) in [
+            ("total", total),
+            ("assigned", assigned),
+            ("cooling", cooling),
+            ("free", free),
+        ] {
+            metrics
+                .pool_addresses
+                .get_or_create(&wasmcni_telemetry::metrics::StateLabel {
+                    state: state.to_owned(),
+                })
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+        if let Some(ec2) = self.ec2.get() {
+            metrics.enis.set(ec2.enis().len() as i64);
+            metrics.max_pods.set(i64::from(ec2.max_pods()));
+        }
+    }
+
+    /// Whether `ip` rests after a release; expired entries are dropped as they are met.
+    pub(crate) fn cooling_now(&self) -> Vec<IpAddr> {
+        let mut cooling = self.cooling.lock().unwrap_or_else(|p| p.into_inner());
+        let cooldown = self.cooldown;
+        cooling.retain(|_, at| at.elapsed() < cooldown);
+        cooling.keys().copied().collect()
+    }
+
+    /// Whether an address is held by an attachment, cooling down, or held by another CNI's pod.
+    pub(crate) fn is_taken(&self, ip: impl Into<IpAddr>) -> bool {
+        let ip = ip.into();
+        self.store().holder_of(ip).is_some() || self.is_cooling(ip) || self.is_foreign(ip)
+    }
+
+    pub(super) fn is_foreign(&self, ip: IpAddr) -> bool {
+        self.foreign_held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&ip)
+    }
+
+    pub(super) fn foreign_now(&self) -> Vec<IpAddr> {
+        self.foreign_held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads which addresses other CNIs' pods hold on the node (a migration from AWS VPC
+    /// CNI leaves its pods running until they are replaced).
+    pub(crate) async fn refresh_foreign_held(&self) {
+        match self
+            .datapath
+            .node_state(&self.config.datapath.veth_prefix)
+            .await
+        {
+            Ok(state) => {
+                if !state.foreign_pod_routes.is_empty() {
+                    tracing::info!(
+                        count = state.foreign_pod_routes.len(),
+                        "addresses held by another CNI's pods are left alone"
+                    );
+                }
+                *self.foreign_held.lock().unwrap_or_else(|p| p.into_inner()) =
+                    state.foreign_pod_routes;
+            }
+            Err(e) => tracing::warn!(error = %e, "reading other CNIs' pod routes failed"),
+        }
+    }
+
+    pub(super) fn is_cooling(&self, ip: IpAddr) -> bool {
+        self.cooldown > Duration::ZERO
+            && self
+                .cooling
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&ip)
+                .is_some_and(|at| at.elapsed() < self.cooldown)
+    }
+
+    /// Marks the pool as having reached its minimum (STATUS answers ready from now on).
+    pub(crate) fn set_ready(&self) {
+        if !self.ready.swap(true, Ordering::SeqCst) {
+            tracing::info!("pool reached its minimum: the node is ready for pods");
+        }
+    }
+
+    /// The snapshot a plugin call sees: the provider's view, the pool, the held and cooling
+    /// addresses.
+    pub(crate) fn pool_snapshot(&self) -> PoolSnapshot {
+        let ProviderView {
+            node,
+            enis,
+            subnets,
+            ..
+        } = self.provider.view();
+        let store = self.store();
+        let cooling = self.cooling_now();
+        let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        PoolSnapshot {
+            node,
+            enis,
+            subnets,
+            inventory: pool.inventory().clone(),
+            // Plugins see IPv4 addresses only (their pool is IPv4).
+            in_use: store
+                .allocations()
+                .map(|a| a.ip)
+                .chain(self.foreign_now())
+                .filter_map(ipv4_of)
+                .collect(),
+            cooling: cooling.into_iter().filter_map(ipv4_of).collect(),
+            failures: self.recent_request_failures(),
+        }
+    }
+
+    /// Free addresses in the pool now (neither held nor cooling).
+    pub fn free_addresses(&self) -> u64 {
+        let store = self.store();
+        let resting = self.resting();
+        let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        free_in(&pool, &store, &resting)
+    }
+
+    /// The addresses that are not free although no attachment holds them: cooling, and held
+    /// by another CNI's pods. Read after taking the store lock (see [`Handler::release`]).
+    pub(super) fn resting(&self) -> Resting {
+        Resting {
+            cooling: self.cooling_now(),
+            foreign: self.foreign_now(),
+        }
+    }
+
+    pub(super) fn provider_grow_error(&self) -> Option<String> {
+        self.grow_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Remembers a failed ENI request for the next plans: the last
+    /// [`REQUEST_FAILURES_KEPT`] of the last [`REQUEST_FAILURES_FOR`].
+    pub(crate) fn record_request_failure(&self, failure: RequestFailure) {
+        let mut failures = self
+            .request_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        failures.push_back((Instant::now(), failure));
+        while failures.len() > REQUEST_FAILURES_KEPT {
+            failures.pop_front();
+        }
+    }
+
+    /// The failed ENI requests still remembered, newest first, with their age.
+    pub(super) fn recent_request_failures(&self) -> Vec<RequestFailure> {
+        let mut failures = self
+            .request_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        failures.retain(|(at, _)| at.elapsed() < REQUEST_FAILURES_FOR);
+        failures
+            .iter()
+            .rev()
+            .map(|(at, f)| RequestFailure {
+                age_ms: at.elapsed().as_millis() as u64,
+                ..f.clone()
+            })
+            .collect()
+    }
+
+    /// Records why the pool last failed to grow (`None`: it last grew fine).
+    pub(crate) fn set_grow_error(&self, error: Option<String>) {
+        *self.grow_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+}
+
+/// Addresses that are not free although no attachment holds them.
+pub(super) struct Resting {
+    /// Cooling after a release.
+    pub(super) cooling: Vec<IpAddr>,
+    /// Held by another CNI's pods.
+    pub(super) foreign: Vec<IpAddr>,
+}
+
+impl Resting {
+    /// Whether `ip` is held (per `store`), cooling, or another CNI's.
+    pub(super) fn taken(&self, store: &Datastore, ip: impl Into<IpAddr>) -> bool {
+        let ip = ip.into();
+        store.holder_of(ip).is_some() || self.cooling.contains(&ip) || self.foreign.contains(&ip)
+    }
+}
+
+/// Free addresses of both families: IPv4 by walking the blocks, IPv6 by counting what is
+/// taken inside the prefixes (a /80 is never walked).
+pub(super) fn free_in(pool: &Pool, store: &Datastore, resting: &Resting) -> u64 {
+    let taken_v6 = store
+        .allocations()
+        .map(|a| a.ip)
+        .chain(resting.cooling.iter().copied())
+        .chain(resting.foreign.iter().copied())
+        .filter_map(|ip| match ip {
+            IpAddr::V6(ip) => Some(ip),
+            IpAddr::V4(_) => None,
+        });
+    pool.free_count(|ip| resting.taken(store, ip)) + pool.free_count_v6(taken_v6)
+}
