@@ -287,8 +287,8 @@ pub struct DatapathConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
-    /// Which provider: `static` or `ec2`.
-    pub kind: String,
+    /// Which provider.
+    pub kind: ProviderKind,
     /// Settings of the static provider (`[provider.static]`).
     #[serde(rename = "static")]
     pub static_pool: Option<StaticPoolConfig>,
@@ -367,14 +367,67 @@ pub struct SnatConfig {
     #[serde(default)]
     pub external: bool,
     /// `AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS`: destinations never translated.
+    #[serde(default, deserialize_with = "ipv4_cidrs")]
+    pub exclude_cidrs: Vec<Ipv4Net>,
+    /// `AWS_VPC_K8S_CNI_RANDOMIZESNAT`.
     #[serde(default)]
-    pub exclude_cidrs: Vec<String>,
-    /// `AWS_VPC_K8S_CNI_RANDOMIZESNAT`: `prng` (default), `hashrandom` or `none`.
-    pub randomize: Option<String>,
+    pub randomize: SnatRandomize,
     /// `AWS_VPC_K8S_CNI_CONNMARK`: the connmark bit (default 0x80).
     pub connmark: Option<u32>,
-    /// `auto` (default), `iptables` or `nftables`.
-    pub backend: Option<String>,
+    /// Which firewall the rules are written to.
+    #[serde(default)]
+    pub backend: SnatBackend,
+}
+
+/// A list of IPv4 CIDRs, each refused by name when it is not one.
+fn ipv4_cidrs<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Ipv4Net>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|cidr| {
+            cidr.parse().map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "{cidr:?} is not an IPv4 CIDR (a.b.c.d/n with n at most 32)"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// `provider.kind`: where pod addresses come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Fixed CIDRs (`[provider.static]`), for nodes without EC2.
+    Static,
+    /// Secondary IPs and prefixes of the node's ENIs (`[provider.ec2]`).
+    Ec2,
+}
+
+/// `provider.ec2.snat.randomize`: how SNAT picks the source port (VPC CNI's
+/// `AWS_VPC_K8S_CNI_RANDOMIZESNAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnatRandomize {
+    /// Fully random ports (`--random-fully`), VPC CNI's default.
+    #[default]
+    Prng,
+    /// Hash-based random ports (`--random`).
+    Hashrandom,
+    /// The kernel's default port choice.
+    None,
+}
+
+/// `provider.ec2.snat.backend`: which firewall holds the SNAT rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnatBackend {
+    /// The one the node's other rules use (kube-proxy's), detected at start.
+    #[default]
+    Auto,
+    /// iptables (legacy or nft-backed, whichever `iptables` is).
+    Iptables,
+    /// nftables, in wasmcni's own table.
+    Nftables,
 }
 
 fn default_ec2_attempts() -> u32 {
@@ -537,17 +590,6 @@ impl ClusterConfig {
         self.provider.ec2.clone().unwrap_or_default()
     }
 
-    /// The SNAT exclusion CIDRs, parsed. Only valid after [`ClusterConfig::parse`] accepted
-    /// the file.
-    pub fn snat_exclude_cidrs(&self) -> Vec<Ipv4Net> {
-        self.ec2()
-            .snat
-            .exclude_cidrs
-            .iter()
-            .filter_map(|c| c.parse().ok())
-            .collect()
-    }
-
     fn validate_ec2(&self, origin: &str) -> Result<(), ConfigError> {
         let invalid = |key: &str, value: String, reason: &str| ConfigError::Invalid {
             origin: origin.to_owned(),
@@ -677,39 +719,12 @@ impl ClusterConfig {
         if ec2.max_pods == Some(0) {
             return Err(invalid("max_pods", "0".into(), "must be at least 1"));
         }
-        for (i, cidr) in ec2.snat.exclude_cidrs.iter().enumerate() {
-            if cidr.parse::<Ipv4Net>().is_err() {
-                return Err(invalid(
-                    &format!("snat.exclude_cidrs[{i}]"),
-                    format!("{cidr:?}"),
-                    "not an IPv4 CIDR",
-                ));
-            }
-        }
-        if let Some(mode) = &ec2.snat.randomize {
-            if !["prng", "hashrandom", "none"].contains(&mode.as_str()) {
-                return Err(invalid(
-                    "snat.randomize",
-                    format!("{mode:?}"),
-                    "must be \"prng\", \"hashrandom\" or \"none\"",
-                ));
-            }
-        }
         if let Some(mark) = ec2.snat.connmark {
             if mark == 0 || !mark.is_power_of_two() {
                 return Err(invalid(
                     "snat.connmark",
                     format!("{mark:#x}"),
                     "must be a single bit, e.g. 0x80",
-                ));
-            }
-        }
-        if let Some(backend) = &ec2.snat.backend {
-            if !["auto", "iptables", "nftables"].contains(&backend.as_str()) {
-                return Err(invalid(
-                    "snat.backend",
-                    format!("{backend:?}"),
-                    "must be \"auto\", \"iptables\" or \"nftables\"",
                 ));
             }
         }
@@ -920,16 +935,9 @@ impl ClusterConfig {
                 "must be between 576 and 65535",
             ));
         }
-        match self.provider.kind.as_str() {
-            "static" => self.static_pool(origin).map(|_| ())?,
-            "ec2" => self.validate_ec2(origin)?,
-            other => {
-                return Err(invalid(
-                    "provider.kind",
-                    format!("{other:?}"),
-                    "must be \"static\" or \"ec2\"",
-                ))
-            }
+        match self.provider.kind {
+            ProviderKind::Static => self.static_pool(origin).map(|_| ())?,
+            ProviderKind::Ec2 => self.validate_ec2(origin)?,
         }
         Ok(())
     }
@@ -1399,7 +1407,7 @@ mod tests {
             (with("mtu = 9001", "mtu = 70000"), "`datapath.mtu` = 70000"),
             (
                 with("kind = \"static\"", "kind = \"ec3\""),
-                "`provider.kind` = \"ec3\": must be \"static\" or \"ec2\"",
+                "kind = \"ec3\"\n   |        ^^^^^\nunknown variant `ec3`, expected `static` or `ec2`",
             ),
             (
                 with("socket = \"/run", "socket = \"run"),
@@ -1431,7 +1439,7 @@ mod tests {
     #[test]
     fn the_ec2_provider_has_defaults_for_every_key() {
         let config = ClusterConfig::parse(&ec2_config(""), "t").unwrap();
-        assert_eq!(config.provider.kind, "ec2");
+        assert_eq!(config.provider.kind, ProviderKind::Ec2);
         let ec2 = config.ec2();
         assert_eq!(ec2, Ec2ProviderConfig::default());
         assert_eq!(
@@ -1451,8 +1459,14 @@ mod tests {
         .unwrap();
         assert_eq!(tuned.ec2().max_pods, Some(110));
         assert_eq!(
-            tuned.snat_exclude_cidrs(),
-            vec!["192.168.0.0/16".parse::<Ipv4Net>().unwrap()]
+            tuned.ec2().snat,
+            SnatConfig {
+                external: true,
+                exclude_cidrs: vec!["192.168.0.0/16".parse::<Ipv4Net>().unwrap()],
+                randomize: SnatRandomize::Hashrandom,
+                connmark: None,
+                backend: SnatBackend::Nftables,
+            }
         );
     }
 
@@ -1481,7 +1495,7 @@ mod tests {
             ),
             (
                 "[provider.ec2.snat]\nexclude_cidrs = [\"10.0.0.0/40\"]",
-                "`provider.ec2.snat.exclude_cidrs[0]` = \"10.0.0.0/40\": not an IPv4 CIDR",
+                "exclude_cidrs = [\"10.0.0.0/40\"]\n   |                 ^^^^^^^^^^^^^^^\n\"10.0.0.0/40\" is not an IPv4 CIDR",
             ),
             (
                 "[provider.ec2.snat]\nconnmark = 3",
@@ -1489,7 +1503,11 @@ mod tests {
             ),
             (
                 "[provider.ec2.snat]\nrandomize = \"maybe\"",
-                "`provider.ec2.snat.randomize` = \"maybe\"",
+                "randomize = \"maybe\"\n   |             ^^^^^^^\nunknown variant `maybe`, expected one of `prng`, `hashrandom`, `none`",
+            ),
+            (
+                "[provider.ec2.snat]\nbackend = \"pf\"",
+                "unknown variant `pf`, expected one of `auto`, `iptables`, `nftables`",
             ),
             ("warm_ips = 3", "unknown field `warm_ips`"),
         ];

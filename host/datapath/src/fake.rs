@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 use super::{
-    format_mac, Created, Datapath, DatapathError, EniLink, HostSide, NodeState, PodAttachment,
+    format_mac, Created, Datapath, DatapathError, EniLink, HostSide, NetlinkCause, NodeState,
+    PodAttachment,
 };
 
 /// One call the fake received.
@@ -43,7 +44,7 @@ struct State {
     calls: Vec<Call>,
     veths: BTreeMap<String, IpAddr>,
     rules: Vec<(IpAddr, Option<u32>)>,
-    fail_next_setup: Option<String>,
+    fail_next_setup: Option<nix::errno::Errno>,
     teardown_failures: usize,
     foreign_routes: Vec<IpAddr>,
 }
@@ -60,10 +61,10 @@ impl FakeDatapath {
         FakeDatapath::default()
     }
 
-    /// Makes the next `setup_pod` fail with `message` after it created the veth (as a real
-    /// setup that fails halfway does).
-    pub fn fail_next_setup(&self, message: &str) {
-        self.lock().fail_next_setup = Some(message.to_owned());
+    /// Makes the next `setup_pod` fail with the kernel's `errno` after it created the veth
+    /// (as a real setup that fails halfway does).
+    pub fn fail_next_setup(&self, errno: nix::errno::Errno) {
+        self.lock().fail_next_setup = Some(errno);
     }
 
     /// Makes the next `count` teardowns fail (the kernel refusing to delete).
@@ -134,10 +135,10 @@ impl Datapath for FakeDatapath {
             }
             // Like the real one, a failing setup may leave what it created so far.
             state.veths.insert(a.host.host_veth.clone(), a.host.ip);
-            if let Some(message) = state.fail_next_setup.take() {
+            if let Some(errno) = state.fail_next_setup.take() {
                 return Err(DatapathError::Netlink {
                     operation: format!("add host route {}/32", a.host.ip),
-                    message,
+                    cause: NetlinkCause::Kernel(errno),
                 });
             }
             state.rules.push((a.host.ip, a.host.route_table));
@@ -188,7 +189,7 @@ impl Datapath for FakeDatapath {
             state.teardown_failures -= 1;
             return Err(DatapathError::Netlink {
                 operation: format!("delete host veth {}", host.host_veth),
-                message: "Device or resource busy (os error 16)".into(),
+                cause: NetlinkCause::Kernel(nix::errno::Errno::EBUSY),
             });
         }
         state.veths.remove(&host.host_veth);

@@ -159,16 +159,18 @@ pub struct NodeState {
     pub foreign_pod_routes: Vec<IpAddr>,
 }
 
-/// A data path failure.
+/// A data path failure. Each variant keeps its cause as its [`std::error::Error::source`].
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     /// The pod's network namespace could not be opened or entered.
-    #[error("cannot use network namespace {path}: {reason}")]
+    #[error("cannot use network namespace {path}: {step}: {source}")]
     Netns {
         /// The `CNI_NETNS` path.
         path: String,
-        /// What failed.
-        reason: String,
+        /// What was being done (`open`, `setns`, ...).
+        step: &'static str,
+        /// The cause.
+        source: std::io::Error,
     },
     /// The interface to create already exists.
     #[error("interface {name} already exists in {place}; a second ADD without DEL?")]
@@ -179,12 +181,13 @@ pub enum DatapathError {
         place: String,
     },
     /// A netlink request failed.
-    #[error("netlink: {operation}: {message}")]
+    #[error("netlink: {operation}: {cause}")]
     Netlink {
         /// What was being done, with its arguments.
         operation: String,
-        /// The kernel's answer.
-        message: String,
+        /// Why.
+        #[source]
+        cause: NetlinkCause,
     },
     /// CHECK found parts of the attachment missing or wrong.
     #[error("{}", .missing.join("; "))]
@@ -193,13 +196,52 @@ pub enum DatapathError {
         missing: Vec<String>,
     },
     /// A file under /proc/sys could not be written.
-    #[error("cannot write {path}: {reason}")]
+    #[error("cannot write {path}: {source}")]
     Sysctl {
         /// The sysctl file.
         path: String,
-        /// What failed.
-        reason: String,
+        /// The cause.
+        source: std::io::Error,
     },
+}
+
+/// Why a netlink operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkCause {
+    /// The kernel refused the request with this errno.
+    #[error("{}", std::io::Error::from(*.0))]
+    Kernel(nix::errno::Errno),
+    /// The route socket or the protocol failed (rtnetlink's error, not the kernel's answer).
+    #[error(transparent)]
+    Protocol(rtnetlink::Error),
+    /// A socket or a task of the daemon failed.
+    #[error(transparent)]
+    Io(std::io::Error),
+    /// The kernel's state is not what the operation needs: a link that never appeared, a rule
+    /// that stays after deletion, a request the pod's addresses make impossible.
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+impl From<rtnetlink::Error> for NetlinkCause {
+    fn from(e: rtnetlink::Error) -> Self {
+        match e {
+            rtnetlink::Error::NetlinkError(message) => {
+                NetlinkCause::Kernel(nix::errno::Errno::from_raw(-message.raw_code()))
+            }
+            other => NetlinkCause::Protocol(other),
+        }
+    }
+}
+
+impl NetlinkCause {
+    /// The kernel's errno, when the kernel refused.
+    pub fn errno(&self) -> Option<nix::errno::Errno> {
+        match self {
+            NetlinkCause::Kernel(errno) => Some(*errno),
+            _ => None,
+        }
+    }
 }
 
 /// The kernel side of the data path.

@@ -25,8 +25,8 @@ use rtnetlink::{Handle, IpVersion, LinkMessageBuilder, LinkUnspec, LinkVeth, Rou
 
 use super::{
     format_mac, host_prefix_len, netns, pod_gateway, random_mac, Created, Datapath, DatapathError,
-    EniLink, HostSide, NodeState, PodAttachment, FROM_POD_RULE_PRIORITY, MAIN_TABLE, POD_GATEWAY,
-    POD_GATEWAY_V6, RULE_PROTOCOL, TO_POD_RULE_PRIORITY, VETH_ALIAS,
+    EniLink, HostSide, NetlinkCause, NodeState, PodAttachment, FROM_POD_RULE_PRIORITY, MAIN_TABLE,
+    POD_GATEWAY, POD_GATEWAY_V6, RULE_PROTOCOL, TO_POD_RULE_PRIORITY, VETH_ALIAS,
 };
 
 /// Priority of `fwmark <connmark> lookup main` (VPC CNI's 1024).
@@ -45,11 +45,8 @@ pub struct NetlinkDatapath {
 impl NetlinkDatapath {
     /// Opens a netlink connection in the current (node) namespace. Call on a tokio runtime.
     pub fn connect() -> Result<NetlinkDatapath, DatapathError> {
-        let (connection, host, _) =
-            rtnetlink::new_connection().map_err(|e| DatapathError::Netlink {
-                operation: "open a route socket in the node namespace".into(),
-                message: e.to_string(),
-            })?;
+        let (connection, host, _) = rtnetlink::new_connection()
+            .map_err(|e| io_failure("open a route socket in the node namespace".into(), e))?;
         tokio::spawn(connection);
         Ok(NetlinkDatapath { host })
     }
@@ -187,9 +184,9 @@ impl NetlinkDatapath {
 impl Datapath for NetlinkDatapath {
     async fn prepare_node(&self) -> Result<(), DatapathError> {
         let path = "/proc/sys/net/ipv4/ip_forward";
-        std::fs::write(path, b"1").map_err(|e| DatapathError::Sysctl {
+        std::fs::write(path, b"1").map_err(|source| DatapathError::Sysctl {
             path: path.into(),
-            reason: e.to_string(),
+            source,
         })
     }
 
@@ -211,9 +208,9 @@ impl Datapath for NetlinkDatapath {
             ("/proc/sys/net/ipv6/conf/all/forwarding".to_owned(), "1"),
         ]);
         for (path, value) in &settings {
-            std::fs::write(path, value).map_err(|e| DatapathError::Sysctl {
+            std::fs::write(path, value).map_err(|source| DatapathError::Sysctl {
                 path: path.clone(),
-                reason: e.to_string(),
+                source,
             })?;
         }
         Ok(())
@@ -396,7 +393,7 @@ impl Datapath for NetlinkDatapath {
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || delete_link_blocking(&name))
             .await
-            .map_err(|e| netlink_failure("delete host veth".into(), &e.to_string()))?
+            .map_err(|e| io_failure("delete host veth".into(), std::io::Error::other(e)))?
     }
 
     async fn remove_rules(
@@ -640,13 +637,10 @@ fn delete_link_blocking(name: &str) -> Result<(), DatapathError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
-        .map_err(|e| netlink_failure(format!("delete host veth {name}"), &e.to_string()))?;
+        .map_err(|e| io_failure(format!("delete host veth {name}"), e))?;
     runtime.block_on(async {
-        let (connection, handle, _) =
-            rtnetlink::new_connection().map_err(|e| DatapathError::Netlink {
-                operation: format!("open a route socket to delete {name}"),
-                message: e.to_string(),
-            })?;
+        let (connection, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| io_failure(format!("open a route socket to delete {name}"), e))?;
         tokio::spawn(connection);
         let by_name = LinkUnspec::new_with_name(name).build();
         match handle.link().del_with_message(by_name).execute().await {
@@ -1036,17 +1030,24 @@ fn errno(e: &rtnetlink::Error) -> Option<Errno> {
 fn nl(operation: String) -> impl FnOnce(rtnetlink::Error) -> DatapathError {
     move |e| DatapathError::Netlink {
         operation,
-        message: match e {
-            rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
-            other => other.to_string(),
-        },
+        cause: e.into(),
     }
 }
 
+/// A failure that is not an error answer of the kernel's: what the operation found is not
+/// what it needs.
 fn netlink_failure(operation: String, message: &str) -> DatapathError {
     DatapathError::Netlink {
         operation,
-        message: message.to_owned(),
+        cause: NetlinkCause::Unexpected(message.to_owned()),
+    }
+}
+
+/// A failure of the daemon's own socket or task while doing `operation`.
+fn io_failure(operation: String, source: std::io::Error) -> DatapathError {
+    DatapathError::Netlink {
+        operation,
+        cause: NetlinkCause::Io(source),
     }
 }
 

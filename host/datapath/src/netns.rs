@@ -21,9 +21,10 @@ use super::DatapathError;
 /// Opens the network namespace file at `path` (a bind mount under /run/netns or
 /// `/proc/<pid>/ns/net`).
 pub fn open(path: &str) -> Result<File, DatapathError> {
-    File::open(path).map_err(|e| DatapathError::Netns {
+    File::open(path).map_err(|source| DatapathError::Netns {
         path: path.to_owned(),
-        reason: e.to_string(),
+        step: "open",
+        source,
     })
 }
 
@@ -37,18 +38,19 @@ async fn route_socket_in(
     path: &str,
     enable_ipv6: bool,
 ) -> Result<OwnedFd, DatapathError> {
-    let failed = |reason: String| DatapathError::Netns {
+    let failed = |(step, source): (&'static str, std::io::Error)| DatapathError::Netns {
         path: path.to_owned(),
-        reason,
+        step,
+        source,
     };
-    let netns = netns.try_clone().map_err(|e| failed(format!("dup: {e}")))?;
+    let netns = netns.try_clone().map_err(|e| failed(("dup", e)))?;
     let (sender, receiver) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("wasmcni-netns".into())
         .spawn(move || {
             // This thread exists only to be moved into the namespace; it exits right after.
             let opened = setns(&netns, CloneFlags::CLONE_NEWNET)
-                .map_err(|e| format!("setns: {e}"))
+                .map_err(|e| ("setns", std::io::Error::from(e)))
                 .and_then(|()| {
                     if enable_ipv6 {
                         enable_ipv6_here()
@@ -56,26 +58,37 @@ async fn route_socket_in(
                         Ok(())
                     }
                 })
-                .and_then(|()| {
-                    Socket::new(NETLINK_ROUTE).map_err(|e| format!("netlink socket: {e}"))
-                })
+                .and_then(|()| Socket::new(NETLINK_ROUTE).map_err(|e| ("open a netlink socket", e)))
                 // SAFETY: `into_raw_fd` hands over sole ownership of a valid, open descriptor.
                 .map(|socket| unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) });
             let _ = sender.send(opened);
         })
-        .map_err(|e| failed(format!("spawning the namespace thread: {e}")))?;
+        .map_err(|e| failed(("spawn the namespace thread", e)))?;
     receiver
         .await
-        .map_err(|_| failed("the namespace thread ended without an answer".into()))?
+        .map_err(|_| {
+            failed((
+                "wait for the namespace thread",
+                std::io::Error::other("it ended without an answer"),
+            ))
+        })?
         .map_err(failed)
 }
 
 /// Writes `disable_ipv6=0` for every interface of the calling thread's namespace, present
 /// (`all`) and future (`default`). /proc/sys/net answers for the opener's namespace.
-fn enable_ipv6_here() -> Result<(), String> {
-    for scope in ["all", "default"] {
-        let path = format!("/proc/sys/net/ipv6/conf/{scope}/disable_ipv6");
-        std::fs::write(&path, b"0").map_err(|e| format!("{path}: {e}"))?;
+fn enable_ipv6_here() -> Result<(), (&'static str, std::io::Error)> {
+    for (step, path) in [
+        (
+            "enable IPv6 (write /proc/sys/net/ipv6/conf/all/disable_ipv6)",
+            "/proc/sys/net/ipv6/conf/all/disable_ipv6",
+        ),
+        (
+            "enable IPv6 (write /proc/sys/net/ipv6/conf/default/disable_ipv6)",
+            "/proc/sys/net/ipv6/conf/default/disable_ipv6",
+        ),
+    ] {
+        std::fs::write(path, b"0").map_err(|e| (step, e))?;
     }
     Ok(())
 }

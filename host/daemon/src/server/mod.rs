@@ -17,7 +17,7 @@ use wasmcni_cni::proto::{
     pending_del_dir, DaemonRequest, DaemonResponse, FrameError, PROTOCOL_VERSION,
 };
 use wasmcni_cni::version::CniVersion;
-use wasmcni_config::ClusterConfig;
+use wasmcni_config::{ClusterConfig, ProviderKind};
 use wasmcni_core::ipam::{Provider, StaticProvider};
 use wasmcni_datapath::Datapath;
 use wasmcni_datastore::{Datastore, WalOptions};
@@ -54,20 +54,25 @@ pub enum StartError {
     },
     /// The address provider could not start (IMDS or EC2 unreachable, refused, malformed).
     #[error("provider: {0}")]
-    Provider(String),
+    Provider(#[source] wasmcni_ec2::Ec2Error),
+    /// The node could not be prepared for the EC2 provider (ENI links, SNAT).
+    #[error("provider: {0}")]
+    PrepareProvider(#[source] warm_pool::PrepareError),
     /// A plugin could not be loaded (digest, grants, not a valid component).
     #[error(transparent)]
     Plugin(wasmcni_runtime::PluginError),
     /// The node could not be prepared (IPv4 forwarding).
     #[error("preparing the node failed: {0}")]
-    PrepareNode(String),
+    PrepareNode(#[source] wasmcni_datapath::DatapathError),
     /// The socket could not be set up.
-    #[error("socket {path}: {reason}")]
+    #[error("socket {path}: {step}: {source}")]
     Socket {
         /// Socket path.
         path: PathBuf,
-        /// What failed.
-        reason: String,
+        /// What was being done.
+        step: String,
+        /// The cause.
+        source: std::io::Error,
     },
 }
 
@@ -88,13 +93,13 @@ pub async fn start<D: Datapath>(
     config: ClusterConfig,
     datapath: D,
 ) -> Result<(Arc<Handler<D>>, ReconcileReport), StartError> {
-    let ec2 = match config.provider.kind.as_str() {
-        "ec2" => Some(Arc::new(
+    let ec2 = match config.provider.kind {
+        ProviderKind::Ec2 => Some(Arc::new(
             wasmcni_ec2::Ec2Provider::start(&config.ec2(), &config.cluster.name)
                 .await
-                .map_err(|e| StartError::Provider(e.to_string()))?,
+                .map_err(StartError::Provider)?,
         )),
-        _ => None,
+        ProviderKind::Static => None,
     };
     let provider: Arc<dyn Provider> = match &ec2 {
         Some(ec2) => ec2.clone(),
@@ -115,7 +120,7 @@ pub async fn start<D: Datapath>(
     datapath
         .prepare_node()
         .await
-        .map_err(|e| StartError::PrepareNode(e.to_string()))?;
+        .map_err(StartError::PrepareNode)?;
     let pending = pending_del_dir(&config.daemon.socket);
     let runtime = plugin_runtime(&config).map_err(StartError::Plugin)?;
     let plugins = PluginSet::load(&runtime, &config, 1).map_err(StartError::Plugin)?;
@@ -125,7 +130,7 @@ pub async fn start<D: Datapath>(
     if let Some(ec2) = ec2 {
         warm_pool::prepare(&handler, &ec2)
             .await
-            .map_err(StartError::Provider)?;
+            .map_err(StartError::PrepareProvider)?;
         tracing::info!(
             instance = %ec2.identity().instance_id,
             instance_type = %ec2.identity().instance_type,
@@ -153,32 +158,36 @@ pub async fn start<D: Datapath>(
 /// Binds the daemon socket: parent directory 0700, socket 0600, a stale socket replaced, a live
 /// one (another daemon) refused.
 pub fn bind(path: &Path) -> Result<UnixListener, StartError> {
-    let fail = |reason: String| StartError::Socket {
-        path: path.to_owned(),
-        reason,
+    let fail = |step: String| {
+        let path = path.to_owned();
+        move |source: std::io::Error| StartError::Socket { path, step, source }
     };
     if let Some(parent) = path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(parent)
-            .map_err(|e| fail(format!("creating {}: {e}", parent.display())))?;
+            .map_err(fail(format!("create {}", parent.display())))?;
         // A directory others can write to would let them replace the socket or plant DELs.
-        wasmcni_cni::proto::check_private(parent, true).map_err(|e| fail(e.to_string()))?;
+        wasmcni_cni::proto::check_private(parent, true)
+            .map_err(|e| fail(format!("check {}", parent.display()))(std::io::Error::other(e)))?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(fail("another wasmcni-host is already serving on it".into()));
+            return Err(fail("bind".into())(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another wasmcni-host is already serving on it",
+            )));
         }
-        std::fs::remove_file(path).map_err(|e| fail(format!("removing the stale socket: {e}")))?;
+        std::fs::remove_file(path).map_err(fail("remove the stale socket".into()))?;
     }
     // Created 0600 from the start (no window with the umask's mode), then checked.
     let previous = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
     let bound = UnixListener::bind(path);
     nix::sys::stat::umask(previous);
-    let listener = bound.map_err(|e| fail(e.to_string()))?;
+    let listener = bound.map_err(fail("bind".into()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| fail(format!("chmod 0600: {e}")))?;
+        .map_err(fail("chmod 0600".into()))?;
     Ok(listener)
 }
 
@@ -199,12 +208,13 @@ pub async fn bind_ops(config: &ClusterConfig) -> Result<OpsListeners, StartError
     let unix = bind(&config.ops_socket())?;
     let tcp =
         match config.daemon.metrics_listen {
-            Some(address) => Some(tokio::net::TcpListener::bind(address).await.map_err(|e| {
-                StartError::Socket {
+            Some(address) => Some(tokio::net::TcpListener::bind(address).await.map_err(
+                |source| StartError::Socket {
                     path: PathBuf::from(address.to_string()),
-                    reason: e.to_string(),
-                }
-            })?),
+                    step: "bind".into(),
+                    source,
+                },
+            )?),
             None => None,
         };
     Ok(OpsListeners { unix, tcp })

@@ -37,20 +37,33 @@ pub struct PassReport {
     pub settled: bool,
 }
 
+/// Why the node could not be prepared for the EC2 provider.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// The primary ENI, its MAC or its link on the node is missing.
+    #[error("{0}")]
+    PrimaryEni(String),
+    /// A data path step failed (a sysctl, a link lookup, the connmark rule).
+    #[error(transparent)]
+    Datapath(#[from] wasmcni_datapath::DatapathError),
+    /// The SNAT rules could not be applied.
+    #[error("SNAT rules: {0}")]
+    Snat(#[from] wasmcni_datapath::snat::SnatError),
+    /// The task applying them ended abnormally.
+    #[error("SNAT task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// Sets up what the node needs before it serves: every secondary ENI's link and routing
 /// table (idempotent; after a reboot they are gone, after a daemon restart they are there).
 pub async fn prepare<D: Datapath>(
     handler: &Handler<D>,
     provider: &Ec2Provider,
-) -> Result<(), String> {
+) -> Result<(), PrepareError> {
     if provider.family() == IpFamily::Ipv6 {
         // IPv6 prefix mode: no secondary ENIs, no SNAT (pods use their global address).
         let primary_link = primary_link(handler, provider).await?;
-        handler
-            .datapath
-            .prepare_ipv6(Some(&primary_link))
-            .await
-            .map_err(|e| e.to_string())?;
+        handler.datapath.prepare_ipv6(Some(&primary_link)).await?;
         handler.refresh_inventory();
         warn_outside_pool(handler);
         return Ok(());
@@ -70,20 +83,21 @@ fn warn_outside_pool<D: Datapath>(handler: &Handler<D>) {
 async fn primary_link<D: Datapath>(
     handler: &Handler<D>,
     provider: &Ec2Provider,
-) -> Result<String, String> {
+) -> Result<String, PrepareError> {
     let primary = provider
         .enis()
         .into_iter()
         .find(NodeEni::primary)
-        .ok_or("the node has no primary ENI")?;
-    let mac = parse_mac(&primary.eni.mac)
-        .ok_or_else(|| format!("the primary ENI has MAC {:?}", primary.eni.mac))?;
-    handler
-        .datapath
-        .link_with_mac(mac)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no link has the primary ENI's MAC {}", primary.eni.mac))
+        .ok_or_else(|| PrepareError::PrimaryEni("the node has no primary ENI".into()))?;
+    let mac = parse_mac(&primary.eni.mac).ok_or_else(|| {
+        PrepareError::PrimaryEni(format!("the primary ENI has MAC {:?}", primary.eni.mac))
+    })?;
+    handler.datapath.link_with_mac(mac).await?.ok_or_else(|| {
+        PrepareError::PrimaryEni(format!(
+            "no link has the primary ENI's MAC {}",
+            primary.eni.mac
+        ))
+    })
 }
 
 /// IPv6 prefix mode's background pass: nothing to plan (the /80 is never released, as with
@@ -119,44 +133,44 @@ pub async fn run_ipv6<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<Ec2Pr
 async fn prepare_snat<D: Datapath>(
     handler: &Handler<D>,
     provider: &Ec2Provider,
-) -> Result<(), String> {
+) -> Result<(), PrepareError> {
+    use wasmcni_config::{SnatBackend, SnatRandomize};
     use wasmcni_datapath::snat;
     let settings = &provider.settings().snat;
     let primary_link = primary_link(handler, provider).await?;
-    let primary_ip = provider.primary_ip().ok_or("the node has no primary ENI")?;
+    let primary_ip = provider
+        .primary_ip()
+        .ok_or_else(|| PrepareError::PrimaryEni("the node has no primary ENI".into()))?;
     let config = snat::SnatRules {
         primary_ip,
         primary_link,
         veth_prefix: handler.config.datapath.veth_prefix.clone(),
         vpc_cidrs: provider.vpc_cidrs(),
-        exclude_cidrs: handler.config.snat_exclude_cidrs(),
+        exclude_cidrs: settings.exclude_cidrs.clone(),
         external_snat: settings.external,
-        randomize: match settings.randomize.as_deref() {
-            Some("hashrandom") => snat::Randomize::Hash,
-            Some("none") => snat::Randomize::None,
-            _ => snat::Randomize::Fully,
+        randomize: match settings.randomize {
+            SnatRandomize::Prng => snat::Randomize::Fully,
+            SnatRandomize::Hashrandom => snat::Randomize::Hash,
+            SnatRandomize::None => snat::Randomize::None,
         },
         connmark: settings.connmark.unwrap_or(snat::DEFAULT_CONNMARK),
     };
-    let backend_setting = settings.backend.clone();
+    let backend_setting = settings.backend;
     let applied = tokio::task::spawn_blocking(move || {
-        let backend = match backend_setting.as_deref() {
-            Some("iptables") => snat::Backend::Iptables,
-            Some("nftables") => snat::Backend::Nftables,
-            _ => snat::detect_backend()?,
+        let backend = match backend_setting {
+            SnatBackend::Iptables => snat::Backend::Iptables,
+            SnatBackend::Nftables => snat::Backend::Nftables,
+            SnatBackend::Auto => snat::detect_backend()?,
         };
         snat::apply(&config, backend).map(|()| (backend, config))
     })
-    .await
-    .map_err(|e| format!("SNAT task failed: {e}"))?
-    .map_err(|e| format!("SNAT rules: {e}"))?;
+    .await??;
     let (backend, config) = applied;
     if !config.external_snat {
         handler
             .datapath
             .ensure_connmark_rule(config.connmark)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
     }
     tracing::info!(%backend, external = config.external_snat, primary_ip = %config.primary_ip, link = %config.primary_link, "SNAT rules in place");
     Ok(())

@@ -232,7 +232,7 @@ async fn a_failed_setup_gives_the_address_back() {
     let f = fixture("10.88.0.0/30");
     f.handler
         .datapath
-        .fail_next_setup("File exists (os error 17)");
+        .fail_next_setup(nix::errno::Errno::EEXIST);
     let response = f.run(Command::Add, "x", "1.0.0").await;
     let error: CniError = serde_json::from_str(stdout(&response)).unwrap();
     assert_eq!(error.code, codes::DATAPATH_FAILURE);
@@ -471,7 +471,7 @@ async fn a_failed_rollback_keeps_the_address_reserved_until_the_sweep_succeeds()
     let f = fixture("10.88.0.0/30");
     f.handler
         .datapath
-        .fail_next_setup("Network is unreachable (os error 101)");
+        .fail_next_setup(nix::errno::Errno::ENETUNREACH);
     f.handler.datapath.fail_teardowns(1);
     let response = f.run(Command::Add, "x", "1.0.0").await;
     let error: CniError = serde_json::from_str(stdout(&response)).unwrap();
