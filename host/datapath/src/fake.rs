@@ -37,6 +37,8 @@ pub enum Call {
     TeardownEni(u32),
     /// `ensure_connmark_rule` with this mark.
     ConnmarkRule(u32),
+    /// `apply_snat` of these rules to this backend (`None`: the detected one).
+    Snat(crate::snat::SnatRules, Option<crate::snat::Backend>),
 }
 
 #[derive(Debug, Default)]
@@ -235,6 +237,20 @@ impl Datapath for FakeDatapath {
     async fn ensure_connmark_rule(&self, mark: u32) -> Result<(), DatapathError> {
         self.lock().calls.push(Call::ConnmarkRule(mark));
         Ok(())
+    }
+
+    /// Checks and records the rules (as the real one does before it writes them); the
+    /// detected backend is iptables.
+    async fn apply_snat(
+        &self,
+        rules: &crate::snat::SnatRules,
+        backend: Option<crate::snat::Backend>,
+    ) -> Result<crate::snat::Backend, DatapathError> {
+        if !rules.external_snat {
+            rules.validate()?;
+        }
+        self.lock().calls.push(Call::Snat(rules.clone(), backend));
+        Ok(backend.unwrap_or(crate::snat::Backend::Iptables))
     }
 
     async fn node_state(&self, veth_prefix: &str) -> Result<NodeState, DatapathError> {

@@ -203,6 +203,17 @@ pub enum DatapathError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The SNAT or connmark rules could not be written.
+    #[error("SNAT rules: {0}")]
+    Snat(#[from] snat::SnatError),
+    /// A blocking task of the data path ended abnormally (it panicked).
+    #[error("{what}: the task ended abnormally: {source}")]
+    Task {
+        /// What it was doing.
+        what: &'static str,
+        /// The cause.
+        source: tokio::task::JoinError,
+    },
 }
 
 /// Why a netlink operation failed.
@@ -303,6 +314,15 @@ pub trait Datapath: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<String>, DatapathError>> + Send;
     /// Empties an ENI's routing table (wasmcni's routes only). Missing routes are not errors.
     fn teardown_eni(&self, table: u32) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Makes the node's SNAT and connmark rules those of `rules` (with
+    /// [`snat::SnatRules::external_snat`]: removes them) in `backend`, or, with `None`, in the
+    /// firewall the node's other rules use ([`snat::detect_backend`]). Returns the backend
+    /// written to. Runs the firewall tools off the async threads.
+    fn apply_snat(
+        &self,
+        rules: &snat::SnatRules,
+        backend: Option<snat::Backend>,
+    ) -> impl Future<Output = Result<snat::Backend, DatapathError>> + Send;
     /// Adds `fwmark <mark>/<mark> lookup main` at priority 1024 (replies of connections that
     /// came in through the primary ENI, and SNATed traffic, leave through it); idempotent.
     fn ensure_connmark_rule(

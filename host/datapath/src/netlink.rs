@@ -552,6 +552,28 @@ impl Datapath for NetlinkDatapath {
         )))
     }
 
+    async fn apply_snat(
+        &self,
+        rules: &crate::snat::SnatRules,
+        backend: Option<crate::snat::Backend>,
+    ) -> Result<crate::snat::Backend, DatapathError> {
+        use crate::snat;
+        let rules = rules.clone();
+        tokio::task::spawn_blocking(move || {
+            let backend = match backend {
+                Some(backend) => backend,
+                None => snat::detect_backend()?,
+            };
+            snat::apply(&rules, backend).map(|()| backend)
+        })
+        .await
+        .map_err(|source| DatapathError::Task {
+            what: "apply the SNAT rules",
+            source,
+        })?
+        .map_err(DatapathError::from)
+    }
+
     async fn node_state(&self, veth_prefix: &str) -> Result<NodeState, DatapathError> {
         let links: Vec<LinkMessage> = self
             .host

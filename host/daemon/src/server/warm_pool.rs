@@ -43,15 +43,9 @@ pub enum PrepareError {
     /// The primary ENI, its MAC or its link on the node is missing.
     #[error("{0}")]
     PrimaryEni(String),
-    /// A data path step failed (a sysctl, a link lookup, the connmark rule).
+    /// A data path step failed (a sysctl, a link lookup, the SNAT rules, the connmark rule).
     #[error(transparent)]
     Datapath(#[from] wasmcni_datapath::DatapathError),
-    /// The SNAT rules could not be applied.
-    #[error("SNAT rules: {0}")]
-    Snat(#[from] wasmcni_datapath::snat::SnatError),
-    /// The task applying them ended abnormally.
-    #[error("SNAT task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
 }
 
 /// Sets up what the node needs before it serves: every secondary ENI's link and routing
@@ -155,17 +149,12 @@ async fn prepare_snat<D: Datapath>(
         },
         connmark: settings.connmark.unwrap_or(snat::DEFAULT_CONNMARK),
     };
-    let backend_setting = settings.backend;
-    let applied = tokio::task::spawn_blocking(move || {
-        let backend = match backend_setting {
-            SnatBackend::Iptables => snat::Backend::Iptables,
-            SnatBackend::Nftables => snat::Backend::Nftables,
-            SnatBackend::Auto => snat::detect_backend()?,
-        };
-        snat::apply(&config, backend).map(|()| (backend, config))
-    })
-    .await??;
-    let (backend, config) = applied;
+    let backend = match settings.backend {
+        SnatBackend::Iptables => Some(snat::Backend::Iptables),
+        SnatBackend::Nftables => Some(snat::Backend::Nftables),
+        SnatBackend::Auto => None,
+    };
+    let backend = handler.datapath.apply_snat(&config, backend).await?;
     if !config.external_snat {
         handler
             .datapath
