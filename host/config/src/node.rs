@@ -1,0 +1,102 @@
+//! The node's own sections: `[install]` (where the CNI binaries and configuration go),
+//! `[daemon]` (sockets, state, request limits, logs) and `[datapath]` (interface names, MTU).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::default_true;
+
+/// `[install]`: where the node's CNI binaries and configuration live.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallConfig {
+    /// kubelet's CNI binary directory.
+    #[serde(default = "default_cni_bin_dir")]
+    pub cni_bin_dir: PathBuf,
+    /// kubelet's CNI configuration directory.
+    #[serde(default = "default_cni_conf_dir")]
+    pub cni_conf_dir: PathBuf,
+    /// File name of the conflist (kubelet uses the first in lexical order).
+    #[serde(default = "default_conflist_name")]
+    pub conflist_name: String,
+    /// The `wasmcni` shim to copy (default: `wasmcni` beside the running `wasmcni-host`).
+    pub shim: Option<PathBuf>,
+    /// Chain `portmap` (hostPort, with SNAT) after wasmcni.
+    #[serde(default = "default_true")]
+    pub portmap: bool,
+    /// Chain `bandwidth` (VPC CNI's `ENABLE_BANDWIDTH_PLUGIN`).
+    #[serde(default)]
+    pub bandwidth: bool,
+}
+
+fn default_cni_bin_dir() -> PathBuf {
+    PathBuf::from("/opt/cni/bin")
+}
+fn default_cni_conf_dir() -> PathBuf {
+    PathBuf::from("/etc/cni/net.d")
+}
+fn default_conflist_name() -> String {
+    "10-wasmcni.conflist".to_owned()
+}
+
+/// `[daemon]`: the node daemon's socket, state and request limits.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Path of the root-only Unix socket the CNI shim connects to.
+    pub socket: PathBuf,
+    /// Directory of the crash-safe datastore.
+    pub state_dir: PathBuf,
+    /// Time a client gets to send its whole request.
+    #[serde(default = "default_read_timeout_ms")]
+    pub request_read_timeout_ms: u64,
+    /// Largest request frame accepted.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Root-only Unix socket serving metrics (`/metrics`) and introspection (`/v1/...`);
+    /// default `ops.sock` next to `socket`.
+    pub ops_socket: Option<PathBuf>,
+    /// Also serve `/metrics` on this loopback TCP address (e.g. `127.0.0.1:61678`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// JSON-lines log file (absent: stderr only).
+    pub log_file: Option<PathBuf>,
+    /// The log file rotates before it passes this size.
+    #[serde(default = "default_log_max_bytes")]
+    pub log_max_bytes: u64,
+    /// Rotated log files kept.
+    #[serde(default = "default_log_keep")]
+    pub log_keep: u32,
+}
+
+fn default_log_max_bytes() -> u64 {
+    10 << 20
+}
+fn default_log_keep() -> u32 {
+    5
+}
+
+/// `[datapath]`: how pod interfaces are named and sized.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatapathConfig {
+    /// Host-side veth name prefix (VPC CNI's `AWS_VPC_K8S_CNI_VETHPREFIX`, default `eni`).
+    #[serde(default = "default_veth_prefix")]
+    pub veth_prefix: String,
+    /// MTU of both veth ends.
+    #[serde(default = "default_mtu")]
+    pub mtu: u32,
+}
+
+fn default_read_timeout_ms() -> u64 {
+    5_000
+}
+fn default_max_request_bytes() -> usize {
+    1 << 20
+}
+fn default_veth_prefix() -> String {
+    "eni".to_owned()
+}
+fn default_mtu() -> u32 {
+    9001
+}

@@ -1,0 +1,342 @@
+use super::*;
+
+fn with(replace: &str, by: &str) -> String {
+    assert!(
+        DEFAULT_CONFIG.contains(replace),
+        "fixture drifted: {replace}"
+    );
+    DEFAULT_CONFIG.replacen(replace, by, 1)
+}
+
+#[test]
+fn embedded_default_is_valid() {
+    let config = ClusterConfig::embedded_default().expect("default config");
+    assert_eq!(config.datapath.veth_prefix, "eni");
+    let pool = config.static_pool("t").unwrap();
+    assert_eq!(pool.cidrs, vec!["10.88.0.0/24".parse::<Ipv4Net>().unwrap()]);
+}
+
+#[test]
+fn example_under_policies_matches_embedded_default() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.toml");
+    assert_eq!(
+        ClusterConfig::load(&path).unwrap(),
+        ClusterConfig::embedded_default().unwrap()
+    );
+}
+
+#[test]
+fn errors_name_the_key_and_the_value() {
+    let cases: &[(String, &str)] = &[
+        (
+            with("version = 1", "version = 2"),
+            "`version` = 2: this build reads schema version 1",
+        ),
+        (
+            with(
+                "cidrs = [\"10.88.0.0/24\"]",
+                "cidrs = [\"10.88.0.0/24\", \"10.0.0.0/33\"]",
+            ),
+            "`provider.static.cidrs[1]` = \"10.0.0.0/33\": not an IPv4 CIDR",
+        ),
+        (
+            with("cidrs = [\"10.88.0.0/24\"]", "cidrs = [\"10.88.0.5/24\"]"),
+            "host bits are set; did you mean 10.88.0.0/24?",
+        ),
+        (
+            with(
+                "cidrs = [\"10.88.0.0/24\"]",
+                "cidrs = [\"10.88.0.0/24\", \"10.88.0.128/25\"]",
+            ),
+            "`provider.static.cidrs[1]` = \"10.88.0.128/25\": overlaps 10.88.0.0/24",
+        ),
+        (
+            with("exclude = []", "exclude = [\"10.1.0.1\"]"),
+            "`provider.static.exclude[0]` = \"10.1.0.1\": is outside every CIDR",
+        ),
+        (
+            with("veth_prefix = \"eni\"", "veth_prefix = \"toolong\""),
+            "`datapath.veth_prefix` = \"toolong\"",
+        ),
+        (
+            with("cidrs = [\"10.88.0.0/24\"]", "cidrs = [\"10.0.0.0/8\"]"),
+            "`provider.static.cidrs[0]` = \"10.0.0.0/8\": a node never needs more than a /16",
+        ),
+        (with("mtu = 9001", "mtu = 70000"), "`datapath.mtu` = 70000"),
+        (
+            with("kind = \"static\"", "kind = \"ec3\""),
+            "kind = \"ec3\"\n   |        ^^^^^\nunknown variant `ec3`, expected `static` or `ec2`",
+        ),
+        (
+            with("socket = \"/run", "socket = \"run"),
+            "`daemon.socket` = \"run/wasmcni/wasmcni.sock\": must be an absolute path",
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = ClusterConfig::parse(text, "test.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        assert!(err.starts_with("cluster configuration test.toml"), "{err}");
+    }
+}
+
+/// The embedded default turned into an EC2 configuration with `ec2` as `[provider.ec2]`
+/// and pack as allocator.
+fn ec2_config(ec2: &str) -> String {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let base = DEFAULT_CONFIG
+        .replace("kind = \"static\"", "kind = \"ec2\"")
+        .replace("[provider.static]\ncidrs = [\"10.88.0.0/24\"]", "")
+        .replace("exclude = []", "");
+    format!(
+        "{base}\n[provider.ec2]\n{ec2}\n[allocator]\nplugin = \"pack\"\n\n[[plugins]]\nname = \"pack\"\nkind = \"allocator\"\npath = \"/usr/lib/wasmcni/pack.wasm\"\ndigest = \"{digest}\"\n[plugins.grants]\npool-view = {{}}\neni-ops = {{ subnets = [\"node\"], security_groups = [\"node\"] }}\n"
+    )
+}
+
+#[test]
+fn the_ec2_provider_has_defaults_for_every_key() {
+    let config = ClusterConfig::parse(&ec2_config(""), "t").unwrap();
+    assert_eq!(config.provider.kind, ProviderKind::Ec2);
+    let ec2 = config.ec2();
+    assert_eq!(ec2, Ec2ProviderConfig::default());
+    assert_eq!(
+        (
+            ec2.ip_cooldown_ms,
+            ec2.add_wait_ms,
+            ec2.api_burst,
+            ec2.max_attempts
+        ),
+        (30_000, 10_000, 20, 8)
+    );
+    assert!(ec2.prefix_fallback && !ec2.snat.external);
+    let tuned = ClusterConfig::parse(
+        &ec2_config("ec2_endpoint = \"http://127.0.0.1:4566\"\nmax_pods = 110\n[provider.ec2.snat]\nexternal = true\nexclude_cidrs = [\"192.168.0.0/16\"]\nrandomize = \"hashrandom\"\nbackend = \"nftables\""),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(tuned.ec2().max_pods, Some(110));
+    assert_eq!(
+        tuned.ec2().snat,
+        SnatConfig {
+            external: true,
+            exclude_cidrs: vec!["192.168.0.0/16".parse::<Ipv4Net>().unwrap()],
+            randomize: SnatRandomize::Hashrandom,
+            connmark: None,
+            backend: SnatBackend::Nftables,
+        }
+    );
+}
+
+#[test]
+fn ec2_settings_are_validated_key_by_key() {
+    let cases = [
+        (
+            "max_attempts = 0",
+            "`provider.ec2.max_attempts` = 0: must be between 1 and 20",
+        ),
+        (
+            "api_rate_per_s = 0.0",
+            "`provider.ec2.api_rate_per_s` = 0: must be between 0.1 and 1000",
+        ),
+        (
+            "ec2_endpoint = \"ftp://x\"",
+            "`provider.ec2.ec2_endpoint` = \"ftp://x\": must be an http:// or https:// URL",
+        ),
+        (
+            "leaked_eni_min_age_s = 5",
+            "`provider.ec2.leaked_eni_min_age_s` = 5: must be between 60 and 86400",
+        ),
+        (
+            "add_wait_ms = 600000",
+            "`provider.ec2.add_wait_ms` = 600000: must be at most 120000",
+        ),
+        (
+            "[provider.ec2.snat]\nexclude_cidrs = [\"10.0.0.0/40\"]",
+            "exclude_cidrs = [\"10.0.0.0/40\"]\n   |                 ^^^^^^^^^^^^^^^\n\"10.0.0.0/40\" is not an IPv4 CIDR",
+        ),
+        (
+            "[provider.ec2.snat]\nconnmark = 3",
+            "`provider.ec2.snat.connmark` = 0x3: must be a single bit",
+        ),
+        (
+            "[provider.ec2.snat]\nrandomize = \"maybe\"",
+            "randomize = \"maybe\"\n   |             ^^^^^^^\nunknown variant `maybe`, expected one of `prng`, `hashrandom`, `none`",
+        ),
+        (
+            "[provider.ec2.snat]\nbackend = \"pf\"",
+            "unknown variant `pf`, expected one of `auto`, `iptables`, `nftables`",
+        ),
+        ("warm_ips = 3", "unknown field `warm_ips`"),
+    ];
+    for (ec2, expected) in cases {
+        let err = ClusterConfig::parse(&ec2_config(ec2), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(expected),
+            "{ec2}: expected {expected:?} in {err:?}"
+        );
+    }
+    let no_allocator = ec2_config("").replace("[allocator]\nplugin = \"pack\"", "");
+    let err = ClusterConfig::parse(&no_allocator, "t")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`allocator.plugin` = absent: the ec2 provider grows and shrinks the pool on an allocator plugin's plan"), "{err}");
+    // IPv6 prefix mode: the host hands out /128s; an allocator plugin has nothing to do.
+    let ipv6 = ec2_config("ip_family = \"ipv6\"");
+    let err = ClusterConfig::parse(&ipv6, "t").unwrap_err().to_string();
+    assert!(
+        err.contains("`allocator.plugin` = \"pack\": with provider.ec2.ip_family = \"ipv6\" every pod gets a /128 of the node's /80"),
+        "{err}"
+    );
+    let ipv6 = ipv6.replace("[allocator]\nplugin = \"pack\"", "");
+    let small = ipv6.replace("mtu = 9001", "mtu = 1200");
+    assert_ne!(small, ipv6, "the default configuration sets datapath.mtu");
+    let err = ClusterConfig::parse(&small, "t").unwrap_err().to_string();
+    assert!(err.contains("`datapath.mtu` = 1200: with provider.ec2.ip_family = \"ipv6\" it must be at least 1280"), "{err}");
+    let config = ClusterConfig::parse(&ipv6, "t").unwrap();
+    assert_eq!(config.ec2().ip_family, wasmcni_core::ipam::IpFamily::Ipv6);
+    assert_eq!(
+        ClusterConfig::parse(&ec2_config(""), "t")
+            .unwrap()
+            .ec2()
+            .ip_family,
+        wasmcni_core::ipam::IpFamily::Ipv4,
+        "IPv4 unless asked"
+    );
+    let err = ClusterConfig::parse(&ec2_config("ip_family = \"dual\""), "t")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ip_family") && err.contains("ipv6"), "{err}");
+    let both = ec2_config("").replace(
+        "[provider.ec2]",
+        "[provider.static]\ncidrs = [\"10.1.0.0/24\"]\n[provider.ec2]",
+    );
+    let err = ClusterConfig::parse(&both, "t").unwrap_err().to_string();
+    assert!(
+        err.contains("`provider.static` = a table: is for kind = \"static\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn plugin_entries_are_validated_key_by_key() {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let plugin = |extra: &str| {
+        format!(
+            "{DEFAULT_CONFIG}\n[allocator]\nplugin = \"pack\"\n\n[[plugins]]\nname = \"pack\"\nkind = \"allocator\"\npath = \"/usr/lib/wasmcni/pack.wasm\"\ndigest = \"{digest}\"\n{extra}\n[plugins.grants]\npool-view = {{}}\nlog = {{}}\neni-ops = {{ subnets = [\"node\", \"subnet-0123abcd\"], security_groups = [\"node\"], max_enis = 3 }}\n[plugins.config]\nWARM_IPS = 8\nMODE = \"dense\"\n"
+        )
+    };
+    let config = ClusterConfig::parse(&plugin(""), "t").unwrap();
+    let spec = config.allocator_spec().unwrap();
+    assert_eq!(spec.grants.capabilities.len(), 3);
+    assert_eq!(spec.grants.eni_ops.max_enis, Some(3));
+    assert!(spec.grants.eni_ops.subnets.contains("subnet-0123abcd"));
+    assert_eq!(spec.settings["WARM_IPS"], "8");
+    assert_eq!(spec.limits, wasmcni_core::Limits::default());
+    assert_eq!(
+        spec.on_failure.of(wasmcni_core::Hook::Allocate),
+        wasmcni_core::FailureMode::Closed
+    );
+    let open = ClusterConfig::parse(&plugin("on_failure = { allocate = \"open\" }"), "t").unwrap();
+    assert_eq!(
+        open.allocator_spec()
+            .unwrap()
+            .on_failure
+            .of(wasmcni_core::Hook::Allocate),
+        wasmcni_core::FailureMode::Open
+    );
+    let cases = [
+        (plugin("").replace("log = {}", "netlnk = {}"), "unknown field `netlnk`, expected one of `pool-view`, `eni-ops`, `netlink`, `log`, `kv`, `clock`"),
+        (plugin("").replace("log = {}", "netlink = {}"), "`plugins[0].grants.netlink` = {...}: the allocator world does not import netlink; a allocator may be granted pool-view, eni-ops, log, kv, clock"),
+        (plugin("").replace("\"subnet-0123abcd\"", "\"subnet-x\""), "`plugins[0].grants.eni-ops.subnets[1]` = \"subnet-x\": must be \"node\" or a subnet id"),
+        (plugin("").replace("max_enis = 3", "max_enis = 0"), "`plugins[0].grants.eni-ops.max_enis` = 0"),
+        (plugin("").replace(&digest, "sha256:1234"), "`plugins[0].digest` = \"sha256:1234\": must be"),
+        (plugin("").replace("/usr/lib/wasmcni/pack.wasm", "pack.wasm"), "`plugins[0].path` = \"pack.wasm\": must be an absolute path"),
+        (plugin("").replace("plugin = \"pack\"", "plugin = \"packer\""), "`allocator.plugin` = \"packer\": no [[plugins]] entry"),
+        (plugin("fuel = 10"), "`plugins[0].fuel` = 10"),
+        (plugin("").replace("kind = \"allocator\"", "kind = \"tagger\""), "`plugins[0].grants.pool-view` = {...}: the tagger world does not import pool-view"),
+        (plugin("").replace("kind = \"allocator\"", "kind = \"shaper\""), "`plugins[0].kind` = \"shaper\": must be \"allocator\", \"tagger\" or \"policy\""),
+        (plugin("on_failure = { add = \"open\" }"), "`plugins[0].on_failure.add` = \"open\": a allocator has no hook \"add\"; its hooks are allocate"),
+        (plugin("on_failure = { allocate = \"maybe\" }"), "`plugins[0].on_failure.allocate` = \"maybe\": must be \"closed\" or \"open\""),
+        (plugin("tag_keys = [\"team\"]"), "`plugins[0].tag_keys` = [\"team\"]: only taggers set tags; this is a allocator"),
+        (plugin("").replace("MODE = \"dense\"", "MODE = [1]"), "`plugins[0].config.MODE` = a array: settings are strings, numbers or booleans"),
+        (plugin("").replace("[allocator]\nplugin = \"pack\"", "[policy]\nplugins = [\"pack\"]"), "`policy.plugins[0]` = \"pack\": is a allocator, not a policy"),
+    ];
+    for (text, expected) in cases {
+        let err = ClusterConfig::parse(&text, "t").unwrap_err().to_string();
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+}
+
+#[test]
+fn tagger_and_policy_scopes_are_validated() {
+    let digest = format!("sha256:{}", "cd".repeat(32));
+    let tagger = |keys: &str| {
+        format!("{DEFAULT_CONFIG}\n[tagger]\nplugin = \"tags\"\n\n[[plugins]]\nname = \"tags\"\nkind = \"tagger\"\npath = \"/p/t.wasm\"\ndigest = \"{digest}\"\ntag_keys = [{keys}]\n")
+    };
+    let config = ClusterConfig::parse(&tagger("\"team\""), "t").unwrap();
+    assert!(config.tagger_spec().unwrap().tag_keys.contains("team"));
+    for (keys, expected) in [
+        (
+            "\"aws:owner\"",
+            "`plugins[0].tag_keys[0]` = \"aws:owner\": is reserved",
+        ),
+        (
+            "\"team\", \"cluster.k8s.amazonaws.com/name\"",
+            "`plugins[0].tag_keys[1]` = \"cluster.k8s.amazonaws.com/name\": is reserved",
+        ),
+    ] {
+        let err = ClusterConfig::parse(&tagger(keys), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+    let policy = |netlink: &str| {
+        format!("{DEFAULT_CONFIG}\n[policy]\nplugins = [\"guard\"]\n\n[[plugins]]\nname = \"guard\"\nkind = \"policy\"\npath = \"/p/g.wasm\"\ndigest = \"{digest}\"\n[plugins.grants]\nnetlink = {netlink}\n")
+    };
+    let config = ClusterConfig::parse(
+        &policy("{ mtu = [1280, 9001], routes = [\"10.0.0.0/8\"] }"),
+        "t",
+    )
+    .unwrap();
+    let spec = config.policy_specs()[0];
+    assert_eq!(spec.grants.netlink.mtu, Some((1280, 9001)));
+    assert_eq!(
+        spec.on_failure.of(wasmcni_core::Hook::Del),
+        wasmcni_core::FailureMode::Open
+    );
+    for (netlink, expected) in [
+        (
+            "{ mtu = [9001, 1280] }",
+            "`plugins[0].grants.netlink.mtu` = [9001, 1280]: must be [min, max]",
+        ),
+        (
+            "{ routes = [\"10.0.0.1/8\"] }",
+            "host bits are set; did you mean 10.0.0.0/8?",
+        ),
+        (
+            "{ routes = [\"everything\"] }",
+            "`plugins[0].grants.netlink.routes[0]` = \"everything\": not an IPv4 CIDR",
+        ),
+    ] {
+        let err = ClusterConfig::parse(&policy(netlink), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_refused_with_position() {
+    let err = ClusterConfig::parse(&with("mtu = 9001", "mtu = 9001\nmut = 1"), "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `mut`"), "{err}");
+    assert!(err.contains("line"), "{err}");
+    let err = ClusterConfig::parse(&with("mtu = 9001", "mtu = \"big\""), "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("mtu"), "{err}");
+}
