@@ -42,6 +42,16 @@ pip_packages=("moto>=5.2,<6" flask flask-cors)
 # Guest plugins are built for wasm32-unknown-unknown: a component from it imports only what
 # the plugin uses, no WASI.
 wasm_target=wasm32-unknown-unknown
+# test.sh checks formatting (rustfmt) and lints while it builds (clippy-driver).
+rust_components=(clippy rustfmt)
+
+missing_components() {
+  local component installed
+  installed=$(rustup component list --installed 2>/dev/null)
+  for component in "${rust_components[@]}"; do
+    grep -q "^$component" <<<"$installed" || echo "$component"
+  done
+}
 
 packages() {
   local line
@@ -51,7 +61,7 @@ packages() {
   done | sort -u
 }
 
-# The directories the daemon takes programs from (never PATH; datapath/snat.rs), so a tool
+# The directories the daemon takes programs from (never PATH; host/datapath/src/snat/runner.rs), so a tool
 # found elsewhere does not count; a shell builtin (`kill`) does not either.
 has_program() {
   local dir
@@ -95,6 +105,10 @@ preflight() {
     missing=1
   elif ! rustup target list --installed 2>/dev/null | grep -qx "$wasm_target"; then
     echo "preflight: the Rust target $wasm_target is missing (rustup target add $wasm_target)" >&2
+    missing=1
+  fi
+  if command -v rustup >/dev/null 2>&1 && [ -n "$(missing_components)" ]; then
+    echo "preflight: the Rust components $(missing_components | tr '\n' ' ')are missing (rustup component add ${rust_components[*]})" >&2
     missing=1
   fi
   if [ "$missing" -ne 0 ]; then
@@ -141,6 +155,12 @@ install() {
     rustup target add "$wasm_target"
   else
     echo "install-deps: Rust target $wasm_target present"
+  fi
+  local components
+  mapfile -t components < <(missing_components)
+  if [ "${#components[@]}" -gt 0 ]; then
+    echo "install-deps: adding the Rust components ${components[*]}"
+    rustup component add "${components[@]}"
   fi
 }
 
