@@ -20,20 +20,45 @@ fi
 echo "== format"
 cargo fmt --all --check
 for guests in plugins tests/plugins; do (cd "$guests" && cargo fmt --all --check); done
-# Clippy lints our crates as it compiles them, in the one build the tests run: clippy-driver
-# is the compiler of the workspace's crates (what `cargo clippy` does, but on the real build),
-# so the dependencies are compiled once instead of a second time in check mode for the lint
-# (that pass cost three minutes of a cold run). `-D warnings`: a rustc or clippy warning
-# fails the build. Every cargo command of the host workspace below runs through `checked`, so
-# they all share the one set of artifacts. (By hand: `cargo clippy --profile checked
+# Clippy lints our crates as they are compiled, in the one build the tests run:
+# scripts/rustc-with-clippy.sh, the compiler of the workspace's crates, has clippy check each
+# one against the dependencies already built and then compiles it with rustc. So the
+# dependencies are compiled once, not a second time in check mode for `cargo clippy` (three
+# minutes of a cold run), and the tests run rustc's code. `-D warnings`: a rustc or clippy
+# warning fails the build. Every cargo command of the host workspace below runs through
+# `checked`, so they share one set of artifacts. (By hand: `cargo clippy --profile checked
 # --workspace --all-targets -- -D warnings` reports the same.)
+clippy_driver=$(rustup which clippy-driver)
+if [ ! -x "$clippy_driver" ]; then
+  echo "clippy-driver is missing: rustup component add clippy" >&2
+  exit 1
+fi
 checked() {
-  RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver)" \
+  CLIPPY_DRIVER="$clippy_driver" \
+    RUSTC_WORKSPACE_WRAPPER="$root/scripts/rustc-with-clippy.sh" \
     CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__" \
     cargo "$@"
 }
 echo "== build and lint (the checked profile: release with overflow checks and debug assertions in our crates; clippy -D warnings)"
+# The guest plugins (wasm32) compile alongside, with the command wasmcni-plugin-build runs
+# (which then only encodes the components): they use a core the host build leaves idle while
+# its last crates link.
+guest_target="${CARGO_TARGET_DIR:-$root/target}/wasm-guests"
+guest_build_log=$(mktemp)
+(
+  for guests in plugins tests/plugins; do
+    CARGO_TARGET_DIR="$guest_target" cargo build --release --target wasm32-unknown-unknown \
+      --manifest-path "$guests/Cargo.toml" || exit 1
+  done
+) >"$guest_build_log" 2>&1 &
+guest_build=$!
+trap 'kill "$guest_build" 2>/dev/null; rm -f "$guest_build_log"' EXIT
 checked build --profile checked --workspace --all-targets
+if ! wait "$guest_build"; then
+  cat "$guest_build_log" >&2
+  echo "building the guest plugins failed (above)" >&2
+  exit 1
+fi
 echo "== plugins (components of plugins/ and the hostile test plugins of tests/plugins)"
 # The binary the workspace build just made (`cargo run -p` alone would unify features
 # differently and compile its dependencies again).
@@ -45,7 +70,7 @@ done
 
 echo "== tests"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work" "$guest_build_log"' EXIT
 # The test executables cargo builds, so that one that never starts is counted too. A build
 # error here is shown, and the run goes on to report it in the closing line.
 list_tests() {

@@ -109,10 +109,11 @@ pub struct SnatConfig {
 fn ipv4_cidrs<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Ipv4Net>, D::Error> {
     Vec::<String>::deserialize(deserializer)?
         .iter()
-        .map(|cidr| {
+        .enumerate()
+        .map(|(i, cidr)| {
             cidr.parse().map_err(|_| {
                 serde::de::Error::custom(format!(
-                    "{cidr:?} is not an IPv4 CIDR (a.b.c.d/n with n at most 32)"
+                    "[{i}] = {cidr:?}: not an IPv4 CIDR (expected a.b.c.d/len)"
                 ))
             })
         })

@@ -153,7 +153,7 @@ fn ec2_settings_are_validated_key_by_key() {
         ),
         (
             "[provider.ec2.snat]\nexclude_cidrs = [\"10.0.0.0/40\"]",
-            "exclude_cidrs = [\"10.0.0.0/40\"]\n   |                 ^^^^^^^^^^^^^^^\n\"10.0.0.0/40\" is not an IPv4 CIDR",
+            "exclude_cidrs = [\"10.0.0.0/40\"]\n   |                 ^^^^^^^^^^^^^^^\n[0] = \"10.0.0.0/40\": not an IPv4 CIDR (expected a.b.c.d/len)",
         ),
         (
             "[provider.ec2.snat]\nconnmark = 3",

@@ -116,7 +116,7 @@ pub trait Provider: Send + Sync + 'static {
     }
 }
 
-/// The static provider's validated pool (the configuration's `[provider.static_pool]`).
+/// The static provider's validated pool (the configuration's `[provider.static]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticPool {
     /// Pod CIDRs, in configuration order.

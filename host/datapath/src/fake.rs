@@ -275,3 +275,46 @@ impl Datapath for FakeDatapath {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snat::{Backend, Randomize, SnatRules};
+
+    fn rules(veth_prefix: &str) -> SnatRules {
+        SnatRules {
+            primary_ip: "10.0.0.5".parse().unwrap(),
+            primary_link: "eth0".into(),
+            veth_prefix: veth_prefix.into(),
+            vpc_cidrs: vec!["10.0.0.0/16".parse().unwrap()],
+            exclude_cidrs: Vec::new(),
+            external_snat: false,
+            randomize: Randomize::Fully,
+            connmark: crate::snat::DEFAULT_CONNMARK,
+        }
+    }
+
+    #[tokio::test]
+    async fn snat_rules_are_checked_like_the_real_ones_and_recorded() {
+        let fake = FakeDatapath::new();
+        let applied = fake.apply_snat(&rules("eni"), None).await.unwrap();
+        assert_eq!(applied, Backend::Iptables, "the fake detects iptables");
+        assert_eq!(
+            fake.apply_snat(&rules("eni"), Some(Backend::Nftables))
+                .await
+                .unwrap(),
+            Backend::Nftables
+        );
+        // A prefix that would match the node's own interfaces is refused before anything is
+        // recorded, as the real data path refuses it before it writes a rule.
+        let refused = fake.apply_snat(&rules("eth"), None).await.unwrap_err();
+        assert!(matches!(refused, DatapathError::Snat(_)), "{refused}");
+        assert_eq!(
+            fake.calls(),
+            vec![
+                Call::Snat(rules("eni"), None),
+                Call::Snat(rules("eni"), Some(Backend::Nftables)),
+            ]
+        );
+    }
+}

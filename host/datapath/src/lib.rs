@@ -237,8 +237,11 @@ pub enum NetlinkCause {
 impl From<rtnetlink::Error> for NetlinkCause {
     fn from(e: rtnetlink::Error) -> Self {
         match e {
-            rtnetlink::Error::NetlinkError(message) => {
-                NetlinkCause::Kernel(nix::errno::Errno::from_raw(-message.raw_code()))
+            rtnetlink::Error::NetlinkError(ref message) => {
+                match NetlinkCause::kernel_errno(message) {
+                    Some(errno) => NetlinkCause::Kernel(errno),
+                    None => NetlinkCause::Protocol(e),
+                }
             }
             other => NetlinkCause::Protocol(other),
         }
@@ -246,6 +249,16 @@ impl From<rtnetlink::Error> for NetlinkCause {
 }
 
 impl NetlinkCause {
+    /// The errno of a kernel's error answer (which carries it negated); `None` for an
+    /// acknowledgement (code 0).
+    pub(crate) fn kernel_errno(
+        message: &rtnetlink::packet_core::ErrorMessage,
+    ) -> Option<nix::errno::Errno> {
+        message
+            .code
+            .map(|code| nix::errno::Errno::from_raw(-code.get()))
+    }
+
     /// The kernel's errno, when the kernel refused.
     pub fn errno(&self) -> Option<nix::errno::Errno> {
         match self {
@@ -365,6 +378,17 @@ pub fn random_mac() -> [u8; 6] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kernel_error_answer_becomes_its_errno() {
+        let mut answer = rtnetlink::packet_core::ErrorMessage::default();
+        answer.code = std::num::NonZeroI32::new(-17);
+        let cause = NetlinkCause::from(rtnetlink::Error::NetlinkError(answer));
+        assert_eq!(cause.errno(), Some(nix::errno::Errno::EEXIST));
+        assert_eq!(cause.to_string(), "File exists (os error 17)");
+        let other = NetlinkCause::from(rtnetlink::Error::RequestFailed);
+        assert!(matches!(other, NetlinkCause::Protocol(_)) && other.errno().is_none());
+    }
 
     #[test]
     fn veth_names_match_vpc_cni() {

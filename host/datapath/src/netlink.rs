@@ -393,7 +393,10 @@ impl Datapath for NetlinkDatapath {
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || delete_link_blocking(&name))
             .await
-            .map_err(|e| io_failure("delete host veth".into(), std::io::Error::other(e)))?
+            .map_err(|source| DatapathError::Task {
+                what: "delete host veth",
+                source,
+            })?
     }
 
     async fn remove_rules(
@@ -1044,7 +1047,7 @@ fn rule_table(rule: &RuleMessage) -> u32 {
 /// The errno a kernel's netlink answer carries (`None` for errors that are not the kernel's).
 fn errno(e: &rtnetlink::Error) -> Option<Errno> {
     match e {
-        rtnetlink::Error::NetlinkError(message) => Some(Errno::from_raw(-message.raw_code())),
+        rtnetlink::Error::NetlinkError(message) => NetlinkCause::kernel_errno(message),
         _ => None,
     }
 }

@@ -174,10 +174,12 @@ pub fn bind(path: &Path) -> Result<UnixListener, StartError> {
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(fail("bind".into())(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another wasmcni-host is already serving on it",
-            )));
+            return Err(fail("check for a running daemon".into())(
+                std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another wasmcni-host is already serving on it",
+                ),
+            ));
         }
         std::fs::remove_file(path).map_err(fail("remove the stale socket".into()))?;
     }
