@@ -1,5 +1,6 @@
 //! wasmcni's domain, free of I/O: where pod addresses come from and which one a pod gets
-//! ([`ipam`]), what a plugin may see of the node ([`pool_view`]), what it may do and how its
+//! ([`ipam`]), the node's ENIs and what the daemon asks of the EC2 provider ([`eni`]),
+//! what a plugin may see of the node ([`pool_view`]), what it may do and how its
 //! requests are checked ([`grants`]), what one call may cost ([`limits`]), and what the daemon
 //! asks of a plugin and what it answers ([`plugin`]).
 //!
@@ -7,6 +8,7 @@
 //! and links no engine, no SDK and no async runtime, so its rules are table-tested in
 //! milliseconds.
 
+pub mod eni;
 pub mod grants;
 pub mod ipam;
 pub mod limits;

@@ -7,7 +7,7 @@
 //! `wasmcni_core::ipam` → `wasmcni_datastore` → `wasmcni_datapath`. `wasmcni_runtime` runs the
 //! WebAssembly plugins (allocation strategies, taggers, policy hooks) the configuration
 //! (`wasmcni_config`) names; `wasmcni_ec2` reads the node from IMDS and its ENIs from EC2 for
-//! the ENI provider; `wasmcni_telemetry` holds the metrics and log files.
+//! the ENI provider, which the server drives through `wasmcni_core::eni::EniProvider`; `wasmcni_telemetry` holds the metrics and log files.
 
 pub mod audit;
 pub mod server;

@@ -64,7 +64,7 @@ impl FakeDatapath {
     }
 
     /// Makes the next `setup_pod` fail with the kernel's `errno` after it created the veth
-    /// (as a real setup that fails halfway does).
+    /// (as a real setup that fails halfway does), or the next `setup_eni` fail with it.
     pub fn fail_next_setup(&self, errno: nix::errno::Errno) {
         self.lock().fail_next_setup = Some(errno);
     }
@@ -222,6 +222,12 @@ impl Datapath for FakeDatapath {
         state
             .calls
             .push(Call::SetupEni(format_mac(&eni.mac), eni.table));
+        if let Some(errno) = state.fail_next_setup.take() {
+            return Err(DatapathError::Netlink {
+                operation: format!("add the default route of table {}", eni.table),
+                cause: NetlinkCause::Kernel(errno),
+            });
+        }
         Ok(format!("eth{}", eni.table - 1))
     }
 

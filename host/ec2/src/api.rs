@@ -18,63 +18,7 @@ use aws_sdk_ec2::types::{
 use ipnet::Ipv4Net;
 
 use super::bucket::TokenBucket;
-use super::Ec2Error;
-
-/// An ENI as EC2 describes it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Eni {
-    /// `eni-…`.
-    pub id: String,
-    /// MAC address, lower case.
-    pub mac: String,
-    /// Subnet.
-    pub subnet_id: String,
-    /// Security group ids.
-    pub security_groups: Vec<String>,
-    /// The ENI's own primary address.
-    pub primary_ip: Ipv4Addr,
-    /// Secondary addresses.
-    pub secondary_ips: Vec<Ipv4Addr>,
-    /// Delegated /28 prefixes.
-    pub prefixes: Vec<Ipv4Net>,
-    /// Delegated IPv6 prefixes (/80s).
-    pub ipv6_prefixes: Vec<ipnet::Ipv6Net>,
-    /// `available`, `in-use`, …
-    pub status: String,
-    /// EC2's interface type: `interface` for a plain ENI; `trunk` (security groups for pods),
-    /// `branch`, `efa`, `efa-only` and the AWS services' own types are never the pool's.
-    pub interface_type: String,
-    /// Attachment, if attached.
-    pub attachment: Option<EniAttachment>,
-    /// Tags.
-    pub tags: Vec<(String, String)>,
-}
-
-impl Eni {
-    /// Whether it is a plain ENI (the only kind whose addresses go to pods).
-    pub fn is_plain(&self) -> bool {
-        matches!(self.interface_type.as_str(), "" | "interface")
-    }
-}
-
-/// Where an ENI is attached.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct EniAttachment {
-    /// `eni-attach-…`.
-    pub id: String,
-    /// The instance.
-    pub instance_id: String,
-    /// Device index.
-    pub device_index: u32,
-    /// Network card.
-    pub network_card: u32,
-    /// `attaching`, `attached`, `detaching`, `detached`.
-    pub status: String,
-    /// Attach time, Unix milliseconds (0 when unknown).
-    pub attached_unix_ms: u64,
-    /// Whether the ENI goes with the instance.
-    pub delete_on_termination: bool,
-}
+use wasmcni_core::eni::{Ec2Error, Eni, EniAttachment};
 
 /// A subnet as EC2 describes it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

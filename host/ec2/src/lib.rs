@@ -5,7 +5,6 @@
 //! Both clients are built here with explicit endpoints, retries and timeouts, so the same code
 //! talks to EC2 and to the project's emulator (`tests/ec2-emulator`).
 
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use aws_config::imds::client::error::ImdsError;
@@ -14,7 +13,6 @@ use aws_config::provider_config::ProviderConfig;
 use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_sdk_ec2::config::timeout::TimeoutConfig;
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
-use ipnet::Ipv4Net;
 
 pub mod api;
 pub mod bucket;
@@ -23,6 +21,7 @@ pub mod provider;
 
 pub use limits::{max_pods, InstanceLimits};
 pub use provider::Ec2Provider;
+pub use wasmcni_core::eni::{Ec2Error, ImdsEni, NodeIdentity};
 
 /// Where and how to reach EC2 and IMDS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,91 +48,6 @@ impl Default for Endpoints {
             max_attempts: 3,
             call_timeout: Duration::from_secs(10),
         }
-    }
-}
-
-/// What went wrong talking to IMDS or EC2; the message names the path or the action.
-#[derive(Debug, thiserror::Error)]
-pub enum Ec2Error {
-    /// An IMDS read failed.
-    #[error("IMDS {path}: {message}")]
-    Imds {
-        /// The metadata path.
-        path: String,
-        /// What happened.
-        message: String,
-    },
-    /// IMDS answered something that does not parse.
-    #[error("IMDS {path}: {value:?} is not {expected}")]
-    Malformed {
-        /// The metadata path.
-        path: String,
-        /// The answer.
-        value: String,
-        /// What was expected.
-        expected: &'static str,
-    },
-    /// An EC2 call failed.
-    #[error("EC2 {action}: {code}: {message}")]
-    Api {
-        /// The action.
-        action: &'static str,
-        /// EC2's error code (or the SDK's failure kind).
-        code: String,
-        /// Its message.
-        message: String,
-    },
-    /// A client could not be built.
-    #[error("{0}")]
-    Setup(String),
-}
-
-/// One ENI attached to the node, as IMDS shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ImdsEni {
-    /// Its MAC address.
-    pub mac: String,
-    /// `eni-…`.
-    pub id: String,
-    /// Attachment device index (0: primary).
-    pub device_number: u32,
-    /// Its subnet.
-    pub subnet_id: String,
-    /// The subnet's CIDR.
-    pub subnet_cidr: Ipv4Net,
-    /// Private IPv4 addresses, the ENI's own primary first.
-    pub ipv4s: Vec<Ipv4Addr>,
-    /// Delegated /28 prefixes.
-    pub ipv4_prefixes: Vec<Ipv4Net>,
-    /// Security groups.
-    pub security_groups: Vec<String>,
-    /// The VPC's IPv4 CIDRs.
-    pub vpc_cidrs: Vec<Ipv4Net>,
-    /// The VPC.
-    pub vpc_id: String,
-}
-
-/// The node's identity and ENIs.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct NodeIdentity {
-    /// `i-…`.
-    pub instance_id: String,
-    /// e.g. `m5.large`.
-    pub instance_type: String,
-    /// e.g. `us-west-2a`.
-    pub availability_zone: String,
-    /// e.g. `us-west-2`.
-    pub region: String,
-    /// The primary ENI's MAC.
-    pub primary_mac: String,
-    /// Every attached ENI, by device number.
-    pub enis: Vec<ImdsEni>,
-}
-
-impl NodeIdentity {
-    /// The primary ENI (device 0).
-    pub fn primary(&self) -> Option<&ImdsEni> {
-        self.enis.iter().find(|e| e.device_number == 0)
     }
 }
 

@@ -4,8 +4,9 @@
 //! requests an allocator plugin's `plan` made: create, attach, assign, unassign, detach, delete.
 //!
 //! The provider only talks to EC2 and keeps the picture of the node's ENIs; the daemon's
-//! reconciler (`wasmcni_daemon::server::warm_pool`) decides when, holds the allocation lock while addresses
-//! leave the pool, and sets up each ENI's link and routing table.
+//! reconciler (`wasmcni_daemon::server::warm_pool`, through [`EniProvider`]) decides when, holds
+//! the allocation lock while addresses leave the pool, and sets up each ENI's link and routing
+//! table.
 //!
 //! Ownership: every ENI it creates is tagged, atomically with its creation, with
 //! [`TAG_INSTANCE`], [`TAG_CREATED`] and (when the cluster is named) [`TAG_CLUSTER`]: AWS VPC
@@ -21,14 +22,13 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 
-use super::api::{Ec2Api, Eni, NewEni, Subnet};
+use super::api::{Ec2Api, NewEni, Subnet};
 use super::bucket::TokenBucket;
 use super::{discover, ec2_client, imds_client, max_pods};
-use super::{Ec2Error, Endpoints, InstanceLimits, NodeIdentity};
+use super::{Endpoints, InstanceLimits};
 use wasmcni_config::Ec2ProviderConfig;
-use wasmcni_core::ipam::{
-    AddressBlock, BlockKind, Inventory, IpFamily, Ipv6Block, Provider, ProviderView,
-};
+use wasmcni_core::eni::{Added, Ec2Error, Eni, EniProvider, NodeEni, NodeIdentity};
+use wasmcni_core::ipam::{Inventory, IpFamily, Ipv6Block, Provider, ProviderView};
 use wasmcni_core::{EniInfo, NodeInfo, NodeLimits, SubnetInfo};
 
 /// Tag naming the instance an ENI was created for (VPC CNI's key).
@@ -54,73 +54,6 @@ const SUBNET_CACHE: Duration = Duration::from_secs(60);
 /// after this long is assigned for real, and is adopted.
 pub const RELEASE_SETTLE: Duration = Duration::from_secs(60);
 
-/// An ENI attached to the node, as the provider manages it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeEni {
-    /// What EC2 says.
-    pub eni: Eni,
-    /// Device index on network card 0.
-    pub device: u32,
-    /// The attachment.
-    pub attachment_id: String,
-    /// The subnet's CIDR.
-    pub subnet_cidr: Ipv4Net,
-    /// When it was attached (Unix ms).
-    pub attached_unix_ms: u64,
-    /// Whether its addresses go to pods (false for `no-manage` and other cards).
-    pub managed: bool,
-    /// Whether its link and routing table are set up on the node (the primary ENI's always
-    /// are). Until then none of its addresses are in the pool: a pod on it would not route.
-    pub linked: bool,
-}
-
-impl NodeEni {
-    /// Whether this is the primary ENI.
-    pub fn primary(&self) -> bool {
-        self.device == 0
-    }
-
-    /// Routing table for traffic from its pods: `None` (main) for the primary, device + 1
-    /// otherwise (VPC CNI's numbering).
-    pub fn route_table(&self) -> Option<u32> {
-        (!self.primary()).then_some(self.device + 1)
-    }
-
-    /// The subnet's gateway: its first address after the network (EC2's VPC router).
-    pub fn gateway(&self) -> Ipv4Addr {
-        subnet_gateway(self.subnet_cidr)
-    }
-
-    /// The pod address blocks it holds.
-    pub fn blocks(&self) -> impl Iterator<Item = AddressBlock> + '_ {
-        let table = self.route_table();
-        let ips = self.eni.secondary_ips.iter().map(move |ip| AddressBlock {
-            cidr: Ipv4Net::from(*ip),
-            route_table: table,
-            kind: BlockKind::SecondaryIp,
-            eni_id: Some(self.eni.id.clone()),
-        });
-        let prefixes = self.eni.prefixes.iter().map(move |p| AddressBlock {
-            cidr: *p,
-            route_table: table,
-            kind: BlockKind::Prefix,
-            eni_id: Some(self.eni.id.clone()),
-        });
-        ips.chain(prefixes)
-            .filter(|_| self.managed && (self.linked || self.primary()))
-    }
-
-    /// Address slots used (secondary IPs and prefixes; the ENI's own address not counted).
-    pub fn slots_used(&self) -> u32 {
-        (self.eni.secondary_ips.len() + self.eni.prefixes.len()) as u32
-    }
-}
-
-/// The first host address of a subnet, EC2's VPC router for it.
-pub fn subnet_gateway(subnet: Ipv4Net) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(subnet.network()).wrapping_add(1))
-}
-
 #[derive(Debug, Default)]
 struct State {
     /// Attached ENIs by device index (card 0).
@@ -130,8 +63,6 @@ struct State {
     subnets: Vec<Subnet>,
     subnets_read: Option<Instant>,
     no_prefix_until: BTreeMap<String, Instant>,
-    /// The last failure to grow the pool, for the ADD that finds it empty.
-    last_grow_error: Option<String>,
     /// Addresses and prefixes given back to EC2, by the ENI they left, with when: not
     /// re-adopted on that ENI from a describe within [`RELEASE_SETTLE`] (EC2 may hand them to
     /// another ENI at once, which is no concern of this map).
@@ -146,17 +77,6 @@ pub struct Ec2Provider {
     cluster: String,
     api: Ec2Api,
     state: Mutex<State>,
-}
-
-/// What a request that added addresses added.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Added {
-    /// Secondary addresses.
-    pub ips: Vec<Ipv4Addr>,
-    /// Prefixes.
-    pub prefixes: Vec<Ipv4Net>,
-    /// Set when prefixes were asked for and secondary IPs given instead.
-    pub fell_back: Option<String>,
 }
 
 fn unix_ms() -> u64 {
@@ -259,11 +179,6 @@ impl Ec2Provider {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The node's identity.
-    pub fn identity(&self) -> &NodeIdentity {
-        &self.identity
-    }
-
     /// The instance type's limits.
     pub fn limits(&self) -> &InstanceLimits {
         &self.limits
@@ -279,182 +194,9 @@ impl Ec2Provider {
         self.api.calls()
     }
 
-    /// The primary ENI's own address (the SNAT source).
-    pub fn primary_ip(&self) -> Option<Ipv4Addr> {
-        self.state().enis.get(&0).map(|e| e.eni.primary_ip)
-    }
-
     /// The node's VPC (the primary ENI's).
     fn vpc_id(&self) -> &str {
         self.identity.primary().map_or("", |p| p.vpc_id.as_str())
-    }
-
-    /// The VPC's CIDRs.
-    pub fn vpc_cidrs(&self) -> Vec<Ipv4Net> {
-        self.identity
-            .primary()
-            .map(|p| p.vpc_cidrs.clone())
-            .unwrap_or_default()
-    }
-
-    /// The attached ENIs, by device.
-    pub fn enis(&self) -> Vec<NodeEni> {
-        self.state().enis.values().cloned().collect()
-    }
-
-    /// The ENI with `id`.
-    pub fn eni(&self, id: &str) -> Option<NodeEni> {
-        self.state().enis.values().find(|e| e.eni.id == id).cloned()
-    }
-
-    /// Pods the node may run (in IPv6 prefix mode the EKS AMI's prefix-delegation figure).
-    pub fn max_pods(&self) -> u32 {
-        let ipv6 = self.family() == IpFamily::Ipv6;
-        self.settings
-            .max_pods
-            .unwrap_or_else(|| max_pods(&self.limits, false, ipv6))
-    }
-
-    /// The family pods get their address in.
-    pub fn family(&self) -> IpFamily {
-        self.settings.ip_family
-    }
-
-    /// Whether the primary ENI holds an IPv6 prefix now (as last read from EC2).
-    pub fn has_ipv6_prefix(&self) -> bool {
-        self.state()
-            .enis
-            .get(&0)
-            .is_some_and(|e| !e.eni.ipv6_prefixes.is_empty())
-    }
-
-    /// IPv6 prefix mode: the primary ENI's /80, delegated now if it has none (once per node:
-    /// it is never released, as with VPC CNI). EC2 refuses on instances that are not Nitro and
-    /// in subnets without an IPv6 CIDR; the error names why.
-    pub async fn ensure_ipv6_prefix(&self) -> Result<ipnet::Ipv6Net, Ec2Error> {
-        let refused = |code: &str, message: String| Ec2Error::Api {
-            action: "AssignIpv6Addresses",
-            code: code.to_owned(),
-            message,
-        };
-        let primary = self.state().enis.get(&0).cloned();
-        let primary = primary
-            .ok_or_else(|| refused("NoPrimaryEni", "the node has no ENI at device 0".into()))?;
-        if let Some(prefix) = primary.eni.ipv6_prefixes.first() {
-            return Ok(*prefix);
-        }
-        if !self.limits.prefix_delegation {
-            return Err(refused(
-                "PrefixDelegationUnsupported",
-                format!(
-                    "not asked: IPv6 prefix mode needs a Nitro instance, and {} cannot hold prefixes",
-                    self.identity.instance_type
-                ),
-            ));
-        }
-        let assigned = self
-            .api
-            .assign_ipv6_prefixes(&primary.eni.id, 1)
-            .await
-            .map_err(|e| match e {
-                Ec2Error::Api {
-                    action,
-                    code,
-                    message,
-                } => Ec2Error::Api {
-                    action,
-                    code,
-                    message: format!(
-                        "delegating an IPv6 /80 to the primary ENI {} in {}: {message}",
-                        primary.eni.id, primary.eni.subnet_id
-                    ),
-                },
-                other => other,
-            })?;
-        let prefix = assigned.first().copied().ok_or_else(|| {
-            refused(
-                "Malformed",
-                "EC2 answered without the delegated prefix".into(),
-            )
-        })?;
-        self.update_eni(&primary.eni.id, |e| e.eni.ipv6_prefixes.push(prefix));
-        Ok(prefix)
-    }
-
-    /// Why the pool last failed to grow (cleared by a success).
-    pub fn last_grow_error(&self) -> Option<String> {
-        self.state().last_grow_error.clone()
-    }
-
-    /// Records the outcome of an attempt to grow the pool.
-    pub fn set_grow_error(&self, error: Option<String>) {
-        self.state().last_grow_error = error;
-    }
-
-    /// Re-reads the node's ENIs from EC2 (authoritative; IMDS may lag behind an attach).
-    pub async fn refresh(&self) -> Result<(), Ec2Error> {
-        let instance = self.identity.instance_id.as_str();
-        let described = self
-            .api
-            .describe_enis(&[("attachment.instance-id", &[instance])])
-            .await?;
-        let subnets = self.subnet_cidrs();
-        let linked: Vec<String> = self
-            .state()
-            .enis
-            .values()
-            .filter(|e| e.linked)
-            .map(|e| e.eni.id.clone())
-            .collect();
-        let mut enis = BTreeMap::new();
-        for eni in described {
-            let Some(attachment) = eni.attachment.clone() else {
-                continue;
-            };
-            if attachment.instance_id != instance
-                || !matches!(attachment.status.as_str(), "attached" | "attaching")
-            {
-                continue;
-            }
-            let subnet_cidr = match subnets.get(&eni.subnet_id) {
-                Some(cidr) => *cidr,
-                None => {
-                    // A subnet of another VPC cannot be; the cache is stale.
-                    self.refresh_subnets(true).await?;
-                    self.subnet_cidrs()
-                        .get(&eni.subnet_id)
-                        .copied()
-                        .ok_or_else(|| Ec2Error::Api {
-                            action: "DescribeSubnets",
-                            code: "Missing".into(),
-                            message: format!("{} of {} is not in the VPC", eni.subnet_id, eni.id),
-                        })?
-                }
-            };
-            let no_manage = eni
-                .tags
-                .iter()
-                .any(|(k, v)| k == TAG_NO_MANAGE && v.eq_ignore_ascii_case("true"));
-            // A trunk (security groups for pods), EFA or service interface is never the pool's:
-            // its addresses are not handed out and its link is never set up by the daemon.
-            let managed = !no_manage && attachment.network_card == 0 && eni.is_plain();
-            let mut eni = eni;
-            self.without_settling(&mut eni);
-            let node_eni = NodeEni {
-                device: attachment.device_index,
-                attachment_id: attachment.id.clone(),
-                subnet_cidr,
-                attached_unix_ms: attachment.attached_unix_ms,
-                managed,
-                linked: attachment.device_index == 0 || linked.contains(&eni.id),
-                eni,
-            };
-            if attachment.network_card == 0 {
-                enis.insert(node_eni.device, node_eni);
-            }
-        }
-        self.state().enis = enis;
-        Ok(())
     }
 
     /// Drops from a described ENI the addresses and prefixes given back to EC2 less than
@@ -509,18 +251,6 @@ impl Ec2Provider {
         Ok(())
     }
 
-    /// The host's ownership tags for a new ENI.
-    pub fn ownership_tags(&self) -> Vec<(String, String)> {
-        let mut tags = vec![
-            (TAG_INSTANCE.to_owned(), self.identity.instance_id.clone()),
-            (TAG_CREATED.to_owned(), rfc3339(unix_ms() / 1000)),
-        ];
-        if !self.cluster.is_empty() {
-            tags.push((TAG_CLUSTER.to_owned(), self.cluster.clone()));
-        }
-        tags
-    }
-
     fn subnet_takes_prefix(&self, subnet_id: &str) -> bool {
         self.state()
             .no_prefix_until
@@ -532,54 +262,6 @@ impl Ec2Provider {
         self.state()
             .no_prefix_until
             .insert(subnet_id.to_owned(), Instant::now() + NO_PREFIX_BACKOFF);
-    }
-
-    /// Creates an ENI and attaches it at the lowest free device index, with
-    /// DeleteOnTermination. A prefix request in a subnet without a free aligned /28 becomes
-    /// secondary IPs when `prefix_fallback` is on. If the attach fails the ENI is deleted (a
-    /// failed delete leaves a tagged, unattached ENI for the collector). The ENI is not in
-    /// the pool until [`Ec2Provider::adopt`].
-    pub async fn create_and_attach(
-        &self,
-        subnet_id: &str,
-        security_groups: &[String],
-        secondary_ips: u32,
-        prefixes: u32,
-        tags: Vec<(String, String)>,
-    ) -> Result<(NodeEni, Option<String>), Ec2Error> {
-        let device = {
-            let mut state = self.state();
-            let taken: Vec<u32> = state
-                .enis
-                .keys()
-                .copied()
-                .chain(state.pending_devices.iter().copied())
-                .collect();
-            let device = (1..self.limits.max_enis.max(1))
-                .find(|d| !taken.contains(d))
-                .ok_or_else(|| Ec2Error::Api {
-                    action: "AttachNetworkInterface",
-                    code: "NoFreeDevice".into(),
-                    message: format!(
-                        "all {} ENI device indexes of {} are in use",
-                        self.limits.max_enis, self.limits.instance_type
-                    ),
-                })?;
-            state.pending_devices.push(device);
-            device
-        };
-        let outcome = self
-            .create_and_attach_at(
-                device,
-                subnet_id,
-                security_groups,
-                secondary_ips,
-                prefixes,
-                tags,
-            )
-            .await;
-        self.state().pending_devices.retain(|d| *d != device);
-        outcome
     }
 
     async fn create_and_attach_at(
@@ -683,9 +365,278 @@ impl Ec2Provider {
             .then_some(attachment.id)
     }
 
+    /// Changes the attached ENI `eni_id`, if it is one.
+    fn update_eni(&self, eni_id: &str, change: impl FnOnce(&mut NodeEni)) {
+        if let Some(eni) = self.state().enis.values_mut().find(|e| e.eni.id == eni_id) {
+            change(eni);
+        }
+    }
+
+    fn fallback_note(&self, subnet_id: &str, prefixes: u32) -> String {
+        format!("{subnet_id} has no free aligned /28: {prefixes} prefix(es) asked, secondary IPs given instead")
+    }
+
+    /// Secondary IPs in place of `prefixes` /28s on an ENI with `used` slots: as many
+    /// addresses as the prefixes would have given, within the ENI's free slots.
+    fn fallback_ips(&self, prefixes: u32, used: u32) -> u32 {
+        let room = self
+            .limits
+            .ipv4_per_eni
+            .saturating_sub(1)
+            .saturating_sub(used);
+        (prefixes * 16).min(room)
+    }
+
+    fn node_info(&self) -> NodeInfo {
+        NodeInfo {
+            provider: "ec2".to_owned(),
+            instance_id: self.identity.instance_id.clone(),
+            instance_type: self.identity.instance_type.clone(),
+            availability_zone: self.identity.availability_zone.clone(),
+            vpc_cidrs: self.vpc_cidrs(),
+            limits: NodeLimits {
+                max_enis: self.limits.max_enis,
+                ipv4_per_eni: self.limits.ipv4_per_eni,
+                prefix_delegation: self.limits.prefix_delegation,
+                max_pods: self.max_pods(),
+            },
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EniProvider for Ec2Provider {
+    /// The node's identity.
+    fn identity(&self) -> &NodeIdentity {
+        &self.identity
+    }
+
+    /// The primary ENI's own address (the SNAT source).
+    fn primary_ip(&self) -> Option<Ipv4Addr> {
+        self.state().enis.get(&0).map(|e| e.eni.primary_ip)
+    }
+
+    /// The VPC's CIDRs.
+    fn vpc_cidrs(&self) -> Vec<Ipv4Net> {
+        self.identity
+            .primary()
+            .map(|p| p.vpc_cidrs.clone())
+            .unwrap_or_default()
+    }
+
+    /// The attached ENIs, by device.
+    fn enis(&self) -> Vec<NodeEni> {
+        self.state().enis.values().cloned().collect()
+    }
+
+    /// The ENI with `id`.
+    fn eni(&self, id: &str) -> Option<NodeEni> {
+        self.state().enis.values().find(|e| e.eni.id == id).cloned()
+    }
+
+    /// Pods the node may run (in IPv6 prefix mode the EKS AMI's prefix-delegation figure).
+    fn max_pods(&self) -> u32 {
+        let ipv6 = self.family() == IpFamily::Ipv6;
+        self.settings
+            .max_pods
+            .unwrap_or_else(|| max_pods(&self.limits, false, ipv6))
+    }
+
+    /// The family pods get their address in.
+    fn family(&self) -> IpFamily {
+        self.settings.ip_family
+    }
+
+    /// Whether the primary ENI holds an IPv6 prefix now (as last read from EC2).
+    fn has_ipv6_prefix(&self) -> bool {
+        self.state()
+            .enis
+            .get(&0)
+            .is_some_and(|e| !e.eni.ipv6_prefixes.is_empty())
+    }
+
+    /// IPv6 prefix mode: the primary ENI's /80, delegated now if it has none (once per node:
+    /// it is never released, as with VPC CNI). EC2 refuses on instances that are not Nitro and
+    /// in subnets without an IPv6 CIDR; the error names why.
+    async fn ensure_ipv6_prefix(&self) -> Result<ipnet::Ipv6Net, Ec2Error> {
+        let refused = |code: &str, message: String| Ec2Error::Api {
+            action: "AssignIpv6Addresses",
+            code: code.to_owned(),
+            message,
+        };
+        let primary = self.state().enis.get(&0).cloned();
+        let primary = primary
+            .ok_or_else(|| refused("NoPrimaryEni", "the node has no ENI at device 0".into()))?;
+        if let Some(prefix) = primary.eni.ipv6_prefixes.first() {
+            return Ok(*prefix);
+        }
+        if !self.limits.prefix_delegation {
+            return Err(refused(
+                "PrefixDelegationUnsupported",
+                format!(
+                    "not asked: IPv6 prefix mode needs a Nitro instance, and {} cannot hold prefixes",
+                    self.identity.instance_type
+                ),
+            ));
+        }
+        let assigned = self
+            .api
+            .assign_ipv6_prefixes(&primary.eni.id, 1)
+            .await
+            .map_err(|e| match e {
+                Ec2Error::Api {
+                    action,
+                    code,
+                    message,
+                } => Ec2Error::Api {
+                    action,
+                    code,
+                    message: format!(
+                        "delegating an IPv6 /80 to the primary ENI {} in {}: {message}",
+                        primary.eni.id, primary.eni.subnet_id
+                    ),
+                },
+                other => other,
+            })?;
+        let prefix = assigned.first().copied().ok_or_else(|| {
+            refused(
+                "Malformed",
+                "EC2 answered without the delegated prefix".into(),
+            )
+        })?;
+        self.update_eni(&primary.eni.id, |e| e.eni.ipv6_prefixes.push(prefix));
+        Ok(prefix)
+    }
+
+    /// Re-reads the node's ENIs from EC2 (authoritative; IMDS may lag behind an attach).
+    async fn refresh(&self) -> Result<(), Ec2Error> {
+        let instance = self.identity.instance_id.as_str();
+        let described = self
+            .api
+            .describe_enis(&[("attachment.instance-id", &[instance])])
+            .await?;
+        let subnets = self.subnet_cidrs();
+        let linked: Vec<String> = self
+            .state()
+            .enis
+            .values()
+            .filter(|e| e.linked)
+            .map(|e| e.eni.id.clone())
+            .collect();
+        let mut enis = BTreeMap::new();
+        for eni in described {
+            let Some(attachment) = eni.attachment.clone() else {
+                continue;
+            };
+            if attachment.instance_id != instance
+                || !matches!(attachment.status.as_str(), "attached" | "attaching")
+            {
+                continue;
+            }
+            let subnet_cidr = match subnets.get(&eni.subnet_id) {
+                Some(cidr) => *cidr,
+                None => {
+                    // A subnet of another VPC cannot be; the cache is stale.
+                    self.refresh_subnets(true).await?;
+                    self.subnet_cidrs()
+                        .get(&eni.subnet_id)
+                        .copied()
+                        .ok_or_else(|| Ec2Error::Api {
+                            action: "DescribeSubnets",
+                            code: "Missing".into(),
+                            message: format!("{} of {} is not in the VPC", eni.subnet_id, eni.id),
+                        })?
+                }
+            };
+            let no_manage = eni
+                .tags
+                .iter()
+                .any(|(k, v)| k == TAG_NO_MANAGE && v.eq_ignore_ascii_case("true"));
+            // A trunk (security groups for pods), EFA or service interface is never the pool's:
+            // its addresses are not handed out and its link is never set up by the daemon.
+            let managed = !no_manage && attachment.network_card == 0 && eni.is_plain();
+            let mut eni = eni;
+            self.without_settling(&mut eni);
+            let node_eni = NodeEni {
+                device: attachment.device_index,
+                attachment_id: attachment.id.clone(),
+                subnet_cidr,
+                attached_unix_ms: attachment.attached_unix_ms,
+                managed,
+                linked: attachment.device_index == 0 || linked.contains(&eni.id),
+                eni,
+            };
+            if attachment.network_card == 0 {
+                enis.insert(node_eni.device, node_eni);
+            }
+        }
+        self.state().enis = enis;
+        Ok(())
+    }
+
+    /// The host's ownership tags for a new ENI.
+    fn ownership_tags(&self) -> Vec<(String, String)> {
+        let mut tags = vec![
+            (TAG_INSTANCE.to_owned(), self.identity.instance_id.clone()),
+            (TAG_CREATED.to_owned(), rfc3339(unix_ms() / 1000)),
+        ];
+        if !self.cluster.is_empty() {
+            tags.push((TAG_CLUSTER.to_owned(), self.cluster.clone()));
+        }
+        tags
+    }
+
+    /// Creates an ENI and attaches it at the lowest free device index, with
+    /// DeleteOnTermination. A prefix request in a subnet without a free aligned /28 becomes
+    /// secondary IPs when `prefix_fallback` is on. If the attach fails the ENI is deleted (a
+    /// failed delete leaves a tagged, unattached ENI for the collector). The ENI is not in
+    /// the pool until [`Ec2Provider::adopt`].
+    async fn create_and_attach(
+        &self,
+        subnet_id: &str,
+        security_groups: &[String],
+        secondary_ips: u32,
+        prefixes: u32,
+        tags: Vec<(String, String)>,
+    ) -> Result<(NodeEni, Option<String>), Ec2Error> {
+        let device = {
+            let mut state = self.state();
+            let taken: Vec<u32> = state
+                .enis
+                .keys()
+                .copied()
+                .chain(state.pending_devices.iter().copied())
+                .collect();
+            let device = (1..self.limits.max_enis.max(1))
+                .find(|d| !taken.contains(d))
+                .ok_or_else(|| Ec2Error::Api {
+                    action: "AttachNetworkInterface",
+                    code: "NoFreeDevice".into(),
+                    message: format!(
+                        "all {} ENI device indexes of {} are in use",
+                        self.limits.max_enis, self.limits.instance_type
+                    ),
+                })?;
+            state.pending_devices.push(device);
+            device
+        };
+        let outcome = self
+            .create_and_attach_at(
+                device,
+                subnet_id,
+                security_groups,
+                secondary_ips,
+                prefixes,
+                tags,
+            )
+            .await;
+        self.state().pending_devices.retain(|d| *d != device);
+        outcome
+    }
+
     /// Sets DeleteOnTermination on every attached ENI this instance created that lacks it
     /// (its first attempt failed). Returns how many were fixed.
-    pub async fn repair_delete_on_termination(&self) -> usize {
+    async fn repair_delete_on_termination(&self) -> usize {
         let instance = self.identity.instance_id.clone();
         let lacking: Vec<(String, String)> = self
             .state()
@@ -715,19 +666,12 @@ impl Ec2Provider {
     }
 
     /// Marks an ENI's link and table as set up: its addresses join the pool.
-    pub fn mark_linked(&self, eni_id: &str) {
+    fn mark_linked(&self, eni_id: &str) {
         self.update_eni(eni_id, |eni| eni.linked = true);
     }
 
-    /// Changes the attached ENI `eni_id`, if it is one.
-    fn update_eni(&self, eni_id: &str, change: impl FnOnce(&mut NodeEni)) {
-        if let Some(eni) = self.state().enis.values_mut().find(|e| e.eni.id == eni_id) {
-            change(eni);
-        }
-    }
-
     /// Managed secondary ENIs whose link is not set up yet (found by a refresh).
-    pub fn unlinked(&self) -> Vec<NodeEni> {
+    fn unlinked(&self) -> Vec<NodeEni> {
         self.state()
             .enis
             .values()
@@ -740,7 +684,7 @@ impl Ec2Provider {
     /// lost reply may hide a success, and an address EC2 took back must not return to the
     /// pool). When EC2 cannot be asked, nothing is restored: an address missing from the
     /// pool only costs a warm address; one wrongly restored could reach two pods.
-    pub async fn still_assigned(
+    async fn still_assigned(
         &self,
         eni_id: &str,
         ips: &[Ipv4Addr],
@@ -762,35 +706,15 @@ impl Ec2Provider {
         }
     }
 
-    fn fallback_note(&self, subnet_id: &str, prefixes: u32) -> String {
-        format!("{subnet_id} has no free aligned /28: {prefixes} prefix(es) asked, secondary IPs given instead")
-    }
-
-    /// Secondary IPs in place of `prefixes` /28s on an ENI with `used` slots: as many
-    /// addresses as the prefixes would have given, within the ENI's free slots.
-    fn fallback_ips(&self, prefixes: u32, used: u32) -> u32 {
-        let room = self
-            .limits
-            .ipv4_per_eni
-            .saturating_sub(1)
-            .saturating_sub(used);
-        (prefixes * 16).min(room)
-    }
-
     /// Puts an attached ENI, its link set up, into the pool.
-    pub fn adopt(&self, mut eni: NodeEni) {
+    fn adopt(&self, mut eni: NodeEni) {
         eni.linked = true;
         self.state().enis.insert(eni.device, eni);
     }
 
     /// Assigns secondary IPs (`prefixes = false`) or /28 prefixes to `eni_id` and puts them
     /// in the pool; prefixes fall back to IPs as at creation.
-    pub async fn assign(
-        &self,
-        eni_id: &str,
-        count: u32,
-        prefixes: bool,
-    ) -> Result<Added, Ec2Error> {
+    async fn assign(&self, eni_id: &str, count: u32, prefixes: bool) -> Result<Added, Ec2Error> {
         let eni = self.eni(eni_id).ok_or_else(|| Ec2Error::Api {
             action: "AssignPrivateIpAddresses",
             code: "NotAttached".into(),
@@ -828,7 +752,7 @@ impl Ec2Provider {
 
     /// Takes addresses out of the pool (the caller holds the allocation lock and checked that
     /// no pod holds them); [`Ec2Provider::unassign`] then gives them back to EC2.
-    pub fn withdraw(&self, eni_id: &str, ips: &[Ipv4Addr], prefixes: &[Ipv4Net]) {
+    fn withdraw(&self, eni_id: &str, ips: &[Ipv4Addr], prefixes: &[Ipv4Net]) {
         self.update_eni(eni_id, |eni| {
             eni.eni.secondary_ips.retain(|ip| !ips.contains(ip));
             eni.eni.prefixes.retain(|p| !prefixes.contains(p));
@@ -846,7 +770,7 @@ impl Ec2Provider {
 
     /// Puts addresses into the ENI's part of the pool: newly assigned ones, or withdrawn ones
     /// whose unassign failed.
-    pub fn restore(&self, eni_id: &str, ips: &[Ipv4Addr], prefixes: &[Ipv4Net]) {
+    fn restore(&self, eni_id: &str, ips: &[Ipv4Addr], prefixes: &[Ipv4Net]) {
         {
             let mut state = self.state();
             for net in ips
@@ -864,7 +788,7 @@ impl Ec2Provider {
     }
 
     /// Gives withdrawn addresses back to EC2.
-    pub async fn unassign(
+    async fn unassign(
         &self,
         eni_id: &str,
         ips: &[Ipv4Addr],
@@ -874,7 +798,7 @@ impl Ec2Provider {
     }
 
     /// Takes a whole ENI out of the pool (caller: allocation lock held, no pod on it).
-    pub fn forget(&self, eni_id: &str) -> Option<NodeEni> {
+    fn forget(&self, eni_id: &str) -> Option<NodeEni> {
         let mut state = self.state();
         let device = state
             .enis
@@ -886,7 +810,7 @@ impl Ec2Provider {
 
     /// Detaches a forgotten ENI, waits until EC2 reports it `available`, and deletes it. If
     /// the delete does not happen, the ENI stays tagged and unattached for the collector.
-    pub async fn detach_and_delete(&self, eni: &NodeEni) -> Result<(), Ec2Error> {
+    async fn detach_and_delete(&self, eni: &NodeEni) -> Result<(), Ec2Error> {
         self.api.detach(&eni.attachment_id).await?;
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut pause = Duration::from_millis(200);
@@ -913,7 +837,7 @@ impl Ec2Provider {
     /// Deletes unattached ENIs tagged as wasmcni's: with `own_only`, this instance's (any
     /// age: only this daemon creates them and it is not creating one now); otherwise the
     /// cluster's older than `min_age`. Returns how many were deleted.
-    pub async fn delete_unattached(
+    async fn delete_unattached(
         &self,
         own_only: bool,
         min_age: Duration,
@@ -958,22 +882,6 @@ impl Ec2Provider {
             }
         }
         Ok(deleted)
-    }
-
-    fn node_info(&self) -> NodeInfo {
-        NodeInfo {
-            provider: "ec2".to_owned(),
-            instance_id: self.identity.instance_id.clone(),
-            instance_type: self.identity.instance_type.clone(),
-            availability_zone: self.identity.availability_zone.clone(),
-            vpc_cidrs: self.vpc_cidrs(),
-            limits: NodeLimits {
-                max_enis: self.limits.max_enis,
-                ipv4_per_eni: self.limits.ipv4_per_eni,
-                prefix_delegation: self.limits.prefix_delegation,
-                max_pods: self.max_pods(),
-            },
-        }
     }
 }
 
@@ -1060,13 +968,5 @@ mod tests {
         assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
         assert_eq!(parse_rfc3339("2026-11-18T11:06:40Z"), Some(1_795_000_000));
         assert_eq!(parse_rfc3339("yesterday"), None);
-    }
-
-    #[test]
-    fn gateway_is_the_subnets_first_host() {
-        assert_eq!(
-            subnet_gateway("10.0.16.0/20".parse().unwrap()),
-            Ipv4Addr::new(10, 0, 16, 1)
-        );
     }
 }

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use ec2_emulator::{AssignPrivateIpAddresses, CreateNetworkInterface, Emulator, Scenario};
 
+use ipnet::Ipv4Net;
+
 use super::*;
+use wasmcni_core::eni::EniProvider;
 
 async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), future)

@@ -18,6 +18,7 @@ use wasmcni_cni::proto::{
 };
 use wasmcni_cni::version::CniVersion;
 use wasmcni_config::{ClusterConfig, ProviderKind};
+use wasmcni_core::eni::EniProvider;
 use wasmcni_core::ipam::{Provider, StaticProvider};
 use wasmcni_datapath::Datapath;
 use wasmcni_datastore::{Datastore, WalOptions};
@@ -54,7 +55,7 @@ pub enum StartError {
     },
     /// The address provider could not start (IMDS or EC2 unreachable, refused, malformed).
     #[error("provider: {0}")]
-    Provider(#[source] wasmcni_ec2::Ec2Error),
+    Provider(#[source] wasmcni_core::eni::Ec2Error),
     /// The node could not be prepared for the EC2 provider (ENI links, SNAT).
     #[error("provider: {0}")]
     PrepareProvider(#[source] warm_pool::PrepareError),
@@ -93,7 +94,7 @@ pub async fn start<D: Datapath>(
     config: ClusterConfig,
     datapath: D,
 ) -> Result<(Arc<Handler<D>>, ReconcileReport), StartError> {
-    let ec2 = match config.provider.kind {
+    let ec2: Option<Arc<dyn EniProvider>> = match config.provider.kind {
         ProviderKind::Ec2 => Some(Arc::new(
             wasmcni_ec2::Ec2Provider::start(&config.ec2(), &config.cluster.name)
                 .await
@@ -128,7 +129,7 @@ pub async fn start<D: Datapath>(
     let handler = Handler::new(config, datapath, store, provider, runtime, plugins);
     handler.refresh_foreign_held().await;
     if let Some(ec2) = ec2 {
-        warm_pool::prepare(&handler, &ec2)
+        warm_pool::prepare(&handler, ec2.as_ref())
             .await
             .map_err(StartError::PrepareProvider)?;
         tracing::info!(
@@ -264,7 +265,7 @@ pub async fn serve<D: Datapath>(
         }
         Some(ec2) => vec![
             tokio::spawn(warm_pool::run(handler.clone(), ec2.clone())),
-            tokio::spawn(warm_pool::collect_leaks(ec2.clone())),
+            tokio::spawn(warm_pool::collect_leaks(ec2.clone(), handler.config.ec2())),
         ],
         None => Vec::new(),
     };

@@ -82,7 +82,7 @@ fn pods_fill_the_primary_eni_then_a_new_eni_and_scale_down_gives_it_back() {
     let link = ec2.node.node.ip(&["-o", "link", "show", "eth1"]);
     assert!(link.contains("state UP") || link.contains(",UP"), "{link}");
     let table = ec2.node.node.ip(&["route", "show", "table", "2"]);
-    let gateway = wasmcni_ec2::provider::subnet_gateway(ec2.subnet_cidr);
+    let gateway = wasmcni_core::eni::subnet_gateway(ec2.subnet_cidr);
     assert!(
         table.contains(&format!("default via {gateway} dev eth1")),
         "{table}"
@@ -636,7 +636,7 @@ fn custom_networking_puts_pods_in_the_eniconfig_subnet_on_secondary_enis() {
         enis[0].2, 0,
         "the primary ENI gives no addresses to pods: {enis:?}"
     );
-    let gateway = wasmcni_ec2::provider::subnet_gateway(pod_cidr);
+    let gateway = wasmcni_core::eni::subnet_gateway(pod_cidr);
     let table = ec2.node.node.ip(&["route", "show", "table", "2"]);
     assert!(
         table.contains(&format!("default via {gateway} dev eth1")),

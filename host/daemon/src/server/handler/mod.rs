@@ -96,7 +96,7 @@ pub struct Handler<D: Datapath> {
     /// wasmcni's): never handed out, never given back.
     foreign_held: Mutex<Vec<IpAddr>>,
     /// The EC2 provider, when it is the provider (the reconciler drives it).
-    pub(crate) ec2: std::sync::OnceLock<Arc<wasmcni_ec2::Ec2Provider>>,
+    pub(crate) ec2: std::sync::OnceLock<Arc<dyn wasmcni_core::eni::EniProvider>>,
 }
 
 impl<D: Datapath> Handler<D> {
@@ -381,4 +381,4 @@ mod pool_state;
 mod status;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -8,8 +8,8 @@ use wasmcni_core::ipam::StaticProvider;
 use wasmcni_datapath::fake::{Call, FakeDatapath};
 use wasmcni_datastore::WalOptions;
 
-struct Fixture {
-    handler: Arc<Handler<FakeDatapath>>,
+pub(crate) struct Fixture {
+    pub(crate) handler: Arc<Handler<FakeDatapath>>,
     _dir: tempfile::TempDir,
 }
 
@@ -24,7 +24,12 @@ impl Fixture {
     }
 
     /// One request for `container_id` with a minimal configuration at `version`.
-    async fn run(&self, command: Command, container_id: &str, version: &str) -> DaemonResponse {
+    pub(crate) async fn run(
+        &self,
+        command: Command,
+        container_id: &str,
+        version: &str,
+    ) -> DaemonResponse {
         self.handler
             .handle(&request(command, container_id), &config(version))
             .await
@@ -63,7 +68,7 @@ fn fixture_set(
 }
 
 /// As [`fixture_set`], served by `provider` instead of the configuration's static pool.
-fn fixture_provider(
+pub(crate) fn fixture_provider(
     cidr: &str,
     allocator: Option<wasmcni_core::PluginSpec>,
     policies: Vec<wasmcni_core::PluginSpec>,
@@ -917,7 +922,7 @@ fn growing_fixture(provider: &Arc<GrowingProvider>) -> Fixture {
     )
 }
 
-fn ip_of(response: &DaemonResponse) -> String {
+pub(crate) fn ip_of(response: &DaemonResponse) -> String {
     let value: serde_json::Value = serde_json::from_str(stdout(response)).unwrap();
     value["ips"][0]["address"].as_str().unwrap().to_owned()
 }

@@ -15,11 +15,11 @@ use ipnet::Ipv4Net;
 
 use super::plugins::{now_unix_ms, PluginSet};
 use super::Handler;
+use wasmcni_config::Ec2ProviderConfig;
+use wasmcni_core::eni::{Ec2Error, EniProvider, NodeEni};
 use wasmcni_core::ipam::IpFamily;
 use wasmcni_core::{EniRequest, EniTagRequest, FailureMode, Hook, RequestFailure};
 use wasmcni_datapath::{parse_mac, Datapath, EniLink};
-use wasmcni_ec2::provider::{subnet_gateway, NodeEni};
-use wasmcni_ec2::Ec2Provider;
 use wasmcni_runtime::{AuditEntry, Plugin};
 
 /// Passes of plan-then-execute in a row while each made progress (a grown ENI may need
@@ -52,7 +52,7 @@ pub enum PrepareError {
 /// table (idempotent; after a reboot they are gone, after a daemon restart they are there).
 pub async fn prepare<D: Datapath>(
     handler: &Handler<D>,
-    provider: &Ec2Provider,
+    provider: &dyn EniProvider,
 ) -> Result<(), PrepareError> {
     if provider.family() == IpFamily::Ipv6 {
         // IPv6 prefix mode: no secondary ENIs, no SNAT (pods use their global address).
@@ -76,7 +76,7 @@ fn warn_outside_pool<D: Datapath>(handler: &Handler<D>) {
 /// The name of the primary ENI's link on the node (`eth0` or `ens5`, by its MAC).
 async fn primary_link<D: Datapath>(
     handler: &Handler<D>,
-    provider: &Ec2Provider,
+    provider: &dyn EniProvider,
 ) -> Result<String, PrepareError> {
     let primary = provider
         .enis()
@@ -97,7 +97,7 @@ async fn primary_link<D: Datapath>(
 /// IPv6 prefix mode's background pass: nothing to plan (the /80 is never released, as with
 /// VPC CNI), so it only re-reads the node's ENIs every refresh interval and reports pods whose
 /// address left the prefix behind the daemon's back.
-pub async fn run_ipv6<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<Ec2Provider>) {
+pub async fn run_ipv6<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<dyn EniProvider>) {
     loop {
         tokio::time::sleep(REFRESH_INTERVAL).await;
         handler.refresh_foreign_held().await;
@@ -126,11 +126,11 @@ pub async fn run_ipv6<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<Ec2Pr
 /// the `fwmark` rule that sends marked traffic out through the primary ENI.
 async fn prepare_snat<D: Datapath>(
     handler: &Handler<D>,
-    provider: &Ec2Provider,
+    provider: &dyn EniProvider,
 ) -> Result<(), PrepareError> {
     use wasmcni_config::{SnatBackend, SnatRandomize};
     use wasmcni_datapath::snat;
-    let settings = &provider.settings().snat;
+    let settings = &handler.config.ec2().snat;
     let primary_link = primary_link(handler, provider).await?;
     let primary_ip = provider
         .primary_ip()
@@ -168,9 +168,9 @@ async fn prepare_snat<D: Datapath>(
 /// Sets up the link and table of every managed secondary ENI that has none yet (at start, and
 /// for ENIs a refresh found), then lets their addresses into the pool. One that fails stays
 /// out of the pool and is retried at the next refresh.
-async fn link_unlinked<D: Datapath>(handler: &Handler<D>, provider: &Ec2Provider) {
+async fn link_unlinked<D: Datapath>(handler: &Handler<D>, provider: &dyn EniProvider) {
     for eni in provider.unlinked() {
-        let linked = match eni_link(&eni, provider, handler.config.datapath.mtu) {
+        let linked = match eni_link(handler, &eni) {
             Ok(link) => handler
                 .datapath
                 .setup_eni(&link)
@@ -191,7 +191,7 @@ async fn link_unlinked<D: Datapath>(handler: &Handler<D>, provider: &Ec2Provider
     handler.refresh_inventory();
 }
 
-fn eni_link(eni: &NodeEni, provider: &Ec2Provider, mtu: u32) -> Result<EniLink, String> {
+fn eni_link<D: Datapath>(handler: &Handler<D>, eni: &NodeEni) -> Result<EniLink, String> {
     let table = eni
         .route_table()
         .ok_or_else(|| format!("{} is the primary ENI", eni.eni.id))?;
@@ -200,9 +200,9 @@ fn eni_link(eni: &NodeEni, provider: &Ec2Provider, mtu: u32) -> Result<EniLink, 
             .ok_or_else(|| format!("{} has MAC {:?}", eni.eni.id, eni.eni.mac))?,
         address: eni.eni.primary_ip,
         table,
-        gateway: subnet_gateway(eni.subnet_cidr),
-        mtu,
-        wait: Duration::from_millis(provider.settings().link_wait_ms),
+        gateway: eni.gateway(),
+        mtu: handler.config.datapath.mtu,
+        wait: Duration::from_millis(handler.config.ec2().link_wait_ms),
     })
 }
 
@@ -215,14 +215,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Runs passes until the task is aborted: when woken, and every interval. After a pass whose
 /// requests failed it backs off (1 s, doubling to 30 s) so a full subnet or a failing EC2
 /// does not turn waiting ADDs into a stream of calls; a successful pass resets it.
-pub async fn run<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<Ec2Provider>) {
-    let interval = Duration::from_millis(provider.settings().reconcile_interval_ms);
+pub async fn run<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<dyn EniProvider>) {
+    let interval = Duration::from_millis(handler.config.ec2().reconcile_interval_ms);
     let mut refresh = tokio::time::interval(REFRESH_INTERVAL);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     refresh.tick().await; // the first tick is immediate; start just read everything
     let mut backoff = Duration::ZERO;
     loop {
-        let report = pass(&handler, &provider).await;
+        let report = pass(&handler, provider.as_ref()).await;
         if report.executed > 0 || report.failed > 0 {
             tracing::info!(?report, "pool reconciled");
         }
@@ -255,7 +255,7 @@ pub async fn run<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<Ec2Provide
                 match provider.refresh().await {
                     Ok(()) => {
                         handler.refresh_foreign_held().await;
-                        link_unlinked(&handler, &provider).await;
+                        link_unlinked(&handler, provider.as_ref()).await;
                         let fixed = provider.repair_delete_on_termination().await;
                         if fixed > 0 {
                             tracing::info!(fixed, "DeleteOnTermination set on ENIs that lacked it");
@@ -269,8 +269,7 @@ pub async fn run<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<Ec2Provide
 }
 
 /// Runs the leaked-ENI collector every `leaked_eni_interval_s` until aborted.
-pub async fn collect_leaks(provider: Arc<Ec2Provider>) {
-    let settings = provider.settings().clone();
+pub async fn collect_leaks(provider: Arc<dyn EniProvider>, settings: Ec2ProviderConfig) {
     let mut ticks = tokio::time::interval(Duration::from_secs(settings.leaked_eni_interval_s));
     loop {
         ticks.tick().await;
@@ -286,7 +285,7 @@ pub async fn collect_leaks(provider: Arc<Ec2Provider>) {
 }
 
 /// One pass: plan, execute, and again while it makes progress.
-pub async fn pass<D: Datapath>(handler: &Handler<D>, provider: &Ec2Provider) -> PassReport {
+pub async fn pass<D: Datapath>(handler: &Handler<D>, provider: &dyn EniProvider) -> PassReport {
     let mut report = PassReport::default();
     for _ in 0..ROUNDS_PER_PASS {
         let plugins = handler.plugins();
@@ -360,7 +359,7 @@ pub async fn pass<D: Datapath>(handler: &Handler<D>, provider: &Ec2Provider) -> 
             break;
         }
     }
-    let minimum = u64::from(provider.settings().ready_min_free);
+    let minimum = u64::from(handler.config.ec2().ready_min_free);
     if report.settled || handler.free_addresses() >= minimum {
         handler.set_ready();
     }
@@ -419,10 +418,10 @@ impl From<String> for Failure {
     }
 }
 
-impl From<wasmcni_ec2::Ec2Error> for Failure {
-    fn from(e: wasmcni_ec2::Ec2Error) -> Failure {
+impl From<Ec2Error> for Failure {
+    fn from(e: Ec2Error) -> Failure {
         let code = match &e {
-            wasmcni_ec2::Ec2Error::Api { code, .. } => code.clone(),
+            Ec2Error::Api { code, .. } => code.clone(),
             _ => "Unavailable".to_owned(),
         };
         Failure {
@@ -435,7 +434,7 @@ impl From<wasmcni_ec2::Ec2Error> for Failure {
 /// Carries out one request; the answer is a note for the audit log.
 async fn execute<D: Datapath>(
     handler: &Handler<D>,
-    provider: &Ec2Provider,
+    provider: &dyn EniProvider,
     plugins: &PluginSet,
     request: &EniRequest,
 ) -> Result<String, Failure> {
@@ -450,7 +449,7 @@ async fn execute<D: Datapath>(
             let (eni, fell_back) = provider
                 .create_and_attach(subnet_id, security_groups, *secondary_ips, *prefixes, tags)
                 .await?;
-            let link = eni_link(&eni, provider, handler.config.datapath.mtu)?;
+            let link = eni_link(handler, &eni)?;
             match handler.datapath.setup_eni(&link).await {
                 Ok(name) => {
                     let note = format!(
@@ -493,7 +492,7 @@ async fn execute<D: Datapath>(
 
 async fn grow<D: Datapath>(
     handler: &Handler<D>,
-    provider: &Ec2Provider,
+    provider: &dyn EniProvider,
     eni_id: &str,
     count: u32,
     prefixes: bool,
@@ -514,7 +513,7 @@ async fn grow<D: Datapath>(
 /// decides whether a failing tagger stops the creation).
 async fn eni_tags<D: Datapath>(
     handler: &Handler<D>,
-    provider: &Ec2Provider,
+    provider: &dyn EniProvider,
     plugins: &PluginSet,
     subnet_id: &str,
 ) -> Result<Vec<(String, String)>, String> {
@@ -566,7 +565,7 @@ async fn eni_tags<D: Datapath>(
 /// Gives back addresses and prefixes no pod holds and none cooling; the rest stay.
 async fn release<D: Datapath>(
     handler: &Handler<D>,
-    provider: &Ec2Provider,
+    provider: &dyn EniProvider,
     eni_id: &str,
     ips: &[Ipv4Addr],
     prefixes: &[Ipv4Net],
@@ -612,7 +611,7 @@ async fn release<D: Datapath>(
 /// Detaches and deletes a secondary ENI no pod uses.
 async fn delete_eni<D: Datapath>(
     handler: &Handler<D>,
-    provider: &Ec2Provider,
+    provider: &dyn EniProvider,
     eni_id: &str,
 ) -> Result<String, Failure> {
     let lock = handler.allocation_lock().await;
@@ -651,7 +650,7 @@ async fn delete_eni<D: Datapath>(
             // Still attached? Put it back as it was; otherwise the collector finishes it.
             if matches!(provider.refresh().await, Ok(())) {
                 if let Some(back) = provider.eni(eni_id) {
-                    if let Ok(link) = eni_link(&back, provider, handler.config.datapath.mtu) {
+                    if let Ok(link) = eni_link(handler, &back) {
                         let _ = handler.datapath.setup_eni(&link).await;
                     }
                 }
@@ -666,3 +665,6 @@ async fn delete_eni<D: Datapath>(
 fn addresses(net: Ipv4Net) -> impl Iterator<Item = Ipv4Addr> {
     (u32::from(net.network())..=u32::from(net.broadcast())).map(Ipv4Addr::from)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,485 @@
+//! The reconciler's rules against a model of the node's ENIs in EC2 (the [`EniProvider`] the
+//! daemon sees) and the recording fake data path, without root or an emulator: what leaves the
+//! pool, what EC2 is asked, and what comes back when EC2 refuses or a link fails. The same
+//! requests against the real provider and the EC2 emulator are the root tests of
+//! `tests/harness/tests/it/ec2.rs`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use wasmcni_cni::request::Command;
+use wasmcni_core::eni::{Added, Ec2Error, Eni, EniProvider, ImdsEni, NodeEni, NodeIdentity};
+use wasmcni_core::ipam::{Inventory, IpFamily, Provider, ProviderView};
+use wasmcni_core::EniRequest;
+use wasmcni_datapath::fake::Call;
+
+use super::execute;
+use crate::server::handler::tests::{fixture_provider, ip_of, Fixture};
+
+/// The node's ENIs as EC2 holds them, and the calls the reconciler made.
+struct ModelEc2 {
+    identity: NodeIdentity,
+    state: Mutex<ModelState>,
+}
+
+#[derive(Default)]
+struct ModelState {
+    /// Attached ENIs by device: the provider's picture, which the model keeps equal to EC2.
+    enis: BTreeMap<u32, NodeEni>,
+    /// The next unassign fails with this code, EC2 having carried it out for these addresses
+    /// anyway (a lost reply).
+    fail_unassign: Option<(&'static str, Vec<Ipv4Addr>)>,
+    /// What a failed unassign carried out all the same.
+    unassigned_anyway: Vec<Ipv4Addr>,
+    /// The EC2 calls made, in order.
+    calls: Vec<String>,
+}
+
+fn ip(text: &str) -> Ipv4Addr {
+    text.parse().unwrap()
+}
+
+fn node_eni(id: &str, device: u32, primary_ip: &str, secondary: &[&str]) -> NodeEni {
+    NodeEni {
+        eni: Eni {
+            id: id.to_owned(),
+            mac: format!("02:00:00:00:00:{device:02x}"),
+            subnet_id: "subnet-a".into(),
+            security_groups: vec!["sg-1".into()],
+            primary_ip: ip(primary_ip),
+            secondary_ips: secondary.iter().map(|s| ip(s)).collect(),
+            prefixes: Vec::new(),
+            ipv6_prefixes: Vec::new(),
+            status: "in-use".into(),
+            interface_type: "interface".into(),
+            attachment: None,
+            tags: Vec::new(),
+        },
+        device,
+        attachment_id: format!("eni-attach-{device}"),
+        subnet_cidr: "10.0.0.0/16".parse().unwrap(),
+        attached_unix_ms: 0,
+        managed: true,
+        linked: true,
+    }
+}
+
+impl ModelEc2 {
+    /// A node with its primary ENI and `eni-1` at device 1 holding `secondary`.
+    fn new(secondary: &[&str]) -> Arc<ModelEc2> {
+        let primary = node_eni("eni-0", 0, "10.0.0.10", &[]);
+        let eni = node_eni("eni-1", 1, "10.0.1.1", secondary);
+        Arc::new(ModelEc2 {
+            identity: NodeIdentity {
+                instance_id: "i-model".into(),
+                instance_type: "m5.large".into(),
+                availability_zone: "us-west-2a".into(),
+                region: "us-west-2".into(),
+                primary_mac: primary.eni.mac.clone(),
+                enis: Vec::<ImdsEni>::new(),
+            },
+            state: Mutex::new(ModelState {
+                enis: BTreeMap::from([(0, primary), (1, eni)]),
+                ..ModelState::default()
+            }),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ModelState> {
+        self.state.lock().unwrap()
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.state().calls.clone()
+    }
+
+    fn secondary_ips(&self, eni_id: &str) -> Vec<Ipv4Addr> {
+        self.eni(eni_id)
+            .map(|e| e.eni.secondary_ips)
+            .unwrap_or_default()
+    }
+
+    fn change(&self, eni_id: &str, change: impl FnOnce(&mut NodeEni)) {
+        if let Some(eni) = self.state().enis.values_mut().find(|e| e.eni.id == eni_id) {
+            change(eni);
+        }
+    }
+}
+
+impl Provider for ModelEc2 {
+    fn name(&self) -> &'static str {
+        "ec2-model"
+    }
+
+    fn inventory(&self) -> Inventory {
+        Inventory {
+            blocks: self
+                .state()
+                .enis
+                .values()
+                .flat_map(NodeEni::blocks)
+                .collect(),
+            ..Inventory::default()
+        }
+    }
+
+    fn view(&self) -> ProviderView {
+        ProviderView {
+            dynamic: true,
+            ..ProviderView::default()
+        }
+    }
+}
+
+fn listed(ips: &[Ipv4Addr]) -> String {
+    ips.iter()
+        .map(Ipv4Addr::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[async_trait::async_trait]
+impl EniProvider for ModelEc2 {
+    fn identity(&self) -> &NodeIdentity {
+        &self.identity
+    }
+    fn family(&self) -> IpFamily {
+        IpFamily::Ipv4
+    }
+    fn max_pods(&self) -> u32 {
+        29
+    }
+    fn enis(&self) -> Vec<NodeEni> {
+        self.state().enis.values().cloned().collect()
+    }
+    fn eni(&self, id: &str) -> Option<NodeEni> {
+        self.state().enis.values().find(|e| e.eni.id == id).cloned()
+    }
+    fn primary_ip(&self) -> Option<Ipv4Addr> {
+        self.state().enis.get(&0).map(|e| e.eni.primary_ip)
+    }
+    fn vpc_cidrs(&self) -> Vec<Ipv4Net> {
+        vec!["10.0.0.0/16".parse().unwrap()]
+    }
+    fn has_ipv6_prefix(&self) -> bool {
+        false
+    }
+    fn unlinked(&self) -> Vec<NodeEni> {
+        self.enis()
+            .into_iter()
+            .filter(|e| e.managed && !e.linked && !e.primary())
+            .collect()
+    }
+    fn ownership_tags(&self) -> Vec<(String, String)> {
+        vec![(
+            "node.k8s.amazonaws.com/instance_id".into(),
+            "i-model".into(),
+        )]
+    }
+    fn mark_linked(&self, eni_id: &str) {
+        self.change(eni_id, |e| e.linked = true);
+    }
+    fn adopt(&self, mut eni: NodeEni) {
+        eni.linked = true;
+        self.state().enis.insert(eni.device, eni);
+    }
+    fn withdraw(&self, eni_id: &str, ips: &[Ipv4Addr], prefixes: &[Ipv4Net]) {
+        self.change(eni_id, |e| {
+            e.eni.secondary_ips.retain(|a| !ips.contains(a));
+            e.eni.prefixes.retain(|p| !prefixes.contains(p));
+        });
+    }
+    fn restore(&self, eni_id: &str, ips: &[Ipv4Addr], prefixes: &[Ipv4Net]) {
+        self.change(eni_id, |e| {
+            e.eni.secondary_ips.extend_from_slice(ips);
+            e.eni.prefixes.extend_from_slice(prefixes);
+        });
+    }
+    fn forget(&self, eni_id: &str) -> Option<NodeEni> {
+        let mut state = self.state();
+        let device = state
+            .enis
+            .iter()
+            .find(|(_, e)| e.eni.id == eni_id)
+            .map(|(d, _)| *d)?;
+        state.enis.remove(&device)
+    }
+    async fn refresh(&self) -> Result<(), Ec2Error> {
+        self.state().calls.push("describe".into());
+        Ok(())
+    }
+    async fn ensure_ipv6_prefix(&self) -> Result<Ipv6Net, Ec2Error> {
+        Err(Ec2Error::Setup("the model node is IPv4".into()))
+    }
+    async fn create_and_attach(
+        &self,
+        subnet_id: &str,
+        _security_groups: &[String],
+        secondary_ips: u32,
+        _prefixes: u32,
+        _tags: Vec<(String, String)>,
+    ) -> Result<(NodeEni, Option<String>), Ec2Error> {
+        self.state()
+            .calls
+            .push(format!("create {subnet_id} +{secondary_ips}"));
+        let addresses: Vec<String> = (0..secondary_ips)
+            .map(|i| format!("10.0.2.{}", 10 + i))
+            .collect();
+        let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        let mut eni = node_eni("eni-2", 2, "10.0.2.1", &refs);
+        eni.linked = false;
+        Ok((eni, None))
+    }
+    async fn assign(&self, eni_id: &str, count: u32, _prefixes: bool) -> Result<Added, Ec2Error> {
+        self.state().calls.push(format!("assign {eni_id} +{count}"));
+        Ok(Added::default())
+    }
+    async fn unassign(
+        &self,
+        eni_id: &str,
+        ips: &[Ipv4Addr],
+        _prefixes: &[Ipv4Net],
+    ) -> Result<(), Ec2Error> {
+        let failure = {
+            let mut state = self.state();
+            state
+                .calls
+                .push(format!("unassign {eni_id} {}", listed(ips)));
+            let failure = state.fail_unassign.take();
+            if let Some((_, gone)) = &failure {
+                state.unassigned_anyway.clone_from(gone);
+            }
+            failure
+        };
+        match failure {
+            None => Ok(()),
+            Some((code, _)) => Err(Ec2Error::Api {
+                action: "UnassignPrivateIpAddresses",
+                code: code.to_owned(),
+                message: "Request limit exceeded.".into(),
+            }),
+        }
+    }
+    async fn still_assigned(
+        &self,
+        eni_id: &str,
+        ips: &[Ipv4Addr],
+        _prefixes: &[Ipv4Net],
+    ) -> (Vec<Ipv4Addr>, Vec<Ipv4Net>) {
+        let mut state = self.state();
+        state.calls.push(format!("describe {eni_id}"));
+        let still = ips
+            .iter()
+            .copied()
+            .filter(|a| !state.unassigned_anyway.contains(a))
+            .collect();
+        (still, Vec::new())
+    }
+    async fn detach_and_delete(&self, eni: &NodeEni) -> Result<(), Ec2Error> {
+        self.state()
+            .calls
+            .push(format!("detach and delete {}", eni.eni.id));
+        Ok(())
+    }
+    async fn repair_delete_on_termination(&self) -> usize {
+        0
+    }
+    async fn delete_unattached(
+        &self,
+        _own_only: bool,
+        _min_age: Duration,
+    ) -> Result<usize, Ec2Error> {
+        Ok(0)
+    }
+}
+
+/// A fixture whose pool is the model's, the model also being the handler's EC2 provider.
+fn fixture(model: &Arc<ModelEc2>) -> Fixture {
+    let f = fixture_provider(
+        "10.88.0.0/24",
+        None,
+        Vec::new(),
+        Some(model.clone() as Arc<dyn Provider>),
+    );
+    let _ = f.handler.ec2.set(model.clone());
+    f.handler.refresh_inventory();
+    f
+}
+
+async fn carry_out(
+    f: &Fixture,
+    model: &ModelEc2,
+    request: EniRequest,
+) -> Result<String, super::Failure> {
+    execute(&f.handler, model, &f.handler.plugins(), &request).await
+}
+
+#[tokio::test]
+async fn a_release_gives_back_only_addresses_no_pod_holds() {
+    let model = ModelEc2::new(&["10.0.1.5", "10.0.1.6", "10.0.1.7"]);
+    let f = fixture(&model);
+    assert_eq!(
+        ip_of(&f.run(Command::Add, "a", "1.1.0").await),
+        "10.0.1.5/32"
+    );
+    let note = carry_out(
+        &f,
+        &model,
+        EniRequest::ReleaseIps {
+            eni_id: "eni-1".into(),
+            addresses: vec![ip("10.0.1.5"), ip("10.0.1.6")],
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(note, "eni-1: -1 IP(s) -0 prefix(es)");
+    assert_eq!(
+        model.calls(),
+        ["unassign eni-1 10.0.1.6"],
+        "the pod's address is not asked for"
+    );
+    assert_eq!(
+        model.secondary_ips("eni-1"),
+        [ip("10.0.1.5"), ip("10.0.1.7")]
+    );
+    assert!(f.handler.is_taken(ip("10.0.1.5")));
+    assert_eq!(f.handler.free_addresses(), 1, "10.0.1.7 only");
+}
+
+#[tokio::test]
+async fn a_release_of_addresses_taken_since_the_plan_asks_ec2_nothing() {
+    let model = ModelEc2::new(&["10.0.1.5"]);
+    let f = fixture(&model);
+    f.run(Command::Add, "a", "1.1.0").await;
+    let note = carry_out(
+        &f,
+        &model,
+        EniRequest::ReleaseIps {
+            eni_id: "eni-1".into(),
+            addresses: vec![ip("10.0.1.5")],
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        note,
+        "eni-1: nothing left to release (taken since the plan)"
+    );
+    assert!(model.calls().is_empty(), "{:?}", model.calls());
+}
+
+#[tokio::test]
+async fn a_refused_release_brings_back_only_what_ec2_still_lists() {
+    let model = ModelEc2::new(&["10.0.1.5", "10.0.1.6", "10.0.1.7"]);
+    // EC2 answers RequestLimitExceeded, having removed 10.0.1.7 all the same (a lost reply).
+    model.state().fail_unassign = Some(("RequestLimitExceeded", vec![ip("10.0.1.7")]));
+    let f = fixture(&model);
+    let failure = carry_out(
+        &f,
+        &model,
+        EniRequest::ReleaseIps {
+            eni_id: "eni-1".into(),
+            addresses: vec![ip("10.0.1.6"), ip("10.0.1.7")],
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(failure.code, "RequestLimitExceeded");
+    assert!(
+        failure.message.contains("UnassignPrivateIpAddresses"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(
+        model.calls(),
+        ["unassign eni-1 10.0.1.6,10.0.1.7", "describe eni-1"]
+    );
+    assert_eq!(
+        model.secondary_ips("eni-1"),
+        [ip("10.0.1.5"), ip("10.0.1.6")]
+    );
+    assert_eq!(
+        f.handler.free_addresses(),
+        2,
+        "10.0.1.7 is EC2's again, not the pool's"
+    );
+    assert_eq!(
+        ip_of(&f.run(Command::Add, "a", "1.1.0").await),
+        "10.0.1.5/32"
+    );
+    assert_eq!(
+        ip_of(&f.run(Command::Add, "b", "1.1.0").await),
+        "10.0.1.6/32"
+    );
+}
+
+#[tokio::test]
+async fn an_eni_is_deleted_only_when_no_pod_uses_it_and_never_the_primary() {
+    let model = ModelEc2::new(&["10.0.1.5", "10.0.1.6"]);
+    let f = fixture(&model);
+    f.run(Command::Add, "a", "1.1.0").await;
+    let delete = |id: &str| EniRequest::DeleteEni { eni_id: id.into() };
+    let failure = carry_out(&f, &model, delete("eni-0")).await.unwrap_err();
+    assert_eq!(
+        (failure.code.as_str(), failure.message.as_str()),
+        ("HostRefused", "eni-0 is the primary ENI")
+    );
+    let note = carry_out(&f, &model, delete("eni-1")).await.unwrap();
+    assert_eq!(
+        note,
+        "eni-1 kept: 10.0.1.5 is held or cooling (taken since the plan)"
+    );
+    assert!(model.calls().is_empty());
+    f.run(Command::Del, "a", "1.1.0").await;
+    let note = carry_out(&f, &model, delete("eni-1")).await.unwrap();
+    assert_eq!(note, "eni-1 detached and deleted");
+    assert_eq!(model.calls(), ["detach and delete eni-1"]);
+    assert!(f.handler.datapath.calls().contains(&Call::TeardownEni(2)));
+    assert_eq!(
+        f.handler.free_addresses(),
+        0,
+        "its addresses left the pool first"
+    );
+}
+
+#[tokio::test]
+async fn a_new_eni_joins_the_pool_once_its_link_is_up_and_is_given_back_when_the_link_fails() {
+    let model = ModelEc2::new(&[]);
+    let f = fixture(&model);
+    let create = EniRequest::CreateEni {
+        subnet_id: "subnet-a".into(),
+        security_groups: vec!["sg-1".into()],
+        secondary_ips: 3,
+        prefixes: 0,
+    };
+    f.handler
+        .datapath
+        .fail_next_setup(nix::errno::Errno::ENETUNREACH);
+    let failure = carry_out(&f, &model, create.clone()).await.unwrap_err();
+    assert_eq!(failure.code, "HostRefused");
+    assert!(
+        failure
+            .message
+            .starts_with("eni-2 attached but its link failed: "),
+        "{}",
+        failure.message
+    );
+    assert_eq!(
+        model.calls(),
+        ["create subnet-a +3", "detach and delete eni-2"]
+    );
+    assert!(f.handler.datapath.calls().contains(&Call::TeardownEni(3)));
+    assert!(model.eni("eni-2").is_none(), "never adopted");
+    assert_eq!(f.handler.free_addresses(), 0);
+
+    let note = carry_out(&f, &model, create).await.unwrap();
+    assert_eq!(note, "eni-2 attached at device 2 as eth2, table 3");
+    assert_eq!(f.handler.free_addresses(), 3);
+    assert_eq!(
+        ip_of(&f.run(Command::Add, "a", "1.1.0").await),
+        "10.0.2.10/32"
+    );
+}
