@@ -130,6 +130,16 @@ pub enum ProviderKind {
     Ec2,
 }
 
+impl std::fmt::Display for ProviderKind {
+    /// As the configuration spells it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProviderKind::Static => "static",
+            ProviderKind::Ec2 => "ec2",
+        })
+    }
+}
+
 /// `provider.ec2.snat.randomize`: how SNAT picks the source port (VPC CNI's
 /// `AWS_VPC_K8S_CNI_RANDOMIZESNAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]

@@ -252,9 +252,7 @@ impl Datapath for FakeDatapath {
         rules: &crate::snat::SnatRules,
         backend: Option<crate::snat::Backend>,
     ) -> Result<crate::snat::Backend, DatapathError> {
-        if !rules.external_snat {
-            rules.validate()?;
-        }
+        rules.check_before_apply()?;
         self.lock().calls.push(Call::Snat(rules.clone(), backend));
         Ok(backend.unwrap_or(crate::snat::Backend::Iptables))
     }

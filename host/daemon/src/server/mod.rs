@@ -56,6 +56,14 @@ pub enum StartError {
     /// The address provider could not start (IMDS or EC2 unreachable, refused, malformed).
     #[error("provider: {0}")]
     Provider(#[source] wasmcni_core::eni::Ec2Error),
+    /// The caller's EC2 provider does not match the configuration's `provider.kind`.
+    #[error("provider.kind is \"{configured}\", but {}", if *.started { "an EC2 provider was started" } else { "no EC2 provider was started" })]
+    ProviderMismatch {
+        /// What the configuration names.
+        configured: ProviderKind,
+        /// Whether an EC2 provider was given.
+        started: bool,
+    },
     /// The node could not be prepared for the EC2 provider (ENI links, SNAT).
     #[error("provider: {0}")]
     PrepareProvider(#[source] warm_pool::PrepareError),
@@ -90,18 +98,21 @@ pub fn plugin_runtime(
 }
 
 /// Opens the datastore, reconciles it with the node and returns a handler ready to serve.
+///
+/// `ec2` is the EC2 provider when the configuration's `provider.kind` is `ec2`, started by
+/// the caller (`wasmcni_ec2::Ec2Provider::start`: this crate sees only the [`EniProvider`]
+/// trait and links no AWS SDK); the static provider is built here from the configuration.
 pub async fn start<D: Datapath>(
     config: ClusterConfig,
     datapath: D,
+    ec2: Option<Arc<dyn EniProvider>>,
 ) -> Result<(Arc<Handler<D>>, ReconcileReport), StartError> {
-    let ec2: Option<Arc<dyn EniProvider>> = match config.provider.kind {
-        ProviderKind::Ec2 => Some(Arc::new(
-            wasmcni_ec2::Ec2Provider::start(&config.ec2(), &config.cluster.name)
-                .await
-                .map_err(StartError::Provider)?,
-        )),
-        ProviderKind::Static => None,
-    };
+    if (config.provider.kind == ProviderKind::Ec2) != ec2.is_some() {
+        return Err(StartError::ProviderMismatch {
+            configured: config.provider.kind,
+            started: ec2.is_some(),
+        });
+    }
     let provider: Arc<dyn Provider> = match &ec2 {
         Some(ec2) => ec2.clone(),
         None => Arc::new(StaticProvider::new(&config.static_pool("configuration")?)),

@@ -128,11 +128,23 @@ pub struct SnatRules {
 }
 
 impl SnatRules {
+    /// What applying these rules needs: a valid configuration, unless SNAT is external (then
+    /// nothing is rendered; the node's rules are only removed). Every [`crate::Datapath`]
+    /// checks it first, the fake too.
+    pub fn check_before_apply(&self) -> Result<(), SnatError> {
+        if self.external_snat {
+            Ok(())
+        } else {
+            self.validate()
+        }
+    }
+
     /// Checks what the rules would be built from: interface names the kernel accepts (and no
     /// characters a firewall parser would read as syntax), a veth prefix that does not also
     /// match the primary link, a non-zero mark, a SNAT address, and at least one VPC CIDR
-    /// (without one, traffic between pods would be translated too). [`apply`] calls it first;
-    /// the `render_*` functions assume a valid configuration.
+    /// (without one, traffic between pods would be translated too). [`apply`] calls it first
+    /// (through [`SnatRules::check_before_apply`]); the `render_*` functions assume a valid
+    /// configuration.
     pub fn validate(&self) -> Result<(), SnatError> {
         let invalid = |field: &'static str, value: String, reason: String| {
             Err(SnatError::InvalidConfig {
@@ -363,11 +375,11 @@ fn apply_with(
     backend: Backend,
     clean_other: bool,
 ) -> Result<(), SnatError> {
+    cfg.check_before_apply()?;
     if cfg.external_snat {
         tracing::info!(%backend, "external SNAT: removing the node's SNAT and connmark rules");
         remove_with(runner, backend)?;
     } else {
-        cfg.validate()?;
         match backend {
             Backend::Iptables => sync_iptables(runner, &render_iptables(cfg))?,
             Backend::Nftables => {

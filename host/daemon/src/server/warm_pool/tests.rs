@@ -483,3 +483,22 @@ async fn a_new_eni_joins_the_pool_once_its_link_is_up_and_is_given_back_when_the
         "10.0.2.10/32"
     );
 }
+
+#[tokio::test]
+async fn the_daemon_refuses_an_ec2_provider_the_configuration_does_not_name() {
+    let config =
+        wasmcni_config::ClusterConfig::parse(wasmcni_config::DEFAULT_CONFIG, "default").unwrap();
+    let model: Arc<dyn EniProvider> = ModelEc2::new(&[]);
+    let refused = crate::server::start(
+        config,
+        wasmcni_datapath::fake::FakeDatapath::new(),
+        Some(model),
+    )
+    .await
+    .err()
+    .expect("a static configuration with an EC2 provider is refused before anything starts");
+    assert_eq!(
+        refused.to_string(),
+        r#"provider.kind is "static", but an EC2 provider was started"#
+    );
+}

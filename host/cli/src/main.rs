@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::fmt::format::Writer;
@@ -9,9 +10,11 @@ use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 use wasmcni_cni::text::escape_controls;
-use wasmcni_config::ClusterConfig;
+use wasmcni_config::{ClusterConfig, ProviderKind};
+use wasmcni_core::eni::EniProvider;
 use wasmcni_daemon::server;
 use wasmcni_datapath::netlink::NetlinkDatapath;
+use wasmcni_ec2::Ec2Provider;
 
 #[derive(Parser)]
 #[command(
@@ -394,7 +397,15 @@ async fn run(
     let ops_socket = config.ops_socket();
     let ops = server::bind_ops(&config).await?;
     let datapath = NetlinkDatapath::connect()?;
-    let (handler, _report) = server::start(config, datapath).await?;
+    let ec2: Option<Arc<dyn EniProvider>> = match config.provider.kind {
+        ProviderKind::Ec2 => Some(Arc::new(
+            Ec2Provider::start(&config.ec2(), &config.cluster.name)
+                .await
+                .map_err(server::StartError::Provider)?,
+        )),
+        ProviderKind::Static => None,
+    };
+    let (handler, _report) = server::start(config, datapath, ec2).await?;
     tracing::info!(socket = %socket.display(), "ready");
     // A changed configuration file (or SIGHUP) swaps the plugins without a restart.
     let watcher = path.map(|path| {
