@@ -235,9 +235,14 @@ pub struct Added {
 ///
 /// It keeps the picture of the node's ENIs and makes the EC2 calls; the daemon decides when,
 /// holds the allocation lock while addresses leave the pool, and sets up each ENI's link. The
-/// bookkeeping methods (`withdraw`, `restore`, `forget`, `adopt`, `mark_linked`) change only
-/// that picture, so the daemon can take addresses out of the pool before the EC2 call that
-/// gives them back, and put them back when EC2 refuses.
+/// bookkeeping methods (`withdraw`, `restore`, `forget`, `adopt`, `mark_linked`) call no EC2
+/// API: they change the picture (and what a later refresh may take back into it), so the
+/// daemon can take addresses out of the pool before the EC2 call that gives them back, and put
+/// them back when EC2 refuses.
+///
+/// The provider is started from the configuration's `[provider.ec2]` settings, which the
+/// daemon reads too (SNAT, link wait, intervals); `server::start` checks that the two agree
+/// on the address family.
 #[async_trait::async_trait]
 pub trait EniProvider: Provider {
     /// The node's identity (from IMDS).
@@ -277,7 +282,9 @@ pub trait EniProvider: Provider {
     /// Takes an ENI made by [`EniProvider::create_and_attach`] (its link set up) into the pool.
     fn adopt(&self, eni: NodeEni);
 
-    /// Takes addresses and prefixes out of the pool before they are given back to EC2.
+    /// Takes addresses and prefixes out of the pool before they are given back to EC2; a
+    /// refresh does not take them back in while EC2 settles (the real provider: 60 s), even if
+    /// `DescribeNetworkInterfaces` still lists them.
     fn withdraw(&self, eni_id: &str, ips: &[Ipv4Addr], prefixes: &[Ipv4Net]);
 
     /// Puts back what [`EniProvider::withdraw`] took when EC2 did not take it.
@@ -305,8 +312,9 @@ pub trait EniProvider: Provider {
         tags: Vec<(String, String)>,
     ) -> Result<(NodeEni, Option<String>), Ec2Error>;
 
-    /// Assigns `count` secondary addresses (or /28 prefixes) to an ENI; they are in the pool
-    /// when this returns.
+    /// Assigns `count` secondary addresses (or /28 prefixes) to an ENI; when the ENI is linked
+    /// they are in the pool when this returns. A prefix request in a subnet without a free
+    /// aligned /28 may be served with secondary IPs instead ([`Added::fell_back`] says so).
     async fn assign(&self, eni_id: &str, count: u32, prefixes: bool) -> Result<Added, Ec2Error>;
 
     /// Gives addresses and prefixes (withdrawn first) back to EC2.
@@ -318,7 +326,9 @@ pub trait EniProvider: Provider {
     ) -> Result<(), Ec2Error>;
 
     /// Which of these EC2 still lists on the ENI after a failed unassign (a lost reply may
-    /// hide a success); when EC2 cannot be asked, all of them.
+    /// hide a success), for the caller to restore. When EC2 cannot be asked, none: an address
+    /// restored wrongly could reach two pods, while one left out comes back with a later
+    /// refresh.
     async fn still_assigned(
         &self,
         eni_id: &str,
@@ -326,19 +336,22 @@ pub trait EniProvider: Provider {
         prefixes: &[Ipv4Net],
     ) -> (Vec<Ipv4Addr>, Vec<Ipv4Net>);
 
-    /// Detaches an ENI (forgotten first) and deletes it once detached.
+    /// Detaches an ENI (forgotten first), waits a bounded time for EC2 to report it
+    /// `available`, and deletes it. An ENI that is not deleted stays tagged and unattached,
+    /// for [`EniProvider::delete_unattached`].
     async fn detach_and_delete(&self, eni: &NodeEni) -> Result<(), Ec2Error>;
 
-    /// Sets DeleteOnTermination on owned ENIs that lack it; how many were fixed.
+    /// Sets DeleteOnTermination on the attached secondary ENIs tagged with this instance that
+    /// lack it (their first attempt failed); how many were fixed.
     async fn repair_delete_on_termination(&self) -> usize;
 
-    /// Deletes leaked ENIs: unattached ones tagged by this instance (`this_instance`), or by
-    /// any instance of the cluster, older than `min_age`; how many were deleted.
-    async fn delete_unattached(
-        &self,
-        this_instance: bool,
-        min_age: Duration,
-    ) -> Result<usize, Ec2Error>;
+    /// Deletes leaked ENIs, unattached and tagged as wasmcni's in the node's VPC: with
+    /// `own_only` (or when the cluster has no name, so other clusters' cannot be told apart)
+    /// this instance's, otherwise any instance's of the cluster; only those created at least
+    /// `min_age` ago (one without a creation tag only when `min_age` is zero). How many were
+    /// deleted; a failed delete is logged and left for the next run.
+    async fn delete_unattached(&self, own_only: bool, min_age: Duration)
+        -> Result<usize, Ec2Error>;
 }
 
 #[cfg(test)]

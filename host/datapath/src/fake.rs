@@ -47,6 +47,7 @@ struct State {
     veths: BTreeMap<String, IpAddr>,
     rules: Vec<(IpAddr, Option<u32>)>,
     fail_next_setup: Option<nix::errno::Errno>,
+    fail_next_eni_setup: Option<nix::errno::Errno>,
     teardown_failures: usize,
     foreign_routes: Vec<IpAddr>,
 }
@@ -64,9 +65,15 @@ impl FakeDatapath {
     }
 
     /// Makes the next `setup_pod` fail with the kernel's `errno` after it created the veth
-    /// (as a real setup that fails halfway does), or the next `setup_eni` fail with it.
+    /// (as a real setup that fails halfway does).
     pub fn fail_next_setup(&self, errno: nix::errno::Errno) {
         self.lock().fail_next_setup = Some(errno);
+    }
+
+    /// Makes the next `setup_eni` fail with the kernel's `errno` (its table's default route
+    /// refused).
+    pub fn fail_next_eni_setup(&self, errno: nix::errno::Errno) {
+        self.lock().fail_next_eni_setup = Some(errno);
     }
 
     /// Makes the next `count` teardowns fail (the kernel refusing to delete).
@@ -222,7 +229,7 @@ impl Datapath for FakeDatapath {
         state
             .calls
             .push(Call::SetupEni(format_mac(&eni.mac), eni.table));
-        if let Some(errno) = state.fail_next_setup.take() {
+        if let Some(errno) = state.fail_next_eni_setup.take() {
             return Err(DatapathError::Netlink {
                 operation: format!("add the default route of table {}", eni.table),
                 cause: NetlinkCause::Kernel(errno),

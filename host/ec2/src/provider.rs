@@ -184,11 +184,6 @@ impl Ec2Provider {
         &self.limits
     }
 
-    /// The settings.
-    pub fn settings(&self) -> &Ec2ProviderConfig {
-        &self.settings
-    }
-
     /// EC2 attempts made so far.
     pub fn api_calls(&self) -> u64 {
         self.api.calls()
@@ -590,7 +585,7 @@ impl EniProvider for Ec2Provider {
     /// DeleteOnTermination. A prefix request in a subnet without a free aligned /28 becomes
     /// secondary IPs when `prefix_fallback` is on. If the attach fails the ENI is deleted (a
     /// failed delete leaves a tagged, unattached ENI for the collector). The ENI is not in
-    /// the pool until [`Ec2Provider::adopt`].
+    /// the pool until [`EniProvider::adopt`].
     async fn create_and_attach(
         &self,
         subnet_id: &str,
@@ -751,7 +746,7 @@ impl EniProvider for Ec2Provider {
     }
 
     /// Takes addresses out of the pool (the caller holds the allocation lock and checked that
-    /// no pod holds them); [`Ec2Provider::unassign`] then gives them back to EC2.
+    /// no pod holds them); [`EniProvider::unassign`] then gives them back to EC2.
     fn withdraw(&self, eni_id: &str, ips: &[Ipv4Addr], prefixes: &[Ipv4Net]) {
         self.update_eni(eni_id, |eni| {
             eni.eni.secondary_ips.retain(|ip| !ips.contains(ip));
@@ -834,9 +829,8 @@ impl EniProvider for Ec2Provider {
         self.api.delete_eni(&eni.eni.id).await
     }
 
-    /// Deletes unattached ENIs tagged as wasmcni's: with `own_only`, this instance's (any
-    /// age: only this daemon creates them and it is not creating one now); otherwise the
-    /// cluster's older than `min_age`. Returns how many were deleted.
+    /// At start `own_only` with `min_age` zero: this instance's, any age (only this daemon
+    /// creates them and it is not creating one now); the collector: the cluster's, old enough.
     async fn delete_unattached(
         &self,
         own_only: bool,

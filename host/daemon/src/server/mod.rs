@@ -64,6 +64,15 @@ pub enum StartError {
         /// Whether an EC2 provider was given.
         started: bool,
     },
+    /// The EC2 provider serves another address family than the configuration names (it was
+    /// not started from this configuration).
+    #[error("provider.ec2.ip_family is \"{configured}\", but the EC2 provider serves {provider}")]
+    ProviderFamily {
+        /// What the configuration names.
+        configured: wasmcni_core::ipam::IpFamily,
+        /// What the provider serves.
+        provider: wasmcni_core::ipam::IpFamily,
+    },
     /// The node could not be prepared for the EC2 provider (ENI links, SNAT).
     #[error("provider: {0}")]
     PrepareProvider(#[source] warm_pool::PrepareError),
@@ -100,8 +109,9 @@ pub fn plugin_runtime(
 /// Opens the datastore, reconciles it with the node and returns a handler ready to serve.
 ///
 /// `ec2` is the EC2 provider when the configuration's `provider.kind` is `ec2`, started by
-/// the caller (`wasmcni_ec2::Ec2Provider::start`: this crate sees only the [`EniProvider`]
-/// trait and links no AWS SDK); the static provider is built here from the configuration.
+/// the caller from this configuration's `[provider.ec2]` (`wasmcni_ec2::Ec2Provider::start`:
+/// this crate sees only the [`EniProvider`] trait and links no AWS SDK), whose settings the
+/// daemon reads too; the static provider is built here from the configuration.
 pub async fn start<D: Datapath>(
     config: ClusterConfig,
     datapath: D,
@@ -112,6 +122,15 @@ pub async fn start<D: Datapath>(
             configured: config.provider.kind,
             started: ec2.is_some(),
         });
+    }
+    if let Some(ec2) = &ec2 {
+        let configured = config.ec2().ip_family;
+        if ec2.family() != configured {
+            return Err(StartError::ProviderFamily {
+                configured,
+                provider: ec2.family(),
+            });
+        }
     }
     let provider: Arc<dyn Provider> = match &ec2 {
         Some(ec2) => ec2.clone(),

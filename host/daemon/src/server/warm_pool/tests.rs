@@ -22,6 +22,8 @@ use crate::server::handler::tests::{fixture_provider, ip_of, Fixture};
 /// The node's ENIs as EC2 holds them, and the calls the reconciler made.
 struct ModelEc2 {
     identity: NodeIdentity,
+    /// How long a released address rests (the real provider's default: 30 s).
+    cooldown: Duration,
     state: Mutex<ModelState>,
 }
 
@@ -34,6 +36,10 @@ struct ModelState {
     fail_unassign: Option<(&'static str, Vec<Ipv4Addr>)>,
     /// What a failed unassign carried out all the same.
     unassigned_anyway: Vec<Ipv4Addr>,
+    /// EC2 cannot be asked after a failed unassign (a describe fails too).
+    unreachable: bool,
+    /// The next address `assign` hands out (10.0.1.x).
+    next_host: u8,
     /// The EC2 calls made, in order.
     calls: Vec<String>,
 }
@@ -68,8 +74,13 @@ fn node_eni(id: &str, device: u32, primary_ip: &str, secondary: &[&str]) -> Node
 }
 
 impl ModelEc2 {
-    /// A node with its primary ENI and `eni-1` at device 1 holding `secondary`.
+    /// A node with its primary ENI and `eni-1` at device 1 holding `secondary`, whose released
+    /// addresses do not rest (see [`ModelEc2::with_cooldown`]).
     fn new(secondary: &[&str]) -> Arc<ModelEc2> {
+        Self::with_cooldown(secondary, Duration::ZERO)
+    }
+
+    fn with_cooldown(secondary: &[&str], cooldown: Duration) -> Arc<ModelEc2> {
         let primary = node_eni("eni-0", 0, "10.0.0.10", &[]);
         let eni = node_eni("eni-1", 1, "10.0.1.1", secondary);
         Arc::new(ModelEc2 {
@@ -81,8 +92,10 @@ impl ModelEc2 {
                 primary_mac: primary.eni.mac.clone(),
                 enis: Vec::<ImdsEni>::new(),
             },
+            cooldown,
             state: Mutex::new(ModelState {
                 enis: BTreeMap::from([(0, primary), (1, eni)]),
+                next_host: 20,
                 ..ModelState::default()
             }),
         })
@@ -129,6 +142,7 @@ impl Provider for ModelEc2 {
     fn view(&self) -> ProviderView {
         ProviderView {
             dynamic: true,
+            cooldown: self.cooldown,
             ..ProviderView::default()
         }
     }
@@ -234,8 +248,27 @@ impl EniProvider for ModelEc2 {
         Ok((eni, None))
     }
     async fn assign(&self, eni_id: &str, count: u32, _prefixes: bool) -> Result<Added, Ec2Error> {
-        self.state().calls.push(format!("assign {eni_id} +{count}"));
-        Ok(Added::default())
+        let mut state = self.state();
+        state.calls.push(format!("assign {eni_id} +{count}"));
+        let first = state.next_host;
+        state.next_host += count as u8;
+        let ips: Vec<Ipv4Addr> = (first..state.next_host)
+            .map(|host| Ipv4Addr::new(10, 0, 1, host))
+            .collect();
+        let eni = state
+            .enis
+            .values_mut()
+            .find(|e| e.eni.id == eni_id)
+            .ok_or_else(|| Ec2Error::Api {
+                action: "AssignPrivateIpAddresses",
+                code: "InvalidNetworkInterfaceID.NotFound".into(),
+                message: format!("{eni_id} does not exist"),
+            })?;
+        eni.eni.secondary_ips.extend_from_slice(&ips);
+        Ok(Added {
+            ips,
+            ..Added::default()
+        })
     }
     async fn unassign(
         &self,
@@ -271,6 +304,9 @@ impl EniProvider for ModelEc2 {
     ) -> (Vec<Ipv4Addr>, Vec<Ipv4Net>) {
         let mut state = self.state();
         state.calls.push(format!("describe {eni_id}"));
+        if state.unreachable {
+            return (Vec::new(), Vec::new());
+        }
         let still = ips
             .iter()
             .copied()
@@ -417,23 +453,39 @@ async fn a_refused_release_brings_back_only_what_ec2_still_lists() {
 }
 
 #[tokio::test]
-async fn an_eni_is_deleted_only_when_no_pod_uses_it_and_never_the_primary() {
+async fn an_eni_is_kept_while_a_pod_holds_or_just_released_one_of_its_addresses() {
+    let model = ModelEc2::with_cooldown(&["10.0.1.5", "10.0.1.6"], Duration::from_secs(30));
+    let f = fixture(&model);
+    let delete = EniRequest::DeleteEni {
+        eni_id: "eni-1".into(),
+    };
+    f.run(Command::Add, "a", "1.1.0").await;
+    let note = carry_out(&f, &model, delete.clone()).await.unwrap();
+    assert_eq!(
+        note,
+        "eni-1 kept: 10.0.1.5 is held or cooling (taken since the plan)"
+    );
+    f.run(Command::Del, "a", "1.1.0").await;
+    let note = carry_out(&f, &model, delete).await.unwrap();
+    assert_eq!(
+        note,
+        "eni-1 kept: 10.0.1.5 is held or cooling (taken since the plan)"
+    );
+    assert!(model.calls().is_empty(), "{:?}", model.calls());
+    assert!(model.eni("eni-1").is_some());
+}
+
+#[tokio::test]
+async fn an_eni_no_pod_uses_is_deleted_but_never_the_primary() {
     let model = ModelEc2::new(&["10.0.1.5", "10.0.1.6"]);
     let f = fixture(&model);
-    f.run(Command::Add, "a", "1.1.0").await;
     let delete = |id: &str| EniRequest::DeleteEni { eni_id: id.into() };
     let failure = carry_out(&f, &model, delete("eni-0")).await.unwrap_err();
     assert_eq!(
         (failure.code.as_str(), failure.message.as_str()),
         ("HostRefused", "eni-0 is the primary ENI")
     );
-    let note = carry_out(&f, &model, delete("eni-1")).await.unwrap();
-    assert_eq!(
-        note,
-        "eni-1 kept: 10.0.1.5 is held or cooling (taken since the plan)"
-    );
-    assert!(model.calls().is_empty());
-    f.run(Command::Del, "a", "1.1.0").await;
+    assert_eq!(f.handler.free_addresses(), 2);
     let note = carry_out(&f, &model, delete("eni-1")).await.unwrap();
     assert_eq!(note, "eni-1 detached and deleted");
     assert_eq!(model.calls(), ["detach and delete eni-1"]);
@@ -442,6 +494,55 @@ async fn an_eni_is_deleted_only_when_no_pod_uses_it_and_never_the_primary() {
         f.handler.free_addresses(),
         0,
         "its addresses left the pool first"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_release_ec2_cannot_be_asked_about_restores_nothing() {
+    let model = ModelEc2::new(&["10.0.1.5", "10.0.1.6", "10.0.1.7"]);
+    {
+        let mut state = model.state();
+        state.fail_unassign = Some(("Unavailable", Vec::new()));
+        state.unreachable = true;
+    }
+    let f = fixture(&model);
+    let failure = carry_out(
+        &f,
+        &model,
+        EniRequest::ReleaseIps {
+            eni_id: "eni-1".into(),
+            addresses: vec![ip("10.0.1.6"), ip("10.0.1.7")],
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(failure.code, "Unavailable");
+    // Either may be EC2's again: neither may reach a pod until a refresh shows it assigned.
+    assert_eq!(model.secondary_ips("eni-1"), [ip("10.0.1.5")]);
+    assert_eq!(f.handler.free_addresses(), 1);
+}
+
+#[tokio::test]
+async fn a_grown_eni_serves_its_new_addresses_at_once() {
+    let model = ModelEc2::new(&[]);
+    let f = fixture(&model);
+    assert_eq!(f.handler.free_addresses(), 0);
+    let note = carry_out(
+        &f,
+        &model,
+        EniRequest::AssignIps {
+            eni_id: "eni-1".into(),
+            count: 2,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(note, "eni-1: +2 IP(s) +0 prefix(es)");
+    assert_eq!(model.calls(), ["assign eni-1 +2"]);
+    assert_eq!(f.handler.free_addresses(), 2);
+    assert_eq!(
+        ip_of(&f.run(Command::Add, "a", "1.1.0").await),
+        "10.0.1.20/32"
     );
 }
 
@@ -457,7 +558,7 @@ async fn a_new_eni_joins_the_pool_once_its_link_is_up_and_is_given_back_when_the
     };
     f.handler
         .datapath
-        .fail_next_setup(nix::errno::Errno::ENETUNREACH);
+        .fail_next_eni_setup(nix::errno::Errno::ENETUNREACH);
     let failure = carry_out(&f, &model, create.clone()).await.unwrap_err();
     assert_eq!(failure.code, "HostRefused");
     assert!(
@@ -485,20 +586,43 @@ async fn a_new_eni_joins_the_pool_once_its_link_is_up_and_is_given_back_when_the
 }
 
 #[tokio::test]
-async fn the_daemon_refuses_an_ec2_provider_the_configuration_does_not_name() {
-    let config =
-        wasmcni_config::ClusterConfig::parse(wasmcni_config::DEFAULT_CONFIG, "default").unwrap();
+async fn the_daemon_starts_only_with_the_provider_the_configuration_names() {
+    use crate::server::start;
+    use wasmcni_config::{ClusterConfig, Ec2ProviderConfig, ProviderKind};
+    use wasmcni_datapath::fake::FakeDatapath;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let text =
+        wasmcni_config::DEFAULT_CONFIG.replace("/var/lib/wasmcni", &state.display().to_string());
+    let statically = ClusterConfig::parse(&text, "test").unwrap();
+    // The EC2 cases as a checked configuration would hold them (one naming `ec2` also needs an
+    // allocator plugin, which these refusals come before).
+    let mut ec2 = statically.clone();
+    ec2.provider.kind = ProviderKind::Ec2;
+    ec2.provider.static_pool = None;
+    let mut ipv6 = ec2.clone();
+    ipv6.provider.ec2 = Some(Ec2ProviderConfig {
+        ip_family: IpFamily::Ipv6,
+        ..Ec2ProviderConfig::default()
+    });
+    let refused = |result: Result<_, crate::server::StartError>| {
+        result
+            .err()
+            .expect("refused before anything starts")
+            .to_string()
+    };
     let model: Arc<dyn EniProvider> = ModelEc2::new(&[]);
-    let refused = crate::server::start(
-        config,
-        wasmcni_datapath::fake::FakeDatapath::new(),
-        Some(model),
-    )
-    .await
-    .err()
-    .expect("a static configuration with an EC2 provider is refused before anything starts");
     assert_eq!(
-        refused.to_string(),
+        refused(start(statically, FakeDatapath::new(), Some(model.clone())).await),
         r#"provider.kind is "static", but an EC2 provider was started"#
     );
+    assert_eq!(
+        refused(start(ec2, FakeDatapath::new(), None).await),
+        r#"provider.kind is "ec2", but no EC2 provider was started"#
+    );
+    assert_eq!(
+        refused(start(ipv6, FakeDatapath::new(), Some(model)).await),
+        r#"provider.ec2.ip_family is "ipv6", but the EC2 provider serves ipv4"#
+    );
+    assert!(!state.exists(), "nothing was started");
 }
