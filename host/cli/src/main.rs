@@ -34,7 +34,8 @@ struct Cli {
 enum Commands {
     /// Recover the datastore, reconcile the node and serve the CNI shim until SIGTERM/SIGINT.
     Run,
-    /// Validate the cluster configuration and print it as the daemon understood it.
+    /// Validate the cluster configuration and print it as the daemon understood it (JSON, every
+    /// default filled in, as `inspect config` shows a running daemon's).
     CheckConfig,
     /// For every plugin: verified digest, real imports and exports, grants, what is under- or
     /// over-granted, limits and failure policy. Exits 1 if a plugin would be refused.
@@ -133,41 +134,40 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Commands::CheckConfig => {
-            println!("{config:#?}");
-            ExitCode::SUCCESS
-        }
+        Commands::CheckConfig => match serde_json::to_string_pretty(&config) {
+            Ok(text) => output(&text, ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("wasmcni-host: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Commands::Audit { json } => match wasmcni_daemon::audit::AuditReport::of(&config) {
             Err(e) => {
                 eprintln!("wasmcni-host: {e}");
                 ExitCode::FAILURE
             }
             Ok(report) => {
-                if json {
-                    match serde_json::to_string_pretty(&report) {
-                        Ok(text) => println!("{text}"),
-                        Err(e) => {
-                            eprintln!("wasmcni-host: {e}");
-                            return ExitCode::FAILURE;
-                        }
-                    }
-                } else {
-                    print!("{}", report.render_table());
-                }
-                if report.is_clean() {
+                let verdict = if report.is_clean() {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE
+                };
+                if !json {
+                    return output(report.render_table().trim_end(), verdict);
+                }
+                match serde_json::to_string_pretty(&report) {
+                    Ok(text) => output(&text, verdict),
+                    Err(e) => {
+                        eprintln!("wasmcni-host: {e}");
+                        ExitCode::FAILURE
+                    }
                 }
             }
         },
         Commands::Inspect { what, json, socket } => {
             let socket = socket.unwrap_or_else(|| config.ops_socket());
             match inspect(&socket, &what, json) {
-                Ok(text) => {
-                    println!("{text}");
-                    ExitCode::SUCCESS
-                }
+                Ok(text) => output(&text, ExitCode::SUCCESS),
                 Err(e) => {
                     eprintln!("wasmcni-host inspect: {e}");
                     ExitCode::FAILURE
@@ -186,10 +186,7 @@ fn main() -> ExitCode {
                 }
             };
             match runtime.block_on(discover(imds, ec2)) {
-                Ok(report) => {
-                    println!("{report}");
-                    ExitCode::SUCCESS
-                }
+                Ok(report) => output(&report, ExitCode::SUCCESS),
                 Err(e) => {
                     eprintln!("wasmcni-host: {e}");
                     ExitCode::FAILURE
@@ -221,6 +218,26 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Writes a command's output and a newline to stdout, then answers `status`. A reader that
+/// went away (`wasmcni-host check-config | head`) ends the output early but is no failure of
+/// the command; any other write error is.
+fn output(text: &str, status: ExitCode) -> ExitCode {
+    match write_output(&mut std::io::stdout().lock(), text) {
+        Ok(()) => status,
+        Err(e) => {
+            eprintln!("wasmcni-host: writing the output: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_output(out: &mut impl std::io::Write, text: &str) -> std::io::Result<()> {
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }
 
@@ -303,12 +320,18 @@ fn inspect(socket: &std::path::Path, what: &str, json: bool) -> Result<String, S
 }
 
 fn pool_table(pool: &serde_json::Value) -> String {
-    let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    // A value the daemon left out or null (a static pool's addresses are on no ENI) is "-".
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
     let mut out = format!(
-        "provider {}; {} free address(es); {} cooling\n",
+        "provider {}; {} free address(es); {} cooling; pod MTU {}\n",
         text(&pool["provider"]),
         pool["free"],
-        pool["cooling"].as_array().map_or(0, Vec::len)
+        pool["cooling"].as_array().map_or(0, Vec::len),
+        text(&pool["podMtu"])
     );
     if let Some(enis) = pool["enis"].as_array().filter(|enis| !enis.is_empty()) {
         out.push_str("\nENI                    device  subnet                     primary IP\n");
@@ -438,6 +461,43 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_to_a_reader_that_went_away_is_not_a_failure() {
+        // `wasmcni-host check-config | head -1`: head exits after one line.
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        drop(reader);
+        write_output(&mut writer, "{\n  \"cluster\": {}\n}")
+            .expect("a closed pipe ends the output quietly");
+        // Any other failure to write still is one.
+        let mut full = std::fs::File::options()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let error = write_output(&mut full, "text").unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(28), "{error}");
+    }
+
+    #[test]
+    fn the_pool_table_of_a_static_pool_shows_no_null() {
+        let pool = serde_json::json!({
+            "provider": "static",
+            "free": 253,
+            "cooling": [],
+            "enis": [],
+            "blocks": [{ "cidr": "10.88.0.0/24", "eni": null, "routeTable": null }],
+            "allocations": [{ "ip": "10.88.0.2", "pod": "default/web", "routeTable": null, "state": "committed" }],
+        });
+        let table = pool_table(&pool);
+        assert!(!table.contains("null"), "{table}");
+        let row = table.lines().last().unwrap();
+        let columns: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            columns,
+            ["10.88.0.2", "default/web", "-", "main", "committed"],
+            "{table}"
+        );
+    }
 
     #[test]
     fn audit_lines_read_both_schemas_and_escape_what_plugins_wrote() {

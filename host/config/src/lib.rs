@@ -18,7 +18,7 @@ mod node;
 mod plugins;
 mod provider;
 
-pub use node::{DaemonConfig, DatapathConfig, InstallConfig};
+pub use node::{DaemonConfig, DatapathConfig, InstallConfig, EC2_MTU, FALLBACK_MTU};
 pub use plugins::{
     EniOpsScopeConfig, GrantsConfig, KvScopeConfig, NetlinkScopeConfig, NoScope, PluginConfig,
 };
@@ -304,10 +304,10 @@ impl ClusterConfig {
                 "must be 1 to 4 ASCII letters or digits (the kernel allows 15-byte names; 11 go to the hash)",
             ));
         }
-        if !(576..=65_535).contains(&self.datapath.mtu) {
+        if let Some(mtu) = self.datapath.mtu.filter(|m| !(576..=65_535).contains(m)) {
             return Err(invalid(
                 "datapath.mtu",
-                self.datapath.mtu.to_string(),
+                mtu.to_string(),
                 "must be between 576 and 65535",
             ));
         }

@@ -83,10 +83,19 @@ pub struct DatapathConfig {
     /// Host-side veth name prefix (VPC CNI's `AWS_VPC_K8S_CNI_VETHPREFIX`, default `eni`).
     #[serde(default = "default_veth_prefix")]
     pub veth_prefix: String,
-    /// MTU of both veth ends.
-    #[serde(default = "default_mtu")]
-    pub mtu: u32,
+    /// MTU of both veth ends. Absent: the EC2 provider's [`EC2_MTU`] (the ENIs' jumbo frames);
+    /// the static provider's the node's uplink's (the link of its IPv4 default route, read when
+    /// the daemon starts, which then shows it here; [`FALLBACK_MTU`] on a node without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
+
+/// The pod MTU of the EC2 provider when none is configured: its ENIs' (VPC CNI's
+/// `AWS_VPC_ENI_MTU` default).
+pub const EC2_MTU: u32 = 9001;
+
+/// The static provider's pod MTU when none is configured and the node has no default route.
+pub const FALLBACK_MTU: u32 = 1500;
 
 fn default_read_timeout_ms() -> u64 {
     5_000
@@ -96,7 +105,4 @@ fn default_max_request_bytes() -> usize {
 }
 fn default_veth_prefix() -> String {
     "eni".to_owned()
-}
-fn default_mtu() -> u32 {
-    9001
 }

@@ -237,6 +237,16 @@ pub struct StaticPoolConfig {
 }
 
 impl ClusterConfig {
+    /// The pods' MTU: `datapath.mtu`, or the provider's default ([`crate::EC2_MTU`]; for the
+    /// static provider [`crate::FALLBACK_MTU`] until the daemon has read the uplink's into
+    /// `datapath.mtu`).
+    pub fn pod_mtu(&self) -> u32 {
+        self.datapath.mtu.unwrap_or(match self.provider.kind {
+            ProviderKind::Ec2 => crate::EC2_MTU,
+            ProviderKind::Static => crate::FALLBACK_MTU,
+        })
+    }
+
     /// The EC2 provider's settings (defaults when `[provider.ec2]` is absent).
     pub fn ec2(&self) -> Ec2ProviderConfig {
         self.provider.ec2.clone().unwrap_or_default()
@@ -267,11 +277,11 @@ impl ClusterConfig {
                     reason: "the ec2 provider grows and shrinks the pool on an allocator plugin's plan: name one (e.g. vpc-warm-pool or pack)".into(),
                 });
             }
-            (wasmcni_core::ipam::IpFamily::Ipv6, _) if self.datapath.mtu < 1280 => {
+            (wasmcni_core::ipam::IpFamily::Ipv6, _) if self.pod_mtu() < 1280 => {
                 return Err(ConfigError::Invalid {
                     origin: origin.to_owned(),
                     key: "datapath.mtu".into(),
-                    value: self.datapath.mtu.to_string(),
+                    value: self.pod_mtu().to_string(),
                     reason: "with provider.ec2.ip_family = \"ipv6\" it must be at least 1280 (IPv6's minimum)".into(),
                 });
             }

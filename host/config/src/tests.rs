@@ -62,7 +62,10 @@ fn errors_name_the_key_and_the_value() {
             with("cidrs = [\"10.88.0.0/24\"]", "cidrs = [\"10.0.0.0/8\"]"),
             "`provider.static.cidrs[0]` = \"10.0.0.0/8\": a node never needs more than a /16",
         ),
-        (with("mtu = 9001", "mtu = 70000"), "`datapath.mtu` = 70000"),
+        (
+            with("# mtu = 9001", "mtu = 70000"),
+            "`datapath.mtu` = 70000",
+        ),
         (
             with("kind = \"static\"", "kind = \"ec3\""),
             "kind = \"ec3\"\n   |        ^^^^^\nunknown variant `ec3`, expected `static` or `ec2`",
@@ -191,8 +194,8 @@ fn ec2_settings_are_validated_key_by_key() {
         "{err}"
     );
     let ipv6 = ipv6.replace("[allocator]\nplugin = \"pack\"", "");
-    let small = ipv6.replace("mtu = 9001", "mtu = 1200");
-    assert_ne!(small, ipv6, "the default configuration sets datapath.mtu");
+    let small = ipv6.replace("# mtu = 9001", "mtu = 1200");
+    assert_ne!(small, ipv6, "the default configuration shows datapath.mtu");
     let err = ClusterConfig::parse(&small, "t").unwrap_err().to_string();
     assert!(err.contains("`datapath.mtu` = 1200: with provider.ec2.ip_family = \"ipv6\" it must be at least 1280"), "{err}");
     let config = ClusterConfig::parse(&ipv6, "t").unwrap();
@@ -330,13 +333,28 @@ fn tagger_and_policy_scopes_are_validated() {
 
 #[test]
 fn unknown_keys_and_wrong_types_are_refused_with_position() {
-    let err = ClusterConfig::parse(&with("mtu = 9001", "mtu = 9001\nmut = 1"), "t.toml")
+    let err = ClusterConfig::parse(&with("# mtu = 9001", "mtu = 9001\nmut = 1"), "t.toml")
         .unwrap_err()
         .to_string();
     assert!(err.contains("unknown field `mut`"), "{err}");
     assert!(err.contains("line"), "{err}");
-    let err = ClusterConfig::parse(&with("mtu = 9001", "mtu = \"big\""), "t.toml")
+    let err = ClusterConfig::parse(&with("# mtu = 9001", "mtu = \"big\""), "t.toml")
         .unwrap_err()
         .to_string();
     assert!(err.contains("mtu"), "{err}");
+}
+
+#[test]
+fn the_pod_mtu_defaults_to_the_providers() {
+    let statically = ClusterConfig::parse(DEFAULT_CONFIG, "t").unwrap();
+    assert_eq!(
+        statically.datapath.mtu, None,
+        "the daemon reads the uplink's at start"
+    );
+    assert_eq!(statically.pod_mtu(), crate::FALLBACK_MTU);
+    let ec2 = ClusterConfig::parse(&ec2_config(""), "t").unwrap();
+    assert_eq!(ec2.pod_mtu(), crate::EC2_MTU);
+    let set =
+        ClusterConfig::parse(&DEFAULT_CONFIG.replace("# mtu = 9001", "mtu = 1400"), "t").unwrap();
+    assert_eq!((set.datapath.mtu, set.pod_mtu()), (Some(1400), 1400));
 }

@@ -48,6 +48,9 @@ struct State {
     rules: Vec<(IpAddr, Option<u32>)>,
     fail_next_setup: Option<nix::errno::Errno>,
     fail_next_eni_setup: Option<nix::errno::Errno>,
+    uplink_mtu: Option<u32>,
+    /// The MTU each host veth was set up with.
+    mtus: BTreeMap<String, u32>,
     teardown_failures: usize,
     foreign_routes: Vec<IpAddr>,
 }
@@ -68,6 +71,16 @@ impl FakeDatapath {
     /// (as a real setup that fails halfway does).
     pub fn fail_next_setup(&self, errno: nix::errno::Errno) {
         self.lock().fail_next_setup = Some(errno);
+    }
+
+    /// The MTU the last setup of `host_veth` asked for.
+    pub fn mtu_of(&self, host_veth: &str) -> Option<u32> {
+        self.lock().mtus.get(host_veth).copied()
+    }
+
+    /// Gives the node an uplink (a default route) with this MTU.
+    pub fn set_uplink_mtu(&self, mtu: u32) {
+        self.lock().uplink_mtu = Some(mtu);
     }
 
     /// Makes the next `setup_eni` fail with the kernel's `errno` (its table's default route
@@ -136,6 +149,7 @@ impl Datapath for FakeDatapath {
         {
             let mut state = self.lock();
             state.calls.push(Call::Setup(a.host.host_veth.clone()));
+            state.mtus.insert(a.host.host_veth.clone(), a.mtu);
             if state.veths.contains_key(&a.host.host_veth) {
                 return Err(DatapathError::Exists {
                     name: a.host.host_veth.clone(),
@@ -236,6 +250,10 @@ impl Datapath for FakeDatapath {
             });
         }
         Ok(format!("eth{}", eni.table - 1))
+    }
+
+    async fn uplink_mtu(&self) -> Result<Option<u32>, DatapathError> {
+        Ok(self.lock().uplink_mtu)
     }
 
     async fn link_with_mac(&self, _mac: [u8; 6]) -> Result<Option<String>, DatapathError> {

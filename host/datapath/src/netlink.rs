@@ -501,6 +501,40 @@ impl Datapath for NetlinkDatapath {
         Ok(name)
     }
 
+    async fn uplink_mtu(&self) -> Result<Option<u32>, DatapathError> {
+        const MAIN_TABLE: u32 = 254;
+        let metric = |route: &RouteMessage| {
+            route.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Priority(p) => Some(*p),
+                _ => None,
+            })
+        };
+        let uplink = routes_v4(&self.host)
+            .await?
+            .into_iter()
+            .filter(|r| route_table(r) == MAIN_TABLE && r.header.destination_prefix_length == 0)
+            .filter_map(|r| Some((metric(&r).unwrap_or(0), route_oif(&r)?)))
+            .min();
+        let Some((_, index)) = uplink else {
+            return Ok(None);
+        };
+        let link = self
+            .host
+            .link()
+            .get()
+            .match_index(index)
+            .execute()
+            .try_next()
+            .await
+            .map_err(nl(format!("look up the uplink (link {index})")))?;
+        Ok(link.and_then(|l| {
+            l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Mtu(mtu) => Some(*mtu),
+                _ => None,
+            })
+        }))
+    }
+
     async fn link_with_mac(&self, mac: [u8; 6]) -> Result<Option<String>, DatapathError> {
         let links: Vec<LinkMessage> = self
             .host

@@ -229,6 +229,21 @@ pub enum DatastoreError {
         /// The I/O error.
         source: io::Error,
     },
+    /// The state directory belongs to another user, who could plant records in it (a forged
+    /// log is a duplicate address on the node).
+    #[error(
+        "datastore: the state directory {path} belongs to uid {owner}, not to the daemon (uid \
+         {daemon}); another user could rewrite which pod holds which address: chown it to the \
+         daemon's user, or point daemon.state_dir elsewhere"
+    )]
+    NotPrivate {
+        /// The state directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The daemon's effective uid.
+        daemon: u32,
+    },
     /// A log record other than the last is damaged, or a record is not one this build wrote.
     #[error(
         "datastore log {path} is corrupt at byte offset {offset}: {reason}; the daemon will not \
@@ -601,17 +616,7 @@ impl Datastore {
                 path: dir.to_path_buf(),
                 source,
             })?;
-        // An existing directory keeps its mode: changing an operator's choice silently would
-        // be surprising, but a store others can read exposes every pod's address and netns.
-        if let Ok(meta) = fs::metadata(dir) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(
-                    dir = %dir.display(),
-                    mode = format!("{:o}", meta.permissions().mode() & 0o777),
-                    "datastore directory is accessible to other users; chmod 700 it"
-                );
-            }
-        }
+        make_private(dir)?;
 
         // Read everything first and change nothing until it all checks out, so a refusal
         // leaves the directory as the operator found it.
@@ -904,4 +909,42 @@ impl Datastore {
         );
         Ok(())
     }
+}
+
+/// Makes sure the state directory is the daemon's alone: owned by its user (else
+/// [`DatastoreError::NotPrivate`]) and mode 0700. A directory others may enter is tightened,
+/// with a warning: a hostPath volume that kubelet creates (`DirectoryOrCreate`) is 0755, and a
+/// store others can read exposes every pod's address and netns.
+fn make_private(dir: &Path) -> Result<(), DatastoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir).map_err(|source| DatastoreError::Io {
+        action: "inspect",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let daemon = nix::unistd::geteuid().as_raw();
+    if meta.uid() != daemon {
+        return Err(DatastoreError::NotPrivate {
+            path: dir.to_path_buf(),
+            owner: meta.uid(),
+            daemon,
+        });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
+        DatastoreError::Io {
+            action: "make private (chmod 700)",
+            path: dir.to_path_buf(),
+            source,
+        }
+    })?;
+    tracing::warn!(
+        dir = %dir.display(),
+        was = format!("{mode:o}"),
+        "the datastore directory was open to other users; it is now mode 700"
+    );
+    Ok(())
 }

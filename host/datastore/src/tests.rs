@@ -233,6 +233,57 @@ fn files_are_private_to_the_daemon() {
 }
 
 #[test]
+fn a_state_directory_others_can_enter_is_made_private() {
+    // What kubelet makes of a `DirectoryOrCreate` hostPath volume.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("state");
+    fs::create_dir(&dir).expect("mkdir");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (mut ds, _) = open(&dir);
+    ds.reserve(alloc("c1", "eth0", ip(1))).expect("reserve");
+    assert_eq!(
+        fs::metadata(&dir).expect("metadata").permissions().mode() & 0o7777,
+        0o700
+    );
+}
+
+#[test]
+fn a_state_directory_of_another_user_is_refused_untouched() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("state");
+    fs::create_dir(&dir).expect("mkdir");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::chown(&dir, Some(65534), None)
+        .expect("chown to nobody (the test needs root)");
+    let Err(error) = Datastore::open(&dir, WalOptions::default()) else {
+        panic!("another user's directory was opened");
+    };
+    let text = error.to_string();
+    assert!(
+        matches!(
+            error,
+            DatastoreError::NotPrivate {
+                owner: 65534,
+                daemon: 0,
+                ..
+            }
+        ),
+        "{text}"
+    );
+    assert!(text.contains("belongs to uid 65534"), "{text}");
+    assert_eq!(
+        fs::metadata(&dir).expect("metadata").permissions().mode() & 0o7777,
+        0o755,
+        "left as found"
+    );
+    assert_eq!(
+        fs::read_dir(&dir).expect("read_dir").count(),
+        0,
+        "nothing written"
+    );
+}
+
+#[test]
 fn log_lines_are_checksummed_tagged_json() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (mut ds, _) = open(tmp.path());

@@ -152,11 +152,28 @@ pub async fn start<D: Datapath>(
         .prepare_node()
         .await
         .map_err(StartError::PrepareNode)?;
+    let pod_mtu = match (config.datapath.mtu, config.provider.kind) {
+        // A pod's veth no bigger than the path out of the node.
+        (None, ProviderKind::Static) => {
+            let uplink = datapath
+                .uplink_mtu()
+                .await
+                .map_err(StartError::PrepareNode)?;
+            let mtu = uplink.unwrap_or(wasmcni_config::FALLBACK_MTU);
+            tracing::info!(
+                mtu,
+                from_uplink = uplink.is_some(),
+                "pod MTU: datapath.mtu is unset, so the uplink's"
+            );
+            mtu
+        }
+        _ => config.pod_mtu(),
+    };
     let pending = pending_del_dir(&config.daemon.socket);
     let runtime = plugin_runtime(&config).map_err(StartError::Plugin)?;
     let plugins = PluginSet::load(&runtime, &config, 1).map_err(StartError::Plugin)?;
     tracing::info!(plugins = %plugins.describe(), "plugins loaded");
-    let handler = Handler::new(config, datapath, store, provider, runtime, plugins);
+    let handler = Handler::new(config, pod_mtu, datapath, store, provider, runtime, plugins);
     handler.refresh_foreign_held().await;
     if let Some(ec2) = ec2 {
         warm_pool::prepare(&handler, ec2.as_ref())

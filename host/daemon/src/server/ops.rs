@@ -228,6 +228,7 @@ fn pool<D: Datapath>(handler: &Handler<D>) -> Value {
         .collect();
     json!({
         "provider": handler.provider.name(),
+        "podMtu": handler.pod_mtu,
         "node": snapshot.node,
         "enis": snapshot.enis,
         "blocks": blocks,

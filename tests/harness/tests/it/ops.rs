@@ -36,6 +36,10 @@ fn the_daemon_logs_json_lines_with_the_request_fields_and_rotates_its_file() {
     let pods: Vec<_> = (0..12).map(|i| pod(&format!("log{i}"))).collect();
     for p in &pods {
         let result = node.add(&chain, &p.attachment).expect("ADD");
+        if p.attachment.container_id == pods[11].attachment.container_id {
+            node.add(&chain, &p.attachment)
+                .expect_err("a second ADD of a live attachment is refused");
+        }
         node.del(&chain, &p.attachment, Some(&result)).expect("DEL");
     }
     node.stop_daemon("TERM");
@@ -92,6 +96,23 @@ fn the_daemon_logs_json_lines_with_the_request_fields_and_rotates_its_file() {
             .unwrap()
             .starts_with("default/log11-"),
         "{committed}"
+    );
+    // The refused ADD is in the log an operator greps first, with the code and message the
+    // runtime got.
+    let refused = lines
+        .iter()
+        .find(|e| {
+            e["message"] == "ADD failed" && e["span"]["container_id"] == last.container_id.as_str()
+        })
+        .unwrap_or_else(|| panic!("no ADD failed event for {} in {lines:?}", last.container_id));
+    assert_eq!(refused["level"], "WARN", "{refused}");
+    assert!(refused["code"].as_u64().is_some(), "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already holds"),
+        "{refused}"
     );
     // The daemon's last words made it to the file.
     let message = |e: &serde_json::Value| e["message"].as_str().unwrap_or("").to_owned();
@@ -183,4 +204,34 @@ fn idle_clients_cannot_hold_the_operations_socket() {
     drop(idle);
     // The CNI socket was never affected.
     assert!(node.inspect("pool", true).contains("10.88.0.0/24"));
+}
+
+#[test]
+fn an_unset_mtu_is_the_node_uplinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = wasmcni_harness::ConfinedDirs::new("mtu");
+    // The embedded default leaves datapath.mtu unset.
+    let text = config_in(&run.run, dir.path(), "");
+    let mut node = TestNode::with_cluster_config(&text);
+    node.node.ip(&["link", "set", "eth0", "mtu", "1400"]);
+    node.node.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        wasmcni_harness::node::OUTSIDE_IP,
+    ]);
+    node.start_daemon();
+    let chain = wasmcni_only(&node, "1.1.0");
+    let p = pod("mtu");
+    let result = node.add(&chain, &p.attachment).expect("ADD");
+    let mtu_of = |ns: &wasmcni_harness::netns::NetNs, link: &str| -> u64 {
+        let shown: serde_json::Value =
+            serde_json::from_str(&ns.ip(&["-j", "link", "show", link])).unwrap();
+        shown[0]["mtu"].as_u64().unwrap()
+    };
+    assert_eq!(mtu_of(&p.ns, "eth0"), 1400, "the pod's interface");
+    let host_veth = result["interfaces"][0]["name"].as_str().unwrap().to_owned();
+    assert_eq!(mtu_of(&node.node, &host_veth), 1400, "the host veth");
+    node.del(&chain, &p.attachment, Some(&result)).expect("DEL");
 }

@@ -89,13 +89,13 @@ impl<D: Datapath> Handler<D> {
                 NetlinkRequest::SetMtu { mtu } => Some(*mtu),
                 NetlinkRequest::AddRoute { .. } => None,
             })
-            .unwrap_or(self.config.datapath.mtu);
+            .unwrap_or(self.pod_mtu);
 
         if !plugins.policies.is_empty() {
             metrics.phase("ADD", "policy", phase.elapsed());
         }
         let phase = enter_phase("datapath");
-        let attachment = attachment_of(&reserved, &request.ifname, self.config.datapath.mtu);
+        let attachment = attachment_of(&reserved, &request.ifname, self.pod_mtu);
         let created = match self.datapath.setup_pod(&attachment).await {
             Ok(created) => created,
             Err(e) => return Err(self.undo_add(&reserved, datapath_error(e, "ADD")).await),
@@ -113,7 +113,7 @@ impl<D: Datapath> Handler<D> {
                 Interface {
                     name: host_veth.clone(),
                     mac: Some(format_mac(&created.host_mac)),
-                    mtu: Some(self.config.datapath.mtu),
+                    mtu: Some(self.pod_mtu),
                     sandbox: None,
                     socket_path: None,
                     pci_id: None,
@@ -419,7 +419,7 @@ impl<D: Datapath> Handler<D> {
                     },
                     netns: request.netns.clone(),
                     pod_ifname: request.ifname.clone(),
-                    mtu: self.config.datapath.mtu,
+                    mtu: self.pod_mtu,
                 };
                 self.datapath
                     .adjust_pod(&target, &adjustments)

@@ -50,7 +50,7 @@ impl<D: Datapath> Handler<D> {
                 return Err(error);
             }
         }
-        let mut attachment = attachment_of(&allocation, &request.ifname, self.config.datapath.mtu);
+        let mut attachment = attachment_of(&allocation, &request.ifname, self.pod_mtu);
         attachment.netns = netns;
         let phase = enter_phase("datapath");
         let checked = self.datapath.check_pod(&attachment).await;

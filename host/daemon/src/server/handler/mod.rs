@@ -47,6 +47,9 @@ const REQUEST_FAILURES_FOR: Duration = Duration::from_secs(600);
 /// Everything a request needs: configuration, datastore, pool and data path.
 pub struct Handler<D: Datapath> {
     pub(crate) config: ClusterConfig,
+    /// The pods' MTU, resolved at start (the configuration's `datapath.mtu` stays as the file
+    /// says, so a reload compares like with like).
+    pub(crate) pod_mtu: u32,
     pub(crate) datapath: D,
     store: Mutex<Datastore>,
     syncer: WalSyncer,
@@ -101,9 +104,12 @@ pub struct Handler<D: Datapath> {
 
 impl<D: Datapath> Handler<D> {
     /// A handler over an opened datastore. Recovery is the caller's job
-    /// ([`super::recovery::reconcile_node`]) before the first request is served.
+    /// ([`super::recovery::reconcile_node`]) before the first request is served. `pod_mtu` is
+    /// the pods' MTU as resolved at start (`datapath.mtu`, or the provider's default: for the
+    /// static provider the uplink's).
     pub fn new(
         config: ClusterConfig,
+        pod_mtu: u32,
         datapath: D,
         store: Datastore,
         provider: Arc<dyn Provider>,
@@ -130,6 +136,7 @@ impl<D: Datapath> Handler<D> {
         };
         Arc::new(Handler {
             config,
+            pod_mtu,
             datapath,
             store: Mutex::new(store),
             syncer,
@@ -204,7 +211,9 @@ impl<D: Datapath> Handler<D> {
     }
 
     /// Executes one forwarded CNI request and renders the shim's stdout. Every log event of
-    /// the request carries its verb, container id, ifname and pod.
+    /// the request carries its verb, container id, ifname and pod; a failed request leaves a
+    /// warning with the error's code, message and details (STATUS, which runtimes poll, only
+    /// at debug), so grepping the daemon's log for a container finds why it got no network.
     pub async fn handle(&self, request: &CniRequest, config: &str) -> DaemonResponse {
         use tracing::Instrument;
         let pod = request
@@ -218,7 +227,14 @@ impl<D: Datapath> Handler<D> {
             pod = pod.as_deref().unwrap_or(""),
             phase = tracing::field::Empty,
         );
-        self.handle_in_span(request, config).instrument(span).await
+        let response = self
+            .handle_in_span(request, config)
+            .instrument(span.clone())
+            .await;
+        if let DaemonResponse::Failure { error, .. } = &response {
+            span.in_scope(|| log_failure(request.command, error));
+        }
+        response
     }
 
     async fn handle_in_span(&self, request: &CniRequest, config: &str) -> DaemonResponse {
@@ -291,6 +307,15 @@ impl<D: Datapath> Handler<D> {
             },
             Err(error) => failure(error, version.as_str()),
         }
+    }
+}
+
+fn log_failure(command: Command, error: &CniError) {
+    let details = error.details.as_deref().unwrap_or("");
+    if command == Command::Status {
+        tracing::debug!(code = error.code, error = %error.msg, details, "STATUS: not ready");
+    } else {
+        tracing::warn!(code = error.code, error = %error.msg, details, "{} failed", command.as_str());
     }
 }
 

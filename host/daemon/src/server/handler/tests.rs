@@ -110,7 +110,8 @@ fn fixture_in(
         generation: 1,
     };
     let handler = Handler::new(
-        config,
+        config.clone(),
+        config.pod_mtu(),
         FakeDatapath::new(),
         store,
         provider,
@@ -171,7 +172,7 @@ async fn add_result_in_every_version_is_exact() {
         ),
         (
             "1.1.0",
-            r#"{"cniVersion":"1.1.0","interfaces":[{"name":"VETH","mac":"02:00:00:00:00:01","mtu":9001},{"name":"eth0","mac":"02:00:00:00:00:02","mtu":9001,"sandbox":"/run/netns/c4"}],"ips":[{"interface":1,"address":"10.88.0.4/32","gateway":"169.254.1.1"}],"routes":[{"dst":"0.0.0.0/0","gw":"169.254.1.1"}],"dns":{}}"#,
+            r#"{"cniVersion":"1.1.0","interfaces":[{"name":"VETH","mac":"02:00:00:00:00:01","mtu":1500},{"name":"eth0","mac":"02:00:00:00:00:02","mtu":1500,"sandbox":"/run/netns/c4"}],"ips":[{"interface":1,"address":"10.88.0.4/32","gateway":"169.254.1.1"}],"routes":[{"dst":"0.0.0.0/0","gw":"169.254.1.1"}],"dns":{}}"#,
         ),
     ];
     for (i, (version, expected)) in cases.iter().enumerate() {
@@ -1154,4 +1155,59 @@ async fn the_cooldown_survives_a_restart() {
         "the address released before the restart still rests"
     );
     assert_eq!(f.handler.free_addresses(), 0, "one held, one cooling");
+}
+
+#[tokio::test]
+async fn an_unset_mtu_is_the_uplinks_for_the_static_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = wasmcni_config::DEFAULT_CONFIG.replace(
+        "/var/lib/wasmcni",
+        &dir.path().join("state").display().to_string(),
+    );
+    let file = ClusterConfig::parse(&text, "test").unwrap();
+    assert_eq!(
+        file.datapath.mtu, None,
+        "the default configuration leaves it unset"
+    );
+    let datapath = FakeDatapath::new();
+    datapath.set_uplink_mtu(1400);
+    let (handler, _) = crate::server::start(file.clone(), datapath, None)
+        .await
+        .unwrap();
+    assert_eq!(handler.pod_mtu, 1400);
+    assert_eq!(
+        handler.config, file,
+        "the configuration stays as the file says (reloads compare it)"
+    );
+    let answer = handler
+        .handle(&request(Command::Add, "c1"), &config("1.1.0"))
+        .await;
+    assert!(
+        matches!(answer, DaemonResponse::Success { .. }),
+        "{answer:?}"
+    );
+    let veth = handler
+        .store()
+        .allocations()
+        .next()
+        .unwrap()
+        .host_veth
+        .clone();
+    assert_eq!(handler.datapath.mtu_of(&veth), Some(1400));
+
+    // Set in the file, it is what the pods get whatever the uplink.
+    let dir = tempfile::tempdir().unwrap();
+    let text = wasmcni_config::DEFAULT_CONFIG
+        .replace(
+            "/var/lib/wasmcni",
+            &dir.path().join("state").display().to_string(),
+        )
+        .replace("# mtu = 9001", "mtu = 9001");
+    let datapath = FakeDatapath::new();
+    datapath.set_uplink_mtu(1400);
+    let (handler, _) =
+        crate::server::start(ClusterConfig::parse(&text, "test").unwrap(), datapath, None)
+            .await
+            .unwrap();
+    assert_eq!(handler.pod_mtu, 9001);
 }

@@ -201,7 +201,7 @@ fn eni_link<D: Datapath>(handler: &Handler<D>, eni: &NodeEni) -> Result<EniLink,
         address: eni.eni.primary_ip,
         table,
         gateway: eni.gateway(),
-        mtu: handler.config.datapath.mtu,
+        mtu: handler.pod_mtu,
         wait: Duration::from_millis(handler.config.ec2().link_wait_ms),
     })
 }
