@@ -34,8 +34,9 @@ struct Cli {
 enum Commands {
     /// Recover the datastore, reconcile the node and serve the CNI shim until SIGTERM/SIGINT.
     Run,
-    /// Validate the cluster configuration and print it as the daemon understood it (JSON, every
-    /// default filled in, as `inspect config` shows a running daemon's).
+    /// Validate the cluster configuration and print it as the daemon understood it (JSON, with
+    /// its defaults, as `inspect config` shows a running daemon's; an unset `datapath.mtu`
+    /// stays unset: the daemon reads the uplink's when it starts).
     CheckConfig,
     /// For every plugin: verified digest, real imports and exports, grants, what is under- or
     /// over-granted, limits and failure policy. Exits 1 if a plugin would be refused.
@@ -482,6 +483,7 @@ mod tests {
     fn the_pool_table_of_a_static_pool_shows_no_null() {
         let pool = serde_json::json!({
             "provider": "static",
+            "podMtu": 1400,
             "free": 253,
             "cooling": [],
             "enis": [],
@@ -490,6 +492,10 @@ mod tests {
         });
         let table = pool_table(&pool);
         assert!(!table.contains("null"), "{table}");
+        assert!(
+            table.lines().next().unwrap().ends_with("pod MTU 1400"),
+            "{table}"
+        );
         let row = table.lines().last().unwrap();
         let columns: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(

@@ -237,14 +237,23 @@ pub struct StaticPoolConfig {
 }
 
 impl ClusterConfig {
-    /// The pods' MTU: `datapath.mtu`, or the provider's default ([`crate::EC2_MTU`]; for the
-    /// static provider [`crate::FALLBACK_MTU`] until the daemon has read the uplink's into
-    /// `datapath.mtu`).
-    pub fn pod_mtu(&self) -> u32 {
-        self.datapath.mtu.unwrap_or(match self.provider.kind {
-            ProviderKind::Ec2 => crate::EC2_MTU,
-            ProviderKind::Static => crate::FALLBACK_MTU,
-        })
+    /// The pods' MTU on a node whose uplink has MTU `uplink` (`None`: no default route):
+    /// `datapath.mtu` when set; otherwise the EC2 provider's [`crate::EC2_MTU`], and for the
+    /// static provider the uplink's (within 576–65535), or [`crate::FALLBACK_MTU`] without
+    /// one.
+    pub fn pod_mtu(&self, uplink: Option<u32>) -> u32 {
+        match (self.datapath.mtu, self.provider.kind) {
+            (Some(mtu), _) => mtu,
+            (None, ProviderKind::Ec2) => crate::EC2_MTU,
+            (None, ProviderKind::Static) => {
+                uplink.map_or(crate::FALLBACK_MTU, |mtu| mtu.clamp(576, 65_535))
+            }
+        }
+    }
+
+    /// Whether [`ClusterConfig::pod_mtu`] needs the node's uplink MTU.
+    pub fn pod_mtu_follows_uplink(&self) -> bool {
+        self.datapath.mtu.is_none() && self.provider.kind == ProviderKind::Static
     }
 
     /// The EC2 provider's settings (defaults when `[provider.ec2]` is absent).
@@ -277,11 +286,11 @@ impl ClusterConfig {
                     reason: "the ec2 provider grows and shrinks the pool on an allocator plugin's plan: name one (e.g. vpc-warm-pool or pack)".into(),
                 });
             }
-            (wasmcni_core::ipam::IpFamily::Ipv6, _) if self.pod_mtu() < 1280 => {
+            (wasmcni_core::ipam::IpFamily::Ipv6, _) if self.pod_mtu(None) < 1280 => {
                 return Err(ConfigError::Invalid {
                     origin: origin.to_owned(),
                     key: "datapath.mtu".into(),
-                    value: self.pod_mtu().to_string(),
+                    value: self.pod_mtu(None).to_string(),
                     reason: "with provider.ec2.ip_family = \"ipv6\" it must be at least 1280 (IPv6's minimum)".into(),
                 });
             }

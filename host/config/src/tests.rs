@@ -351,10 +351,25 @@ fn the_pod_mtu_defaults_to_the_providers() {
         statically.datapath.mtu, None,
         "the daemon reads the uplink's at start"
     );
-    assert_eq!(statically.pod_mtu(), crate::FALLBACK_MTU);
+    assert!(statically.pod_mtu_follows_uplink());
+    assert_eq!(statically.pod_mtu(Some(1400)), 1400);
+    assert_eq!(
+        statically.pod_mtu(None),
+        crate::FALLBACK_MTU,
+        "no default route"
+    );
+    assert_eq!(
+        statically.pod_mtu(Some(65_536)),
+        65_535,
+        "lo's is not a veth's"
+    );
     let ec2 = ClusterConfig::parse(&ec2_config(""), "t").unwrap();
-    assert_eq!(ec2.pod_mtu(), crate::EC2_MTU);
+    assert!(!ec2.pod_mtu_follows_uplink());
+    assert_eq!(ec2.pod_mtu(Some(1400)), crate::EC2_MTU);
     let set =
         ClusterConfig::parse(&DEFAULT_CONFIG.replace("# mtu = 9001", "mtu = 1400"), "t").unwrap();
-    assert_eq!((set.datapath.mtu, set.pod_mtu()), (Some(1400), 1400));
+    assert_eq!(
+        (set.datapath.mtu, set.pod_mtu(Some(9001))),
+        (Some(1400), 1400)
+    );
 }

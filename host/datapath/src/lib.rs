@@ -319,8 +319,9 @@ pub trait Datapath: Send + Sync + 'static {
         &self,
         eni: &EniLink,
     ) -> impl Future<Output = Result<String, DatapathError>> + Send;
-    /// The MTU of the node's uplink: the link of the main table's IPv4 default route (the one
-    /// of lowest metric); `None` when the node has no default route.
+    /// The MTU of the node's uplink: the link of the main table's IPv4 default route of lowest
+    /// metric (of a multipath route, the smallest of its next hops' links); `None` when the
+    /// node has no default route through a link.
     fn uplink_mtu(&self) -> impl Future<Output = Result<Option<u32>, DatapathError>> + Send;
     /// The name of the link with `mac`, if there is one (the primary ENI's interface is `eth0`
     /// or `ens5` depending on the OS; its MAC says which).

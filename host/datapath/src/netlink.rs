@@ -509,30 +509,54 @@ impl Datapath for NetlinkDatapath {
                 _ => None,
             })
         };
+        // The links a route leaves through: its output interface, or each next hop's of a
+        // multipath route.
+        let links = |route: &RouteMessage| -> Vec<u32> {
+            let hops = route.attributes.iter().flat_map(|a| match a {
+                RouteAttribute::MultiPath(hops) => hops.iter().map(|h| h.interface_index).collect(),
+                _ => Vec::new(),
+            });
+            route_oif(route).into_iter().chain(hops).collect()
+        };
         let uplink = routes_v4(&self.host)
             .await?
             .into_iter()
             .filter(|r| route_table(r) == MAIN_TABLE && r.header.destination_prefix_length == 0)
-            .filter_map(|r| Some((metric(&r).unwrap_or(0), route_oif(&r)?)))
+            .map(|r| (metric(&r).unwrap_or(0), links(&r)))
+            .filter(|(_, links)| !links.is_empty())
             .min();
-        let Some((_, index)) = uplink else {
+        let Some((_, indexes)) = uplink else {
             return Ok(None);
         };
-        let link = self
-            .host
-            .link()
-            .get()
-            .match_index(index)
-            .execute()
-            .try_next()
-            .await
-            .map_err(nl(format!("look up the uplink (link {index})")))?;
-        Ok(link.and_then(|l| {
-            l.attributes.iter().find_map(|a| match a {
-                LinkAttribute::Mtu(mtu) => Some(*mtu),
-                _ => None,
-            })
-        }))
+        // Through several links, the smallest MTU fits every path.
+        let mut smallest: Option<u32> = None;
+        for index in indexes {
+            let link = match self
+                .host
+                .link()
+                .get()
+                .match_index(index)
+                .execute()
+                .try_next()
+                .await
+            {
+                Ok(link) => link,
+                // Gone since the route dump: no path through it.
+                Err(e) if matches!(errno(&e), Some(Errno::ENODEV)) => None,
+                Err(e) => return Err(nl(format!("look up the uplink (link {index})"))(e)),
+            };
+            let mtu = link.and_then(|l| {
+                l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::Mtu(mtu) => Some(*mtu),
+                    _ => None,
+                })
+            });
+            smallest = match (smallest, mtu) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(smallest)
     }
 
     async fn link_with_mac(&self, mac: [u8; 6]) -> Result<Option<String>, DatapathError> {

@@ -912,8 +912,9 @@ impl Datastore {
 }
 
 /// Makes sure the state directory is the daemon's alone: owned by its user (else
-/// [`DatastoreError::NotPrivate`]) and mode 0700. A directory others may enter is tightened,
-/// with a warning: a hostPath volume that kubelet creates (`DirectoryOrCreate`) is 0755, and a
+/// [`DatastoreError::NotPrivate`]; in a user namespace a host directory may show as owned by
+/// 65534) and mode 0700. A directory others may enter is tightened, with a warning (and only a
+/// warning where the file system refuses the mode): a hostPath volume that kubelet creates (`DirectoryOrCreate`) is 0755, and a
 /// store others can read exposes every pod's address and netns.
 fn make_private(dir: &Path) -> Result<(), DatastoreError> {
     use std::os::unix::fs::MetadataExt;
@@ -934,13 +935,16 @@ fn make_private(dir: &Path) -> Result<(), DatastoreError> {
     if mode & 0o077 == 0 {
         return Ok(());
     }
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
-        DatastoreError::Io {
-            action: "make private (chmod 700)",
-            path: dir.to_path_buf(),
-            source,
-        }
-    })?;
+    if let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(0o700)) {
+        // A file system that keeps its own modes: the directory is the daemon's, so serve.
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{mode:o}"),
+            error = %e,
+            "the datastore directory is open to other users and cannot be made private; restrict it by other means"
+        );
+        return Ok(());
+    }
     tracing::warn!(
         dir = %dir.display(),
         was = format!("{mode:o}"),

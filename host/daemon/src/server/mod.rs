@@ -152,23 +152,26 @@ pub async fn start<D: Datapath>(
         .prepare_node()
         .await
         .map_err(StartError::PrepareNode)?;
-    let pod_mtu = match (config.datapath.mtu, config.provider.kind) {
-        // A pod's veth no bigger than the path out of the node.
-        (None, ProviderKind::Static) => {
-            let uplink = datapath
-                .uplink_mtu()
-                .await
-                .map_err(StartError::PrepareNode)?;
-            let mtu = uplink.unwrap_or(wasmcni_config::FALLBACK_MTU);
-            tracing::info!(
-                mtu,
-                from_uplink = uplink.is_some(),
-                "pod MTU: datapath.mtu is unset, so the uplink's"
-            );
-            mtu
-        }
-        _ => config.pod_mtu(),
+    // A pod's veth no bigger than the path out of the node.
+    let uplink = if config.pod_mtu_follows_uplink() {
+        datapath
+            .uplink_mtu()
+            .await
+            .map_err(StartError::PrepareNode)?
+    } else {
+        None
     };
+    let pod_mtu = config.pod_mtu(uplink);
+    match (config.pod_mtu_follows_uplink(), uplink) {
+        (true, Some(_)) => {
+            tracing::info!(pod_mtu, "pod MTU: datapath.mtu is unset, so the uplink's")
+        }
+        (true, None) => tracing::warn!(
+            pod_mtu,
+            "pod MTU: datapath.mtu is unset and the node has no IPv4 default route to take it from; set datapath.mtu if the path out is smaller"
+        ),
+        (false, _) => tracing::info!(pod_mtu, "pod MTU"),
+    }
     let pending = pending_del_dir(&config.daemon.socket);
     let runtime = plugin_runtime(&config).map_err(StartError::Plugin)?;
     let plugins = PluginSet::load(&runtime, &config, 1).map_err(StartError::Plugin)?;
@@ -444,7 +447,11 @@ async fn serve_connection<D: Datapath>(handler: &Handler<D>, mut stream: UnixStr
     }
 }
 
+/// Answers a request refused before it reached a verb (timed out, too large, malformed, another
+/// protocol), with a warning in the daemon's log: the runtime sees the error, the operator the
+/// line.
 async fn reply_error(stream: &mut UnixStream, error: CniError) {
+    tracing::warn!(code = error.code, error = %error.msg, "request refused before its verb");
     let response = DaemonResponse::Failure {
         stdout: String::from_utf8_lossy(&error.to_stdout_bytes(CniVersion::LATEST.as_str()))
             .into_owned(),

@@ -111,7 +111,7 @@ fn fixture_in(
     };
     let handler = Handler::new(
         config.clone(),
-        config.pod_mtu(),
+        config.pod_mtu(None),
         FakeDatapath::new(),
         store,
         provider,
@@ -1210,4 +1210,19 @@ async fn an_unset_mtu_is_the_uplinks_for_the_static_provider() {
             .await
             .unwrap();
     assert_eq!(handler.pod_mtu, 9001);
+
+    // No default route to read: 1500 (and a warning).
+    let dir = tempfile::tempdir().unwrap();
+    let text = wasmcni_config::DEFAULT_CONFIG.replace(
+        "/var/lib/wasmcni",
+        &dir.path().join("state").display().to_string(),
+    );
+    let (handler, _) = crate::server::start(
+        ClusterConfig::parse(&text, "test").unwrap(),
+        FakeDatapath::new(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(handler.pod_mtu, wasmcni_config::FALLBACK_MTU);
 }
