@@ -14,6 +14,7 @@
 mod decode;
 pub mod durable;
 pub mod error;
+pub mod mac;
 pub mod netconf;
 pub mod paths;
 pub mod proto;

@@ -169,7 +169,7 @@ impl Datapath for FakeDatapath {
         tokio::task::yield_now().await;
         Ok(Created {
             host_mac: [2, 0, 0, 0, 0, 1],
-            pod_mac: [2, 0, 0, 0, 0, 2],
+            pod_mac: a.pod_mac.unwrap_or([2, 0, 0, 0, 0, 2]),
         })
     }
 

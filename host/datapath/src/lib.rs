@@ -105,6 +105,9 @@ pub struct PodAttachment {
     pub pod_ifname: String,
     /// MTU of both veth ends.
     pub mtu: u32,
+    /// The pod interface's MAC when the runtime asked for one (validated unicast); random
+    /// otherwise.
+    pub pod_mac: Option<[u8; 6]>,
 }
 
 /// A secondary ENI's link on the node and its routing table (VPC CNI's `setupENINetwork`).

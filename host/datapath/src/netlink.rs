@@ -230,7 +230,7 @@ impl Datapath for NetlinkDatapath {
             self.remove_veth(veth).await?;
         }
         let host_mac = random_mac();
-        let pod_mac = random_mac();
+        let pod_mac = a.pod_mac.unwrap_or_else(random_mac);
         let peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(a.pod_ifname.clone())
             .address(pod_mac.to_vec())

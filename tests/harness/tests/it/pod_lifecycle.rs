@@ -199,3 +199,40 @@ fn add_without_del_is_refused_and_keeps_the_first_attachment() {
     node.check(&chain, &p.attachment, &first)
         .expect("the first attachment is intact");
 }
+
+#[test]
+fn a_requested_mac_is_set_on_the_pod_interface_and_a_multicast_one_refused() {
+    let node = running_node();
+    let chain = wasmcni_only(&node, "1.0.0");
+    // What podman sends for `--mac-address`.
+    let mut a = pod("mac");
+    a.attachment
+        .args
+        .push(("MAC".into(), "02:aa:bb:cc:dd:01".into()));
+    let result = node.add(&chain, &a.attachment).expect("ADD");
+    assert_eq!(
+        result["interfaces"][1]["mac"], "02:aa:bb:cc:dd:01",
+        "{result}"
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&a.ns.ip(&["-j", "link", "show", "eth0"])).unwrap();
+    assert_eq!(shown[0]["address"], "02:aa:bb:cc:dd:01", "{shown}");
+    node.del(&chain, &a.attachment, Some(&result)).expect("DEL");
+
+    let mut b = pod("multicast");
+    b.attachment
+        .args
+        .push(("MAC".into(), "01:00:5e:00:00:01".into()));
+    let refused = node
+        .add(&chain, &b.attachment)
+        .expect_err("a multicast MAC is refused");
+    assert!(refused.stdout.contains("\"code\":7"), "{refused:?}");
+    assert!(
+        refused.stdout.contains("is a multicast MAC address"),
+        "{refused:?}"
+    );
+    assert!(
+        !b.ns.try_ip(&["link", "show", "eth0"]),
+        "nothing was created in the pod"
+    );
+}

@@ -10,6 +10,10 @@ impl<D: Datapath> Handler<D> {
         request: &CniRequest,
         netconf: &NetConf,
     ) -> Result<CniResult, CniError> {
+        // Checked before anything is locked, released or reserved: a bad request changes
+        // nothing.
+        refuse_requested_ips(request, netconf)?;
+        let pod_mac = requested_mac(request, netconf)?;
         let key = key_of(request);
         let pod = request.k8s_pod();
         let host_veth = host_veth_name(
@@ -95,7 +99,10 @@ impl<D: Datapath> Handler<D> {
             metrics.phase("ADD", "policy", phase.elapsed());
         }
         let phase = enter_phase("datapath");
-        let attachment = attachment_of(&reserved, &request.ifname, self.pod_mtu);
+        let attachment = PodAttachment {
+            pod_mac,
+            ..attachment_of(&reserved, &request.ifname, self.pod_mtu)
+        };
         let created = match self.datapath.setup_pod(&attachment).await {
             Ok(created) => created,
             Err(e) => return Err(self.undo_add(&reserved, datapath_error(e, "ADD")).await),
@@ -420,6 +427,7 @@ impl<D: Datapath> Handler<D> {
                     netns: request.netns.clone(),
                     pod_ifname: request.ifname.clone(),
                     mtu: self.pod_mtu,
+                    pod_mac: None,
                 };
                 self.datapath
                     .adjust_pod(&target, &adjustments)

@@ -362,7 +362,56 @@ fn attachment_of(allocation: &Allocation, ifname: &str, mtu: u32) -> PodAttachme
         netns: allocation.netns.clone(),
         pod_ifname: ifname.to_owned(),
         mtu,
+        pod_mac: None,
     }
+}
+
+/// Refuses an ADD that asks for particular addresses (the `ips` capability, `CNI_ARGS` `IP=`,
+/// podman's `--ip`): wasmcni does not serve them yet, and a pod must never get another address
+/// than it asked for without a word.
+fn refuse_requested_ips(request: &CniRequest, netconf: &NetConf) -> Result<(), CniError> {
+    let capability = netconf
+        .runtime_config
+        .other
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case("ips"))
+        .map(|(_, value)| value)
+        .filter(|value| !matches!(value, serde_json::Value::Null))
+        .filter(|value| value.as_array().is_none_or(|ips| !ips.is_empty()));
+    let requested = match (capability, request.arg("IP").filter(|ip| !ip.is_empty())) {
+        (Some(ips), _) => ("runtimeConfig.ips", ips.to_string()),
+        (None, Some(ip)) => ("CNI_ARGS IP", ip.to_owned()),
+        (None, None) => return Ok(()),
+    };
+    Err(CniError::unsupported_field(requested.0, &requested.1).with_details(
+        "wasmcni does not serve requested addresses yet: the pool chooses every pod's address; remove the request (podman: --ip) or use another network for this container",
+    ))
+}
+
+/// The MAC the runtime asked for the pod interface: the `mac` capability
+/// (`runtimeConfig.mac`), else `CNI_ARGS` `MAC=` (podman's `--mac-address`); validated.
+fn requested_mac(request: &CniRequest, netconf: &NetConf) -> Result<Option<[u8; 6]>, CniError> {
+    let capability = netconf
+        .runtime_config
+        .other
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case("mac"))
+        .map(|(_, value)| value);
+    let (source, text) = match capability {
+        Some(serde_json::Value::String(text)) => ("runtimeConfig.mac", text.as_str()),
+        Some(other) => {
+            return Err(CniError::invalid_config(format!(
+                "runtimeConfig.mac: {other} is not a MAC address (expected a string, aa:bb:cc:dd:ee:ff)"
+            )))
+        }
+        None => match request.arg("MAC").filter(|m| !m.is_empty()) {
+            Some(text) => ("CNI_ARGS MAC", text),
+            None => return Ok(None),
+        },
+    };
+    wasmcni_cni::mac::parse_unicast(text)
+        .map(Some)
+        .map_err(|reason| CniError::invalid_config(format!("{source}: \"{text}\" {reason}")))
 }
 
 fn datapath_error(e: DatapathError, verb: &str) -> CniError {

@@ -1226,3 +1226,90 @@ async fn an_unset_mtu_is_the_uplinks_for_the_static_provider() {
     .unwrap();
     assert_eq!(handler.pod_mtu, wasmcni_config::FALLBACK_MTU);
 }
+
+#[tokio::test]
+async fn a_requested_mac_is_the_pod_interfaces_and_a_bad_one_is_refused_before_anything() {
+    let f = fixture("10.88.0.0/24");
+    let pod_mac = |answer: &DaemonResponse| -> String {
+        let value: serde_json::Value = serde_json::from_str(stdout(answer)).unwrap();
+        value["interfaces"][1]["mac"].as_str().unwrap().to_owned()
+    };
+    // podman's --mac-address: CNI_ARGS MAC=.
+    let mut by_args = request(Command::Add, "a");
+    by_args
+        .args
+        .push(("MAC".into(), "02:11:22:33:44:55".into()));
+    let answer = f.handler.handle(&by_args, &config("1.1.0")).await;
+    assert_eq!(pod_mac(&answer), "02:11:22:33:44:55");
+    // The `mac` capability wins over CNI_ARGS.
+    let mut both = request(Command::Add, "b");
+    both.args.push(("MAC".into(), "02:11:22:33:44:55".into()));
+    let with_capability = r#"{"cniVersion":"1.1.0","name":"pods","type":"wasmcni","runtimeConfig":{"mac":"0a:00:00:00:00:0b"}}"#;
+    let answer = f.handler.handle(&both, with_capability).await;
+    assert_eq!(pod_mac(&answer), "0a:00:00:00:00:0b");
+    // Without one, the data path's own.
+    let answer = f.run(Command::Add, "c", "1.1.0").await;
+    assert_eq!(pod_mac(&answer), "02:00:00:00:00:02");
+
+    for (args_mac, conf, expected) in [
+        (Some("01:00:5e:00:00:01"), config("1.1.0"), "CNI_ARGS MAC: \"01:00:5e:00:00:01\" is a multicast MAC address"),
+        (Some("00:00:00:00:00:00"), config("1.1.0"), "all-zeros"),
+        (None, r#"{"cniVersion":"1.1.0","name":"pods","type":"wasmcni","runtimeConfig":{"mac":"nope"}}"#.to_owned(), "runtimeConfig.mac: \"nope\" is not a MAC address"),
+        (None, r#"{"cniVersion":"1.1.0","name":"pods","type":"wasmcni","runtimeConfig":{"mac":7}}"#.to_owned(), "runtimeConfig.mac: 7 is not a MAC address"),
+    ] {
+        let mut refused = request(Command::Add, "d");
+        if let Some(mac) = args_mac {
+            refused.args.push(("MAC".into(), mac.into()));
+        }
+        let DaemonResponse::Failure { error, .. } = f.handler.handle(&refused, &conf).await else {
+            panic!("{expected}: accepted");
+        };
+        assert_eq!(error.code, codes::INVALID_CONFIG, "{}", error.msg);
+        assert!(error.msg.contains(expected), "{expected} in {}", error.msg);
+    }
+    assert_eq!(
+        f.held(),
+        ["a", "b", "c"],
+        "nothing reserved for a refused request"
+    );
+}
+
+#[tokio::test]
+async fn a_requested_address_is_refused_not_silently_replaced() {
+    let f = fixture("10.88.0.0/24");
+    let mut by_args = request(Command::Add, "a");
+    by_args.args.push(("IP".into(), "10.88.0.200".into()));
+    let with_capability = r#"{"cniVersion":"1.1.0","name":"pods","type":"wasmcni","runtimeConfig":{"ips":["10.88.0.201/24"]}}"#;
+    for (request, conf, expected) in [
+        (
+            by_args,
+            config("1.1.0"),
+            "unsupported field 'CNI_ARGS IP' with value '10.88.0.200'",
+        ),
+        (
+            request(Command::Add, "b"),
+            with_capability.to_owned(),
+            r#"unsupported field 'runtimeConfig.ips' with value '["10.88.0.201/24"]'"#,
+        ),
+    ] {
+        let DaemonResponse::Failure { error, .. } = f.handler.handle(&request, &conf).await else {
+            panic!("{expected}: accepted");
+        };
+        assert_eq!(error.code, codes::UNSUPPORTED_FIELD);
+        assert_eq!(error.msg, expected);
+        assert!(error
+            .details
+            .unwrap()
+            .contains("does not serve requested addresses yet"));
+    }
+    // An empty request is no request.
+    let mut empty = request(Command::Add, "c");
+    empty.args.push(("IP".into(), String::new()));
+    let empty_capability =
+        r#"{"cniVersion":"1.1.0","name":"pods","type":"wasmcni","runtimeConfig":{"ips":[]}}"#;
+    assert!(matches!(
+        f.handler.handle(&empty, empty_capability).await,
+        DaemonResponse::Success { .. }
+    ));
+    assert_eq!(f.held(), ["c"]);
+}
