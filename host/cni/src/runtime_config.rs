@@ -60,6 +60,20 @@ pub struct Bandwidth {
 }
 
 impl RuntimeConfig {
+    /// A capability argument kept in [`RuntimeConfig::other`] (`ips`, `mac`, ...), found as Go
+    /// finds a struct field: the exact key first, else case-insensitively; `null` is absent.
+    pub fn capability(&self, key: &str) -> Option<&Value> {
+        self.other
+            .get(key)
+            .or_else(|| {
+                self.other
+                    .iter()
+                    .find(|(k, _)| key_matches(k, key))
+                    .map(|(_, v)| v)
+            })
+            .filter(|v| !v.is_null())
+    }
+
     /// Decodes a `runtimeConfig` object found at JSON path `path` (such as `"runtimeConfig"`).
     ///
     /// Errors are code 7 naming the offending value's path, for example

@@ -1,5 +1,10 @@
 //! Text from outside (a plugin, a netconf, a runtime) made safe to print.
 
+/// A JSON value from outside as an error message quotes it: at most 64 characters, then `...`.
+pub fn excerpt(value: &serde_json::Value) -> String {
+    crate::decode::describe(value)
+}
+
 /// `text` with control characters escaped (`\n`, `\u{1b}`, ...): for text from plugins, a
 /// netconf or a runtime, so it cannot forge log lines or terminal sequences in a text log
 /// or on stderr.

@@ -11,9 +11,14 @@ impl<D: Datapath> Handler<D> {
         netconf: &NetConf,
     ) -> Result<CniResult, CniError> {
         // Checked before anything is locked, released or reserved: a bad request changes
-        // nothing.
-        refuse_requested_ips(request, netconf)?;
-        let pod_mac = requested_mac(request, netconf)?;
+        // nothing. After another plugin (a `prevResult`), CNI_ARGS' IP= and MAC= were that
+        // plugin's to serve: wasmcni's own interface takes neither.
+        let pod_mac = if netconf.prev_result.is_none() {
+            refuse_requested_ips(request, netconf)?;
+            requested_mac(request, netconf)?
+        } else {
+            None
+        };
         let key = key_of(request);
         let pod = request.k8s_pod();
         let host_veth = host_veth_name(

@@ -1247,9 +1247,16 @@ async fn a_requested_mac_is_the_pod_interfaces_and_a_bad_one_is_refused_before_a
     let with_capability = r#"{"cniVersion":"1.1.0","name":"pods","type":"wasmcni","runtimeConfig":{"mac":"0a:00:00:00:00:0b"}}"#;
     let answer = f.handler.handle(&both, with_capability).await;
     assert_eq!(pod_mac(&answer), "0a:00:00:00:00:0b");
-    // Without one, the data path's own.
+    // Without one (an empty or null one is none), the data path's own.
     let answer = f.run(Command::Add, "c", "1.1.0").await;
     assert_eq!(pod_mac(&answer), "02:00:00:00:00:02");
+    for (id, empty) in [("e1", r#""""#), ("e2", "null")] {
+        let conf = format!(
+            r#"{{"cniVersion":"1.1.0","name":"pods","type":"wasmcni","runtimeConfig":{{"mac":{empty}}}}}"#
+        );
+        let answer = f.handler.handle(&request(Command::Add, id), &conf).await;
+        assert_eq!(pod_mac(&answer), "02:00:00:00:00:02", "{empty}");
+    }
 
     for (args_mac, conf, expected) in [
         (Some("01:00:5e:00:00:01"), config("1.1.0"), "CNI_ARGS MAC: \"01:00:5e:00:00:01\" is a multicast MAC address"),
@@ -1269,7 +1276,7 @@ async fn a_requested_mac_is_the_pod_interfaces_and_a_bad_one_is_refused_before_a
     }
     assert_eq!(
         f.held(),
-        ["a", "b", "c"],
+        ["a", "b", "c", "e1", "e2"],
         "nothing reserved for a refused request"
     );
 }
@@ -1284,7 +1291,7 @@ async fn a_requested_address_is_refused_not_silently_replaced() {
         (
             by_args,
             config("1.1.0"),
-            "unsupported field 'CNI_ARGS IP' with value '10.88.0.200'",
+            r#"unsupported field 'CNI_ARGS IP' with value '"10.88.0.200"'"#,
         ),
         (
             request(Command::Add, "b"),
@@ -1312,4 +1319,24 @@ async fn a_requested_address_is_refused_not_silently_replaced() {
         DaemonResponse::Success { .. }
     ));
     assert_eq!(f.held(), ["c"]);
+}
+
+#[tokio::test]
+async fn after_another_plugin_ip_and_mac_requests_are_that_plugins() {
+    // podman with two networks: CNI_ARGS reach every plugin; the first one served them.
+    let f = fixture("10.88.0.0/24");
+    let mut after = request(Command::Add, "a");
+    after.args.push(("IP".into(), "10.99.0.7".into()));
+    after.args.push(("MAC".into(), "02:11:22:33:44:55".into()));
+    let conf = r#"{"cniVersion":"1.1.0","name":"pods","type":"wasmcni","prevResult":{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","mac":"02:11:22:33:44:55","sandbox":"/run/netns/a"}],"ips":[{"interface":0,"address":"10.99.0.7/24"}]}}"#;
+    let answer = f.handler.handle(&after, conf).await;
+    let value: serde_json::Value = serde_json::from_str(stdout(&answer)).unwrap();
+    let ours = value["interfaces"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(ours["mac"], "02:00:00:00:00:02", "{value}");
+    assert_eq!(f.held(), ["a"]);
 }
