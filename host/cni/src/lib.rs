@@ -14,11 +14,11 @@
 mod decode;
 pub mod durable;
 pub mod error;
-pub mod mac;
 pub mod netconf;
 pub mod paths;
 pub mod proto;
 pub mod request;
+pub mod requested;
 pub mod result;
 pub mod runtime_config;
 pub mod text;

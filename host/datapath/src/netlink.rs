@@ -502,61 +502,28 @@ impl Datapath for NetlinkDatapath {
     }
 
     async fn uplink_mtu(&self) -> Result<Option<u32>, DatapathError> {
-        const MAIN_TABLE: u32 = 254;
-        let metric = |route: &RouteMessage| {
-            route.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Priority(p) => Some(*p),
-                _ => None,
-            })
-        };
-        // The links a route leaves through: its output interface, or each next hop's of a
-        // multipath route.
-        let links = |route: &RouteMessage| -> Vec<u32> {
-            let hops = route.attributes.iter().flat_map(|a| match a {
-                RouteAttribute::MultiPath(hops) => hops.iter().map(|h| h.interface_index).collect(),
-                _ => Vec::new(),
-            });
-            route_oif(route).into_iter().chain(hops).collect()
-        };
         let uplink = routes_v4(&self.host)
             .await?
             .into_iter()
             .filter(|r| route_table(r) == MAIN_TABLE && r.header.destination_prefix_length == 0)
-            .map(|r| (metric(&r).unwrap_or(0), links(&r)))
+            .map(|r| (route_metric(&r), route_links(&r)))
             .filter(|(_, links)| !links.is_empty())
             .min();
         let Some((_, indexes)) = uplink else {
             return Ok(None);
         };
-        // Through several links, the smallest MTU fits every path.
-        let mut smallest: Option<u32> = None;
+        // Through several links, the smallest MTU fits every path; a link gone since the
+        // route dump is no path.
+        let mut mtus = Vec::new();
         for index in indexes {
-            let link = match self
-                .host
-                .link()
-                .get()
-                .match_index(index)
-                .execute()
-                .try_next()
-                .await
-            {
-                Ok(link) => link,
-                // Gone since the route dump: no path through it.
-                Err(e) if matches!(errno(&e), Some(Errno::ENODEV)) => None,
-                Err(e) => return Err(nl(format!("look up the uplink (link {index})"))(e)),
-            };
-            let mtu = link.and_then(|l| {
-                l.attributes.iter().find_map(|a| match a {
-                    LinkAttribute::Mtu(mtu) => Some(*mtu),
-                    _ => None,
-                })
-            });
-            smallest = match (smallest, mtu) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            mtus.extend(
+                link_by_index(&self.host, index)
+                    .await?
+                    .as_ref()
+                    .and_then(link_mtu),
+            );
         }
-        Ok(smallest)
+        Ok(mtus.into_iter().min())
     }
 
     async fn link_with_mac(&self, mac: [u8; 6]) -> Result<Option<String>, DatapathError> {
@@ -893,6 +860,22 @@ async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>
     }
 }
 
+async fn link_by_index(handle: &Handle, index: u32) -> Result<Option<LinkMessage>, DatapathError> {
+    let mut links = handle.link().get().match_index(index).execute();
+    match links.try_next().await {
+        Ok(link) => Ok(link),
+        Err(e) if matches!(errno(&e), Some(Errno::ENODEV | Errno::ENOENT)) => Ok(None),
+        Err(e) => Err(nl(format!("look up link {index}"))(e)),
+    }
+}
+
+fn link_mtu(link: &LinkMessage) -> Option<u32> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Mtu(mtu) => Some(*mtu),
+        _ => None,
+    })
+}
+
 async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, DatapathError> {
     Ok(link_by_name(handle, name).await?.map(|l| l.header.index))
 }
@@ -1050,6 +1033,28 @@ fn describe_route(route: &RouteMessage) -> String {
         Some(gw) => format!("{dst} via {gw}"),
         None => format!("{dst} (link)"),
     }
+}
+
+/// A route's metric (0 when it has none).
+fn route_metric(route: &RouteMessage) -> u32 {
+    route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Priority(p) => Some(*p),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// The links a route leaves through: its output interface, or each next hop's of a
+/// multipath route.
+fn route_links(route: &RouteMessage) -> Vec<u32> {
+    let hops = route.attributes.iter().flat_map(|a| match a {
+        RouteAttribute::MultiPath(hops) => hops.iter().map(|h| h.interface_index).collect(),
+        _ => Vec::new(),
+    });
+    route_oif(route).into_iter().chain(hops).collect()
 }
 
 fn route_oif(route: &RouteMessage) -> Option<u32> {

@@ -14,8 +14,8 @@ impl<D: Datapath> Handler<D> {
         // nothing. After another plugin (a `prevResult`), CNI_ARGS' IP= and MAC= were that
         // plugin's to serve: wasmcni's own interface takes neither.
         let pod_mac = if netconf.prev_result.is_none() {
-            refuse_requested_ips(request, netconf)?;
-            requested_mac(request, netconf)?
+            wasmcni_cni::requested::refuse_addresses(request, netconf)?;
+            wasmcni_cni::requested::mac(request, netconf)?
         } else {
             None
         };

@@ -366,66 +366,6 @@ fn attachment_of(allocation: &Allocation, ifname: &str, mtu: u32) -> PodAttachme
     }
 }
 
-/// Refuses an ADD that asks for particular addresses (the `ips` capability, `CNI_ARGS` `IP=`,
-/// podman's `--ip`, the netconf's `args.cni.ips`): wasmcni does not serve them yet, and a pod
-/// must never get another address than it asked for without a word. Empty requests are none.
-fn refuse_requested_ips(request: &CniRequest, netconf: &NetConf) -> Result<(), CniError> {
-    let listed = |value: &serde_json::Value| value.as_array().is_none_or(|ips| !ips.is_empty());
-    let in_netconf = netconf
-        .raw
-        .get("args")
-        .and_then(|args| args.get("cni"))
-        .and_then(|cni| cni.get("ips"))
-        .filter(|ips| !ips.is_null());
-    let requested = if let Some(ips) = netconf
-        .runtime_config
-        .capability("ips")
-        .filter(|v| listed(v))
-    {
-        ("runtimeConfig.ips", wasmcni_cni::text::excerpt(ips))
-    } else if let Some(ips) = in_netconf.filter(|v| listed(v)) {
-        ("args.cni.ips", wasmcni_cni::text::excerpt(ips))
-    } else if let Some(ip) = request.arg("IP").filter(|ip| !ip.is_empty()) {
-        ("CNI_ARGS IP", wasmcni_cni::text::excerpt(&ip.into()))
-    } else {
-        return Ok(());
-    };
-    Err(CniError::unsupported_field(requested.0, &requested.1).with_details(
-        "wasmcni does not serve requested addresses yet: the pool chooses every pod's address; remove the request (podman: --ip) or use another network for this container",
-    ))
-}
-
-/// The MAC the runtime asked for the pod interface: the `mac` capability
-/// (`runtimeConfig.mac`), else `CNI_ARGS` `MAC=` (podman's `--mac-address`); validated. An
-/// empty request is none.
-fn requested_mac(request: &CniRequest, netconf: &NetConf) -> Result<Option<[u8; 6]>, CniError> {
-    let capability = netconf
-        .runtime_config
-        .capability("mac")
-        .filter(|value| value.as_str() != Some(""));
-    let (source, text) = match capability {
-        Some(serde_json::Value::String(text)) => ("runtimeConfig.mac", text.as_str()),
-        Some(other) => {
-            return Err(CniError::invalid_config(format!(
-                "runtimeConfig.mac: {} is not a MAC address (expected a string, aa:bb:cc:dd:ee:ff)",
-                wasmcni_cni::text::excerpt(other)
-            )))
-        }
-        None => match request.arg("MAC").filter(|m| !m.is_empty()) {
-            Some(text) => ("CNI_ARGS MAC", text),
-            None => return Ok(None),
-        },
-    };
-    wasmcni_cni::mac::parse_unicast(text)
-        .map(Some)
-        .map_err(|reason| {
-            CniError::invalid_config(format!(
-                "{source}: {} {reason}",
-                wasmcni_cni::text::excerpt(&text.into())
-            ))
-        })
-}
-
 fn datapath_error(e: DatapathError, verb: &str) -> CniError {
     CniError::new(
         codes::DATAPATH_FAILURE,

@@ -345,6 +345,14 @@ fn fixture(model: &Arc<ModelEc2>) -> Fixture {
     f
 }
 
+/// `ReleaseIps` of these addresses of `eni-1`.
+fn release_from_eni_1(addresses: &[Ipv4Addr]) -> EniRequest {
+    EniRequest::ReleaseIps {
+        eni_id: "eni-1".into(),
+        addresses: addresses.to_vec(),
+    }
+}
+
 async fn carry_out(
     f: &Fixture,
     model: &ModelEc2,
@@ -364,10 +372,7 @@ async fn a_release_gives_back_only_addresses_no_pod_holds() {
     let note = carry_out(
         &f,
         &model,
-        EniRequest::ReleaseIps {
-            eni_id: "eni-1".into(),
-            addresses: vec![ip("10.0.1.5"), ip("10.0.1.6")],
-        },
+        release_from_eni_1(&[ip("10.0.1.5"), ip("10.0.1.6")]),
     )
     .await
     .unwrap();
@@ -390,16 +395,9 @@ async fn a_release_of_addresses_taken_since_the_plan_asks_ec2_nothing() {
     let model = ModelEc2::new(&["10.0.1.5"]);
     let f = fixture(&model);
     f.run(Command::Add, "a", "1.1.0").await;
-    let note = carry_out(
-        &f,
-        &model,
-        EniRequest::ReleaseIps {
-            eni_id: "eni-1".into(),
-            addresses: vec![ip("10.0.1.5")],
-        },
-    )
-    .await
-    .unwrap();
+    let note = carry_out(&f, &model, release_from_eni_1(&[ip("10.0.1.5")]))
+        .await
+        .unwrap();
     assert_eq!(
         note,
         "eni-1: nothing left to release (taken since the plan)"
@@ -416,10 +414,7 @@ async fn a_refused_release_brings_back_only_what_ec2_still_lists() {
     let failure = carry_out(
         &f,
         &model,
-        EniRequest::ReleaseIps {
-            eni_id: "eni-1".into(),
-            addresses: vec![ip("10.0.1.6"), ip("10.0.1.7")],
-        },
+        release_from_eni_1(&[ip("10.0.1.6"), ip("10.0.1.7")]),
     )
     .await
     .unwrap_err();
@@ -509,10 +504,7 @@ async fn a_refused_release_ec2_cannot_be_asked_about_restores_nothing() {
     let failure = carry_out(
         &f,
         &model,
-        EniRequest::ReleaseIps {
-            eni_id: "eni-1".into(),
-            addresses: vec![ip("10.0.1.6"), ip("10.0.1.7")],
-        },
+        release_from_eni_1(&[ip("10.0.1.6"), ip("10.0.1.7")]),
     )
     .await
     .unwrap_err();
