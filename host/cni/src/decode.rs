@@ -123,6 +123,16 @@ pub(crate) fn as_str<'a>(v: &'a Value, path: &str) -> Result<&'a str, FieldError
     })
 }
 
+/// The value at `path` as a boolean.
+pub(crate) fn as_bool(v: &Value, path: &str) -> Result<bool, FieldError> {
+    v.as_bool().ok_or_else(|| {
+        FieldError::new(
+            path,
+            format!("expected a boolean, got {} {}", kind(v), describe(v)),
+        )
+    })
+}
+
 /// The value at `path` as a non-negative integer no larger than `max`.
 pub(crate) fn as_uint(v: &Value, path: &str, max: u64) -> Result<u64, FieldError> {
     match v.as_u64() {

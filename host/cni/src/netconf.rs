@@ -13,6 +13,7 @@ use crate::decode::{
 };
 use crate::error::CniError;
 use crate::result::CniResult;
+use crate::routes::RouteConfig;
 use crate::runtime_config::RuntimeConfig;
 use crate::version::CniVersion;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -51,6 +52,9 @@ pub struct NetConf {
     /// main plugin before it (no interface, no address); absent or `"main"`: wasmcni is the
     /// main plugin.
     pub chained: bool,
+    /// wasmcni's `defaultRoute`, `routes` and `routeTable`: what the interface routes inside
+    /// the pod.
+    pub routes: RouteConfig,
     /// The whole configuration as given, unknown keys included.
     pub raw: Value,
 }
@@ -75,8 +79,8 @@ impl NetConf {
     ///   `/`: code 7 with the value;
     /// * `prevResult` that does not parse in `cniVersion`'s format: code 6 naming the path
     ///   inside `prevResult`;
-    /// * bad `runtimeConfig`, GC attachment lists, `daemonSocket` or `logFile`: code 7 naming
-    ///   the path.
+    /// * bad `runtimeConfig`, GC attachment lists, `daemonSocket`, `logFile` or route keys
+    ///   (`defaultRoute`, `routes`, `routeTable`): code 7 naming the path.
     ///
     /// `cniVersions` is accepted and ignored (the runtime already chose). Keys match
     /// case-insensitively, as in Go plugins.
@@ -149,6 +153,8 @@ impl NetConf {
             }
         };
 
+        let routes = RouteConfig::from_object(obj).map_err(config_error)?;
+
         Ok(NetConf {
             cni_version,
             name: name.to_string(),
@@ -159,6 +165,7 @@ impl NetConf {
             daemon_socket,
             log_file,
             chained,
+            routes,
             raw: value,
         })
     }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use super::{
     format_mac, Created, Datapath, DatapathError, EniLink, HostSide, NetlinkCause, NodeState,
-    PodAttachment,
+    PodAttachment, PodRoutes,
 };
 
 /// One call the fake received.
@@ -53,6 +53,8 @@ struct State {
     mtus: BTreeMap<String, u32>,
     teardown_failures: usize,
     foreign_routes: Vec<IpAddr>,
+    /// Each host veth's pod namespace and the routes its interface got there.
+    pod_routes: BTreeMap<String, (String, PodRoutes)>,
 }
 
 /// The recording fake.
@@ -105,6 +107,14 @@ impl FakeDatapath {
         self.lock().calls.clone()
     }
 
+    /// The routes the pod interface of `host_veth` got, as set up.
+    pub fn routes_of(&self, host_veth: &str) -> Option<PodRoutes> {
+        self.lock()
+            .pod_routes
+            .get(host_veth)
+            .map(|(_, r)| r.clone())
+    }
+
     /// Host veths present now, with the pod address each routes to.
     pub fn veths(&self) -> BTreeMap<String, IpAddr> {
         self.lock().veths.clone()
@@ -112,7 +122,9 @@ impl FakeDatapath {
 
     /// Simulates the pod's namespace being deleted: its veth disappears, rules stay.
     pub fn remove_veth(&self, name: &str) {
-        self.lock().veths.remove(name);
+        let mut state = self.lock();
+        state.veths.remove(name);
+        state.pod_routes.remove(name);
     }
 
     /// Simulates a leftover from a crashed ADD: a veth and rule the datastore may not know.
@@ -146,7 +158,7 @@ impl Datapath for FakeDatapath {
     async fn setup_pod(&self, a: &PodAttachment) -> Result<Created, DatapathError> {
         // A real setup awaits the kernel several times; let other requests interleave.
         tokio::task::yield_now().await;
-        {
+        let routes = {
             let mut state = self.lock();
             state.calls.push(Call::Setup(a.host.host_veth.clone()));
             state.mtus.insert(a.host.host_veth.clone(), a.mtu);
@@ -165,11 +177,27 @@ impl Datapath for FakeDatapath {
                 });
             }
             state.rules.push((a.host.ip, a.host.route_table));
-        }
+            // As in a real pod: a default route of the table taken by another interface.
+            let present = state.pod_routes.values().any(|(netns, routes)| {
+                *netns == a.netns && routes.table == a.routes.table && routes.has_default()
+            });
+            let routes = a.routes.resolved(present);
+            if routes.has_default() && present {
+                return Err(DatapathError::Netlink {
+                    operation: "add route default via 169.254.1.1 in the pod".into(),
+                    cause: NetlinkCause::Kernel(nix::errno::Errno::EEXIST),
+                });
+            }
+            state
+                .pod_routes
+                .insert(a.host.host_veth.clone(), (a.netns.clone(), routes.clone()));
+            routes
+        };
         tokio::task::yield_now().await;
         Ok(Created {
             host_mac: [2, 0, 0, 0, 0, 1],
             pod_mac: a.pod_mac.unwrap_or([2, 0, 0, 0, 0, 2]),
+            routes,
         })
     }
 
@@ -216,6 +244,7 @@ impl Datapath for FakeDatapath {
             });
         }
         state.veths.remove(&host.host_veth);
+        state.pod_routes.remove(&host.host_veth);
         state.rules.retain(|(ip, _)| *ip != host.ip);
         Ok(())
     }
@@ -228,6 +257,7 @@ impl Datapath for FakeDatapath {
         let mut state = self.lock();
         state.calls.push(Call::RemoveVeth(name.to_owned()));
         state.veths.remove(name);
+        state.pod_routes.remove(name);
         Ok(())
     }
 

@@ -7,6 +7,12 @@
 //! it, the rule `to <pod> lookup main` at priority 512 and, for addresses owned by a secondary
 //! ENI, `from <pod> lookup <table>` at priority 1536.
 //!
+//! That is the first interface's shape. Any other ([`PodRoutes`]: no default route, listed
+//! destinations, a pod-side table) routes through the same gateway with `onlink` next hops and
+//! no link route of the gateway, so two interfaces never compete for `169.254.1.1/32`; its
+//! table gets the pod rule `from <pod> lookup <table>` at
+//! [`wasmcni_core::routes::POD_TABLE_RULE_PRIORITY`].
+//!
 //! An IPv6 pod (IPv6 prefix mode) gets the same shape in its family: its /128 on `eth0`
 //! (no duplicate address detection: the address is unique by construction), a default route
 //! via `fe80::1` with a permanent neighbour entry for it, and on the host a /128 route through
@@ -19,6 +25,8 @@
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub use wasmcni_core::{DefaultRoute, PodRoutes};
 
 pub mod fake;
 pub mod netlink;
@@ -92,6 +100,19 @@ pub struct HostSide {
     pub ip: IpAddr,
     /// Routing table for traffic from the pod (`None` = main, no from-pod rule).
     pub route_table: Option<u32>,
+    /// The rule `from <ip> lookup <table>` an interface with a `routeTable` has inside the pod:
+    /// removed with the attachment when the pod's namespace still exists (a pod losing one of
+    /// several interfaces keeps no rule into an emptied table).
+    pub pod_rule: Option<PodRule>,
+}
+
+/// A pod-side rule of an attachment: its namespace and table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRule {
+    /// Path of the pod's network namespace.
+    pub netns: String,
+    /// The interface's routing table in the pod.
+    pub table: u32,
 }
 
 /// Everything ADD builds for one attachment.
@@ -108,6 +129,9 @@ pub struct PodAttachment {
     /// The pod interface's MAC when the runtime asked for one (validated unicast); random
     /// otherwise.
     pub pod_mac: Option<[u8; 6]>,
+    /// What the interface routes inside the pod; an undecided default route is decided by
+    /// [`Datapath::setup_pod`] (and reported in [`Created::routes`]).
+    pub routes: PodRoutes,
 }
 
 /// A secondary ENI's link on the node and its routing table (VPC CNI's `setupENINetwork`).
@@ -139,12 +163,14 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
 }
 
 /// What ADD created, for the CNI result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created {
     /// MAC of the host veth (the pod's gateway MAC).
     pub host_mac: [u8; 6],
     /// MAC of the pod interface.
     pub pod_mac: [u8; 6],
+    /// The routes installed in the pod, the default route decided.
+    pub routes: PodRoutes,
 }
 
 /// The wasmcni-owned state found on the node, for recovery.

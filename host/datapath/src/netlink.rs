@@ -17,16 +17,18 @@ use rtnetlink::packet_route::link::{
 };
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, IpVersion, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use wasmcni_core::routes::POD_TABLE_RULE_PRIORITY;
 
 use super::{
     format_mac, host_prefix_len, netns, pod_gateway, random_mac, Created, Datapath, DatapathError,
-    EniLink, HostSide, NetlinkCause, NodeState, PodAttachment, FROM_POD_RULE_PRIORITY, MAIN_TABLE,
-    POD_GATEWAY, POD_GATEWAY_V6, RULE_PROTOCOL, TO_POD_RULE_PRIORITY, VETH_ALIAS,
+    DefaultRoute, EniLink, HostSide, NetlinkCause, NodeState, PodAttachment, PodRoutes, PodRule,
+    FROM_POD_RULE_PRIORITY, MAIN_TABLE, POD_GATEWAY, RULE_PROTOCOL, TO_POD_RULE_PRIORITY,
+    VETH_ALIAS,
 };
 
 /// Priority of `fwmark <connmark> lookup main` (VPC CNI's 1024).
@@ -55,9 +57,9 @@ impl NetlinkDatapath {
         &self,
         a: &PodAttachment,
         pod: &Handle,
-        created: Created,
-    ) -> Result<(), DatapathError> {
-        let Created { host_mac, pod_mac } = created;
+        host_mac: [u8; 6],
+        pod_mac: [u8; 6],
+    ) -> Result<PodRoutes, DatapathError> {
         let veth = &a.host.host_veth;
         let ip = a.host.ip;
         let pod_index = link_index(pod, &a.pod_ifname).await?.ok_or_else(|| {
@@ -92,31 +94,28 @@ impl NetlinkDatapath {
             .await
             .map_err(nl(format!("add {ip}/{len} to {} in the pod", a.pod_ifname)))?;
         let gateway = pod_gateway(ip);
-        let routes = match ip {
-            IpAddr::V4(_) => vec![
-                RouteMessageBuilder::<Ipv4Addr>::new()
-                    .destination_prefix(POD_GATEWAY, 32)
-                    .output_interface(pod_index)
-                    .scope(RouteScope::Link)
-                    .build(),
-                RouteMessageBuilder::<Ipv4Addr>::new()
-                    .gateway(POD_GATEWAY)
-                    .output_interface(pod_index)
-                    .build(),
-            ],
-            // A link-local gateway needs no route of its own: the interface is named.
-            IpAddr::V6(_) => vec![RouteMessageBuilder::<Ipv6Addr>::new()
-                .gateway(POD_GATEWAY_V6)
-                .output_interface(pod_index)
-                .build()],
+        let routes = match a.routes.default_route {
+            DefaultRoute::UnlessPresent => {
+                let present = has_default_route(pod, ip, a.routes.table).await?;
+                a.routes.resolved(present)
+            }
+            _ => a.routes.clone(),
         };
-        for route in routes {
+        for route in pod_routes(ip, &routes, pod_index)? {
             let what = describe_route(&route);
             pod.route()
                 .add(route)
                 .execute()
                 .await
                 .map_err(nl(format!("add route {what} in the pod")))?;
+        }
+        if let Some(table) = routes.table {
+            add_rule(
+                pod,
+                rule_message(ip, false, table, POD_TABLE_RULE_PRIORITY),
+                "in the pod",
+            )
+            .await?;
         }
         add_permanent_neighbour(pod, pod_index, gateway, host_mac, "in the pod").await?;
 
@@ -149,36 +148,143 @@ impl NetlinkDatapath {
             add_permanent_neighbour(&self.host, host_index, ip, pod_mac, &format!("dev {veth}"))
                 .await?;
         }
-        self.add_rule(rule_message(ip, true, MAIN_TABLE, TO_POD_RULE_PRIORITY))
-            .await?;
+        add_rule(
+            &self.host,
+            rule_message(ip, true, MAIN_TABLE, TO_POD_RULE_PRIORITY),
+            "",
+        )
+        .await?;
         if let Some(table) = a.host.route_table {
-            self.add_rule(rule_message(ip, false, table, FROM_POD_RULE_PRIORITY))
-                .await?;
+            add_rule(
+                &self.host,
+                rule_message(ip, false, table, FROM_POD_RULE_PRIORITY),
+                "",
+            )
+            .await?;
         }
-        Ok(())
+        Ok(routes)
     }
 
-    async fn add_rule(&self, message: RuleMessage) -> Result<(), DatapathError> {
-        let what = describe_rule(&message);
-        let mut add = self.host.rule().add();
-        *add.message_mut() = message;
-        add.execute().await.map_err(nl(format!("add rule {what}")))
-    }
-
-    async fn delete_rule(&self, message: RuleMessage) -> Result<(), DatapathError> {
-        // Stale duplicates are possible after a crash: remove until the kernel has none left.
-        for _ in 0..MAX_DUPLICATE_RULES {
-            match self.host.rule().del(message.clone()).execute().await {
-                Ok(()) => continue,
-                Err(e) if matches!(errno(&e), Some(Errno::ENOENT | Errno::ESRCH)) => return Ok(()),
-                Err(e) => return Err(nl(format!("delete rule {}", describe_rule(&message)))(e)),
+    /// Removes an attachment's rule inside the pod, if the pod's namespace is still there.
+    async fn remove_pod_rule(&self, ip: IpAddr, rule: &PodRule) -> Result<(), DatapathError> {
+        let ns = match netns::open(&rule.netns) {
+            Ok(ns) => ns,
+            // The pod is gone, and its rules with it.
+            Err(DatapathError::Netns { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(())
             }
-        }
-        Err(netlink_failure(
-            format!("delete rule {}", describe_rule(&message)),
-            &format!("still present after {MAX_DUPLICATE_RULES} deletions"),
-        ))
+            Err(e) => return Err(e),
+        };
+        let pod = netns::handle_in(&ns, &rule.netns).await?;
+        delete_rule(
+            &pod,
+            rule_message(ip, false, rule.table, POD_TABLE_RULE_PRIORITY),
+        )
+        .await
     }
+}
+
+async fn add_rule(handle: &Handle, message: RuleMessage, place: &str) -> Result<(), DatapathError> {
+    let what = describe_rule(&message);
+    let mut add = handle.rule().add();
+    *add.message_mut() = message;
+    let place = if place.is_empty() {
+        String::new()
+    } else {
+        format!(" {place}")
+    };
+    add.execute()
+        .await
+        .map_err(nl(format!("add rule {what}{place}")))
+}
+
+async fn delete_rule(handle: &Handle, message: RuleMessage) -> Result<(), DatapathError> {
+    // Stale duplicates are possible after a crash: remove until the kernel has none left.
+    for _ in 0..MAX_DUPLICATE_RULES {
+        match handle.rule().del(message.clone()).execute().await {
+            Ok(()) => continue,
+            Err(e) if matches!(errno(&e), Some(Errno::ENOENT | Errno::ESRCH)) => return Ok(()),
+            Err(e) => return Err(nl(format!("delete rule {}", describe_rule(&message)))(e)),
+        }
+    }
+    Err(netlink_failure(
+        format!("delete rule {}", describe_rule(&message)),
+        &format!("still present after {MAX_DUPLICATE_RULES} deletions"),
+    ))
+}
+
+/// The routes of an interface through the pod's gateway. The first interface's shape (a
+/// default route in the main table) keeps VPC CNI's link route to 169.254.1.1; every other
+/// shape names the gateway `onlink` instead, so a second interface never adds a competing
+/// route to it.
+fn pod_routes(
+    ip: IpAddr,
+    routes: &PodRoutes,
+    index: u32,
+) -> Result<Vec<RouteMessage>, DatapathError> {
+    let gateway = pod_gateway(ip);
+    let table = routes.table.unwrap_or(MAIN_TABLE);
+    let classic = routes.table.is_none() && routes.has_default();
+    let mut messages = Vec::new();
+    if classic && ip.is_ipv4() {
+        messages.push(
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(POD_GATEWAY, 32)
+                .output_interface(index)
+                .scope(RouteScope::Link)
+                .build(),
+        );
+    }
+    let unspecified = match ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let defaults = routes.has_default().then_some((unspecified, 0));
+    let listed = routes
+        .destinations
+        .iter()
+        .map(|d| (d.network(), d.prefix_len()));
+    for (dst, len) in defaults.into_iter().chain(listed) {
+        if dst.is_ipv4() != ip.is_ipv4() {
+            return Err(netlink_failure(
+                format!("add route {dst}/{len} via {gateway} in the pod"),
+                &format!("the destination is not of the pod address's ({ip}) family"),
+            ));
+        }
+        let mut builder = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(dst, len)
+            .and_then(|b| b.gateway(gateway))
+            .map_err(|e| {
+                netlink_failure(
+                    format!("route {dst}/{len} via {gateway}"),
+                    &format!("{e:?}"),
+                )
+            })?
+            .output_interface(index)
+            .table_id(table);
+        // A link-local IPv6 gateway needs no route of its own: the interface is named.
+        if !classic && ip.is_ipv4() {
+            builder = builder.onlink();
+        }
+        messages.push(builder.build());
+    }
+    Ok(messages)
+}
+
+/// Whether the pod has a default route of `ip`'s family in `table` (main when `None`).
+async fn has_default_route(
+    pod: &Handle,
+    ip: IpAddr,
+    table: Option<u32>,
+) -> Result<bool, DatapathError> {
+    let table = table.unwrap_or(MAIN_TABLE);
+    Ok(routes_of(pod, ip).await?.iter().any(|r| {
+        r.header.destination_prefix_length == 0
+            && route_table(r) == table
+            && r.header.kind == RouteType::Unicast
+    }))
 }
 
 impl Datapath for NetlinkDatapath {
@@ -258,9 +364,12 @@ impl Datapath for NetlinkDatapath {
                 ))(e))
             }
         }
-        let created = Created { host_mac, pod_mac };
-        self.build_pod(a, &pod, created).await?;
-        Ok(created)
+        let routes = self.build_pod(a, &pod, host_mac, pod_mac).await?;
+        Ok(Created {
+            host_mac,
+            pod_mac,
+            routes,
+        })
     }
 
     async fn adjust_pod(
@@ -302,13 +411,20 @@ impl Datapath for NetlinkDatapath {
                 }
                 NetlinkRequest::AddRoute { destination } => pod
                     .route()
-                    .add(
-                        RouteMessageBuilder::<Ipv4Addr>::new()
+                    .add({
+                        // In the interface's table; without the first interface's link route
+                        // to the gateway, the gateway is on-link.
+                        let builder = RouteMessageBuilder::<Ipv4Addr>::new()
                             .destination_prefix(destination.network(), destination.prefix_len())
                             .gateway(POD_GATEWAY)
                             .output_interface(index)
-                            .build(),
-                    )
+                            .table_id(a.routes.table.unwrap_or(MAIN_TABLE));
+                        if a.routes.table.is_none() && a.routes.has_default() {
+                            builder.build()
+                        } else {
+                            builder.onlink().build()
+                        }
+                    })
                     .execute()
                     .await
                     .map_err(nl(format!(
@@ -377,6 +493,9 @@ impl Datapath for NetlinkDatapath {
     }
 
     async fn teardown_pod(&self, host: &HostSide) -> Result<(), DatapathError> {
+        if let Some(rule) = &host.pod_rule {
+            self.remove_pod_rule(host.ip, rule).await?;
+        }
         self.remove_rules(host.ip, host.route_table).await?;
         self.remove_veth(&host.host_veth).await
     }
@@ -404,11 +523,17 @@ impl Datapath for NetlinkDatapath {
         ip: IpAddr,
         route_table: Option<u32>,
     ) -> Result<(), DatapathError> {
-        self.delete_rule(rule_message(ip, true, MAIN_TABLE, TO_POD_RULE_PRIORITY))
-            .await?;
+        delete_rule(
+            &self.host,
+            rule_message(ip, true, MAIN_TABLE, TO_POD_RULE_PRIORITY),
+        )
+        .await?;
         if let Some(table) = route_table {
-            self.delete_rule(rule_message(ip, false, table, FROM_POD_RULE_PRIORITY))
-                .await?;
+            delete_rule(
+                &self.host,
+                rule_message(ip, false, table, FROM_POD_RULE_PRIORITY),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -738,15 +863,55 @@ async fn check_pod_side(
     }
     let gateway = pod_gateway(ip);
     let routes = routes_of(pod, ip).await?;
-    let has_default = routes.iter().any(|r| {
-        r.header.destination_prefix_length == 0
-            && route_gateway_ip(r) == Some(gateway)
-            && route_oif(r) == Some(index)
-    });
-    if !has_default {
-        missing.push(format!(
-            "default route via {gateway} dev {ifname} in the pod is missing"
-        ));
+    let table = a.routes.table.unwrap_or(MAIN_TABLE);
+    let unspecified = match ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let defaults = a.routes.has_default().then_some((unspecified, 0));
+    let listed = a
+        .routes
+        .destinations
+        .iter()
+        .map(|d| (d.network(), d.prefix_len()));
+    for (dst, len) in defaults.into_iter().chain(listed) {
+        let found = routes.iter().any(|r| {
+            r.header.destination_prefix_length == len
+                && (len == 0 || route_dst_ip(r) == Some((dst, len)))
+                && route_gateway_ip(r) == Some(gateway)
+                && route_oif(r) == Some(index)
+                && route_table(r) == table
+        });
+        if !found {
+            // (The first interface's wording, as CHECK always said it.)
+            let what = if len == 0 {
+                "default route".to_owned()
+            } else {
+                format!("route {dst}/{len}")
+            };
+            let in_table = a
+                .routes
+                .table
+                .map_or_else(String::new, |t| format!(" table {t}"));
+            missing.push(format!(
+                "{what} via {gateway} dev {ifname}{in_table} in the pod is missing"
+            ));
+        }
+    }
+    if let Some(table) = a.routes.table {
+        let rules = match ip {
+            IpAddr::V4(_) => rules_v4(pod).await?,
+            IpAddr::V6(_) => rules_v6(pod).await?,
+        };
+        if !rules.iter().any(|r| {
+            rule_priority(r) == Some(POD_TABLE_RULE_PRIORITY)
+                && rule_src(r) == Some(ip)
+                && rule_table(r) == table
+        }) {
+            missing.push(format!(
+                "rule from {ip} lookup {table} priority {POD_TABLE_RULE_PRIORITY} in the pod is missing"
+            ));
+        }
     }
     let neighbours: Vec<_> = pod
         .neighbours()

@@ -53,6 +53,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use wasmcni_core::PodRoutes;
 
 pub use wal::WalSyncer;
 
@@ -132,6 +133,10 @@ pub struct Allocation {
     pub route_table: Option<u32>,
     /// How far the ADD got.
     pub state: AllocationState,
+    /// What the pod's interface routes, as the ADD built it (stored at commit; the first
+    /// interface's shape is not written, so older datastores read back as it).
+    #[serde(default, skip_serializing_if = "PodRoutes::is_first_interface")]
+    pub pod_routes: PodRoutes,
     /// The CNI result (1.1.0 JSON) stored at commit.
     pub result: Option<serde_json::Value>,
     /// When the reservation was made, in milliseconds since the Unix epoch.
@@ -393,6 +398,7 @@ impl Index {
         &mut self,
         key: &AttachmentKey,
         result: serde_json::Value,
+        pod_routes: PodRoutes,
     ) -> Result<(), DatastoreError> {
         let alloc = self
             .by_key
@@ -400,6 +406,7 @@ impl Index {
             .ok_or_else(|| DatastoreError::NotFound { key: key.clone() })?;
         alloc.state = AllocationState::Committed;
         alloc.result = Some(result);
+        alloc.pod_routes = pod_routes;
         Ok(())
     }
 
@@ -457,13 +464,17 @@ impl Index {
                 }
                 self.insert(allocation);
             }
-            Record::Commit { key, result } => {
+            Record::Commit {
+                key,
+                result,
+                pod_routes,
+            } => {
                 if result.is_null() {
                     return Err(format!(
                         "commit record for attachment {key} has a null result"
                     ));
                 }
-                if self.commit(&key, result).is_err() {
+                if self.commit(&key, result, pod_routes).is_err() {
                     return Err(format!(
                         "commit record for attachment {key}, which holds no allocation"
                     ));
@@ -710,7 +721,8 @@ impl Datastore {
         Ok(lsn)
     }
 
-    /// Reserved -> Committed, storing the result. Error if key missing.
+    /// Reserved -> Committed, storing the result and the routes the pod's interface got.
+    /// Error if key missing.
     ///
     /// Committing an already committed allocation replaces its stored result. A `null` result
     /// is refused: stored as `Option<Value>`, it would read back as no result.
@@ -718,6 +730,7 @@ impl Datastore {
         &mut self,
         key: &AttachmentKey,
         result: serde_json::Value,
+        pod_routes: &PodRoutes,
     ) -> Result<Lsn, DatastoreError> {
         if result.is_null() {
             return Err(DatastoreError::NullResult { key: key.clone() });
@@ -728,8 +741,9 @@ impl Datastore {
         let lsn = self.append(&RecordRef::Commit {
             key,
             result: &result,
+            pod_routes,
         })?;
-        self.index.commit(key, result)?;
+        self.index.commit(key, result, pod_routes.clone())?;
         self.compact_if_due();
         Ok(lsn)
     }

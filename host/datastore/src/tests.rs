@@ -32,6 +32,7 @@ fn alloc(container: &str, ifname: &str, ip: Ipv4Addr) -> Allocation {
         route_table: Some(2),
         state: AllocationState::Reserved,
         result: None,
+        pod_routes: PodRoutes::default(),
         created_unix_ms: 1_700_000_000_000,
     }
 }
@@ -89,7 +90,9 @@ fn reserve_commit_release_and_lookups() {
     assert!(ds.holder_of(ip(2)).is_none());
     assert!(ds.find_by_veth("enic2").is_none());
 
-    let lsn2 = ds.commit(&a.key, cni_result(ip(1))).expect("commit");
+    let lsn2 = ds
+        .commit(&a.key, cni_result(ip(1)), &PodRoutes::default())
+        .expect("commit");
     assert!(lsn2 > lsn1);
     let committed = ds.get(&a.key).expect("present");
     assert_eq!(committed.state, AllocationState::Committed);
@@ -143,12 +146,16 @@ fn duplicate_key_and_duplicate_ip_are_refused_with_names() {
     assert!(msg.contains("10.0.0.1") && msg.contains("c1/eth0"), "{msg}");
 
     let err = ds
-        .commit(&key("nope", "eth0"), json!({}))
+        .commit(&key("nope", "eth0"), json!({}), &PodRoutes::default())
         .expect_err("missing");
     assert!(err.to_string().contains("nope/eth0"), "{err}");
 
     let err = ds
-        .commit(&key("c1", "eth0"), serde_json::Value::Null)
+        .commit(
+            &key("c1", "eth0"),
+            serde_json::Value::Null,
+            &PodRoutes::default(),
+        )
         .expect_err("null result");
     assert!(err.to_string().contains("c1/eth0"), "{err}");
 
@@ -195,9 +202,9 @@ fn reopen_restores_state_and_reports_incomplete_reservations() {
         ds.reserve(alloc(&format!("c{i}"), "eth0", ip(i)))
             .expect("reserve");
     }
-    ds.commit(&key("c1", "eth0"), cni_result(ip(1)))
+    ds.commit(&key("c1", "eth0"), cni_result(ip(1)), &PodRoutes::default())
         .expect("commit");
-    ds.commit(&key("c3", "eth0"), cni_result(ip(3)))
+    ds.commit(&key("c3", "eth0"), cni_result(ip(3)), &PodRoutes::default())
         .expect("commit");
     ds.release(&key("c2", "eth0")).expect("release");
     let expected = state(&ds);
@@ -217,6 +224,44 @@ fn reopen_restores_state_and_reports_incomplete_reservations() {
         .incomplete
         .iter()
         .all(|a| a.state == AllocationState::Reserved));
+}
+
+#[test]
+fn a_second_interfaces_routes_survive_the_log_and_a_snapshot() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let secondary = PodRoutes {
+        default_route: wasmcni_core::DefaultRoute::Skip,
+        destinations: vec!["10.20.0.0/16".parse().unwrap()],
+        table: Some(101),
+    };
+    let (mut ds, _) = open(tmp.path());
+    ds.reserve(alloc("c1", "eth0", ip(1))).expect("reserve");
+    ds.reserve(alloc("c1", "net1", ip(2))).expect("reserve");
+    ds.commit(&key("c1", "eth0"), cni_result(ip(1)), &PodRoutes::default())
+        .expect("commit");
+    ds.commit(&key("c1", "net1"), cni_result(ip(2)), &secondary)
+        .expect("commit");
+    drop(ds);
+    // The first interface's commit is written as before this field existed.
+    let log = fs::read_to_string(log0(tmp.path())).unwrap();
+    let commits: Vec<&str> = log.lines().filter(|l| l.contains("\"commit\"")).collect();
+    assert_eq!(commits.len(), 2, "{log}");
+    assert!(
+        !commits[0].contains("pod_routes") && commits[1].contains("\"table\":101"),
+        "{log}"
+    );
+
+    let (mut ds, _) = open(tmp.path());
+    assert_eq!(ds.get(&key("c1", "net1")).unwrap().pod_routes, secondary);
+    assert!(ds
+        .get(&key("c1", "eth0"))
+        .unwrap()
+        .pod_routes
+        .is_first_interface());
+    ds.compact().expect("snapshot");
+    drop(ds);
+    let (ds, _) = open(tmp.path());
+    assert_eq!(ds.get(&key("c1", "net1")).unwrap().pod_routes, secondary);
 }
 
 #[test]
@@ -288,7 +333,7 @@ fn log_lines_are_checksummed_tagged_json() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (mut ds, _) = open(tmp.path());
     ds.reserve(alloc("c1", "eth0", ip(1))).expect("reserve");
-    ds.commit(&key("c1", "eth0"), json!({"a": 1}))
+    ds.commit(&key("c1", "eth0"), json!({"a": 1}), &PodRoutes::default())
         .expect("commit");
     ds.release(&key("c1", "eth0")).expect("release");
     let text = fs::read_to_string(log0(tmp.path())).expect("read");
@@ -323,15 +368,23 @@ fn build_log(dir: &Path) -> (Vec<u64>, Vec<Vec<Allocation>>) {
     record(&ds);
     ds.reserve(alloc("b", "eth0", ip(2))).expect("op");
     record(&ds);
-    ds.commit(&key("a", "eth0"), json!({"ip": "10.0.0.1"}))
-        .expect("op");
+    ds.commit(
+        &key("a", "eth0"),
+        json!({"ip": "10.0.0.1"}),
+        &PodRoutes::default(),
+    )
+    .expect("op");
     record(&ds);
     ds.release(&key("b", "eth0")).expect("op");
     record(&ds);
     ds.reserve(alloc("c", "net1", ip(2))).expect("op");
     record(&ds);
-    ds.commit(&key("c", "net1"), json!([1, "x", null]))
-        .expect("op");
+    ds.commit(
+        &key("c", "net1"),
+        json!([1, "x", null]),
+        &PodRoutes::default(),
+    )
+    .expect("op");
     record(&ds);
     (ends, states)
 }
@@ -479,8 +532,12 @@ fn compaction_keeps_state_and_bounds_the_log() {
             ds.reserve(alloc(&container, "eth0", Ipv4Addr::new(10, 1, round, i)))
                 .expect("reserve");
             if i % 2 == 0 {
-                ds.commit(&key(&container, "eth0"), json!({"round": round}))
-                    .expect("commit");
+                ds.commit(
+                    &key(&container, "eth0"),
+                    json!({"round": round}),
+                    &PodRoutes::default(),
+                )
+                .expect("commit");
             }
         }
         for i in 0..3u8 {
@@ -623,11 +680,11 @@ fn store_before_compaction(dir: &Path) -> (Datastore, Vec<Allocation>) {
         ds.reserve(alloc(&format!("s{i}"), "eth0", ip(i)))
             .expect("reserve");
     }
-    ds.commit(&key("s1", "eth0"), json!({"n": 1}))
+    ds.commit(&key("s1", "eth0"), json!({"n": 1}), &PodRoutes::default())
         .expect("commit");
     ds.compact().expect("first compaction");
     ds.release(&key("s2", "eth0")).expect("release");
-    ds.commit(&key("s3", "eth0"), json!({"n": 3}))
+    ds.commit(&key("s3", "eth0"), json!({"n": 3}), &PodRoutes::default())
         .expect("commit");
     ds.reserve(alloc("s5", "eth1", ip(2))).expect("reserve");
     let expected = state(&ds);
@@ -938,7 +995,7 @@ fn randomized_operations_match_a_model_across_reopens() {
             }
             40..=59 => {
                 let result = json!({"step": step, "ips": [k.to_string()]});
-                match ds.commit(&k, result.clone()) {
+                match ds.commit(&k, result.clone(), &PodRoutes::default()) {
                     Ok(_) => {
                         let m = model.get_mut(&k).expect("model has the key");
                         m.state = AllocationState::Committed;

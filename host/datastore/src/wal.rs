@@ -11,6 +11,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use serde::{Deserialize, Serialize};
 
 use super::{Allocation, AttachmentKey, DatastoreError, Lsn};
+use wasmcni_core::PodRoutes;
 
 /// A log record as written: borrows, so appending does not clone the allocation.
 #[derive(Debug, Serialize)]
@@ -18,13 +19,21 @@ use super::{Allocation, AttachmentKey, DatastoreError, Lsn};
 pub(super) enum RecordRef<'a> {
     /// A new allocation in Reserved state.
     Reserve { allocation: &'a Allocation },
-    /// Reserved -> Committed with the CNI result.
+    /// Reserved -> Committed with the CNI result and the pod's routes (not written when they
+    /// are the first interface's, so such logs read as they always have).
     Commit {
         key: &'a AttachmentKey,
         result: &'a serde_json::Value,
+        #[serde(skip_serializing_if = "first_interface")]
+        pod_routes: &'a PodRoutes,
     },
     /// The allocation is gone.
     Release { key: &'a AttachmentKey },
+}
+
+/// Whether routes are the first interface's (not written).
+fn first_interface(routes: &&PodRoutes) -> bool {
+    routes.is_first_interface()
 }
 
 /// A log record as read back; the same JSON shape as [`RecordRef`].
@@ -37,6 +46,8 @@ pub(super) enum Record {
     Commit {
         key: AttachmentKey,
         result: serde_json::Value,
+        #[serde(default)]
+        pod_routes: PodRoutes,
     },
     /// See [`RecordRef::Release`].
     Release { key: AttachmentKey },

@@ -19,6 +19,7 @@ impl<D: Datapath> Handler<D> {
         } else {
             None
         };
+        let routes = requested_routes(netconf, self.family)?;
         let key = key_of(request);
         let pod = request.k8s_pod();
         let host_veth = host_veth_name(
@@ -63,6 +64,9 @@ impl<D: Datapath> Handler<D> {
             route_table: choice.route_table,
             state: AllocationState::Reserved,
             result: None,
+            // As asked (the table is known, so an undo finds the pod's rule); the default
+            // route as decided is stored at commit.
+            pod_routes: routes,
             created_unix_ms: now_unix_ms(),
         };
         self.store()
@@ -108,11 +112,16 @@ impl<D: Datapath> Handler<D> {
             pod_mac,
             ..attachment_of(&reserved, &request.ifname, self.pod_mtu)
         };
+        // (`reserved.pod_routes` are the routes as asked: the data path decides the default.)
         let created = match self.datapath.setup_pod(&attachment).await {
             Ok(created) => created,
             Err(e) => return Err(self.undo_add(&reserved, datapath_error(e, "ADD")).await),
         };
         if !adjustments.is_empty() {
+            let attachment = PodAttachment {
+                routes: created.routes.clone(),
+                ..attachment
+            };
             if let Err(e) = self.datapath.adjust_pod(&attachment, &adjustments).await {
                 return Err(self
                     .undo_add(&reserved, datapath_error(e, "ADD (policy adjustments)"))
@@ -144,18 +153,7 @@ impl<D: Datapath> Handler<D> {
                 gateway: Some(pod_gateway(reserved.ip)),
                 interface: Some(1),
             }],
-            routes: vec![Route {
-                dst: match reserved.ip {
-                    IpAddr::V4(_) => IpNet::V4(Ipv4Net::default()),
-                    IpAddr::V6(_) => IpNet::V6(ipnet::Ipv6Net::default()),
-                },
-                gw: Some(pod_gateway(reserved.ip)),
-                mtu: None,
-                advmss: None,
-                priority: None,
-                table: None,
-                scope: None,
-            }],
+            routes: result_routes(reserved.ip, &created.routes),
             dns: Default::default(),
         };
         let result = match &netconf.prev_result {
@@ -167,7 +165,7 @@ impl<D: Datapath> Handler<D> {
         let phase = enter_phase("datastore");
         let committed = self
             .store()
-            .commit(&key, result.to_json(CniVersion::LATEST))
+            .commit(&key, result.to_json(CniVersion::LATEST), &created.routes)
             .map_err(store_error);
         let durable = match committed {
             Ok(lsn) => self.make_durable(lsn).await,
@@ -180,6 +178,7 @@ impl<D: Datapath> Handler<D> {
         metrics.phase("ADD", "datastore", phase.elapsed());
         tracing::info!(
             container_id = %key.container_id, ifname = %key.ifname, ip = %reserved.ip, veth = %host_veth,
+            default_route = created.routes.has_default(),
             "ADD committed"
         );
         Ok(result)
@@ -428,11 +427,14 @@ impl<D: Datapath> Handler<D> {
                             .min_by_key(IpAddr::is_ipv6)
                             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
                         route_table: None,
+                        pod_rule: None,
                     },
                     netns: request.netns.clone(),
                     pod_ifname: request.ifname.clone(),
                     mtu: self.pod_mtu,
                     pod_mac: None,
+                    // Another plugin's interface: adjustments go in the main table.
+                    routes: PodRoutes::default(),
                 };
                 self.datapath
                     .adjust_pod(&target, &adjustments)

@@ -32,7 +32,8 @@ use wasmcni_core::{
     Attachment, FailureMode, Hook, NetlinkRequest, PodInfo, PoolSnapshot, RequestFailure, Verb,
 };
 use wasmcni_datapath::{
-    format_mac, host_veth_name, pod_gateway, Datapath, DatapathError, HostSide, PodAttachment,
+    format_mac, host_veth_name, pod_gateway, Datapath, DatapathError, DefaultRoute, HostSide,
+    PodAttachment, PodRoutes, PodRule,
 };
 use wasmcni_datastore::{
     Allocation, AllocationState, AttachmentKey, Datastore, DatastoreError, Lsn, PodRef, WalSyncer,
@@ -353,6 +354,10 @@ pub(crate) fn reserved_host(allocation: &Allocation) -> HostSide {
         host_veth: allocation.host_veth.clone(),
         ip: allocation.ip,
         route_table: allocation.route_table,
+        pod_rule: allocation.pod_routes.table.map(|table| PodRule {
+            netns: allocation.netns.clone(),
+            table,
+        }),
     }
 }
 
@@ -363,7 +368,59 @@ fn attachment_of(allocation: &Allocation, ifname: &str, mtu: u32) -> PodAttachme
         pod_ifname: ifname.to_owned(),
         mtu,
         pod_mac: None,
+        routes: allocation.pod_routes.clone(),
     }
+}
+
+/// The routes the netconf asks for the interface (`defaultRoute`, `routes`, `routeTable`),
+/// refused with code 7 when a destination is not of the family the pool hands out.
+fn requested_routes(netconf: &NetConf, family: IpFamily) -> Result<PodRoutes, CniError> {
+    let config = &netconf.routes;
+    let (wanted, other) = match family {
+        IpFamily::Ipv4 => ("IPv4", "IPv6"),
+        IpFamily::Ipv6 => ("IPv6", "IPv4"),
+    };
+    if let Some(bad) = config
+        .destinations
+        .iter()
+        .find(|d| d.addr().is_ipv4() != (family == IpFamily::Ipv4))
+    {
+        return Err(CniError::invalid_config(format!(
+            "routes: {bad} is an {other} destination, but this node gives pods {wanted} addresses"
+        )));
+    }
+    Ok(PodRoutes {
+        default_route: match config.default_route {
+            None => DefaultRoute::UnlessPresent,
+            Some(true) => DefaultRoute::Install,
+            Some(false) => DefaultRoute::Skip,
+        },
+        destinations: config.destinations.clone(),
+        table: config.table,
+    })
+}
+
+/// The routes of a CNI result for what the interface routes in the pod.
+fn result_routes(ip: IpAddr, routes: &PodRoutes) -> Vec<Route> {
+    let default = match ip {
+        IpAddr::V4(_) => IpNet::V4(Ipv4Net::default()),
+        IpAddr::V6(_) => IpNet::V6(ipnet::Ipv6Net::default()),
+    };
+    routes
+        .has_default()
+        .then_some(default)
+        .into_iter()
+        .chain(routes.destinations.iter().copied())
+        .map(|dst| Route {
+            dst,
+            gw: Some(pod_gateway(ip)),
+            mtu: None,
+            advmss: None,
+            priority: None,
+            table: routes.table,
+            scope: None,
+        })
+        .collect()
 }
 
 fn datapath_error(e: DatapathError, verb: &str) -> CniError {
@@ -408,3 +465,5 @@ mod status;
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_attachments;

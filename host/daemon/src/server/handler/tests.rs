@@ -15,7 +15,7 @@ pub(crate) struct Fixture {
 
 impl Fixture {
     /// Container ids of the allocations held, in key order.
-    fn held(&self) -> Vec<String> {
+    pub(super) fn held(&self) -> Vec<String> {
         self.handler
             .store()
             .allocations()
@@ -36,7 +36,7 @@ impl Fixture {
     }
 }
 
-fn fixture(cidr: &str) -> Fixture {
+pub(super) fn fixture(cidr: &str) -> Fixture {
     fixture_with(cidr, None)
 }
 
@@ -121,7 +121,7 @@ fn fixture_in(
     Fixture { handler, _dir: dir }
 }
 
-fn request(command: Command, container_id: &str) -> CniRequest {
+pub(super) fn request(command: Command, container_id: &str) -> CniRequest {
     CniRequest {
         command,
         container_id: container_id.into(),
@@ -135,11 +135,11 @@ fn request(command: Command, container_id: &str) -> CniRequest {
     }
 }
 
-fn config(version: &str) -> String {
+pub(super) fn config(version: &str) -> String {
     format!(r#"{{"cniVersion":"{version}","name":"pods","type":"wasmcni"}}"#)
 }
 
-fn stdout(response: &DaemonResponse) -> &str {
+pub(super) fn stdout(response: &DaemonResponse) -> &str {
     match response {
         DaemonResponse::Success { stdout } | DaemonResponse::Failure { stdout, .. } => stdout,
     }
@@ -374,6 +374,7 @@ async fn recovery_reconciles_every_kind_of_disagreement() {
         route_table: None,
         state: AllocationState::Reserved,
         result: None,
+        pod_routes: PodRoutes::default(),
         created_unix_ms: 0,
     };
     f.handler.store().reserve(unfinished.clone()).unwrap();
@@ -627,6 +628,7 @@ async fn bad_proposals_and_failing_plugins_fail_the_add_closed() {
             route_table: None,
             state: AllocationState::Reserved,
             result: None,
+            pod_routes: PodRoutes::default(),
             created_unix_ms: 0,
         };
         f.handler.store().reserve(seeded).unwrap();

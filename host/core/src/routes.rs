@@ -1,0 +1,108 @@
+//! The routes one attachment's interface carries inside the pod.
+//!
+//! A pod's first interface takes the default route (AWS VPC CNI's shape). An interface beside
+//! another network's (podman's `--network a,b`, a Multus `net1`) must not: the pod already has
+//! a default route, and a second one either fails (`File exists`) or steals the pod's traffic.
+//! The network configuration says what such an interface gets (`defaultRoute`, `routes`,
+//! `routeTable`); without `defaultRoute` the default route is installed only when the pod has
+//! none yet in that table.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Whether the interface gets a default route through the pod's gateway.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefaultRoute {
+    /// Always (`defaultRoute: true`); an existing default route in the table fails the ADD.
+    #[default]
+    Install,
+    /// Never (`defaultRoute: false`).
+    Skip,
+    /// Only when the pod has no default route of the address's family in the table yet (no
+    /// `defaultRoute` key): the data path decides and reports [`DefaultRoute::Install`] or
+    /// [`DefaultRoute::Skip`].
+    UnlessPresent,
+}
+
+/// What an interface routes through the pod's gateway (169.254.1.1 or fe80::1).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodRoutes {
+    /// The default route of the address's family.
+    pub default_route: DefaultRoute,
+    /// Further destinations (`routes`), of the address's family, none of them a default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<IpNet>,
+    /// The pod-side routing table these routes go in (`routeTable`), with the rule
+    /// `from <pod address> lookup <table>` in the pod at [`POD_TABLE_RULE_PRIORITY`], so
+    /// traffic from this interface's address leaves through it; `None` is the main table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<u32>,
+}
+
+/// Priority of the pod-side rule `from <pod address> lookup <routeTable>` (before `main`'s
+/// 32766).
+pub const POD_TABLE_RULE_PRIORITY: u32 = 1000;
+
+impl PodRoutes {
+    /// The first interface's shape: a default route in the main table, nothing else. Stored
+    /// allocations without routes (older datastores) have it.
+    pub fn is_first_interface(&self) -> bool {
+        *self == PodRoutes::default()
+    }
+
+    /// The same routes with the default route decided: `present` says whether the pod
+    /// already has a default route of the family in [`PodRoutes::table`].
+    pub fn resolved(&self, present: bool) -> PodRoutes {
+        let default_route = match self.default_route {
+            DefaultRoute::UnlessPresent if present => DefaultRoute::Skip,
+            DefaultRoute::UnlessPresent => DefaultRoute::Install,
+            decided => decided,
+        };
+        PodRoutes {
+            default_route,
+            ..self.clone()
+        }
+    }
+
+    /// Whether the default route is (to be) installed; an undecided one counts as not.
+    pub fn has_default(&self) -> bool {
+        self.default_route == DefaultRoute::Install
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_undecided_default_route_follows_the_pod() {
+        let secondary = PodRoutes {
+            default_route: DefaultRoute::UnlessPresent,
+            destinations: vec!["10.0.0.0/8".parse().unwrap()],
+            table: None,
+        };
+        assert_eq!(secondary.resolved(true).default_route, DefaultRoute::Skip);
+        assert_eq!(
+            secondary.resolved(false).default_route,
+            DefaultRoute::Install
+        );
+        assert_eq!(
+            secondary.resolved(true).destinations,
+            secondary.destinations
+        );
+        // A decided one is never changed by what the pod has.
+        let always = PodRoutes::default();
+        assert!(always.resolved(true).has_default());
+        assert!(always.is_first_interface());
+        assert!(!secondary.resolved(true).is_first_interface());
+    }
+
+    #[test]
+    fn routes_read_back_as_written() {
+        let json = serde_json::to_value(PodRoutes::default()).unwrap();
+        assert_eq!(json, serde_json::json!({"default_route": "install"}));
+        let back: PodRoutes = serde_json::from_value(json).unwrap();
+        assert!(back.is_first_interface());
+    }
+}
