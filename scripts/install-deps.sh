@@ -31,8 +31,10 @@ requirements=(
   "/usr/lib/cni/host-local               containernetworking-plugins  benchmark reference"
   "containerd                            containerd                   the ctr run --cni test"
   "ctr                                   containerd                   the ctr run --cni test"
-  "runc                                  runc                         the ctr run --cni test"
-  "/bin/busybox                          busybox-static               the ctr run --cni test (the container's rootfs)"
+  "runc                                  runc                         the ctr run --cni and podman tests"
+  "/bin/busybox                          busybox-static               the ctr run --cni and podman tests (the container's rootfs)"
+  "podman                                podman                       the podman test (its CNI backend, podman 4)"
+  "nsenter                               util-linux                   the podman test (podman in the node's network namespace)"
   "cc                                    gcc                          building ring (rustls) and other C in dependencies"
 )
 # Python modules, for moto's EC2 server: the reference of the EC2 emulator's differential test

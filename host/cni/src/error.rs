@@ -45,6 +45,9 @@ pub mod codes {
     pub const PLUGIN_FAILURE: u32 = 106;
     /// A policy hook denied the attachment; the message names the hook and its reason.
     pub const POLICY_DENIED: u32 = 107;
+    /// wasmcni: the runtime asked for an address (the `ips` capability, `CNI_ARGS` `IP=`) the
+    /// pool cannot give: held, outside the pool, excluded; the message says which.
+    pub const REQUESTED_ADDRESS_UNAVAILABLE: u32 = 108;
     /// wasmcni: a bug; the message says where.
     pub const INTERNAL: u32 = 199;
 }

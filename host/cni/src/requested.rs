@@ -1,40 +1,132 @@
 //! What a runtime may ask of the pod interface beyond the spec's fields: a MAC (the `mac`
 //! capability, `CNI_ARGS` `MAC=`: six hex octets, unicast, not all zeros) and addresses (the
-//! `ips` capability, `args.cni.ips`, `CNI_ARGS` `IP=`), which are refused until served.
+//! `ips` capability, `args.cni.ips`, `CNI_ARGS` `IP=`: at most one per family), which the
+//! daemon serves from its pool or refuses.
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 use serde_json::Value;
 
 use crate::error::CniError;
 use crate::netconf::NetConf;
 use crate::request::CniRequest;
 
-/// Refuses an ADD that asks for particular addresses (the `ips` capability, `CNI_ARGS` `IP=`,
-/// podman's `--ip`, the netconf's `args.cni.ips`): wasmcni does not serve them yet, and a pod
-/// must never get another address than it asked for without a word. Empty requests are none.
-pub fn refuse_addresses(request: &CniRequest, netconf: &NetConf) -> Result<(), CniError> {
-    let listed = |value: &Value| value.as_array().is_none_or(|ips| !ips.is_empty());
+/// Addresses a runtime asked the pod to get, at most one per family, and where the request
+/// came from (named in every error about it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestedAddresses {
+    /// `runtimeConfig.ips`, `args.cni.ips` or `CNI_ARGS IP`.
+    pub source: &'static str,
+    /// The addresses, without the prefix lengths a request may carry (a pod gets a /32 or a
+    /// /128 whatever the runtime's notation said).
+    pub addresses: Vec<IpAddr>,
+}
+
+impl RequestedAddresses {
+    /// The requested address of one family, if any.
+    pub fn of_family(&self, v6: bool) -> Option<IpAddr> {
+        self.addresses.iter().copied().find(|a| a.is_ipv6() == v6)
+    }
+}
+
+/// The addresses a runtime asked for: the `ips` capability (`runtimeConfig.ips`, which
+/// containerd and Multus send), else the netconf's `args.cni.ips`, else `CNI_ARGS` `IP=`
+/// (podman's `--ip`; several separated by commas, as host-local reads it). Each is an address
+/// or an address with a prefix length (`10.1.2.3/24`, the conventions' notation); at most one
+/// per family. Empty requests are none. Malformed ones fail with code 7 naming the source and
+/// the value, before anything is reserved.
+pub fn addresses(
+    request: &CniRequest,
+    netconf: &NetConf,
+) -> Result<Option<RequestedAddresses>, CniError> {
+    let listed = |value: &&Value| value.as_array().is_none_or(|ips| !ips.is_empty());
     let in_netconf = netconf
         .raw
         .get("args")
         .and_then(|args| args.get("cni"))
         .and_then(|cni| cni.get("ips"))
         .filter(|ips| !ips.is_null());
-    let requested = if let Some(ips) = netconf
+    let (source, texts): (&'static str, Vec<(String, &str)>) = if let Some(ips) = netconf
         .runtime_config
         .capability("ips")
-        .filter(|v| listed(v))
+        .filter(|v| !v.is_null())
+        .filter(listed)
     {
-        ("runtimeConfig.ips", crate::text::excerpt(ips))
-    } else if let Some(ips) = in_netconf.filter(|v| listed(v)) {
-        ("args.cni.ips", crate::text::excerpt(ips))
+        ("runtimeConfig.ips", listed_texts("runtimeConfig.ips", ips)?)
+    } else if let Some(ips) = in_netconf.filter(listed) {
+        ("args.cni.ips", listed_texts("args.cni.ips", ips)?)
     } else if let Some(ip) = request.arg("IP").filter(|ip| !ip.is_empty()) {
-        ("CNI_ARGS IP", crate::text::excerpt(&ip.into()))
+        let texts = ip
+            .split(',')
+            .enumerate()
+            .map(|(i, text)| (format!("CNI_ARGS IP (entry {})", i + 1), text.trim()))
+            .collect();
+        ("CNI_ARGS IP", texts)
     } else {
-        return Ok(());
+        return Ok(None);
     };
-    Err(CniError::unsupported_field(requested.0, &requested.1).with_details(
-        "wasmcni does not serve requested addresses yet: the pool chooses every pod's address; remove the request (podman: --ip) or use another network for this container",
-    ))
+    let mut addresses: Vec<IpAddr> = Vec::with_capacity(texts.len());
+    for (path, text) in texts {
+        let address = parse_requested(text).map_err(|reason| {
+            CniError::invalid_config(format!(
+                "{path}: {} {reason}",
+                crate::text::excerpt(&text.into())
+            ))
+        })?;
+        if let Some(other) = addresses.iter().find(|a| a.is_ipv6() == address.is_ipv6()) {
+            return Err(CniError::invalid_config(format!(
+                "{source} asks for two {} addresses ({other} and {address}); a pod interface takes one per family",
+                if address.is_ipv6() { "IPv6" } else { "IPv4" }
+            )));
+        }
+        addresses.push(address);
+    }
+    Ok(Some(RequestedAddresses { source, addresses }))
+}
+
+/// The strings of an `ips` list, each with its path for errors.
+fn listed_texts<'a>(path: &str, ips: &'a Value) -> Result<Vec<(String, &'a str)>, CniError> {
+    let Some(list) = ips.as_array() else {
+        return Err(CniError::invalid_config(format!(
+            "{path}: {} is not a list of addresses (expected [\"10.1.2.3\"] or [\"10.1.2.3/24\"])",
+            crate::text::excerpt(ips)
+        )));
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let path = format!("{path}[{i}]");
+            match entry.as_str() {
+                Some(text) => Ok((path, text)),
+                None => Err(CniError::invalid_config(format!(
+                    "{path}: {} is not an address (expected a string such as \"10.1.2.3\")",
+                    crate::text::excerpt(entry)
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// Parses one requested address (`10.1.2.3`, `10.1.2.3/24`, `2001:db8::5/64`) that a pod
+/// interface may carry. The error completes "`<text>` ..." with what is wrong.
+pub fn parse_requested(text: &str) -> Result<IpAddr, &'static str> {
+    const FORMAT: &str =
+        "is not an IP address (expected 10.1.2.3, 10.1.2.3/24, 2001:db8::5 or 2001:db8::5/64)";
+    let address: IpAddr = match text.split_once('/') {
+        Some(_) => text.parse::<IpNet>().map_err(|_| FORMAT)?.addr(),
+        None => text.parse().map_err(|_| FORMAT)?,
+    };
+    if address.is_unspecified() {
+        return Err("is the unspecified address, which no pod can be given");
+    }
+    if address.is_loopback() || address.is_multicast() {
+        return Err("is a loopback or multicast address, which no pod interface can carry");
+    }
+    if address == IpAddr::V4(std::net::Ipv4Addr::BROADCAST) {
+        return Err("is the broadcast address, which no pod interface can carry");
+    }
+    Ok(address)
 }
 
 /// The MAC the runtime asked for the pod interface: the `mac` capability
@@ -118,6 +210,101 @@ mod tests {
         ] {
             let error = parse_unicast(text).unwrap_err();
             assert!(error.contains(expected), "{text:?}: {error}");
+        }
+    }
+
+    fn ask(netconf: &str, cni_args: &str) -> Result<Option<RequestedAddresses>, CniError> {
+        let netconf = NetConf::parse(netconf.as_bytes()).unwrap();
+        let request = CniRequest::from_env(|key| {
+            Some(
+                match key {
+                    "CNI_COMMAND" => "ADD",
+                    "CNI_CONTAINERID" => "c1",
+                    "CNI_NETNS" => "/var/run/netns/x",
+                    "CNI_IFNAME" => "eth0",
+                    "CNI_ARGS" => cni_args,
+                    _ => return None,
+                }
+                .to_owned(),
+            )
+        })
+        .unwrap();
+        addresses(&request, &netconf)
+    }
+
+    const PLAIN: &str = r#"{"cniVersion":"1.0.0","name":"n","type":"wasmcni"}"#;
+
+    #[test]
+    fn requested_addresses_come_from_the_capability_then_args_then_cni_args() {
+        let with_ips = |ips: &str| {
+            format!(
+                r#"{{"cniVersion":"1.0.0","name":"n","type":"wasmcni","runtimeConfig":{{"ips":{ips}}},"args":{{"cni":{{"ips":["10.0.0.9"]}}}}}}"#
+            )
+        };
+        let got = ask(
+            &with_ips(r#"["10.0.0.5/24","2001:db8::5/64"]"#),
+            "IP=10.0.0.7",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(got.source, "runtimeConfig.ips");
+        assert_eq!(
+            got.addresses,
+            vec![
+                "10.0.0.5".parse::<IpAddr>().unwrap(),
+                "2001:db8::5".parse().unwrap()
+            ]
+        );
+        assert_eq!(got.of_family(false), Some("10.0.0.5".parse().unwrap()));
+        // An empty capability is no request: the netconf's args come next.
+        let got = ask(&with_ips("[]"), "IP=10.0.0.7").unwrap().unwrap();
+        assert_eq!(got.source, "args.cni.ips");
+        assert_eq!(got.addresses, vec!["10.0.0.9".parse::<IpAddr>().unwrap()]);
+        // podman's --ip (and --ip6, comma-separated).
+        let got = ask(PLAIN, "IgnoreUnknown=1;IP=10.98.0.200,fd00::c8")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.source, "CNI_ARGS IP");
+        assert_eq!(got.of_family(true), Some("fd00::c8".parse().unwrap()));
+        assert_eq!(ask(PLAIN, "IP=").unwrap(), None);
+        assert_eq!(ask(PLAIN, "").unwrap(), None);
+    }
+
+    #[test]
+    fn malformed_requests_are_named_with_their_source() {
+        for (netconf, args, expected) in [
+            (
+                PLAIN,
+                "IP=10.0.0.300",
+                "CNI_ARGS IP (entry 1): \"10.0.0.300\" is not an IP address",
+            ),
+            (
+                PLAIN,
+                "IP=10.0.0.5,10.0.0.6",
+                "two IPv4 addresses (10.0.0.5 and 10.0.0.6)",
+            ),
+            (PLAIN, "IP=0.0.0.0", "unspecified"),
+            (PLAIN, "IP=224.0.0.1", "multicast"),
+            (PLAIN, "IP=255.255.255.255", "broadcast"),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","type":"wasmcni","runtimeConfig":{"ips":"10.0.0.5"}}"#,
+                "",
+                "runtimeConfig.ips: \"10.0.0.5\" is not a list of addresses",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","type":"wasmcni","runtimeConfig":{"ips":["10.0.0.5",7]}}"#,
+                "",
+                "runtimeConfig.ips[1]: 7 is not an address",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","type":"wasmcni","args":{"cni":{"ips":["10.0.0.5/33"]}}}"#,
+                "",
+                "args.cni.ips[0]: \"10.0.0.5/33\" is not an IP address",
+            ),
+        ] {
+            let error = ask(netconf, args).unwrap_err();
+            assert_eq!(error.code, crate::error::codes::INVALID_CONFIG, "{error:?}");
+            assert!(error.msg.contains(expected), "{}: {}", expected, error.msg);
         }
     }
 }

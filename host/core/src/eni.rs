@@ -317,6 +317,10 @@ pub trait EniProvider: Provider {
     /// aligned /28 may be served with secondary IPs instead ([`Added::fell_back`] says so).
     async fn assign(&self, eni_id: &str, count: u32, prefixes: bool) -> Result<Added, Ec2Error>;
 
+    /// Assigns the secondary address `ip` of the ENI's subnet to it, for a pod that asked for
+    /// that address; when the ENI is linked it is in the pool when this returns.
+    async fn assign_address(&self, eni_id: &str, ip: Ipv4Addr) -> Result<(), Ec2Error>;
+
     /// Gives addresses and prefixes (withdrawn first) back to EC2.
     async fn unassign(
         &self,

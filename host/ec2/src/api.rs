@@ -461,11 +461,22 @@ impl Ec2Api {
                 .secondary_private_ip_address_count(count as i32)
                 .send()
         )?;
-        Ok(out
-            .assigned_private_ip_addresses()
-            .iter()
-            .filter_map(|a| a.private_ip_address()?.parse().ok())
-            .collect())
+        Ok(assigned_ips(&out))
+    }
+
+    /// Assigns the secondary address `ip` (one of the ENI's subnet); returns what EC2 reports
+    /// assigned.
+    pub async fn assign_ip(&self, eni_id: &str, ip: Ipv4Addr) -> Result<Vec<Ipv4Addr>, Ec2Error> {
+        let out = attempt!(
+            self,
+            "AssignPrivateIpAddresses",
+            self.client
+                .assign_private_ip_addresses()
+                .network_interface_id(eni_id)
+                .private_ip_addresses(ip.to_string())
+                .send()
+        )?;
+        Ok(assigned_ips(&out))
     }
 
     /// Delegates `count` /28 prefixes; returns them.
@@ -571,4 +582,14 @@ impl Ec2Api {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The addresses an `AssignPrivateIpAddresses` answer lists.
+fn assigned_ips(
+    out: &aws_sdk_ec2::operation::assign_private_ip_addresses::AssignPrivateIpAddressesOutput,
+) -> Vec<Ipv4Addr> {
+    out.assigned_private_ip_addresses()
+        .iter()
+        .filter_map(|a| a.private_ip_address()?.parse().ok())
+        .collect()
 }

@@ -745,6 +745,33 @@ impl EniProvider for Ec2Provider {
         Ok(added)
     }
 
+    async fn assign_address(&self, eni_id: &str, ip: Ipv4Addr) -> Result<(), Ec2Error> {
+        let eni = self.eni(eni_id).ok_or_else(|| Ec2Error::Api {
+            action: "AssignPrivateIpAddresses",
+            code: "NotAttached".into(),
+            message: format!("{eni_id} is not attached to the node"),
+        })?;
+        if !eni.subnet_cidr.contains(&ip) {
+            return Err(Ec2Error::Api {
+                action: "AssignPrivateIpAddresses",
+                code: "InvalidParameterValue".into(),
+                message: format!("{ip} is not in {eni_id}'s subnet {}", eni.subnet_cidr),
+            });
+        }
+        let assigned = self.api.assign_ip(eni_id, ip).await?;
+        // EC2 answers with what it assigned; anything else is not put in the pool (a refresh
+        // reads what the ENI really holds).
+        if !assigned.is_empty() && assigned != [ip] {
+            return Err(Ec2Error::Api {
+                action: "AssignPrivateIpAddresses",
+                code: "UnexpectedAnswer".into(),
+                message: format!("asked for {ip}, EC2 reported {assigned:?}"),
+            });
+        }
+        self.restore(eni_id, &[ip], &[]);
+        Ok(())
+    }
+
     /// Takes addresses out of the pool (the caller holds the allocation lock and checked that
     /// no pod holds them); [`EniProvider::unassign`] then gives them back to EC2.
     fn withdraw(&self, eni_id: &str, ips: &[Ipv4Addr], prefixes: &[Ipv4Net]) {

@@ -182,23 +182,9 @@ impl Containerd {
         std::os::unix::fs::symlink(binary, link).expect("symlink plugin");
     }
 
-    /// A busybox root filesystem (Debian `busybox-static`, every applet linked into /bin) with
-    /// an empty /www; built once per instance.
+    /// A busybox root filesystem with an empty /www; built once per instance.
     pub fn busybox_rootfs(&self) -> PathBuf {
-        let rootfs = self.dir.path().join("rootfs");
-        if rootfs.join("bin/sh").exists() {
-            return rootfs;
-        }
-        std::fs::create_dir_all(rootfs.join("bin")).expect("rootfs");
-        std::fs::create_dir_all(rootfs.join("www")).expect("rootfs www");
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
-            .unwrap_or_else(|e| panic!("copy /bin/busybox: {e} (apt-get install busybox-static)"));
-        let rootfs_text = rootfs.display().to_string();
-        crate::netns::run(
-            "chroot",
-            &[&rootfs_text, "/bin/busybox", "--install", "-s", "/bin"],
-        );
-        rootfs
+        crate::rootfs::busybox(self.dir.path())
     }
 
     /// `ctr` with this daemon's socket and namespace, in the root namespaces (no CNI).

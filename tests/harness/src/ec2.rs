@@ -397,6 +397,17 @@ impl Ec2Node {
             .collect()
     }
 
+    /// Another tenant takes `ip` of the node's subnet (an unattached ENI with that primary
+    /// address). Returns the ENI's id, for [`Ec2Node::release_fillers`].
+    pub fn take_address(&self, ip: std::net::Ipv4Addr) -> String {
+        let mut request = CreateNetworkInterface::new(&self.subnet_id);
+        request.private_ip_address = Some(ip);
+        self.emulator
+            .with_model(|m| m.create_network_interface(request))
+            .expect("another tenant's ENI")
+            .id
+    }
+
     /// Deletes the other tenant's ENIs.
     pub fn release_fillers(&self, fillers: &[String]) {
         for id in fillers {

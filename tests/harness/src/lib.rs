@@ -10,6 +10,8 @@ pub mod containerd;
 pub mod ec2;
 pub mod netns;
 pub mod node;
+pub mod podman;
+pub mod rootfs;
 pub mod traffic;
 
 use std::path::PathBuf;

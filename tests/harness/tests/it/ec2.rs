@@ -556,6 +556,77 @@ fn a_full_subnet_fails_adds_with_a_clear_error_and_recovers_when_space_returns()
 }
 
 #[test]
+fn a_requested_address_of_the_nodes_subnet_is_assigned_from_ec2_and_others_are_refused_with_why() {
+    let ec2 = started("t3.medium", QUICK, &pack(1, false));
+    let chain = wasmcni_only(&ec2.node, "1.1.0");
+    wait_until("STATUS ready", Duration::from_secs(20), || {
+        ec2.node.status(&chain).is_ok()
+    });
+    let asking = |name: &str, ip: &str| {
+        let mut p = pod(name);
+        p.attachment.args.push(("IP".into(), ip.into()));
+        p
+    };
+    // An address of the node's subnet no ENI holds: assigned to the primary ENI, then the pod's.
+    let wanted = std::net::Ipv4Addr::from(u32::from(ec2.subnet_cidr.broadcast()) - 10);
+    assert!(!ec2.eni_addresses(0).contains(&wanted));
+    let a = asking("req-a", &wanted.to_string());
+    let result = ec2
+        .node
+        .add(&chain, &a.attachment)
+        .unwrap_or_else(|e| panic!("ADD: {e:?}\n{}", ec2.node.daemon_log_text()));
+    assert_eq!(pod_ip(&result), wanted.to_string(), "{result}");
+    assert!(
+        ec2.eni_addresses(0).contains(&wanted),
+        "EC2 lists it on the primary ENI"
+    );
+    let shown = a.ns.ip(&["-4", "addr", "show", "eth0"]);
+    assert!(shown.contains(&format!("{wanted}/32")), "{shown}");
+    ec2.node
+        .check(&chain, &a.attachment, &result)
+        .expect("CHECK");
+
+    // Another tenant's address, one of another subnet, and the one pod a holds: refused, each
+    // with its reason; nothing is reserved for them.
+    let theirs = std::net::Ipv4Addr::from(u32::from(wanted) - 1);
+    let tenant = ec2.take_address(theirs);
+    for (ip, reason) in [
+        (theirs.to_string(), "and EC2 refused to assign it to eni-"),
+        (
+            "10.0.16.5".to_owned(),
+            "is in no subnet of this node's ENIs",
+        ),
+        (wanted.to_string(), "is held by attachment"),
+    ] {
+        let p = asking("req-b", &ip);
+        let refused = ec2.node.add(&chain, &p.attachment).expect_err("refused");
+        let error: serde_json::Value = serde_json::from_str(&refused.stdout).unwrap();
+        assert_eq!(error["code"], 108, "{error}");
+        let msg = error["msg"].as_str().unwrap();
+        assert!(
+            msg.starts_with(&format!("CNI_ARGS IP asks for {ip}, which")) && msg.contains(reason),
+            "{msg}"
+        );
+    }
+    // The refusal EC2 gave is kept for the allocator's next plans, like the warm pool's.
+    let pool: serde_json::Value =
+        serde_json::from_str(&ec2.node.inspect("pool", true)).expect("pool JSON");
+    assert!(
+        pool["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["request"] == "assign-ips"),
+        "{pool}"
+    );
+    assert_eq!(pool["allocations"].as_array().unwrap().len(), 1, "{pool}");
+    ec2.release_fillers(&[tenant]);
+    ec2.node
+        .del(&chain, &a.attachment, Some(&result))
+        .expect("DEL");
+}
+
+#[test]
 fn the_instance_limits_bound_the_pool_and_a_pod_beyond_them_gets_a_clear_error() {
     // t3.medium: 3 ENIs × 5 pod addresses = 15 pods (max pods 17 with the two host pods).
     let ec2 = started(

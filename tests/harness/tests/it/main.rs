@@ -13,5 +13,7 @@ mod ec2;
 mod ops;
 mod plugins;
 mod pod_lifecycle;
+mod podman;
+mod requested;
 mod sandbox;
 mod support;

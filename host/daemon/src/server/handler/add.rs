@@ -1,5 +1,6 @@
-//! ADD: reserve an address (chosen by the pool, the allocator plugin or the IPv6 prefix),
-//! run the policy hooks, set up the data path, commit durably, answer; undone on any failure.
+//! ADD: reserve an address (the one requested, or chosen by the pool, the allocator plugin or
+//! the IPv6 prefix), run the policy hooks, set up the data path, commit durably, answer;
+//! undone on any failure.
 //! Chained ADDs (after another main plugin) run only the hooks.
 
 use super::*;
@@ -13,12 +14,18 @@ impl<D: Datapath> Handler<D> {
         // Checked before anything is locked, released or reserved: a bad request changes
         // nothing. After another plugin (a `prevResult`), CNI_ARGS' IP= and MAC= were that
         // plugin's to serve: wasmcni's own interface takes neither.
-        let pod_mac = if netconf.prev_result.is_none() {
-            wasmcni_cni::requested::refuse_addresses(request, netconf)?;
-            wasmcni_cni::requested::mac(request, netconf)?
+        let (requested, pod_mac) = if netconf.prev_result.is_none() {
+            (
+                wasmcni_cni::requested::addresses(request, netconf)?,
+                wasmcni_cni::requested::mac(request, netconf)?,
+            )
         } else {
-            None
+            (None, None)
         };
+        let wanted = requested
+            .as_ref()
+            .map(|r| self.requested_address(r).map(|ip| (ip, r.source)))
+            .transpose()?;
         let routes = requested_routes(netconf, self.family)?;
         let key = key_of(request);
         let pod = request.k8s_pod();
@@ -51,7 +58,11 @@ impl<D: Datapath> Handler<D> {
         let plugins = self.plugins();
         let pod_info = pod_info(request, netconf);
         let phase = enter_phase("allocate");
-        let (choice, _allocating) = self.choose(&plugins, &pod_info).await?;
+        let (choice, _allocating) = match wanted {
+            // Exactly what was asked, or nothing: the allocator plugin is not asked.
+            Some((ip, source)) => self.choose_requested(ip, source).await?,
+            None => self.choose(&plugins, &pod_info).await?,
+        };
         let metrics = wasmcni_telemetry::metrics::Metrics::global();
         metrics.phase("ADD", "allocate", phase.elapsed());
         let reserved = Allocation {

@@ -461,9 +461,12 @@ mod check;
 mod del;
 mod gc;
 mod pool_state;
+mod requested;
 mod status;
 
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
 mod tests_attachments;
+#[cfg(test)]
+mod tests_requested;

@@ -124,13 +124,22 @@ impl<D: Datapath> Handler<D> {
     }
 
     pub(super) fn is_cooling(&self, ip: IpAddr) -> bool {
-        self.cooldown > Duration::ZERO
-            && self
-                .cooling
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&ip)
-                .is_some_and(|at| at.elapsed() < self.cooldown)
+        self.cooling_left(ip).is_some()
+    }
+
+    /// How long `ip` still rests after its release, if it does.
+    pub(super) fn cooling_left(&self, ip: IpAddr) -> Option<Duration> {
+        if self.cooldown == Duration::ZERO {
+            return None;
+        }
+        let released = *self
+            .cooling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&ip)?;
+        self.cooldown
+            .checked_sub(released.elapsed())
+            .filter(|left| !left.is_zero())
     }
 
     /// Marks the pool as having reached its minimum (STATUS answers ready from now on).

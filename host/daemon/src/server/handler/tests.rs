@@ -41,7 +41,7 @@ pub(super) fn fixture(cidr: &str) -> Fixture {
 }
 
 /// A fixture whose ADDs go through the allocator plugin `plugin` (a built component).
-fn fixture_with(cidr: &str, plugin: Option<&str>) -> Fixture {
+pub(super) fn fixture_with(cidr: &str, plugin: Option<&str>) -> Fixture {
     use wasmcni_core::{Capability, PluginKind};
     let allocator = plugin.map(|name| {
         wasmcni_runtime::testing::spec(
@@ -59,7 +59,7 @@ fn fixture_with(cidr: &str, plugin: Option<&str>) -> Fixture {
 }
 
 /// A fixture with these plugins (built components, specs as the configuration would give).
-fn fixture_set(
+pub(super) fn fixture_set(
     cidr: &str,
     allocator: Option<wasmcni_core::PluginSpec>,
     policies: Vec<wasmcni_core::PluginSpec>,
@@ -662,7 +662,7 @@ async fn a_full_pool_is_exhaustion_not_a_plugin_failure() {
     assert_eq!(error.code, codes::POOL_EXHAUSTED, "{}", error.msg);
 }
 
-fn policy_spec(name: &str, settings: &[(&str, &str)]) -> wasmcni_core::PluginSpec {
+pub(super) fn policy_spec(name: &str, settings: &[(&str, &str)]) -> wasmcni_core::PluginSpec {
     use wasmcni_core::{Capability, PluginKind};
     let mut spec = wasmcni_runtime::testing::spec(
         name,
@@ -677,7 +677,7 @@ fn policy_spec(name: &str, settings: &[(&str, &str)]) -> wasmcni_core::PluginSpe
     spec
 }
 
-fn request_in(command: Command, container_id: &str, namespace: &str) -> CniRequest {
+pub(super) fn request_in(command: Command, container_id: &str, namespace: &str) -> CniRequest {
     let mut request = request(command, container_id);
     request.args[0].1 = namespace.to_owned();
     request
@@ -866,13 +866,13 @@ async fn chained_mode_runs_only_the_hooks_on_prev_result() {
 }
 
 /// A provider whose blocks a test grows, with a cooldown, as the EC2 provider behaves.
-struct GrowingProvider {
+pub(super) struct GrowingProvider {
     blocks: Mutex<Vec<wasmcni_core::ipam::AddressBlock>>,
     cooldown: Duration,
 }
 
 impl GrowingProvider {
-    fn new(ips: &[&str], cooldown: Duration) -> Arc<GrowingProvider> {
+    pub(super) fn new(ips: &[&str], cooldown: Duration) -> Arc<GrowingProvider> {
         let provider = Arc::new(GrowingProvider {
             blocks: Mutex::new(Vec::new()),
             cooldown,
@@ -916,7 +916,7 @@ impl wasmcni_core::ipam::Provider for GrowingProvider {
     }
 }
 
-fn growing_fixture(provider: &Arc<GrowingProvider>) -> Fixture {
+pub(super) fn growing_fixture(provider: &Arc<GrowingProvider>) -> Fixture {
     fixture_provider(
         "10.88.0.0/24",
         None,
@@ -1281,46 +1281,6 @@ async fn a_requested_mac_is_the_pod_interfaces_and_a_bad_one_is_refused_before_a
         ["a", "b", "c", "e1", "e2"],
         "nothing reserved for a refused request"
     );
-}
-
-#[tokio::test]
-async fn a_requested_address_is_refused_not_silently_replaced() {
-    let f = fixture("10.88.0.0/24");
-    let mut by_args = request(Command::Add, "a");
-    by_args.args.push(("IP".into(), "10.88.0.200".into()));
-    let with_capability = r#"{"cniVersion":"1.1.0","name":"pods","type":"wasmcni","runtimeConfig":{"ips":["10.88.0.201/24"]}}"#;
-    for (request, conf, expected) in [
-        (
-            by_args,
-            config("1.1.0"),
-            r#"unsupported field 'CNI_ARGS IP' with value '"10.88.0.200"'"#,
-        ),
-        (
-            request(Command::Add, "b"),
-            with_capability.to_owned(),
-            r#"unsupported field 'runtimeConfig.ips' with value '["10.88.0.201/24"]'"#,
-        ),
-    ] {
-        let DaemonResponse::Failure { error, .. } = f.handler.handle(&request, &conf).await else {
-            panic!("{expected}: accepted");
-        };
-        assert_eq!(error.code, codes::UNSUPPORTED_FIELD);
-        assert_eq!(error.msg, expected);
-        assert!(error
-            .details
-            .unwrap()
-            .contains("does not serve requested addresses yet"));
-    }
-    // An empty request is no request.
-    let mut empty = request(Command::Add, "c");
-    empty.args.push(("IP".into(), String::new()));
-    let empty_capability =
-        r#"{"cniVersion":"1.1.0","name":"pods","type":"wasmcni","runtimeConfig":{"ips":[]}}"#;
-    assert!(matches!(
-        f.handler.handle(&empty, empty_capability).await,
-        DaemonResponse::Success { .. }
-    ));
-    assert_eq!(f.held(), ["c"]);
 }
 
 #[tokio::test]

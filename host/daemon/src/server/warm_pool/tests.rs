@@ -270,6 +270,21 @@ impl EniProvider for ModelEc2 {
             ..Added::default()
         })
     }
+    async fn assign_address(&self, eni_id: &str, ip: Ipv4Addr) -> Result<(), Ec2Error> {
+        let mut state = self.state();
+        state.calls.push(format!("assign {eni_id} {ip}"));
+        let eni = state
+            .enis
+            .values_mut()
+            .find(|e| e.eni.id == eni_id)
+            .ok_or_else(|| Ec2Error::Api {
+                action: "AssignPrivateIpAddresses",
+                code: "InvalidNetworkInterfaceID.NotFound".into(),
+                message: format!("{eni_id} does not exist"),
+            })?;
+        eni.eni.secondary_ips.push(ip);
+        Ok(())
+    }
     async fn unassign(
         &self,
         eni_id: &str,

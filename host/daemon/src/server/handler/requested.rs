@@ -1,0 +1,270 @@
+//! A requested address (the `ips` capability, `args.cni.ips`, `CNI_ARGS` `IP=`): the pod gets
+//! exactly that address when the pool holds it and nobody does, or the ADD fails naming why.
+//! Never another address, and the allocator plugin is not asked to choose. With the EC2
+//! provider, an address of an ENI's subnet that no ENI holds yet is assigned to that ENI first,
+//! within the allocator's `eni-ops` grant, as the warm pool's requests are.
+
+use super::*;
+use wasmcni_cni::requested::RequestedAddresses;
+use wasmcni_core::grants::EniChecker;
+use wasmcni_core::ipam::Inventory;
+use wasmcni_core::RequestFailure;
+
+/// Why a requested address cannot be given (yet).
+struct Refusal {
+    code: u32,
+    why: String,
+    /// An ENI of the node whose subnet holds the address, which EC2 could assign it to.
+    assignable_on: Option<String>,
+}
+
+impl Refusal {
+    fn unavailable(why: impl Into<String>) -> Refusal {
+        Refusal {
+            code: codes::REQUESTED_ADDRESS_UNAVAILABLE,
+            why: why.into(),
+            assignable_on: None,
+        }
+    }
+
+    fn into_error(self, source: &str, ip: IpAddr) -> CniError {
+        CniError::new(
+            self.code,
+            format!("{source} asks for {ip}, which {}", self.why),
+        )
+    }
+}
+
+impl<D: Datapath> Handler<D> {
+    /// The address of the node's family in a request. An address of the other family fails
+    /// with code 2: the pod would not get it, and must not be attached without it unsaid.
+    pub(super) fn requested_address(
+        &self,
+        requested: &RequestedAddresses,
+    ) -> Result<IpAddr, CniError> {
+        let v6 = self.family == IpFamily::Ipv6;
+        if let Some(other) = requested.of_family(!v6) {
+            return Err(
+                CniError::unsupported_field(requested.source, &other.to_string()).with_details(
+                    format!(
+                        "this node gives pods {} addresses only (provider ip_family = \"{}\"); ask for one of that family, or none",
+                        if v6 { "IPv6" } else { "IPv4" },
+                        self.family
+                    ),
+                ),
+            );
+        }
+        requested.of_family(v6).ok_or_else(|| {
+            CniError::internal(format!(
+                "{} was parsed into no address of either family",
+                requested.source
+            ))
+        })
+    }
+
+    /// The choice for `ip`, returned with the allocation lock held as [`Handler::choose`]
+    /// does, so the caller reserves it before anyone else can.
+    pub(super) async fn choose_requested(
+        &self,
+        ip: IpAddr,
+        source: &str,
+    ) -> Result<(Choice, tokio::sync::MutexGuard<'_, ()>), CniError> {
+        let allocating = self.allocation.lock().await;
+        let refusal = match self.requested_choice(ip) {
+            Ok(choice) => return Ok((choice, allocating)),
+            Err(refusal) => refusal,
+        };
+        let (IpAddr::V4(v4), Some(eni_id)) = (ip, refusal.assignable_on.clone()) else {
+            return Err(refusal.into_error(source, ip));
+        };
+        // EC2 is slow: other ADDs go on meanwhile. Whoever reserves first afterwards wins;
+        // the other is refused as for any held address.
+        drop(allocating);
+        let assigned = self.assign_requested(v4, &eni_id).await;
+        let allocating = self.allocation.lock().await;
+        match (self.requested_choice(ip), assigned) {
+            (Ok(choice), _) => Ok((choice, allocating)),
+            (Err(refusal), Ok(())) => Err(refusal.into_error(source, ip)),
+            (Err(_), Err(why)) => Err(Refusal::unavailable(why).into_error(source, ip)),
+        }
+    }
+
+    /// `ip` as a choice, or why it cannot be given.
+    fn requested_choice(&self, ip: IpAddr) -> Result<Choice, Refusal> {
+        if let Some(holder) = self.store().holder_of(ip) {
+            let pod = holder.pod.as_ref().map_or_else(String::new, |p| {
+                format!(" (pod {}/{})", p.namespace, p.name)
+            });
+            return Err(Refusal::unavailable(format!(
+                "is held by attachment {}{pod}",
+                holder.key
+            )));
+        }
+        if self.is_foreign(ip) {
+            return Err(Refusal::unavailable(
+                "is held by another CNI's pod on this node",
+            ));
+        }
+        if let Some(left) = self.cooling_left(ip) {
+            return Err(Refusal {
+                code: codes::TRY_AGAIN_LATER,
+                why: format!(
+                    "was released recently and rests for {} ms more (provider.ec2.ip_cooldown_ms), so late packets for its last pod do not reach this one; retry then",
+                    left.as_millis()
+                ),
+                assignable_on: None,
+            });
+        }
+        let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        match ip {
+            IpAddr::V4(v4) => {
+                if pool.inventory().excluded.contains(&v4) {
+                    return Err(Refusal::unavailable(
+                        "is excluded from the pool (a node or ENI address, or provider.static.exclude)",
+                    ));
+                }
+                if let Some(block) = pool.locate(v4) {
+                    return Ok(Choice {
+                        ip,
+                        route_table: block.route_table,
+                        eni_id: block.eni_id.clone(),
+                    });
+                }
+                let inventory = pool.inventory().clone();
+                drop(pool);
+                Err(self.outside_pool(v4, &inventory))
+            }
+            IpAddr::V6(v6) => {
+                if let Some(block) = pool.locate_v6(v6) {
+                    return Ok(Choice {
+                        ip,
+                        route_table: None,
+                        eni_id: Some(block.eni_id.clone()),
+                    });
+                }
+                let prefixes = &pool.inventory().ipv6;
+                Err(Refusal::unavailable(
+                    match prefixes.iter().find(|b| b.cidr.contains(&v6)) {
+                        Some(block) => format!(
+                            "is the first address of the node's prefix {}, which is never a pod's",
+                            block.cidr
+                        ),
+                        None => format!(
+                            "is not in the node's IPv6 prefix ({})",
+                            join_or_none(prefixes.iter().map(|b| b.cidr.to_string()))
+                        ),
+                    },
+                ))
+            }
+        }
+    }
+
+    /// Why an IPv4 address the pool does not hold cannot be given, and the ENI EC2 could
+    /// assign it to.
+    fn outside_pool(&self, ip: Ipv4Addr, inventory: &Inventory) -> Refusal {
+        if let Some(block) = inventory.blocks.iter().find(|b| b.cidr.contains(&ip)) {
+            return Refusal::unavailable(format!(
+                "is the network or broadcast address of {}, which no pod is given",
+                block.cidr
+            ));
+        }
+        let Some(ec2) = self.ec2.get() else {
+            return Refusal::unavailable(format!(
+                "is outside the pool ({}): add its range to provider.static.cidrs, or ask for an address of the pool",
+                join_or_none(inventory.blocks.iter().map(|b| b.cidr.to_string()))
+            ));
+        };
+        let enis = ec2.enis();
+        let usable = || enis.iter().filter(|e| e.managed && e.linked);
+        match usable().find(|e| e.subnet_cidr.contains(&ip)) {
+            Some(eni) => Refusal {
+                code: codes::REQUESTED_ADDRESS_UNAVAILABLE,
+                why: format!(
+                    "is in subnet {} ({}) but not assigned to this node",
+                    eni.eni.subnet_id, eni.subnet_cidr
+                ),
+                assignable_on: Some(eni.eni.id.clone()),
+            },
+            None => Refusal::unavailable(format!(
+                "is in no subnet of this node's ENIs ({}): a pod here can only have an address of those",
+                join_or_none(usable().map(|e| format!("{} {}", e.eni.subnet_id, e.subnet_cidr)))
+            )),
+        }
+    }
+
+    /// Asks EC2 to assign `ip` to `eni_id` on the pod's behalf, as the warm pool's
+    /// `assign-ips` would: checked against the allocator's `eni-ops` grant and the ENI's room,
+    /// written to the audit log, a failure kept for the next plans. The error completes
+    /// "`<source>` asks for `<ip>`, which ...".
+    async fn assign_requested(&self, ip: Ipv4Addr, eni_id: &str) -> Result<(), String> {
+        let not_assigned =
+            format!("is in the subnet of ENI {eni_id} but not assigned to this node");
+        let plugins = self.plugins();
+        let Some(allocator) = plugins.allocator.clone() else {
+            return Err(format!(
+                "{not_assigned}, and no allocator plugin holds an eni-ops grant to assign it"
+            ));
+        };
+        let snapshot = self.pool_snapshot();
+        let request = EniChecker::new(&allocator.spec().grants.eni_ops, &snapshot, &[])
+            .assign_ips(eni_id, 1)
+            .map_err(|e| {
+                format!(
+                    "{not_assigned}, and allocator {} may not assign it there: {e}",
+                    allocator.name()
+                )
+            })?;
+        let ec2 = self
+            .ec2
+            .get()
+            .ok_or_else(|| format!("{not_assigned} (no EC2 provider)"))?;
+        let started = Instant::now();
+        let outcome = ec2.assign_address(eni_id, ip).await;
+        self.audit_log.record(&AuditEntry {
+            ts_ms: now_unix_ms(),
+            plugin: allocator.name(),
+            call: "eni-ops",
+            args: serde_json::json!({ "request": request, "address": ip, "for": "a requested address" }),
+            outcome: if outcome.is_ok() { "ok" } else { "error" },
+            result: match &outcome {
+                Ok(()) => format!("{eni_id}: +{ip}"),
+                Err(e) => e.to_string(),
+            },
+            duration_us: started.elapsed().as_micros() as u64,
+        });
+        match outcome {
+            Ok(()) => {
+                tracing::info!(eni = %eni_id, %ip, "requested address assigned to the ENI");
+                self.refresh_inventory();
+                Ok(())
+            }
+            Err(e) => {
+                let code = match &e {
+                    wasmcni_core::eni::Ec2Error::Api { code, .. } => code.clone(),
+                    _ => "Unavailable".to_owned(),
+                };
+                tracing::warn!(eni = %eni_id, %ip, %code, error = %e, "assigning a requested address failed");
+                self.record_request_failure(RequestFailure {
+                    request: request.function(),
+                    eni_id: Some(eni_id.to_owned()),
+                    subnet_id: None,
+                    code,
+                    message: e.to_string(),
+                    age_ms: 0,
+                });
+                Err(format!(
+                    "{not_assigned}, and EC2 refused to assign it to {eni_id}: {e}"
+                ))
+            }
+        }
+    }
+}
+
+fn join_or_none(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.collect();
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
