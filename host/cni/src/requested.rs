@@ -56,12 +56,7 @@ pub fn addresses(
         ("runtimeConfig.ips", listed_texts("runtimeConfig.ips", ips)?)
     } else if let Some(ips) = in_netconf.filter(listed) {
         ("args.cni.ips", listed_texts("args.cni.ips", ips)?)
-    } else if let Some(ip) = request.arg("IP").filter(|ip| !ip.is_empty()) {
-        let texts = ip
-            .split(',')
-            .enumerate()
-            .map(|(i, text)| (format!("CNI_ARGS IP (entry {})", i + 1), text.trim()))
-            .collect();
+    } else if let Some(texts) = request.arg("IP").map(cni_args_ip).filter(|t| !t.is_empty()) {
         ("CNI_ARGS IP", texts)
     } else {
         return Ok(None);
@@ -83,6 +78,16 @@ pub fn addresses(
         addresses.push(address);
     }
     Ok(Some(RequestedAddresses { source, addresses }))
+}
+
+/// The entries of `CNI_ARGS` `IP=` (comma-separated, as podman joins `--ip` and `--ip6`),
+/// each with its position for errors; empty entries (a trailing comma) are skipped.
+fn cni_args_ip(ip: &str) -> Vec<(String, &str)> {
+    ip.split(',')
+        .enumerate()
+        .map(|(i, text)| (format!("CNI_ARGS IP (entry {})", i + 1), text.trim()))
+        .filter(|(_, text)| !text.is_empty())
+        .collect()
 }
 
 /// The strings of an `ips` list, each with its path for errors.
@@ -267,6 +272,17 @@ mod tests {
         assert_eq!(got.source, "CNI_ARGS IP");
         assert_eq!(got.of_family(true), Some("fd00::c8".parse().unwrap()));
         assert_eq!(ask(PLAIN, "IP=").unwrap(), None);
+        assert_eq!(ask(PLAIN, "IP= , ").unwrap(), None);
+        // Empty entries (a trailing or doubled comma) are skipped, not refused.
+        let got = ask(PLAIN, "IP=10.98.0.200,,").unwrap().unwrap();
+        assert_eq!(
+            got.addresses,
+            vec!["10.98.0.200".parse::<IpAddr>().unwrap()]
+        );
+        assert!(ask(PLAIN, "IP=,10.0.0.300")
+            .unwrap_err()
+            .msg
+            .contains("CNI_ARGS IP (entry 2)"));
         assert_eq!(ask(PLAIN, "").unwrap(), None);
     }
 

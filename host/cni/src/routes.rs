@@ -25,7 +25,8 @@ use serde_json::{Map, Value};
 pub struct RouteConfig {
     /// `defaultRoute`; `None` when absent.
     pub default_route: Option<bool>,
-    /// `routes[].dst`, each a non-default CIDR (host bits cleared as given, not checked).
+    /// `routes[].dst`, each a non-default network with its host bits cleared (`10.20.1.5/16`
+    /// is `10.20.0.0/16`, as the kernel stores it), each once, in the order given.
     pub destinations: Vec<IpNet>,
     /// `routeTable`.
     pub table: Option<u32>,
@@ -37,14 +38,15 @@ impl RouteConfig {
         let default_route = field(obj, "defaultRoute")
             .map(|v| as_bool(v, "defaultRoute"))
             .transpose()?;
-        let destinations = match field(obj, "routes") {
-            None => Vec::new(),
-            Some(v) => as_array(v, "routes")?
-                .iter()
-                .enumerate()
-                .map(|(i, route)| destination(route, &index("routes", i)))
-                .collect::<Result<_, _>>()?,
-        };
+        let mut destinations: Vec<IpNet> = Vec::new();
+        if let Some(v) = field(obj, "routes") {
+            for (i, route) in as_array(v, "routes")?.iter().enumerate() {
+                let dst = destination(route, &index("routes", i))?;
+                if !destinations.contains(&dst) {
+                    destinations.push(dst);
+                }
+            }
+        }
         let table = opt_uint(obj, "routeTable", "", u32::MAX.into())?
             .map(|t| t as u32)
             .map(|t| check_table(t).map(|()| t))
@@ -79,7 +81,7 @@ fn destination(route: &Value, path: &str) -> Result<IpNet, FieldError> {
             format!("{dst} is a default route: say \"defaultRoute\": true instead"),
         ));
     }
-    Ok(dst)
+    Ok(dst.trunc())
 }
 
 fn check_table(table: u32) -> Result<(), FieldError> {
@@ -123,6 +125,21 @@ mod tests {
             ]
         );
         assert_eq!(config.table, Some(101));
+    }
+
+    #[test]
+    fn destinations_are_networks_each_once() {
+        let config = parse(json!({
+            "routes": [{"dst": "10.20.1.5/16"}, {"dst": "10.20.0.0/16"}, {"dst": "fd00::7/64"}],
+        }))
+        .unwrap();
+        assert_eq!(
+            config.destinations,
+            vec![
+                "10.20.0.0/16".parse::<IpNet>().unwrap(),
+                "fd00::/64".parse().unwrap()
+            ]
+        );
     }
 
     #[test]

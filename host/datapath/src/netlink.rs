@@ -166,23 +166,30 @@ impl NetlinkDatapath {
     }
 
     /// Removes an attachment's rule inside the pod, if the pod's namespace is still there.
-    async fn remove_pod_rule(&self, ip: IpAddr, rule: &PodRule) -> Result<(), DatapathError> {
-        let ns = match netns::open(&rule.netns) {
-            Ok(ns) => ns,
+    /// Best effort: the rule lives and dies with the pod's namespace, and names only the
+    /// pod's own table, so a namespace that cannot be entered (gone, or a stale bind mount
+    /// the runtime left) must not make DEL fail for ever; the failure is logged instead.
+    async fn remove_pod_rule(&self, ip: IpAddr, rule: &PodRule) {
+        let removed = async {
+            let ns = netns::open(&rule.netns)?;
+            let pod = netns::handle_in(&ns, &rule.netns).await?;
+            delete_rule(
+                &pod,
+                rule_message(ip, false, rule.table, POD_TABLE_RULE_PRIORITY),
+            )
+            .await
+        }
+        .await;
+        match removed {
+            Ok(()) => {}
             // The pod is gone, and its rules with it.
             Err(DatapathError::Netns { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                return Ok(())
-            }
-            Err(e) => return Err(e),
-        };
-        let pod = netns::handle_in(&ns, &rule.netns).await?;
-        delete_rule(
-            &pod,
-            rule_message(ip, false, rule.table, POD_TABLE_RULE_PRIORITY),
-        )
-        .await
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                %ip, netns = %rule.netns, table = rule.table, error = %e,
+                "the pod-side rule was left in the pod's namespace (it goes with the namespace)"
+            ),
+        }
     }
 }
 
@@ -494,7 +501,7 @@ impl Datapath for NetlinkDatapath {
 
     async fn teardown_pod(&self, host: &HostSide) -> Result<(), DatapathError> {
         if let Some(rule) = &host.pod_rule {
-            self.remove_pod_rule(host.ip, rule).await?;
+            self.remove_pod_rule(host.ip, rule).await;
         }
         self.remove_rules(host.ip, host.route_table).await?;
         self.remove_veth(&host.host_veth).await

@@ -395,6 +395,9 @@ impl<D: Datapath> Handler<D> {
         if self.is_foreign(IpAddr::V4(proposal)) {
             return refuse("is held by another CNI's pod on this node".into());
         }
+        if self.is_assigning(IpAddr::V4(proposal)) {
+            return refuse("is being assigned for another pod's requested address".into());
+        }
         Ok(Choice {
             ip: IpAddr::V4(proposal),
             route_table: block.route_table,

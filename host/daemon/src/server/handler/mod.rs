@@ -99,6 +99,10 @@ pub struct Handler<D: Datapath> {
     /// Addresses another CNI's pods hold on this node (a /32 route through a veth that is not
     /// wasmcni's): never handed out, never given back.
     foreign_held: Mutex<Vec<IpAddr>>,
+    /// Requested addresses EC2 is being asked to assign, and the ENI each goes to: taken for
+    /// every other chooser, and neither released nor its ENI deleted by the reconciler,
+    /// until the ADD that asked has reserved it or given up.
+    assigning: Mutex<HashMap<IpAddr, String>>,
     /// The EC2 provider, when it is the provider (the reconciler drives it).
     pub(crate) ec2: std::sync::OnceLock<Arc<dyn wasmcni_core::eni::EniProvider>>,
 }
@@ -163,6 +167,7 @@ impl<D: Datapath> Handler<D> {
             request_failures: Mutex::new(std::collections::VecDeque::new()),
             ec2: std::sync::OnceLock::new(),
             foreign_held: Mutex::new(Vec::new()),
+            assigning: Mutex::new(HashMap::new()),
         })
     }
 

@@ -81,10 +81,40 @@ impl<D: Datapath> Handler<D> {
         cooling.keys().copied().collect()
     }
 
-    /// Whether an address is held by an attachment, cooling down, or held by another CNI's pod.
+    /// Whether an address is held by an attachment, cooling down, held by another CNI's pod,
+    /// or being assigned for a request.
     pub(crate) fn is_taken(&self, ip: impl Into<IpAddr>) -> bool {
         let ip = ip.into();
-        self.store().holder_of(ip).is_some() || self.is_cooling(ip) || self.is_foreign(ip)
+        self.store().holder_of(ip).is_some()
+            || self.is_cooling(ip)
+            || self.is_foreign(ip)
+            || self.is_assigning(ip)
+    }
+
+    /// Whether EC2 is being asked to assign `ip` for a requested address.
+    pub(crate) fn is_assigning(&self, ip: IpAddr) -> bool {
+        self.assigning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&ip)
+    }
+
+    /// Whether a requested address is being assigned to `eni_id` (the ENI must stay).
+    pub(crate) fn is_assigning_to(&self, eni_id: &str) -> bool {
+        self.assigning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|eni| eni == eni_id)
+    }
+
+    fn assigning_now(&self) -> Vec<IpAddr> {
+        self.assigning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
     }
 
     pub(super) fn is_foreign(&self, ip: IpAddr) -> bool {
@@ -171,6 +201,7 @@ impl<D: Datapath> Handler<D> {
                 .allocations()
                 .map(|a| a.ip)
                 .chain(self.foreign_now())
+                .chain(self.assigning_now())
                 .filter_map(ipv4_of)
                 .collect(),
             cooling: cooling.into_iter().filter_map(ipv4_of).collect(),
@@ -186,12 +217,14 @@ impl<D: Datapath> Handler<D> {
         free_in(&pool, &store, &resting)
     }
 
-    /// The addresses that are not free although no attachment holds them: cooling, and held
-    /// by another CNI's pods. Read after taking the store lock (see [`Handler::release`]).
+    /// The addresses that are not free although no attachment holds them: cooling, held by
+    /// another CNI's pods, and being assigned for a request. Read after taking the store lock
+    /// (see [`Handler::release`]).
     pub(super) fn resting(&self) -> Resting {
         Resting {
             cooling: self.cooling_now(),
             foreign: self.foreign_now(),
+            assigning: self.assigning_now(),
         }
     }
 
@@ -244,13 +277,18 @@ pub(super) struct Resting {
     pub(super) cooling: Vec<IpAddr>,
     /// Held by another CNI's pods.
     pub(super) foreign: Vec<IpAddr>,
+    /// Being assigned by EC2 for a requested address.
+    pub(super) assigning: Vec<IpAddr>,
 }
 
 impl Resting {
-    /// Whether `ip` is held (per `store`), cooling, or another CNI's.
+    /// Whether `ip` is held (per `store`), cooling, another CNI's, or being assigned.
     pub(super) fn taken(&self, store: &Datastore, ip: impl Into<IpAddr>) -> bool {
         let ip = ip.into();
-        store.holder_of(ip).is_some() || self.cooling.contains(&ip) || self.foreign.contains(&ip)
+        store.holder_of(ip).is_some()
+            || self.cooling.contains(&ip)
+            || self.foreign.contains(&ip)
+            || self.assigning.contains(&ip)
     }
 }
 
@@ -262,6 +300,7 @@ pub(super) fn free_in(pool: &Pool, store: &Datastore, resting: &Resting) -> u64 
         .map(|a| a.ip)
         .chain(resting.cooling.iter().copied())
         .chain(resting.foreign.iter().copied())
+        .chain(resting.assigning.iter().copied())
         .filter_map(|ip| match ip {
             IpAddr::V6(ip) => Some(ip),
             IpAddr::V4(_) => None,

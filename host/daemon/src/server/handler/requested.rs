@@ -77,15 +77,22 @@ impl<D: Datapath> Handler<D> {
         let (IpAddr::V4(v4), Some(eni_id)) = (ip, refusal.assignable_on.clone()) else {
             return Err(refusal.into_error(source, ip));
         };
-        // EC2 is slow: other ADDs go on meanwhile. Whoever reserves first afterwards wins;
-        // the other is refused as for any held address.
+        // EC2 is slow: other ADDs go on meanwhile, but none can choose the address, the
+        // reconciler neither gives it back nor deletes its ENI, and a second request for it
+        // is told to retry, until this ADD has reserved it or given up.
+        let marked = AssigningMark::new(self, ip, &eni_id);
         drop(allocating);
         let assigned = self.assign_requested(v4, &eni_id).await;
         let allocating = self.allocation.lock().await;
+        drop(marked);
         match (self.requested_choice(ip), assigned) {
             (Ok(choice), _) => Ok((choice, allocating)),
-            (Err(refusal), Ok(())) => Err(refusal.into_error(source, ip)),
-            (Err(_), Err(why)) => Err(Refusal::unavailable(why).into_error(source, ip)),
+            // Still not on the ENI: EC2's reason is the one to give.
+            (Err(refusal), Err(why)) if refusal.assignable_on.is_some() => {
+                Err(Refusal::unavailable(why).into_error(source, ip))
+            }
+            // Held or given back meanwhile (an outside change): that is why.
+            (Err(refusal), _) => Err(refusal.into_error(source, ip)),
         }
     }
 
@@ -104,6 +111,13 @@ impl<D: Datapath> Handler<D> {
             return Err(Refusal::unavailable(
                 "is held by another CNI's pod on this node",
             ));
+        }
+        if self.is_assigning(ip) {
+            return Err(Refusal {
+                code: codes::TRY_AGAIN_LATER,
+                why: "is being assigned to this node by EC2 for another ADD that asked for it; retry once that ADD has finished".to_owned(),
+                assignable_on: None,
+            });
         }
         if let Some(left) = self.cooling_left(ip) {
             return Err(Refusal {
@@ -177,6 +191,10 @@ impl<D: Datapath> Handler<D> {
         let enis = ec2.enis();
         let usable = || enis.iter().filter(|e| e.managed && e.linked);
         match usable().find(|e| e.subnet_cidr.contains(&ip)) {
+            Some(eni) if aws_reserved(eni.subnet_cidr, ip) => Refusal::unavailable(format!(
+                "is reserved by AWS in subnet {} ({}: its first four addresses and its last are never assigned)",
+                eni.eni.subnet_id, eni.subnet_cidr
+            )),
             Some(eni) => Refusal {
                 code: codes::REQUESTED_ADDRESS_UNAVAILABLE,
                 why: format!(
@@ -244,20 +262,63 @@ impl<D: Datapath> Handler<D> {
                     _ => "Unavailable".to_owned(),
                 };
                 tracing::warn!(eni = %eni_id, %ip, %code, error = %e, "assigning a requested address failed");
-                self.record_request_failure(RequestFailure {
-                    request: request.function(),
-                    eni_id: Some(eni_id.to_owned()),
-                    subnet_id: None,
-                    code,
-                    message: e.to_string(),
-                    age_ms: 0,
-                });
+                // A refusal of this address (taken in the VPC, not assignable) says nothing
+                // about the ENI or the subnet: the allocator's next plans need not hear of it.
+                if !refused_for_the_address(&code) {
+                    self.record_request_failure(RequestFailure {
+                        request: request.function(),
+                        eni_id: Some(eni_id.to_owned()),
+                        subnet_id: None,
+                        code,
+                        message: e.to_string(),
+                        age_ms: 0,
+                    });
+                }
                 Err(format!(
                     "{not_assigned}, and EC2 refused to assign it to {eni_id}: {e}"
                 ))
             }
         }
     }
+}
+
+/// Marks a requested address as being assigned (see [`Handler::is_assigning`]) for as long
+/// as it lives, also when the ADD is dropped mid-request.
+struct AssigningMark<'a, D: Datapath> {
+    handler: &'a Handler<D>,
+    ip: IpAddr,
+}
+
+impl<'a, D: Datapath> AssigningMark<'a, D> {
+    fn new(handler: &'a Handler<D>, ip: IpAddr, eni_id: &str) -> Self {
+        handler
+            .assigning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ip, eni_id.to_owned());
+        AssigningMark { handler, ip }
+    }
+}
+
+impl<D: Datapath> Drop for AssigningMark<'_, D> {
+    fn drop(&mut self) {
+        self.handler
+            .assigning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.ip);
+    }
+}
+
+/// AWS keeps a subnet's first four addresses (network, router, DNS, future use) and its last.
+fn aws_reserved(subnet: Ipv4Net, ip: Ipv4Addr) -> bool {
+    let offset = u32::from(ip).wrapping_sub(u32::from(subnet.network()));
+    offset < 4 || ip == subnet.broadcast()
+}
+
+/// EC2 error codes that refuse the one address asked for, not the ENI or the subnet.
+fn refused_for_the_address(code: &str) -> bool {
+    matches!(code, "InvalidParameterValue" | "InvalidIPAddress.InUse")
 }
 
 fn join_or_none(items: impl Iterator<Item = String>) -> String {

@@ -121,7 +121,7 @@ fn fixture_in(
     Fixture { handler, _dir: dir }
 }
 
-pub(super) fn request(command: Command, container_id: &str) -> CniRequest {
+pub(crate) fn request(command: Command, container_id: &str) -> CniRequest {
     CniRequest {
         command,
         container_id: container_id.into(),
@@ -135,7 +135,7 @@ pub(super) fn request(command: Command, container_id: &str) -> CniRequest {
     }
 }
 
-pub(super) fn config(version: &str) -> String {
+pub(crate) fn config(version: &str) -> String {
     format!(r#"{{"cniVersion":"{version}","name":"pods","type":"wasmcni"}}"#)
 }
 

@@ -630,6 +630,11 @@ async fn delete_eni<D: Datapath>(
             "{eni_id} kept: {ip} is held or cooling (taken since the plan)"
         ));
     }
+    if handler.is_assigning_to(eni_id) {
+        return Ok(format!(
+            "{eni_id} kept: a requested address is being assigned to it"
+        ));
+    }
     // A pod routed through its table whose address left the pool (a refresh after an
     // outside change) still uses it.
     if let Some(ip) = handler.address_routed_through(eni.route_table()) {

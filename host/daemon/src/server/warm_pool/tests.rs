@@ -10,9 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipnet::{Ipv4Net, Ipv6Net};
+use wasmcni_cni::error::codes;
+use wasmcni_cni::proto::DaemonResponse;
 use wasmcni_cni::request::Command;
 use wasmcni_core::eni::{Added, Ec2Error, Eni, EniProvider, ImdsEni, NodeEni, NodeIdentity};
 use wasmcni_core::ipam::{Inventory, IpFamily, Provider, ProviderView};
+use wasmcni_core::pool_view::{EniInfo, NodeInfo, NodeLimits};
 use wasmcni_core::EniRequest;
 use wasmcni_datapath::fake::Call;
 
@@ -42,6 +45,13 @@ struct ModelState {
     next_host: u8,
     /// The EC2 calls made, in order.
     calls: Vec<String>,
+    /// `assign_address` carries out its assignment, then waits for this before answering
+    /// (EC2 has done it; the reply is on its way).
+    assign_reply: Option<Arc<tokio::sync::Notify>>,
+    /// `assign_address` waits for this before EC2 carries the assignment out (EC2 is slow).
+    assign_gate: Option<Arc<tokio::sync::Notify>>,
+    /// The next `assign_address` fails with this code (and assigns nothing).
+    fail_assign_address: Option<&'static str>,
 }
 
 fn ip(text: &str) -> Ipv4Addr {
@@ -139,8 +149,40 @@ impl Provider for ModelEc2 {
         }
     }
 
+    /// The node as the EC2 provider shows it to plugins (an m5.large's limits).
     fn view(&self) -> ProviderView {
+        let enis = self
+            .state()
+            .enis
+            .values()
+            .map(|e| EniInfo {
+                id: e.eni.id.clone(),
+                device_number: e.device,
+                primary: e.primary(),
+                subnet_id: e.eni.subnet_id.clone(),
+                subnet_cidr: e.subnet_cidr,
+                security_groups: e.eni.security_groups.clone(),
+                primary_ip: e.eni.primary_ip,
+                age_ms: 0,
+                tags: e.eni.tags.clone(),
+                owned: true,
+            })
+            .collect();
         ProviderView {
+            node: NodeInfo {
+                provider: "ec2".into(),
+                instance_id: self.identity.instance_id.clone(),
+                instance_type: self.identity.instance_type.clone(),
+                availability_zone: self.identity.availability_zone.clone(),
+                vpc_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
+                limits: NodeLimits {
+                    max_enis: 3,
+                    ipv4_per_eni: 10,
+                    prefix_delegation: true,
+                    max_pods: 29,
+                },
+            },
+            enis,
             dynamic: true,
             cooldown: self.cooldown,
             ..ProviderView::default()
@@ -271,18 +313,38 @@ impl EniProvider for ModelEc2 {
         })
     }
     async fn assign_address(&self, eni_id: &str, ip: Ipv4Addr) -> Result<(), Ec2Error> {
-        let mut state = self.state();
-        state.calls.push(format!("assign {eni_id} {ip}"));
-        let eni = state
-            .enis
-            .values_mut()
-            .find(|e| e.eni.id == eni_id)
-            .ok_or_else(|| Ec2Error::Api {
-                action: "AssignPrivateIpAddresses",
-                code: "InvalidNetworkInterfaceID.NotFound".into(),
-                message: format!("{eni_id} does not exist"),
-            })?;
-        eni.eni.secondary_ips.push(ip);
+        let gate = {
+            let mut state = self.state();
+            state.calls.push(format!("assign {eni_id} {ip}"));
+            state.assign_gate.clone()
+        };
+        if let Some(gate) = gate {
+            gate.notified().await;
+        }
+        let reply = {
+            let mut state = self.state();
+            if let Some(code) = state.fail_assign_address.take() {
+                return Err(Ec2Error::Api {
+                    action: "AssignPrivateIpAddresses",
+                    code: code.into(),
+                    message: format!("{code} for {ip}"),
+                });
+            }
+            let eni = state
+                .enis
+                .values_mut()
+                .find(|e| e.eni.id == eni_id)
+                .ok_or_else(|| Ec2Error::Api {
+                    action: "AssignPrivateIpAddresses",
+                    code: "InvalidNetworkInterfaceID.NotFound".into(),
+                    message: format!("{eni_id} does not exist"),
+                })?;
+            eni.eni.secondary_ips.push(ip);
+            state.assign_reply.clone()
+        };
+        if let Some(reply) = reply {
+            reply.notified().await;
+        }
         Ok(())
     }
     async fn unassign(
@@ -632,4 +694,183 @@ async fn the_daemon_starts_only_with_the_provider_the_configuration_names() {
         r#"provider.ec2.ip_family is "ipv6", but the EC2 provider serves ipv4"#
     );
     assert!(!state.exists(), "nothing was started");
+}
+
+/// A fixture whose allocator holds the eni-ops grant a requested address is assigned within.
+fn fixture_assigning(model: &Arc<ModelEc2>) -> Fixture {
+    use wasmcni_core::{Capability, PluginKind};
+    let mut allocator = wasmcni_runtime::testing::spec(
+        "vpc-warm-pool",
+        PluginKind::Allocator,
+        &[
+            Capability::PoolView,
+            Capability::EniOps,
+            Capability::Log,
+            Capability::Clock,
+        ],
+    );
+    allocator.grants.eni_ops.subnets = ["node".to_owned(), "subnet-b".to_owned()].into();
+    let f = fixture_provider(
+        "10.88.0.0/24",
+        Some(allocator),
+        Vec::new(),
+        Some(model.clone() as Arc<dyn Provider>),
+    );
+    let _ = f.handler.ec2.set(model.clone());
+    f.handler.refresh_inventory();
+    f
+}
+
+/// Waits until the model has seen `call` (the ADD is then waiting for EC2's reply); fails
+/// rather than hangs when the ADD never gets there.
+async fn assigned(model: &ModelEc2, call: &str) {
+    let seen = async {
+        while !model.calls().iter().any(|c| c == call) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), seen)
+        .await
+        .is_err()
+    {
+        panic!("EC2 was never asked for {call:?}: {:?}", model.calls());
+    }
+}
+
+/// An ADD of `container_id` asking for `ip` through `CNI_ARGS`.
+async fn add_asking(f: &Fixture, container_id: &str, ip: &str) -> DaemonResponse {
+    let mut request = crate::server::handler::tests::request(Command::Add, container_id);
+    request.args.push(("IP".into(), ip.into()));
+    f.handler
+        .handle(&request, &crate::server::handler::tests::config("1.1.0"))
+        .await
+}
+
+fn refusal(response: &DaemonResponse) -> (u32, String) {
+    match response {
+        DaemonResponse::Failure { error, .. } => (error.code, error.msg.clone()),
+        DaemonResponse::Success { stdout } => panic!("accepted: {stdout}"),
+    }
+}
+
+#[tokio::test]
+async fn a_requested_address_being_assigned_is_nobody_elses_until_its_add_has_it() {
+    let model = ModelEc2::new(&["10.0.1.5"]);
+    let reply = Arc::new(tokio::sync::Notify::new());
+    model.state().assign_reply = Some(reply.clone());
+    let f = fixture_assigning(&model);
+    let requested = ip("10.0.1.9");
+    let asking = add_asking(&f, "a", "10.0.1.9");
+    let meanwhile = async {
+        assigned(&model, "assign eni-0 10.0.1.9").await;
+        // EC2 has assigned it and the reconciler's refresh shows it; the reply is late.
+        f.handler.refresh_inventory();
+        assert!(f.handler.is_taken(requested));
+        let (code, msg) = refusal(&add_asking(&f, "b", "10.0.1.9").await);
+        assert_eq!(code, codes::TRY_AGAIN_LATER, "{msg}");
+        assert!(msg.contains("is being assigned"), "{msg}");
+        assert_eq!(
+            ip_of(&f.run(Command::Add, "c", "1.1.0").await),
+            "10.0.1.5/32",
+            "the allocator's choice is not the address being assigned"
+        );
+        let note = carry_out(
+            &f,
+            &model,
+            EniRequest::ReleaseIps {
+                eni_id: "eni-0".into(),
+                addresses: vec![requested],
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            note,
+            "eni-0: nothing left to release (taken since the plan)"
+        );
+        reply.notify_one();
+    };
+    let (granted, ()) = tokio::join!(asking, meanwhile);
+    assert_eq!(ip_of(&granted), "10.0.1.9/32");
+    assert!(!f.handler.is_assigning(requested.into()));
+    assert!(
+        !model.calls().iter().any(|c| c.starts_with("unassign")),
+        "{:?}",
+        model.calls()
+    );
+}
+
+#[tokio::test]
+async fn an_eni_a_requested_address_is_being_assigned_to_is_not_deleted() {
+    let model = ModelEc2::new(&[]);
+    // eni-1's subnet is another one, so the request goes to it rather than the primary.
+    model.change("eni-1", |e| {
+        e.eni.subnet_id = "subnet-b".into();
+        e.subnet_cidr = "10.1.0.0/16".parse().unwrap();
+    });
+    // EC2 has not carried the assignment out yet: only the ADD knows the address is coming.
+    let gate = Arc::new(tokio::sync::Notify::new());
+    model.state().assign_gate = Some(gate.clone());
+    let f = fixture_assigning(&model);
+    let asking = add_asking(&f, "a", "10.1.0.9");
+    let meanwhile = async {
+        assigned(&model, "assign eni-1 10.1.0.9").await;
+        let note = carry_out(
+            &f,
+            &model,
+            EniRequest::DeleteEni {
+                eni_id: "eni-1".into(),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            note,
+            "eni-1 kept: a requested address is being assigned to it"
+        );
+        gate.notify_one();
+    };
+    let (granted, ()) = tokio::join!(asking, meanwhile);
+    assert_eq!(ip_of(&granted), "10.1.0.9/32");
+    assert!(model.eni("eni-1").is_some());
+}
+
+#[tokio::test]
+async fn a_refusal_of_the_address_itself_is_not_kept_for_the_plans_but_an_eni_fault_is() {
+    let model = ModelEc2::new(&[]);
+    let f = fixture_assigning(&model);
+    model.state().fail_assign_address = Some("InvalidIPAddress.InUse");
+    let (code, msg) = refusal(&add_asking(&f, "a", "10.0.1.9").await);
+    assert_eq!(code, codes::REQUESTED_ADDRESS_UNAVAILABLE, "{msg}");
+    assert!(
+        msg.contains("EC2 refused") && msg.contains("InvalidIPAddress.InUse"),
+        "{msg}"
+    );
+    assert!(
+        f.handler.pool_snapshot().failures.is_empty(),
+        "another tenant's address says nothing about the ENI"
+    );
+    model.state().fail_assign_address = Some("PrivateIpAddressLimitExceeded");
+    let (_, msg) = refusal(&add_asking(&f, "a", "10.0.1.10").await);
+    assert!(msg.contains("PrivateIpAddressLimitExceeded"), "{msg}");
+    let failures = f.handler.pool_snapshot().failures;
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].code, "PrivateIpAddressLimitExceeded");
+    assert!(f.handler.store().allocations().next().is_none());
+}
+
+#[tokio::test]
+async fn an_address_aws_reserves_in_the_subnet_is_refused_without_asking_ec2() {
+    let model = ModelEc2::new(&[]);
+    let f = fixture_assigning(&model);
+    for reserved in ["10.0.0.0", "10.0.0.2", "10.0.0.3", "10.0.255.255"] {
+        let (code, msg) = refusal(&add_asking(&f, "a", reserved).await);
+        assert_eq!(
+            code,
+            codes::REQUESTED_ADDRESS_UNAVAILABLE,
+            "{reserved}: {msg}"
+        );
+        assert!(msg.contains("reserved by AWS"), "{reserved}: {msg}");
+    }
+    assert!(model.calls().is_empty(), "{:?}", model.calls());
 }
