@@ -19,7 +19,7 @@ fi
 
 echo "== format"
 cargo fmt --all --check
-for guests in plugins tests/plugins; do (cd "$guests" && cargo fmt --all --check); done
+for guests in plugins tests/plugins tests/fuzz; do (cd "$guests" && cargo fmt --all --check); done
 # Clippy lints our crates as they are compiled, in the one build the tests run:
 # scripts/rustc-with-clippy.sh, the compiler of the workspace's crates, has clippy check each
 # one against the dependencies already built and then compiles it with rustc. So the
@@ -68,6 +68,12 @@ for guests in plugins tests/plugins; do
   (cd "$guests" && CARGO_TARGET_DIR="$root/target/wasm-guests" cargo clippy --release --target wasm32-unknown-unknown -- -D warnings)
 done
 
+echo "== fuzz targets (built and linted; run by scripts/fuzz.sh, their inputs replayed below)"
+# Plain builds (no sanitizer, no coverage: that is scripts/fuzz.sh's nightly build), enough to
+# prove the targets compile and to replay the seed corpus and every regression input once.
+fuzz_replay_dir="${CARGO_TARGET_DIR:-$root/target}/fuzz-replay"
+CARGO_TARGET_DIR="$fuzz_replay_dir" checked build --release --manifest-path tests/fuzz/Cargo.toml --bins --examples
+
 echo "== tests"
 work=$(mktemp -d)
 trap 'rm -rf "$work" "$guest_build_log"' EXIT
@@ -96,6 +102,20 @@ host_status=${PIPESTATUS[0]}
 (cd plugins && CARGO_TARGET_DIR="$root/target/wasm-guests" cargo test --release --no-fail-fast) 2>&1 |
   tee "$work/guests.log"
 guest_status=${PIPESTATUS[0]}
+# The fuzz targets on their seeds (what runtimes, the docs and a real datastore produce) and
+# on every input a fuzzing run once crashed them with (tests/fuzz/regressions/<target>/).
+fuzz_status=0
+"$fuzz_replay_dir/release/examples/seed_corpus" "$work/fuzz-seeds"
+for target in cni_invocation daemon_frame cluster_config datastore_recovery; do
+  mapfile -t inputs < <(find "$work/fuzz-seeds/$target" "tests/fuzz/regressions/$target" -type f 2>/dev/null | sort)
+  if TMPDIR="$work" "$fuzz_replay_dir/release/$target" "${inputs[@]}" >"$work/fuzz-$target.log" 2>&1; then
+    echo "fuzz replay $target: ${#inputs[@]} inputs, clean"
+  else
+    cat "$work/fuzz-$target.log"
+    echo "fuzz replay $target: FAILED on one of ${#inputs[@]} inputs (above)"
+    fuzz_status=1
+  fi
+done
 # One closing line for the whole run (cargo prints one per test binary).
 if [ -s "$work/build.log" ] && grep -q '^error' "$work/build.log"; then
   echo "== building the tests failed:"
@@ -104,6 +124,10 @@ fi
 python3 scripts/test-summary.py "$work/expected" "$work/host.log" "$work/guests.log"
 summary_status=$?
 set -e
+if [ "$summary_status" -eq 0 ] && [ "$fuzz_status" -ne 0 ]; then
+  echo "a fuzz target failed on a seed or regression input (above)" >&2
+  exit 1
+fi
 if [ "$summary_status" -eq 0 ] && { [ "$host_status" -ne 0 ] || [ "$guest_status" -ne 0 ]; }; then
   echo "cargo test failed (exit $host_status for the host workspace, $guest_status for the guests) outside any test: see the build errors above" >&2
   exit 1
