@@ -18,7 +18,7 @@ seconds=${1:-150}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(cni_invocation daemon_frame cluster_config datastore_recovery)
+  targets=(cni_invocation daemon_frame cluster_config datastore_recovery eni_grants)
 fi
 export CARGO_TARGET_DIR="$root/target/fuzz"
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -106,7 +106,7 @@ guest_status=${PIPESTATUS[0]}
 # on every input a fuzzing run once crashed them with (tests/fuzz/regressions/<target>/).
 fuzz_status=0
 "$fuzz_replay_dir/release/examples/seed_corpus" "$work/fuzz-seeds"
-for target in cni_invocation daemon_frame cluster_config datastore_recovery; do
+for target in cni_invocation daemon_frame cluster_config datastore_recovery eni_grants; do
   mapfile -t inputs < <(find "$work/fuzz-seeds/$target" "tests/fuzz/regressions/$target" -type f 2>/dev/null | sort)
   if TMPDIR="$work" "$fuzz_replay_dir/release/$target" "${inputs[@]}" >"$work/fuzz-$target.log" 2>&1; then
     echo "fuzz replay $target: ${#inputs[@]} inputs, clean"

@@ -513,6 +513,13 @@ impl<'a> EniChecker<'a> {
         }
         resolved.sort();
         resolved.dedup();
+        // EC2 gives an ENI created without groups the VPC's default group, which no grant names.
+        if resolved.is_empty() {
+            return Err(
+                "security group `node` names no group: the node's primary ENI has none in the pool view; name the groups"
+                    .to_owned(),
+            );
+        }
         Ok(resolved)
     }
 

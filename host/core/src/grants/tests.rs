@@ -83,6 +83,25 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+/// Found by the `eni_grants` fuzz target: `node` resolving to no group would have created an
+/// ENI EC2 gives the VPC's default security group, which no grant names.
+#[test]
+fn security_group_node_without_a_primary_group_is_refused() {
+    let mut pool = pool();
+    pool.enis[0].security_groups.clear();
+    let node = scope(&["node"], &["node"], None);
+    let err = EniChecker::new(&node, &pool, &[])
+        .create("node", &strings(&["node"]), 1, 0)
+        .unwrap_err();
+    assert!(err.contains("`node` names no group"), "{err}");
+    pool.enis.remove(0);
+    let subnet = scope(&[OTHER_SUBNET], &["node"], None);
+    let err = EniChecker::new(&subnet, &pool, &[])
+        .create(OTHER_SUBNET, &strings(&["node", "node"]), 1, 0)
+        .unwrap_err();
+    assert!(err.contains("`node` names no group"), "{err}");
+}
+
 #[test]
 fn create_eni_is_held_to_subnets_groups_and_eni_count() {
     let pool = pool();
