@@ -106,7 +106,7 @@ fn block_of(host: u8, prefix: bool) -> Ipv4Net {
     }
 }
 
-fn masked<'a>(names: &[&'a str], mask: u8) -> BTreeSet<String> {
+fn masked(names: &[&str], mask: u8) -> BTreeSet<String> {
     names
         .iter()
         .enumerate()
