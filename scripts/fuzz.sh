@@ -2,7 +2,9 @@
 # Coverage-guided fuzzing of wasmcni's input surface (cargo-fuzz, libFuzzer with
 # AddressSanitizer, on the nightly toolchain): the CNI invocation (environment and stdin),
 # the shim-daemon frames, the cluster configuration, and datastore recovery from whatever is
-# on disk. See tests/fuzz/fuzz_targets/*.rs for what each target asserts beyond "no panic".
+# on disk, and a hostile plugin's ENI requests and tags against its grant. See
+# tests/fuzz/fuzz_targets/*.rs for what each target asserts beyond "no panic". Built with
+# overflow and debug assertions on (-a), as the tests are.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]    (default: 150 s, every target)
 #
@@ -21,10 +23,15 @@ if [ ${#targets[@]} -eq 0 ]; then
   targets=(cni_invocation daemon_frame cluster_config datastore_recovery eni_grants)
 fi
 export CARGO_TARGET_DIR="$root/target/fuzz"
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+  echo "fuzzing needs the nightly toolchain (AddressSanitizer, coverage): rustup toolchain install nightly" >&2
+  exit 1
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
-cargo +nightly fuzz build --fuzz-dir tests/fuzz -O
+cargo +nightly fuzz build --fuzz-dir tests/fuzz -O -a
+triple=$(rustc +nightly -vV | sed -n 's/^host: //p')
 corpus="$CARGO_TARGET_DIR/corpus"
 cargo run -q --release --manifest-path tests/fuzz/Cargo.toml --example seed_corpus -- "$corpus"
 # The datastore target writes a state directory per input: keep it in memory.
@@ -36,19 +43,20 @@ running=0
 for target in "${targets[@]}"; do
   mkdir -p "$corpus/$target" "$CARGO_TARGET_DIR/artifacts/$target" "tests/fuzz/regressions/$target"
   (
-    "$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/$target" \
+    rc=0
+    "$CARGO_TARGET_DIR/$triple/release/$target" \
       "$corpus/$target" "tests/fuzz/regressions/$target" \
       -max_total_time="$seconds" -print_final_stats=1 -max_len=65536 \
-      -artifact_prefix="$CARGO_TARGET_DIR/artifacts/$target/" >"$logs/$target.log" 2>&1
-    echo $? >"$logs/$target.rc"
+      -artifact_prefix="$CARGO_TARGET_DIR/artifacts/$target/" >"$logs/$target.log" 2>&1 || rc=$?
+    echo "$rc" >"$logs/$target.rc"
   ) &
   running=$((running + 1))
   if [ "$running" -ge "$jobs_at_once" ]; then
-    wait -n
+    wait -n || true
     running=$((running - 1))
   fi
 done
-wait
+wait || true
 status=0
 total=0
 printf '%-20s %8s %12s %10s %s\n' target seconds executions new-units result

@@ -36,6 +36,7 @@ requirements=(
   "podman                                podman                       the podman test (its CNI backend, podman 4)"
   "nsenter                               util-linux                   the podman test (podman in the node's network namespace)"
   "cc                                    gcc                          building ring (rustls) and other C in dependencies"
+  "c++                                   g++                          building libFuzzer for the fuzz targets (tests/fuzz)"
 )
 # Python modules, for moto's EC2 server: the reference of the EC2 emulator's differential test
 # (tests/ec2-emulator). The slim set (no boto3 extras) is enough for EC2.

@@ -105,10 +105,17 @@ guest_status=${PIPESTATUS[0]}
 # The fuzz targets on their seeds (what runtimes, the docs and a real datastore produce) and
 # on every input a fuzzing run once crashed them with (tests/fuzz/regressions/<target>/).
 fuzz_status=0
-"$fuzz_replay_dir/release/examples/seed_corpus" "$work/fuzz-seeds"
+if ! "$fuzz_replay_dir/release/examples/seed_corpus" "$work/fuzz-seeds"; then
+  echo "fuzz replay: writing the seed corpora failed (above)"
+  fuzz_status=1
+fi
 for target in cni_invocation daemon_frame cluster_config datastore_recovery eni_grants; do
   mapfile -t inputs < <(find "$work/fuzz-seeds/$target" "tests/fuzz/regressions/$target" -type f 2>/dev/null | sort)
-  if TMPDIR="$work" "$fuzz_replay_dir/release/$target" "${inputs[@]}" >"$work/fuzz-$target.log" 2>&1; then
+  # Without inputs a libFuzzer binary would start fuzzing, without end.
+  if [ "${#inputs[@]}" -eq 0 ]; then
+    echo "fuzz replay $target: FAILED, no seed or regression input to replay"
+    fuzz_status=1
+  elif TMPDIR="$work" "$fuzz_replay_dir/release/$target" "${inputs[@]}" >"$work/fuzz-$target.log" 2>&1; then
     echo "fuzz replay $target: ${#inputs[@]} inputs, clean"
   else
     cat "$work/fuzz-$target.log"

@@ -520,6 +520,14 @@ impl<'a> EniChecker<'a> {
                     .to_owned(),
             );
         }
+        // `node` stands for several: the limit holds for what EC2 would be sent.
+        if resolved.len() > 5 {
+            return Err(format!(
+                "an ENI needs 1 to 5 security groups, and these resolve to {} ({})",
+                resolved.len(),
+                resolved.join(", ")
+            ));
+        }
         Ok(resolved)
     }
 

@@ -24,13 +24,16 @@ use wasmcni_core::ipam::{AddressBlock, BlockKind, Inventory};
 use wasmcni_core::{EniInfo, EniRequest, NodeInfo, NodeLimits, PoolSnapshot, SubnetInfo};
 
 const SUBNETS: [&str; 5] = ["node", "subnet-a", "subnet-b", "subnet-c", "subnet-x"];
-const GROUPS: [&str; 5] = ["node", "sg-1", "sg-2", "sg-3", "sg-x"];
+/// Seven real groups, so `node` and named ones together can exceed EC2's five per ENI.
+const GROUPS: [&str; 8] = [
+    "node", "sg-1", "sg-2", "sg-3", "sg-4", "sg-5", "sg-6", "sg-x",
+];
 
 #[derive(Arbitrary, Debug)]
 struct Eni {
     /// Index into `SUBNETS[1..]`.
     subnet: u8,
-    /// Bit mask over `GROUPS[1..]`.
+    /// Bit mask over `GROUPS[1..]` (the primary ENI's are what `node` stands for).
     groups: u8,
     owned: bool,
 }
@@ -284,6 +287,10 @@ fn promises_hold(pool: &PoolSnapshot, scope: &EniScope, queue: &[EniRequest]) {
                     || pool.subnets.iter().any(|s| &s.id == subnet_id);
                 assert!(known, "{request:?}: not a subnet of the node's VPC and AZ");
                 assert!(!security_groups.is_empty(), "{request:?}: an ENI without security groups gets the VPC's default one, which nobody granted");
+                assert!(
+                    security_groups.len() <= 5,
+                    "{request:?}: EC2 takes at most 5 groups per ENI"
+                );
                 for group in security_groups {
                     let granted = scope.security_groups.contains(group)
                         || (scope.security_groups.contains("node")

@@ -103,6 +103,23 @@ fn security_group_node_without_a_primary_group_is_refused() {
 }
 
 #[test]
+fn security_groups_are_counted_after_node_is_resolved() {
+    let mut pool = pool();
+    pool.enis[0].security_groups = strings(&["sg-1", "sg-2", "sg-3", "sg-4"]);
+    let groups = scope(&["node"], &["node", "sg-5", "sg-6"], None);
+    let err = EniChecker::new(&groups, &pool, &[])
+        .create("node", &strings(&["node", "sg-5", "sg-6"]), 1, 0)
+        .unwrap_err();
+    assert!(
+        err.contains("resolve to 6 (sg-1, sg-2, sg-3, sg-4, sg-5, sg-6)"),
+        "{err}"
+    );
+    let fine =
+        EniChecker::new(&groups, &pool, &[]).create("node", &strings(&["node", "sg-5"]), 1, 0);
+    assert!(fine.is_ok(), "{fine:?}");
+}
+
+#[test]
 fn create_eni_is_held_to_subnets_groups_and_eni_count() {
     let pool = pool();
     let node = scope(&["node"], &["node"], None);
