@@ -20,7 +20,7 @@ seconds=${1:-150}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(cni_invocation daemon_frame cluster_config datastore_recovery eni_grants)
+  mapfile -t targets < <(scripts/fuzz-targets.sh)
 fi
 export CARGO_TARGET_DIR="$root/target/fuzz"
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then

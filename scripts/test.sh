@@ -109,7 +109,7 @@ if ! "$fuzz_replay_dir/release/examples/seed_corpus" "$work/fuzz-seeds"; then
   echo "fuzz replay: writing the seed corpora failed (above)"
   fuzz_status=1
 fi
-for target in cni_invocation daemon_frame cluster_config datastore_recovery eni_grants; do
+for target in $(scripts/fuzz-targets.sh); do
   mapfile -t inputs < <(find "$work/fuzz-seeds/$target" "tests/fuzz/regressions/$target" -type f 2>/dev/null | sort)
   # Without inputs a libFuzzer binary would start fuzzing, without end.
   if [ "${#inputs[@]}" -eq 0 ]; then

@@ -184,6 +184,22 @@ impl NodeEni {
         (!self.primary()).then_some(self.device + 1)
     }
 
+    /// The ENI as plugins see it in the pool view, `now_ms` (Unix ms) giving its age.
+    pub fn info(&self, owned: bool, now_ms: u64) -> crate::pool_view::EniInfo {
+        crate::pool_view::EniInfo {
+            owned,
+            id: self.eni.id.clone(),
+            device_number: self.device,
+            primary: self.primary(),
+            subnet_id: self.eni.subnet_id.clone(),
+            subnet_cidr: self.subnet_cidr,
+            security_groups: self.eni.security_groups.clone(),
+            primary_ip: self.eni.primary_ip,
+            age_ms: now_ms.saturating_sub(self.attached_unix_ms),
+            tags: self.eni.tags.clone(),
+        }
+    }
+
     /// The subnet's gateway: its first address after the network (EC2's VPC router).
     pub fn gateway(&self) -> Ipv4Addr {
         subnet_gateway(self.subnet_cidr)

@@ -29,7 +29,7 @@ use super::{Endpoints, InstanceLimits};
 use wasmcni_config::Ec2ProviderConfig;
 use wasmcni_core::eni::{Added, Ec2Error, Eni, EniProvider, NodeEni, NodeIdentity};
 use wasmcni_core::ipam::{Inventory, IpFamily, Ipv6Block, Provider, ProviderView};
-use wasmcni_core::{EniInfo, NodeInfo, NodeLimits, SubnetInfo};
+use wasmcni_core::{NodeInfo, NodeLimits, SubnetInfo};
 
 /// Tag naming the instance an ENI was created for (VPC CNI's key).
 pub const TAG_INSTANCE: &str = "node.k8s.amazonaws.com/instance_id";
@@ -948,18 +948,7 @@ impl Provider for Ec2Provider {
                 .enis
                 .values()
                 .filter(|e| e.managed)
-                .map(|e| EniInfo {
-                    owned: self.owns(e),
-                    id: e.eni.id.clone(),
-                    device_number: e.device,
-                    primary: e.primary(),
-                    subnet_id: e.eni.subnet_id.clone(),
-                    subnet_cidr: e.subnet_cidr,
-                    security_groups: e.eni.security_groups.clone(),
-                    primary_ip: e.eni.primary_ip,
-                    age_ms: now.saturating_sub(e.attached_unix_ms),
-                    tags: e.eni.tags.clone(),
-                })
+                .map(|e| e.info(self.owns(e), now))
                 .collect(),
             subnets: state
                 .subnets

@@ -15,7 +15,7 @@ use wasmcni_cni::proto::DaemonResponse;
 use wasmcni_cni::request::Command;
 use wasmcni_core::eni::{Added, Ec2Error, Eni, EniProvider, ImdsEni, NodeEni, NodeIdentity};
 use wasmcni_core::ipam::{Inventory, IpFamily, Provider, ProviderView};
-use wasmcni_core::pool_view::{EniInfo, NodeInfo, NodeLimits};
+use wasmcni_core::pool_view::{NodeInfo, NodeLimits};
 use wasmcni_core::EniRequest;
 use wasmcni_datapath::fake::Call;
 
@@ -52,6 +52,20 @@ struct ModelState {
     assign_gate: Option<Arc<tokio::sync::Notify>>,
     /// The next `assign_address` fails with this code (and assigns nothing).
     fail_assign_address: Option<&'static str>,
+}
+
+impl ModelState {
+    /// The attached ENI `eni_id`, or EC2's answer for an assignment to one that is not there.
+    fn eni_mut(&mut self, eni_id: &str) -> Result<&mut NodeEni, Ec2Error> {
+        self.enis
+            .values_mut()
+            .find(|e| e.eni.id == eni_id)
+            .ok_or_else(|| Ec2Error::Api {
+                action: "AssignPrivateIpAddresses",
+                code: "InvalidNetworkInterfaceID.NotFound".into(),
+                message: format!("{eni_id} does not exist"),
+            })
+    }
 }
 
 fn ip(text: &str) -> Ipv4Addr {
@@ -155,18 +169,7 @@ impl Provider for ModelEc2 {
             .state()
             .enis
             .values()
-            .map(|e| EniInfo {
-                id: e.eni.id.clone(),
-                device_number: e.device,
-                primary: e.primary(),
-                subnet_id: e.eni.subnet_id.clone(),
-                subnet_cidr: e.subnet_cidr,
-                security_groups: e.eni.security_groups.clone(),
-                primary_ip: e.eni.primary_ip,
-                age_ms: 0,
-                tags: e.eni.tags.clone(),
-                owned: true,
-            })
+            .map(|e| e.info(true, e.attached_unix_ms))
             .collect();
         ProviderView {
             node: NodeInfo {
@@ -297,16 +300,11 @@ impl EniProvider for ModelEc2 {
         let ips: Vec<Ipv4Addr> = (first..state.next_host)
             .map(|host| Ipv4Addr::new(10, 0, 1, host))
             .collect();
-        let eni = state
-            .enis
-            .values_mut()
-            .find(|e| e.eni.id == eni_id)
-            .ok_or_else(|| Ec2Error::Api {
-                action: "AssignPrivateIpAddresses",
-                code: "InvalidNetworkInterfaceID.NotFound".into(),
-                message: format!("{eni_id} does not exist"),
-            })?;
-        eni.eni.secondary_ips.extend_from_slice(&ips);
+        state
+            .eni_mut(eni_id)?
+            .eni
+            .secondary_ips
+            .extend_from_slice(&ips);
         Ok(Added {
             ips,
             ..Added::default()
@@ -330,16 +328,7 @@ impl EniProvider for ModelEc2 {
                     message: format!("{code} for {ip}"),
                 });
             }
-            let eni = state
-                .enis
-                .values_mut()
-                .find(|e| e.eni.id == eni_id)
-                .ok_or_else(|| Ec2Error::Api {
-                    action: "AssignPrivateIpAddresses",
-                    code: "InvalidNetworkInterfaceID.NotFound".into(),
-                    message: format!("{eni_id} does not exist"),
-                })?;
-            eni.eni.secondary_ips.push(ip);
+            state.eni_mut(eni_id)?.eni.secondary_ips.push(ip);
             state.assign_reply.clone()
         };
         if let Some(reply) = reply {
