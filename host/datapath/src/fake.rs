@@ -25,6 +25,10 @@ pub enum Call {
     Check(String),
     /// `teardown_pod` for this host veth.
     Teardown(String),
+    /// `detach_pod` for this host veth.
+    Detach(String),
+    /// `remove_link` of this host veth (by its index).
+    RemoveLink(String),
     /// `remove_veth` for this name.
     RemoveVeth(String),
     /// `remove_rules` for this address.
@@ -55,12 +59,30 @@ struct State {
     foreign_routes: Vec<IpAddr>,
     /// Each host veth's pod namespace and the routes its interface got there.
     pod_routes: BTreeMap<String, (String, PodRoutes)>,
+    /// Each host veth's interface index (never reused, as in the kernel), and the last given.
+    indexes: BTreeMap<String, u32>,
+    last_index: u32,
+    /// Host veths set down by `detach_pod`.
+    down: std::collections::BTreeSet<String>,
+    /// Failures left for `remove_link`.
+    link_removal_failures: usize,
 }
 
 /// The recording fake.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FakeDatapath {
     state: Mutex<State>,
+    /// Closed (`false`): `remove_link` waits, as a slow kernel would, until it is opened.
+    link_removals: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for FakeDatapath {
+    fn default() -> FakeDatapath {
+        FakeDatapath {
+            state: Mutex::default(),
+            link_removals: tokio::sync::watch::channel(true).0,
+        }
+    }
 }
 
 impl FakeDatapath {
@@ -89,6 +111,28 @@ impl FakeDatapath {
     /// refused).
     pub fn fail_next_eni_setup(&self, errno: nix::errno::Errno) {
         self.lock().fail_next_eni_setup = Some(errno);
+    }
+
+    /// Holds every `remove_link` (a veth deletion the kernel has not finished) until
+    /// [`FakeDatapath::finish_link_removals`].
+    pub fn hold_link_removals(&self) {
+        self.link_removals.send_replace(false);
+    }
+
+    /// Lets held and later `remove_link` calls finish.
+    pub fn finish_link_removals(&self) {
+        self.link_removals.send_replace(true);
+    }
+
+    /// Makes the next `count` link removals fail (the kernel refusing to delete).
+    pub fn fail_link_removals(&self, count: usize) {
+        self.lock().link_removal_failures = count;
+    }
+
+    /// Whether `detach_pod` set this host veth down (and it still exists).
+    pub fn is_down(&self, host_veth: &str) -> bool {
+        let state = self.lock();
+        state.veths.contains_key(host_veth) && state.down.contains(host_veth)
     }
 
     /// Makes the next `count` teardowns fail (the kernel refusing to delete).
@@ -122,16 +166,14 @@ impl FakeDatapath {
 
     /// Simulates the pod's namespace being deleted: its veth disappears, rules stay.
     pub fn remove_veth(&self, name: &str) {
-        let mut state = self.lock();
-        state.veths.remove(name);
-        state.pod_routes.remove(name);
+        self.lock().forget_veth(name);
     }
 
     /// Simulates a leftover from a crashed ADD: a veth and rule the datastore may not know.
     pub fn add_orphan(&self, name: &str, ip: impl Into<IpAddr>) {
         let ip = ip.into();
         let mut state = self.lock();
-        state.veths.insert(name.to_owned(), ip);
+        state.add_veth(name, ip);
         state.rules.push((ip, None));
     }
 
@@ -139,6 +181,22 @@ impl FakeDatapath {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl State {
+    fn add_veth(&mut self, name: &str, ip: IpAddr) {
+        self.last_index += 1;
+        self.indexes.insert(name.to_owned(), self.last_index);
+        self.down.remove(name);
+        self.veths.insert(name.to_owned(), ip);
+    }
+
+    fn forget_veth(&mut self, name: &str) {
+        self.veths.remove(name);
+        self.pod_routes.remove(name);
+        self.indexes.remove(name);
+        self.down.remove(name);
     }
 }
 
@@ -162,14 +220,13 @@ impl Datapath for FakeDatapath {
             let mut state = self.lock();
             state.calls.push(Call::Setup(a.host.host_veth.clone()));
             state.mtus.insert(a.host.host_veth.clone(), a.mtu);
+            // As the real one: a stale host veth of the same name is deleted first.
             if state.veths.contains_key(&a.host.host_veth) {
-                return Err(DatapathError::Exists {
-                    name: a.host.host_veth.clone(),
-                    place: "the host namespace".into(),
-                });
+                state.calls.push(Call::RemoveVeth(a.host.host_veth.clone()));
+                state.forget_veth(&a.host.host_veth);
             }
             // Like the real one, a failing setup may leave what it created so far.
-            state.veths.insert(a.host.host_veth.clone(), a.host.ip);
+            state.add_veth(&a.host.host_veth, a.host.ip);
             if let Some(errno) = state.fail_next_setup.take() {
                 return Err(DatapathError::Netlink {
                     operation: format!("add host route {}/32", a.host.ip),
@@ -243,9 +300,44 @@ impl Datapath for FakeDatapath {
                 cause: NetlinkCause::Kernel(nix::errno::Errno::EBUSY),
             });
         }
-        state.veths.remove(&host.host_veth);
-        state.pod_routes.remove(&host.host_veth);
+        state.forget_veth(&host.host_veth);
         state.rules.retain(|(ip, _)| *ip != host.ip);
+        Ok(())
+    }
+
+    async fn detach_pod(&self, host: &HostSide) -> Result<Option<u32>, DatapathError> {
+        tokio::task::yield_now().await;
+        let mut state = self.lock();
+        state.calls.push(Call::Detach(host.host_veth.clone()));
+        state.rules.retain(|(ip, _)| *ip != host.ip);
+        let index = state.indexes.get(&host.host_veth).copied();
+        if index.is_some() {
+            state.down.insert(host.host_veth.clone());
+        }
+        Ok(index)
+    }
+
+    async fn remove_link(&self, index: u32, name: &str) -> Result<(), DatapathError> {
+        let mut open = self.link_removals.subscribe();
+        // The sender lives as long as `self`.
+        let _ = open.wait_for(|open| *open).await;
+        let mut state = self.lock();
+        state.calls.push(Call::RemoveLink(name.to_owned()));
+        if state.link_removal_failures > 0 {
+            state.link_removal_failures -= 1;
+            return Err(DatapathError::Netlink {
+                operation: format!("delete host veth {name}"),
+                cause: NetlinkCause::Kernel(nix::errno::Errno::EBUSY),
+            });
+        }
+        let named = state
+            .indexes
+            .iter()
+            .find(|(_, i)| **i == index)
+            .map(|(name, _)| name.clone());
+        if let Some(name) = named {
+            state.forget_veth(&name);
+        }
         Ok(())
     }
 
@@ -256,8 +348,7 @@ impl Datapath for FakeDatapath {
     async fn remove_veth(&self, name: &str) -> Result<(), DatapathError> {
         let mut state = self.lock();
         state.calls.push(Call::RemoveVeth(name.to_owned()));
-        state.veths.remove(name);
-        state.pod_routes.remove(name);
+        state.forget_veth(name);
         Ok(())
     }
 

@@ -325,7 +325,27 @@ pub trait Datapath: Send + Sync + 'static {
         attachment: &PodAttachment,
         adjustments: &[wasmcni_core::NetlinkRequest],
     ) -> impl Future<Output = Result<(), DatapathError>> + Send;
-    /// Removes the host side (which takes the pod side with it). Missing parts are not errors.
+    /// Cuts an attachment off routing without waiting for the kernel to delete anything: the
+    /// host veth goes down (the kernel drops the routes and neighbour entries through it, in
+    /// both families, and the pod can send nothing more), then wasmcni's rules for the address
+    /// and the pod-side rule go. Returns the host veth's interface index for
+    /// [`Datapath::remove_link`], or `None` when the veth is gone already. Missing parts are
+    /// not errors.
+    fn detach_pod(
+        &self,
+        host: &HostSide,
+    ) -> impl Future<Output = Result<Option<u32>, DatapathError>> + Send;
+    /// Deletes the link with interface index `index` (a detached host veth, `name` in
+    /// messages), which takes the pod end with it; waits for the kernel to finish (a veth
+    /// deletion waits for an RCU grace period, ~20 ms). A link already gone is not an error;
+    /// by index, so a new veth of the same name is never the one deleted.
+    fn remove_link(
+        &self,
+        index: u32,
+        name: &str,
+    ) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Removes the host side (which takes the pod side with it) and waits for the kernel to
+    /// have deleted it. Missing parts are not errors.
     fn teardown_pod(
         &self,
         host: &HostSide,

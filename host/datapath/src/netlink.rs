@@ -507,6 +507,43 @@ impl Datapath for NetlinkDatapath {
         self.remove_veth(&host.host_veth).await
     }
 
+    async fn detach_pod(&self, host: &HostSide) -> Result<Option<u32>, DatapathError> {
+        let veth = &host.host_veth;
+        // Down first: from this request on, nothing reaches the pod and the pod reaches nothing.
+        let index = match link_index(&self.host, veth).await? {
+            None => None,
+            Some(index) => match self
+                .host
+                .link()
+                .set(LinkUnspec::new_with_index(index).down().build())
+                .execute()
+                .await
+            {
+                Ok(()) => Some(index),
+                Err(e) if matches!(errno(&e), Some(Errno::ENODEV | Errno::ENOENT)) => None,
+                Err(e) => return Err(nl(format!("set host veth {veth} down"))(e)),
+            },
+        };
+        if let Some(rule) = &host.pod_rule {
+            self.remove_pod_rule(host.ip, rule).await;
+        }
+        self.remove_rules(host.ip, host.route_table).await?;
+        Ok(index)
+    }
+
+    async fn remove_link(&self, index: u32, name: &str) -> Result<(), DatapathError> {
+        // Off the runtime's workers, for the reason `remove_veth` gives.
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || {
+            delete_link_blocking(LinkUnspec::new_with_index(index).build(), &name)
+        })
+        .await
+        .map_err(|source| DatapathError::Task {
+            what: "delete host veth",
+            source,
+        })?
+    }
+
     async fn veth_exists(&self, name: &str) -> Result<bool, DatapathError> {
         Ok(link_by_name(&self.host, name).await?.is_some())
     }
@@ -517,12 +554,14 @@ impl Datapath for NetlinkDatapath {
         // both workers and queue every other DEL behind them; from a blocking-pool thread with
         // a socket of its own, concurrent DELs overlap their waits.
         let name = name.to_owned();
-        tokio::task::spawn_blocking(move || delete_link_blocking(&name))
-            .await
-            .map_err(|source| DatapathError::Task {
-                what: "delete host veth",
-                source,
-            })?
+        tokio::task::spawn_blocking(move || {
+            delete_link_blocking(LinkUnspec::new_with_name(&name).build(), &name)
+        })
+        .await
+        .map_err(|source| DatapathError::Task {
+            what: "delete host veth",
+            source,
+        })?
     }
 
     async fn remove_rules(
@@ -815,7 +854,9 @@ async fn add_permanent_neighbour(
 }
 
 /// Deletes the link `name` in the current (node) namespace from the calling blocking thread.
-fn delete_link_blocking(name: &str) -> Result<(), DatapathError> {
+/// Deletes the link `message` names (by name or index; `name` for messages) on a socket and
+/// thread of its own; a link already gone is not an error.
+fn delete_link_blocking(message: LinkMessage, name: &str) -> Result<(), DatapathError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
@@ -824,8 +865,7 @@ fn delete_link_blocking(name: &str) -> Result<(), DatapathError> {
         let (connection, handle, _) = rtnetlink::new_connection()
             .map_err(|e| io_failure(format!("open a route socket to delete {name}"), e))?;
         tokio::spawn(connection);
-        let by_name = LinkUnspec::new_with_name(name).build();
-        match handle.link().del_with_message(by_name).execute().await {
+        match handle.link().del_with_message(message).execute().await {
             Ok(()) => Ok(()),
             Err(e) if matches!(errno(&e), Some(Errno::ENODEV | Errno::ENOENT)) => Ok(()),
             Err(e) => Err(nl(format!("delete host veth {name}"))(e)),

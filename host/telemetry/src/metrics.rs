@@ -167,7 +167,7 @@ impl Metrics {
         let pool_addresses = Family::<StateLabel, Gauge>::default();
         registry.register(
             "wasmcni_pool_addresses",
-            "Pod addresses of the pool by state (total, assigned, cooling, free)",
+            "Pod addresses of the pool by state (total, assigned, cooling, draining, free)",
             pool_addresses.clone(),
         );
         let enis = Gauge::default();

@@ -1,8 +1,10 @@
-//! ADD, DEL and ADD+DEL latency of wasmcni against Debian's ptp + host-local, measured in the
-//! same run, in the same node namespace, with the same pod-namespace setup; plus 100 concurrent
-//! ADDs. A measurement, not a test: it prints figures and asserts nothing about time.
+//! ADD, DEL and ADD+DEL latency of wasmcni against Debian's ptp + host-local (with and without
+//! `ipMasq`) and against the kernel floor (wasmcni's own netlink work, in process), measured in
+//! the same run, in the same node namespace, with the same pod-namespace setup; plus 100
+//! concurrent ADDs and DELs and the daemon's memory. A measurement, not a test: it prints
+//! figures and asserts nothing about time.
 //!
-//! Run (root): `cargo bench -p wasmcni-harness --bench cni` (`-- --iterations N` to change N).
+//! Run (root): `scripts/bench.sh` (builds the release binaries first; `-- --iterations N`).
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -52,6 +54,18 @@ struct Subject {
     list: Conflist,
 }
 
+/// The kernel floor of one cycle: wasmcni's own netlink work, in process (no exec, socket,
+/// datastore or plugins).
+struct Floor {
+    /// `setup_pod`: the netlink requests of an ADD.
+    add: Duration,
+    /// `detach_pod`: what a DEL now waits for.
+    detach: Duration,
+    /// `remove_link` after the detach: the kernel deleting the veth (what a DEL that waits for
+    /// the kernel, ptp's, pays on top).
+    remove: Duration,
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let iterations: usize = args
@@ -63,6 +77,15 @@ fn main() {
     let mut node = TestNode::new("10.88.0.0/16");
     node.start_daemon();
     let host_local_dir = tempfile::tempdir().expect("tempdir");
+    let ptp = |name: &str, subnet: &str, masq: bool| Conflist {
+        name: name.into(),
+        cni_version: "1.0.0".into(),
+        plugins: vec![json!({
+            "type": "ptp",
+            "ipMasq": masq,
+            "ipam": {"type": "host-local", "subnet": subnet, "dataDir": host_local_dir.path()}
+        })],
+    };
     let subjects = [
         Subject {
             label: "wasmcni",
@@ -74,14 +97,11 @@ fn main() {
         },
         Subject {
             label: "ptp + host-local",
-            list: Conflist {
-                name: "bench-ptp".into(),
-                cni_version: "1.0.0".into(),
-                plugins: vec![json!({
-                    "type": "ptp",
-                    "ipam": {"type": "host-local", "subnet": "10.99.0.0/16", "dataDir": host_local_dir.path()}
-                })],
-            },
+            list: ptp("bench-ptp", "10.99.0.0/16", false),
+        },
+        Subject {
+            label: "ptp + host-local, ipMasq",
+            list: ptp("bench-ptp-masq", "10.98.0.0/16", true),
         },
     ];
 
@@ -89,18 +109,22 @@ fn main() {
     for subject in &subjects {
         cycle(&node, &subject.list, 0);
     }
+    floor_cycle(&node, 0);
 
-    let mut adds = [Vec::new(), Vec::new()];
-    let mut dels = [Vec::new(), Vec::new()];
-    let mut cycles = [Vec::new(), Vec::new()];
+    let n = subjects.len();
+    let mut adds = vec![Vec::new(); n];
+    let mut dels = vec![Vec::new(); n];
+    let mut cycles = vec![Vec::new(); n];
+    let mut floors = Vec::new();
     for i in 0..iterations {
-        // Interleave the subjects so drift in machine load hits both alike.
+        // Interleave the subjects so drift in machine load hits all alike.
         for (s, subject) in subjects.iter().enumerate() {
             let (add, del) = cycle(&node, &subject.list, i + 1);
             adds[s].push(add);
             dels[s].push(del);
             cycles[s].push(add + del);
         }
+        floors.push(floor_cycle(&node, i + 1));
     }
 
     println!("\nSequential, {iterations} iterations each, interleaved; wall time around each plugin exec (ms):\n");
@@ -126,12 +150,43 @@ fn main() {
         );
         medians.push((a.median, d.median, c.median));
     }
-    let ratio = |x: Duration, y: Duration| x.as_secs_f64() / y.as_secs_f64();
+    let floor_add = stats(floors.iter().map(|f| f.add).collect());
+    let floor_del = stats(floors.iter().map(|f| f.detach + f.remove).collect());
+    let floor_cycle = stats(floors.iter().map(|f| f.add + f.detach + f.remove).collect());
     println!(
-        "\nwasmcni / ptp: ADD {:.2}x, DEL {:.2}x, ADD+DEL {:.2}x",
-        ratio(medians[0].0, medians[1].0),
-        ratio(medians[0].1, medians[1].1),
-        ratio(medians[0].2, medians[1].2)
+        "| kernel floor (in process; DEL = detach + veth deletion) | {} | {} | {} | {} | {} | {} | {} |",
+        ms(floor_add.median),
+        ms(floor_add.p90),
+        ms(floor_del.median),
+        ms(floor_del.p90),
+        ms(floor_cycle.median),
+        ms(floor_cycle.p90),
+        ms(floor_add.min)
+    );
+    let detach = stats(floors.iter().map(|f| f.detach).collect());
+    let remove = stats(floors.iter().map(|f| f.remove).collect());
+    println!(
+        "\nKernel floor parts (ms): detach (veth down, rules) median {} p90 {}; veth deletion median {} p90 {}",
+        ms(detach.median),
+        ms(detach.p90),
+        ms(remove.median),
+        ms(remove.p90)
+    );
+    let ratio = |x: Duration, y: Duration| x.as_secs_f64() / y.as_secs_f64();
+    for s in 1..n {
+        println!(
+            "wasmcni / {}: ADD {:.2}x, DEL {:.2}x, ADD+DEL {:.2}x",
+            subjects[s].label,
+            ratio(medians[0].0, medians[s].0),
+            ratio(medians[0].1, medians[s].1),
+            ratio(medians[0].2, medians[s].2),
+        );
+    }
+    println!("(targets against ptp without ipMasq: ADD <= 0.3x, DEL <= 0.2x)");
+    println!(
+        "wasmcni ADD above the kernel floor: {} ms (median against median); DEL above the detach: {} ms",
+        ms(medians[0].0.saturating_sub(floor_add.median)),
+        ms(medians[0].1.saturating_sub(detach.median))
     );
 
     println!("\nExec floor: VERSION answered by the plugin itself, {iterations} runs (ms):\n");
@@ -173,7 +228,68 @@ fn main() {
             ms(d.p90)
         );
     }
+    let (rss, peak) = node.daemon_memory_kib();
+    println!(
+        "\nDaemon memory after the run (no plugins configured): RSS {:.1} MiB, peak {:.1} MiB",
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
     node.stop_daemon("TERM");
+}
+
+/// wasmcni's netlink work for one pod, in process in the node namespace: `setup_pod`, then
+/// `detach_pod`, then `remove_link` (pod namespace creation is not timed).
+fn floor_cycle(node: &TestNode, i: usize) -> Floor {
+    use wasmcni_datapath::netlink::NetlinkDatapath;
+    use wasmcni_datapath::{Datapath, HostSide, PodAttachment};
+    let pod = NetNs::new("bf");
+    let netns = pod.path();
+    node.node.run(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let datapath = NetlinkDatapath::connect().expect("netlink");
+            let ip: std::net::IpAddr = format!("10.77.{}.{}", i / 250, i % 250 + 1)
+                .parse()
+                .expect("address");
+            let host = HostSide {
+                host_veth: format!("flr{i}"),
+                ip,
+                route_table: None,
+                pod_rule: None,
+            };
+            let attachment = PodAttachment {
+                host: host.clone(),
+                netns,
+                pod_ifname: "eth0".into(),
+                mtu: 1500,
+                pod_mac: None,
+                routes: Default::default(),
+            };
+            let started = Instant::now();
+            datapath.setup_pod(&attachment).await.expect("setup_pod");
+            let add = started.elapsed();
+            let started = Instant::now();
+            let index = datapath
+                .detach_pod(&host)
+                .await
+                .expect("detach_pod")
+                .expect("the veth exists");
+            let detach = started.elapsed();
+            let started = Instant::now();
+            datapath
+                .remove_link(index, &host.host_veth)
+                .await
+                .expect("remove_link");
+            Floor {
+                add,
+                detach,
+                remove: started.elapsed(),
+            }
+        })
+    })
 }
 
 /// One ADD and one DEL of a fresh pod namespace (namespace creation is not timed).

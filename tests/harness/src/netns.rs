@@ -48,6 +48,21 @@ impl NetNs {
             .unwrap_or(false)
     }
 
+    /// Waits until the link `name` no longer exists here (a DEL answers before the kernel has
+    /// finished deleting its veth); whether it went within `limit`.
+    pub fn link_gone_within(&self, name: &str, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if !self.try_ip(&["link", "show", name]) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// Runs any command inside the namespace (`ip netns exec`).
     pub fn exec(&self, program: &str, args: &[&str]) -> std::process::Output {
         Command::new("ip")

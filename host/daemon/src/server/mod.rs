@@ -354,8 +354,9 @@ pub async fn serve<D: Datapath>(
     // are refused: nothing a plugin does can hold the daemon up.
     handler.runtime.stop_calls();
     tracing::info!(in_flight = tasks.len(), "shutting down");
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
     let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_DRAIN, drain).await.is_err() {
+    if tokio::time::timeout_at(deadline, drain).await.is_err() {
         // An ADD cut short here was never committed: the next start rolls it back.
         tracing::warn!(
             in_flight = tasks.len(),
@@ -363,9 +364,18 @@ pub async fn serve<D: Datapath>(
             SHUTDOWN_DRAIN.as_millis()
         );
     }
+    // Veths of answered DELs still being deleted: a down veth no record owns, which the next
+    // start removes before serving if it is still there.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if !handler.drained(None, left).await {
+        tracing::info!(
+            veths = handler.draining_now().len(),
+            "veths of answered DELs were still being deleted; the next start removes what is left"
+        );
+    }
 }
 
-/// How long a stopping daemon waits for in-flight requests: together with the runtime's own
+/// How long a stopping daemon waits for in-flight requests (and veth deletions): together with the runtime's own
 /// shutdown, SIGTERM ends the daemon within a second, whatever plugins are doing. What is cut
 /// short is recovered at the next start (an uncommitted ADD is rolled back, a DEL replayed).
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);

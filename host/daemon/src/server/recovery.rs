@@ -248,11 +248,11 @@ async fn release_vanished_and_orphans<D: Datapath>(
     for veth in node
         .veths
         .iter()
-        .filter(|v| !owned_veths.contains(v.as_str()))
+        .filter(|v| !owned_veths.contains(v.as_str()) && !handler.is_draining_veth(v))
     {
         match handler.datapath.remove_veth(veth).await {
             Ok(()) => {
-                tracing::warn!(veth = %veth, "removed a wasmcni veth no attachment owns (left by a crashed ADD)");
+                tracing::warn!(veth = %veth, "removed a wasmcni veth no attachment owns (left by a crashed ADD, or by a DEL whose veth deletion a crash cut short)");
                 report.orphan_veths += 1;
             }
             Err(e) => report

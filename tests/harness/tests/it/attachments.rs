@@ -7,7 +7,7 @@ use wasmcni_harness::chain::{Attachment, Conflist};
 use wasmcni_harness::node::TestNode;
 use wasmcni_harness::traffic::{tcp_fetch, EchoServer};
 
-use crate::support::{pod, pod_ip, running_node};
+use crate::support::{pod, pod_ip, running_node, VETH_GONE_WITHIN};
 
 /// Debian's ptp with host-local, its own data directory; `routes` as its IPAM should add.
 fn ptp(dir: &tempfile::TempDir, routes: Value) -> Conflist {
@@ -120,7 +120,7 @@ fn wasmcni_as_net1_beside_ptp_keeps_ptps_default_route_and_each_del_leaves_the_o
 
     // DEL of wasmcni's attachment leaves ptp's whole, and no rule into an empty table.
     node.del(&second, &net1, Some(&ours)).expect("DEL net1");
-    assert!(!p.ns.try_ip(&["link", "show", "net1"]));
+    assert!(p.ns.link_gone_within("net1", VETH_GONE_WITHIN));
     let rules = p.ns.ip(&["-4", "rule", "show"]);
     assert!(!rules.contains("lookup 101"), "{rules}");
     assert!(
@@ -152,7 +152,7 @@ fn ptp_as_net1_beside_wasmcni_and_wasmcni_del_leaves_ptp_working() {
     node.check(&first, &eth0, &ours).expect("CHECK eth0");
 
     node.del(&first, &eth0, Some(&ours)).expect("DEL eth0");
-    assert!(!p.ns.try_ip(&["link", "show", "eth0"]));
+    assert!(p.ns.link_gone_within("eth0", VETH_GONE_WITHIN));
     assert!(
         reachable(&node, &p.ns, &ptp_ip),
         "ptp's {ptp_ip} after DEL eth0"

@@ -87,7 +87,8 @@ fn gc_releases_attachments_missing_from_the_valid_list_and_status_reports_readin
     let failures = node.gc(&chain, &valid);
     assert!(failures.is_empty(), "{failures:?}");
     assert!(
-        !node.node.try_ip(&["link", "show", &dropped_veth]),
+        node.node
+            .link_gone_within(&dropped_veth, crate::support::VETH_GONE_WITHIN),
         "GC left the stale veth"
     );
     node.check(&chain, &keep.attachment, &kept)

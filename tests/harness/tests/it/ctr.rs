@@ -128,7 +128,10 @@ fn ctr_run_cni_container_gets_a_reachable_ip_and_stop_removes_everything() {
     );
     assert!(!cache.exists(), "libcni cache {} survived", cache.display());
 
-    // Nothing of the attachment is left on the node.
+    // Nothing of the attachment is left on the node (the veth once the kernel has deleted it).
+    assert!(node
+        .node
+        .link_gone_within(&veth, crate::support::VETH_GONE_WITHIN));
     let links = node.node.ip(&["-o", "link", "show"]);
     assert!(
         !links.contains(&veth) && !links.contains(": eni"),

@@ -34,7 +34,8 @@ fn add_retries_del_succeeds_and_is_replayed_on_restart() {
     // Back up: the recorded DEL is replayed before the first request is served.
     node.start_daemon();
     assert!(
-        !node.node.try_ip(&["link", "show", &veth]),
+        node.node
+            .link_gone_within(&veth, crate::support::VETH_GONE_WITHIN),
         "the pending DEL was not replayed"
     );
     let rules = node.node.ip(&["-4", "rule", "show"]);

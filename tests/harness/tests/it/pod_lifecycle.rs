@@ -3,7 +3,7 @@
 use serde_json::json;
 use wasmcni_harness::traffic::{ping, tcp_fetch, EchoServer};
 
-use crate::support::{pod, pod_ip, running_node, wasmcni_only};
+use crate::support::{assert_detached_then_gone, pod, pod_ip, running_node, wasmcni_only};
 
 #[test]
 fn add_builds_the_vpc_cni_data_path_and_pods_talk() {
@@ -89,10 +89,7 @@ fn add_builds_the_vpc_cni_data_path_and_pods_talk() {
     node.check(&chain, &a.attachment, &result_a).expect("CHECK");
     node.del(&chain, &a.attachment, Some(&result_a))
         .expect("DEL");
-    assert!(
-        !node.node.try_ip(&["link", "show", &host_veth]),
-        "host veth survived DEL"
-    );
+    assert_detached_then_gone(&node.node, &host_veth, &ip_a);
     assert!(
         !a.ns.try_ip(&["link", "show", "eth0"]),
         "pod eth0 survived DEL"
@@ -235,4 +232,50 @@ fn a_requested_mac_is_set_on_the_pod_interface_and_a_multicast_one_refused() {
         !b.ns.try_ip(&["link", "show", "eth0"]),
         "nothing was created in the pod"
     );
+}
+
+#[test]
+fn an_add_racing_the_teardown_for_the_same_address_gets_it_only_after_the_old_veth_is_gone() {
+    // DEL answers before the kernel has deleted the veth (~20 ms later); a pod that asks for
+    // the address at once must wait for that deletion, every time.
+    let node = running_node();
+    let chain = wasmcni_only(&node, "1.1.0");
+    const ADDRESS: &str = "10.88.0.123";
+    let asking = |name: &str| {
+        let mut p = pod(name);
+        p.attachment.args.push(("IP".into(), ADDRESS.into()));
+        p
+    };
+    let mut holder = asking("race0");
+    let mut result = node.add(&chain, &holder.attachment).expect("first ADD");
+    for round in 1..=10 {
+        let old_veth = result["interfaces"][0]["name"].as_str().unwrap().to_owned();
+        node.del(&chain, &holder.attachment, Some(&result))
+            .expect("DEL");
+        let next = asking(&format!("race{round}"));
+        result = node
+            .add(&chain, &next.attachment)
+            .unwrap_or_else(|f| panic!("round {round}: ADD for the drained address: {f}"));
+        assert_eq!(pod_ip(&result), ADDRESS);
+        assert!(
+            !node.node.try_ip(&["link", "show", &old_veth]),
+            "round {round}: {ADDRESS} was handed out while the old veth {old_veth} still existed"
+        );
+        let new_veth = result["interfaces"][0]["name"].as_str().unwrap();
+        let routes = node
+            .node
+            .ip(&["-4", "route", "show", &format!("{ADDRESS}/32")]);
+        let routes: Vec<&str> = routes.lines().collect();
+        assert!(
+            routes.len() == 1 && routes[0].starts_with(&format!("{ADDRESS} dev {new_veth} ")),
+            "round {round}: {routes:?}"
+        );
+        assert!(
+            ping(&node.node, ADDRESS),
+            "round {round}: the new pod is unreachable"
+        );
+        holder = next;
+    }
+    node.del(&chain, &holder.attachment, Some(&result))
+        .expect("last DEL");
 }

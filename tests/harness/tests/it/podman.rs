@@ -233,7 +233,15 @@ fn podman_attaches_wasmcni_beside_ptp_with_the_requested_address_and_mac() {
 
     // `podman rm -f` DELs every attachment: nothing of wasmcni's stays on the node.
     podman.ok(&["rm", "-f", "-t", "0", "first", "second"]);
-    let veths = node.node.ip(&["-j", "link", "show"]);
+    // (Each veth once the kernel has finished deleting it, after the DEL answered.)
+    let deadline = std::time::Instant::now() + crate::support::VETH_GONE_WITHIN;
+    let veths = loop {
+        let veths = node.node.ip(&["-j", "link", "show"]);
+        if !veths.contains("\"ifalias\":\"wasmcni\"") || std::time::Instant::now() > deadline {
+            break veths;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
     assert!(!veths.contains("\"ifalias\":\"wasmcni\""), "{veths}");
     let pool = node.inspect("pool", true);
     let pool: Value = serde_json::from_str(&pool).unwrap();

@@ -204,7 +204,7 @@ impl<D: Datapath> Handler<D> {
         pod: &PodInfo,
     ) -> Result<(Choice, tokio::sync::MutexGuard<'_, ()>), CniError> {
         let wait = self.add_wait;
-        let deadline = tokio::time::Instant::now() + wait;
+        let start = tokio::time::Instant::now();
         let mut changed = self.pool_changed.subscribe();
         loop {
             changed.borrow_and_update();
@@ -218,9 +218,23 @@ impl<D: Datapath> Handler<D> {
             };
             match chosen {
                 Ok(choice) => return Ok((choice, allocating)),
-                Err(e) if e.code == codes::POOL_EXHAUSTED && self.dynamic => {
+                // A growing pool is waited for up to `add_wait`; addresses whose veth is
+                // still being deleted up to DRAIN_WAIT.
+                Err(e)
+                    if e.code == codes::POOL_EXHAUSTED
+                        && (self.dynamic || !self.draining_now().is_empty()) =>
+                {
                     drop(allocating);
-                    self.wake_warm_pool.notify_one();
+                    if self.dynamic {
+                        self.wake_warm_pool.notify_one();
+                    }
+                    let draining = !self.draining_now().is_empty();
+                    let deadline = start
+                        + if draining {
+                            wait.max(draining::DRAIN_WAIT)
+                        } else {
+                            wait
+                        };
                     let waiting = Instant::now();
                     let waited = tokio::time::timeout_at(deadline, async {
                         // A cooling address comes free with time, not with an inventory change.
@@ -236,7 +250,20 @@ impl<D: Datapath> Handler<D> {
                         waiting.elapsed(),
                     );
                     if waited.is_err() {
-                        return Err(self.exhausted_after_wait(wait));
+                        let still = self.draining_now().len();
+                        return Err(if self.dynamic {
+                            self.exhausted_after_wait(wait)
+                        } else {
+                            let why = format!(
+                                "{still} of them were DELeted pods' addresses whose veths the kernel had not finished deleting after {} ms",
+                                draining::DRAIN_WAIT.as_millis()
+                            );
+                            let details = e
+                                .details
+                                .as_ref()
+                                .map_or(why.clone(), |d| format!("{why}; {d}"));
+                            e.with_details(details)
+                        });
                     }
                 }
                 Err(e) => return Err(e),
@@ -251,13 +278,14 @@ impl<D: Datapath> Handler<D> {
             .unwrap_or_else(|p| p.into_inner())
             .capacity();
         let cooling = self.cooling_now().len();
+        let draining = self.draining_now().len();
         let cause = self.provider_grow_error().map_or_else(String::new, |e| {
             format!("; the last attempt to grow it failed: {e}")
         });
         CniError::new(
             codes::POOL_EXHAUSTED,
             format!(
-                "no free IPv4 address after waiting {} ms for the pool to grow ({capacity} addresses, all held or cooling ({cooling} cooling)){cause}",
+                "no free IPv4 address after waiting {} ms for the pool to grow ({capacity} addresses, all held, cooling or draining ({cooling} cooling, {draining} draining)){cause}",
                 wait.as_millis()
             ),
         )
@@ -269,6 +297,7 @@ impl<D: Datapath> Handler<D> {
         let store = self.store();
         let resting = self.resting();
         let cooling = &resting.cooling;
+        let draining = resting.draining.len();
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         pool.choose(|ip| resting.taken(&store, ip)).ok_or_else(|| {
             let details = if self.dynamic {
@@ -279,9 +308,10 @@ impl<D: Datapath> Handler<D> {
             CniError::new(
                 codes::POOL_EXHAUSTED,
                 format!(
-                    "no free IPv4 address: all {} addresses of the pool are assigned{}",
+                    "no free IPv4 address: all {} addresses of the pool are assigned{}{}",
                     pool.capacity(),
-                    if cooling.is_empty() { String::new() } else { format!(" or cooling down ({})", cooling.len()) }
+                    if cooling.is_empty() { String::new() } else { format!(" or cooling down ({})", cooling.len()) },
+                    if draining == 0 { String::new() } else { format!(" or draining ({draining}: DELeted, veth not yet deleted)") }
                 ),
             )
             .with_details(details)

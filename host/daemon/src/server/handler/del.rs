@@ -1,5 +1,6 @@
-//! DEL: undo the data path from the datastore's record, then release the address (it rests
-//! for the cooldown before it is handed out again).
+//! DEL: cut the attachment off routing from the datastore's record, release the address
+//! durably and answer; the kernel's deletion of the veth finishes afterwards, the address
+//! draining until it has ([`super::draining`]), then resting for the cooldown.
 
 use super::*;
 
@@ -57,11 +58,17 @@ impl<D: Datapath> Handler<D> {
         };
         let metrics = wasmcni_telemetry::metrics::Metrics::global();
         let phase = enter_phase("datapath");
-        self.datapath
-            .teardown_pod(&reserved_host(&allocation))
+        let host = reserved_host(&allocation);
+        let index = self
+            .datapath
+            .detach_pod(&host)
             .await
             .map_err(|e| datapath_error(e, "DEL"))?;
         metrics.phase("DEL", "datapath", phase.elapsed());
+        if let Some(index) = index {
+            // Before the record goes, so the address is never free while its veth exists.
+            self.start_drain(allocation.ip, &host.host_veth, index);
+        }
         let phase = enter_phase("datastore");
         self.release(key).await?;
         metrics.phase("DEL", "datastore", phase.elapsed());

@@ -103,6 +103,11 @@ pub struct Handler<D: Datapath> {
     /// every other chooser, and neither released nor its ENI deleted by the reconciler,
     /// until the ADD that asked has reserved it or given up.
     assigning: Mutex<HashMap<IpAddr, String>>,
+    /// Addresses whose DEL has answered while their veth is still being deleted
+    /// ([`draining`]): taken for every chooser until it is gone.
+    draining: Mutex<HashMap<IpAddr, draining::Drain>>,
+    /// The handler itself, for the tasks it starts (veth deletions outliving their DEL).
+    me: std::sync::Weak<Handler<D>>,
     /// The EC2 provider, when it is the provider (the reconciler drives it).
     pub(crate) ec2: std::sync::OnceLock<Arc<dyn wasmcni_core::eni::EniProvider>>,
 }
@@ -139,7 +144,9 @@ impl<D: Datapath> Handler<D> {
         } else {
             HashMap::new()
         };
-        Arc::new(Handler {
+        Arc::new_cyclic(|me| Handler {
+            me: me.clone(),
+            draining: Mutex::new(HashMap::new()),
             config,
             pod_mtu,
             datapath,
@@ -464,6 +471,7 @@ fn result_addresses(result: &CniResult) -> Vec<IpNet> {
 mod add;
 mod check;
 mod del;
+mod draining;
 mod gc;
 mod pool_state;
 mod requested;
@@ -473,5 +481,7 @@ mod status;
 pub(crate) mod tests;
 #[cfg(test)]
 mod tests_attachments;
+#[cfg(test)]
+mod tests_draining;
 #[cfg(test)]
 mod tests_requested;

@@ -42,7 +42,7 @@ impl<D: Datapath> Handler<D> {
     /// Sets the pool gauges from the pool as it is now (at each scrape).
     pub(crate) fn update_pool_gauges(&self) {
         let metrics = wasmcni_telemetry::metrics::Metrics::global();
-        let (total, assigned, cooling, free) = {
+        let (total, assigned, cooling, draining, free) = {
             let store = self.store();
             let resting = self.resting();
             let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
@@ -51,6 +51,7 @@ impl<D: Datapath> Handler<D> {
                 pool.capacity(),
                 store.allocations().count() as u64,
                 resting.cooling.len() as u64,
+                resting.draining.len() as u64,
                 free,
             )
         };
@@ -58,6 +59,7 @@ impl<D: Datapath> Handler<D> {
             ("total", total),
             ("assigned", assigned),
             ("cooling", cooling),
+            ("draining", draining),
             ("free", free),
         ] {
             metrics
@@ -82,13 +84,14 @@ impl<D: Datapath> Handler<D> {
     }
 
     /// Whether an address is held by an attachment, cooling down, held by another CNI's pod,
-    /// or being assigned for a request.
+    /// being assigned for a request, or draining (its last pod's veth still being deleted).
     pub(crate) fn is_taken(&self, ip: impl Into<IpAddr>) -> bool {
         let ip = ip.into();
         self.store().holder_of(ip).is_some()
             || self.is_cooling(ip)
             || self.is_foreign(ip)
             || self.is_assigning(ip)
+            || self.is_draining(ip)
     }
 
     /// Whether EC2 is being asked to assign `ip` for a requested address.
@@ -202,6 +205,7 @@ impl<D: Datapath> Handler<D> {
                 .map(|a| a.ip)
                 .chain(self.foreign_now())
                 .chain(self.assigning_now())
+                .chain(self.draining_now())
                 .filter_map(ipv4_of)
                 .collect(),
             cooling: cooling.into_iter().filter_map(ipv4_of).collect(),
@@ -218,13 +222,14 @@ impl<D: Datapath> Handler<D> {
     }
 
     /// The addresses that are not free although no attachment holds them: cooling, held by
-    /// another CNI's pods, and being assigned for a request. Read after taking the store lock
+    /// another CNI's pods, being assigned for a request, draining. Read after taking the store lock
     /// (see [`Handler::release`]).
     pub(super) fn resting(&self) -> Resting {
         Resting {
             cooling: self.cooling_now(),
             foreign: self.foreign_now(),
             assigning: self.assigning_now(),
+            draining: self.draining_now(),
         }
     }
 
@@ -279,16 +284,19 @@ pub(super) struct Resting {
     pub(super) foreign: Vec<IpAddr>,
     /// Being assigned by EC2 for a requested address.
     pub(super) assigning: Vec<IpAddr>,
+    /// DELeted, their veth still being deleted.
+    pub(super) draining: Vec<IpAddr>,
 }
 
 impl Resting {
-    /// Whether `ip` is held (per `store`), cooling, another CNI's, or being assigned.
+    /// Whether `ip` is held (per `store`), cooling, another CNI's, being assigned or draining.
     pub(super) fn taken(&self, store: &Datastore, ip: impl Into<IpAddr>) -> bool {
         let ip = ip.into();
         store.holder_of(ip).is_some()
             || self.cooling.contains(&ip)
             || self.foreign.contains(&ip)
             || self.assigning.contains(&ip)
+            || self.draining.contains(&ip)
     }
 }
 
@@ -301,6 +309,7 @@ pub(super) fn free_in(pool: &Pool, store: &Datastore, resting: &Resting) -> u64 
         .chain(resting.cooling.iter().copied())
         .chain(resting.foreign.iter().copied())
         .chain(resting.assigning.iter().copied())
+        .chain(resting.draining.iter().copied())
         .filter_map(|ip| match ip {
             IpAddr::V6(ip) => Some(ip),
             IpAddr::V4(_) => None,

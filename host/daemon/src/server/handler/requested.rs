@@ -69,6 +69,16 @@ impl<D: Datapath> Handler<D> {
         ip: IpAddr,
         source: &str,
     ) -> Result<(Choice, tokio::sync::MutexGuard<'_, ()>), CniError> {
+        // Its last pod's DEL has answered, its veth not yet gone: wait for the kernel.
+        if self.is_draining(ip) {
+            let waiting = Instant::now();
+            self.drained(Some(ip), draining::DRAIN_WAIT).await;
+            wasmcni_telemetry::metrics::Metrics::global().phase(
+                "ADD",
+                "drain_wait",
+                waiting.elapsed(),
+            );
+        }
         let allocating = self.allocation.lock().await;
         let refusal = match self.requested_choice(ip) {
             Ok(choice) => return Ok((choice, allocating)),
@@ -116,6 +126,16 @@ impl<D: Datapath> Handler<D> {
             return Err(Refusal {
                 code: codes::TRY_AGAIN_LATER,
                 why: "is being assigned to this node by EC2 for another ADD that asked for it; retry once that ADD has finished".to_owned(),
+                assignable_on: None,
+            });
+        }
+        if self.is_draining(ip) {
+            return Err(Refusal {
+                code: codes::TRY_AGAIN_LATER,
+                why: format!(
+                    "was released by a DEL whose veth the kernel has not finished deleting after {} ms; retry once it has",
+                    draining::DRAIN_WAIT.as_millis()
+                ),
                 assignable_on: None,
             });
         }

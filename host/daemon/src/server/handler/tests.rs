@@ -145,7 +145,7 @@ pub(super) fn stdout(response: &DaemonResponse) -> &str {
     }
 }
 
-fn veth(container_id: &str) -> String {
+pub(super) fn veth(container_id: &str) -> String {
     host_veth_name(
         "eni",
         Some(("default", &format!("pod-{container_id}"))),
@@ -271,7 +271,7 @@ async fn del_is_idempotent_and_undoes_from_the_record() {
         .datapath
         .calls()
         .iter()
-        .filter(|c| matches!(c, Call::Teardown(_)))
+        .filter(|c| matches!(c, Call::Detach(_)))
         .count();
     assert_eq!(teardowns, 1, "the second DEL found nothing to undo");
 }
@@ -1115,7 +1115,8 @@ async fn ipv6_prefix_mode_hands_out_128s_with_the_link_local_gateway_and_policie
         .handler
         .datapath
         .calls()
-        .contains(&Call::Teardown(veth("a"))));
+        .contains(&Call::Detach(veth("a"))));
+    assert!(f.handler.drained(None, Duration::from_secs(5)).await);
     assert!(!f.handler.datapath.veths().contains_key(&veth("a")));
     let next = ip_of(&f.run(Command::Add, "d", "1.1.0").await);
     assert!(!next.starts_with(&seen[0].to_string()), "{next}");

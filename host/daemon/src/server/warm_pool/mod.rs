@@ -627,7 +627,7 @@ async fn delete_eni<D: Datapath>(
         .find(|ip| handler.is_taken(*ip));
     if let Some(ip) = busy {
         return Ok(format!(
-            "{eni_id} kept: {ip} is held or cooling (taken since the plan)"
+            "{eni_id} kept: {ip} is held, cooling or draining (taken since the plan)"
         ));
     }
     if handler.is_assigning_to(eni_id) {

@@ -524,13 +524,13 @@ async fn an_eni_is_kept_while_a_pod_holds_or_just_released_one_of_its_addresses(
     let note = carry_out(&f, &model, delete.clone()).await.unwrap();
     assert_eq!(
         note,
-        "eni-1 kept: 10.0.1.5 is held or cooling (taken since the plan)"
+        "eni-1 kept: 10.0.1.5 is held, cooling or draining (taken since the plan)"
     );
     f.run(Command::Del, "a", "1.1.0").await;
     let note = carry_out(&f, &model, delete).await.unwrap();
     assert_eq!(
         note,
-        "eni-1 kept: 10.0.1.5 is held or cooling (taken since the plan)"
+        "eni-1 kept: 10.0.1.5 is held, cooling or draining (taken since the plan)"
     );
     assert!(model.calls().is_empty(), "{:?}", model.calls());
     assert!(model.eni("eni-1").is_some());
