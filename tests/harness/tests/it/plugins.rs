@@ -6,7 +6,7 @@ use wasmcni_harness::node::TestNode as Node;
 use wasmcni_harness::node::TestNode;
 use wasmcni_harness::{allocator_plugin_config, plugin_entry};
 
-use crate::support::{pod, pod_ip, wasmcni_only};
+use crate::support::{assert_detached_then_gone, pod, pod_ip, wasmcni_only};
 
 fn node_with(sections: &str) -> TestNode {
     let node = TestNode::new("10.88.0.0/24");
@@ -29,9 +29,12 @@ fn the_pack_allocator_chooses_addresses_for_real_adds() {
     }
     let ips: Vec<String> = results.iter().map(pod_ip).collect();
     assert_eq!(ips, ["10.88.0.1", "10.88.0.2", "10.88.0.3"]);
-    // pack fills the lowest hole at once, where the built-in allocator would rotate onwards.
+    // pack fills the lowest hole once its veth is gone, where the built-in allocator would
+    // rotate onwards.
     node.del(&chain, &pods[1].attachment, Some(&results[1]))
         .expect("DEL");
+    let host_veth = results[1]["interfaces"][0]["name"].as_str().expect("veth");
+    assert_detached_then_gone(&node.node, host_veth, "10.88.0.2");
     let again = pod("packed-again");
     let result = node.add(&chain, &again.attachment).expect("ADD");
     assert_eq!(pod_ip(&result), "10.88.0.2");
