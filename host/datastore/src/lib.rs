@@ -4,14 +4,20 @@
 //!
 //! The store lives in one directory (created `0700`):
 //!
-//! * `snapshot.json`: `{"format":"wasmcni-datastore/1","generation":G,"allocations":[...]}`,
-//!   the whole state as of the start of generation `G`. Absent until the first compaction
-//!   (generation 0 starts empty).
+//! * `snapshot.jsonl`: the whole state as of the start of generation `G`, framed like the log
+//!   (below): a header line `{"format":"wasmcni-datastore/2","generation":G,"allocations":N}`
+//!   and one line per allocation. Absent until the first compaction (generation 0 starts
+//!   empty). `snapshot.json` is the unframed format-1 file of earlier versions, read when there
+//!   is no `snapshot.jsonl` and deleted by the first compaction.
+//! * `snapshot.prev.jsonl`: the snapshot before it (generation `P`), kept with its log as the
+//!   fallback for a damaged current snapshot.
 //! * `wal-<G>.log`: the write-ahead log of generation `G`, one record per line:
 //!   `<8 hex digits of the CRC-32 of the JSON> <JSON>\n`. Records are `reserve`, `commit` and
 //!   `release`; each is appended with one `write(2)` on an `O_APPEND` descriptor and no
 //!   userspace buffer, so a crash can only lose an unsynced tail, never reorder records.
-//! * `snapshot.json.tmp`: a snapshot being written; removed on open.
+//!   `wal-<P>.log` is kept beside it.
+//! * `snapshot.jsonl.tmp`, `snapshot.prev.jsonl.tmp`: being written; removed on open.
+//! * `damaged/`: copies of files recovery found damaged (the newest few), for inspection.
 //!
 //! # Durability
 //!
@@ -24,24 +30,31 @@
 //! # Compaction
 //!
 //! When the log holds more than [`WalOptions::compact_after_records`] records, the next
-//! mutation writes generation `G+1`: snapshot to the temp file, fsync, rename over
-//! `snapshot.json`, fsync the directory, create an empty `wal-<G+1>.log`, fsync the directory,
-//! delete `wal-<G>.log`. Recovery reads the snapshot's generation and replays only that
-//! generation's log, so a crash between any two steps recovers the same state.
+//! mutation writes generation `G+1`: snapshot to the temp file, fsync, the current snapshot
+//! hard-linked over the previous one, the temp renamed over the current, fsync the directory,
+//! create an empty `wal-<G+1>.log`, fsync the directory, delete the logs older than `G` (and a
+//! format-1 snapshot). Recovery reads the snapshot's generation and replays that generation's
+//! log, so a crash between any two steps recovers the same state.
 //!
 //! # Recovery
 //!
 //! [`Datastore::open`] loads the snapshot, replays the log, cuts off a torn tail (a last line
 //! without its newline, or a last line whose checksum fails), deletes stale files, and syncs
 //! what it read, since records written just before a daemon crash may still be only in the
-//! page cache. Damage anywhere but the last record is refused with the file and byte offset:
-//! silently dropping a record from the middle could hand one IP to two pods.
+//! page cache. Damage elsewhere (every line carries its own checksum) costs only the damaged
+//! lines and the records that no longer fit without them; a damaged snapshot is rebuilt from
+//! the previous one when that loses nothing. What was lost is reported, never silently dropped
+//! (see `recover.rs`), and the recovered state is compacted into a clean generation.
 
+mod framing;
+mod recover;
 mod snapshot;
 mod wal;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_damage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -173,6 +186,59 @@ pub struct RecoveryReport {
     /// Allocations still `Reserved`: ADDs the crash interrupted, for the caller to tear down
     /// or finish.
     pub incomplete: Vec<Allocation>,
+    /// What damage cost: each unreadable line and each readable record dropped because it no
+    /// longer fits (see the recovery notes at the top of this crate). Empty after a clean stop
+    /// or an ordinary crash. When it is not, a live pod's address may be missing from the
+    /// store, and the caller must find out from the node which addresses are in use.
+    pub lost: Vec<Damage>,
+    /// Damage found in the current snapshot that the previous snapshot and the logs since
+    /// made good: nothing lost.
+    pub repaired: Vec<Damage>,
+    /// Copies of the damaged files, under `damaged/` in the state directory.
+    pub set_aside: Vec<PathBuf>,
+}
+
+/// Something recovery could not read, or read and could not apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// The file.
+    pub file: PathBuf,
+    /// The byte offset of the line, when it is one line.
+    pub offset: Option<u64>,
+    /// What was wrong, and what it cost.
+    pub what: String,
+    /// Whether the file's bytes are damaged (rather than a readable record dropped because it
+    /// contradicts what came before it).
+    pub unreadable: bool,
+}
+
+impl Damage {
+    fn unreadable(file: &Path, offset: Option<u64>, what: &str) -> Damage {
+        Damage {
+            file: file.to_path_buf(),
+            offset,
+            what: what.to_string(),
+            unreadable: true,
+        }
+    }
+
+    fn dropped(file: &Path, offset: Option<u64>, what: String) -> Damage {
+        Damage {
+            file: file.to_path_buf(),
+            offset,
+            what,
+            unreadable: false,
+        }
+    }
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.offset {
+            Some(offset) => write!(f, "{} at byte {offset}: {}", self.file.display(), self.what),
+            None => write!(f, "{}: {}", self.file.display(), self.what),
+        }
+    }
 }
 
 /// Why a datastore operation failed.
@@ -249,35 +315,25 @@ pub enum DatastoreError {
         /// The daemon's effective uid.
         daemon: u32,
     },
-    /// A log record other than the last is damaged, or a record is not one this build wrote.
+    /// A log record with a valid checksum that this build does not know: written by a newer
+    /// version, whose meaning recovery must not guess.
     #[error(
-        "datastore log {path} is corrupt at byte offset {offset}: {reason}; the daemon will not \
-         guess which IPs are in use: inspect the file, and restore a backup or move the state \
-         directory aside (pods on this node will then need to be recreated)"
+        "datastore log {path} holds, at byte offset {offset}, a record this build cannot read: \
+         {reason}; run the wasmcni version that wrote it (or a newer one)"
     )]
-    CorruptLog {
+    UnknownRecord {
         /// The log file.
         path: PathBuf,
-        /// Byte offset of the start of the bad record.
+        /// Byte offset of the start of the record.
         offset: u64,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The snapshot cannot be read as this build's snapshot format.
-    #[error(
-        "datastore snapshot {path} is invalid: {reason}; restore a backup or move the state \
-         directory aside (pods on this node will then need to be recreated)"
-    )]
-    CorruptSnapshot {
-        /// The snapshot file.
-        path: PathBuf,
         /// What is wrong with it.
         reason: String,
     },
     /// The snapshot was written by a different (probably newer) version.
     #[error(
         "datastore snapshot {path} has format {found:?}, but this build reads only \
-         {expected:?}; run a wasmcni version that understands it",
+         {expected:?} (and the format-1 file of earlier versions); run a wasmcni version that \
+         understands it",
         expected = snapshot::FORMAT
     )]
     UnknownFormat {
@@ -290,8 +346,8 @@ pub enum DatastoreError {
     /// replaced, so replaying either would miss records.
     #[error(
         "datastore log {path} belongs to generation {log_generation}, newer than the snapshot's \
-         generation {snapshot_generation}; snapshot.json was deleted or replaced: restore it, \
-         or move the state directory aside"
+         generation {snapshot_generation}; the snapshot was deleted or replaced by an older one: \
+         restore it, or move the state directory aside"
     )]
     OrphanLog {
         /// The log file.
@@ -492,73 +548,6 @@ impl Index {
     }
 }
 
-/// Loads the snapshot into a checked index; returns it with the generation and whether a
-/// snapshot existed.
-fn load_snapshot(dir: &Path) -> Result<(Index, u64, bool), DatastoreError> {
-    let Some(loaded) = snapshot::load(dir)? else {
-        return Ok((Index::default(), 0, false));
-    };
-    let mut index = Index::default();
-    for alloc in loaded.allocations {
-        index
-            .check_reservable_from_snapshot(&alloc)
-            .map_err(|reason| DatastoreError::CorruptSnapshot {
-                path: snapshot::path(dir),
-                reason,
-            })?;
-        index.insert(alloc);
-    }
-    Ok((index, loaded.generation, true))
-}
-
-/// The logs of other generations than `generation`, to delete. Older ones are superseded by the
-/// snapshot. A newer one can only be an empty leftover of a compaction that crashed, since a
-/// new log is created only after its snapshot is durable; if it holds records, the snapshot
-/// that goes with it is missing, and replaying anything would lose them.
-fn stale_logs(dir: &Path, generation: u64) -> Result<Vec<PathBuf>, DatastoreError> {
-    let mut stale = Vec::new();
-    for (log_generation, path) in wal::list_logs(dir)? {
-        if log_generation > generation {
-            let len = fs::metadata(&path)
-                .map_err(|source| DatastoreError::Io {
-                    action: "inspect",
-                    path: path.clone(),
-                    source,
-                })?
-                .len();
-            if len > 0 {
-                return Err(DatastoreError::OrphanLog {
-                    path,
-                    log_generation,
-                    snapshot_generation: generation,
-                });
-            }
-        }
-        if log_generation != generation {
-            stale.push(path);
-        }
-    }
-    Ok(stale)
-}
-
-/// Replays a log image onto `index`; returns the number of records applied and the length of
-/// the intact prefix.
-fn replay(index: &mut Index, path: &Path, bytes: &[u8]) -> Result<(usize, u64), DatastoreError> {
-    let corrupt = |offset, reason| DatastoreError::CorruptLog {
-        path: path.to_path_buf(),
-        offset,
-        reason,
-    };
-    let scan = wal::scan(bytes).map_err(|(offset, reason)| corrupt(offset, reason))?;
-    let records = scan.records.len();
-    for (offset, record) in scan.records {
-        index
-            .apply(record)
-            .map_err(|reason| corrupt(offset, reason))?;
-    }
-    Ok((records, scan.valid_len))
-}
-
 /// Where [`Datastore::compact_until`] stops; every stop but `Complete` imitates a crash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(not(test), allow(dead_code))]
@@ -592,6 +581,11 @@ pub struct Datastore {
     compaction_retry_at: usize,
     last_lsn: Lsn,
     shared: Arc<wal::Shared>,
+    /// The previous snapshot's generation, whose log is kept with it as a fallback.
+    previous_generation: Option<u64>,
+    /// False while the current snapshot is one recovery found damaged: compaction does not
+    /// keep it as the previous one.
+    snapshot_intact: bool,
 }
 
 impl fmt::Debug for Datastore {
@@ -631,35 +625,48 @@ impl Datastore {
 
         // Read everything first and change nothing until it all checks out, so a refusal
         // leaves the directory as the operator found it.
-        let (mut index, generation, snapshot_loaded) = load_snapshot(dir)?;
-        let stale = stale_logs(dir, generation)?;
-        let log_path = wal::log_path(dir, generation);
-        let existing = wal::read_log(&log_path)?;
-        let log_created = existing.is_none();
-        let bytes = existing.unwrap_or_default();
-        let (records_replayed, valid_len) = replay(&mut index, &log_path, &bytes)?;
-        let torn_tail_bytes = bytes.len() as u64 - valid_len;
+        let recovered = recover::read(dir)?;
+        let log_path = wal::log_path(dir, recovered.generation);
+        let torn_tail_bytes = recovered.log_len - recovered.log_valid_len;
+
+        // Keep a copy of what is damaged before anything rewrites it.
+        let mut set_aside = Vec::new();
+        for file in recovered.damaged_files() {
+            match recover::set_aside(dir, &file) {
+                Ok(copy) => set_aside.push(copy),
+                Err(error) => {
+                    tracing::warn!(%error, "datastore: could not keep a copy of a damaged file")
+                }
+            }
+        }
+        for damage in &recovered.lost {
+            tracing::error!(%damage, "datastore: lost to damage");
+        }
+        for damage in &recovered.repaired {
+            tracing::warn!(%damage, "datastore: damage repaired from the previous snapshot");
+        }
 
         // Now repair: cut the torn tail, sync the log (its records may be only in the page
         // cache if the daemon rather than the machine crashed), drop stale files.
-        let log = LogWriter::open_existing(&log_path, valid_len, records_replayed)?;
+        let log =
+            LogWriter::open_existing(&log_path, recovered.log_valid_len, recovered.log_records)?;
         if torn_tail_bytes > 0 {
             tracing::warn!(
                 log = %log_path.display(),
-                offset = valid_len,
+                offset = recovered.log_valid_len,
                 bytes = torn_tail_bytes,
                 "datastore: cutting off a record a crash interrupted"
             );
             log.truncate_to_valid()?;
         }
         log.sync()?;
-        let mut dir_changed = log_created;
+        let mut dir_changed = recovered.log_missing;
         if snapshot::remove_temp(dir)? {
             tracing::info!(dir = %dir.display(), "datastore: removed an unfinished snapshot");
             dir_changed = true;
         }
-        for path in stale {
-            wal::remove_file(&path)?;
+        for path in &recovered.stale {
+            wal::remove_file(path)?;
             tracing::info!(log = %path.display(), "datastore: removed a stale log");
             dir_changed = true;
         }
@@ -667,6 +674,8 @@ impl Datastore {
             wal::sync_dir(dir)?;
         }
 
+        let index = recovered.index;
+        let generation = recovered.generation;
         let incomplete: Vec<Allocation> = index
             .by_key
             .values()
@@ -674,19 +683,24 @@ impl Datastore {
             .cloned()
             .collect();
         let report = RecoveryReport {
-            records_replayed,
+            records_replayed: recovered.records_replayed,
             torn_tail_bytes,
-            snapshot_loaded,
+            snapshot_loaded: recovered.snapshot_loaded,
             generation,
             incomplete,
+            lost: recovered.lost,
+            repaired: recovered.repaired,
+            set_aside,
         };
         tracing::info!(
             dir = %dir.display(),
             generation,
             allocations = index.by_key.len(),
-            records_replayed,
+            records_replayed = report.records_replayed,
             torn_tail_bytes,
             incomplete = report.incomplete.len(),
+            lost = report.lost.len(),
+            repaired = report.repaired.len(),
             "datastore opened"
         );
         let shared = Arc::new(wal::Shared::new(
@@ -694,7 +708,7 @@ impl Datastore {
             log.path().to_path_buf(),
             generation,
         ));
-        let store = Datastore {
+        let mut store = Datastore {
             dir: dir.to_path_buf(),
             options,
             index,
@@ -704,7 +718,15 @@ impl Datastore {
             compaction_retry_at: 0,
             last_lsn: 0,
             shared,
+            previous_generation: recovered.previous_generation,
+            snapshot_intact: recovered.snapshot_intact,
         };
+        if !report.lost.is_empty() || !report.repaired.is_empty() {
+            // What was recovered becomes a clean generation, so the damage is read only once.
+            if let Err(error) = store.compact() {
+                tracing::warn!(%error, "datastore: could not rewrite the recovered state; the damage is read again at the next start");
+            }
+        }
         Ok((store, report))
     }
 
@@ -878,16 +900,24 @@ impl Datastore {
 
     /// The compaction sequence, stopping early at `stop` to imitate a crash in tests.
     fn compact_until(&mut self, stop: CompactStop) -> Result<(), DatastoreError> {
-        let new_generation = self.generation + 1;
+        let old_generation = self.generation;
+        let new_generation = old_generation + 1;
         snapshot::write_temp(&self.dir, new_generation, self.index.by_key.values())?;
         if stop == CompactStop::TempWritten {
             return Ok(());
         }
+        // The snapshot being replaced stays, with its log, as the fallback for a damaged one;
+        // not the damaged one recovery worked around.
+        let kept_previous = self.snapshot_intact && snapshot::keep_previous(&self.dir)?;
         snapshot::install(&self.dir)?;
         // From here recovery replays only the new generation's log: the old one must never be
         // appended to again, even if the rest of this sequence fails.
         self.generation = new_generation;
         self.log_usable = false;
+        self.snapshot_intact = true;
+        if kept_previous {
+            self.previous_generation = Some(old_generation);
+        }
         if stop == CompactStop::Renamed {
             return Ok(());
         }
@@ -898,9 +928,7 @@ impl Datastore {
         if stop == CompactStop::NewLogCreated {
             return Ok(());
         }
-        let old_path = std::mem::replace(&mut self.log, new_log)
-            .path()
-            .to_path_buf();
+        let _ = std::mem::replace(&mut self.log, new_log);
         self.log_usable = true;
         self.compaction_retry_at = 0;
         // The synced snapshot holds every record appended so far.
@@ -910,10 +938,22 @@ impl Datastore {
             new_generation,
             self.last_lsn,
         );
-        // A leftover old log is harmless (recovery deletes it), so failing to delete it here
-        // must not fail the mutation that triggered compaction.
-        if let Err(error) = wal::remove_file(&old_path) {
-            tracing::warn!(%error, "datastore: could not delete the previous log");
+        // Logs older than the previous snapshot's, and a format-1 snapshot, are superseded.
+        // A leftover is harmless (recovery deletes it), so failing to delete one here must not
+        // fail the mutation that triggered compaction.
+        let keep_from = self.previous_generation.unwrap_or(new_generation);
+        let superseded = wal::list_logs(&self.dir).map(|logs| {
+            logs.into_iter()
+                .filter(|(generation, _)| *generation < keep_from)
+                .map(|(_, path)| path)
+                .collect::<Vec<_>>()
+        });
+        let removed = superseded.and_then(|paths| {
+            paths.iter().try_for_each(|path| wal::remove_file(path))?;
+            snapshot::remove_format_1(&self.dir)
+        });
+        if let Err(error) = removed {
+            tracing::warn!(%error, "datastore: could not delete a superseded file");
         }
         tracing::debug!(
             dir = %self.dir.display(),

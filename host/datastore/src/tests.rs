@@ -14,11 +14,11 @@ use serde_json::json;
 use super::wal::LogWriter;
 use super::*;
 
-fn key(container: &str, ifname: &str) -> AttachmentKey {
+pub(super) fn key(container: &str, ifname: &str) -> AttachmentKey {
     AttachmentKey::new(container, ifname)
 }
 
-fn alloc(container: &str, ifname: &str, ip: Ipv4Addr) -> Allocation {
+pub(super) fn alloc(container: &str, ifname: &str, ip: Ipv4Addr) -> Allocation {
     Allocation {
         key: key(container, ifname),
         network: "aws-cni".to_string(),
@@ -37,21 +37,21 @@ fn alloc(container: &str, ifname: &str, ip: Ipv4Addr) -> Allocation {
     }
 }
 
-fn ip(last: u8) -> Ipv4Addr {
+pub(super) fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 0, last)
 }
 
-fn options(compact_after_records: usize) -> WalOptions {
+pub(super) fn options(compact_after_records: usize) -> WalOptions {
     WalOptions {
         compact_after_records,
     }
 }
 
-fn open(dir: &Path) -> (Datastore, RecoveryReport) {
+pub(super) fn open(dir: &Path) -> (Datastore, RecoveryReport) {
     Datastore::open(dir, options(1000)).expect("open")
 }
 
-fn state(ds: &Datastore) -> Vec<Allocation> {
+pub(super) fn state(ds: &Datastore) -> Vec<Allocation> {
     ds.allocations().cloned().collect()
 }
 
@@ -60,7 +60,7 @@ fn cni_result(ip: Ipv4Addr) -> serde_json::Value {
 }
 
 /// File names in `dir`, sorted.
-fn files(dir: &Path) -> Vec<String> {
+pub(super) fn files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .expect("read_dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -69,7 +69,7 @@ fn files(dir: &Path) -> Vec<String> {
     names
 }
 
-fn log0(dir: &Path) -> PathBuf {
+pub(super) fn log0(dir: &Path) -> PathBuf {
     wal::log_path(dir, 0)
 }
 
@@ -273,8 +273,10 @@ fn files_are_private_to_the_daemon() {
     ds.compact().expect("compact");
     let mode = |p: &Path| fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o700);
-    assert_eq!(mode(&dir.join("snapshot.json")), 0o600);
+    assert_eq!(mode(&dir.join("snapshot.jsonl")), 0o600);
     assert_eq!(mode(&wal::log_path(&dir, 1)), 0o600);
+    ds.compact().expect("compact");
+    assert_eq!(mode(&dir.join("snapshot.prev.jsonl")), 0o600);
 }
 
 #[test]
@@ -356,7 +358,7 @@ fn log_lines_are_checksummed_tagged_json() {
 
 /// Runs a fixed sequence of operations on a fresh store in `dir` and returns, for each record
 /// boundary (including 0), the log length there and the state after it.
-fn build_log(dir: &Path) -> (Vec<u64>, Vec<Vec<Allocation>>) {
+pub(super) fn build_log(dir: &Path) -> (Vec<u64>, Vec<Vec<Allocation>>) {
     let (mut ds, _) = open(dir);
     let mut ends = vec![0];
     let mut states = vec![Vec::new()];
@@ -456,37 +458,6 @@ fn damaged_last_record_is_dropped_as_torn() {
 }
 
 #[test]
-fn damaged_middle_record_is_an_error_naming_file_and_offset() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (ends, _) = build_log(tmp.path());
-    let original = fs::read(log0(tmp.path())).expect("read");
-    let victim_start = ends[2];
-    let mut bytes = original.clone();
-    bytes[victim_start as usize + 25] ^= 0x01;
-    fs::write(log0(tmp.path()), &bytes).expect("write");
-
-    let err = Datastore::open(tmp.path(), options(1000)).expect_err("corrupt");
-    match &err {
-        DatastoreError::CorruptLog { path, offset, .. } => {
-            assert_eq!(path, &log0(tmp.path()));
-            assert_eq!(*offset, victim_start);
-        }
-        other => panic!("unexpected error {other}"),
-    }
-    let msg = err.to_string();
-    assert!(
-        msg.contains(&log0(tmp.path()).display().to_string()),
-        "{msg}"
-    );
-    assert!(
-        msg.contains(&format!("byte offset {victim_start}")),
-        "{msg}"
-    );
-    // A refused open changes nothing.
-    assert_eq!(fs::read(log0(tmp.path())).expect("read"), bytes);
-}
-
-#[test]
 fn valid_checksum_on_an_unknown_record_is_an_error_even_at_the_end() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (ends, _) = build_log(tmp.path());
@@ -498,27 +469,39 @@ fn valid_checksum_on_an_unknown_record_is_an_error_even_at_the_end() {
     fs::write(log0(tmp.path()), &bytes).expect("write");
     let err = Datastore::open(tmp.path(), options(1000)).expect_err("unknown record");
     assert!(
-        matches!(err, DatastoreError::CorruptLog { offset, .. } if offset == *ends.last().expect("end"))
+        matches!(err, DatastoreError::UnknownRecord { offset, .. } if offset == *ends.last().expect("end"))
     );
     assert!(err.to_string().contains("newer version"), "{err}");
 }
 
 #[test]
-fn self_contradicting_log_is_an_error() {
+fn self_contradicting_log_keeps_the_first_reading_and_reports_the_rest() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (mut ds, _) = open(tmp.path());
     ds.reserve(alloc("a", "eth0", ip(1))).expect("reserve");
+    let expected = state(&ds);
     drop(ds);
     // The same reservation twice: no live run can produce this.
     let bytes = fs::read(log0(tmp.path())).expect("read");
     let mut doubled = bytes.clone();
     doubled.extend_from_slice(&bytes);
     fs::write(log0(tmp.path()), &doubled).expect("write");
-    let err = Datastore::open(tmp.path(), options(1000)).expect_err("contradiction");
+    let (ds, report) = open(tmp.path());
+    assert_eq!(state(&ds), expected);
+    assert_eq!(report.lost.len(), 1, "{:?}", report.lost);
+    let lost = &report.lost[0];
+    assert_eq!(lost.offset, Some(bytes.len() as u64));
+    assert!(!lost.unreadable);
     assert!(
-        matches!(err, DatastoreError::CorruptLog { offset, .. } if offset == bytes.len() as u64),
-        "{err}"
+        lost.to_string().contains("already holds 10.0.0.1") && lost.to_string().contains("dropped"),
+        "{lost}"
     );
+    // Readable, so nothing is set aside; the state was rewritten into a clean generation.
+    assert!(report.set_aside.is_empty());
+    drop(ds);
+    let (ds, report) = open(tmp.path());
+    assert_eq!(state(&ds), expected);
+    assert!(report.lost.is_empty(), "{:?}", report.lost);
 }
 
 #[test]
@@ -555,7 +538,12 @@ fn compaction_keeps_state_and_bounds_the_log() {
 
     assert_eq!(
         files(dir),
-        ["snapshot.json".to_string(), format!("wal-{generation}.log")]
+        [
+            "snapshot.jsonl".to_string(),
+            "snapshot.prev.jsonl".to_string(),
+            format!("wal-{}.log", generation - 1),
+            format!("wal-{generation}.log")
+        ]
     );
     let log_lines = fs::read_to_string(wal::log_path(dir, generation))
         .expect("read")
@@ -639,7 +627,8 @@ fn failed_append_changes_nothing_and_the_next_change_starts_a_new_log() {
     drop(ds);
     let (ds, _) = open(dir);
     assert_eq!(state(&ds), expected);
-    assert_eq!(files(dir), ["snapshot.json", "wal-1.log"]);
+    // Compaction deletes superseded logs by generation; the symlink is not one.
+    assert_eq!(files(dir), ["full", "snapshot.jsonl", "wal-1.log"]);
 }
 
 #[test]
@@ -674,7 +663,7 @@ fn failed_fdatasync_stays_failed_until_the_state_is_rewritten() {
 }
 
 /// Builds a store at generation 1 with further records in its log, and returns the state.
-fn store_before_compaction(dir: &Path) -> (Datastore, Vec<Allocation>) {
+pub(super) fn store_before_compaction(dir: &Path) -> (Datastore, Vec<Allocation>) {
     let (mut ds, _) = open(dir);
     for i in 1..=4u8 {
         ds.reserve(alloc(&format!("s{i}"), "eth0", ip(i)))
@@ -693,19 +682,23 @@ fn store_before_compaction(dir: &Path) -> (Datastore, Vec<Allocation>) {
 
 #[test]
 fn crash_at_every_compaction_step_recovers_the_same_state() {
+    // Generation 1 has no previous snapshot (generation 0 has none); compacting it keeps it
+    // as the previous one, with its log, from the moment the new one is renamed into place.
+    let both = vec![
+        "snapshot.jsonl",
+        "snapshot.prev.jsonl",
+        "wal-1.log",
+        "wal-2.log",
+    ];
     let cases = [
         (
             CompactStop::TempWritten,
             1,
-            vec!["snapshot.json", "wal-1.log"],
+            vec!["snapshot.jsonl", "wal-1.log"],
         ),
-        (CompactStop::Renamed, 2, vec!["snapshot.json", "wal-2.log"]),
-        (
-            CompactStop::NewLogCreated,
-            2,
-            vec!["snapshot.json", "wal-2.log"],
-        ),
-        (CompactStop::Complete, 2, vec!["snapshot.json", "wal-2.log"]),
+        (CompactStop::Renamed, 2, both.clone()),
+        (CompactStop::NewLogCreated, 2, both.clone()),
+        (CompactStop::Complete, 2, both),
     ];
     for (stop, generation, after) in cases {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -741,19 +734,30 @@ fn stale_old_log_next_to_a_newer_generation_is_ignored_and_deleted() {
     let (mut ds, _) = store_before_compaction(dir);
     let old_log = fs::read(wal::log_path(dir, 1)).expect("read");
     ds.compact().expect("compact");
-    // Records in the new generation, then the old log reappears (its deletion was lost).
+    ds.compact().expect("compact");
+    // Records in the newest generation, then a log older than the previous snapshot's
+    // reappears (its deletion was lost).
     ds.release(&key("s4", "eth0")).expect("release");
     ds.reserve(alloc("s6", "eth0", ip(6))).expect("reserve");
     let expected = state(&ds);
     drop(ds);
     fs::write(wal::log_path(dir, 1), &old_log).expect("write");
-    // So does a temp snapshot of an attempt that never finished.
-    fs::write(dir.join("snapshot.json.tmp"), b"{\"format\":").expect("write");
+    // So do temp snapshots of an attempt that never finished.
+    fs::write(dir.join("snapshot.jsonl.tmp"), b"{\"format\":").expect("write");
+    fs::write(dir.join("snapshot.prev.jsonl.tmp"), b"x").expect("write");
 
     let (ds, report) = open(dir);
     assert_eq!(state(&ds), expected);
     assert_eq!(report.records_replayed, 2);
-    assert_eq!(files(dir), ["snapshot.json", "wal-2.log"]);
+    assert_eq!(
+        files(dir),
+        [
+            "snapshot.jsonl",
+            "snapshot.prev.jsonl",
+            "wal-2.log",
+            "wal-3.log"
+        ]
+    );
 }
 
 #[test]
@@ -764,17 +768,17 @@ fn log_newer_than_the_snapshot_is_refused() {
     ds.compact().expect("compact");
     ds.reserve(alloc("n", "eth0", ip(50))).expect("reserve");
     drop(ds);
-    fs::remove_file(dir.join("snapshot.json")).expect("remove snapshot");
+    fs::remove_file(dir.join("snapshot.jsonl")).expect("remove snapshot");
     let err = Datastore::open(dir, options(1000)).expect_err("orphan");
     assert!(matches!(
         err,
         DatastoreError::OrphanLog {
-            log_generation: 2,
+            log_generation: 1,
             snapshot_generation: 0,
             ..
         }
     ));
-    assert!(err.to_string().contains("wal-2.log"), "{err}");
+    assert!(err.to_string().contains("wal-1.log"), "{err}");
 
     // An empty one (a compaction that crashed before its first record) is just removed.
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -785,48 +789,46 @@ fn log_newer_than_the_snapshot_is_refused() {
 }
 
 #[test]
-fn snapshot_of_unknown_format_or_damaged_is_refused() {
+fn snapshot_of_unknown_format_is_refused_untouched() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let (mut ds, _) = open(dir);
     ds.reserve(alloc("a", "eth0", ip(1))).expect("reserve");
     ds.compact().expect("compact");
     drop(ds);
-    let snapshot_path = dir.join("snapshot.json");
+    let snapshot_path = dir.join("snapshot.jsonl");
     let good = fs::read_to_string(&snapshot_path).expect("read");
-    assert!(
-        good.contains("\"format\":\"wasmcni-datastore/1\""),
-        "{good}"
+    let (header, rest) = good.split_once('\n').expect("a header line");
+    let header_json = header.split_once(' ').expect("checksum").1;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(header_json).expect("json"),
+        json!({"format": "wasmcni-datastore/2", "generation": 1, "allocations": 1})
     );
-    assert!(good.contains("\"generation\":1"), "{good}");
 
-    let newer = good.replace("wasmcni-datastore/1", "wasmcni-datastore/2");
-    fs::write(&snapshot_path, newer).expect("write");
+    // A newer format, with a valid checksum: not ours to guess at.
+    let newer = header_json.replace("wasmcni-datastore/2", "wasmcni-datastore/3");
+    let newer = format!("{:08x} {newer}\n{rest}", crc32fast::hash(newer.as_bytes()));
+    fs::write(&snapshot_path, &newer).expect("write");
     let err = Datastore::open(dir, options(1000)).expect_err("format");
     let msg = err.to_string();
     assert!(matches!(err, DatastoreError::UnknownFormat { .. }));
     assert!(
-        msg.contains("wasmcni-datastore/2") && msg.contains("wasmcni-datastore/1"),
+        msg.contains("wasmcni-datastore/3") && msg.contains("wasmcni-datastore/2"),
         "{msg}"
     );
-    assert!(msg.contains("snapshot.json"), "{msg}");
+    assert!(msg.contains("snapshot.jsonl"), "{msg}");
+    assert_eq!(fs::read_to_string(&snapshot_path).expect("read"), newer);
 
-    fs::write(&snapshot_path, &good[..good.len() / 2]).expect("write");
-    let err = Datastore::open(dir, options(1000)).expect_err("truncated");
-    assert!(
-        matches!(err, DatastoreError::CorruptSnapshot { .. }),
-        "{err}"
-    );
-
-    // Two attachments holding one IP.
-    let mut doubled: serde_json::Value = serde_json::from_str(&good).expect("json");
-    let first = doubled["allocations"][0].clone();
-    let mut second = first.clone();
-    second["key"]["container_id"] = json!("b");
-    doubled["allocations"] = json!([first, second]);
-    fs::write(&snapshot_path, doubled.to_string()).expect("write");
-    let err = Datastore::open(dir, options(1000)).expect_err("double ip");
-    assert!(err.to_string().contains("10.0.0.1"), "{err}");
+    // The same for a format-1 file naming an unknown format.
+    fs::remove_file(&snapshot_path).expect("remove");
+    let format_1 = dir.join("snapshot.json");
+    fs::write(
+        &format_1,
+        r#"{"format":"wasmcni-datastore/9","generation":1}"#,
+    )
+    .expect("write");
+    let err = Datastore::open(dir, options(1000)).expect_err("format");
+    assert!(err.to_string().contains("wasmcni-datastore/9"), "{err}");
 }
 
 #[test]

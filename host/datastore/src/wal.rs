@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Allocation, AttachmentKey, DatastoreError, Lsn};
+use super::{framing, Allocation, AttachmentKey, DatastoreError, Lsn};
 use wasmcni_core::PodRoutes;
 
 /// A log record as written: borrows, so appending does not clone the allocation.
@@ -68,39 +68,19 @@ pub(super) fn encode(record: &RecordRef<'_>) -> Result<Vec<u8>, DatastoreError> 
         what: format!("log record for attachment {}", record.key()),
         source,
     })?;
-    let crc = crc32fast::hash(&json);
-    let mut line = Vec::with_capacity(json.len() + 10);
-    line.extend_from_slice(format!("{crc:08x} ").as_bytes());
-    line.extend_from_slice(&json);
-    line.push(b'\n');
-    Ok(line)
+    Ok(framing::frame(&json))
 }
 
 /// Why a line could not be turned into a record.
 enum LineError {
-    /// Checksum or framing wrong: what a torn write leaves behind.
+    /// Checksum or framing wrong: a torn write at the end, damage anywhere else.
     Damaged(String),
     /// Checksum right but not a record this build knows: written by someone else.
     Undecodable(String),
 }
 
 fn decode_line(line: &[u8]) -> Result<Record, LineError> {
-    if line.len() < 9 || line[8] != b' ' || !line[..8].iter().all(u8::is_ascii_hexdigit) {
-        return Err(LineError::Damaged(
-            "the line does not start with 8 hex digits of checksum and a space".to_string(),
-        ));
-    }
-    let (crc_hex, json) = (&line[..8], &line[9..]);
-    let stored = std::str::from_utf8(crc_hex)
-        .ok()
-        .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-        .ok_or_else(|| LineError::Damaged("unreadable checksum".to_string()))?;
-    let computed = crc32fast::hash(json);
-    if stored != computed {
-        return Err(LineError::Damaged(format!(
-            "checksum mismatch (stored {stored:08x}, computed {computed:08x})"
-        )));
-    }
+    let json = framing::unframe(line).map_err(LineError::Damaged)?;
     serde_json::from_slice(json).map_err(|e| {
         LineError::Undecodable(format!(
             "the checksum is valid but the record is not one this build writes ({e}); it was \
@@ -114,38 +94,53 @@ fn decode_line(line: &[u8]) -> Result<Record, LineError> {
 pub(super) struct Scan {
     /// Decoded records with the byte offset where each starts.
     pub(super) records: Vec<(u64, Record)>,
-    /// Length of the intact prefix; anything after it is a torn tail.
+    /// Lines before the last that could not be read: damage, not a torn write.
+    pub(super) damaged: Vec<DamagedLine>,
+    /// Where the torn tail starts (the file's length if there is none).
     pub(super) valid_len: u64,
 }
 
+/// A line whose framing or checksum is wrong, with intact lines after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct DamagedLine {
+    /// Byte offset where the line starts.
+    pub(super) offset: u64,
+    /// Its length, newline included.
+    pub(super) len: u64,
+    /// What is wrong with it.
+    pub(super) reason: String,
+}
+
 /// Decodes a whole log. A partial last line, or a last line whose framing or checksum fails,
-/// is a torn tail and ends the intact prefix; any other bad line is an error with its offset,
-/// because a torn write can only ever affect the end of an append-only file.
+/// is a torn tail (what a crash leaves) and ends the intact prefix. A bad line with lines after
+/// it is damage (bit rot, a bad sector, a stray write): it is skipped and reported, and the
+/// lines after it are read as usual, so one bad line loses one record, never the log. A line
+/// with a valid checksum that is not a record this build knows is an error with its offset:
+/// it was written by a newer version, and dropping it would lose what that version recorded.
 pub(super) fn scan(bytes: &[u8]) -> Result<Scan, (u64, String)> {
     let mut records = Vec::new();
-    let mut pos = 0usize;
-    while pos < bytes.len() {
-        let Some(newline) = bytes[pos..].iter().position(|&b| b == b'\n') else {
+    let mut damaged = Vec::new();
+    let mut valid_len = 0;
+    for line in framing::lines(bytes) {
+        if !line.complete {
             break;
-        };
-        let end = pos + newline;
-        let next = end + 1;
-        match decode_line(&bytes[pos..end]) {
-            Ok(record) => records.push((pos as u64, record)),
-            Err(LineError::Damaged(_)) if next == bytes.len() => break,
-            Err(LineError::Damaged(reason)) => {
-                return Err((
-                    pos as u64,
-                    format!("{reason}, and intact records follow, so this is not a torn write"),
-                ))
-            }
-            Err(LineError::Undecodable(reason)) => return Err((pos as u64, reason)),
         }
-        pos = next;
+        match decode_line(line.bytes) {
+            Ok(record) => records.push((line.offset as u64, record)),
+            Err(LineError::Damaged(_)) if line.last => break,
+            Err(LineError::Damaged(reason)) => damaged.push(DamagedLine {
+                offset: line.offset as u64,
+                len: line.bytes.len() as u64 + 1,
+                reason,
+            }),
+            Err(LineError::Undecodable(reason)) => return Err((line.offset as u64, reason)),
+        }
+        valid_len = (line.offset + line.bytes.len() + 1) as u64;
     }
     Ok(Scan {
         records,
-        valid_len: pos as u64,
+        damaged,
+        valid_len,
     })
 }
 
