@@ -164,6 +164,11 @@ impl FakeDatapath {
         self.lock().veths.clone()
     }
 
+    /// The pod rules present now: each address, with the table of its from-pod rule.
+    pub fn rules(&self) -> Vec<(IpAddr, Option<u32>)> {
+        self.lock().rules.clone()
+    }
+
     /// Simulates the pod's namespace being deleted: its veth disappears, rules stay.
     pub fn remove_veth(&self, name: &str) {
         self.lock().forget_veth(name);
@@ -422,6 +427,13 @@ impl Datapath for FakeDatapath {
                 })
                 .collect(),
             foreign_pod_routes: state.foreign_routes.clone(),
+            // A veth's host route goes with it being up.
+            pod_routes: state
+                .veths
+                .iter()
+                .filter(|(name, _)| name.starts_with(veth_prefix) && !state.down.contains(*name))
+                .map(|(name, ip)| (*ip, name.clone()))
+                .collect(),
         })
     }
 }

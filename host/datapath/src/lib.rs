@@ -186,6 +186,10 @@ pub struct NodeState {
     /// CNI (AWS VPC CNI's, during a migration). Their addresses are never handed out or
     /// given back while the route exists.
     pub foreign_pod_routes: Vec<IpAddr>,
+    /// Addresses with a /32 (or /128) host route in the main table through one of wasmcni's
+    /// veths, with that veth: which addresses the kernel says wasmcni's pods hold, whatever
+    /// the datastore says. A DELeted pod's veth has none (it is down).
+    pub pod_routes: Vec<(IpAddr, String)>,
 }
 
 /// A data path failure. Each variant keeps its cause as its [`std::error::Error::source`].

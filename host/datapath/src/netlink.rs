@@ -782,12 +782,13 @@ impl Datapath for NetlinkDatapath {
             .try_collect()
             .await
             .map_err(nl("list links".to_owned()))?;
-        let veths = links
+        let ours: Vec<(u32, String)> = links
             .iter()
             .filter(|l| is_veth(l) && link_alias(l) == Some(VETH_ALIAS))
-            .filter_map(link_name)
-            .filter(|name| name.starts_with(veth_prefix))
+            .filter_map(|l| Some((l.header.index, link_name(l)?)))
+            .filter(|(_, name)| name.starts_with(veth_prefix))
             .collect();
+        let veths = ours.iter().map(|(_, name)| name.clone()).collect();
         let foreign_veths: Vec<u32> = links
             .iter()
             .filter(|l| is_veth(l) && link_alias(l) != Some(VETH_ALIAS))
@@ -803,9 +804,20 @@ impl Datapath for NetlinkDatapath {
             .filter(|(ip, len)| *len == host_prefix_len(*ip))
             .map(|(ip, _)| ip)
             .collect();
+        let pod_routes = routes
+            .iter()
+            .filter(|r| route_table(r) == MAIN_TABLE)
+            .filter_map(|r| {
+                let oif = route_oif(r)?;
+                let (_, veth) = ours.iter().find(|(index, _)| *index == oif)?;
+                let (ip, len) = route_dst_ip(r)?;
+                (len == host_prefix_len(ip)).then(|| (ip, veth.clone()))
+            })
+            .collect();
         let mut state = NodeState {
             veths,
             foreign_pod_routes,
+            pod_routes,
             ..NodeState::default()
         };
         let mut rules = rules_v4(&self.host).await?;

@@ -216,7 +216,7 @@ fn real_store(compact_after_records: usize) -> (Option<Vec<u8>>, Vec<u8>) {
             .unwrap_or_default()
             .to_owned();
         let bytes = std::fs::read(&path).expect("read a file");
-        if name == "snapshot.json" {
+        if name == "snapshot.jsonl" {
             snapshot = Some(bytes);
         } else if name.starts_with("wal-") {
             log = bytes;

@@ -145,6 +145,8 @@ pub async fn start<D: Datapath>(
         records = recovery.records_replayed,
         torn_tail_bytes = recovery.torn_tail_bytes,
         incomplete = recovery.incomplete.len(),
+        lost = recovery.lost.len(),
+        repaired = recovery.repaired.len(),
         provider = provider.name(),
         "datastore recovered"
     );
@@ -177,7 +179,19 @@ pub async fn start<D: Datapath>(
     let plugins = PluginSet::load(&runtime, &config, 1).map_err(StartError::Plugin)?;
     tracing::info!(plugins = %plugins.describe(), "plugins loaded");
     let handler = Handler::new(config, pod_mtu, datapath, store, provider, runtime, plugins);
-    handler.refresh_foreign_held().await;
+    if !recovery.lost.is_empty() {
+        tracing::error!(
+            lost = recovery.lost.len(),
+            set_aside = ?recovery.set_aside,
+            "the datastore lost records to damage (each is logged above); the node's routed veths are trusted over it: their addresses are held until they go"
+        );
+        handler
+            .records_lost
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    // Before the warm pool plans anything: what the node holds outside the store is never given
+    // back.
+    handler.refresh_node_held().await;
     if let Some(ec2) = ec2 {
         warm_pool::prepare(&handler, ec2.as_ref())
             .await

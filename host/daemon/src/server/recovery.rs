@@ -6,12 +6,20 @@
 //! leftovers: remove), a committed pod whose veth is gone (its namespace was deleted without a
 //! DEL: release), and DELs the shim recorded while the daemon was unreachable (replay).
 //!
+//! When the datastore lost records to damage (`RecoveryReport::lost`), a record can be missing
+//! or stale for a pod that is alive. Then the kernel decides: a wasmcni veth that routes an
+//! address is a pod, whatever the store says. Start-up neither removes such a veth nor rolls
+//! back an unfinished ADD whose veth routes its address; the address is held (never handed
+//! out, never given back to EC2) for as long as a veth routes it, which ends when the runtime
+//! deletes the pod's namespace.
+//!
 //! Every item is handled on its own: one that fails is logged, counted and retried by the next
 //! sweep, and never stops the daemon from serving the rest of the node.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use super::handler::{reserved_host, Handler};
 use wasmcni_cni::proto::{check_private, PendingDel};
@@ -32,6 +40,9 @@ pub struct ReconcileReport {
     pub orphan_rules: usize,
     /// DELs recorded by the shim while the daemon was down, replayed.
     pub replayed_dels: usize,
+    /// After records were lost to damage: routed veths kept without a record (their addresses
+    /// held while routed) instead of being removed or rolled back.
+    pub unrecorded_pods: usize,
     /// Allocations held after the pass.
     pub kept: usize,
     /// Items that could not be handled, each naming the item and the cause; retried later.
@@ -60,6 +71,8 @@ pub async fn reconcile_node<D: Datapath>(
     roll_back_unfinished(handler, &mut report).await;
     replay_pending_dels(handler, pending_dir, &mut report).await;
     release_vanished_and_orphans(handler, orphans, &mut report).await;
+    // What the node holds outside the store, as this pass left it.
+    handler.refresh_node_held().await;
     report.kept = handler.store().len();
     report
 }
@@ -73,10 +86,42 @@ async fn roll_back_unfinished<D: Datapath>(handler: &Handler<D>, report: &mut Re
         .filter(|a| a.state == AllocationState::Reserved)
         .cloned()
         .collect();
+    // After a loss, an ADD that looks unfinished may have answered (its commit lost): the
+    // pods whose veth routes their address stay.
+    let routed: BTreeSet<(IpAddr, String)> = match handler.records_lost.load(Ordering::Relaxed) {
+        true if !reserved.is_empty() => match handler
+            .datapath
+            .node_state(&handler.config.datapath.veth_prefix)
+            .await
+        {
+            Ok(node) => node.pod_routes.into_iter().collect(),
+            Err(e) => {
+                report.failures.push(format!(
+                    "reading the node's pod routes (nothing rolled back): {e}"
+                ));
+                return;
+            }
+        },
+        _ => BTreeSet::new(),
+    };
     for allocation in reserved {
         let _guard = handler.locks.lock(allocation.key.clone()).await;
         if handler.store().get(&allocation.key) != Some(&allocation) {
             continue; // the ADD finished (or was undone) meanwhile
+        }
+        if routed.contains(&(allocation.ip, allocation.host_veth.clone())) {
+            // The record goes; the route keeps the address held (refreshed before serving).
+            match handler.release(&allocation.key).await {
+                // Counted with the routed veths kept below, which it now is one of.
+                Ok(()) => {
+                    tracing::warn!(container_id = %allocation.key.container_id, ip = %allocation.ip, veth = %allocation.host_veth, "kept the pod of an ADD whose outcome was lost to damage; its address is held while its veth routes it")
+                }
+                Err(e) => report.failures.push(format!(
+                    "releasing the unconfirmed record of {} ({}): {}",
+                    allocation.key, allocation.ip, e.msg
+                )),
+            }
+            continue;
         }
         let undone = match handler
             .datapath
@@ -240,16 +285,41 @@ async fn release_vanished_and_orphans<D: Datapath>(
             )),
         }
     }
-    if orphans == Orphans::Keep {
-        return;
-    }
     let owners: Vec<Allocation> = handler.store().allocations().cloned().collect();
     let owned_veths: BTreeSet<&str> = owners.iter().map(|a| a.host_veth.as_str()).collect();
+    let routed: BTreeSet<&str> = node.pod_routes.iter().map(|(_, v)| v.as_str()).collect();
+    let records_lost = handler.records_lost.load(Ordering::Relaxed);
+    // The addresses of the routed veths kept: their rules are the live pods' too.
+    let mut kept_ips: BTreeSet<IpAddr> = BTreeSet::new();
     for veth in node
         .veths
         .iter()
         .filter(|v| !owned_veths.contains(v.as_str()) && !handler.is_draining_veth(v))
     {
+        // A routed veth may be a live pod: while serving, a concurrent ADD's (its record is
+        // then there by the time we look again) or one whose record damage lost; at start-up
+        // after a loss, the latter. Its address is held while it routes it.
+        let is_routed = routed.contains(veth.as_str());
+        if is_routed && (orphans == Orphans::Keep || records_lost) {
+            kept_ips.extend(
+                node.pod_routes
+                    .iter()
+                    .filter(|(_, v)| v == veth)
+                    .map(|(ip, _)| *ip),
+            );
+            if orphans == Orphans::Remove {
+                tracing::warn!(veth = %veth, "kept a routed wasmcni veth no record owns (records were lost to damage); its address is held until the veth goes");
+                report.unrecorded_pods += 1;
+            }
+            continue;
+        }
+        // An unrouted one is down: a DEL's veth whose deletion a crash cut short (or, at
+        // start-up, a crashed ADD's leftovers). Under the veth's lock, which an ADD holds from
+        // before it records until it answers, and only if still nobody's.
+        let _veth_guard = handler.veth_locks.lock(veth.clone()).await;
+        if handler.store().find_by_veth(veth).is_some() || handler.is_draining_veth(veth) {
+            continue;
+        }
         match handler.datapath.remove_veth(veth).await {
             Ok(()) => {
                 tracing::warn!(veth = %veth, "removed a wasmcni veth no attachment owns (left by a crashed ADD, or by a DEL whose veth deletion a crash cut short)");
@@ -260,8 +330,16 @@ async fn release_vanished_and_orphans<D: Datapath>(
                 .push(format!("removing orphan veth {veth}: {e}")),
         }
     }
+    if orphans == Orphans::Keep {
+        return;
+    }
     // Addresses released above had their rules removed already.
-    let owned_ips: BTreeSet<IpAddr> = owners.iter().map(|a| a.ip).chain(released).collect();
+    let owned_ips: BTreeSet<IpAddr> = owners
+        .iter()
+        .map(|a| a.ip)
+        .chain(released)
+        .chain(kept_ips)
+        .collect();
     let stale_to = node
         .to_pod_rules
         .iter()

@@ -212,3 +212,91 @@ fn enter(netns_path: &str) {
     let file = std::fs::File::open(netns_path).expect("open node netns");
     nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns into node");
 }
+
+/// Damage in the middle of the datastore's log costs the records it hit, and the node's routed
+/// veths stand in for them: the pod whose reservation was lost keeps its veth and its traffic,
+/// and its address is given to nobody else until its namespace is gone.
+#[test]
+fn a_damaged_log_line_loses_a_record_but_never_the_pod_or_its_address() {
+    let mut node = TestNode::new("10.88.0.0/24");
+    node.start_daemon();
+    let chain = wasmcni_only(&node, "1.1.0");
+    let mut lost = pod("lost");
+    let kept = pod("kept");
+    let lost_result = node.add(&chain, &lost.attachment).expect("ADD");
+    let kept_result = node.add(&chain, &kept.attachment).expect("ADD");
+    let (lost_ip, kept_ip) = (pod_ip(&lost_result), pod_ip(&kept_result));
+    let lost_veth = lost_result["interfaces"][0]["name"]
+        .as_str()
+        .expect("veth")
+        .to_owned();
+    // A crash keeps the records in the log (a clean stop would compact them into a snapshot).
+    node.stop_daemon("KILL");
+
+    // Bit rot in the first record: the lost pod's reservation.
+    let log = node.state_dir().join("wal-0.log");
+    let mut bytes = std::fs::read(&log).expect("the log");
+    let first = String::from_utf8_lossy(&bytes[..bytes.iter().position(|&b| b == b'\n').unwrap()])
+        .into_owned();
+    assert!(
+        first.contains(&lost_ip) && first.contains("reserve"),
+        "{first}"
+    );
+    bytes[40] ^= 0x04;
+    std::fs::write(&log, &bytes).expect("write the log");
+
+    node.start_daemon();
+    let daemon_log = node.daemon_log_text();
+    assert!(daemon_log.contains("lost to damage"), "{daemon_log}");
+    assert!(
+        daemon_log.contains("kept a routed wasmcni veth no record owns"),
+        "{daemon_log}"
+    );
+    let set_aside = std::fs::read_dir(node.state_dir().join("damaged"))
+        .expect("damaged/")
+        .count();
+    assert_eq!(set_aside, 1);
+    // The pod is still there and reachable, beside the one the store kept.
+    for ip in [&lost_ip, &kept_ip] {
+        let ping = node.node.exec("ping", &["-c", "1", "-W", "2", ip]);
+        assert!(
+            ping.status.success(),
+            "{ip} unreachable after recovery: {ping:?}"
+        );
+    }
+    assert!(node.node.try_ip(&["link", "show", &lost_veth]));
+    // Nobody else gets its address, even asking for it.
+    let mut thief = pod("thief");
+    thief.attachment.args.push(("IP".into(), lost_ip.clone()));
+    let refused = node
+        .add(&chain, &thief.attachment)
+        .expect_err("the lost pod's address is held");
+    assert!(
+        refused.stdout.contains("the datastore does not record"),
+        "{refused:?}"
+    );
+    let others: Vec<String> = (0..4)
+        .map(|n| {
+            pod_ip(
+                &node
+                    .add(&chain, &pod(&format!("other{n}")).attachment)
+                    .expect("ADD"),
+            )
+        })
+        .collect();
+    assert!(!others.contains(&lost_ip), "{others:?}");
+
+    // The runtime deletes the pod's namespace (its DEL finds no record: nothing to undo); the
+    // veth goes with it, and so does the hold, at the next start at the latest.
+    node.del(&chain, &lost.attachment, Some(&lost_result))
+        .expect("DEL");
+    lost.ns.delete();
+    assert!(node
+        .node
+        .link_gone_within(&lost_veth, Duration::from_secs(5)));
+    node.crash_and_restart_daemon();
+    let again = node
+        .add(&chain, &thief.attachment)
+        .expect("the address is free again");
+    assert_eq!(pod_ip(&again), lost_ip);
+}

@@ -423,7 +423,7 @@ impl<D: Datapath> Handler<D> {
             return refuse("is cooling down after its release".into());
         }
         if self.is_foreign(IpAddr::V4(proposal)) {
-            return refuse("is held by another CNI's pod on this node".into());
+            return refuse("is held by a pod on this node the datastore does not record (another CNI's, or one whose record was lost)".into());
         }
         if self.is_assigning(IpAddr::V4(proposal)) {
             return refuse("is being assigned for another pod's requested address".into());

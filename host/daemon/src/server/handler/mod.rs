@@ -56,7 +56,7 @@ pub struct Handler<D: Datapath> {
     syncer: WalSyncer,
     pool: Mutex<Pool>,
     pub(crate) locks: KeyLocks<AttachmentKey>,
-    veth_locks: KeyLocks<String>,
+    pub(crate) veth_locks: KeyLocks<String>,
     /// The plugins now in force; a reload swaps the whole set, a request keeps the one it
     /// started with.
     plugins: std::sync::RwLock<Arc<PluginSet>>,
@@ -96,9 +96,14 @@ pub struct Handler<D: Datapath> {
     /// ENI requests that failed recently (newest last), for the next plans
     /// (`pool-view.failures`).
     request_failures: Mutex<std::collections::VecDeque<(Instant, RequestFailure)>>,
-    /// Addresses another CNI's pods hold on this node (a /32 route through a veth that is not
-    /// wasmcni's): never handed out, never given back.
+    /// Addresses pods the datastore does not know hold on this node: another CNI's (a /32
+    /// route through a veth that is not wasmcni's), and wasmcni's own whose record was lost to
+    /// damage (a host route through a wasmcni veth no record holds the address for). Never
+    /// handed out, never given back, while the route exists.
     foreign_held: Mutex<Vec<IpAddr>>,
+    /// Set when the datastore's recovery lost records to damage: start-up then trusts the
+    /// node's routed veths over the store (see `recovery`).
+    pub(crate) records_lost: AtomicBool,
     /// Requested addresses EC2 is being asked to assign, and the ENI each goes to: taken for
     /// every other chooser, and neither released nor its ENI deleted by the reconciler,
     /// until the ADD that asked has reserved it or given up.
@@ -174,6 +179,7 @@ impl<D: Datapath> Handler<D> {
             request_failures: Mutex::new(std::collections::VecDeque::new()),
             ec2: std::sync::OnceLock::new(),
             foreign_held: Mutex::new(Vec::new()),
+            records_lost: AtomicBool::new(false),
             assigning: Mutex::new(HashMap::new()),
         })
     }
@@ -483,5 +489,7 @@ pub(crate) mod tests;
 mod tests_attachments;
 #[cfg(test)]
 mod tests_draining;
+#[cfg(test)]
+mod tests_lost;
 #[cfg(test)]
 mod tests_requested;

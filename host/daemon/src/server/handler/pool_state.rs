@@ -134,9 +134,13 @@ impl<D: Datapath> Handler<D> {
             .clone()
     }
 
-    /// Re-reads which addresses other CNIs' pods hold on the node (a migration from AWS VPC
-    /// CNI leaves its pods running until they are replaced).
-    pub(crate) async fn refresh_foreign_held(&self) {
+    /// Re-reads which addresses pods the datastore does not know hold on the node: other CNIs'
+    /// pods (a migration from AWS VPC CNI leaves them running until they are replaced), and
+    /// wasmcni veths routing an address no record holds (a record lost to damage). A DEL cuts
+    /// its veth's route before its record goes, and an ADD records before it routes, so a
+    /// pod served now is never counted; a DEL that lands between the read of the node and the
+    /// look at the store can leave its address held until the next refresh, never the reverse.
+    pub(crate) async fn refresh_node_held(&self) {
         match self
             .datapath
             .node_state(&self.config.datapath.veth_prefix)
@@ -149,10 +153,25 @@ impl<D: Datapath> Handler<D> {
                         "addresses held by another CNI's pods are left alone"
                     );
                 }
-                *self.foreign_held.lock().unwrap_or_else(|p| p.into_inner()) =
-                    state.foreign_pod_routes;
+                let unrecorded: Vec<(IpAddr, String)> = {
+                    let store = self.store();
+                    state
+                        .pod_routes
+                        .into_iter()
+                        .filter(|(ip, _)| store.holder_of(*ip).is_none())
+                        .collect()
+                };
+                let mut held = state.foreign_pod_routes;
+                held.extend(unrecorded.iter().map(|(ip, _)| *ip));
+                let before = std::mem::replace(
+                    &mut *self.foreign_held.lock().unwrap_or_else(|p| p.into_inner()),
+                    held,
+                );
+                for (ip, veth) in unrecorded.iter().filter(|(ip, _)| !before.contains(ip)) {
+                    tracing::warn!(%ip, %veth, "a wasmcni veth routes an address no record holds (its record was lost): the address is held until the veth goes");
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "reading other CNIs' pod routes failed"),
+            Err(e) => tracing::warn!(error = %e, "reading the node's pod routes failed"),
         }
     }
 

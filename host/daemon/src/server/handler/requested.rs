@@ -119,7 +119,7 @@ impl<D: Datapath> Handler<D> {
         }
         if self.is_foreign(ip) {
             return Err(Refusal::unavailable(
-                "is held by another CNI's pod on this node",
+                "is held by a pod on this node the datastore does not record (another CNI's, or one whose record was lost)",
             ));
         }
         if self.is_assigning(ip) {

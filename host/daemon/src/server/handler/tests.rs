@@ -10,7 +10,7 @@ use wasmcni_datastore::WalOptions;
 
 pub(crate) struct Fixture {
     pub(crate) handler: Arc<Handler<FakeDatapath>>,
-    _dir: tempfile::TempDir,
+    pub(super) _dir: tempfile::TempDir,
 }
 
 impl Fixture {
@@ -412,6 +412,7 @@ async fn recovery_reconciles_every_kind_of_disagreement() {
             orphan_veths: 1,
             orphan_rules: 1,
             replayed_dels: 1,
+            unrecorded_pods: 0,
             kept: 1,
             failures: report.failures.clone(),
         }
@@ -1014,7 +1015,7 @@ async fn an_address_another_cnis_pod_holds_is_never_handed_out() {
     f.handler
         .datapath
         .add_foreign_pod_route(Ipv4Addr::new(10, 88, 0, 1));
-    f.handler.refresh_foreign_held().await;
+    f.handler.refresh_node_held().await;
     assert_eq!(
         ip_of(&f.run(Command::Add, "a", "1.1.0").await),
         "10.88.0.2/32"
@@ -1124,7 +1125,7 @@ async fn ipv6_prefix_mode_hands_out_128s_with_the_link_local_gateway_and_policie
     let foreign: std::net::Ipv6Addr = "2600:1f14:aa:bb:cc::99".parse().unwrap();
     assert!(!f.handler.is_taken(IpAddr::V6(foreign)));
     f.handler.datapath.add_foreign_pod_route(foreign);
-    f.handler.refresh_foreign_held().await;
+    f.handler.refresh_node_held().await;
     assert!(f.handler.is_taken(IpAddr::V6(foreign)));
     // CHECK of an IPv6 pod.
     let check = f.run(Command::Check, "b", "1.1.0").await;

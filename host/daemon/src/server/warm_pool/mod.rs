@@ -100,7 +100,7 @@ async fn primary_link<D: Datapath>(
 pub async fn run_ipv6<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<dyn EniProvider>) {
     loop {
         tokio::time::sleep(REFRESH_INTERVAL).await;
-        handler.refresh_foreign_held().await;
+        handler.refresh_node_held().await;
         if let Err(e) = provider.refresh().await {
             tracing::warn!(error = %e, "re-reading the node's ENIs failed");
             continue;
@@ -254,7 +254,7 @@ pub async fn run<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<dyn EniPro
             _ = refresh.tick() => {
                 match provider.refresh().await {
                     Ok(()) => {
-                        handler.refresh_foreign_held().await;
+                        handler.refresh_node_held().await;
                         link_unlinked(&handler, provider.as_ref()).await;
                         let fixed = provider.repair_delete_on_termination().await;
                         if fixed > 0 {
