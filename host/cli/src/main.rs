@@ -327,11 +327,14 @@ fn pool_table(pool: &serde_json::Value) -> String {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
+    let count = |field: &str| pool[field].as_array().map_or(0, Vec::len);
     let mut out = format!(
-        "provider {}; {} free address(es); {} cooling; pod MTU {}\n",
+        "provider {}; {} free address(es); {} cooling; {} draining; {} held outside the store; pod MTU {}\n",
         text(&pool["provider"]),
         pool["free"],
-        pool["cooling"].as_array().map_or(0, Vec::len),
+        count("cooling"),
+        count("draining"),
+        count("heldOutsideStore"),
         text(&pool["podMtu"])
     );
     if let Some(enis) = pool["enis"].as_array().filter(|enis| !enis.is_empty()) {

@@ -10,6 +10,7 @@
 //! milliseconds.
 
 pub mod eni;
+pub mod framing;
 pub mod grants;
 pub mod ipam;
 pub mod limits;

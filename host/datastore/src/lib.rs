@@ -46,7 +46,6 @@
 //! the previous one when that loses nothing. What was lost is reported, never silently dropped
 //! (see `recover.rs`), and the recovered state is compacted into a clean generation.
 
-mod framing;
 mod recover;
 mod snapshot;
 mod wal;

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
-use super::{framing, Allocation, DatastoreError};
+use wasmcni_core::framing;
+
+use super::{Allocation, DatastoreError};
 
 /// The snapshot format this build writes.
 pub(super) const FORMAT: &str = "wasmcni-datastore/2";

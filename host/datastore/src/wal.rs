@@ -10,7 +10,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-use super::{framing, Allocation, AttachmentKey, DatastoreError, Lsn};
+use wasmcni_core::framing;
+
+use super::{Allocation, AttachmentKey, DatastoreError, Lsn};
 use wasmcni_core::PodRoutes;
 
 /// A log record as written: borrows, so appending does not clone the allocation.

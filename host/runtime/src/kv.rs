@@ -4,11 +4,20 @@
 //! A call works on a transaction: it reads the state as it was when it first touched `kv`, plus
 //! its own writes; the writes are merged into the store (and written to disk) only after the
 //! call returned successfully, so a plugin that traps or errs leaves its state untouched.
+//!
+//! The file is framed like the datastore (`<crc32> <json>` per line: a header, then one line
+//! per key), so damage costs the keys on the damaged lines and nothing else: opening a damaged
+//! file keeps every key it can read, logs each one lost, keeps a copy of the damaged file
+//! beside it (`<name>.damaged`, the latest only) and rewrites the state clean. The format-1
+//! file of earlier versions (one JSON object of hex values) is still read.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use wasmcni_core::framing;
 
 pub use wasmcni_core::limits::MAX_KEY_BYTES;
 
@@ -19,6 +28,8 @@ pub struct KvStore {
     /// The grant's quota; a reload may change it for the same plugin's state.
     max_bytes: AtomicUsize,
     map: Mutex<Arc<BTreeMap<String, Vec<u8>>>>,
+    /// What opening it lost to damage.
+    lost: Vec<String>,
 }
 
 fn size_of(key: &str, value: &[u8]) -> usize {
@@ -27,18 +38,35 @@ fn size_of(key: &str, value: &[u8]) -> usize {
 
 impl KvStore {
     /// Opens (or starts) the state kept in `path`, allowing `max_bytes` of keys and values.
+    /// A damaged file is salvaged (see the module notes), never refused; only a file that
+    /// cannot be read at all from the disk is an error.
     pub fn open(path: PathBuf, max_bytes: usize) -> Result<KvStore, String> {
-        let map = match std::fs::read(&path) {
-            Ok(bytes) => decode(&bytes)
-                .map_err(|e| format!("{} is not a wasmcni kv file: {e}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        let (map, lost) = match std::fs::read(&path) {
+            Ok(bytes) => decode(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (BTreeMap::new(), Vec::new()),
             Err(e) => return Err(format!("reading {}: {e}", path.display())),
         };
+        if !lost.is_empty() {
+            let aside = path.with_extension("kv.damaged");
+            let copied = std::fs::copy(&path, &aside).map_err(|e| e.to_string());
+            for what in &lost {
+                tracing::error!(file = %path.display(), lost = %what, "plugin kv state: lost to damage");
+            }
+            tracing::error!(file = %path.display(), kept = map.len(), copy = ?copied.map(|_| aside.display().to_string()), "plugin kv state was damaged: the keys it could read are kept and the file rewritten");
+            persist(&path, &encode(&map))
+                .map_err(|e| format!("rewriting the damaged {}: {e}", path.display()))?;
+        }
         Ok(KvStore {
             path,
             max_bytes: AtomicUsize::new(max_bytes),
             map: Mutex::new(Arc::new(map)),
+            lost,
         })
+    }
+
+    /// What opening it lost to damage, one line each.
+    pub fn lost(&self) -> &[String] {
+        &self.lost
     }
 
     /// Applies a (reloaded) grant's quota to the next calls.
@@ -168,34 +196,148 @@ impl KvTxn {
     }
 }
 
-/// `{"key": "hex", ...}`: small, diffable, no extra dependency.
-fn encode(map: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
-    let hex: BTreeMap<&str, String> = map
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.iter().map(|b| format!("{b:02x}")).collect()))
-        .collect();
-    serde_json::to_vec_pretty(&hex).unwrap_or_default()
+const FORMAT: &str = "wasmcni-kv/2";
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    format: String,
+    entries: usize,
 }
 
-fn decode(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    let hex: BTreeMap<String, String> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    hex.into_iter()
-        .map(|(k, v)| {
-            // By bytes: a damaged file may hold any text, and slicing a `str` inside a
-            // character would panic.
-            let digits = v.as_bytes();
-            if digits.len() % 2 != 0 {
-                return Err(format!("value of {k:?} has an odd number of hex digits"));
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    key: String,
+    /// Hex: small, diffable, no extra dependency.
+    value: String,
+}
+
+fn hex(value: &[u8]) -> String {
+    value.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes from hex, by bytes: a damaged file may hold any text, and slicing a `str` inside a
+/// character would panic.
+fn unhex(digits: &str) -> Result<Vec<u8>, &'static str> {
+    let digits = digits.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return Err("an odd number of hex digits");
+    }
+    let nibble = |d: u8| char::from(d).to_digit(16);
+    digits
+        .chunks_exact(2)
+        .map(|pair| Some((nibble(pair[0])? << 4 | nibble(pair[1])?) as u8))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or("not hex")
+}
+
+/// A header line, then one line per key.
+fn encode(map: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
+    let header = Header {
+        format: FORMAT.to_owned(),
+        entries: map.len(),
+    };
+    let mut out = framing::frame(&serde_json::to_vec(&header).unwrap_or_default());
+    for (key, value) in map {
+        let entry = Entry {
+            key: key.clone(),
+            value: hex(value),
+        };
+        out.extend_from_slice(&framing::frame(
+            &serde_json::to_vec(&entry).unwrap_or_default(),
+        ));
+    }
+    out
+}
+
+/// What the file holds that can be read, and a line for each thing that cannot.
+fn decode(bytes: &[u8]) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
+    if bytes.trim_ascii_start().starts_with(b"{") {
+        return decode_format_1(bytes);
+    }
+    let mut map = BTreeMap::new();
+    let mut lost = Vec::new();
+    let mut declared = None;
+    let mut entries = 0usize;
+    for (n, line) in framing::lines(bytes).enumerate() {
+        let at = line.offset;
+        let json = if line.complete {
+            framing::unframe(line.bytes)
+        } else {
+            Err("the file was cut short".to_owned())
+        };
+        let json = match json {
+            Ok(json) => json,
+            Err(reason) => {
+                let what = if n == 0 { "the header" } else { "a key" };
+                lost.push(format!("byte {at}: {what} unreadable ({reason})"));
+                entries += usize::from(n > 0);
+                continue;
             }
-            let nibble = |d: u8| char::from(d).to_digit(16);
-            let value = digits
-                .chunks_exact(2)
-                .map(|pair| Some((nibble(pair[0])? << 4 | nibble(pair[1])?) as u8))
-                .collect::<Option<Vec<u8>>>()
-                .ok_or_else(|| format!("value of {k:?} is not hex"))?;
-            Ok((k, value))
-        })
-        .collect()
+        };
+        if n == 0 {
+            match serde_json::from_slice::<Header>(json) {
+                Ok(header) if header.format == FORMAT => declared = Some(header.entries),
+                Ok(header) => lost.push(format!(
+                    "byte {at}: format {:?}, not {FORMAT:?}",
+                    header.format
+                )),
+                Err(e) => lost.push(format!("byte {at}: not a header ({e})")),
+            }
+            continue;
+        }
+        entries += 1;
+        match serde_json::from_slice::<Entry>(json) {
+            Ok(entry) => match unhex(&entry.value) {
+                Ok(value) => {
+                    map.insert(entry.key, value);
+                }
+                Err(why) => lost.push(format!("byte {at}: the value of {:?} is {why}", entry.key)),
+            },
+            Err(e) => lost.push(format!("byte {at}: not a key and value ({e})")),
+        }
+    }
+    match declared {
+        Some(declared) if declared != entries => lost.push(format!(
+            "the header declares {declared} keys, the file has {entries} lines of them"
+        )),
+        None if bytes.is_empty() => lost.push("the file is empty".to_owned()),
+        _ => {}
+    }
+    (map, lost)
+}
+
+/// The format-1 file: `{"key": "hex", ...}`, no checksum, so a damaged file loses what cannot
+/// be parsed.
+fn decode_format_1(bytes: &[u8]) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
+    let hex: BTreeMap<String, String> = match serde_json::from_slice(bytes) {
+        Ok(hex) => hex,
+        Err(e) => {
+            return (
+                BTreeMap::new(),
+                vec![format!("not a JSON object of hex values: {e}")],
+            )
+        }
+    };
+    let mut map = BTreeMap::new();
+    let mut lost = Vec::new();
+    for (key, value) in hex {
+        match unhex(&value) {
+            Ok(value) => {
+                map.insert(key, value);
+            }
+            Err(why) => lost.push(format!("the value of {key:?} is {why}")),
+        }
+    }
+    (map, lost)
+}
+
+#[cfg(test)]
+impl KvStore {
+    fn open_bytes_for_test(bytes: &[u8]) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
+        decode(bytes)
+    }
 }
 
 /// Durably replaces `path` with `bytes` (see [`wasmcni_cni::durable`]).
@@ -278,24 +420,73 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_file_is_reported_not_ignored() {
+    fn a_damaged_format_1_file_loses_what_it_cannot_read_and_says_so() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.kv");
         // Not hex; odd length; multi-byte characters where hex digits belong (slicing the
-        // text by bytes would panic inside a character).
-        for damaged in [
-            "{\"a\": \"zz\"}",
-            "{\"a\": \"abc\"}",
-            "{\"a\": \"é0\"}",
-            "{\"a\": \"0é\"}",
-            "{\"a\": \"€€\"}",
+        // text by bytes would panic inside a character); not JSON at all.
+        for (damaged, kept) in [
+            ("{\"a\": \"zz\", \"b\": \"01\"}", 1),
+            ("{\"a\": \"abc\"}", 0),
+            ("{\"a\": \"é0\"}", 0),
+            ("{\"a\": \"0é\"}", 0),
+            ("{\"a\": \"€€\"}", 0),
+            ("{\"a\": \"0", 0),
         ] {
             std::fs::write(&path, damaged).unwrap();
-            let err = KvStore::open(path.clone(), 10).unwrap_err();
-            assert!(err.contains("not a wasmcni kv file"), "{damaged}: {err}");
+            let store = KvStore::open(path.clone(), 10).unwrap();
+            assert_eq!(store.lost().len(), 1, "{damaged}: {:?}", store.lost());
+            assert_eq!(store.begin().keys().len(), kept, "{damaged}");
+            assert_eq!(
+                std::fs::read_to_string(path.with_extension("kv.damaged")).unwrap(),
+                damaged
+            );
+            // Rewritten clean: nothing lost the second time.
+            assert!(KvStore::open(path.clone(), 10).unwrap().lost().is_empty());
         }
         std::fs::write(&path, "{\"a\": \"0aFf\"}").unwrap();
         let store = KvStore::open(path, 10).unwrap();
         assert_eq!(store.begin().get("a"), Some(vec![0x0a, 0xff]));
+    }
+
+    #[test]
+    fn a_bit_flip_anywhere_costs_at_most_the_keys_on_its_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.kv");
+        let store = KvStore::open(path.clone(), 1000).unwrap();
+        let mut txn = store.begin();
+        for (key, value) in [
+            ("alpha", vec![1u8, 2]),
+            ("beta", vec![3]),
+            ("gamma", vec![]),
+        ] {
+            txn.set(key.into(), value).unwrap();
+        }
+        store.commit(txn).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let all = store.begin().keys();
+        for offset in 0..good.len() {
+            let mut bytes = good.clone();
+            bytes[offset] ^= 1 << (offset % 8);
+            std::fs::write(&path, &bytes).unwrap();
+            let store = KvStore::open(path.clone(), 1000)
+                .unwrap_or_else(|e| panic!("byte {offset}: refused: {e}"));
+            let kept = store.begin().keys();
+            // Every key kept is intact; a lost one is named.
+            for key in &kept {
+                let value = store.begin().get(key);
+                let original = KvStore::open_bytes_for_test(&good).0.get(key).cloned();
+                assert_eq!(value, original, "byte {offset}: {key} changed");
+            }
+            // A flip hits one line (two, if it is a newline), so at most two keys go.
+            assert!(kept.len() + 2 >= all.len(), "byte {offset}: {kept:?}");
+            if kept.len() < all.len() {
+                assert!(
+                    !store.lost().is_empty(),
+                    "byte {offset}: a key went unreported"
+                );
+            }
+            std::fs::write(&path, &good).unwrap();
+        }
     }
 }

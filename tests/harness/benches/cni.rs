@@ -4,7 +4,7 @@
 //! concurrent ADDs and DELs and the daemon's memory. A measurement, not a test: it prints
 //! figures and asserts nothing about time.
 //!
-//! Run (root): `scripts/bench.sh` (builds the release binaries first; `-- --iterations N`).
+//! Run (root): `scripts/bench.sh [--iterations N]` (builds the release binaries first).
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};

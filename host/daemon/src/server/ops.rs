@@ -5,7 +5,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `GET /metrics` | OpenMetrics text ([`wasmcni_telemetry::metrics`]) |
-//! | `GET /v1/pool` | the pool: blocks (with their ENI and table), who holds which address, cooling addresses, ENIs |
+//! | `GET /v1/pool` | the pool: blocks (with their ENI and table), who holds which address, cooling and draining addresses, addresses held by pods the store does not record, ENIs |
 //! | `GET /v1/plugins` | the plugins in force: digest (verified again), world, imports, grants, limits, failure policy |
 //! | `GET /v1/config` | the effective configuration |
 //! | `GET /v1/audit?n=N` | the last N (default 50, at most 1000) audit-log entries |
@@ -235,6 +235,8 @@ fn pool<D: Datapath>(handler: &Handler<D>) -> Value {
         "excluded": snapshot.inventory.excluded,
         "allocations": allocations,
         "cooling": handler.cooling_now(),
+        "draining": handler.draining_detail(),
+        "heldOutsideStore": handler.foreign_now(),
         "failures": snapshot.failures,
         "free": handler.free_addresses(),
     })

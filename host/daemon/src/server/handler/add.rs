@@ -228,6 +228,8 @@ impl<D: Datapath> Handler<D> {
                     if self.dynamic {
                         self.wake_warm_pool.notify_one();
                     }
+                    // In EC2 mode a drained address still cools (30 s by default), so the drain
+                    // wait frees nothing there; the default add_wait (10 s) is longer anyway.
                     let draining = !self.draining_now().is_empty();
                     let deadline = start
                         + if draining {
@@ -251,13 +253,20 @@ impl<D: Datapath> Handler<D> {
                     );
                     if waited.is_err() {
                         let still = self.draining_now().len();
+                        let waited_for = deadline.saturating_duration_since(start);
                         return Err(if self.dynamic {
-                            self.exhausted_after_wait(wait)
+                            self.exhausted_after_wait(waited_for)
                         } else {
-                            let why = format!(
-                                "{still} of them were DELeted pods' addresses whose veths the kernel had not finished deleting after {} ms",
-                                draining::DRAIN_WAIT.as_millis()
-                            );
+                            let why = match still {
+                                0 => format!(
+                                    "the DELeted pods' addresses that were draining came free only as the wait of {} ms ran out; retry",
+                                    waited_for.as_millis()
+                                ),
+                                _ => format!(
+                                    "{still} of them are DELeted pods' addresses whose veths the kernel had not finished deleting after {} ms",
+                                    waited_for.as_millis()
+                                ),
+                            };
                             let details = e
                                 .details
                                 .as_ref()

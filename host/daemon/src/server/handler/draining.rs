@@ -24,24 +24,35 @@ pub(crate) struct Drain {
     pub(crate) veth: String,
     index: u32,
     since: Instant,
+    /// Deletions the kernel refused so far.
+    failures: u32,
 }
+
+/// Refused deletions after which each further one is logged as an error: an address stuck
+/// out of use needs an operator.
+const FAILURES_BEFORE_ERROR: u32 = 5;
 
 impl<D: Datapath> Handler<D> {
     /// Marks `ip` draining and starts deleting its veth (interface `index`). Called before the
     /// attachment's record is released, so whoever finds the address not held finds it
     /// draining (readers take the store lock first, then look at the marks).
     pub(super) fn start_drain(&self, ip: IpAddr, veth: &str, index: u32) {
-        self.draining
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
+        {
+            let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+            // A DEL retried while its first attempt's deletion runs: one task is enough.
+            if draining.get(&ip).is_some_and(|d| d.index == index) {
+                return;
+            }
+            draining.insert(
                 ip,
                 Drain {
                     veth: veth.to_owned(),
                     index,
                     since: Instant::now(),
+                    failures: 0,
                 },
             );
+        }
         let me = self.me.clone();
         tokio::spawn(async move {
             let mut retry = RETRY_FIRST;
@@ -56,16 +67,55 @@ impl<D: Datapath> Handler<D> {
                         handler.end_drain(ip);
                         return;
                     }
-                    Err(e) => tracing::warn!(
-                        %ip, veth = %drain.veth, error = %e, retry_ms = retry.as_millis() as u64,
-                        "deleting a DELeted pod's veth failed; its address stays out of use until it is gone"
-                    ),
+                    Err(e) => {
+                        let failures = handler.count_drain_failure(ip);
+                        if failures >= FAILURES_BEFORE_ERROR {
+                            tracing::error!(
+                                %ip, veth = %drain.veth, error = %e, failures, retry_ms = retry.as_millis() as u64,
+                                "the kernel keeps refusing to delete a DELeted pod's veth; its address stays out of use until it is gone (`inspect pool` lists it under draining)"
+                            );
+                        } else {
+                            tracing::warn!(
+                                %ip, veth = %drain.veth, error = %e, retry_ms = retry.as_millis() as u64,
+                                "deleting a DELeted pod's veth failed; its address stays out of use until it is gone"
+                            );
+                        }
+                    }
                 }
                 drop(handler);
                 tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(RETRY_MAX);
             }
         });
+    }
+
+    /// Counts a refused deletion; how many so far.
+    fn count_drain_failure(&self, ip: IpAddr) -> u32 {
+        let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+        draining.get_mut(&ip).map_or(0, |d| {
+            d.failures += 1;
+            d.failures
+        })
+    }
+
+    /// The draining addresses with their veth, how long they have drained and how many
+    /// deletions the kernel refused, for `inspect pool`.
+    pub(crate) fn draining_detail(&self) -> Vec<serde_json::Value> {
+        let draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+        let mut detail: Vec<(IpAddr, serde_json::Value)> = draining
+            .iter()
+            .map(|(ip, d)| {
+                let value = serde_json::json!({
+                    "ip": ip,
+                    "veth": d.veth,
+                    "ms": d.since.elapsed().as_millis() as u64,
+                    "refused": d.failures,
+                });
+                (*ip, value)
+            })
+            .collect();
+        detail.sort_by_key(|(ip, _)| *ip);
+        detail.into_iter().map(|(_, v)| v).collect()
     }
 
     fn drain_of(&self, ip: IpAddr) -> Option<Drain> {

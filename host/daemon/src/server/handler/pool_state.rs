@@ -127,7 +127,7 @@ impl<D: Datapath> Handler<D> {
             .contains(&ip)
     }
 
-    pub(super) fn foreign_now(&self) -> Vec<IpAddr> {
+    pub(crate) fn foreign_now(&self) -> Vec<IpAddr> {
         self.foreign_held
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -69,17 +69,25 @@ impl<D: Datapath> Handler<D> {
         ip: IpAddr,
         source: &str,
     ) -> Result<(Choice, tokio::sync::MutexGuard<'_, ()>), CniError> {
-        // Its last pod's DEL has answered, its veth not yet gone: wait for the kernel.
-        if self.is_draining(ip) {
-            let waiting = Instant::now();
-            self.drained(Some(ip), draining::DRAIN_WAIT).await;
-            wasmcni_telemetry::metrics::Metrics::global().phase(
-                "ADD",
-                "drain_wait",
-                waiting.elapsed(),
-            );
-        }
-        let allocating = self.allocation.lock().await;
+        // Its last pod's DEL has answered, its veth not yet gone: wait for the kernel, against
+        // one deadline, also when a DEL starts draining it between the look and the lock.
+        let deadline = Instant::now() + draining::DRAIN_WAIT;
+        let allocating = loop {
+            if self.is_draining(ip) {
+                let waiting = Instant::now();
+                self.drained(Some(ip), deadline.saturating_duration_since(waiting))
+                    .await;
+                wasmcni_telemetry::metrics::Metrics::global().phase(
+                    "ADD",
+                    "drain_wait",
+                    waiting.elapsed(),
+                );
+            }
+            let allocating = self.allocation.lock().await;
+            if !self.is_draining(ip) || Instant::now() >= deadline {
+                break allocating;
+            }
+        };
         let refusal = match self.requested_choice(ip) {
             Ok(choice) => return Ok((choice, allocating)),
             Err(refusal) => refusal,

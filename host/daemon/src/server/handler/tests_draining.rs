@@ -187,9 +187,14 @@ async fn a_veth_the_kernel_refuses_to_delete_keeps_its_address_out_of_use_until_
         .unwrap();
     f.handler.datapath.fail_link_removals(2);
     ok(&f.run(Command::Del, "a", "1.1.0").await);
-    // Refused twice (EBUSY): still draining, still taken.
+    // Refused at once (EBUSY), a retry due in 100 ms: still draining, still taken.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(f.handler.is_taken(ip));
+    // What `inspect pool` shows an operator.
+    let detail = f.handler.draining_detail();
+    assert_eq!(detail.len(), 1, "{detail:?}");
+    assert_eq!(detail[0]["veth"], veth("a"));
+    assert_eq!(detail[0]["refused"], 1);
     // Retried after 100 and 200 ms.
     assert!(f.handler.drained(Some(ip), LIMIT).await);
     let attempts = f
@@ -225,4 +230,31 @@ async fn a_new_sandbox_of_the_same_veth_name_replaces_a_draining_veth_and_surviv
         .store()
         .get(&AttachmentKey::new("a", "eth0"))
         .is_some());
+}
+
+#[tokio::test]
+async fn a_del_retried_while_its_veth_drains_answers_and_starts_nothing_twice() {
+    let f = fixture("10.88.0.0/24");
+    let ip: IpAddr = ip_of(&f.run(Command::Add, "a", "1.1.0").await)
+        .trim_end_matches("/32")
+        .parse()
+        .unwrap();
+    f.handler.datapath.hold_link_removals();
+    ok(&f.run(Command::Del, "a", "1.1.0").await);
+    // The runtime did not see the answer and asks again (kubelet does, up to three times).
+    ok(&f.run(Command::Del, "a", "1.1.0").await);
+    ok(&f.run(Command::Del, "a", "1.1.0").await);
+    assert!(f.handler.is_taken(ip));
+    assert_eq!(f.handler.draining_detail().len(), 1);
+    f.handler.datapath.finish_link_removals();
+    assert!(f.handler.drained(Some(ip), LIMIT).await);
+    let removals = f
+        .handler
+        .datapath
+        .calls()
+        .iter()
+        .filter(|c| **c == Call::RemoveLink(veth("a")))
+        .count();
+    assert_eq!(removals, 1, "one deletion for one veth");
+    assert!(!f.handler.is_taken(ip));
 }

@@ -1,8 +1,9 @@
-//! The line framing the log and the snapshot share: `<8 hex digits of CRC-32> <json>\n`, so
-//! a damaged line is recognised on its own and costs only what it held.
+//! The line framing of wasmcni's state files (the datastore's log and snapshot, the plugins'
+//! `kv` files): `<8 hex digits of CRC-32> <json>\n`, so a damaged line is recognised on its own
+//! and costs only what it held.
 
 /// Frames `json` as one complete line.
-pub(super) fn frame(json: &[u8]) -> Vec<u8> {
+pub fn frame(json: &[u8]) -> Vec<u8> {
     let mut line = Vec::with_capacity(json.len() + 10);
     line.extend_from_slice(format!("{:08x} ", crc32fast::hash(json)).as_bytes());
     line.extend_from_slice(json);
@@ -12,7 +13,7 @@ pub(super) fn frame(json: &[u8]) -> Vec<u8> {
 
 /// The JSON of a line (without its newline) whose framing and checksum hold; otherwise what
 /// is wrong with it.
-pub(super) fn unframe(line: &[u8]) -> Result<&[u8], String> {
+pub fn unframe(line: &[u8]) -> Result<&[u8], String> {
     if line.len() < 9 || line[8] != b' ' || !line[..8].iter().all(u8::is_ascii_hexdigit) {
         return Err(
             "the line does not start with 8 hex digits of checksum and a space".to_string(),
@@ -33,19 +34,19 @@ pub(super) fn unframe(line: &[u8]) -> Result<&[u8], String> {
 }
 
 /// One line of a framed file.
-pub(super) struct Line<'a> {
+pub struct Line<'a> {
     /// Byte offset of its first byte.
-    pub(super) offset: usize,
+    pub offset: usize,
     /// Its bytes, without the newline.
-    pub(super) bytes: &'a [u8],
+    pub bytes: &'a [u8],
     /// False for a last line that ends without a newline (an interrupted write).
-    pub(super) complete: bool,
+    pub complete: bool,
     /// Whether it is the file's last line.
-    pub(super) last: bool,
+    pub last: bool,
 }
 
 /// The lines of `bytes`, in order.
-pub(super) fn lines(bytes: &[u8]) -> impl Iterator<Item = Line<'_>> {
+pub fn lines(bytes: &[u8]) -> impl Iterator<Item = Line<'_>> {
     let mut pos = 0usize;
     std::iter::from_fn(move || {
         if pos >= bytes.len() {
