@@ -81,9 +81,13 @@ fuzz_target!(|data: &[u8]| {
     // format 2).
     let generation = image
         .snapshot
-        .map(|s| match is_framed(s) {
-            true => s.get(9..).unwrap_or_default().split(|&b| b == b'\n').next().unwrap_or_default(),
-            false => s,
+        .map(|s| {
+            if is_framed(s) {
+                let header = s.get(9..).unwrap_or_default();
+                header.split(|&b| b == b'\n').next().unwrap_or_default()
+            } else {
+                s
+            }
         })
         .and_then(|s| serde_json::from_slice::<serde_json::Value>(s).ok())
         .and_then(|v| v.get("generation").and_then(serde_json::Value::as_u64))
