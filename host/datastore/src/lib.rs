@@ -601,9 +601,10 @@ impl fmt::Debug for Datastore {
 
 impl Datastore {
     /// Opens (creating dir 0700 if needed) the store in `dir`, loads the snapshot and replays
-    /// the log, truncates a torn tail (partial last line or bad checksum in the LAST record
-    /// only), and returns an error naming the file and byte offset for corruption anywhere
-    /// else.
+    /// the log, truncates a torn tail, and salvages damage anywhere else, reporting what it
+    /// cost in [`RecoveryReport::lost`] (see `recover.rs`). Refused are a snapshot format or
+    /// log record of a newer version, a log newer than a readable snapshot, a state directory
+    /// of another user, and files the disk will not read.
     ///
     /// Everything recovered is durable when this returns; stale logs and a leftover temp
     /// snapshot are deleted.
@@ -907,7 +908,15 @@ impl Datastore {
         }
         // The snapshot being replaced stays, with its log, as the fallback for a damaged one;
         // not the damaged one recovery worked around.
-        let kept_previous = self.snapshot_intact && snapshot::keep_previous(&self.dir)?;
+        // Its log must be durable to serve as one: after a failed fdatasync it is not, and
+        // there is no fallback until the next compaction.
+        let kept_previous = if self.snapshot_intact && self.log.sync().is_ok() {
+            snapshot::keep_previous(&self.dir)?
+        } else {
+            snapshot::remove_previous(&self.dir)?;
+            self.previous_generation = None;
+            false
+        };
         snapshot::install(&self.dir)?;
         // From here recovery replays only the new generation's log: the old one must never be
         // appended to again, even if the rest of this sequence fails.

@@ -86,7 +86,11 @@ pub(super) fn read(dir: &Path) -> Result<Recovered, DatastoreError> {
     }
     // A snapshot whose header is lost goes with the newest log.
     let generation = generation.unwrap_or(newest_log.unwrap_or(0));
-    let previous = snapshot::load_previous(dir)?;
+    // Only a fallback: one that cannot be read is no reason to refuse the current state.
+    let previous = snapshot::load_previous(dir).unwrap_or_else(|error| {
+        tracing::warn!(%error, "datastore: the previous snapshot cannot be read; there is no fallback");
+        None
+    });
     let previous_generation = previous
         .as_ref()
         .and_then(|p| p.generation)
@@ -96,7 +100,7 @@ pub(super) fn read(dir: &Path) -> Result<Recovered, DatastoreError> {
     if let Some(snapshot) = &current {
         primary.load_snapshot(snapshot);
     }
-    primary.replay(dir, generation, generation)?;
+    primary.replay(dir, generation..=generation, generation)?;
     let snapshot_intact = current.as_ref().is_none_or(snapshot::Loaded::is_intact);
 
     let mut chosen = primary;
@@ -104,8 +108,19 @@ pub(super) fn read(dir: &Path) -> Result<Recovered, DatastoreError> {
     if let (false, Some(previous), Some(from)) = (snapshot_intact, &previous, previous_generation) {
         let mut fallback = Chain::default();
         fallback.load_snapshot(previous);
-        // A fallback that does not read cleanly is not taken; the current state stands.
-        if fallback.replay(dir, from, generation).is_ok() && fallback.lost.is_empty() {
+        // A fallback is taken only if it reads cleanly and, at the current snapshot's
+        // generation, agrees with every line of it that can be read: a fallback short of a
+        // record must not pass for a repair.
+        let up_to_current = from == generation
+            || fallback
+                .replay(dir, from..=generation - 1, generation)
+                .is_ok();
+        let agrees = up_to_current
+            && current.as_ref().is_some_and(|c| fallback.agrees_with(c))
+            && fallback
+                .replay(dir, generation..=generation, generation)
+                .is_ok();
+        if agrees && fallback.lost.is_empty() {
             tracing::warn!(
                 snapshot = %snapshot::path(dir).display(),
                 previous = %previous.path.display(),
@@ -198,13 +213,30 @@ impl Chain {
         }
     }
 
-    /// Replays the logs of generations `from..=to`. Only the last may be missing (a crash
+    /// Whether the state holds exactly what `snapshot` holds: each allocation it could read,
+    /// unchanged, and as many as its header declares.
+    fn agrees_with(&self, snapshot: &snapshot::Loaded) -> bool {
+        snapshot
+            .allocations
+            .iter()
+            .all(|a| self.index.by_key.get(&a.key) == Some(a))
+            && snapshot
+                .declared
+                .is_none_or(|declared| declared == self.index.by_key.len())
+    }
+
+    /// Replays the logs of `generations`. Only the current one's may be missing (a crash
     /// before it was created) or end torn (its unacknowledged last record); an earlier one's
-    /// records all reached the snapshot after it, so its absence is a loss.
-    fn replay(&mut self, dir: &Path, from: u64, to: u64) -> Result<(), DatastoreError> {
-        for generation in from..=to {
+    /// records all reached the snapshot after it, so a gap there is a loss.
+    fn replay(
+        &mut self,
+        dir: &Path,
+        generations: std::ops::RangeInclusive<u64>,
+        current: u64,
+    ) -> Result<(), DatastoreError> {
+        for generation in generations {
             let path = wal::log_path(dir, generation);
-            let last = generation == to;
+            let last = generation == current;
             let Some(bytes) = wal::read_log(&path)? else {
                 if last {
                     self.last_log_missing = true;
@@ -223,6 +255,25 @@ impl Chain {
                     offset,
                     reason,
                 })?;
+            match (&scan.bad_last_line, last) {
+                (Some(reason), true) => self.lost.push(Damage::unreadable(
+                    &path,
+                    Some(scan.valid_len),
+                    &format!(
+                        "the last record is unreadable ({reason}): a write a power loss cut \
+                         short, or damage; it is cut off and, if it was acknowledged, lost"
+                    ),
+                )),
+                _ if !last && scan.valid_len < bytes.len() as u64 => {
+                    self.lost.push(Damage::unreadable(
+                        &path,
+                        Some(scan.valid_len),
+                        "the log ends in an unreadable record although a later generation \
+                         follows it; the record is lost",
+                    ));
+                }
+                _ => {}
+            }
             for line in &scan.damaged {
                 self.lost.push(Damage::unreadable(
                     &path,

@@ -78,6 +78,8 @@ pub(super) struct Loaded {
     pub(super) allocations: Vec<Allocation>,
     /// What could not be read: a byte offset (if one line) and why.
     pub(super) damage: Vec<(Option<u64>, String)>,
+    /// How many allocations its header declares, when it is readable.
+    pub(super) declared: Option<usize>,
 }
 
 impl Loaded {
@@ -115,6 +117,7 @@ pub(super) fn load_current(dir: &Path) -> Result<Option<Loaded>, DatastoreError>
         generation: None,
         allocations: Vec::new(),
         damage: Vec::new(),
+        declared: None,
     };
     match serde_json::from_slice::<FormatOnly>(&bytes) {
         Ok(header) if header.format != FORMAT_1 && header.format != FORMAT => {
@@ -126,6 +129,7 @@ pub(super) fn load_current(dir: &Path) -> Result<Option<Loaded>, DatastoreError>
         Ok(_) => match serde_json::from_slice::<Format1>(&bytes) {
             Ok(snapshot) => {
                 loaded.generation = Some(snapshot.generation);
+                loaded.declared = Some(snapshot.allocations.len());
                 loaded.allocations = snapshot.allocations;
             }
             Err(e) => loaded
@@ -160,6 +164,7 @@ fn load_framed(path: &Path) -> Result<Option<Loaded>, DatastoreError> {
         generation: None,
         allocations: Vec::new(),
         damage: Vec::new(),
+        declared: None,
     };
     let mut declared = None;
     let mut lines = 0usize;
@@ -193,6 +198,7 @@ fn load_framed(path: &Path) -> Result<Option<Loaded>, DatastoreError> {
             match serde_json::from_slice::<Header>(json) {
                 Ok(header) => {
                     loaded.generation = Some(header.generation);
+                    loaded.declared = Some(header.allocations);
                     declared = Some(header.allocations);
                 }
                 Err(e) => loaded
@@ -286,13 +292,17 @@ pub(super) fn keep_previous(dir: &Path) -> Result<bool, DatastoreError> {
     match fs::hard_link(&current, &temp) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(source) => {
-            return Err(DatastoreError::Io {
-                action: "link",
-                path: current,
-                source,
-            })
-        }
+        // A file system without hard links: a synced copy serves as well.
+        Err(_) => fs::copy(&current, &temp)
+            .and_then(|_| fs::File::open(&temp)?.sync_all())
+            .map_err(|source| {
+                let _ = fs::remove_file(&temp);
+                DatastoreError::Io {
+                    action: "copy",
+                    path: current.clone(),
+                    source,
+                }
+            })?,
     }
     fs::rename(&temp, previous_path(dir)).map_err(|source| {
         let _ = fs::remove_file(&temp);
@@ -303,6 +313,12 @@ pub(super) fn keep_previous(dir: &Path) -> Result<bool, DatastoreError> {
         }
     })?;
     Ok(true)
+}
+
+/// Drops the previous snapshot (when the log that goes with it cannot be made durable, it is
+/// no fallback).
+pub(super) fn remove_previous(dir: &Path) -> Result<bool, DatastoreError> {
+    remove(&previous_path(dir))
 }
 
 /// Renames the temp snapshot over the current one. Not yet durable: the caller syncs the

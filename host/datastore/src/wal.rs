@@ -100,6 +100,10 @@ pub(super) struct Scan {
     pub(super) damaged: Vec<DamagedLine>,
     /// Where the torn tail starts (the file's length if there is none).
     pub(super) valid_len: u64,
+    /// Why the last line, ended by its newline, did not read. A crash of the daemon cannot
+    /// leave that (each record is one `write(2)`); a power loss during an unsynced append or
+    /// damage to a synced one can, and they cannot be told apart.
+    pub(super) bad_last_line: Option<String>,
 }
 
 /// A line whose framing or checksum is wrong, with intact lines after it.
@@ -123,13 +127,17 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, (u64, String)> {
     let mut records = Vec::new();
     let mut damaged = Vec::new();
     let mut valid_len = 0;
+    let mut bad_last_line = None;
     for line in framing::lines(bytes) {
         if !line.complete {
             break;
         }
         match decode_line(line.bytes) {
             Ok(record) => records.push((line.offset as u64, record)),
-            Err(LineError::Damaged(_)) if line.last => break,
+            Err(LineError::Damaged(reason)) if line.last => {
+                bad_last_line = Some(reason);
+                break;
+            }
             Err(LineError::Damaged(reason)) => damaged.push(DamagedLine {
                 offset: line.offset as u64,
                 len: line.bytes.len() as u64 + 1,
@@ -143,6 +151,7 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, (u64, String)> {
         records,
         damaged,
         valid_len,
+        bad_last_line,
     })
 }
 

@@ -42,7 +42,15 @@ impl KvStore {
     /// cannot be read at all from the disk is an error.
     pub fn open(path: PathBuf, max_bytes: usize) -> Result<KvStore, String> {
         let (map, lost) = match std::fs::read(&path) {
-            Ok(bytes) => decode(&bytes),
+            Ok(bytes) => {
+                if let Some(format) = newer_format(&bytes) {
+                    return Err(format!(
+                        "{} has format {format:?}, which this build does not read (it reads {FORMAT:?}): run the wasmcni version that wrote it",
+                        path.display()
+                    ));
+                }
+                decode(&bytes)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (BTreeMap::new(), Vec::new()),
             Err(e) => return Err(format!("reading {}: {e}", path.display())),
         };
@@ -251,6 +259,16 @@ fn encode(map: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
     out
 }
 
+/// The format a file's readable header names, when it is not this build's: a newer version's
+/// state, not damage, and never rewritten.
+fn newer_format(bytes: &[u8]) -> Option<String> {
+    let first = framing::lines(bytes).next()?;
+    let json = framing::unframe(first.bytes).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let format = header.get("format")?.as_str()?;
+    (format != FORMAT).then(|| format.to_owned())
+}
+
 /// What the file holds that can be read, and a line for each thing that cannot.
 fn decode(bytes: &[u8]) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
     if bytes.trim_ascii_start().starts_with(b"{") {
@@ -278,11 +296,8 @@ fn decode(bytes: &[u8]) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
         };
         if n == 0 {
             match serde_json::from_slice::<Header>(json) {
-                Ok(header) if header.format == FORMAT => declared = Some(header.entries),
-                Ok(header) => lost.push(format!(
-                    "byte {at}: format {:?}, not {FORMAT:?}",
-                    header.format
-                )),
+                // Another format was refused before.
+                Ok(header) => declared = Some(header.entries),
                 Err(e) => lost.push(format!("byte {at}: not a header ({e})")),
             }
             continue;
@@ -445,8 +460,15 @@ mod tests {
             assert!(KvStore::open(path.clone(), 10).unwrap().lost().is_empty());
         }
         std::fs::write(&path, "{\"a\": \"0aFf\"}").unwrap();
-        let store = KvStore::open(path, 10).unwrap();
+        let store = KvStore::open(path.clone(), 10).unwrap();
         assert_eq!(store.begin().get("a"), Some(vec![0x0a, 0xff]));
+        // A newer version's file is refused and left as it is, not salvaged.
+        let header = br#"{"format":"wasmcni-kv/3","entries":0}"#;
+        let newer = framing::frame(header);
+        std::fs::write(&path, &newer).unwrap();
+        let err = KvStore::open(path.clone(), 10).unwrap_err();
+        assert!(err.contains("wasmcni-kv/3"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), newer);
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub async fn reconcile_node<D: Datapath>(
     orphans: Orphans,
 ) -> ReconcileReport {
     let mut report = ReconcileReport::default();
-    roll_back_unfinished(handler, &mut report).await;
+    roll_back_unfinished(handler, orphans, &mut report).await;
     replay_pending_dels(handler, pending_dir, &mut report).await;
     release_vanished_and_orphans(handler, orphans, &mut report).await;
     // What the node holds outside the store, as this pass left it.
@@ -79,16 +79,22 @@ pub async fn reconcile_node<D: Datapath>(
 
 /// Reserved allocations with no ADD in flight (the lock is free and the record unchanged)
 /// are leftovers of a crash or of a rollback that failed: undo and release them.
-async fn roll_back_unfinished<D: Datapath>(handler: &Handler<D>, report: &mut ReconcileReport) {
+async fn roll_back_unfinished<D: Datapath>(
+    handler: &Handler<D>,
+    orphans: Orphans,
+    report: &mut ReconcileReport,
+) {
     let reserved: Vec<Allocation> = handler
         .store()
         .allocations()
         .filter(|a| a.state == AllocationState::Reserved)
         .cloned()
         .collect();
-    // After a loss, an ADD that looks unfinished may have answered (its commit lost): the
-    // pods whose veth routes their address stay.
-    let routed: BTreeSet<(IpAddr, String)> = match handler.records_lost.load(Ordering::Relaxed) {
+    // After a loss, at start-up, an ADD that looks unfinished may have answered (its commit
+    // lost): the pods whose veth routes their address stay. While serving, an unfinished ADD
+    // is one whose undo failed, and is rolled back as usual.
+    let after_loss = orphans == Orphans::Remove && handler.records_lost.load(Ordering::Relaxed);
+    let routed: BTreeSet<(IpAddr, String)> = match after_loss {
         true if !reserved.is_empty() => match handler
             .datapath
             .node_state(&handler.config.datapath.veth_prefix)
@@ -260,8 +266,17 @@ async fn release_vanished_and_orphans<D: Datapath>(
             continue;
         }
         // The node snapshot may predate a veth created since: ask again under the lock.
+        // After a loss, a stale record's address may be a live unrecorded pod's: its rules
+        // are that pod's.
+        let routed_elsewhere = node
+            .pod_routes
+            .iter()
+            .any(|(ip, veth)| *ip == allocation.ip && *veth != allocation.host_veth);
         let outcome = match handler.datapath.veth_exists(&allocation.host_veth).await {
             Ok(true) => continue,
+            Ok(false) if routed_elsewhere => {
+                handler.release(&allocation.key).await.map_err(|e| e.msg)
+            }
             Ok(false) => match handler
                 .datapath
                 .remove_rules(allocation.ip, allocation.route_table)

@@ -35,6 +35,15 @@ fn the_pack_allocator_chooses_addresses_for_real_adds() {
         .expect("DEL");
     let host_veth = results[1]["interfaces"][0]["name"].as_str().expect("veth");
     assert_detached_then_gone(&node.node, host_veth, "10.88.0.2");
+    // The daemon sees the veth gone a moment after the kernel says so.
+    let drained = Instant::now() + Duration::from_secs(5);
+    let draining = |node: &TestNode| {
+        let pool: serde_json::Value = serde_json::from_str(&node.inspect("pool", true)).unwrap();
+        pool["draining"].as_array().is_some_and(|d| !d.is_empty())
+    };
+    while draining(&node) && Instant::now() < drained {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let again = pod("packed-again");
     let result = node.add(&chain, &again.attachment).expect("ADD");
     assert_eq!(pod_ip(&result), "10.88.0.2");

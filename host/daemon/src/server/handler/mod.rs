@@ -104,6 +104,8 @@ pub struct Handler<D: Datapath> {
     /// Set when the datastore's recovery lost records to damage: start-up then trusts the
     /// node's routed veths over the store (see `recovery`).
     pub(crate) records_lost: AtomicBool,
+    /// Serialises [`Handler::refresh_node_held`].
+    refreshing: tokio::sync::Mutex<()>,
     /// Requested addresses EC2 is being asked to assign, and the ENI each goes to: taken for
     /// every other chooser, and neither released nor its ENI deleted by the reconciler,
     /// until the ADD that asked has reserved it or given up.
@@ -180,6 +182,7 @@ impl<D: Datapath> Handler<D> {
             ec2: std::sync::OnceLock::new(),
             foreign_held: Mutex::new(Vec::new()),
             records_lost: AtomicBool::new(false),
+            refreshing: tokio::sync::Mutex::new(()),
             assigning: Mutex::new(HashMap::new()),
         })
     }

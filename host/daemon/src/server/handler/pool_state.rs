@@ -141,6 +141,8 @@ impl<D: Datapath> Handler<D> {
     /// pod served now is never counted; a DEL that lands between the read of the node and the
     /// look at the store can leave its address held until the next refresh, never the reverse.
     pub(crate) async fn refresh_node_held(&self) {
+        // One at a time: an older read must never overwrite a newer one's holds.
+        let _one = self.refreshing.lock().await;
         match self
             .datapath
             .node_state(&self.config.datapath.veth_prefix)

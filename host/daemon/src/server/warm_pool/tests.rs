@@ -863,3 +863,45 @@ async fn an_address_aws_reserves_in_the_subnet_is_refused_without_asking_ec2() {
     }
     assert!(model.calls().is_empty(), "{:?}", model.calls());
 }
+
+#[tokio::test]
+async fn a_draining_address_is_never_given_back_nor_its_eni_deleted() {
+    // No cooldown: only the drain keeps the address.
+    let model = ModelEc2::new(&["10.0.1.5"]);
+    let f = fixture(&model);
+    assert_eq!(
+        ip_of(&f.run(Command::Add, "a", "1.1.0").await),
+        "10.0.1.5/32"
+    );
+    f.handler.datapath.hold_link_removals();
+    f.run(Command::Del, "a", "1.1.0").await;
+    assert!(f.handler.is_draining(ip("10.0.1.5").into()));
+    let note = carry_out(&f, &model, release_from_eni_1(&[ip("10.0.1.5")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        note,
+        "eni-1: nothing left to release (taken since the plan)"
+    );
+    let delete = EniRequest::DeleteEni {
+        eni_id: "eni-1".into(),
+    };
+    let note = carry_out(&f, &model, delete).await.unwrap();
+    assert_eq!(
+        note,
+        "eni-1 kept: 10.0.1.5 is held, cooling or draining (taken since the plan)"
+    );
+    assert!(model.calls().is_empty(), "{:?}", model.calls());
+
+    // Once the kernel has deleted the veth, the address is the pool's to give back.
+    f.handler.datapath.finish_link_removals();
+    assert!(
+        f.handler
+            .drained(Some(ip("10.0.1.5").into()), Duration::from_secs(5))
+            .await
+    );
+    carry_out(&f, &model, release_from_eni_1(&[ip("10.0.1.5")]))
+        .await
+        .unwrap();
+    assert_eq!(model.calls(), ["unassign eni-1 10.0.1.5"]);
+}
