@@ -58,6 +58,20 @@ enum Commands {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
+    /// Compile one plugin component into the daemon's artifact cache. The daemon runs this in
+    /// a child process for every component its cache lacks, so that the compiler's memory
+    /// never becomes the daemon's; not meant to be run by hand.
+    #[command(hide = true)]
+    CompilePlugin {
+        /// The artifact cache (`<state_dir>/plugin-cache`).
+        #[arg(long)]
+        cache_dir: PathBuf,
+        /// The component's sha256 (`sha256:<hex>`); a file with another is refused.
+        #[arg(long)]
+        digest: String,
+        /// The component file.
+        component: PathBuf,
+    },
     /// Read this node from IMDS (instance, zone, every ENI with its addresses and prefixes)
     /// and its instance-type limits from EC2, and print them with the max-pods figures.
     Discover {
@@ -93,6 +107,16 @@ impl FormatTime for Rfc3339Millis {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon's child compiler: no configuration, no log set-up; errors on stderr, which
+    // the daemon keeps for its warning.
+    if let Commands::CompilePlugin {
+        cache_dir,
+        digest,
+        component,
+    } = &cli.command
+    {
+        return compile_plugin(cache_dir, digest, component);
+    }
     let filter =
         || EnvFilter::try_from_env("WASMCNI_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // The daemon logs to its file (rotated) when the configuration names one, else to stderr;
@@ -194,6 +218,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Commands::CompilePlugin { .. } => unreachable!("handled before the configuration"),
         Commands::Run => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -218,6 +243,25 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `wasmcni-host compile-plugin`: compiles `component` (whose sha256 must be `digest`) with the
+/// daemon's engine settings into `cache_dir`.
+fn compile_plugin(
+    cache_dir: &std::path::Path,
+    digest: &str,
+    component: &std::path::Path,
+) -> ExitCode {
+    let compiled = wasmcni_runtime::PluginRuntime::new()
+        .and_then(|runtime| runtime.with_cache(cache_dir))
+        .and_then(|runtime| runtime.precompile(component, digest));
+    match compiled {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wasmcni-host compile-plugin: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -432,7 +476,10 @@ async fn run(
         )),
         ProviderKind::Static => None,
     };
-    let (handler, _report) = server::start(config, datapath, ec2).await?;
+    // Components missing from the plugin cache are compiled by a child process (this binary),
+    // so that the compiler's memory never becomes the daemon's.
+    let compiler = wasmcni_runtime::Compiler::this_executable("compile-plugin");
+    let (handler, _report) = server::start(config, datapath, ec2, compiler).await?;
     tracing::info!(socket = %socket.display(), "ready");
     // A changed configuration file (or SIGHUP) swaps the plugins without a restart.
     let watcher = path.map(|path| {

@@ -61,6 +61,11 @@ impl ArtifactCache {
         ArtifactCache { dir, engine_key }
     }
 
+    /// The cache's directory.
+    pub(super) fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// The file of the component with `digest` (`sha256:<hex>`).
     pub(super) fn path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);

@@ -29,6 +29,7 @@ use wasmtime::{Config, Engine, Store, Trap, UpdateDeadline};
 
 mod audit_log;
 mod cache;
+mod compiler;
 mod gate;
 mod host;
 pub mod kv;
@@ -36,6 +37,7 @@ pub mod kv;
 pub use audit_log::{
     timestamp_of_unix_ms, AuditEntry, AuditLog, AUDIT_LOG_KEEP, AUDIT_LOG_MAX_BYTES,
 };
+pub use compiler::{Compiler, CHILD_COMPILE_TIMEOUT};
 pub use host::HostCall;
 
 use cache::ArtifactCache;
@@ -48,6 +50,14 @@ use wasmcni_core::{
     Import, Limits, PluginKind, PluginSpec, PodInfo, PoolSnapshot, Verb, Verdict,
     MAX_PLUGIN_MEMORY,
 };
+
+/// Bytes of a linear memory slot reset by copying back only its dirtied pages (and kept
+/// resident) instead of madvise: more than a Rust plugin's call dirties (its stack top, data
+/// and first heap pages; 64 KiB measured the same per call).
+const RESIDENT_MEMORY_BYTES: usize = 128 << 10;
+
+/// The same for a table slot.
+const RESIDENT_TABLE_BYTES: usize = 64 << 10;
 
 pub(crate) mod bindings {
     pub(crate) mod allocator {
@@ -190,6 +200,8 @@ pub struct PluginRuntime {
     engine: Engine,
     /// Compiled components kept between starts (`None`: compile every time).
     cache: Option<ArtifactCache>,
+    /// Where a component missing from the cache is compiled.
+    compiler: Compiler,
     /// Where plugins' `kv` state is kept (`None`: `kv` refuses writes).
     kv_dir: Option<PathBuf>,
     /// Runtime audit log of privileged requests.
@@ -245,13 +257,29 @@ impl PluginRuntime {
             .total_core_instances(calls * 4)
             .total_memories(calls * 2)
             .total_tables(calls * 4)
-            .max_memory_size(MAX_PLUGIN_MEMORY);
-        // No `*_keep_resident`: resetting a slot with memset measured slower (83 µs per ADD
-        // with 1 MiB resident, 58 µs with none) than madvise plus a small plugin's page faults.
+            .max_memory_size(MAX_PLUGIN_MEMORY)
+            // A slot is reset by copying back (or zeroing) only the pages the last call
+            // dirtied, found with the PAGEMAP_SCAN ioctl (Linux 6.7+; older kernels memset
+            // the first `keep_resident` bytes): no madvise, so no TLB shootdown and no page
+            // faults on the next call. A call dirtying more than this is reset by madvise
+            // beyond it. Each slot a call used keeps at most this much resident.
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .linear_memory_keep_resident(RESIDENT_MEMORY_BYTES)
+            .table_keep_resident(RESIDENT_TABLE_BYTES);
         let mut config = Config::new();
         config.consume_fuel(true);
         config.epoch_interruption(true);
         config.max_wasm_stack(512 << 10);
+        // Explicit bounds checks instead of guard pages and signal handlers: a slot's
+        // accessible size then never has to shrink back with mprotect when the next instance
+        // starts (a guest's first allocation grows its memory, so with guard pages every call
+        // paid an mprotect pair and its TLB shootdown, ≈ 4 µs). Guest code runs a little
+        // slower; measured per ADD it is well ahead (BENCHMARKS.md).
+        config.signals_based_traps(false);
+        config.memory_guard_size(0);
+        config.memory_reservation(MAX_PLUGIN_MEMORY as u64);
+        config.memory_reservation_for_growth(0);
+        config.memory_may_move(false);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
         let invalid = |message: String| PluginError::Invalid {
             plugin: "(engine)".into(),
@@ -263,6 +291,7 @@ impl PluginRuntime {
         Ok(PluginRuntime {
             engine,
             cache: None,
+            compiler: Compiler::InProcess,
             kv_dir: None,
             audit_log: None,
             gate,
@@ -309,12 +338,80 @@ impl PluginRuntime {
         self
     }
 
-    /// Compiles `bytes` (whose digest the caller verified), or loads the cached compilation.
-    fn compile(&self, bytes: &[u8], digest: &str) -> Result<Component, wasmtime::Error> {
-        match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, bytes, digest),
-            None => Component::new(&self.engine, bytes),
+    /// Compiles components missing from the cache with `compiler` (with no cache, every
+    /// component is compiled in process).
+    pub fn with_compiler(mut self, compiler: Compiler) -> PluginRuntime {
+        self.compiler = compiler;
+        self
+    }
+
+    /// Compiles `bytes` (whose digest the caller verified, read from `path`), or loads the
+    /// cached compilation. With a child compiler, a component missing from the cache is
+    /// compiled by the child first; if the child fails, here.
+    fn compile(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<Component, wasmtime::Error> {
+        let Some(cache) = &self.cache else {
+            return Component::new(&self.engine, bytes);
+        };
+        if let Compiler::Child {
+            program,
+            args,
+            timeout,
+        } = &self.compiler
+        {
+            if !cache.path(digest).exists() {
+                let started = Instant::now();
+                match compiler::run_child(program, args, *timeout, path, digest, cache.dir()) {
+                    Ok(()) => tracing::info!(
+                        component = %path.display(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "compiled in a child process into the cache"
+                    ),
+                    Err(e) => tracing::warn!(
+                        component = %path.display(),
+                        "compiling in a child process failed ({e}); compiling in the daemon"
+                    ),
+                }
+            }
         }
+        cache.load_or_compile(&self.engine, bytes, digest)
+    }
+
+    /// Compiles the component at `path`, whose sha256 must be `digest`, into the cache (what
+    /// `wasmcni-host compile-plugin`, the daemon's child compiler, runs). Nothing to do when
+    /// the cache already holds it whole.
+    pub fn precompile(&self, path: &Path, digest: &str) -> Result<(), PluginError> {
+        let name = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            plugin: name.clone(),
+            path: path.to_owned(),
+            source,
+        })?;
+        let actual = digest_of(&bytes);
+        if actual != digest {
+            return Err(PluginError::DigestMismatch {
+                plugin: name,
+                path: path.to_owned(),
+                expected: digest.to_owned(),
+                actual,
+            });
+        }
+        let invalid = |message: String| PluginError::Invalid {
+            plugin: name.clone(),
+            message,
+        };
+        let cache = self
+            .cache
+            .as_ref()
+            .ok_or_else(|| invalid("no artifact cache to compile into".into()))?;
+        cache
+            .load_or_compile(&self.engine, &bytes, digest)
+            .map(drop)
+            .map_err(|e| invalid(format!("not a valid component: {e:#}")))
     }
 
     /// Loads a plugin: verifies the digest, refuses ungranted imports by name, links only the
@@ -340,7 +437,7 @@ impl PluginRuntime {
             message,
         };
         let component = self
-            .compile(&bytes, &actual)
+            .compile(&spec.path, &bytes, &actual)
             .map_err(|e| invalid(format!("not a valid component: {e:#}")))?;
         let imports: Vec<String> = component
             .component_type()
@@ -658,12 +755,16 @@ impl Plugin {
 
     /// Asks an allocator for `pod`'s address. The answer is only a proposal: the caller checks
     /// it against the pool and the datastore.
-    pub fn allocate(&self, snapshot: PoolSnapshot, pod: &PodInfo) -> Result<Ipv4Addr, PluginError> {
+    pub fn allocate(
+        &self,
+        snapshot: impl Into<Arc<PoolSnapshot>>,
+        pod: &PodInfo,
+    ) -> Result<Ipv4Addr, PluginError> {
         let Pre::Allocator(pre) = &self.pre else {
             return Err(self.wrong_kind("allocate"));
         };
         let request = pod_to_wit(pod);
-        let done = self.run(Export::Allocate, "allocate", Arc::new(snapshot), |store| {
+        let done = self.run(Export::Allocate, "allocate", snapshot.into(), |store| {
             pre.instantiate(&mut *store)?.call_allocate(store, &request)
         })?;
         let ok = done.answer.is_ok();
@@ -885,7 +986,7 @@ impl PluginRuntime {
         // The precompiled cache serves a file whose digest it knows (`/v1/plugins` and the
         // audit report need no fresh compilation of a plugin the daemon runs).
         let compiled = if actual == spec.digest {
-            self.compile(&bytes, &actual)
+            self.compile(&spec.path, &bytes, &actual)
         } else {
             Component::new(&self.engine, &bytes)
         };

@@ -90,6 +90,17 @@ fn trap_reason(error: PluginError) -> String {
     }
 }
 
+/// `loop-forever`, with fuel for far longer than `allocate_deadline_ms`: its deadline is what
+/// stops its `allocate`.
+fn spinner(allocate_deadline_ms: u64) -> PluginSpec {
+    let mut spec = spec("loop-forever", PluginKind::Allocator, ALLOCATOR);
+    spec.limits.fuel = 10_000_000_000;
+    spec.limits
+        .deadline_ms
+        .insert(Export::Allocate, allocate_deadline_ms);
+    spec
+}
+
 /// Generous for a loaded 2-core CI machine; what matters is that the call ends at all, and
 /// about when its deadline says.
 const SLACK: Duration = Duration::from_secs(2);
@@ -97,10 +108,7 @@ const SLACK: Duration = Duration::from_secs(2);
 #[test]
 fn a_call_is_stopped_at_its_deadline_even_with_fuel_to_spare() {
     let runtime = PluginRuntime::new().unwrap();
-    let mut spec = spec("loop-forever", PluginKind::Allocator, ALLOCATOR);
-    spec.limits.fuel = 10_000_000_000;
-    spec.limits.deadline_ms.insert(Export::Allocate, 100);
-    let plugin = runtime.load(&spec).unwrap();
+    let plugin = runtime.load(&spinner(100)).unwrap();
     let started = Instant::now();
     let reason = trap_reason(plugin.allocate(static_pool(), &pod()).unwrap_err());
     let elapsed = started.elapsed();
@@ -110,6 +118,94 @@ fn a_call_is_stopped_at_its_deadline_even_with_fuel_to_spare() {
     );
     assert!(elapsed >= Duration::from_millis(100), "{elapsed:?}");
     assert!(elapsed < Duration::from_millis(100) + SLACK, "{elapsed:?}");
+}
+
+#[test]
+fn the_idle_ticker_parks_and_the_next_call_is_still_held_to_its_deadline() {
+    let runtime = PluginRuntime::new().unwrap();
+    let plugin = runtime.load(&spinner(100)).unwrap();
+    for round in 0..3 {
+        // Idle: the ticker stops ticking once no call has run for its linger time.
+        let idle = Instant::now();
+        while !runtime.gate.ticker_parked() {
+            assert!(
+                idle.elapsed() < gate::TICKER_LINGER + SLACK,
+                "round {round}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if round > 0 {
+            // It ticked on for the linger time after the last call.
+            assert!(idle.elapsed() + Duration::from_millis(5) >= gate::TICKER_LINGER);
+        }
+        // A call wakes it, and is stopped at its deadline as ever.
+        let started = Instant::now();
+        let reason = trap_reason(plugin.allocate(static_pool(), &pod()).unwrap_err());
+        let elapsed = started.elapsed();
+        assert!(
+            reason.starts_with("ran past its deadline of 100 ms"),
+            "{reason}"
+        );
+        assert!(elapsed >= Duration::from_millis(100), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(100) + SLACK, "{elapsed:?}");
+    }
+}
+
+#[test]
+fn every_call_starts_from_pristine_memory_whatever_the_last_one_wrote() {
+    // `leftovers` dirties a static, its data segment and buffers below, across and far beyond
+    // the slot's resident reset size; each call checks that none of it carried over.
+    let runtime = Arc::new(PluginRuntime::with_calls(4).unwrap());
+    let plugin = Arc::new(
+        runtime
+            .load(&spec("leftovers", PluginKind::Allocator, ALLOCATOR))
+            .unwrap(),
+    );
+    for call in 0..40 {
+        let answer = plugin.allocate(static_pool(), &pod());
+        assert_eq!(answer.unwrap(), Ipv4Addr::new(10, 0, 0, 1), "call {call}");
+        if call % 8 == 0 {
+            plugin.plan(static_pool()).unwrap();
+        }
+    }
+    // Calls at once, so that slots are shared out and reused in every order.
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let plugin = plugin.clone();
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    assert_eq!(
+                        plugin.allocate(static_pool(), &pod()).unwrap(),
+                        Ipv4Addr::new(10, 0, 0, 1)
+                    );
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+}
+
+#[test]
+fn reaching_past_the_end_of_linear_memory_traps_and_the_next_call_runs() {
+    let runtime = PluginRuntime::new().unwrap();
+    let plugin = runtime
+        .load(&spec("out-of-bounds", PluginKind::Allocator, ALLOCATOR))
+        .unwrap();
+    let leftovers = runtime
+        .load(&spec("leftovers", PluginKind::Allocator, ALLOCATOR))
+        .unwrap();
+    for _ in 0..3 {
+        let read = trap_reason(plugin.allocate(static_pool(), &pod()).unwrap_err());
+        assert_eq!(read, "trapped: out of bounds memory access");
+        let write = trap_reason(plugin.plan(static_pool()).unwrap_err());
+        assert_eq!(write, "trapped: out of bounds memory access");
+        assert_eq!(
+            leftovers.allocate(static_pool(), &pod()).unwrap(),
+            Ipv4Addr::new(10, 0, 0, 1)
+        );
+    }
 }
 
 #[test]
@@ -259,10 +355,7 @@ fn instance_slots_are_waited_for_no_longer_than_the_deadline() {
     let pack = runtime
         .load(&spec("pack", PluginKind::Allocator, ALLOCATOR))
         .unwrap();
-    let mut spinner = spec("loop-forever", PluginKind::Allocator, ALLOCATOR);
-    spinner.limits.fuel = 10_000_000_000;
-    spinner.limits.deadline_ms.insert(Export::Allocate, 1_000);
-    let spinner = Arc::new(runtime.load(&spinner).unwrap());
+    let spinner = Arc::new(runtime.load(&spinner(1_000)).unwrap());
     let busy: Vec<_> = (0..2)
         .map(|_| {
             let spinner = spinner.clone();

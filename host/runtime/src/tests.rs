@@ -2,7 +2,7 @@
 //! plugins of `tests/plugins`, built by `cargo run --release -p wasmcni-plugin-build -- tests/plugins`
 //! (scripts/test.sh does it before the tests).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::testing::{audit_lines, pod, snapshot, spec};
 use super::*;
@@ -298,6 +298,101 @@ fn compiled_components_are_cached_by_digest_and_engine() {
 }
 
 /// A t3.medium-like EC2 node: the primary ENI `eni-0` with no secondary address yet.
+fn spec_of_guard() -> PluginSpec {
+    spec(
+        "namespace-guard",
+        PluginKind::Policy,
+        &[Capability::Netlink, Capability::Log],
+    )
+}
+
+/// A runtime caching into a fresh private directory, compiling with `compiler`.
+fn caching_runtime(compiler: Compiler) -> (PluginRuntime, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = PluginRuntime::new()
+        .unwrap()
+        .with_cache(&dir.path().join("cache"))
+        .unwrap()
+        .with_compiler(compiler);
+    (runtime, dir)
+}
+
+fn cached_files(dir: &tempfile::TempDir) -> usize {
+    std::fs::read_dir(dir.path().join("cache")).unwrap().count()
+}
+
+#[test]
+fn a_child_compiler_that_fails_or_hangs_costs_only_a_compilation_in_process() {
+    let failing = Compiler::Child {
+        program: "/bin/false".into(),
+        args: Vec::new(),
+        timeout: Duration::from_secs(10),
+    };
+    // Ignores the arguments it is given and sleeps well past its deadline.
+    let hanging = Compiler::Child {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), "sleep 30".into(), "sh".into()],
+        timeout: Duration::from_millis(300),
+    };
+    for compiler in [failing, hanging] {
+        let (runtime, dir) = caching_runtime(compiler);
+        let started = Instant::now();
+        let pack = runtime.load(&alloc("pack", ALL)).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(pack
+            .allocate(snapshot(&["10.0.0.0/24"], &[]), &pod())
+            .is_ok());
+        // Compiled here instead, and cached as ever.
+        assert_eq!(cached_files(&dir), 1);
+    }
+}
+
+#[test]
+fn precompile_fills_the_cache_and_refuses_a_file_of_another_digest() {
+    let (runtime, dir) = caching_runtime(Compiler::InProcess);
+    let spec = alloc("pack", ALL);
+    let other = testing::component("namespace-guard");
+    let wrong = runtime.precompile(&other, &spec.digest).unwrap_err();
+    assert!(
+        matches!(wrong, PluginError::DigestMismatch { .. }),
+        "{wrong}"
+    );
+    assert_eq!(cached_files(&dir), 0);
+    runtime.precompile(&spec.path, &spec.digest).unwrap();
+    assert_eq!(cached_files(&dir), 1);
+    // What a child compiled is what the daemon loads: its compiler is not even asked.
+    let asked = dir.path().join("asked");
+    let daemon = PluginRuntime::new()
+        .unwrap()
+        .with_cache(&dir.path().join("cache"))
+        .unwrap()
+        .with_compiler(Compiler::Child {
+            program: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                "touch \"$0\"; exit 3".into(),
+                asked.display().to_string(),
+            ],
+            timeout: Duration::from_secs(10),
+        });
+    assert!(daemon.load(&spec).is_ok());
+    assert!(!asked.exists(), "the child compiler was asked");
+    let guard = spec_of_guard();
+    assert!(daemon.load(&guard).is_ok());
+    assert!(
+        asked.exists(),
+        "a component missing from the cache goes to the child"
+    );
+    assert_eq!(cached_files(&dir), 2);
+    // Without a cache there is nothing to compile into.
+    let uncached = PluginRuntime::new().unwrap();
+    assert!(uncached
+        .precompile(&spec.path, &spec.digest)
+        .unwrap_err()
+        .to_string()
+        .contains("no artifact cache"));
+}
+
 fn ec2_snapshot() -> PoolSnapshot {
     PoolSnapshot {
         node: NodeInfo {

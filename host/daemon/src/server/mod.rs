@@ -22,7 +22,7 @@ use wasmcni_core::eni::EniProvider;
 use wasmcni_core::ipam::{Provider, StaticProvider};
 use wasmcni_datapath::Datapath;
 use wasmcni_datastore::{Datastore, WalOptions};
-use wasmcni_runtime::{AuditLog, PluginRuntime};
+use wasmcni_runtime::{AuditLog, Compiler, PluginRuntime};
 
 pub(crate) mod cooling;
 pub mod framed;
@@ -94,14 +94,17 @@ pub enum StartError {
     },
 }
 
-/// The plugin runtime of a daemon with `config`: compiled components cached, `kv` state and
-/// the audit log under the state directory.
+/// The plugin runtime of a daemon with `config`: compiled components cached (components the
+/// cache lacks compiled by `compiler`), `kv` state and the audit log under the state
+/// directory.
 pub fn plugin_runtime(
     config: &ClusterConfig,
+    compiler: Compiler,
 ) -> Result<PluginRuntime, wasmcni_runtime::PluginError> {
     let state = &config.daemon.state_dir;
     Ok(PluginRuntime::new()?
         .with_cache(&state.join("plugin-cache"))?
+        .with_compiler(compiler)
         .with_kv_dir(&state.join("plugin-kv"))?
         .with_audit_log(AuditLog::new(state.join("plugin-audit.log"))))
 }
@@ -111,11 +114,13 @@ pub fn plugin_runtime(
 /// `ec2` is the EC2 provider when the configuration's `provider.kind` is `ec2`, started by
 /// the caller from this configuration's `[provider.ec2]` (`wasmcni_ec2::Ec2Provider::start`:
 /// this crate sees only the [`EniProvider`] trait and links no AWS SDK), whose settings the
-/// daemon reads too; the static provider is built here from the configuration.
+/// daemon reads too; the static provider is built here from the configuration. `compiler`
+/// compiles the plugins the cache lacks (the daemon: a child process of itself).
 pub async fn start<D: Datapath>(
     config: ClusterConfig,
     datapath: D,
     ec2: Option<Arc<dyn EniProvider>>,
+    compiler: Compiler,
 ) -> Result<(Arc<Handler<D>>, ReconcileReport), StartError> {
     if (config.provider.kind == ProviderKind::Ec2) != ec2.is_some() {
         return Err(StartError::ProviderMismatch {
@@ -175,7 +180,7 @@ pub async fn start<D: Datapath>(
         (false, _) => tracing::info!(pod_mtu, "pod MTU"),
     }
     let pending = pending_del_dir(&config.daemon.socket);
-    let runtime = plugin_runtime(&config).map_err(StartError::Plugin)?;
+    let runtime = plugin_runtime(&config, compiler).map_err(StartError::Plugin)?;
     let plugins = PluginSet::load(&runtime, &config, 1).map_err(StartError::Plugin)?;
     tracing::info!(plugins = %plugins.describe(), "plugins loaded");
     let handler = Handler::new(config, pod_mtu, datapath, store, provider, runtime, plugins);

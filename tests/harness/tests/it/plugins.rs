@@ -55,6 +55,32 @@ fn the_pack_allocator_chooses_addresses_for_real_adds() {
 }
 
 #[test]
+fn a_plugin_missing_from_the_cache_is_compiled_once_by_a_child_process() {
+    let mut node = node_with(&allocator_plugin_config(
+        "pack",
+        &["pool-view", "eni-ops", "log"],
+    ));
+    let compiled = "compiled in a child process into the cache";
+    node.start_daemon();
+    assert_eq!(node.daemon_log_text().matches(compiled).count(), 1);
+    let cached: Vec<_> = std::fs::read_dir(node.state_dir().join("plugin-cache"))
+        .expect("the plugin cache")
+        .map(|e| e.expect("an entry").file_name())
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    // The daemon serves with what the child compiled; a restart finds it in the cache.
+    let chain = wasmcni_only(&node, "1.0.0");
+    let p = pod("child-compiled");
+    let result = node.add(&chain, &p.attachment).expect("ADD through pack");
+    node.stop_daemon("TERM");
+    node.start_daemon();
+    let log = node.daemon_log_text();
+    assert_eq!(log.matches(compiled).count(), 1, "{log}");
+    assert!(!log.contains("compiling in the daemon"), "{log}");
+    node.del(&chain, &p.attachment, Some(&result)).expect("DEL");
+}
+
+#[test]
 fn a_plugin_importing_an_ungranted_interface_stops_the_daemon_with_its_name() {
     let mut node = node_with(&allocator_plugin_config("pack", &["log"]));
     let log = node.start_daemon_expecting_failure();

@@ -7,6 +7,7 @@ use super::*;
 use wasmcni_core::ipam::StaticProvider;
 use wasmcni_datapath::fake::{Call, FakeDatapath};
 use wasmcni_datastore::WalOptions;
+use wasmcni_runtime::Compiler;
 
 pub(crate) struct Fixture {
     pub(crate) handler: Arc<Handler<FakeDatapath>>,
@@ -101,7 +102,7 @@ fn fixture_in(
     let provider = provider
         .unwrap_or_else(|| Arc::new(StaticProvider::new(&config.static_pool("test").unwrap())));
     let (store, _) = Datastore::open(&config.daemon.state_dir, WalOptions::default()).unwrap();
-    let runtime = crate::server::plugin_runtime(&config).unwrap();
+    let runtime = crate::server::plugin_runtime(&config, Compiler::InProcess).unwrap();
     let load = |spec: &wasmcni_core::PluginSpec| Arc::new(runtime.load(spec).unwrap());
     let plugins = PluginSet {
         allocator: allocator.as_ref().map(load),
@@ -794,7 +795,7 @@ async fn del_cleans_up_even_when_a_policy_objects() {
     // then reports the failure.
     hook.limits.fuel = 1_000;
     hook.on_failure.0.insert(Hook::Del, FailureMode::Closed);
-    let runtime = crate::server::plugin_runtime(&f.handler.config).unwrap();
+    let runtime = crate::server::plugin_runtime(&f.handler.config, Compiler::InProcess).unwrap();
     f.handler.swap_plugins(PluginSet {
         allocator: None,
         tagger: None,
@@ -1175,7 +1176,7 @@ async fn an_unset_mtu_is_the_uplinks_for_the_static_provider() {
     );
     let datapath = FakeDatapath::new();
     datapath.set_uplink_mtu(1400);
-    let (handler, _) = crate::server::start(file.clone(), datapath, None)
+    let (handler, _) = crate::server::start(file.clone(), datapath, None, Compiler::InProcess)
         .await
         .unwrap();
     assert_eq!(handler.pod_mtu, 1400);
@@ -1209,10 +1210,14 @@ async fn an_unset_mtu_is_the_uplinks_for_the_static_provider() {
         .replace("# mtu = 9001", "mtu = 9001");
     let datapath = FakeDatapath::new();
     datapath.set_uplink_mtu(1400);
-    let (handler, _) =
-        crate::server::start(ClusterConfig::parse(&text, "test").unwrap(), datapath, None)
-            .await
-            .unwrap();
+    let (handler, _) = crate::server::start(
+        ClusterConfig::parse(&text, "test").unwrap(),
+        datapath,
+        None,
+        Compiler::InProcess,
+    )
+    .await
+    .unwrap();
     assert_eq!(handler.pod_mtu, 9001);
 
     // No default route to read: 1500 (and a warning).
@@ -1225,6 +1230,7 @@ async fn an_unset_mtu_is_the_uplinks_for_the_static_provider() {
         ClusterConfig::parse(&text, "test").unwrap(),
         FakeDatapath::new(),
         None,
+        Compiler::InProcess,
     )
     .await
     .unwrap();

@@ -671,15 +671,23 @@ async fn the_daemon_starts_only_with_the_provider_the_configuration_names() {
     };
     let model: Arc<dyn EniProvider> = ModelEc2::new(&[]);
     assert_eq!(
-        refused(start(statically, FakeDatapath::new(), Some(model.clone())).await),
+        refused(
+            start(
+                statically,
+                FakeDatapath::new(),
+                Some(model.clone()),
+                Default::default()
+            )
+            .await
+        ),
         r#"provider.kind is "static", but an EC2 provider was started"#
     );
     assert_eq!(
-        refused(start(ec2, FakeDatapath::new(), None).await),
+        refused(start(ec2, FakeDatapath::new(), None, Default::default()).await),
         r#"provider.kind is "ec2", but no EC2 provider was started"#
     );
     assert_eq!(
-        refused(start(ipv6, FakeDatapath::new(), Some(model)).await),
+        refused(start(ipv6, FakeDatapath::new(), Some(model), Default::default()).await),
         r#"provider.ec2.ip_family is "ipv6", but the EC2 provider serves ipv4"#
     );
     assert!(!state.exists(), "nothing was started");
