@@ -135,6 +135,15 @@ pub struct RequestFailure {
 }
 
 impl PoolSnapshot {
+    /// Whether the snapshot shows a free address: usable in a block, neither excluded, held
+    /// nor cooling. An allocator that refuses a snapshot without one found the pool exhausted
+    /// (whatever came free since it was taken).
+    pub fn has_free_address(&self) -> bool {
+        let taken: std::collections::HashSet<Ipv4Addr> =
+            self.in_use.iter().chain(&self.cooling).copied().collect();
+        crate::ipam::Pool::new(self.inventory.clone()).free_count(|ip| taken.contains(&ip)) > 0
+    }
+
     /// A snapshot of a static pool.
     pub fn of_static(inventory: Inventory, in_use: Vec<Ipv4Addr>) -> PoolSnapshot {
         PoolSnapshot {
@@ -142,5 +151,40 @@ impl PoolSnapshot {
             in_use,
             ..PoolSnapshot::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipam::{AddressBlock, BlockKind};
+
+    #[test]
+    fn a_snapshot_has_a_free_address_unless_each_is_held_cooling_or_excluded() {
+        // 10.0.0.0/30: two usable addresses, .1 and .2.
+        let inventory = Inventory {
+            blocks: vec![AddressBlock {
+                cidr: "10.0.0.0/30".parse().unwrap(),
+                route_table: None,
+                kind: BlockKind::StaticRange,
+                eni_id: None,
+            }],
+            excluded: Default::default(),
+            ipv6: Vec::new(),
+        };
+        let ip = |last: u8| Ipv4Addr::new(10, 0, 0, last);
+        let mut snapshot = PoolSnapshot::of_static(inventory, vec![ip(1)]);
+        assert!(snapshot.has_free_address());
+        snapshot.cooling.push(ip(2));
+        assert!(!snapshot.has_free_address());
+        snapshot.cooling.clear();
+        snapshot.inventory.excluded.insert(ip(2));
+        assert!(!snapshot.has_free_address());
+        snapshot.inventory.excluded.clear();
+        // The network and broadcast addresses are never free.
+        snapshot.in_use = vec![ip(1), ip(2)];
+        assert!(!snapshot.has_free_address());
+        snapshot.inventory.blocks.clear();
+        assert!(!snapshot.has_free_address());
     }
 }

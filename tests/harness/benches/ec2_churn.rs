@@ -11,6 +11,10 @@
 //! `ip_cooldown_ms` ago, not yet reusable or releasable); the table shows them apart, counted
 //! from the trace's own DEL times.
 //!
+//! Each IPv4 run loads an allocator, a tagger and a policy hook (the allocator under test,
+//! `cluster-tags`, `namespace-guard`: the daemon loads only the plugins its configuration
+//! uses), and the table gives the daemon's resident memory after the trace and at its peak.
+//!
 //! A third run puts the same trace through IPv6 prefix mode (`ip_family = "ipv6"`: one /80 on
 //! the primary ENI, no allocator plugin), whose EC2 cost is one call at start and none per pod;
 //! its idle column is not applicable (the /80 holds 2^48 addresses).
@@ -34,10 +38,30 @@ const COOLDOWN: Duration = Duration::from_millis(2000);
 
 const GRANTS: &str = "[plugins.grants]\npool-view = {}\nlog = {}\neni-ops = { subnets = [\"node\"], security_groups = [\"node\"] }\n";
 
+/// The allocator `name` with `settings`, and the rest of the four plugins wasmcni ships loaded
+/// beside it as a node would run them: the other allocator (loaded, not chosen),
+/// `cluster-tags` tagging every new ENI and `namespace-guard` asked on every ADD and DEL. The
+/// daemon's memory is measured with all four.
 fn strategy_config(name: &str, settings: &str) -> String {
+    let other = if name == "pack" {
+        "vpc-warm-pool"
+    } else {
+        "pack"
+    };
     format!(
-        "[allocator]\nplugin = \"{name}\"\n{}{settings}",
-        plugin_entry(name, "allocator", GRANTS)
+        "[allocator]\nplugin = \"{name}\"\n[tagger]\nplugin = \"cluster-tags\"\n[policy]\nplugins = [\"namespace-guard\"]\n{}{settings}{}{}{}",
+        plugin_entry(name, "allocator", GRANTS),
+        plugin_entry(other, "allocator", GRANTS),
+        plugin_entry(
+            "cluster-tags",
+            "tagger",
+            "tag_keys = [\"wasmcni.io/cluster\", \"wasmcni.io/instance-id\", \"wasmcni.io/created-at\"]\n[plugins.grants]\nlog = {}\nclock = {}\n"
+        ),
+        plugin_entry(
+            "namespace-guard",
+            "policy",
+            "[plugins.grants]\nlog = {}\nnetlink = { mtu = [1280, 9001], routes = [] }\n[plugins.config]\nallow_namespaces = \"churn\"\n"
+        ),
     )
 }
 
@@ -111,6 +135,8 @@ struct Report {
     add_p50: Duration,
     add_p99: Duration,
     wall: Duration,
+    /// The daemon's resident memory after the trace and at its peak, KiB.
+    rss_kib: (u64, u64),
 }
 
 fn run(subject: &Subject, instance_type: &str, ops: &[Op], pace: Duration) -> Report {
@@ -208,6 +234,7 @@ fn run(subject: &Subject, instance_type: &str, ops: &[Op], pace: Duration) -> Re
         }
     }
     let wall = started.elapsed();
+    let rss_kib = ec2.node.daemon_memory_kib();
     let log = ec2.emulator.request_log();
     let mut by_action = BTreeMap::new();
     for record in &log {
@@ -241,6 +268,7 @@ fn run(subject: &Subject, instance_type: &str, ops: &[Op], pace: Duration) -> Re
         add_p50: at(0.5),
         add_p99: at(0.99),
         wall,
+        rss_kib,
     }
 }
 
@@ -284,9 +312,9 @@ fn main() {
         .map(|subject| run(subject, &instance_type, &ops, pace))
         .collect();
     println!(
-        "\n| strategy | EC2 calls | calls/pod | mutating/pod | idle warm IPs (mean) | of which cooling (mean) | idle at ≥60 pods (mean) | idle max | peak ENIs | ADD retries | ADD p50 ms | ADD p99 ms | wall s |"
+        "\n| strategy | EC2 calls | calls/pod | mutating/pod | idle warm IPs (mean) | of which cooling (mean) | idle at ≥60 pods (mean) | idle max | peak ENIs | ADD retries | ADD p50 ms | ADD p99 ms | wall s | daemon RSS / peak MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &reports {
         // IPv6 prefix mode has no warm IPv4 addresses to count: its /80 is 2^48 addresses.
         let idle = if r.ipv6 {
@@ -305,7 +333,7 @@ fn main() {
             ]
         };
         println!(
-            "| {} | {} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} |",
+            "| {} | {} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} | {:.1} / {:.1} |",
             r.label,
             r.calls,
             r.calls as f64 / r.pods as f64,
@@ -319,6 +347,8 @@ fn main() {
             r.add_p50.as_secs_f64() * 1e3,
             r.add_p99.as_secs_f64() * 1e3,
             r.wall.as_secs_f64(),
+            r.rss_kib.0 as f64 / 1024.0,
+            r.rss_kib.1 as f64 / 1024.0,
         );
     }
     for r in &reports {

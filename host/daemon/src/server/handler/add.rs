@@ -388,10 +388,9 @@ impl<D: Datapath> Handler<D> {
         pod: &PodInfo,
     ) -> Result<Choice, CniError> {
         // (Built under the allocation lock, so the snapshot's held addresses are current.)
-        let snapshot = self.pool_snapshot();
+        let snapshot = Arc::new(self.pool_snapshot());
         let task = {
-            let plugin = plugin.clone();
-            let pod = pod.clone();
+            let (plugin, pod, snapshot) = (plugin.clone(), pod.clone(), snapshot.clone());
             tokio::task::spawn_blocking(move || plugin.allocate(snapshot, &pod))
         };
         let answer = task.await.map_err(|e| {
@@ -399,9 +398,11 @@ impl<D: Datapath> Handler<D> {
         })?;
         let proposal = match answer {
             Ok(proposal) => proposal,
-            // A full pool is the same "exhausted" answer as without a plugin (counted only
-            // here, off the happy path).
-            Err(PluginError::Refused { .. }) if self.free_addresses() == 0 => {
+            // A full pool is the same "exhausted" answer as without a plugin (so the ADD waits
+            // for the pool to grow or drain), judged on the snapshot the plugin saw: an
+            // address that came free since (a cooldown ending, a veth gone) does not make
+            // its refusal a plugin failure. Computed only here, off the happy path.
+            Err(PluginError::Refused { .. }) if !snapshot.has_free_address() => {
                 return self.choose_builtin();
             }
             Err(e @ PluginError::Stopped { .. }) => {
