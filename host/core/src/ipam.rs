@@ -319,6 +319,17 @@ impl Pool {
         None
     }
 
+    /// Whether any IPv4 address is free given `in_use` (stops at the first).
+    pub fn has_free(&self, in_use: impl Fn(Ipv4Addr) -> bool) -> bool {
+        self.inventory.blocks.iter().any(|block| {
+            let first = u32::from(block.first_usable());
+            (0..block.usable_len())
+                .filter_map(|i| u32::try_from(i).ok().and_then(|i| first.checked_add(i)))
+                .map(Ipv4Addr::from)
+                .any(|ip| !self.inventory.excluded.contains(&ip) && !in_use(ip))
+        })
+    }
+
     /// Free IPv4 addresses given `in_use` (for STATUS and introspection).
     pub fn free_count(&self, in_use: impl Fn(Ipv4Addr) -> bool) -> u64 {
         (0..self.capacity)

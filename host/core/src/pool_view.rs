@@ -141,7 +141,7 @@ impl PoolSnapshot {
     pub fn has_free_address(&self) -> bool {
         let taken: std::collections::HashSet<Ipv4Addr> =
             self.in_use.iter().chain(&self.cooling).copied().collect();
-        crate::ipam::Pool::new(self.inventory.clone()).free_count(|ip| taken.contains(&ip)) > 0
+        crate::ipam::Pool::new(self.inventory.clone()).has_free(|ip| taken.contains(&ip))
     }
 
     /// A snapshot of a static pool.

@@ -128,6 +128,35 @@ impl ArtifactCache {
         Ok(component)
     }
 
+    /// Compiles `bytes` (of `digest`) into the cache unless it already holds the artifact
+    /// whole; unlike [`ArtifactCache::load_or_compile`], a failure to write is an error (the
+    /// daemon's child compiler has nothing else to do).
+    pub(super) fn compile_into(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<(), String> {
+        if self.read(digest).is_ok() {
+            return Ok(());
+        }
+        let artifact = Component::new(engine, bytes)
+            .and_then(|component| component.serialize())
+            .map_err(|e| format!("not a valid component: {e:#}"))?;
+        self.write(digest, &artifact)
+            .map_err(|e| format!("writing {}: {e}", self.path(digest).display()))
+    }
+
+    /// Removes what the process `pid`, writing `digest`'s file, left behind when it was killed
+    /// before its rename (the temporary file [`wasmcni_cni::durable::replace_file`] names
+    /// `.<name>.tmp-<pid>`).
+    pub(super) fn remove_temporary_of(&self, digest: &str, pid: u32) {
+        let path = self.path(digest);
+        if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+            let _ = std::fs::remove_file(self.dir.join(format!(".{name}.tmp-{pid}")));
+        }
+    }
+
     /// Writes `artifact` as the compilation of `digest`, behind its checksum, durably and never
     /// through a symlink ([`wasmcni_cni::durable::replace_file`]).
     pub(super) fn write(&self, digest: &str, artifact: &[u8]) -> std::io::Result<()> {

@@ -20,7 +20,9 @@ pub const CHILD_COMPILE_TIMEOUT: Duration = Duration::from_secs(300);
 /// What of a child's standard error is kept for the warning.
 const KEPT_STDERR: usize = 4096;
 
-/// Where a component missing from the cache is compiled.
+/// Where a component missing from the cache is compiled. (A cache file that is there but
+/// damaged is compiled again in the daemon, with a warning: rare enough not to pay a second
+/// read of every artifact at every start to find out.)
 #[derive(Debug, Clone, Default)]
 pub enum Compiler {
     /// In this process (tools, tests, a runtime without a cache).
@@ -51,9 +53,16 @@ impl Compiler {
     }
 }
 
-/// Runs `program args… --cache-dir cache_dir --digest digest component` and waits for it at
-/// most `timeout`; `Err` says why it did not succeed (its exit status and what it printed on
-/// standard error).
+/// Why a child compiler did not succeed.
+pub(super) struct ChildFailed {
+    /// Its exit status and what it printed on standard error, or why it did not run.
+    pub message: String,
+    /// Its process id, when it was started.
+    pub pid: Option<u32>,
+}
+
+/// Runs `program args… --cache-dir cache_dir --digest digest -- component` and waits for it at
+/// most `timeout`.
 pub(super) fn run_child(
     program: &Path,
     args: &[String],
@@ -61,7 +70,7 @@ pub(super) fn run_child(
     component: &Path,
     digest: &str,
     cache_dir: &Path,
-) -> Result<(), String> {
+) -> Result<(), ChildFailed> {
     let started = Instant::now();
     let mut child = Command::new(program)
         .args(args)
@@ -69,12 +78,21 @@ pub(super) fn run_child(
         .arg(cache_dir)
         .arg("--digest")
         .arg(digest)
+        .arg("--")
         .arg(component)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("starting {}: {e}", program.display()))?;
+        .map_err(|e| ChildFailed {
+            message: format!("starting {}: {e}", program.display()),
+            pid: None,
+        })?;
+    let pid = child.id();
+    let failed = |message: String| ChildFailed {
+        message,
+        pid: Some(pid),
+    };
     // Drained by a thread, so a chatty child never blocks on a full pipe; what is kept is
     // bounded.
     let reader = child.stderr.take().map(|mut stderr| {
@@ -93,14 +111,18 @@ pub(super) fn run_child(
             Ok(None) if started.elapsed() >= timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
+                return Err(failed(format!(
                     "{} did not finish within {} s and was killed",
                     program.display(),
                     timeout.as_secs()
-                ));
+                )));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => return Err(format!("waiting for {}: {e}", program.display())),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(failed(format!("waiting for {}: {e}", program.display())));
+            }
         }
     };
     let said = reader
@@ -110,11 +132,14 @@ pub(super) fn run_child(
     if status.success() {
         Ok(())
     } else if said.is_empty() {
-        Err(format!("{} exited with {status}", program.display()))
+        Err(failed(format!(
+            "{} exited with {status}",
+            program.display()
+        )))
     } else {
-        Err(format!(
+        Err(failed(format!(
             "{} exited with {status}: {said}",
             program.display()
-        ))
+        )))
     }
 }

@@ -9,7 +9,7 @@
 //! A call that finds a free slot and a ticking ticker makes no system call here: the ticker is
 //! woken only when it parked, and a freed slot is signalled only when a call waits for one.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,8 @@ pub(super) struct Gate {
     /// Signalled when a call starts while the ticker is parked.
     ticker_wake: Condvar,
     stopping: AtomicBool,
+    /// Epoch ticks made so far.
+    ticks: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -71,6 +73,7 @@ impl Gate {
             slot_freed: Condvar::new(),
             ticker_wake: Condvar::new(),
             stopping: AtomicBool::new(false),
+            ticks: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&gate);
         std::thread::Builder::new()
@@ -146,6 +149,12 @@ impl Gate {
     pub(super) fn ticker_parked(&self) -> bool {
         self.lock().ticker_parked
     }
+
+    /// Epoch ticks made so far (tests).
+    #[cfg(test)]
+    pub(super) fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for Slot {
@@ -185,7 +194,11 @@ fn tick(gate: Weak<Gate>) {
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                     state.ticker_parked = false;
-                    idle_since = None;
+                    // Woken by a call: tick for it. Woken by the timeout alone (to notice a
+                    // dropped gate): park again at once, without a linger.
+                    if state.started != seen_started {
+                        idle_since = None;
+                    }
                     continue;
                 }
             } else {
@@ -196,5 +209,8 @@ fn tick(gate: Weak<Gate>) {
         drop(strong);
         std::thread::sleep(EPOCH_TICK);
         engine.increment_epoch();
+        if let Some(gate) = gate.upgrade() {
+            gate.ticks.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }

@@ -251,6 +251,7 @@ impl PluginRuntime {
     /// A runtime running at most `calls` plugin calls at once (tests use a few, so that
     /// filling every slot does not take every core of the machine).
     pub(crate) fn with_calls(calls: u32) -> Result<PluginRuntime, PluginError> {
+        let pagemap_scan = wasmtime::PoolingAllocationConfig::is_pagemap_scan_available();
         let mut pooling = wasmtime::PoolingAllocationConfig::default();
         pooling
             .total_component_instances(calls)
@@ -258,28 +259,28 @@ impl PluginRuntime {
             .total_memories(calls * 2)
             .total_tables(calls * 4)
             .max_memory_size(MAX_PLUGIN_MEMORY)
-            // A slot is reset by copying back (or zeroing) only the pages the last call
-            // dirtied, found with the PAGEMAP_SCAN ioctl (Linux 6.7+; older kernels memset
-            // the first `keep_resident` bytes): no madvise, so no TLB shootdown and no page
-            // faults on the next call. A call dirtying more than this is reset by madvise
-            // beyond it. Each slot a call used keeps at most this much resident.
+            // Where the kernel has PAGEMAP_SCAN (Linux 6.7+), a slot is reset by copying back
+            // (or zeroing) only the pages the last call dirtied, up to this much, and keeps
+            // them resident: no madvise, so no TLB shootdown and no page faults on the next
+            // call; a call that dirtied more is reset by madvise beyond it. Without the scan
+            // the first bytes would be memset whether dirtied or not (a Rust guest's live
+            // pages sit above its 1 MiB stack: slower than madvise, measured), so slots are
+            // released as before.
             .pagemap_scan(wasmtime::Enabled::Auto)
-            .linear_memory_keep_resident(RESIDENT_MEMORY_BYTES)
-            .table_keep_resident(RESIDENT_TABLE_BYTES);
+            .linear_memory_keep_resident(if pagemap_scan {
+                RESIDENT_MEMORY_BYTES
+            } else {
+                0
+            })
+            .table_keep_resident(if pagemap_scan {
+                RESIDENT_TABLE_BYTES
+            } else {
+                0
+            });
         let mut config = Config::new();
         config.consume_fuel(true);
         config.epoch_interruption(true);
         config.max_wasm_stack(512 << 10);
-        // Explicit bounds checks instead of guard pages and signal handlers: a slot's
-        // accessible size then never has to shrink back with mprotect when the next instance
-        // starts (a guest's first allocation grows its memory, so with guard pages every call
-        // paid an mprotect pair and its TLB shootdown, ≈ 4 µs). Guest code runs a little
-        // slower; measured per ADD it is well ahead (BENCHMARKS.md).
-        config.signals_based_traps(false);
-        config.memory_guard_size(0);
-        config.memory_reservation(MAX_PLUGIN_MEMORY as u64);
-        config.memory_reservation_for_growth(0);
-        config.memory_may_move(false);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
         let invalid = |message: String| PluginError::Invalid {
             plugin: "(engine)".into(),
@@ -366,15 +367,25 @@ impl PluginRuntime {
             if !cache.path(digest).exists() {
                 let started = Instant::now();
                 match compiler::run_child(program, args, *timeout, path, digest, cache.dir()) {
-                    Ok(()) => tracing::info!(
+                    Ok(()) if cache.path(digest).exists() => tracing::info!(
                         component = %path.display(),
                         ms = started.elapsed().as_millis() as u64,
                         "compiled in a child process into the cache"
                     ),
-                    Err(e) => tracing::warn!(
+                    Ok(()) => tracing::warn!(
                         component = %path.display(),
-                        "compiling in a child process failed ({e}); compiling in the daemon"
+                        "the child compiler succeeded but left no artifact in the cache; compiling in the daemon"
                     ),
+                    Err(failed) => {
+                        tracing::warn!(
+                            component = %path.display(),
+                            "compiling in a child process failed ({}); compiling in the daemon",
+                            failed.message
+                        );
+                        if let Some(pid) = failed.pid {
+                            cache.remove_temporary_of(digest, pid);
+                        }
+                    }
                 }
             }
         }
@@ -409,9 +420,8 @@ impl PluginRuntime {
             .as_ref()
             .ok_or_else(|| invalid("no artifact cache to compile into".into()))?;
         cache
-            .load_or_compile(&self.engine, &bytes, digest)
-            .map(drop)
-            .map_err(|e| invalid(format!("not a valid component: {e:#}")))
+            .compile_into(&self.engine, &bytes, digest)
+            .map_err(invalid)
     }
 
     /// Loads a plugin: verifies the digest, refuses ungranted imports by name, links only the

@@ -181,7 +181,20 @@ pub async fn start<D: Datapath>(
     }
     let pending = pending_del_dir(&config.daemon.socket);
     let runtime = plugin_runtime(&config, compiler).map_err(StartError::Plugin)?;
-    let plugins = PluginSet::load(&runtime, &config, 1).map_err(StartError::Plugin)?;
+    // Off the async workers: a component missing from the cache is compiled (by a child
+    // process) for as long as that takes.
+    let plugins = {
+        let (runtime, config) = (runtime.clone(), config.clone());
+        tokio::task::spawn_blocking(move || PluginSet::load(&runtime, &config, 1))
+            .await
+            .map_err(|e| {
+                StartError::Plugin(wasmcni_runtime::PluginError::Invalid {
+                    plugin: "(plugins)".into(),
+                    message: format!("loading the plugins failed: {e}"),
+                })
+            })?
+            .map_err(StartError::Plugin)?
+    };
     tracing::info!(plugins = %plugins.describe(), "plugins loaded");
     let handler = Handler::new(config, pod_mtu, datapath, store, provider, runtime, plugins);
     if !recovery.lost.is_empty() {

@@ -1,8 +1,10 @@
 //! `out-of-bounds`: an allocator that reaches past the end of its linear memory — `allocate`
-//! reads a word just beyond it, `plan` writes one.
+//! reads a word just beyond it, `plan` first grows its memory by 1 MiB, then writes one
+//! beyond the new end.
 //!
-//! Either must trap ("out of bounds memory access") whatever mechanism the host's engine uses
-//! to check bounds, and the next call must run normally.
+//! Either must trap ("out of bounds memory access"), and the next call must run normally:
+//! an `allocate` after a `plan` runs in an instance slot whose last user was 1 MiB larger,
+//! and must still find the end where its own memory ends.
 
 use wasmcni_plugin_sdk::allocator::{Guest, Pod};
 
@@ -20,6 +22,9 @@ impl Guest for Plugin {
     }
 
     fn plan() -> Result<(), String> {
+        if core::arch::wasm32::memory_grow(0, 16) == usize::MAX {
+            return Err("memory.grow refused".into());
+        }
         // SAFETY: as above.
         unsafe { core::ptr::write_volatile(past_the_end(0), 0xdead_beef) };
         Ok(())

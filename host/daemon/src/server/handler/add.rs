@@ -206,6 +206,7 @@ impl<D: Datapath> Handler<D> {
         let wait = self.add_wait;
         let start = tokio::time::Instant::now();
         let mut changed = self.pool_changed.subscribe();
+        let mut asked_again = 0;
         loop {
             changed.borrow_and_update();
             let allocating = self.allocation.lock().await;
@@ -218,6 +219,17 @@ impl<D: Datapath> Handler<D> {
             };
             match chosen {
                 Ok(choice) => return Ok((choice, allocating)),
+                // The allocator saw a full pool, but an address came free since: ask it again
+                // with a fresh snapshot (a few times at most; then the exhaustion is answered
+                // as any: waited for where the pool grows or drains, else returned).
+                Err(e)
+                    if e.code == codes::POOL_EXHAUSTED
+                        && plugins.allocator.is_some()
+                        && asked_again < 3
+                        && self.free_addresses() > 0 =>
+                {
+                    asked_again += 1;
+                }
                 // A growing pool is waited for up to `add_wait`; addresses whose veth is
                 // still being deleted up to DRAIN_WAIT.
                 Err(e)
@@ -399,11 +411,19 @@ impl<D: Datapath> Handler<D> {
         let proposal = match answer {
             Ok(proposal) => proposal,
             // A full pool is the same "exhausted" answer as without a plugin (so the ADD waits
-            // for the pool to grow or drain), judged on the snapshot the plugin saw: an
-            // address that came free since (a cooldown ending, a veth gone) does not make
-            // its refusal a plugin failure. Computed only here, off the happy path.
-            Err(PluginError::Refused { .. }) if !snapshot.has_free_address() => {
-                return self.choose_builtin();
+            // for the pool to grow or drain, or asks again if an address came free since),
+            // judged on the snapshot the plugin saw: an address that came free during the
+            // call (a cooldown ending, a veth gone) neither makes its refusal a plugin
+            // failure nor lets another chooser pick for it. Computed only here, off the
+            // happy path.
+            Err(PluginError::Refused { message, .. }) if !snapshot.has_free_address() => {
+                return Err(CniError::new(
+                    codes::POOL_EXHAUSTED,
+                    format!(
+                        "no free IPv4 address in the pool allocator plugin {} saw: {message}",
+                        plugin.name()
+                    ),
+                ));
             }
             Err(e @ PluginError::Stopped { .. }) => {
                 return Err(CniError::new(codes::TRY_AGAIN_LATER, e.to_string()))
