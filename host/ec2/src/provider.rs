@@ -115,6 +115,34 @@ fn token() -> Result<String, Ec2Error> {
     Ok(format!("wasmcni-{hex}"))
 }
 
+/// How long the provider's start waits out EC2 throttling and server errors.
+pub const START_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Runs `call` until it succeeds, fails for good (an error EC2 would answer again), or
+/// `deadline` passes; between attempts that failed transiently (throttled, a server error,
+/// a timeout), waits 1, 2, 4 … 16 s, saying so.
+async fn patiently<T, F, Fut>(what: &str, deadline: Instant, mut call: F) -> Result<T, Ec2Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Ec2Error>>,
+{
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match call().await {
+            Err(Ec2Error::Api {
+                code,
+                action,
+                message,
+            }) if super::api::retryable(&code) && Instant::now() + wait < deadline => {
+                tracing::warn!(%action, %code, wait_ms = wait.as_millis() as u64, "starting: reading {what} from EC2 failed ({message}); trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(16));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Ec2Provider {
     /// Discovers the node through IMDS, reads its limits and its ENIs from EC2, and deletes
     /// ENIs this instance created but never attached (a crash between create and attach).
@@ -150,7 +178,14 @@ impl Ec2Provider {
             TokenBucket::new(settings.api_burst, settings.api_rate_per_s),
             settings.max_attempts,
         );
-        let limits = api.instance_limits(&identity.instance_type).await?;
+        // EC2 throttling and server errors at start are waited out (each call already retried
+        // `max_attempts` times): a node whose daemon exits on them comes back only after the
+        // kubelet's crash-loop back-off.
+        let deadline = Instant::now() + START_PATIENCE;
+        let limits = patiently("instance limits", deadline, || {
+            api.instance_limits(&identity.instance_type)
+        })
+        .await?;
         let provider = Ec2Provider {
             identity,
             limits,
@@ -159,13 +194,17 @@ impl Ec2Provider {
             api,
             state: Mutex::new(State::default()),
         };
-        provider.refresh_subnets(true).await?;
-        provider.refresh().await?;
+        patiently("subnets", deadline, || provider.refresh_subnets(true)).await?;
+        patiently("ENIs", deadline, || provider.refresh()).await?;
         if provider.family() == IpFamily::Ipv6 {
-            let prefix = provider.ensure_ipv6_prefix().await?;
+            let prefix =
+                patiently("IPv6 prefix", deadline, || provider.ensure_ipv6_prefix()).await?;
             tracing::info!(%prefix, "IPv6 prefix mode: pods get /128s of the primary ENI's prefix");
         }
-        let removed = provider.delete_unattached(true, Duration::ZERO).await?;
+        let removed = patiently("unattached ENIs", deadline, || {
+            provider.delete_unattached(true, Duration::ZERO)
+        })
+        .await?;
         if removed > 0 {
             tracing::warn!(
                 removed,

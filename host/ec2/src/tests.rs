@@ -343,3 +343,45 @@ async fn an_address_given_back_is_not_readopted_while_ec2_still_lists_it() {
         .expect("refresh");
     assert!(in_pool(&provider).contains(&released));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_waits_out_ec2_throttling_and_server_errors() {
+    use ec2_emulator::{FaultConfig, InjectedError};
+    let emulator = m5_large().await;
+    // Every EC2 call throttled or failing with a 500 for the first 2.5 s; IMDS answers.
+    emulator.set_faults(FaultConfig {
+        throttle_rate: 0.5,
+        error_rate: 1.0,
+        error_kind: InjectedError::InternalError,
+        ..FaultConfig::default()
+    });
+    let started = std::time::Instant::now();
+    let settings = wasmcni_config::Ec2ProviderConfig {
+        ec2_endpoint: Some(emulator.ec2_url()),
+        imds_endpoint: Some(emulator.imds_url()),
+        max_attempts: 1,
+        ..Default::default()
+    };
+    let start = crate::Ec2Provider::start_with(
+        &settings,
+        "test",
+        Some(("AKIDWASMCNI".into(), "secret".into())),
+    );
+    let heal = async {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        emulator.set_faults(FaultConfig::default());
+    };
+    let (provider, ()) = within("provider start", async { tokio::join!(start, heal) }).await;
+    let provider = provider.expect("the start waits the faults out");
+    assert!(started.elapsed() >= Duration::from_millis(2500));
+    assert_eq!(provider.identity().instance_type, "m5.large");
+    let counters = emulator.counters();
+    assert!(
+        counters
+            .values()
+            .map(|c| c.throttled + c.injected)
+            .sum::<u64>()
+            > 0,
+        "{counters:?}"
+    );
+}

@@ -273,16 +273,10 @@ fn run(subject: &Subject, instance_type: &str, ops: &[Op], pace: Duration) -> Re
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let pods: usize = value("--pods").and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let instance_type = value("--instance-type").unwrap_or_else(|| "m5.4xlarge".to_owned());
-    let pace = Duration::from_millis(value("--pace-ms").and_then(|v| v.parse().ok()).unwrap_or(0));
+    let pods: usize = wasmcni_harness::bench_arg("--pods").unwrap_or(1000);
+    let instance_type: String =
+        wasmcni_harness::bench_arg("--instance-type").unwrap_or_else(|| "m5.4xlarge".to_owned());
+    let pace = Duration::from_millis(wasmcni_harness::bench_arg("--pace-ms").unwrap_or(0));
     let ops = trace(pods);
     println!(
         "churn trace: {pods} pods, {} operations ({} ms apart), on {instance_type}; EC2 settings: {}",

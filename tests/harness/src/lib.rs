@@ -5,6 +5,7 @@
 //! Everything here needs root (network namespaces). Names are unique per process and call, and
 //! every namespace, daemon and temporary directory is removed on drop, also when a test fails.
 
+pub mod campaign;
 pub mod chain;
 pub mod containerd;
 pub mod ec2;
@@ -133,4 +134,14 @@ pub fn unique_name(tag: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{tag}{}x{n}", std::process::id() % 100_000)
+}
+
+/// The value after `flag` on a bench's command line (`--pods 1000`), parsed; `None` when the
+/// flag is absent or its value does not parse.
+pub fn bench_arg<T: std::str::FromStr>(flag: &str) -> Option<T> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
 }

@@ -280,6 +280,13 @@ impl TestNode {
         self.start_daemon_shared();
     }
 
+    /// [`TestNode::crash_and_restart_daemon`] with `pause` between the kill and the start.
+    pub fn crash_and_restart_daemon_after(&self, pause: Duration) {
+        self.kill_daemon("KILL");
+        std::thread::sleep(pause);
+        self.start_daemon_shared();
+    }
+
     fn kill_daemon(&self, signal: &str) {
         let taken = self.daemon.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(mut child) = taken {
