@@ -319,23 +319,31 @@ impl Pool {
         None
     }
 
+    /// The free IPv4 addresses given `in_use`, blocks in order (not excluded, not in use).
+    fn free_ipv4<'a>(
+        &'a self,
+        in_use: impl Fn(Ipv4Addr) -> bool + 'a,
+    ) -> impl Iterator<Item = Ipv4Addr> + 'a {
+        self.inventory
+            .blocks
+            .iter()
+            .flat_map(|block| {
+                let first = u32::from(block.first_usable());
+                (0..block.usable_len())
+                    .filter_map(move |i| u32::try_from(i).ok().and_then(|i| first.checked_add(i)))
+            })
+            .map(Ipv4Addr::from)
+            .filter(move |ip| !self.inventory.excluded.contains(ip) && !in_use(*ip))
+    }
+
     /// Whether any IPv4 address is free given `in_use` (stops at the first).
     pub fn has_free(&self, in_use: impl Fn(Ipv4Addr) -> bool) -> bool {
-        self.inventory.blocks.iter().any(|block| {
-            let first = u32::from(block.first_usable());
-            (0..block.usable_len())
-                .filter_map(|i| u32::try_from(i).ok().and_then(|i| first.checked_add(i)))
-                .map(Ipv4Addr::from)
-                .any(|ip| !self.inventory.excluded.contains(&ip) && !in_use(ip))
-        })
+        self.free_ipv4(in_use).next().is_some()
     }
 
     /// Free IPv4 addresses given `in_use` (for STATUS and introspection).
     pub fn free_count(&self, in_use: impl Fn(Ipv4Addr) -> bool) -> u64 {
-        (0..self.capacity)
-            .filter_map(|i| self.nth(i))
-            .filter(|(ip, _)| !self.inventory.excluded.contains(ip) && !in_use(*ip))
-            .count() as u64
+        self.free_ipv4(in_use).count() as u64
     }
 
     fn nth(&self, mut index: u64) -> Option<(Ipv4Addr, &AddressBlock)> {

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use ec2_emulator::{FaultConfig, InjectedError};
 use wasmcni_harness::campaign::{self, Campaign, Outcome, Target};
-use wasmcni_harness::chain::Conflist;
 use wasmcni_harness::ec2::Ec2Node;
 use wasmcni_harness::node::TestNode;
 
@@ -104,7 +103,7 @@ fn main() -> ExitCode {
         // Room for every pod (100 at 50 workers) and the cooldown-free static pool.
         let mut node = TestNode::new("10.88.0.0/24");
         node.start_daemon();
-        let chain = wasmcni_only(&node);
+        let chain = wasmcni_harness::wasmcni_only(&node, "1.1.0");
         let outcome = campaign::run(&node, &chain, &campaign);
         report("static provider", &campaign, &outcome);
         violations += outcome.violations.len();
@@ -129,7 +128,7 @@ fn main() -> ExitCode {
         ));
         let mut ec2 = ec2;
         ec2.node.start_daemon();
-        let chain = wasmcni_only(&ec2.node);
+        let chain = wasmcni_harness::wasmcni_only(&ec2.node, "1.1.0");
         let ready = std::time::Instant::now() + Duration::from_secs(60);
         while ec2.node.status(&chain).is_err() {
             assert!(
@@ -152,13 +151,5 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
-}
-
-fn wasmcni_only(node: &TestNode) -> Conflist {
-    Conflist {
-        name: "crash-campaign".into(),
-        cni_version: "1.1.0".into(),
-        plugins: vec![node.wasmcni_plugin()],
     }
 }

@@ -145,3 +145,12 @@ pub fn bench_arg<T: std::str::FromStr>(flag: &str) -> Option<T> {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
 }
+
+/// A conflist with wasmcni alone at `version`, talking to `node`'s daemon.
+pub fn wasmcni_only(node: &node::TestNode, version: &str) -> chain::Conflist {
+    chain::Conflist {
+        name: "wasmcni-test".into(),
+        cni_version: version.into(),
+        plugins: vec![node.wasmcni_plugin()],
+    }
+}

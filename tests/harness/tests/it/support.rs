@@ -1,6 +1,5 @@
 //! Shared set-up for the integration tests.
 
-use wasmcni_harness::chain::Conflist;
 use wasmcni_harness::netns::NetNs;
 use wasmcni_harness::node::TestNode;
 
@@ -11,16 +10,8 @@ pub(crate) fn running_node() -> TestNode {
     node
 }
 
-/// A conflist with wasmcni alone at `version`.
-pub(crate) fn wasmcni_only(node: &TestNode, version: &str) -> Conflist {
-    Conflist {
-        name: "wasmcni-test".into(),
-        cni_version: version.into(),
-        plugins: vec![node.wasmcni_plugin()],
-    }
-}
-
 pub(crate) use wasmcni_harness::campaign::{pod, pod_ip, Pod};
+pub(crate) use wasmcni_harness::wasmcni_only;
 
 /// How long a DELeted pod's veth may take to disappear: the kernel's deletion runs after the
 /// answer (~20 ms; generous for a loaded CI machine).

@@ -226,7 +226,7 @@ impl<D: Datapath> Handler<D> {
                     if e.code == codes::POOL_EXHAUSTED
                         && plugins.allocator.is_some()
                         && asked_again < 3
-                        && self.free_addresses() > 0 =>
+                        && self.has_free_ipv4() =>
                 {
                     asked_again += 1;
                 }

@@ -234,6 +234,14 @@ impl<D: Datapath> Handler<D> {
         }
     }
 
+    /// Whether an IPv4 address of the pool is free now (stops at the first).
+    pub(crate) fn has_free_ipv4(&self) -> bool {
+        let store = self.store();
+        let resting = self.resting();
+        let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        pool.has_free(|ip| resting.taken(&store, ip))
+    }
+
     /// Free addresses in the pool now (neither held nor cooling).
     pub fn free_addresses(&self) -> u64 {
         let store = self.store();
