@@ -19,13 +19,31 @@ use nix::sched::{setns, CloneFlags};
 use super::DatapathError;
 
 /// Opens the network namespace file at `path` (a bind mount under /run/netns or
-/// `/proc/<pid>/ns/net`).
+/// `/proc/<pid>/ns/net`), and checks that it is one: a runtime pins a pod's namespace by
+/// mounting it over an empty file, and where that mount does not reach the daemon's mount
+/// namespace the daemon sees only the empty file, which `setns` would refuse with a bare
+/// "Invalid argument".
 pub fn open(path: &str) -> Result<File, DatapathError> {
-    File::open(path).map_err(|source| DatapathError::Netns {
+    let failed = |step, source| DatapathError::Netns {
         path: path.to_owned(),
-        step: "open",
+        step,
         source,
-    })
+    };
+    let file = File::open(path).map_err(|e| failed("open", e))?;
+    let fs =
+        nix::sys::statfs::fstatfs(&file).map_err(|e| failed("statfs", std::io::Error::from(e)))?;
+    // nsfs: the file system of namespace files, bind-mounted or under /proc.
+    if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
+        return Err(failed(
+            "check it",
+            std::io::Error::other(
+                "not a namespace but a plain file: the mount that pins the pod's namespace \
+                 does not reach the daemon's mount namespace (give the daemon the runtime's \
+                 netns directory with mount propagation; docs/operating.md)",
+            ),
+        ));
+    }
+    Ok(file)
 }
 
 /// Creates a NETLINK_ROUTE socket inside the namespace `netns` from a dedicated thread; the
@@ -118,4 +136,29 @@ async fn handle_with(
     let (connection, handle, _) = rtnetlink::from_socket(socket);
     tokio::spawn(connection);
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_file_where_a_namespace_should_be_is_named_for_what_it_is() {
+        let file = std::env::temp_dir().join(format!("wasmcni-netns-test-{}", std::process::id()));
+        std::fs::write(&file, b"").unwrap();
+        let path = file.display().to_string();
+        let error = open(&path).unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!(
+                "cannot use network namespace {path}: check it: not a namespace but a plain file"
+            )),
+            "{error}"
+        );
+        assert!(error.contains("mount propagation"), "{error}");
+        std::fs::remove_file(&file).unwrap();
+        // A namespace, as the kernel shows one under /proc, opens.
+        open("/proc/self/ns/net").expect("a real network namespace");
+        let missing = open("/nonexistent/netns").unwrap_err().to_string();
+        assert!(missing.contains(": open: "), "{missing}");
+    }
 }

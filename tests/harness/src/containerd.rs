@@ -59,8 +59,26 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    /// Starts containerd with a private configuration and waits until it answers.
+    /// Starts containerd with a private configuration (no CRI plugin) and waits until it
+    /// answers.
     pub fn start() -> Containerd {
+        Self::start_with(
+            None,
+            "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
+            |_| String::new(),
+        )
+    }
+
+    /// Starts containerd inside `netns` (its network namespace only: `nsenter --net`, so the
+    /// mounts it makes, such as the CRI's pod namespaces under /run/netns, are the machine's)
+    /// or in the root namespaces, with the top-level keys `top_level` and the tables
+    /// `tables(dir)` (`dir`: this instance's temporary directory) added to its configuration,
+    /// and waits until it answers.
+    pub(crate) fn start_with(
+        netns: Option<&NetNs>,
+        top_level: &str,
+        tables: impl FnOnce(&Path) -> String,
+    ) -> Containerd {
         let dir = tempfile::Builder::new()
             .prefix("wasmcni-ctr")
             .tempdir()
@@ -79,17 +97,28 @@ impl Containerd {
         make_opaque(&root.join("overlay/etc/cni"));
         make_opaque(&root.join("overlay/opt/cni"));
         let config = format!(
-            "version = 2\nroot = \"{root}/root\"\nstate = \"{root}/state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+            "version = 2\nroot = \"{root}/root\"\nstate = \"{root}/state\"\n{top_level}\
              [grpc]\n  address = \"{root}/containerd.sock\"\n\
              [ttrpc]\n  address = \"{root}/containerd.sock.ttrpc\"\n\
-             [plugins]\n  [plugins.\"io.containerd.internal.v1.opt\"]\n    path = \"{root}/opt\"\n",
-            root = root.display()
+             [plugins]\n  [plugins.\"io.containerd.internal.v1.opt\"]\n    path = \"{root}/opt\"\n\
+             {tables}",
+            root = root.display(),
+            tables = tables(root),
         );
         std::fs::write(root.join("config.toml"), config).expect("write containerd config");
         let log = std::fs::File::create(root.join("containerd.log")).expect("containerd log");
         let created_shim_socket_parent = !Path::new(SHIM_SOCKET_PARENT).exists();
-        let daemon = Command::new("containerd")
+        let mut command = match netns {
+            Some(netns) => {
+                let mut command = Command::new("nsenter");
+                command
+                    .arg(format!("--net={}", netns.path()))
+                    .arg("containerd");
+                command
+            }
+            None => Command::new("containerd"),
+        };
+        let daemon = command
             .arg("--config")
             .arg(root.join("config.toml"))
             .stdin(Stdio::null())
@@ -130,6 +159,16 @@ impl Containerd {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// This instance's temporary directory (configuration, root, state, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Uses containerd namespace `namespace` for `ctr` from now on (the CRI's is `k8s.io`).
+    pub(crate) fn set_namespace(&mut self, namespace: &str) {
+        self.namespace = namespace.to_owned();
     }
 
     /// The containerd namespace the containers live in (`ctr -n`).

@@ -8,6 +8,7 @@
 pub mod campaign;
 pub mod chain;
 pub mod containerd;
+pub mod cri;
 pub mod ec2;
 pub mod netns;
 pub mod node;
@@ -153,4 +154,12 @@ pub fn wasmcni_only(node: &node::TestNode, version: &str) -> chain::Conflist {
         cni_version: version.into(),
         plugins: vec![node.wasmcni_plugin()],
     }
+}
+
+/// Prints a figure a test measured (timings, counts) where the test run's log shows it, also
+/// for a test that passes: straight to the process's stderr, which the test harness does not
+/// capture (it captures only the `print!` macros).
+pub fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "figure: {line}");
 }

@@ -1,6 +1,7 @@
 //! Throwaway network namespaces (`ip netns add`), removed on drop.
 
 use std::fs::File;
+use std::path::Path;
 use std::process::Command;
 
 use nix::sched::{setns, CloneFlags};
@@ -75,13 +76,7 @@ impl NetNs {
     /// Runs `f` on a fresh OS thread that has entered this namespace (so sockets it opens and
     /// processes it spawns live there), and returns its result.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let file = File::open(self.path()).unwrap_or_else(|e| panic!("open {}: {e}", self.path()));
-        std::thread::spawn(move || {
-            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("thread inside the namespace panicked")
+        run_in(Path::new(&self.path()), f)
     }
 
     /// Deletes the namespace now (the drop then does nothing).
@@ -99,6 +94,17 @@ impl Drop for NetNs {
     fn drop(&mut self) {
         self.delete();
     }
+}
+
+/// [`NetNs::run`] for any network namespace file, e.g. one a runtime pinned for a pod.
+pub fn run_in<T: Send + 'static>(netns: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let file = File::open(netns).unwrap_or_else(|e| panic!("open {}: {e}", netns.display()));
+    std::thread::spawn(move || {
+        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("thread inside the namespace panicked")
 }
 
 /// Runs a command, panicking with its stderr when it fails; returns stdout.

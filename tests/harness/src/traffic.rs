@@ -29,7 +29,14 @@ pub struct EchoServer {
 impl EchoServer {
     /// Listens on `addr` inside `ns`; every connection gets `reply` followed by a newline.
     pub fn start(ns: &NetNs, addr: SocketAddr, reply: &str) -> EchoServer {
-        let listener = ns.run(move || TcpListener::bind(addr).expect("bind echo server"));
+        Self::start_in(std::path::Path::new(&ns.path()), addr, reply)
+    }
+
+    /// [`EchoServer::start`] inside the network namespace file `netns` (e.g. a pod's).
+    pub fn start_in(netns: &std::path::Path, addr: SocketAddr, reply: &str) -> EchoServer {
+        let listener = crate::netns::run_in(netns, move || {
+            TcpListener::bind(addr).expect("bind echo server")
+        });
         listener.set_nonblocking(true).expect("nonblocking");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reply = format!("{reply}\n");

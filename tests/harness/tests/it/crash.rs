@@ -24,10 +24,10 @@ fn sigkill_during_concurrent_adds_and_dels_loses_nothing() {
         between_kills_ms: (30, 280),
     };
     let outcome = campaign::run(&node, &chain, &campaign);
-    eprintln!(
+    wasmcni_harness::report(&format!(
         "crash campaign: {} SIGKILLs during {} CNI operations ({} ADDs failed under a kill), {} checks, {} pods attached at the end",
         outcome.kills, outcome.operations, outcome.failed_adds, outcome.checks, outcome.attached_at_end
-    );
+    ));
     assert!(
         outcome.violations.is_empty(),
         "{} violations:\n{}\n{}",

@@ -7,6 +7,7 @@ mod attachments;
 mod bad_input;
 mod chain;
 mod crash;
+mod cri;
 mod ctr;
 mod daemon_down;
 mod ec2;
