@@ -37,6 +37,13 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../../policies/default.toml");
 /// also bounds the pool's scan for a free address.
 pub const MIN_STATIC_PREFIX_LEN: u8 = 16;
 
+/// Largest static IPv6 prefix: a /64, the subnet size IPv6 networks hand out (the pool counts
+/// its addresses without walking them).
+pub const MIN_STATIC_PREFIX_LEN_V6: u8 = 64;
+
+/// IPv6's minimum link MTU: below it the kernel turns IPv6 off on the interface.
+pub const IPV6_MIN_MTU: u32 = 1280;
+
 /// Longest host-veth prefix: the kernel allows 15-byte names and the hash suffix takes 11.
 pub const MAX_VETH_PREFIX_LEN: usize = 4;
 
@@ -312,7 +319,7 @@ impl ClusterConfig {
             ));
         }
         match self.provider.kind {
-            ProviderKind::Static => self.static_pool(origin).map(|_| ())?,
+            ProviderKind::Static => self.validate_static(origin)?,
             ProviderKind::Ec2 => self.validate_ec2(origin)?,
         }
         Ok(())

@@ -1,9 +1,9 @@
 //! `[provider]`: where pod addresses come from — fixed CIDRs (`[provider.static]`) or the
 //! node's ENIs (`[provider.ec2]`, with VPC CNI's SNAT switches under `[provider.ec2.snat]`).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 use wasmcni_core::ipam::StaticPool;
 
@@ -251,6 +251,45 @@ impl ClusterConfig {
         }
     }
 
+    /// The family pods get their address in: `provider.ec2.ip_family`, or the family of the
+    /// static CIDRs.
+    pub fn pod_family(&self) -> wasmcni_core::ipam::IpFamily {
+        use wasmcni_core::ipam::IpFamily;
+        match self.provider.kind {
+            ProviderKind::Ec2 => self.ec2().ip_family,
+            ProviderKind::Static => match self.static_pool("configuration") {
+                Ok(pool) if !pool.ipv6.is_empty() => IpFamily::Ipv6,
+                _ => IpFamily::Ipv4,
+            },
+        }
+    }
+
+    /// The static provider's checks beyond the pool itself: IPv6 pods get their /128 from
+    /// the host (no allocator plugin) and an MTU of at least 1280.
+    pub(crate) fn validate_static(&self, origin: &str) -> Result<(), ConfigError> {
+        let pool = self.static_pool(origin)?;
+        if pool.ipv6.is_empty() {
+            return Ok(());
+        }
+        if let Some(name) = &self.allocator.plugin {
+            return Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                key: "allocator.plugin".into(),
+                value: format!("{name:?}"),
+                reason: "with IPv6 CIDRs in provider.static.cidrs every pod gets the next free /128, which the host hands out; the allocator interface speaks IPv4: remove [allocator]".into(),
+            });
+        }
+        if let Some(mtu) = self.datapath.mtu.filter(|mtu| *mtu < IPV6_MIN_MTU) {
+            return Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                key: "datapath.mtu".into(),
+                value: mtu.to_string(),
+                reason: format!("with IPv6 CIDRs in provider.static.cidrs it must be at least {IPV6_MIN_MTU} (IPv6's minimum)"),
+            });
+        }
+        Ok(())
+    }
+
     /// Whether [`ClusterConfig::pod_mtu`] needs the node's uplink MTU.
     pub fn pod_mtu_follows_uplink(&self) -> bool {
         self.datapath.mtu.is_none() && self.provider.kind == ProviderKind::Static
@@ -421,24 +460,32 @@ impl ClusterConfig {
             return Err(invalid(
                 "provider.static.cidrs".into(),
                 "[]",
-                "give at least one IPv4 CIDR, e.g. \"10.88.0.0/24\"".into(),
+                "give at least one CIDR, e.g. \"10.88.0.0/24\" (IPv4 pods) or \"fd00:88::/112\" (IPv6 pods)".into(),
             ));
         }
-        let mut cidrs: Vec<Ipv4Net> = Vec::with_capacity(pool.cidrs.len());
+        let mut cidrs: Vec<Ipv4Net> = Vec::new();
+        let mut ipv6: Vec<Ipv6Net> = Vec::new();
         for (i, text) in pool.cidrs.iter().enumerate() {
             let key = format!("provider.static.cidrs[{i}]");
-            let net: Ipv4Net = text.parse().map_err(|_| {
+            let net: IpNet = text.parse().map_err(|_| {
                 invalid(
                     key.clone(),
                     text,
-                    "not an IPv4 CIDR (expected a.b.c.d/len)".into(),
+                    "not a CIDR (expected a.b.c.d/len or an IPv6 prefix such as fd00:88::/112)"
+                        .into(),
                 )
             })?;
-            if net.prefix_len() < MIN_STATIC_PREFIX_LEN {
+            let widest = match net {
+                IpNet::V4(_) => MIN_STATIC_PREFIX_LEN,
+                IpNet::V6(_) => MIN_STATIC_PREFIX_LEN_V6,
+            };
+            if net.prefix_len() < widest {
                 return Err(invalid(
                     key,
                     text,
-                    format!("a node never needs more than a /{MIN_STATIC_PREFIX_LEN}; split it or give several CIDRs"),
+                    format!(
+                        "a node never needs more than a /{widest}; split it or give several CIDRs"
+                    ),
                 ));
             }
             if net.trunc() != net {
@@ -448,29 +495,65 @@ impl ClusterConfig {
                     format!("host bits are set; did you mean {}?", net.trunc()),
                 ));
             }
+            let overlapping =
+                |other: &IpNet| other.contains(&net.network()) || net.contains(&other.network());
             if let Some(other) = cidrs
                 .iter()
-                .find(|o| o.contains(&net.network()) || net.contains(&o.network()))
+                .map(|c| IpNet::V4(*c))
+                .chain(ipv6.iter().map(|c| IpNet::V6(*c)))
+                .find(overlapping)
             {
                 return Err(invalid(key, text, format!("overlaps {other}")));
             }
-            cidrs.push(net);
+            match net {
+                IpNet::V4(net) => cidrs.push(net),
+                // A pod gets any address of the prefix but its first (the subnet-router
+                // anycast address).
+                IpNet::V6(net) if net.prefix_len() == 128 => {
+                    return Err(invalid(
+                        key,
+                        text,
+                        "a /128 holds no pod address (the first address of a prefix is never handed out)".into(),
+                    ))
+                }
+                IpNet::V6(net) => ipv6.push(net),
+            }
+            if !cidrs.is_empty() && !ipv6.is_empty() {
+                return Err(invalid(
+                    key,
+                    text,
+                    "mixes IPv4 and IPv6 CIDRs: a pod gets an address of one family, and dual stack (one of each) is not supported yet; give CIDRs of one family".into(),
+                ));
+            }
         }
-        let mut exclude = Vec::with_capacity(pool.exclude.len());
+        let mut exclude = Vec::new();
+        let mut exclude_v6 = Vec::new();
         for (i, text) in pool.exclude.iter().enumerate() {
             let key = format!("provider.static.exclude[{i}]");
-            let ip: Ipv4Addr = text
+            let ip: IpAddr = text
                 .parse()
-                .map_err(|_| invalid(key.clone(), text, "not an IPv4 address".into()))?;
-            if !cidrs.iter().any(|c| c.contains(&ip)) {
+                .map_err(|_| invalid(key.clone(), text, "not an IP address".into()))?;
+            let inside = match ip {
+                IpAddr::V4(v4) => cidrs.iter().any(|c| c.contains(&v4)),
+                IpAddr::V6(v6) => ipv6.iter().any(|c| c.contains(&v6)),
+            };
+            if !inside {
                 return Err(invalid(
                     key,
                     text,
                     "is outside every CIDR in provider.static.cidrs".into(),
                 ));
             }
-            exclude.push(ip);
+            match ip {
+                IpAddr::V4(v4) => exclude.push(v4),
+                IpAddr::V6(v6) => exclude_v6.push(v6),
+            }
         }
-        Ok(StaticPool { cidrs, exclude })
+        Ok(StaticPool {
+            cidrs,
+            exclude,
+            ipv6,
+            exclude_v6,
+        })
     }
 }

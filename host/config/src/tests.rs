@@ -17,6 +17,49 @@ fn embedded_default_is_valid() {
 }
 
 #[test]
+fn a_static_pool_of_ipv6_prefixes_gives_ipv6_pods() {
+    let config = ClusterConfig::parse(
+        &with(
+            "cidrs = [\"10.88.0.0/24\"]",
+            "cidrs = [\"fd00:88::/112\", \"fd00:89::/64\"]",
+        )
+        .replace("exclude = []", "exclude = [\"fd00:88::1\"]"),
+        "t",
+    )
+    .unwrap();
+    let pool = config.static_pool("t").unwrap();
+    assert!(pool.cidrs.is_empty() && pool.exclude.is_empty(), "{pool:?}");
+    assert_eq!(
+        pool.ipv6,
+        vec![
+            "fd00:88::/112".parse::<ipnet::Ipv6Net>().unwrap(),
+            "fd00:89::/64".parse().unwrap()
+        ]
+    );
+    assert_eq!(
+        pool.exclude_v6,
+        vec!["fd00:88::1".parse::<std::net::Ipv6Addr>().unwrap()]
+    );
+    assert_eq!(config.pod_family(), wasmcni_core::ipam::IpFamily::Ipv6);
+    assert_eq!(
+        ClusterConfig::embedded_default().unwrap().pod_family(),
+        wasmcni_core::ipam::IpFamily::Ipv4
+    );
+    // The host hands out the /128s: an allocator plugin has nothing to plan.
+    let with_allocator = format!(
+        "{}\n[allocator]\nplugin = \"pack\"\n",
+        with("cidrs = [\"10.88.0.0/24\"]", "cidrs = [\"fd00:88::/112\"]")
+    );
+    let error = ClusterConfig::parse(&with_allocator, "t")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("`allocator.plugin` = \"pack\": with IPv6 CIDRs in provider.static.cidrs every pod gets the next free /128"),
+        "{error}"
+    );
+}
+
+#[test]
 fn example_under_policies_matches_embedded_default() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.toml");
     assert_eq!(
@@ -37,7 +80,7 @@ fn errors_name_the_key_and_the_value() {
                 "cidrs = [\"10.88.0.0/24\"]",
                 "cidrs = [\"10.88.0.0/24\", \"10.0.0.0/33\"]",
             ),
-            "`provider.static.cidrs[1]` = \"10.0.0.0/33\": not an IPv4 CIDR",
+            "`provider.static.cidrs[1]` = \"10.0.0.0/33\": not a CIDR",
         ),
         (
             with("cidrs = [\"10.88.0.0/24\"]", "cidrs = [\"10.88.0.5/24\"]"),
@@ -49,6 +92,35 @@ fn errors_name_the_key_and_the_value() {
                 "cidrs = [\"10.88.0.0/24\", \"10.88.0.128/25\"]",
             ),
             "`provider.static.cidrs[1]` = \"10.88.0.128/25\": overlaps 10.88.0.0/24",
+        ),
+        (
+            with(
+                "cidrs = [\"10.88.0.0/24\"]",
+                "cidrs = [\"10.88.0.0/24\", \"fd00:88::/112\"]",
+            ),
+            "`provider.static.cidrs[1]` = \"fd00:88::/112\": mixes IPv4 and IPv6 CIDRs: a pod gets an address of one family, and dual stack (one of each) is not supported yet",
+        ),
+        (
+            with("cidrs = [\"10.88.0.0/24\"]", "cidrs = [\"fd00:88::/48\"]"),
+            "`provider.static.cidrs[0]` = \"fd00:88::/48\": a node never needs more than a /64",
+        ),
+        (
+            with("cidrs = [\"10.88.0.0/24\"]", "cidrs = [\"fd00:88::1/128\"]"),
+            "a /128 holds no pod address",
+        ),
+        (
+            with("cidrs = [\"10.88.0.0/24\"]", "cidrs = [\"fd00:88::/112\", \"fd00:88::/120\"]"),
+            "`provider.static.cidrs[1]` = \"fd00:88::/120\": overlaps fd00:88::/112",
+        ),
+        (
+            with("cidrs = [\"10.88.0.0/24\"]", "cidrs = [\"fd00:88::/112\"]")
+                .replace("exclude = []", "exclude = [\"10.88.0.1\"]"),
+            "`provider.static.exclude[0]` = \"10.88.0.1\": is outside every CIDR",
+        ),
+        (
+            with("cidrs = [\"10.88.0.0/24\"]", "cidrs = [\"fd00:88::/112\"]")
+                .replace("# mtu = 9001", "mtu = 1200"),
+            "`datapath.mtu` = 1200: with IPv6 CIDRs in provider.static.cidrs it must be at least 1280",
         ),
         (
             with("exclude = []", "exclude = [\"10.1.0.1\"]"),

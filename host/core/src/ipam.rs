@@ -46,14 +46,14 @@ impl std::fmt::Display for BlockKind {
     }
 }
 
-/// An IPv6 prefix delegated to an ENI (IPv6 prefix mode: one /80 on the primary ENI, from
-/// which every pod gets a /128).
+/// An IPv6 prefix pods get a /128 of: delegated to an ENI (IPv6 prefix mode: one /80 on the
+/// primary ENI), or a static one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ipv6Block {
     /// The prefix.
     pub cidr: Ipv6Net,
-    /// The ENI holding it.
-    pub eni_id: String,
+    /// The ENI holding it (`None`: a static prefix).
+    pub eni_id: Option<String>,
 }
 
 /// Everything a provider currently offers.
@@ -63,8 +63,11 @@ pub struct Inventory {
     pub blocks: Vec<AddressBlock>,
     /// Addresses inside the blocks that must never be handed out.
     pub excluded: BTreeSet<Ipv4Addr>,
-    /// IPv6 prefixes (IPv6 prefix mode); pods then get their address from these.
+    /// IPv6 prefixes (IPv6 prefix mode, or a static IPv6 pool); pods then get their address
+    /// from these.
     pub ipv6: Vec<Ipv6Block>,
+    /// Addresses inside the IPv6 prefixes that must never be handed out.
+    pub excluded_v6: BTreeSet<Ipv6Addr>,
 }
 
 /// The address family pods get their address in.
@@ -119,10 +122,14 @@ pub trait Provider: Send + Sync + 'static {
 /// The static provider's validated pool (the configuration's `[provider.static]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticPool {
-    /// Pod CIDRs, in configuration order.
+    /// IPv4 pod CIDRs, in configuration order.
     pub cidrs: Vec<Ipv4Net>,
-    /// Excluded addresses.
+    /// Excluded IPv4 addresses.
     pub exclude: Vec<Ipv4Addr>,
+    /// IPv6 pod prefixes, in configuration order (IPv6 pods: every pod gets a /128).
+    pub ipv6: Vec<Ipv6Net>,
+    /// Excluded IPv6 addresses.
+    pub exclude_v6: Vec<Ipv6Addr>,
 }
 
 /// Fixed CIDRs from the cluster configuration, for nodes without EC2.
@@ -144,11 +151,20 @@ impl StaticProvider {
                 eni_id: None,
             })
             .collect();
+        let ipv6 = pool
+            .ipv6
+            .iter()
+            .map(|cidr| Ipv6Block {
+                cidr: *cidr,
+                eni_id: None,
+            })
+            .collect();
         StaticProvider {
             inventory: Inventory {
                 blocks,
                 excluded: pool.exclude.iter().copied().collect(),
-                ipv6: Vec::new(),
+                ipv6,
+                excluded_v6: pool.exclude_v6.iter().copied().collect(),
             },
         }
     }
@@ -160,6 +176,16 @@ impl Provider for StaticProvider {
     }
     fn inventory(&self) -> Inventory {
         self.inventory.clone()
+    }
+    fn view(&self) -> ProviderView {
+        ProviderView {
+            family: if self.inventory.ipv6.is_empty() {
+                IpFamily::Ipv4
+            } else {
+                IpFamily::Ipv6
+            },
+            ..ProviderView::default()
+        }
     }
 }
 
@@ -260,13 +286,13 @@ impl Pool {
         for step in 0..self.capacity_v6 {
             let index = (self.cursor_v6 + step) % self.capacity_v6;
             let (ip, block) = self.nth_v6(index)?;
-            if in_use(ip) {
+            if in_use(ip) || self.inventory.excluded_v6.contains(&ip) {
                 continue;
             }
             let choice = Choice {
                 ip: IpAddr::V6(ip),
                 route_table: None,
-                eni_id: Some(block.eni_id.clone()),
+                eni_id: block.eni_id.clone(),
             };
             self.cursor_v6 = index + 1;
             return Some(choice);
@@ -279,6 +305,7 @@ impl Pool {
     pub fn free_count_v6(&self, taken: impl IntoIterator<Item = Ipv6Addr>) -> u64 {
         let taken: BTreeSet<Ipv6Addr> = taken
             .into_iter()
+            .chain(self.inventory.excluded_v6.iter().copied())
             .filter(|ip| self.locate_v6(*ip).is_some())
             .collect();
         self.capacity_v6.saturating_sub(taken.len() as u64)
@@ -414,6 +441,8 @@ mod tests {
         let provider = StaticProvider::new(&StaticPool {
             cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
             exclude: exclude.iter().map(|c| c.parse().unwrap()).collect(),
+            ipv6: Vec::new(),
+            exclude_v6: Vec::new(),
         });
         Pool::new(provider.inventory())
     }
@@ -486,7 +515,7 @@ mod v6_tests {
                 .iter()
                 .map(|p| Ipv6Block {
                     cidr: p.parse().unwrap(),
-                    eni_id: "eni-primary".into(),
+                    eni_id: Some("eni-primary".into()),
                 })
                 .collect(),
             ..Inventory::default()
@@ -563,5 +592,31 @@ mod v6_tests {
         let before = p.cursor_v6;
         p.replace_inventory(p.inventory().clone());
         assert_eq!(p.cursor_v6, before);
+    }
+
+    #[test]
+    fn a_static_ipv6_pool_hands_out_each_address_but_the_first_and_the_excluded() {
+        let provider = StaticProvider::new(&StaticPool {
+            cidrs: Vec::new(),
+            exclude: Vec::new(),
+            ipv6: vec!["fd00:88::/126".parse().unwrap()],
+            exclude_v6: vec!["fd00:88::2".parse().unwrap()],
+        });
+        assert_eq!(provider.view().family, IpFamily::Ipv6);
+        let mut p = Pool::new(provider.inventory());
+        let mut used = BTreeSet::new();
+        while let Some(choice) = p.choose_v6(|ip| used.contains(&ip)) {
+            assert_eq!(choice.eni_id, None, "a static prefix is on no ENI");
+            assert!(used.insert(v6(choice)), "handed out twice");
+        }
+        let handed: Vec<String> = used.iter().map(ToString::to_string).collect();
+        assert_eq!(handed, ["fd00:88::1", "fd00:88::3"]);
+        assert_eq!(p.free_count_v6(used.iter().copied()), 0);
+        used.remove(&"fd00:88::3".parse().unwrap());
+        assert_eq!(
+            p.free_count_v6(used.iter().copied()),
+            1,
+            "the excluded address is never free"
+        );
     }
 }

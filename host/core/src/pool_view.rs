@@ -171,6 +171,7 @@ mod tests {
             }],
             excluded: Default::default(),
             ipv6: Vec::new(),
+            excluded_v6: Default::default(),
         };
         let ip = |last: u8| Ipv4Addr::new(10, 0, 0, last);
         let mut snapshot = PoolSnapshot::of_static(inventory, vec![ip(1)]);

@@ -382,6 +382,11 @@ impl Datapath for FakeDatapath {
         Ok(self.lock().uplink_mtu)
     }
 
+    async fn uplink_v6(&self) -> Result<Option<String>, DatapathError> {
+        // The fake node learns no IPv6 default route.
+        Ok(None)
+    }
+
     async fn link_with_mac(&self, _mac: [u8; 6]) -> Result<Option<String>, DatapathError> {
         Ok(Some("eth0".to_owned()))
     }

@@ -376,6 +376,11 @@ pub trait Datapath: Send + Sync + 'static {
     /// metric (of a multipath route, the smallest of its next hops' links); `None` when the
     /// node has no default route through a link.
     fn uplink_mtu(&self) -> impl Future<Output = Result<Option<u32>, DatapathError>> + Send;
+    /// The link of the main table's IPv6 default route of lowest metric (the first link of a
+    /// multipath one): where a node learns its IPv6 default route from router
+    /// advertisements, which [`Datapath::prepare_ipv6`] keeps accepted there. `None` when the
+    /// node has no IPv6 default route through a link.
+    fn uplink_v6(&self) -> impl Future<Output = Result<Option<String>, DatapathError>> + Send;
     /// The name of the link with `mac`, if there is one (the primary ENI's interface is `eth0`
     /// or `ens5` depending on the OS; its MAC says which).
     fn link_with_mac(

@@ -697,6 +697,22 @@ impl Datapath for NetlinkDatapath {
         Ok(mtus.into_iter().min())
     }
 
+    async fn uplink_v6(&self) -> Result<Option<String>, DatapathError> {
+        let uplink = routes_v6(&self.host)
+            .await?
+            .into_iter()
+            .filter(|r| route_table(r) == MAIN_TABLE && r.header.destination_prefix_length == 0)
+            .filter_map(|r| Some((route_metric(&r), *route_links(&r).first()?)))
+            .min();
+        let Some((_, index)) = uplink else {
+            return Ok(None);
+        };
+        Ok(link_by_index(&self.host, index)
+            .await?
+            .as_ref()
+            .and_then(link_name))
+    }
+
     async fn link_with_mac(&self, mac: [u8; 6]) -> Result<Option<String>, DatapathError> {
         let links: Vec<LinkMessage> = self
             .host

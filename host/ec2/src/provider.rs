@@ -961,7 +961,7 @@ impl Provider for Ec2Provider {
                 .flat_map(|e| {
                     e.eni.ipv6_prefixes.iter().map(|p| Ipv6Block {
                         cidr: *p,
-                        eni_id: e.eni.id.clone(),
+                        eni_id: Some(e.eni.id.clone()),
                     })
                 })
                 .collect();
@@ -974,6 +974,7 @@ impl Provider for Ec2Provider {
             blocks: state.enis.values().flat_map(NodeEni::blocks).collect(),
             excluded: Default::default(),
             ipv6: Vec::new(),
+            excluded_v6: Default::default(),
         }
     }
 

@@ -120,6 +120,7 @@ fn main() {
         }],
         excluded: Default::default(),
         ipv6: Vec::new(),
+        excluded_v6: Default::default(),
     };
     let in_use: Vec<Ipv4Addr> = (1..=100).map(|i| Ipv4Addr::new(10, 88, 0, i)).collect();
     let pod = PodInfo {

@@ -1140,6 +1140,7 @@ pub mod testing {
                     .collect(),
                 excluded: Default::default(),
                 ipv6: Vec::new(),
+                excluded_v6: Default::default(),
             },
             in_use.iter().map(|ip| ip.parse().unwrap()).collect(),
         )

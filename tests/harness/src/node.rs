@@ -22,6 +22,10 @@ use crate::netns::NetNs;
 pub const NODE_IP: &str = "172.31.0.1";
 /// The outside namespace's address.
 pub const OUTSIDE_IP: &str = "172.31.0.2";
+/// The node's IPv6 address on its uplink (nodes with an IPv6 pod CIDR).
+pub const NODE_IP6: &str = "fd00:31::1";
+/// The outside namespace's IPv6 address (nodes with an IPv6 pod CIDR).
+pub const OUTSIDE_IP6: &str = "fd00:31::2";
 
 /// A node namespace, its outside peer, and (optionally running) the daemon.
 pub struct TestNode {
@@ -124,7 +128,50 @@ impl TestNode {
         node.ip(&["link", "set", "eth0", "up"]);
         outside.ip(&["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "uplink"]);
         outside.ip(&["link", "set", "uplink", "up"]);
-        outside.ip(&["route", "add", pod_cidr, "via", NODE_IP]);
+        if pod_cidr.contains(':') {
+            // IPv6 pods: the uplink carries IPv6 too, and the node's IPv6 default route points
+            // outside (as a router advertisement would have set it).
+            for (ns, link, address) in
+                [(&node, "eth0", NODE_IP6), (&outside, "uplink", OUTSIDE_IP6)]
+            {
+                ns.ip(&[
+                    "addr",
+                    "add",
+                    &format!("{address}/64"),
+                    "dev",
+                    link,
+                    "nodad",
+                ]);
+            }
+            node.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                OUTSIDE_IP6,
+                "dev",
+                "eth0",
+            ]);
+            outside.ip(&["-6", "route", "add", pod_cidr, "via", NODE_IP6]);
+            // A link just brought up has a tentative link-local address for about a second
+            // (duplicate address detection), and neighbour discovery cannot resolve anything
+            // from it: the first packets would be lost. A real node's uplink is long up.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while [&node, &outside].iter().any(|ns| {
+                !ns.ip(&["-6", "addr", "show", "tentative"])
+                    .trim()
+                    .is_empty()
+            }) {
+                assert!(
+                    Instant::now() < deadline,
+                    "IPv6 addresses still tentative after 10 s"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        } else {
+            outside.ip(&["route", "add", pod_cidr, "via", NODE_IP]);
+        }
         let dir = tempfile::Builder::new()
             .prefix("wasmcni-test")
             .tempdir()

@@ -64,6 +64,7 @@ fn pool() -> PoolSnapshot {
             ],
             excluded: Default::default(),
             ipv6: Vec::new(),
+            excluded_v6: Default::default(),
         },
         in_use: vec!["10.0.0.20".parse().unwrap()],
         cooling: vec!["10.0.0.33".parse().unwrap()],

@@ -82,6 +82,12 @@ pub enum StartError {
     /// The node could not be prepared (IPv4 forwarding).
     #[error("preparing the node failed: {0}")]
     PrepareNode(#[source] wasmcni_datapath::DatapathError),
+    /// IPv6 pods on links below IPv6's minimum MTU (the uplink's, `datapath.mtu` being unset).
+    #[error("the pods' MTU would be {mtu} (the uplink's), below IPv6's minimum of 1280: IPv6 pods need datapath.mtu of at least 1280 and a path that carries it")]
+    Ipv6Mtu {
+        /// The MTU the pods would get.
+        mtu: u32,
+    },
     /// The socket could not be set up.
     #[error("socket {path}: {step}: {source}")]
     Socket {
@@ -169,6 +175,21 @@ pub async fn start<D: Datapath>(
         None
     };
     let pod_mtu = config.pod_mtu(uplink);
+    // IPv6 pods from a static pool: forwarding on, and router advertisements still accepted
+    // where the node learns its IPv6 default route (the EC2 provider prepares its own).
+    if provider.view().family == wasmcni_core::ipam::IpFamily::Ipv6 && ec2.is_none() {
+        if pod_mtu < wasmcni_config::IPV6_MIN_MTU {
+            return Err(StartError::Ipv6Mtu { mtu: pod_mtu });
+        }
+        let uplink = datapath
+            .uplink_v6()
+            .await
+            .map_err(StartError::PrepareNode)?;
+        datapath
+            .prepare_ipv6(uplink.as_deref())
+            .await
+            .map_err(StartError::PrepareNode)?;
+    }
     match (config.pod_mtu_follows_uplink(), uplink) {
         (true, Some(_)) => {
             tracing::info!(pod_mtu, "pod MTU: datapath.mtu is unset, so the uplink's")

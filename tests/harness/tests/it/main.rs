@@ -17,4 +17,5 @@ mod pod_lifecycle;
 mod podman;
 mod requested;
 mod sandbox;
+mod static_ipv6;
 mod support;

@@ -177,11 +177,16 @@ impl<D: Datapath> Handler<D> {
                 Err(self.outside_pool(v4, &inventory))
             }
             IpAddr::V6(v6) => {
+                if pool.inventory().excluded_v6.contains(&v6) {
+                    return Err(Refusal::unavailable(
+                        "is excluded from the pool (provider.static.exclude)",
+                    ));
+                }
                 if let Some(block) = pool.locate_v6(v6) {
                     return Ok(Choice {
                         ip,
                         route_table: None,
-                        eni_id: Some(block.eni_id.clone()),
+                        eni_id: block.eni_id.clone(),
                     });
                 }
                 let prefixes = &pool.inventory().ipv6;

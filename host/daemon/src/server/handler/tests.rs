@@ -907,6 +907,7 @@ impl wasmcni_core::ipam::Provider for GrowingProvider {
             blocks: self.blocks.lock().unwrap().clone(),
             excluded: Default::default(),
             ipv6: Vec::new(),
+            excluded_v6: Default::default(),
         }
     }
     fn view(&self) -> ProviderView {
@@ -1040,7 +1041,7 @@ impl wasmcni_core::ipam::Provider for Ipv6PrefixProvider {
         wasmcni_core::ipam::Inventory {
             ipv6: vec![wasmcni_core::ipam::Ipv6Block {
                 cidr: "2600:1f14:aa:bb:cc::/80".parse().unwrap(),
-                eni_id: "eni-primary".into(),
+                eni_id: Some("eni-primary".into()),
             }],
             ..wasmcni_core::ipam::Inventory::default()
         }
