@@ -121,7 +121,11 @@ pub const START_PATIENCE: Duration = Duration::from_secs(120);
 /// Runs `call` until it succeeds, fails for good (an error EC2 would answer again), or
 /// `deadline` passes; between attempts that failed transiently (throttled, a server error,
 /// a timeout), waits 1, 2, 4 … 16 s, saying so.
-async fn patiently<T, F, Fut>(what: &str, deadline: Instant, mut call: F) -> Result<T, Ec2Error>
+pub(crate) async fn patiently<T, F, Fut>(
+    what: &str,
+    deadline: Instant,
+    mut call: F,
+) -> Result<T, Ec2Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Ec2Error>>,

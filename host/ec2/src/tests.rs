@@ -385,3 +385,45 @@ async fn a_start_waits_out_ec2_throttling_and_server_errors() {
         "{counters:?}"
     );
 }
+
+#[tokio::test]
+async fn start_patience_gives_up_at_its_deadline_with_ec2s_last_answer() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let api_error = |code: &str| Ec2Error::Api {
+        code: code.into(),
+        action: "DescribeSubnets",
+        message: "Request limit exceeded.".into(),
+    };
+    // EC2 throttles for ever: attempts at 0, 1 and 3 s (waits double), then the next wait
+    // would pass the deadline, so the last answer is returned, before the deadline.
+    let calls = AtomicU32::new(0);
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_millis(3500);
+    let outcome: Result<(), Ec2Error> = crate::provider::patiently("subnets", deadline, || {
+        calls.fetch_add(1, Ordering::Relaxed);
+        async { Err(api_error("RequestLimitExceeded")) }
+    })
+    .await;
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(&outcome, Err(Ec2Error::Api { code, .. }) if code == "RequestLimitExceeded"),
+        "{outcome:?}"
+    );
+    assert_eq!(calls.load(Ordering::Relaxed), 3);
+    assert!(
+        elapsed >= Duration::from_secs(3) && elapsed < Duration::from_millis(3500),
+        "gave up after {elapsed:?}"
+    );
+    // A refusal EC2 would repeat is returned at once.
+    let calls = AtomicU32::new(0);
+    let started = std::time::Instant::now();
+    let outcome: Result<(), Ec2Error> =
+        crate::provider::patiently("subnets", started + Duration::from_secs(60), || {
+            calls.fetch_add(1, Ordering::Relaxed);
+            async { Err(api_error("UnauthorizedOperation")) }
+        })
+        .await;
+    assert!(matches!(outcome, Err(Ec2Error::Api { .. })));
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
