@@ -41,6 +41,10 @@ pub const MIN_STATIC_PREFIX_LEN: u8 = 16;
 /// its addresses without walking them).
 pub const MIN_STATIC_PREFIX_LEN_V6: u8 = 64;
 
+/// The pods' IPv4 gateway (link-local, answered by a permanent neighbour entry), which no
+/// configured range may hold.
+pub const POD_GATEWAY: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 1, 1);
+
 /// IPv6's minimum link MTU: below it the kernel turns IPv6 off on the interface.
 pub const IPV6_MIN_MTU: u32 = 1280;
 
@@ -309,6 +313,28 @@ impl ClusterConfig {
                 "datapath.veth_prefix",
                 format!("{prefix:?}"),
                 "must be 1 to 4 ASCII letters or digits (the kernel allows 15-byte names; 11 go to the hash)",
+            ));
+        }
+        let egress = self.datapath.ipv4_egress_range;
+        if egress.trunc() != egress {
+            return Err(invalid(
+                "datapath.ipv4_egress_range",
+                format!("\"{egress}\""),
+                &format!("host bits are set; did you mean {}?", egress.trunc()),
+            ));
+        }
+        if !(16..=30).contains(&egress.prefix_len()) {
+            return Err(invalid(
+                "datapath.ipv4_egress_range",
+                format!("\"{egress}\""),
+                "must be a /16 to a /30: one address per IPv6 pod, node-local",
+            ));
+        }
+        if egress.contains(&POD_GATEWAY) {
+            return Err(invalid(
+                "datapath.ipv4_egress_range",
+                format!("\"{egress}\""),
+                "holds 169.254.1.1, the pods' IPv4 gateway",
             ));
         }
         if let Some(mtu) = self.datapath.mtu.filter(|m| !(576..=65_535).contains(m)) {

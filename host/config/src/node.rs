@@ -89,6 +89,20 @@ pub struct DatapathConfig {
     /// `ClusterConfig::pod_mtu`; this field keeps what the file says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// IPv6 pods also get a node-local IPv4 address from [`DatapathConfig::ipv4_egress_range`],
+    /// with IPv4 routed through the node and translated to the node's own address on the way
+    /// out, so they reach IPv4-only endpoints (VPC CNI's `ENABLE_V4_EGRESS`, whose default is
+    /// on too). Ignored for IPv4 pods.
+    #[serde(default = "super::default_true")]
+    pub ipv4_egress: bool,
+    /// Where those addresses come from (VPC CNI's egress-cni range).
+    #[serde(default = "default_ipv4_egress_range")]
+    pub ipv4_egress_range: ipnet::Ipv4Net,
+}
+
+/// The default of `datapath.ipv4_egress_range`: VPC CNI's.
+fn default_ipv4_egress_range() -> ipnet::Ipv4Net {
+    ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(169, 254, 172, 0), 22).expect("a valid prefix")
 }
 
 /// The pod MTU of the EC2 provider when none is configured: its ENIs' (VPC CNI's

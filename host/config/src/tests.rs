@@ -123,6 +123,27 @@ fn errors_name_the_key_and_the_value() {
             "`datapath.mtu` = 1200: with IPv6 CIDRs in provider.static.cidrs it must be at least 1280",
         ),
         (
+            with(
+                "veth_prefix = \"eni\"",
+                "veth_prefix = \"eni\"\nipv4_egress_range = \"169.254.0.0/16\"",
+            ),
+            "`datapath.ipv4_egress_range` = \"169.254.0.0/16\": holds 169.254.1.1, the pods' IPv4 gateway",
+        ),
+        (
+            with(
+                "veth_prefix = \"eni\"",
+                "veth_prefix = \"eni\"\nipv4_egress_range = \"169.254.172.0/31\"",
+            ),
+            "`datapath.ipv4_egress_range` = \"169.254.172.0/31\": must be a /16 to a /30",
+        ),
+        (
+            with(
+                "veth_prefix = \"eni\"",
+                "veth_prefix = \"eni\"\nipv4_egress_range = \"169.254.172.9/22\"",
+            ),
+            "host bits are set; did you mean 169.254.172.0/22?",
+        ),
+        (
             with("exclude = []", "exclude = [\"10.1.0.1\"]"),
             "`provider.static.exclude[0]` = \"10.1.0.1\": is outside every CIDR",
         ),

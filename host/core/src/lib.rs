@@ -9,6 +9,7 @@
 //! and links no engine, no SDK and no async runtime, so its rules are table-tested in
 //! milliseconds.
 
+pub mod egress;
 pub mod eni;
 pub mod framing;
 pub mod grants;

@@ -43,6 +43,8 @@ pub enum Call {
     ConnmarkRule(u32),
     /// `apply_snat` of these rules to this backend (`None`: the detected one).
     Snat(crate::snat::SnatRules, Option<crate::snat::Backend>),
+    /// `apply_egress_snat` with the egress range.
+    EgressSnat(ipnet::Ipv4Net),
 }
 
 #[derive(Debug, Default)]
@@ -410,6 +412,15 @@ impl Datapath for FakeDatapath {
     ) -> Result<crate::snat::Backend, DatapathError> {
         rules.check_before_apply()?;
         self.lock().calls.push(Call::Snat(rules.clone(), backend));
+        Ok(backend.unwrap_or(crate::snat::Backend::Iptables))
+    }
+
+    async fn apply_egress_snat(
+        &self,
+        range: ipnet::Ipv4Net,
+        backend: Option<crate::snat::Backend>,
+    ) -> Result<crate::snat::Backend, DatapathError> {
+        self.lock().calls.push(Call::EgressSnat(range));
         Ok(backend.unwrap_or(crate::snat::Backend::Iptables))
     }
 

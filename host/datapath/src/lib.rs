@@ -13,11 +13,13 @@
 //! table gets the pod rule `from <pod> lookup <table>` at
 //! [`wasmcni_core::routes::POD_TABLE_RULE_PRIORITY`].
 //!
-//! An IPv6 pod (IPv6 prefix mode) gets the same shape in its family: its /128 on `eth0`
+//! An IPv6 pod (IPv6 prefix mode, or a static IPv6 pool) gets the same shape in its family: its /128 on `eth0`
 //! (no duplicate address detection: the address is unique by construction), a default route
 //! via `fe80::1` with a permanent neighbour entry for it, and on the host a /128 route through
 //! the veth plus `to <pod> lookup main` at priority 512. The host also gets a permanent
-//! neighbour entry for the pod, so neither side depends on neighbour discovery.
+//! neighbour entry for the pod, so neither side depends on neighbour discovery. With IPv4
+//! egress it also gets the IPv4 shape for a node-local /32 (169.254.172.0/22 by default), and
+//! the node translates that range to its own IPv4 address on the way out.
 //!
 //! Everything the kernel does goes through the [`Datapath`] trait: [`netlink::NetlinkDatapath`]
 //! is the real one (rtnetlink, tested as root in throwaway namespaces) and [`fake::FakeDatapath`]
@@ -132,6 +134,11 @@ pub struct PodAttachment {
     /// What the interface routes inside the pod; an undecided default route is decided by
     /// [`Datapath::setup_pod`] (and reported in [`Created::routes`]).
     pub routes: PodRoutes,
+    /// An IPv6 pod's node-local IPv4 address for egress: a /32 on the same interface, with
+    /// the IPv4 shape of a first interface (link route to 169.254.1.1, default route via it, a
+    /// permanent neighbour entry for it) and a host route to it through the veth. The node
+    /// translates it on the way out ([`Datapath::apply_egress_snat`]).
+    pub egress_v4: Option<Ipv4Addr>,
 }
 
 /// A secondary ENI's link on the node and its routing table (VPC CNI's `setupENINetwork`).
@@ -396,6 +403,15 @@ pub trait Datapath: Send + Sync + 'static {
     fn apply_snat(
         &self,
         rules: &snat::SnatRules,
+        backend: Option<snat::Backend>,
+    ) -> impl Future<Output = Result<snat::Backend, DatapathError>> + Send;
+    /// Makes the node's rules of ours the IPv4 egress translation of IPv6 pods: traffic from
+    /// `range` to anywhere else leaves as the node's own IPv4 address
+    /// ([`snat::apply_egress`]), in `backend` or, with `None`, the firewall the node's other
+    /// rules use. Returns the backend used.
+    fn apply_egress_snat(
+        &self,
+        range: ipnet::Ipv4Net,
         backend: Option<snat::Backend>,
     ) -> impl Future<Output = Result<snat::Backend, DatapathError>> + Send;
     /// Adds `fwmark <mark>/<mark> lookup main` at priority 1024 (replies of connections that

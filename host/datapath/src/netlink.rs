@@ -162,7 +162,57 @@ impl NetlinkDatapath {
             )
             .await?;
         }
+        if let Some(egress) = a.egress_v4 {
+            self.build_egress(a, pod, egress, pod_index, host_index, host_mac)
+                .await?;
+        }
         Ok(routes)
+    }
+
+    /// An IPv6 pod's IPv4 egress: the /32 and a first interface's IPv4 routes and gateway
+    /// neighbour inside the pod, and the host route to it through the pod's veth.
+    async fn build_egress(
+        &self,
+        a: &PodAttachment,
+        pod: &Handle,
+        egress: Ipv4Addr,
+        pod_index: u32,
+        host_index: u32,
+        host_mac: [u8; 6],
+    ) -> Result<(), DatapathError> {
+        let ip = IpAddr::V4(egress);
+        pod.address()
+            .add(pod_index, ip, 32)
+            .execute()
+            .await
+            .map_err(nl(format!(
+                "add {egress}/32 to {} in the pod",
+                a.pod_ifname
+            )))?;
+        for route in pod_routes(ip, &PodRoutes::default(), pod_index)? {
+            let what = describe_route(&route);
+            pod.route()
+                .add(route)
+                .execute()
+                .await
+                .map_err(nl(format!("add route {what} in the pod")))?;
+        }
+        add_permanent_neighbour(pod, pod_index, pod_gateway(ip), host_mac, "in the pod").await?;
+        let host_route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(egress, 32)
+            .output_interface(host_index)
+            .scope(RouteScope::Link)
+            .protocol(RouteProtocol::Other(RULE_PROTOCOL))
+            .build();
+        self.host
+            .route()
+            .add(host_route)
+            .execute()
+            .await
+            .map_err(nl(format!(
+                "add host route {egress}/32 dev {}",
+                a.host.host_veth
+            )))
     }
 
     /// Removes an attachment's rule inside the pod, if the pod's namespace is still there.
@@ -452,11 +502,15 @@ impl Datapath for NetlinkDatapath {
         match &host_link {
             None => missing.push(format!("host veth {veth} is missing")),
             Some(link) => {
-                let routes = routes_of(&self.host, ip).await?;
-                if !routes.iter().any(|r| {
-                    route_dst_ip(r) == Some((ip, len)) && route_oif(r) == Some(link.header.index)
-                }) {
-                    missing.push(format!("host route {ip}/{len} dev {veth} is missing"));
+                let routed = a.egress_v4.map(|egress| (IpAddr::V4(egress), 32));
+                for (ip, len) in std::iter::once((ip, len)).chain(routed) {
+                    let routes = routes_of(&self.host, ip).await?;
+                    if !routes.iter().any(|r| {
+                        route_dst_ip(r) == Some((ip, len))
+                            && route_oif(r) == Some(link.header.index)
+                    }) {
+                        missing.push(format!("host route {ip}/{len} dev {veth} is missing"));
+                    }
                 }
             }
         }
@@ -490,7 +544,24 @@ impl Datapath for NetlinkDatapath {
         };
         match pod {
             Err(e) => missing.push(e.to_string()),
-            Ok(pod) => check_pod_side(&pod, a, host_mac, &mut missing).await?,
+            Ok(pod) => {
+                check_pod_side(&pod, a, host_mac, &mut missing).await?;
+                if let Some(egress) = a.egress_v4 {
+                    // The egress /32 has a first interface's IPv4 shape.
+                    let egress_side = PodAttachment {
+                        host: HostSide {
+                            ip: IpAddr::V4(egress),
+                            route_table: None,
+                            pod_rule: None,
+                            ..a.host.clone()
+                        },
+                        routes: PodRoutes::default(),
+                        egress_v4: None,
+                        ..a.clone()
+                    };
+                    check_pod_side(&pod, &egress_side, host_mac, &mut missing).await?;
+                }
+            }
         }
         if missing.is_empty() {
             Ok(())
@@ -784,6 +855,27 @@ impl Datapath for NetlinkDatapath {
         .await
         .map_err(|source| DatapathError::Task {
             what: "apply the SNAT rules",
+            source,
+        })?
+        .map_err(DatapathError::from)
+    }
+
+    async fn apply_egress_snat(
+        &self,
+        range: ipnet::Ipv4Net,
+        backend: Option<crate::snat::Backend>,
+    ) -> Result<crate::snat::Backend, DatapathError> {
+        use crate::snat;
+        tokio::task::spawn_blocking(move || {
+            let backend = match backend {
+                Some(backend) => backend,
+                None => snat::detect_backend()?,
+            };
+            snat::apply_egress(range, backend).map(|()| backend)
+        })
+        .await
+        .map_err(|source| DatapathError::Task {
+            what: "apply the IPv4 egress rule",
             source,
         })?
         .map_err(DatapathError::from)

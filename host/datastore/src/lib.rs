@@ -153,6 +153,18 @@ pub struct Allocation {
     pub result: Option<serde_json::Value>,
     /// When the reservation was made, in milliseconds since the Unix epoch.
     pub created_unix_ms: u64,
+    /// An IPv6 pod's node-local IPv4 address for IPv4 egress (`datapath.ipv4_egress`); held
+    /// like `ip`: by one attachment at a time. Absent from records that have none, so older
+    /// datastores read back unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_v4: Option<std::net::Ipv4Addr>,
+}
+
+impl Allocation {
+    /// Every address the attachment holds: its pod address, then its egress address if any.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        std::iter::once(self.ip).chain(self.egress_v4.map(IpAddr::V4))
+    }
 }
 
 /// Tuning of the write-ahead log.
@@ -429,11 +441,16 @@ impl Index {
                 ip: existing.ip,
             });
         }
-        if let Some(holder) = self.by_ip.get(&alloc.ip) {
-            return Err(DatastoreError::IpInUse {
-                ip: alloc.ip,
-                holder: holder.clone(),
-            });
+        for ip in alloc.addresses() {
+            if let Some(holder) = self.by_ip.get(&ip) {
+                return Err(DatastoreError::IpInUse {
+                    ip,
+                    holder: holder.clone(),
+                });
+            }
+        }
+        if alloc.egress_v4.map(IpAddr::V4) == Some(alloc.ip) {
+            return Err(invalid("the egress address is the pod address"));
         }
         Ok(())
     }
@@ -441,7 +458,9 @@ impl Index {
     /// Adds an allocation already checked by [`Index::check_reservable`] (or loaded from a
     /// snapshot and checked there).
     fn insert(&mut self, alloc: Allocation) {
-        self.by_ip.insert(alloc.ip, alloc.key.clone());
+        for ip in alloc.addresses() {
+            self.by_ip.insert(ip, alloc.key.clone());
+        }
         self.by_veth
             .entry(alloc.host_veth.clone())
             .or_default()
@@ -467,7 +486,9 @@ impl Index {
 
     fn remove(&mut self, key: &AttachmentKey) -> Option<Allocation> {
         let alloc = self.by_key.remove(key)?;
-        self.by_ip.remove(&alloc.ip);
+        for ip in alloc.addresses() {
+            self.by_ip.remove(&ip);
+        }
         if let Some(keys) = self.by_veth.get_mut(&alloc.host_veth) {
             keys.remove(key);
             if keys.is_empty() {
@@ -485,10 +506,15 @@ impl Index {
                 existing.key, alloc.ip
             ));
         }
-        if let Some(holder) = self.by_ip.get(&alloc.ip) {
+        for ip in alloc.addresses() {
+            if let Some(holder) = self.by_ip.get(&ip) {
+                return Err(format!("{ip} is held by both {holder} and {}", alloc.key));
+            }
+        }
+        if alloc.egress_v4.map(IpAddr::V4) == Some(alloc.ip) {
             return Err(format!(
-                "{} is held by both {} and {}",
-                alloc.ip, holder, alloc.key
+                "attachment {} has {} as both its address and its egress address",
+                alloc.key, alloc.ip
             ));
         }
         if alloc.state == AllocationState::Reserved && alloc.result.is_some() {

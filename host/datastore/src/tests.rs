@@ -34,6 +34,7 @@ pub(super) fn alloc(container: &str, ifname: &str, ip: Ipv4Addr) -> Allocation {
         result: None,
         pod_routes: PodRoutes::default(),
         created_unix_ms: 1_700_000_000_000,
+        egress_v4: None,
     }
 }
 
@@ -1166,4 +1167,46 @@ fn ipv6_allocations_survive_the_wal_and_a_snapshot_as_text() {
     let (ds, _) = open(dir.path());
     assert_eq!(ds.holder_of(v6).unwrap().key, key("c6", "eth0"));
     assert_eq!(ds.len(), 2);
+}
+
+#[test]
+fn an_egress_address_is_held_like_a_pod_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Datastore::open(dir.path(), WalOptions::default()).unwrap();
+    let egress = |a: Allocation, ip: [u8; 4]| Allocation {
+        egress_v4: Some(Ipv4Addr::from(ip)),
+        ..a
+    };
+    let first = egress(
+        alloc("c1", "eth0", Ipv4Addr::new(10, 0, 0, 1)),
+        [169, 254, 172, 1],
+    );
+    store.reserve(first.clone()).unwrap();
+    // Another attachment cannot take the same egress address.
+    let second = egress(
+        alloc("c2", "eth0", Ipv4Addr::new(10, 0, 0, 2)),
+        [169, 254, 172, 1],
+    );
+    match store.reserve(second) {
+        Err(DatastoreError::IpInUse { ip, holder }) => {
+            assert_eq!(ip, IpAddr::from([169, 254, 172, 1]));
+            assert_eq!(holder, first.key);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store
+            .holder_of(Ipv4Addr::new(169, 254, 172, 1))
+            .map(|a| &a.key),
+        Some(&first.key)
+    );
+    // It survives a restart, and goes with its attachment.
+    drop(store);
+    let (mut store, _) = Datastore::open(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(
+        store.get(&first.key).and_then(|a| a.egress_v4),
+        first.egress_v4
+    );
+    store.release(&first.key).unwrap();
+    assert!(store.holder_of(Ipv4Addr::new(169, 254, 172, 1)).is_none());
 }

@@ -164,6 +164,7 @@ fn allocation(container: &str, ifname: &str, ip: &str) -> Allocation {
         result: None,
         pod_routes: PodRoutes::default(),
         created_unix_ms: 1_700_000_000_000,
+        egress_v4: None,
     }
 }
 

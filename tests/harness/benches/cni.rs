@@ -267,6 +267,7 @@ fn floor_cycle(node: &TestNode, i: usize) -> Floor {
                 mtu: 1500,
                 pod_mac: None,
                 routes: Default::default(),
+                egress_v4: None,
             };
             let started = Instant::now();
             datapath.setup_pod(&attachment).await.expect("setup_pod");

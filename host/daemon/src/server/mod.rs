@@ -177,7 +177,8 @@ pub async fn start<D: Datapath>(
     let pod_mtu = config.pod_mtu(uplink);
     // IPv6 pods from a static pool: forwarding on, and router advertisements still accepted
     // where the node learns its IPv6 default route (the EC2 provider prepares its own).
-    if provider.view().family == wasmcni_core::ipam::IpFamily::Ipv6 && ec2.is_none() {
+    let family = provider.view().family;
+    if family == wasmcni_core::ipam::IpFamily::Ipv6 && ec2.is_none() {
         if pod_mtu < wasmcni_config::IPV6_MIN_MTU {
             return Err(StartError::Ipv6Mtu { mtu: pod_mtu });
         }
@@ -189,6 +190,21 @@ pub async fn start<D: Datapath>(
             .prepare_ipv6(uplink.as_deref())
             .await
             .map_err(StartError::PrepareNode)?;
+    }
+    // IPv6 pods' IPv4 egress leaves as the node's own IPv4 address.
+    if family == wasmcni_core::ipam::IpFamily::Ipv6 && config.datapath.ipv4_egress {
+        use wasmcni_datapath::snat::Backend;
+        let backend = match (config.provider.kind, config.ec2().snat.backend) {
+            (ProviderKind::Ec2, wasmcni_config::SnatBackend::Iptables) => Some(Backend::Iptables),
+            (ProviderKind::Ec2, wasmcni_config::SnatBackend::Nftables) => Some(Backend::Nftables),
+            _ => None,
+        };
+        let range = config.datapath.ipv4_egress_range;
+        let backend = datapath
+            .apply_egress_snat(range, backend)
+            .await
+            .map_err(StartError::PrepareNode)?;
+        tracing::info!(%range, %backend, "IPv4 egress for IPv6 pods: each pod gets a node-local IPv4 address, translated to the node's on the way out");
     }
     match (config.pod_mtu_follows_uplink(), uplink) {
         (true, Some(_)) => {

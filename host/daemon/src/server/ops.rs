@@ -200,6 +200,7 @@ fn pool<D: Datapath>(handler: &Handler<D>) -> Value {
                 "pod": a.pod.as_ref().map(|p| format!("{}/{}", p.namespace, p.name)),
                 "hostVeth": a.host_veth,
                 "routeTable": a.route_table,
+                "egressV4": a.egress_v4,
                 "state": format!("{:?}", a.state).to_lowercase(),
                 "network": a.network,
             })

@@ -417,10 +417,12 @@ fn remove_nftables(runner: &Runner) -> Result<(), SnatError> {
     }
 }
 
+mod egress;
 mod iptables;
 mod render;
 mod runner;
 
+pub use egress::{apply_egress, render_egress_iptables, render_egress_nftables};
 use iptables::sync_iptables;
 pub use render::{render_iptables, render_nftables};
 use runner::Runner;

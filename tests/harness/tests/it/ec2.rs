@@ -924,6 +924,27 @@ fn ipv6_prefix_mode_gives_pods_128s_of_one_80_that_route_without_snat() {
         Some(ips[1].to_string().as_str()),
         "the internet sees the pod's own address"
     );
+    // IPv4 egress (on by default): an IPv4-only endpoint off the VPC sees the node's primary
+    // IPv4 address, from the pod's node-local one.
+    let internet_v4 = ec2.route_to_internet();
+    let primary_v4 = ec2.node.node.ip(&["-4", "-o", "addr", "show", "eth0"]);
+    let primary_v4 = primary_v4
+        .split_whitespace()
+        .skip_while(|word| *word != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .unwrap_or_else(|| panic!("no IPv4 address on the primary ENI: {primary_v4}"))
+        .to_owned();
+    let server_v4 = EchoServer::start(
+        &ec2.node.outside,
+        std::net::SocketAddr::new(internet_v4.into(), 8081),
+        PEER_ADDRESS,
+    );
+    assert_eq!(
+        tcp_fetch(&pods[1].ns, server_v4.addr).as_deref(),
+        Some(primary_v4.as_str()),
+        "an IPv6 pod's IPv4 egress leaves as the node's primary address"
+    );
     ec2.node
         .check(&chain, &pods[2].attachment, &results[2])
         .expect("CHECK of an IPv6 pod");

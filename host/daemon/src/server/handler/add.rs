@@ -63,6 +63,8 @@ impl<D: Datapath> Handler<D> {
             Some((ip, source)) => self.choose_requested(ip, source).await?,
             None => self.choose(&plugins, &pod_info).await?,
         };
+        // Still under the allocation lock: an IPv6 pod's IPv4 egress address.
+        let egress_v4 = self.choose_egress()?;
         let metrics = wasmcni_telemetry::metrics::Metrics::global();
         metrics.phase("ADD", "allocate", phase.elapsed());
         let reserved = Allocation {
@@ -79,6 +81,7 @@ impl<D: Datapath> Handler<D> {
             // route as decided is stored at commit.
             pod_routes: routes,
             created_unix_ms: now_unix_ms(),
+            egress_v4,
         };
         self.store()
             .reserve(reserved.clone())
@@ -289,6 +292,28 @@ impl<D: Datapath> Handler<D> {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// An IPv6 pod's node-local IPv4 egress address, when IPv4 egress is on: the next one
+    /// no attachment holds. Called under the allocation lock.
+    fn choose_egress(&self) -> Result<Option<Ipv4Addr>, CniError> {
+        let Some(egress) = &self.egress else {
+            return Ok(None);
+        };
+        let store = self.store();
+        let mut pool = egress.lock().unwrap_or_else(|p| p.into_inner());
+        match pool.choose(|ip| store.holder_of(ip).is_some()) {
+            Some(ip) => Ok(Some(ip)),
+            None => Err(CniError::new(
+                codes::POOL_EXHAUSTED,
+                format!(
+                    "no free IPv4 egress address: all {} of datapath.ipv4_egress_range {} are held by IPv6 pods",
+                    pool.capacity(),
+                    pool.range()
+                ),
+            )
+            .with_details("widen datapath.ipv4_egress_range (a restart), or set datapath.ipv4_egress = false if the pods need no IPv4")),
         }
     }
 
@@ -509,6 +534,7 @@ impl<D: Datapath> Handler<D> {
                     pod_mac: None,
                     // Another plugin's interface: adjustments go in the main table.
                     routes: PodRoutes::default(),
+                    egress_v4: None,
                 };
                 self.datapath
                     .adjust_pod(&target, &adjustments)

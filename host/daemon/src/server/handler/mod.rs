@@ -82,6 +82,9 @@ pub struct Handler<D: Datapath> {
     dynamic: bool,
     /// The family pods get their address in.
     family: IpFamily,
+    /// IPv6 pods' node-local IPv4 egress addresses (`datapath.ipv4_egress`); `None` for
+    /// IPv4 pods or when switched off. Chosen under the allocation lock.
+    egress: Option<Mutex<wasmcni_core::egress::EgressPool>>,
     /// How long an ADD waits for a growing pool (`provider.ec2.add_wait_ms`; 0 for static).
     add_wait: Duration,
     /// Wakes the pool reconciler (an ADD found the pool empty, a DEL freed an address).
@@ -151,6 +154,11 @@ impl<D: Datapath> Handler<D> {
         } else {
             HashMap::new()
         };
+        let egress = (view.family == IpFamily::Ipv6 && config.datapath.ipv4_egress).then(|| {
+            Mutex::new(wasmcni_core::egress::EgressPool::new(
+                config.datapath.ipv4_egress_range,
+            ))
+        });
         Arc::new_cyclic(|me| Handler {
             me: me.clone(),
             draining: Mutex::new(HashMap::new()),
@@ -173,6 +181,7 @@ impl<D: Datapath> Handler<D> {
             cooldown: view.cooldown,
             dynamic: view.dynamic,
             family: view.family,
+            egress,
             add_wait,
             wake_warm_pool: tokio::sync::Notify::new(),
             pool_changed: tokio::sync::watch::channel(0).0,
@@ -390,6 +399,7 @@ fn attachment_of(allocation: &Allocation, ifname: &str, mtu: u32) -> PodAttachme
         mtu,
         pod_mac: None,
         routes: allocation.pod_routes.clone(),
+        egress_v4: allocation.egress_v4,
     }
 }
 

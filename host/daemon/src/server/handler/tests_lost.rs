@@ -35,6 +35,7 @@ async fn after_a_loss_routed_veths_are_kept_and_their_addresses_held_until_they_
         result: None,
         pod_routes: wasmcni_core::PodRoutes::default(),
         created_unix_ms: 0,
+        egress_v4: None,
     };
     f.handler.store().reserve(unconfirmed.clone()).unwrap();
     f.handler
