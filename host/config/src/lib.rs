@@ -41,9 +41,31 @@ pub const MIN_STATIC_PREFIX_LEN: u8 = 16;
 /// its addresses without walking them).
 pub const MIN_STATIC_PREFIX_LEN_V6: u8 = 64;
 
-/// The pods' IPv4 gateway (link-local, answered by a permanent neighbour entry), which no
-/// configured range may hold.
-pub const POD_GATEWAY: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 1, 1);
+/// Link-local addresses the node or its pods talk to, which no configured range may hold:
+/// the pods' IPv4 gateway (answered by a permanent neighbour entry) and AWS's link-local
+/// services.
+const RESERVED_LINK_LOCAL: [(std::net::Ipv4Addr, &str); 5] = [
+    (
+        std::net::Ipv4Addr::new(169, 254, 1, 1),
+        "the pods' IPv4 gateway",
+    ),
+    (
+        std::net::Ipv4Addr::new(169, 254, 169, 254),
+        "the instance metadata service (IMDS)",
+    ),
+    (
+        std::net::Ipv4Addr::new(169, 254, 169, 253),
+        "the Amazon DNS server",
+    ),
+    (
+        std::net::Ipv4Addr::new(169, 254, 170, 2),
+        "the ECS task metadata endpoint",
+    ),
+    (
+        std::net::Ipv4Addr::new(169, 254, 170, 23),
+        "the EKS Pod Identity agent",
+    ),
+];
 
 /// IPv6's minimum link MTU: below it the kernel turns IPv6 off on the interface.
 pub const IPV6_MIN_MTU: u32 = 1280;
@@ -330,11 +352,25 @@ impl ClusterConfig {
                 "must be a /16 to a /30: one address per IPv6 pod, node-local",
             ));
         }
-        if egress.contains(&POD_GATEWAY) {
+        let link_local = ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(169, 254, 0, 0), 16)
+            .expect("a valid prefix");
+        if !link_local.contains(&egress) {
             return Err(invalid(
                 "datapath.ipv4_egress_range",
                 format!("\"{egress}\""),
-                "holds 169.254.1.1, the pods' IPv4 gateway",
+                "must be inside 169.254.0.0/16: link-local addresses never leave the node untranslated and are no other network's",
+            ));
+        }
+        if let Some((ip, what)) = RESERVED_LINK_LOCAL
+            .iter()
+            .find(|(ip, _)| egress.contains(ip))
+        {
+            return Err(invalid(
+                "datapath.ipv4_egress_range",
+                format!("\"{egress}\""),
+                &format!(
+                    "holds {ip}, {what}: a pod given it would capture the node's traffic to it"
+                ),
             ));
         }
         if let Some(mtu) = self.datapath.mtu.filter(|m| !(576..=65_535).contains(m)) {

@@ -251,19 +251,6 @@ impl ClusterConfig {
         }
     }
 
-    /// The family pods get their address in: `provider.ec2.ip_family`, or the family of the
-    /// static CIDRs.
-    pub fn pod_family(&self) -> wasmcni_core::ipam::IpFamily {
-        use wasmcni_core::ipam::IpFamily;
-        match self.provider.kind {
-            ProviderKind::Ec2 => self.ec2().ip_family,
-            ProviderKind::Static => match self.static_pool("configuration") {
-                Ok(pool) if !pool.ipv6.is_empty() => IpFamily::Ipv6,
-                _ => IpFamily::Ipv4,
-            },
-        }
-    }
-
     /// The static provider's checks beyond the pool itself: IPv6 pods get their /128 from
     /// the host (no allocator plugin) and an MTU of at least 1280.
     pub(crate) fn validate_static(&self, origin: &str) -> Result<(), ConfigError> {

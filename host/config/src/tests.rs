@@ -40,11 +40,6 @@ fn a_static_pool_of_ipv6_prefixes_gives_ipv6_pods() {
         pool.exclude_v6,
         vec!["fd00:88::1".parse::<std::net::Ipv6Addr>().unwrap()]
     );
-    assert_eq!(config.pod_family(), wasmcni_core::ipam::IpFamily::Ipv6);
-    assert_eq!(
-        ClusterConfig::embedded_default().unwrap().pod_family(),
-        wasmcni_core::ipam::IpFamily::Ipv4
-    );
     // The host hands out the /128s: an allocator plugin has nothing to plan.
     let with_allocator = format!(
         "{}\n[allocator]\nplugin = \"pack\"\n",
@@ -128,6 +123,20 @@ fn errors_name_the_key_and_the_value() {
                 "veth_prefix = \"eni\"\nipv4_egress_range = \"169.254.0.0/16\"",
             ),
             "`datapath.ipv4_egress_range` = \"169.254.0.0/16\": holds 169.254.1.1, the pods' IPv4 gateway",
+        ),
+        (
+            with(
+                "veth_prefix = \"eni\"",
+                "veth_prefix = \"eni\"\nipv4_egress_range = \"169.254.168.0/22\"",
+            ),
+            "holds 169.254.169.254, the instance metadata service (IMDS)",
+        ),
+        (
+            with(
+                "veth_prefix = \"eni\"",
+                "veth_prefix = \"eni\"\nipv4_egress_range = \"10.0.0.0/24\"",
+            ),
+            "must be inside 169.254.0.0/16",
         ),
         (
             with(

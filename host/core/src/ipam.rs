@@ -232,7 +232,11 @@ impl Pool {
     /// A pool over `inventory`.
     pub fn new(inventory: Inventory) -> Pool {
         let capacity = inventory.blocks.iter().map(|b| b.usable_len()).sum();
-        let capacity_v6 = inventory.ipv6.iter().map(Ipv6Block::usable_len).sum();
+        let capacity_v6 = inventory
+            .ipv6
+            .iter()
+            .map(Ipv6Block::usable_len)
+            .fold(0u64, u64::saturating_add);
         Pool {
             inventory,
             capacity,
@@ -284,7 +288,9 @@ impl Pool {
     /// Returns `None` when there is no IPv6 prefix (or, in theory, when all 2^48 are held).
     pub fn choose_v6(&mut self, in_use: impl Fn(Ipv6Addr) -> bool) -> Option<Choice> {
         for step in 0..self.capacity_v6 {
-            let index = (self.cursor_v6 + step) % self.capacity_v6;
+            // (In u128: cursor and step are each below a capacity that may be near u64's end.)
+            let index = ((u128::from(self.cursor_v6) + u128::from(step))
+                % u128::from(self.capacity_v6)) as u64;
             let (ip, block) = self.nth_v6(index)?;
             if in_use(ip) || self.inventory.excluded_v6.contains(&ip) {
                 continue;
@@ -294,7 +300,7 @@ impl Pool {
                 route_table: None,
                 eni_id: block.eni_id.clone(),
             };
-            self.cursor_v6 = index + 1;
+            self.cursor_v6 = (index + 1) % self.capacity_v6;
             return Some(choice);
         }
         None
@@ -387,12 +393,16 @@ impl Pool {
     }
 }
 
+/// At most 2^56 addresses of one IPv6 prefix are handed out.
+const USABLE_V6_BITS: u32 = 56;
+
 impl Ipv6Block {
     /// How many pod addresses the prefix holds: all but its first.
     pub fn usable_len(&self) -> u64 {
         let bits = 128 - u32::from(self.cidr.prefix_len());
-        // A prefix wider than 2^63 addresses (never delegated by EC2) is capped.
-        let total = if bits >= 63 { 1u64 << 63 } else { 1u64 << bits };
+        // A prefix wider than 2^56 addresses (a static /64; EC2 delegates /80s) is served
+        // from its first 2^56, so the pool's sum over many prefixes stays far from u64's end.
+        let total = 1u64 << bits.min(USABLE_V6_BITS);
         total - 1
     }
 
@@ -618,5 +628,16 @@ mod v6_tests {
             1,
             "the excluded address is never free"
         );
+    }
+
+    #[test]
+    fn many_static_64s_neither_overflow_the_pool_nor_its_cursor() {
+        let prefixes: Vec<String> = (0..300).map(|i| format!("fd00:{i:x}::/64")).collect();
+        let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+        let mut p = v6_pool(&refs);
+        assert_eq!(p.capacity(), u64::MAX, "saturated, not wrapped");
+        let first = v6(p.choose_v6(|_| false).expect("an address"));
+        let second = v6(p.choose_v6(|ip| ip == first).expect("another"));
+        assert_ne!(first, second);
     }
 }

@@ -43,8 +43,8 @@ pub enum Call {
     ConnmarkRule(u32),
     /// `apply_snat` of these rules to this backend (`None`: the detected one).
     Snat(crate::snat::SnatRules, Option<crate::snat::Backend>),
-    /// `apply_egress_snat` with the egress range.
-    EgressSnat(ipnet::Ipv4Net),
+    /// `apply_egress_snat` of these rules (`None`: removed).
+    EgressSnat(Option<crate::snat::EgressRules>),
 }
 
 #[derive(Debug, Default)]
@@ -417,10 +417,10 @@ impl Datapath for FakeDatapath {
 
     async fn apply_egress_snat(
         &self,
-        range: ipnet::Ipv4Net,
+        rules: Option<&crate::snat::EgressRules>,
         backend: Option<crate::snat::Backend>,
     ) -> Result<crate::snat::Backend, DatapathError> {
-        self.lock().calls.push(Call::EgressSnat(range));
+        self.lock().calls.push(Call::EgressSnat(rules.cloned()));
         Ok(backend.unwrap_or(crate::snat::Backend::Iptables))
     }
 

@@ -405,13 +405,13 @@ pub trait Datapath: Send + Sync + 'static {
         rules: &snat::SnatRules,
         backend: Option<snat::Backend>,
     ) -> impl Future<Output = Result<snat::Backend, DatapathError>> + Send;
-    /// Makes the node's rules of ours the IPv4 egress translation of IPv6 pods: traffic from
-    /// `range` to anywhere else leaves as the node's own IPv4 address
-    /// ([`snat::apply_egress`]), in `backend` or, with `None`, the firewall the node's other
-    /// rules use. Returns the backend used.
+    /// Makes the node's rules of ours the IPv4 egress translation of IPv6 pods (traffic from
+    /// the egress range to anywhere else leaves as the node's own IPv4 address), or with
+    /// `None` nothing ([`snat::apply_egress`]), in `backend` or, with `None`, the firewall the
+    /// node's other rules use. Returns the backend used.
     fn apply_egress_snat(
         &self,
-        range: ipnet::Ipv4Net,
+        rules: Option<&snat::EgressRules>,
         backend: Option<snat::Backend>,
     ) -> impl Future<Output = Result<snat::Backend, DatapathError>> + Send;
     /// Adds `fwmark <mark>/<mark> lookup main` at priority 1024 (replies of connections that

@@ -546,7 +546,12 @@ impl Datapath for NetlinkDatapath {
             Err(e) => missing.push(e.to_string()),
             Ok(pod) => {
                 check_pod_side(&pod, a, host_mac, &mut missing).await?;
-                if let Some(egress) = a.egress_v4 {
+                if let Some(egress) = a.egress_v4.filter(|_| {
+                    // (A missing interface is reported once, not again for the egress.)
+                    !missing
+                        .iter()
+                        .any(|m| m.starts_with(&format!("{} is missing", a.pod_ifname)))
+                }) {
                     // The egress /32 has a first interface's IPv4 shape.
                     let egress_side = PodAttachment {
                         host: HostSide {
@@ -862,16 +867,17 @@ impl Datapath for NetlinkDatapath {
 
     async fn apply_egress_snat(
         &self,
-        range: ipnet::Ipv4Net,
+        rules: Option<&crate::snat::EgressRules>,
         backend: Option<crate::snat::Backend>,
     ) -> Result<crate::snat::Backend, DatapathError> {
         use crate::snat;
+        let rules = rules.cloned();
         tokio::task::spawn_blocking(move || {
             let backend = match backend {
                 Some(backend) => backend,
                 None => snat::detect_backend()?,
             };
-            snat::apply_egress(range, backend).map(|()| backend)
+            snat::apply_egress(rules.as_ref(), backend).map(|()| backend)
         })
         .await
         .map_err(|source| DatapathError::Task {

@@ -819,7 +819,7 @@ impl Datastore {
         self.index.by_key.get(key)
     }
 
-    /// The allocation holding `ip`.
+    /// The allocation holding `ip`, as its pod address or as its IPv4 egress address.
     pub fn holder_of(&self, ip: impl Into<IpAddr>) -> Option<&Allocation> {
         let ip = ip.into();
         self.index

@@ -12,15 +12,16 @@ use wasmcni_core::ipam::{AddressBlock, BlockKind, Inventory};
 use wasmcni_core::{limits, Capability, Export, PluginKind, PodInfo, PoolSnapshot};
 use wasmcni_runtime::{testing, PluginRuntime};
 
-/// The process's resident set, in bytes (`/proc/self/statm`, second field, in pages).
+/// The process's resident set, in bytes (`VmRSS` of `/proc/self/status`, in kB whatever the
+/// page size).
 fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|field| field.parse().ok())
-        .expect("statm's resident field");
-    pages * 4096
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib << 10
 }
 
 #[test]

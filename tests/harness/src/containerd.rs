@@ -1,8 +1,9 @@
-//! A private containerd for tests that drive the real client `ctr run --cni`.
+//! A private containerd for tests that drive the real client `ctr run --cni`, and (through
+//! [`crate::cri`]) its CRI plugin.
 //!
-//! containerd runs in the root network namespace with its config, root, state, socket, runc
-//! root, FIFOs and `opt` plugin directory (default /opt/containerd) in a temporary directory
-//! (no CRI plugin, no systemd). `ctr` itself runs inside a test namespace (`ip netns exec`),
+//! For `ctr`, containerd runs in the root network namespace with its config, root, state,
+//! socket, runc root, FIFOs and `opt` plugin directory (default /opt/containerd) in a
+//! temporary directory (no CRI plugin, no systemd). `ctr` itself runs inside a test namespace (`ip netns exec`),
 //! so the CNI plugins it executes run where the wasmcni daemon and the routes are.
 //!
 //! go-cni reads the first network configuration in `/etc/cni/net.d` and finds plugins in

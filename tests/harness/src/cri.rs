@@ -103,8 +103,6 @@ pub struct SandboxStatus {
     pub ready: bool,
     /// `status.network.ip`: the pod IP kubelet would publish (empty when none).
     pub ip: String,
-    /// The sandbox process.
-    pub pid: u32,
     /// The pod's network namespace (the `CNI_NETNS` the plugins were given).
     pub netns: PathBuf,
 }
@@ -113,7 +111,8 @@ pub struct SandboxStatus {
 /// stopped and removed on drop (so the CNI DELs run), then containerd stops.
 pub struct CriRuntime {
     client: Client,
-    containerd: Containerd,
+    /// Taken on drop, so that containerd stops before the cgroup parent is removed.
+    containerd: Option<Containerd>,
     cgroup_parent: String,
 }
 
@@ -150,14 +149,17 @@ impl CriRuntime {
         let client = Client::connect(&containerd.socket());
         CriRuntime {
             client,
-            containerd,
+            containerd: Some(containerd),
             cgroup_parent,
         }
     }
 
     /// containerd's log so far.
     pub fn log_text(&self) -> String {
-        self.containerd.log_text()
+        self.containerd
+            .as_ref()
+            .map(Containerd::log_text)
+            .unwrap_or_default()
     }
 
     /// The runtime's `NetworkReady` condition: `Ok` when ready, else its reason and message
@@ -205,7 +207,7 @@ impl CriRuntime {
         Ok(response.pod_sandbox_id)
     }
 
-    /// PodSandboxStatus (verbose, for the sandbox's pid and network namespace).
+    /// PodSandboxStatus (verbose, for the sandbox's network namespace).
     pub fn pod_sandbox_status(&self, id: &str) -> SandboxStatus {
         let response: api::PodSandboxStatusResponse = self
             .client
@@ -226,10 +228,6 @@ impl CriRuntime {
         SandboxStatus {
             ready: status.state == api::PodSandboxState::SandboxReady as i32,
             ip: status.network.map(|n| n.ip).unwrap_or_default(),
-            pid: info["pid"]
-                .as_u64()
-                .and_then(|pid| u32::try_from(pid).ok())
-                .unwrap_or(0),
             netns: network_namespace(&info).unwrap_or_default(),
         }
     }
@@ -279,9 +277,10 @@ impl Drop for CriRuntime {
                 let _ = std::fs::remove_file(&netns);
             }
         }
-        // runc removed each sandbox's cgroup with its task; the parent is this instance's.
+        // containerd stops (killing any task left), then the cgroup parent, this instance's,
+        // is empty and goes.
+        drop(self.containerd.take());
         remove_cgroup_parent(&self.cgroup_parent);
-        // containerd stops when `self.containerd` drops (after this).
     }
 }
 
@@ -321,13 +320,17 @@ fn network_namespace(info: &Value) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// Removes the (by then empty) directory `parent` from every cgroup hierarchy.
+/// Removes the (by then empty) directory `parent` from the cgroup tree: from every hierarchy
+/// of cgroup v1, or from the one of cgroup v2.
 fn remove_cgroup_parent(parent: &str) {
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+    let root = Path::new("/sys/fs/cgroup");
+    let parent = parent.trim_start_matches('/');
+    let _ = std::fs::remove_dir(root.join(parent));
+    let Ok(hierarchies) = std::fs::read_dir(root) else {
         return;
     };
     for hierarchy in hierarchies.flatten() {
-        let _ = std::fs::remove_dir(hierarchy.path().join(parent.trim_start_matches('/')));
+        let _ = std::fs::remove_dir(hierarchy.path().join(parent));
     }
 }
 

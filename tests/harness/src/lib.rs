@@ -157,8 +157,8 @@ pub fn wasmcni_only(node: &node::TestNode, version: &str) -> chain::Conflist {
 }
 
 /// Prints a figure a test measured (timings, counts) where the test run's log shows it, also
-/// for a test that passes: straight to the process's stderr, which the test harness does not
-/// capture (it captures only the `print!` macros).
+/// for a test that passes: written to the process's stderr directly, which the test harness's
+/// capture (of the `print!` and `eprint!` macros) does not intercept.
 pub fn report(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr().lock(), "figure: {line}");

@@ -191,20 +191,40 @@ pub async fn start<D: Datapath>(
             .await
             .map_err(StartError::PrepareNode)?;
     }
-    // IPv6 pods' IPv4 egress leaves as the node's own IPv4 address.
-    if family == wasmcni_core::ipam::IpFamily::Ipv6 && config.datapath.ipv4_egress {
-        use wasmcni_datapath::snat::Backend;
-        let backend = match (config.provider.kind, config.ec2().snat.backend) {
-            (ProviderKind::Ec2, wasmcni_config::SnatBackend::Iptables) => Some(Backend::Iptables),
-            (ProviderKind::Ec2, wasmcni_config::SnatBackend::Nftables) => Some(Backend::Nftables),
-            _ => None,
+    // IPv6 pods' IPv4 egress leaves as the node's own IPv4 address; switched off, a rule an
+    // earlier run installed goes.
+    if family == wasmcni_core::ipam::IpFamily::Ipv6 {
+        use wasmcni_config::{SnatBackend, SnatRandomize};
+        use wasmcni_datapath::snat::{Backend, EgressRules, Randomize};
+        let ec2_settings = config.ec2().snat;
+        let (backend, randomize) = match config.provider.kind {
+            ProviderKind::Ec2 => (
+                match ec2_settings.backend {
+                    SnatBackend::Iptables => Some(Backend::Iptables),
+                    SnatBackend::Nftables => Some(Backend::Nftables),
+                    SnatBackend::Auto => None,
+                },
+                match ec2_settings.randomize {
+                    SnatRandomize::Prng => Randomize::Fully,
+                    SnatRandomize::Hashrandom => Randomize::Hash,
+                    SnatRandomize::None => Randomize::None,
+                },
+            ),
+            ProviderKind::Static => (None, Randomize::Fully),
         };
-        let range = config.datapath.ipv4_egress_range;
-        let backend = datapath
-            .apply_egress_snat(range, backend)
-            .await
-            .map_err(StartError::PrepareNode)?;
-        tracing::info!(%range, %backend, "IPv4 egress for IPv6 pods: each pod gets a node-local IPv4 address, translated to the node's on the way out");
+        let rules = config.datapath.ipv4_egress.then_some(EgressRules {
+            range: config.datapath.ipv4_egress_range,
+            randomize,
+        });
+        match datapath.apply_egress_snat(rules.as_ref(), backend).await {
+            Ok(backend) => {
+                tracing::info!(%backend, egress = rules.is_some(), "IPv4 egress for IPv6 pods: with it, each pod gets a node-local IPv4 address, translated to the node's on the way out")
+            }
+            Err(e) if rules.is_some() => return Err(StartError::PrepareNode(e)),
+            Err(e) => {
+                tracing::warn!(error = %e, "IPv4 egress is off, and removing an earlier run's translation rule failed")
+            }
+        }
     }
     match (config.pod_mtu_follows_uplink(), uplink) {
         (true, Some(_)) => {

@@ -422,7 +422,7 @@ mod iptables;
 mod render;
 mod runner;
 
-pub use egress::{apply_egress, render_egress_iptables, render_egress_nftables};
+pub use egress::{apply_egress, render_egress_iptables, render_egress_nftables, EgressRules};
 use iptables::sync_iptables;
 pub use render::{render_iptables, render_nftables};
 use runner::Runner;

@@ -178,6 +178,13 @@ fn an_ipv6_pod_reaches_ipv4_endpoints_from_a_node_local_address_translated_to_th
     );
     // DEL gives it back (after a restart, which must not lose who holds what).
     node.crash_and_restart_daemon();
+    let still_full = node
+        .add(&chain, &c.attachment)
+        .expect_err("the restarted daemon knows who holds the egress addresses");
+    assert!(
+        still_full.stdout.contains("no free IPv4 egress address"),
+        "{still_full:?}"
+    );
     node.del(&chain, &b.attachment, Some(&result_b))
         .expect("DEL");
     let result_c = node.add(&chain, &c.attachment).expect("ADD once b is gone");

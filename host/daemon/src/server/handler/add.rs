@@ -63,8 +63,14 @@ impl<D: Datapath> Handler<D> {
             Some((ip, source)) => self.choose_requested(ip, source).await?,
             None => self.choose(&plugins, &pod_info).await?,
         };
-        // Still under the allocation lock: an IPv6 pod's IPv4 egress address.
-        let egress_v4 = self.choose_egress()?;
+        // Still under the allocation lock: an IPv6 pod's IPv4 egress address, for its first
+        // interface only (another interface's IPv4 routes would collide with the first's, or
+        // with another network's).
+        let egress_v4 = if takes_egress(&request.ifname, &routes) {
+            self.choose_egress()?
+        } else {
+            None
+        };
         let metrics = wasmcni_telemetry::metrics::Metrics::global();
         metrics.phase("ADD", "allocate", phase.elapsed());
         let reserved = Allocation {
@@ -296,14 +302,16 @@ impl<D: Datapath> Handler<D> {
     }
 
     /// An IPv6 pod's node-local IPv4 egress address, when IPv4 egress is on: the next one
-    /// no attachment holds. Called under the allocation lock.
+    /// no attachment holds and no other pod routes (a VPC CNI pod during a migration uses the
+    /// same range). Called under the allocation lock.
     fn choose_egress(&self) -> Result<Option<Ipv4Addr>, CniError> {
         let Some(egress) = &self.egress else {
             return Ok(None);
         };
         let store = self.store();
+        let resting = self.resting();
         let mut pool = egress.lock().unwrap_or_else(|p| p.into_inner());
-        match pool.choose(|ip| store.holder_of(ip).is_some()) {
+        match pool.choose(|ip| resting.taken(&store, ip)) {
             Some(ip) => Ok(Some(ip)),
             None => Err(CniError::new(
                 codes::POOL_EXHAUSTED,
@@ -640,4 +648,12 @@ impl<D: Datapath> Handler<D> {
             .map_err(|e| datapath_error(e, "ADD (replacing an older sandbox)"))?;
         self.release(&stale.key).await
     }
+}
+
+/// Whether an attachment gets an IPv4 egress address (when the pods are IPv6 and egress is
+/// on): the pod's first interface, `eth0`, routing in the main table with its default route
+/// not switched off. The egress address brings the IPv4 default route, which only one
+/// interface of a pod can have.
+fn takes_egress(ifname: &str, routes: &PodRoutes) -> bool {
+    ifname == "eth0" && routes.table.is_none() && routes.default_route != DefaultRoute::Skip
 }

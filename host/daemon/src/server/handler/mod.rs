@@ -503,6 +503,8 @@ mod tests_attachments;
 #[cfg(test)]
 mod tests_draining;
 #[cfg(test)]
+mod tests_egress;
+#[cfg(test)]
 mod tests_lost;
 #[cfg(test)]
 mod tests_requested;

@@ -1033,7 +1033,7 @@ async fn an_address_another_cnis_pod_holds_is_never_handed_out() {
 }
 
 /// IPv6 prefix mode as the EC2 provider serves it: one /80 of the primary ENI.
-struct Ipv6PrefixProvider;
+pub(super) struct Ipv6PrefixProvider;
 
 impl wasmcni_core::ipam::Provider for Ipv6PrefixProvider {
     fn name(&self) -> &'static str {
