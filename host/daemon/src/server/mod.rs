@@ -254,6 +254,7 @@ pub async fn start<D: Datapath>(
     };
     tracing::info!(plugins = %plugins.describe(), "plugins loaded");
     let handler = Handler::new(config, pod_mtu, datapath, store, provider, runtime, plugins);
+    warn_egress_outside_range(&handler);
     if !recovery.lost.is_empty() {
         tracing::error!(
             lost = recovery.lost.len(),
@@ -461,6 +462,21 @@ pub async fn serve<D: Datapath>(
             veths = handler.draining_now().len(),
             "veths of answered DELs were still being deleted; the next start removes what is left"
         );
+    }
+}
+
+/// Pods whose IPv4 egress address an earlier `datapath.ipv4_egress_range` gave: they keep it,
+/// but the node's translation now covers the new range only.
+fn warn_egress_outside_range<D: Datapath>(handler: &Handler<D>) {
+    let range = handler.config.datapath.ipv4_egress_range;
+    let store = handler.store();
+    for allocation in store.allocations() {
+        if let Some(egress) = allocation.egress_v4.filter(|ip| !range.contains(ip)) {
+            tracing::warn!(
+                container_id = %allocation.key.container_id, ifname = %allocation.key.ifname, %egress, %range,
+                "a pod's IPv4 egress address is outside datapath.ipv4_egress_range (changed since its ADD): its IPv4 traffic is no longer translated until the pod is recreated"
+            );
+        }
     }
 }
 
