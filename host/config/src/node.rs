@@ -84,8 +84,8 @@ pub struct DatapathConfig {
     #[serde(default = "default_veth_prefix")]
     pub veth_prefix: String,
     /// MTU of both veth ends. Absent: the EC2 provider's [`EC2_MTU`] (the ENIs' jumbo frames);
-    /// the static provider's the node's uplink's (the link of its IPv4 default route, read when
-    /// the daemon starts; [`FALLBACK_MTU`] on a node without one). See
+    /// the static provider's the node's uplink's (the link of its IPv4 default route, or for
+    /// IPv6 pods its IPv6 default route, read when the daemon starts; [`FALLBACK_MTU`] on a node without one). See
     /// `ClusterConfig::pod_mtu`; this field keeps what the file says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,

@@ -55,6 +55,7 @@ struct State {
     fail_next_setup: Option<nix::errno::Errno>,
     fail_next_eni_setup: Option<nix::errno::Errno>,
     uplink_mtu: Option<u32>,
+    uplink_v6: Option<crate::Uplink>,
     /// The MTU each host veth was set up with.
     mtus: BTreeMap<String, u32>,
     teardown_failures: usize,
@@ -107,6 +108,14 @@ impl FakeDatapath {
     /// Gives the node an uplink (a default route) with this MTU.
     pub fn set_uplink_mtu(&self, mtu: u32) {
         self.lock().uplink_mtu = Some(mtu);
+    }
+
+    /// Gives the node an IPv6 default route through link `name` of MTU `mtu`.
+    pub fn set_uplink_v6(&self, name: &str, mtu: u32) {
+        self.lock().uplink_v6 = Some(crate::Uplink {
+            name: name.to_owned(),
+            mtu: Some(mtu),
+        });
     }
 
     /// Makes the next `setup_eni` fail with the kernel's `errno` (its table's default route
@@ -384,9 +393,8 @@ impl Datapath for FakeDatapath {
         Ok(self.lock().uplink_mtu)
     }
 
-    async fn uplink_v6(&self) -> Result<Option<String>, DatapathError> {
-        // The fake node learns no IPv6 default route.
-        Ok(None)
+    async fn uplink_v6(&self) -> Result<Option<crate::Uplink>, DatapathError> {
+        Ok(self.lock().uplink_v6.clone())
     }
 
     async fn link_with_mac(&self, _mac: [u8; 6]) -> Result<Option<String>, DatapathError> {

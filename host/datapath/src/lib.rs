@@ -169,6 +169,15 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
+/// A link the node's default route leaves by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uplink {
+    /// Its name.
+    pub name: String,
+    /// Its MTU, when the kernel said.
+    pub mtu: Option<u32>,
+}
+
 /// What ADD created, for the CNI result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created {
@@ -384,10 +393,11 @@ pub trait Datapath: Send + Sync + 'static {
     /// node has no default route through a link.
     fn uplink_mtu(&self) -> impl Future<Output = Result<Option<u32>, DatapathError>> + Send;
     /// The link of the main table's IPv6 default route of lowest metric (the first link of a
-    /// multipath one): where a node learns its IPv6 default route from router
-    /// advertisements, which [`Datapath::prepare_ipv6`] keeps accepted there. `None` when the
-    /// node has no IPv6 default route through a link.
-    fn uplink_v6(&self) -> impl Future<Output = Result<Option<String>, DatapathError>> + Send;
+    /// multipath one), with its MTU: where a node learns its IPv6 default route from router
+    /// advertisements, which [`Datapath::prepare_ipv6`] keeps accepted there, and the path
+    /// IPv6 pods' traffic leaves by. `None` when the node has no IPv6 default route through a
+    /// link.
+    fn uplink_v6(&self) -> impl Future<Output = Result<Option<Uplink>, DatapathError>> + Send;
     /// The name of the link with `mac`, if there is one (the primary ENI's interface is `eth0`
     /// or `ens5` depending on the OS; its MAC says which).
     fn link_with_mac(

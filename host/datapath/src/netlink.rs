@@ -27,7 +27,7 @@ use wasmcni_core::routes::POD_TABLE_RULE_PRIORITY;
 use super::{
     format_mac, host_prefix_len, netns, pod_gateway, random_mac, Created, Datapath, DatapathError,
     DefaultRoute, EniLink, HostSide, NetlinkCause, NodeState, PodAttachment, PodRoutes, PodRule,
-    FROM_POD_RULE_PRIORITY, MAIN_TABLE, POD_GATEWAY, RULE_PROTOCOL, TO_POD_RULE_PRIORITY,
+    Uplink, FROM_POD_RULE_PRIORITY, MAIN_TABLE, POD_GATEWAY, RULE_PROTOCOL, TO_POD_RULE_PRIORITY,
     VETH_ALIAS,
 };
 
@@ -779,7 +779,7 @@ impl Datapath for NetlinkDatapath {
         Ok(mtus.into_iter().min())
     }
 
-    async fn uplink_v6(&self) -> Result<Option<String>, DatapathError> {
+    async fn uplink_v6(&self) -> Result<Option<Uplink>, DatapathError> {
         let uplink = routes_v6(&self.host)
             .await?
             .into_iter()
@@ -792,7 +792,12 @@ impl Datapath for NetlinkDatapath {
         Ok(link_by_index(&self.host, index)
             .await?
             .as_ref()
-            .and_then(link_name))
+            .and_then(|link| {
+                Some(Uplink {
+                    name: link_name(link)?,
+                    mtu: link_mtu(link),
+                })
+            }))
     }
 
     async fn link_with_mac(&self, mac: [u8; 6]) -> Result<Option<String>, DatapathError> {

@@ -165,29 +165,40 @@ pub async fn start<D: Datapath>(
         .prepare_node()
         .await
         .map_err(StartError::PrepareNode)?;
-    // A pod's veth no bigger than the path out of the node.
-    let uplink = if config.pod_mtu_follows_uplink() {
+    // IPv6 pods from a static pool leave by the link of the node's IPv6 default route (the
+    // EC2 provider prepares its own).
+    let family = provider.view().family;
+    let static_v6 = family == wasmcni_core::ipam::IpFamily::Ipv6 && ec2.is_none();
+    let uplink_v6 = if static_v6 {
         datapath
-            .uplink_mtu()
+            .uplink_v6()
             .await
             .map_err(StartError::PrepareNode)?
     } else {
         None
     };
+    // A pod's veth no bigger than the path out of the node: for IPv6 pods the IPv6 uplink's,
+    // else (or without one) the IPv4 default route's link.
+    let uplink = if config.pod_mtu_follows_uplink() {
+        match uplink_v6.as_ref().and_then(|uplink| uplink.mtu) {
+            Some(mtu) => Some(mtu.clamp(576, 65_535)),
+            None => datapath
+                .uplink_mtu()
+                .await
+                .map_err(StartError::PrepareNode)?,
+        }
+    } else {
+        None
+    };
     let pod_mtu = config.pod_mtu(uplink);
-    // IPv6 pods from a static pool: forwarding on, and router advertisements still accepted
-    // where the node learns its IPv6 default route (the EC2 provider prepares its own).
-    let family = provider.view().family;
-    if family == wasmcni_core::ipam::IpFamily::Ipv6 && ec2.is_none() {
+    if static_v6 {
         if pod_mtu < wasmcni_config::IPV6_MIN_MTU {
             return Err(StartError::Ipv6Mtu { mtu: pod_mtu });
         }
-        let uplink = datapath
-            .uplink_v6()
-            .await
-            .map_err(StartError::PrepareNode)?;
+        // Forwarding on, and router advertisements still accepted where the node learns its
+        // IPv6 default route.
         datapath
-            .prepare_ipv6(uplink.as_deref())
+            .prepare_ipv6(uplink_v6.as_ref().map(|uplink| uplink.name.as_str()))
             .await
             .map_err(StartError::PrepareNode)?;
     }
@@ -232,7 +243,7 @@ pub async fn start<D: Datapath>(
         }
         (true, None) => tracing::warn!(
             pod_mtu,
-            "pod MTU: datapath.mtu is unset and the node has no IPv4 default route to take it from; set datapath.mtu if the path out is smaller"
+            "pod MTU: datapath.mtu is unset and the node has no default route to take it from; set datapath.mtu if the path out is smaller"
         ),
         (false, _) => tracing::info!(pod_mtu, "pod MTU"),
     }

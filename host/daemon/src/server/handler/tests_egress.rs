@@ -101,3 +101,39 @@ async fn ipv6_pods_first_interfaces_get_distinct_egress_addresses_that_others_ne
         .holder_of(Ipv4Addr::new(169, 254, 172, 1))
         .is_none());
 }
+
+#[tokio::test]
+async fn a_static_ipv6_node_takes_its_ipv6_uplinks_mtu_keeps_its_ras_and_translates_egress() {
+    use wasmcni_datapath::fake::{Call, FakeDatapath};
+    let dir = tempfile::tempdir().unwrap();
+    let text = wasmcni_config::DEFAULT_CONFIG
+        .replace(
+            "/var/lib/wasmcni",
+            &dir.path().join("state").display().to_string(),
+        )
+        .replace("10.88.0.0/24", "fd00:88::/120");
+    let config = ClusterConfig::parse(&text, "test").unwrap();
+    let datapath = FakeDatapath::new();
+    // The IPv4 default route leaves by a jumbo link, the IPv6 one by a smaller one.
+    datapath.set_uplink_mtu(9001);
+    datapath.set_uplink_v6("ens6", 1400);
+    let (handler, _) =
+        crate::server::start(config, datapath, None, wasmcni_runtime::Compiler::InProcess)
+            .await
+            .unwrap();
+    assert_eq!(handler.pod_mtu, 1400, "IPv6 pods leave by the IPv6 uplink");
+    let calls = handler.datapath.calls();
+    assert!(
+        calls.contains(&Call::PrepareIpv6(Some("ens6".into()))),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&Call::EgressSnat(Some(
+            wasmcni_datapath::snat::EgressRules {
+                range: "169.254.172.0/22".parse().unwrap(),
+                randomize: wasmcni_datapath::snat::Randomize::Fully,
+            }
+        ))),
+        "{calls:?}"
+    );
+}
