@@ -4,6 +4,7 @@
 # chained with Debian's portmap, prove connectivity with real packets, clean up.
 # `./scripts/demo.sh --ec2`: the same on an emulated EC2 instance (ENIs, vpc-warm-pool, SNAT);
 # `--ec2 --ipv6`: IPv6 prefix mode (a /80 on the primary ENI, a /128 per pod, no SNAT).
+# `--ec2 --dual-stack`: dual stack (an ENI's IPv4 address and a /128 of the /80 per pod).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh

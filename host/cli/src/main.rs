@@ -395,10 +395,15 @@ fn pool_table(pool: &serde_json::Value) -> String {
     }
     let blocks = pool["blocks"].as_array().cloned().unwrap_or_default();
     let allocations = pool["allocations"].as_array().cloned().unwrap_or_default();
+    // A dual-stack pod's two addresses in one column, IPv4 first.
+    let addresses = |a: &serde_json::Value| match a["ipv6"].as_str() {
+        Some(v6) => format!("{},{v6}", text(&a["ip"])),
+        None => text(&a["ip"]),
+    };
     // IPv6 pod addresses are wider than the IPv4 column.
     let width = allocations
         .iter()
-        .map(|a| text(&a["ip"]).len())
+        .map(|a| addresses(a).len())
         .max()
         .unwrap_or(0)
         .max(16);
@@ -418,7 +423,7 @@ fn pool_table(pool: &serde_json::Value) -> String {
             .map_or_else(|| "-".to_owned(), |b| text(&b["eni"]));
         out.push_str(&format!(
             "{:<width$} {:<32} {:<22} {:<6} {}\n",
-            ip,
+            addresses(&a),
             a["pod"].as_str().unwrap_or("-"),
             eni,
             a["routeTable"]
@@ -551,6 +556,16 @@ mod tests {
         assert_eq!(
             columns,
             ["10.88.0.2", "default/web", "-", "main", "committed"],
+            "{table}"
+        );
+        // A dual-stack pod: both addresses, IPv4 first.
+        let mut dual = pool.clone();
+        dual["allocations"][0]["ipv6"] = serde_json::json!("fd00:88::2");
+        let table = pool_table(&dual);
+        let row = table.lines().last().unwrap();
+        assert_eq!(
+            row.split_whitespace().next(),
+            Some("10.88.0.2,fd00:88::2"),
             "{table}"
         );
     }

@@ -78,8 +78,9 @@ pub struct Ec2ProviderConfig {
     #[serde(default)]
     pub snat: SnatConfig,
     /// The family pods get their address in: `ipv4` (secondary IPs or /28 prefixes, planned by
-    /// the allocator plugin) or `ipv6` (IPv6 prefix mode: one /80 delegated to the primary
-    /// ENI at start and never released; every pod gets a /128 of it).
+    /// the allocator plugin), `ipv6` (IPv6 prefix mode: one /80 delegated to the primary
+    /// ENI at start and never released; every pod gets a /128 of it), or `dual` (dual stack:
+    /// both, an IPv4 address as with `ipv4` and a /128 as with `ipv6`).
     #[serde(default)]
     pub ip_family: wasmcni_core::ipam::IpFamily,
 }
@@ -225,11 +226,12 @@ impl Default for Ec2ProviderConfig {
     }
 }
 
-/// `[provider.static]`: fixed IPv4 CIDRs for nodes without EC2.
+/// `[provider.static]`: fixed CIDRs for nodes without EC2: IPv4, IPv6, or both (dual stack).
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticPoolConfig {
-    /// CIDRs pod addresses are taken from.
+    /// CIDRs pod addresses are taken from. With CIDRs of both families, every pod gets one
+    /// address of each.
     pub cidrs: Vec<String>,
     /// Addresses never handed out.
     #[serde(default)]
@@ -258,12 +260,18 @@ impl ClusterConfig {
         if pool.ipv6.is_empty() {
             return Ok(());
         }
-        if let Some(name) = &self.allocator.plugin {
+        // Dual stack: the allocator chooses the IPv4 address, the host the /128.
+        if let Some(name) = self
+            .allocator
+            .plugin
+            .as_ref()
+            .filter(|_| pool.cidrs.is_empty())
+        {
             return Err(ConfigError::Invalid {
                 origin: origin.to_owned(),
                 key: "allocator.plugin".into(),
                 value: format!("{name:?}"),
-                reason: "with IPv6 CIDRs in provider.static.cidrs every pod gets the next free /128, which the host hands out; the allocator interface speaks IPv4: remove [allocator]".into(),
+                reason: "with only IPv6 CIDRs in provider.static.cidrs every pod gets the next free /128, which the host hands out; the allocator interface speaks IPv4: remove [allocator] (or add IPv4 CIDRs for dual stack, where it chooses the IPv4 address)".into(),
             });
         }
         if let Some(mtu) = self.datapath.mtu.filter(|mtu| *mtu < IPV6_MIN_MTU) {
@@ -303,8 +311,9 @@ impl ClusterConfig {
             });
         }
         let ec2 = self.ec2();
-        match (ec2.ip_family, &self.allocator.plugin) {
-            (wasmcni_core::ipam::IpFamily::Ipv4, None) => {
+        let family = ec2.ip_family;
+        match (family, &self.allocator.plugin) {
+            (wasmcni_core::ipam::IpFamily::Ipv4 | wasmcni_core::ipam::IpFamily::Dual, None) => {
                 return Err(ConfigError::Invalid {
                     origin: origin.to_owned(),
                     key: "allocator.plugin".into(),
@@ -312,12 +321,12 @@ impl ClusterConfig {
                     reason: "the ec2 provider grows and shrinks the pool on an allocator plugin's plan: name one (e.g. vpc-warm-pool or pack)".into(),
                 });
             }
-            (wasmcni_core::ipam::IpFamily::Ipv6, _) if self.pod_mtu(None) < 1280 => {
+            _ if family.has_ipv6() && self.pod_mtu(None) < IPV6_MIN_MTU => {
                 return Err(ConfigError::Invalid {
                     origin: origin.to_owned(),
                     key: "datapath.mtu".into(),
                     value: self.pod_mtu(None).to_string(),
-                    reason: "with provider.ec2.ip_family = \"ipv6\" it must be at least 1280 (IPv6's minimum)".into(),
+                    reason: format!("with provider.ec2.ip_family = \"{family}\" it must be at least {IPV6_MIN_MTU} (IPv6's minimum)"),
                 });
             }
             (wasmcni_core::ipam::IpFamily::Ipv6, Some(name)) => {
@@ -504,13 +513,6 @@ impl ClusterConfig {
                     ))
                 }
                 IpNet::V6(net) => ipv6.push(net),
-            }
-            if !cidrs.is_empty() && !ipv6.is_empty() {
-                return Err(invalid(
-                    key,
-                    text,
-                    "mixes IPv4 and IPv6 CIDRs: a pod gets an address of one family, and dual stack (one of each) is not supported yet; give CIDRs of one family".into(),
-                ));
             }
         }
         let mut exclude = Vec::new();

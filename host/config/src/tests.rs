@@ -49,8 +49,38 @@ fn a_static_pool_of_ipv6_prefixes_gives_ipv6_pods() {
         .unwrap_err()
         .to_string();
     assert!(
-        error.contains("`allocator.plugin` = \"pack\": with IPv6 CIDRs in provider.static.cidrs every pod gets the next free /128"),
+        error.contains("`allocator.plugin` = \"pack\": with only IPv6 CIDRs in provider.static.cidrs every pod gets the next free /128"),
         "{error}"
+    );
+    // Both families: dual stack, each pod one address of each; the allocator (if any) chooses
+    // the IPv4 one.
+    let config = ClusterConfig::parse(
+        &with(
+            "cidrs = [\"10.88.0.0/24\"]",
+            "cidrs = [\"fd00:88::/112\", \"10.88.0.0/24\"]",
+        )
+        .replace("exclude = []", "exclude = [\"fd00:88::1\", \"10.88.0.1\"]"),
+        "t",
+    )
+    .unwrap();
+    let pool = config.static_pool("t").unwrap();
+    assert_eq!(
+        pool.cidrs,
+        vec!["10.88.0.0/24".parse::<ipnet::Ipv4Net>().unwrap()]
+    );
+    assert_eq!(
+        pool.ipv6,
+        vec!["fd00:88::/112".parse::<ipnet::Ipv6Net>().unwrap()]
+    );
+    assert_eq!(
+        pool.exclude,
+        vec!["10.88.0.1".parse::<std::net::Ipv4Addr>().unwrap()]
+    );
+    assert_eq!(pool.exclude_v6.len(), 1);
+    use wasmcni_core::ipam::Provider as _;
+    assert_eq!(
+        wasmcni_core::ipam::StaticProvider::new(&pool).view().family,
+        wasmcni_core::ipam::IpFamily::Dual
     );
 }
 
@@ -91,9 +121,17 @@ fn errors_name_the_key_and_the_value() {
         (
             with(
                 "cidrs = [\"10.88.0.0/24\"]",
-                "cidrs = [\"10.88.0.0/24\", \"fd00:88::/112\"]",
+                "cidrs = [\"10.88.0.0/24\", \"fd00:88::/112\", \"fd00:88::/120\"]",
             ),
-            "`provider.static.cidrs[1]` = \"fd00:88::/112\": mixes IPv4 and IPv6 CIDRs: a pod gets an address of one family, and dual stack (one of each) is not supported yet",
+            "`provider.static.cidrs[2]` = \"fd00:88::/120\": overlaps fd00:88::/112",
+        ),
+        (
+            with(
+                "cidrs = [\"10.88.0.0/24\"]",
+                "cidrs = [\"10.88.0.0/24\", \"fd00:88::/112\"]",
+            )
+            .replace("# mtu = 9001", "mtu = 1200"),
+            "`datapath.mtu` = 1200: with IPv6 CIDRs in provider.static.cidrs it must be at least 1280",
         ),
         (
             with("cidrs = [\"10.88.0.0/24\"]", "cidrs = [\"fd00:88::/48\"]"),
@@ -310,10 +348,29 @@ fn ec2_settings_are_validated_key_by_key() {
         wasmcni_core::ipam::IpFamily::Ipv4,
         "IPv4 unless asked"
     );
-    let err = ClusterConfig::parse(&ec2_config("ip_family = \"dual\""), "t")
+    // Dual stack: the allocator plans the IPv4 pool as in IPv4 mode, so it is required.
+    let dual = ClusterConfig::parse(&ec2_config("ip_family = \"dual\""), "t").unwrap();
+    assert_eq!(dual.ec2().ip_family, wasmcni_core::ipam::IpFamily::Dual);
+    let spelled = ClusterConfig::parse(&ec2_config("ip_family = \"dual-stack\""), "t").unwrap();
+    assert_eq!(spelled.ec2().ip_family, wasmcni_core::ipam::IpFamily::Dual);
+    let err = ClusterConfig::parse(
+        &ec2_config("ip_family = \"dual\"").replace("[allocator]\nplugin = \"pack\"", ""),
+        "t",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`allocator.plugin` = absent"), "{err}");
+    let err = ClusterConfig::parse(
+        &ec2_config("ip_family = \"dual\"").replace("# mtu = 9001", "mtu = 1200"),
+        "t",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`datapath.mtu` = 1200: with provider.ec2.ip_family = \"dual\" it must be at least 1280"), "{err}");
+    let err = ClusterConfig::parse(&ec2_config("ip_family = \"both\""), "t")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("ip_family") && err.contains("ipv6"), "{err}");
+    assert!(err.contains("ip_family") && err.contains("dual"), "{err}");
     let both = ec2_config("").replace(
         "[provider.ec2]",
         "[provider.static]\ncidrs = [\"10.1.0.0/24\"]\n[provider.ec2]",

@@ -70,7 +70,7 @@ pub struct Inventory {
     pub excluded_v6: BTreeSet<Ipv6Addr>,
 }
 
-/// The address family pods get their address in.
+/// The address families pods get their addresses in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IpFamily {
@@ -79,6 +79,22 @@ pub enum IpFamily {
     Ipv4,
     /// A /128 from the node's IPv6 prefix, chosen by the host.
     Ipv6,
+    /// Dual stack: both, on the pod's one interface. The IPv4 address is chosen as with
+    /// [`IpFamily::Ipv4`] (by the allocator plugin, if any), the /128 by the host.
+    #[serde(alias = "dual-stack")]
+    Dual,
+}
+
+impl IpFamily {
+    /// Whether pods get an IPv4 address.
+    pub fn has_ipv4(self) -> bool {
+        self != IpFamily::Ipv6
+    }
+
+    /// Whether pods get an IPv6 address.
+    pub fn has_ipv6(self) -> bool {
+        self != IpFamily::Ipv4
+    }
 }
 
 impl std::fmt::Display for IpFamily {
@@ -86,6 +102,7 @@ impl std::fmt::Display for IpFamily {
         f.write_str(match self {
             IpFamily::Ipv4 => "ipv4",
             IpFamily::Ipv6 => "ipv6",
+            IpFamily::Dual => "dual",
         })
     }
 }
@@ -178,11 +195,15 @@ impl Provider for StaticProvider {
         self.inventory.clone()
     }
     fn view(&self) -> ProviderView {
+        let (v4, v6) = (
+            !self.inventory.blocks.is_empty(),
+            !self.inventory.ipv6.is_empty(),
+        );
         ProviderView {
-            family: if self.inventory.ipv6.is_empty() {
-                IpFamily::Ipv4
-            } else {
-                IpFamily::Ipv6
+            family: match (v4, v6) {
+                (true, true) => IpFamily::Dual,
+                (false, true) => IpFamily::Ipv6,
+                _ => IpFamily::Ipv4,
             },
             ..ProviderView::default()
         }
@@ -264,6 +285,16 @@ impl Pool {
     /// families.
     pub fn capacity(&self) -> u64 {
         self.capacity.saturating_add(self.capacity_v6)
+    }
+
+    /// Number of IPv4 addresses the pool could ever hand out.
+    pub fn capacity_v4(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Number of IPv6 addresses the pool could ever hand out (saturating).
+    pub fn capacity_v6(&self) -> u64 {
+        self.capacity_v6
     }
 
     /// Whether `ip` belongs to the pool, and with which routing table.
@@ -628,6 +659,33 @@ mod v6_tests {
             1,
             "the excluded address is never free"
         );
+    }
+
+    #[test]
+    fn a_static_pool_of_both_families_is_dual_stack_and_serves_each_family_apart() {
+        let provider = StaticProvider::new(&StaticPool {
+            cidrs: vec!["10.9.0.0/30".parse().unwrap()],
+            exclude: Vec::new(),
+            ipv6: vec!["fd00:99::/126".parse().unwrap()],
+            exclude_v6: Vec::new(),
+        });
+        let family = provider.view().family;
+        assert_eq!(family, IpFamily::Dual);
+        assert!(family.has_ipv4() && family.has_ipv6());
+        assert!(!IpFamily::Ipv4.has_ipv6() && !IpFamily::Ipv6.has_ipv4());
+        let mut p = Pool::new(provider.inventory());
+        // Both usable IPv4 addresses and the three IPv6 ones: the families do not share a cursor.
+        assert_eq!(p.capacity(), 2 + 3);
+        assert_eq!(p.choose(|_| false).unwrap().ip.to_string(), "10.9.0.1");
+        let second = v6(p.choose_v6(|_| false).unwrap());
+        assert!(p.locate_v6(second).is_some(), "{second} is of the /126");
+        assert!(p.contains("10.9.0.2".parse().unwrap()));
+        assert!(p.contains("fd00:99::3".parse().unwrap()));
+        // The configuration's spelling, both ways.
+        let dual: IpFamily = serde_json::from_str("\"dual-stack\"").unwrap();
+        assert_eq!(dual, IpFamily::Dual);
+        assert_eq!(serde_json::to_string(&dual).unwrap(), "\"dual\"");
+        assert_eq!(dual.to_string(), "dual");
     }
 
     #[test]

@@ -65,6 +65,21 @@ impl PodRoutes {
         }
     }
 
+    /// The routes of `ip`'s family: a dual-stack interface's destinations are of both
+    /// families, and each address routes those of its own (the default route and the table
+    /// are the interface's, for both).
+    pub fn of_family(&self, ip: std::net::IpAddr) -> PodRoutes {
+        PodRoutes {
+            destinations: self
+                .destinations
+                .iter()
+                .filter(|d| d.addr().is_ipv4() == ip.is_ipv4())
+                .copied()
+                .collect(),
+            ..self.clone()
+        }
+    }
+
     /// Whether the default route is (to be) installed; an undecided one counts as not.
     pub fn has_default(&self) -> bool {
         self.default_route == DefaultRoute::Install
@@ -96,6 +111,26 @@ mod tests {
         assert!(always.resolved(true).has_default());
         assert!(always.is_first_interface());
         assert!(!secondary.resolved(true).is_first_interface());
+    }
+
+    #[test]
+    fn each_family_of_a_dual_stack_interface_routes_its_own_destinations() {
+        let routes = PodRoutes {
+            default_route: DefaultRoute::Skip,
+            destinations: vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
+            table: Some(100),
+        };
+        let v4 = routes.of_family("10.1.0.1".parse().unwrap());
+        let v6 = routes.of_family("fd00:1::1".parse().unwrap());
+        assert_eq!(
+            v4.destinations,
+            vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(v6.destinations, vec!["fd00::/8".parse::<IpNet>().unwrap()]);
+        assert_eq!(
+            (v4.table, v6.default_route),
+            (Some(100), DefaultRoute::Skip)
+        );
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub enum Call {
 struct State {
     calls: Vec<Call>,
     veths: BTreeMap<String, IpAddr>,
+    /// A dual-stack pod's IPv6 address, by host veth (routed through it like its IPv4 one).
+    veths_v6: BTreeMap<String, std::net::Ipv6Addr>,
     rules: Vec<(IpAddr, Option<u32>)>,
     fail_next_setup: Option<nix::errno::Errno>,
     fail_next_eni_setup: Option<nix::errno::Errno>,
@@ -210,6 +212,7 @@ impl State {
 
     fn forget_veth(&mut self, name: &str) {
         self.veths.remove(name);
+        self.veths_v6.remove(name);
         self.pod_routes.remove(name);
         self.indexes.remove(name);
         self.down.remove(name);
@@ -249,7 +252,12 @@ impl Datapath for FakeDatapath {
                     cause: NetlinkCause::Kernel(errno),
                 });
             }
-            state.rules.push((a.host.ip, a.host.route_table));
+            if let Some(v6) = a.host.ipv6 {
+                state.veths_v6.insert(a.host.host_veth.clone(), v6);
+            }
+            for ip in a.host.addresses() {
+                state.rules.push((ip, a.host.table_of(ip)));
+            }
             // As in a real pod: a default route of the table taken by another interface.
             let present = state.pod_routes.values().any(|(netns, routes)| {
                 *netns == a.netns && routes.table == a.routes.table && routes.has_default()
@@ -281,11 +289,18 @@ impl Datapath for FakeDatapath {
         if state.veths.get(&a.host.host_veth) != Some(&a.host.ip) {
             missing.push(format!("host veth {} is missing", a.host.host_veth));
         }
-        if !state.rules.iter().any(|(ip, _)| *ip == a.host.ip) {
+        if state.veths_v6.get(&a.host.host_veth).copied() != a.host.ipv6 {
             missing.push(format!(
-                "rule to {} lookup main priority 512 is missing",
-                a.host.ip
+                "host route {:?}/128 dev {} is missing",
+                a.host.ipv6, a.host.host_veth
             ));
+        }
+        for address in a.host.addresses() {
+            if !state.rules.iter().any(|(ip, _)| *ip == address) {
+                missing.push(format!(
+                    "rule to {address} lookup main priority 512 is missing"
+                ));
+            }
         }
         if missing.is_empty() {
             Ok(())
@@ -317,7 +332,9 @@ impl Datapath for FakeDatapath {
             });
         }
         state.forget_veth(&host.host_veth);
-        state.rules.retain(|(ip, _)| *ip != host.ip);
+        state
+            .rules
+            .retain(|(ip, _)| !host.addresses().any(|a| a == *ip));
         Ok(())
     }
 
@@ -325,7 +342,9 @@ impl Datapath for FakeDatapath {
         tokio::task::yield_now().await;
         let mut state = self.lock();
         state.calls.push(Call::Detach(host.host_veth.clone()));
-        state.rules.retain(|(ip, _)| *ip != host.ip);
+        state
+            .rules
+            .retain(|(ip, _)| !host.addresses().any(|a| a == *ip));
         let index = state.indexes.get(&host.host_veth).copied();
         if index.is_some() {
             state.down.insert(host.host_veth.clone());
@@ -456,7 +475,13 @@ impl Datapath for FakeDatapath {
                 .veths
                 .iter()
                 .filter(|(name, _)| name.starts_with(veth_prefix) && !state.down.contains(*name))
-                .map(|(name, ip)| (*ip, name.clone()))
+                .flat_map(|(name, ip)| {
+                    let v6 = state
+                        .veths_v6
+                        .get(name)
+                        .map(|v6| (IpAddr::V6(*v6), name.clone()));
+                    std::iter::once((*ip, name.clone())).chain(v6)
+                })
                 .collect(),
         })
     }

@@ -19,7 +19,9 @@
 //! the veth plus `to <pod> lookup main` at priority 512. The host also gets a permanent
 //! neighbour entry for the pod, so neither side depends on neighbour discovery. With IPv4
 //! egress it also gets the IPv4 shape for a node-local /32 (169.254.172.0/22 by default), and
-//! the node translates that range to its own IPv4 address on the way out.
+//! the node translates that range to its own IPv4 address on the way out. A dual-stack pod
+//! gets both shapes on its one interface: the IPv4 one for its IPv4 address and the IPv6 one
+//! for its /128, each with its own host route and `to` rule.
 //!
 //! Everything the kernel does goes through the [`Datapath`] trait: [`netlink::NetlinkDatapath`]
 //! is the real one (rtnetlink, tested as root in throwaway namespaces) and [`fake::FakeDatapath`]
@@ -98,14 +100,37 @@ pub fn host_veth_name(
 pub struct HostSide {
     /// Host veth name.
     pub host_veth: String,
-    /// The pod's address.
+    /// The pod's address (a dual-stack pod's IPv4 one).
     pub ip: IpAddr,
-    /// Routing table for traffic from the pod (`None` = main, no from-pod rule).
+    /// A dual-stack pod's IPv6 address: the IPv6 shape beside `ip`'s IPv4 one, on the same
+    /// interface, with its own host route, neighbour entry and `to` rule (traffic from it
+    /// uses the main table: no from-pod rule).
+    pub ipv6: Option<Ipv6Addr>,
+    /// Routing table for traffic from the pod's IPv4 address (`None` = main, no from-pod
+    /// rule).
     pub route_table: Option<u32>,
     /// The rule `from <ip> lookup <table>` an interface with a `routeTable` has inside the pod:
     /// removed with the attachment when the pod's namespace still exists (a pod losing one of
     /// several interfaces keeps no rule into an emptied table).
     pub pod_rule: Option<PodRule>,
+}
+
+impl HostSide {
+    /// The pod's addresses: `ip`, then a dual-stack pod's IPv6 address.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        std::iter::once(self.ip).chain(self.ipv6.map(IpAddr::V6))
+    }
+
+    /// Whether the pod has an IPv6 address (IPv6 only, or dual stack).
+    pub fn has_ipv6(&self) -> bool {
+        self.ip.is_ipv6() || self.ipv6.is_some()
+    }
+
+    /// The from-pod table of `ip`, one of the pod's addresses: IPv6 addresses use the main
+    /// table (an IPv6 prefix is on the primary ENI).
+    pub fn table_of(&self, ip: IpAddr) -> Option<u32> {
+        self.route_table.filter(|_| ip == self.ip)
+    }
 }
 
 /// A pod-side rule of an attachment: its namespace and table.

@@ -84,22 +84,8 @@ impl NetlinkDatapath {
             .execute()
             .await
             .map_err(nl(format!("set {} up in the pod", a.pod_ifname)))?;
-        let len = host_prefix_len(ip);
-        let mut address = pod.address().add(pod_index, ip, len);
-        if ip.is_ipv6() {
-            // Unique by construction (one pod per /128 of the node's prefix): usable at once,
-            // with no duplicate address detection delaying the pod's first packet.
-            let message = address.message_mut();
-            message.header.flags = AddressHeaderFlags::Nodad;
-            message
-                .attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
-        }
-        address
-            .execute()
-            .await
-            .map_err(nl(format!("add {ip}/{len} to {} in the pod", a.pod_ifname)))?;
-        let gateway = pod_gateway(ip);
+        // Decided once, by the first address's family, for the interface: a dual-stack
+        // interface gets the default route of both families or of neither.
         let routes = match a.routes.default_route {
             DefaultRoute::UnlessPresent => {
                 let present = has_default_route(pod, ip, a.routes.table).await?;
@@ -107,23 +93,14 @@ impl NetlinkDatapath {
             }
             _ => a.routes.clone(),
         };
-        for route in pod_routes(ip, &routes, pod_index)? {
-            let what = describe_route(&route);
-            pod.route()
-                .add(route)
-                .execute()
-                .await
-                .map_err(nl(format!("add route {what} in the pod")))?;
+        for ip in a.host.addresses() {
+            let side = PodSide {
+                ifname: &a.pod_ifname,
+                index: pod_index,
+                host_mac,
+            };
+            side.add(pod, ip, &routes.of_family(ip)).await?;
         }
-        if let Some(table) = routes.table {
-            add_rule(
-                pod,
-                rule_message(ip, false, table, POD_TABLE_RULE_PRIORITY),
-                "in the pod",
-            )
-            .await?;
-        }
-        add_permanent_neighbour(pod, pod_index, gateway, host_mac, "in the pod").await?;
 
         self.host
             .link()
@@ -136,6 +113,59 @@ impl NetlinkDatapath {
             .execute()
             .await
             .map_err(nl(format!("set host veth {veth} up")))?;
+        for ip in a.host.addresses() {
+            self.add_host_route(ip, host_index, veth).await?;
+            if ip.is_ipv6() {
+                // The host reaches the pod without neighbour discovery, as the pod reaches it.
+                add_permanent_neighbour(
+                    &self.host,
+                    host_index,
+                    ip,
+                    pod_mac,
+                    &format!("dev {veth}"),
+                )
+                .await?;
+            }
+            add_rule(
+                &self.host,
+                rule_message(ip, true, MAIN_TABLE, TO_POD_RULE_PRIORITY),
+                "",
+            )
+            .await?;
+            if let Some(table) = a.host.table_of(ip) {
+                add_rule(
+                    &self.host,
+                    rule_message(ip, false, table, FROM_POD_RULE_PRIORITY),
+                    "",
+                )
+                .await?;
+            }
+        }
+        if let Some(egress) = a.egress_v4 {
+            // An IPv6 pod's IPv4 egress: a first interface's IPv4 shape inside the pod, and a
+            // host route to it through the pod's veth (no rules: nothing routes to it from an
+            // ENI's table).
+            let side = PodSide {
+                ifname: &a.pod_ifname,
+                index: pod_index,
+                host_mac,
+            };
+            side.add(pod, IpAddr::V4(egress), &PodRoutes::default())
+                .await?;
+            self.add_host_route(IpAddr::V4(egress), host_index, veth)
+                .await?;
+        }
+        Ok(routes)
+    }
+
+    /// The host route to one of a pod's addresses through its veth.
+    async fn add_host_route(
+        &self,
+        ip: IpAddr,
+        host_index: u32,
+        veth: &str,
+    ) -> Result<(), DatapathError> {
+        let len = host_prefix_len(ip);
         let host_route = RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(ip, len)
             .map_err(|e| netlink_failure(format!("host route {ip}/{len}"), &e.to_string()))?
@@ -148,77 +178,19 @@ impl NetlinkDatapath {
             .add(host_route)
             .execute()
             .await
-            .map_err(nl(format!("add host route {ip}/{len} dev {veth}")))?;
-        if ip.is_ipv6() {
-            // The host reaches the pod without neighbour discovery, as the pod reaches it.
-            add_permanent_neighbour(&self.host, host_index, ip, pod_mac, &format!("dev {veth}"))
-                .await?;
-        }
-        add_rule(
-            &self.host,
-            rule_message(ip, true, MAIN_TABLE, TO_POD_RULE_PRIORITY),
-            "",
-        )
-        .await?;
-        if let Some(table) = a.host.route_table {
-            add_rule(
-                &self.host,
-                rule_message(ip, false, table, FROM_POD_RULE_PRIORITY),
-                "",
-            )
-            .await?;
-        }
-        if let Some(egress) = a.egress_v4 {
-            self.build_egress(a, pod, egress, pod_index, host_index, host_mac)
-                .await?;
-        }
-        Ok(routes)
+            .map_err(nl(format!("add host route {ip}/{len} dev {veth}")))
     }
 
-    /// An IPv6 pod's IPv4 egress: the /32 and a first interface's IPv4 routes and gateway
-    /// neighbour inside the pod, and the host route to it through the pod's veth.
-    async fn build_egress(
-        &self,
-        a: &PodAttachment,
-        pod: &Handle,
-        egress: Ipv4Addr,
-        pod_index: u32,
-        host_index: u32,
-        host_mac: [u8; 6],
-    ) -> Result<(), DatapathError> {
-        let ip = IpAddr::V4(egress);
-        pod.address()
-            .add(pod_index, ip, 32)
-            .execute()
-            .await
-            .map_err(nl(format!(
-                "add {egress}/32 to {} in the pod",
-                a.pod_ifname
-            )))?;
-        for route in pod_routes(ip, &PodRoutes::default(), pod_index)? {
-            let what = describe_route(&route);
-            pod.route()
-                .add(route)
-                .execute()
-                .await
-                .map_err(nl(format!("add route {what} in the pod")))?;
+    /// Removes every rule of an attachment, for each of its addresses: inside the pod (best
+    /// effort) and on the node.
+    async fn remove_host_side_rules(&self, host: &HostSide) -> Result<(), DatapathError> {
+        for ip in host.addresses() {
+            if let Some(rule) = &host.pod_rule {
+                self.remove_pod_rule(ip, rule).await;
+            }
+            self.remove_rules(ip, host.table_of(ip)).await?;
         }
-        add_permanent_neighbour(pod, pod_index, pod_gateway(ip), host_mac, "in the pod").await?;
-        let host_route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(egress, 32)
-            .output_interface(host_index)
-            .scope(RouteScope::Link)
-            .protocol(RouteProtocol::Other(RULE_PROTOCOL))
-            .build();
-        self.host
-            .route()
-            .add(host_route)
-            .execute()
-            .await
-            .map_err(nl(format!(
-                "add host route {egress}/32 dev {}",
-                a.host.host_veth
-            )))
+        Ok(())
     }
 
     /// Removes an attachment's rule inside the pod, if the pod's namespace is still there.
@@ -276,6 +248,62 @@ async fn delete_rule(handle: &Handle, message: RuleMessage) -> Result<(), Datapa
         format!("delete rule {}", describe_rule(&message)),
         &format!("still present after {MAX_DUPLICATE_RULES} deletions"),
     ))
+}
+
+/// The pod's interface, for putting one of its addresses on it.
+struct PodSide<'a> {
+    ifname: &'a str,
+    index: u32,
+    /// The host veth's MAC: the gateway's neighbour entry.
+    host_mac: [u8; 6],
+}
+
+impl PodSide<'_> {
+    /// One address's shape inside the pod: the address, its family's routes through the
+    /// gateway (`routes` decided, of the address's family), the rule into the interface's
+    /// table if it has one, and the gateway's permanent neighbour entry.
+    async fn add(&self, pod: &Handle, ip: IpAddr, routes: &PodRoutes) -> Result<(), DatapathError> {
+        let ifname = self.ifname;
+        let len = host_prefix_len(ip);
+        let mut address = pod.address().add(self.index, ip, len);
+        if ip.is_ipv6() {
+            // Unique by construction (one pod per /128 of the node's prefix): usable at once,
+            // with no duplicate address detection delaying the pod's first packet.
+            let message = address.message_mut();
+            message.header.flags = AddressHeaderFlags::Nodad;
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        address
+            .execute()
+            .await
+            .map_err(nl(format!("add {ip}/{len} to {ifname} in the pod")))?;
+        for route in pod_routes(ip, routes, self.index)? {
+            let what = describe_route(&route);
+            pod.route()
+                .add(route)
+                .execute()
+                .await
+                .map_err(nl(format!("add route {what} in the pod")))?;
+        }
+        if let Some(table) = routes.table {
+            add_rule(
+                pod,
+                rule_message(ip, false, table, POD_TABLE_RULE_PRIORITY),
+                "in the pod",
+            )
+            .await?;
+        }
+        add_permanent_neighbour(
+            pod,
+            self.index,
+            pod_gateway(ip),
+            self.host_mac,
+            "in the pod",
+        )
+        .await
+    }
 }
 
 /// The routes of an interface through the pod's gateway. The first interface's shape (a
@@ -387,7 +415,7 @@ impl Datapath for NetlinkDatapath {
 
     async fn setup_pod(&self, a: &PodAttachment) -> Result<Created, DatapathError> {
         let ns = netns::open(&a.netns)?;
-        let pod = if a.host.ip.is_ipv6() {
+        let pod = if a.host.has_ipv6() {
             netns::handle_in_with_ipv6(&ns, &a.netns).await?
         } else {
             netns::handle_in(&ns, &a.netns).await?
@@ -451,7 +479,7 @@ impl Datapath for NetlinkDatapath {
         })?;
         for adjustment in adjustments {
             match *adjustment {
-                NetlinkRequest::SetMtu { mtu } if a.host.ip.is_ipv6() && mtu < IPV6_MIN_MTU => {
+                NetlinkRequest::SetMtu { mtu } if a.host.has_ipv6() && mtu < IPV6_MIN_MTU => {
                     return Err(netlink_failure(
                         format!("set the MTU of {} to {mtu} in the pod", a.pod_ifname),
                         &format!("below {IPV6_MIN_MTU}, the kernel turns IPv6 off on the interface and the pod loses its address"),
@@ -501,15 +529,14 @@ impl Datapath for NetlinkDatapath {
     async fn check_pod(&self, a: &PodAttachment) -> Result<(), DatapathError> {
         let mut missing = Vec::new();
         let veth = &a.host.host_veth;
-        let ip = a.host.ip;
-        let len = host_prefix_len(ip);
         let host_link = link_by_name(&self.host, veth).await?;
         let host_mac = host_link.as_ref().and_then(link_mac);
         match &host_link {
             None => missing.push(format!("host veth {veth} is missing")),
             Some(link) => {
-                let routed = a.egress_v4.map(|egress| (IpAddr::V4(egress), 32));
-                for (ip, len) in std::iter::once((ip, len)).chain(routed) {
+                let routed = a.host.addresses().chain(a.egress_v4.map(IpAddr::V4));
+                for ip in routed {
+                    let len = host_prefix_len(ip);
                     let routes = routes_of(&self.host, ip).await?;
                     if !routes.iter().any(|r| {
                         route_dst_ip(r) == Some((ip, len))
@@ -520,28 +547,30 @@ impl Datapath for NetlinkDatapath {
                 }
             }
         }
-        let rules = match ip {
-            IpAddr::V4(_) => rules_v4(&self.host).await?,
-            IpAddr::V6(_) => rules_v6(&self.host).await?,
-        };
-        if !rules.iter().any(|r| {
-            rule_priority(r) == Some(TO_POD_RULE_PRIORITY)
-                && rule_dst(r) == Some(ip)
-                && rule_table(r) == MAIN_TABLE
-        }) {
-            missing.push(format!(
-                "rule to {ip} lookup main priority {TO_POD_RULE_PRIORITY} is missing"
-            ));
-        }
-        if let Some(table) = a.host.route_table {
+        for ip in a.host.addresses() {
+            let rules = match ip {
+                IpAddr::V4(_) => rules_v4(&self.host).await?,
+                IpAddr::V6(_) => rules_v6(&self.host).await?,
+            };
             if !rules.iter().any(|r| {
-                rule_priority(r) == Some(FROM_POD_RULE_PRIORITY)
-                    && rule_src(r) == Some(ip)
-                    && rule_table(r) == table
+                rule_priority(r) == Some(TO_POD_RULE_PRIORITY)
+                    && rule_dst(r) == Some(ip)
+                    && rule_table(r) == MAIN_TABLE
             }) {
                 missing.push(format!(
-                    "rule from {ip} lookup {table} priority {FROM_POD_RULE_PRIORITY} is missing"
+                    "rule to {ip} lookup main priority {TO_POD_RULE_PRIORITY} is missing"
                 ));
+            }
+            if let Some(table) = a.host.table_of(ip) {
+                if !rules.iter().any(|r| {
+                    rule_priority(r) == Some(FROM_POD_RULE_PRIORITY)
+                        && rule_src(r) == Some(ip)
+                        && rule_table(r) == table
+                }) {
+                    missing.push(format!(
+                        "rule from {ip} lookup {table} priority {FROM_POD_RULE_PRIORITY} is missing"
+                    ));
+                }
             }
         }
         let pod = match netns::open(&a.netns) {
@@ -551,26 +580,35 @@ impl Datapath for NetlinkDatapath {
         match pod {
             Err(e) => missing.push(e.to_string()),
             Ok(pod) => {
-                check_pod_side(&pod, a, host_mac, &mut missing).await?;
-                if let Some(egress) = a.egress_v4.filter(|_| {
-                    // (A missing interface is reported once, not again for the egress.)
-                    !missing
-                        .iter()
-                        .any(|m| m.starts_with(&format!("{} is missing", a.pod_ifname)))
-                }) {
-                    // The egress /32 has a first interface's IPv4 shape.
-                    let egress_side = PodAttachment {
+                // Each address with its family's routes; an egress /32 has a first
+                // interface's IPv4 shape.
+                let shapes = a
+                    .host
+                    .addresses()
+                    .map(|ip| (ip, a.routes.of_family(ip)))
+                    .chain(
+                        a.egress_v4
+                            .map(|egress| (IpAddr::V4(egress), PodRoutes::default())),
+                    );
+                for (ip, routes) in shapes {
+                    let interface_missing = format!("{} is missing", a.pod_ifname);
+                    // (A missing interface is reported once, not again for each address.)
+                    if missing.iter().any(|m| m.starts_with(&interface_missing)) {
+                        break;
+                    }
+                    let side = PodAttachment {
                         host: HostSide {
-                            ip: IpAddr::V4(egress),
+                            ip,
+                            ipv6: None,
                             route_table: None,
                             pod_rule: None,
                             ..a.host.clone()
                         },
-                        routes: PodRoutes::default(),
+                        routes,
                         egress_v4: None,
                         ..a.clone()
                     };
-                    check_pod_side(&pod, &egress_side, host_mac, &mut missing).await?;
+                    check_pod_side(&pod, &side, host_mac, &mut missing).await?;
                 }
             }
         }
@@ -582,10 +620,7 @@ impl Datapath for NetlinkDatapath {
     }
 
     async fn teardown_pod(&self, host: &HostSide) -> Result<(), DatapathError> {
-        if let Some(rule) = &host.pod_rule {
-            self.remove_pod_rule(host.ip, rule).await;
-        }
-        self.remove_rules(host.ip, host.route_table).await?;
+        self.remove_host_side_rules(host).await?;
         self.remove_veth(&host.host_veth).await
     }
 
@@ -606,10 +641,7 @@ impl Datapath for NetlinkDatapath {
                 Err(e) => return Err(nl(format!("set host veth {veth} down"))(e)),
             },
         };
-        if let Some(rule) = &host.pod_rule {
-            self.remove_pod_rule(host.ip, rule).await;
-        }
-        self.remove_rules(host.ip, host.route_table).await?;
+        self.remove_host_side_rules(host).await?;
         Ok(index)
     }
 

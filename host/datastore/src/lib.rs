@@ -158,12 +158,33 @@ pub struct Allocation {
     /// datastores read back unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_v4: Option<std::net::Ipv4Addr>,
+    /// A dual-stack pod's IPv6 address (`ip` is then its IPv4 one); held like `ip`. Absent
+    /// from records that have none, so older datastores read back unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<std::net::Ipv6Addr>,
 }
 
 impl Allocation {
-    /// Every address the attachment holds: its pod address, then its egress address if any.
+    /// Every address the attachment holds: its pod addresses, then its egress address if any.
     pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
-        std::iter::once(self.ip).chain(self.egress_v4.map(IpAddr::V4))
+        self.pod_addresses().chain(self.egress_v4.map(IpAddr::V4))
+    }
+
+    /// The pod's own addresses: `ip`, then a dual-stack pod's IPv6 address.
+    pub fn pod_addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        std::iter::once(self.ip).chain(self.ipv6.map(IpAddr::V6))
+    }
+
+    /// Why the attachment's addresses cannot be one record's, if they cannot: one address
+    /// twice, or a second IPv6 address beside an IPv6 `ip`.
+    fn inconsistency(&self) -> Option<&'static str> {
+        if self.egress_v4.map(IpAddr::V4) == Some(self.ip) {
+            return Some("the egress address is the pod address");
+        }
+        if self.ipv6.is_some() && self.ip.is_ipv6() {
+            return Some("a dual-stack attachment's first address must be its IPv4 one");
+        }
+        None
     }
 }
 
@@ -449,8 +470,8 @@ impl Index {
                 });
             }
         }
-        if alloc.egress_v4.map(IpAddr::V4) == Some(alloc.ip) {
-            return Err(invalid("the egress address is the pod address"));
+        if let Some(why) = alloc.inconsistency() {
+            return Err(invalid(why));
         }
         Ok(())
     }
@@ -511,11 +532,8 @@ impl Index {
                 return Err(format!("{ip} is held by both {holder} and {}", alloc.key));
             }
         }
-        if alloc.egress_v4.map(IpAddr::V4) == Some(alloc.ip) {
-            return Err(format!(
-                "attachment {} has {} as both its address and its egress address",
-                alloc.key, alloc.ip
-            ));
+        if let Some(why) = alloc.inconsistency() {
+            return Err(format!("attachment {} ({}): {why}", alloc.key, alloc.ip));
         }
         if alloc.state == AllocationState::Reserved && alloc.result.is_some() {
             return Err(format!(
@@ -819,7 +837,8 @@ impl Datastore {
         self.index.by_key.get(key)
     }
 
-    /// The allocation holding `ip`, as its pod address or as its IPv4 egress address.
+    /// The allocation holding `ip`, as a pod address (of either family) or as its IPv4 egress
+    /// address.
     pub fn holder_of(&self, ip: impl Into<IpAddr>) -> Option<&Allocation> {
         let ip = ip.into();
         self.index

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier, Mutex};
@@ -35,6 +35,7 @@ pub(super) fn alloc(container: &str, ifname: &str, ip: Ipv4Addr) -> Allocation {
         pod_routes: PodRoutes::default(),
         created_unix_ms: 1_700_000_000_000,
         egress_v4: None,
+        ipv6: None,
     }
 }
 
@@ -1209,4 +1210,57 @@ fn an_egress_address_is_held_like_a_pod_address() {
     );
     store.release(&first.key).unwrap();
     assert!(store.holder_of(Ipv4Addr::new(169, 254, 172, 1)).is_none());
+}
+
+#[test]
+fn a_dual_stack_attachment_holds_both_addresses_through_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Datastore::open(dir.path(), WalOptions::default()).unwrap();
+    let v6: Ipv6Addr = "fd00:88::5".parse().unwrap();
+    let dual = |a: Allocation, v6: Ipv6Addr| Allocation {
+        ipv6: Some(v6),
+        ..a
+    };
+    let first = dual(alloc("c1", "eth0", ip(1)), v6);
+    store.reserve(first.clone()).unwrap();
+    assert_eq!(store.holder_of(v6).map(|a| &a.key), Some(&first.key));
+    assert_eq!(store.holder_of(ip(1)).map(|a| &a.key), Some(&first.key));
+    // Neither address can be taken by another attachment, as its IPv4 nor its IPv6 one.
+    match store.reserve(dual(alloc("c2", "eth0", ip(2)), v6)) {
+        Err(DatastoreError::IpInUse { ip, holder }) => {
+            assert_eq!(ip, IpAddr::V6(v6));
+            assert_eq!(holder, first.key);
+        }
+        other => panic!("{other:?}"),
+    }
+    // An IPv6 first address with a second IPv6 one is no dual-stack record.
+    let mut wrong = dual(alloc("c3", "eth0", ip(3)), "fd00:88::7".parse().unwrap());
+    wrong.ip = IpAddr::V6("fd00:88::8".parse().unwrap());
+    match store.reserve(wrong) {
+        Err(DatastoreError::InvalidReservation { reason, .. }) => {
+            assert!(
+                reason.contains("first address must be its IPv4 one"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Through the log, then through a snapshot.
+    drop(store);
+    let (mut store, _) = Datastore::open(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(store.get(&first.key).and_then(|a| a.ipv6), Some(v6));
+    store.compact().unwrap();
+    drop(store);
+    let (mut store, _) = Datastore::open(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(store.holder_of(v6).map(|a| &a.key), Some(&first.key));
+    assert_eq!(
+        store
+            .get(&first.key)
+            .unwrap()
+            .pod_addresses()
+            .collect::<Vec<_>>(),
+        vec![IpAddr::V4(ip(1)), IpAddr::V6(v6)]
+    );
+    store.release(&first.key).unwrap();
+    assert!(store.holder_of(v6).is_none() && store.holder_of(ip(1)).is_none());
 }

@@ -200,10 +200,10 @@ impl Ec2Provider {
         };
         patiently("subnets", deadline, || provider.refresh_subnets(true)).await?;
         patiently("ENIs", deadline, || provider.refresh()).await?;
-        if provider.family() == IpFamily::Ipv6 {
+        if provider.family().has_ipv6() {
             let prefix =
                 patiently("IPv6 prefix", deadline, || provider.ensure_ipv6_prefix()).await?;
-            tracing::info!(%prefix, "IPv6 prefix mode: pods get /128s of the primary ENI's prefix");
+            tracing::info!(%prefix, family = %provider.family(), "IPv6 prefix delegated: pods get /128s of the primary ENI's prefix");
         }
         let removed = patiently("unattached ENIs", deadline, || {
             provider.delete_unattached(true, Duration::ZERO)
@@ -956,28 +956,30 @@ impl Provider for Ec2Provider {
 
     fn inventory(&self) -> Inventory {
         let state = self.state();
-        if self.family() == IpFamily::Ipv6 {
-            // Single stack: every pod gets a /128 of the primary ENI's prefix.
-            let ipv6 = state
-                .enis
-                .get(&0)
-                .into_iter()
-                .flat_map(|e| {
-                    e.eni.ipv6_prefixes.iter().map(|p| Ipv6Block {
-                        cidr: *p,
-                        eni_id: Some(e.eni.id.clone()),
-                    })
+        let family = self.family();
+        // IPv6 (and dual stack): every pod gets a /128 of the primary ENI's prefix.
+        let ipv6 = state
+            .enis
+            .get(&0)
+            .into_iter()
+            .filter(|_| family.has_ipv6())
+            .flat_map(|e| {
+                e.eni.ipv6_prefixes.iter().map(|p| Ipv6Block {
+                    cidr: *p,
+                    eni_id: Some(e.eni.id.clone()),
                 })
-                .collect();
-            return Inventory {
-                ipv6,
-                ..Inventory::default()
-            };
-        }
+            })
+            .collect();
+        // IPv4 (and dual stack): the ENIs' secondary addresses and /28 prefixes.
+        let blocks = if family.has_ipv4() {
+            state.enis.values().flat_map(NodeEni::blocks).collect()
+        } else {
+            Vec::new()
+        };
         Inventory {
-            blocks: state.enis.values().flat_map(NodeEni::blocks).collect(),
+            blocks,
             excluded: Default::default(),
-            ipv6: Vec::new(),
+            ipv6,
             excluded_v6: Default::default(),
         }
     }
@@ -1006,8 +1008,9 @@ impl Provider for Ec2Provider {
                 })
                 .collect(),
             cooldown: Duration::from_millis(self.settings.ip_cooldown_ms),
-            // The IPv6 prefix is in place before the first request and never changes.
-            dynamic: self.family() == IpFamily::Ipv4,
+            // The IPv6 prefix is in place before the first request and never changes; an IPv4
+            // pool (also dual stack's) grows and shrinks.
+            dynamic: self.family().has_ipv4(),
             family: self.family(),
         }
     }

@@ -165,6 +165,7 @@ fn allocation(container: &str, ifname: &str, ip: &str) -> Allocation {
         pod_routes: PodRoutes::default(),
         created_unix_ms: 1_700_000_000_000,
         egress_v4: None,
+        ipv6: None,
     }
 }
 

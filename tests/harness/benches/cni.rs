@@ -257,6 +257,7 @@ fn floor_cycle(node: &TestNode, i: usize) -> Floor {
             let host = HostSide {
                 host_veth: format!("flr{i}"),
                 ip,
+                ipv6: None,
                 route_table: None,
                 pod_rule: None,
             };

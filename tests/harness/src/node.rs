@@ -48,7 +48,8 @@ pub struct TestNode {
 
 impl TestNode {
     /// Builds the namespaces and writes a cluster configuration with `pod_cidr` as the static
-    /// pool; the daemon is not started yet.
+    /// pool (several CIDRs separated by commas: `"10.88.5.0/24,fd00:88::/120"` is a dual-stack
+    /// pool); the daemon is not started yet.
     pub fn new(pod_cidr: &str) -> TestNode {
         Self::build(pod_cidr, false)
     }
@@ -153,7 +154,9 @@ impl TestNode {
                 "dev",
                 "eth0",
             ]);
-            outside.ip(&["-6", "route", "add", pod_cidr, "via", NODE_IP6]);
+            for cidr in pod_cidr.split(',').filter(|c| c.contains(':')) {
+                outside.ip(&["-6", "route", "add", cidr, "via", NODE_IP6]);
+            }
             // A link just brought up has a tentative link-local address for about a second
             // (duplicate address detection), and neighbour discovery cannot resolve anything
             // from it: the first packets would be lost. A real node's uplink is long up.
@@ -169,8 +172,9 @@ impl TestNode {
                 );
                 std::thread::sleep(Duration::from_millis(20));
             }
-        } else {
-            outside.ip(&["route", "add", pod_cidr, "via", NODE_IP]);
+        }
+        for cidr in pod_cidr.split(',').filter(|c| !c.contains(':')) {
+            outside.ip(&["route", "add", cidr, "via", NODE_IP]);
         }
         let dir = tempfile::Builder::new()
             .prefix("wasmcni-test")
@@ -260,7 +264,7 @@ impl TestNode {
         format!(
             "{}[provider]\nkind = \"static\"\n[provider.static]\ncidrs = [\"{}\"]\n",
             self.base_config(),
-            self.pod_cidr
+            self.pod_cidr.replace(',', "\", \"")
         )
     }
 

@@ -165,10 +165,10 @@ pub async fn start<D: Datapath>(
         .prepare_node()
         .await
         .map_err(StartError::PrepareNode)?;
-    // IPv6 pods from a static pool leave by the link of the node's IPv6 default route (the
-    // EC2 provider prepares its own).
+    // IPv6 pods (and dual-stack pods' IPv6 traffic) from a static pool leave by the link of
+    // the node's IPv6 default route (the EC2 provider prepares its own).
     let family = provider.view().family;
-    let static_v6 = family == wasmcni_core::ipam::IpFamily::Ipv6 && ec2.is_none();
+    let static_v6 = family.has_ipv6() && ec2.is_none();
     let uplink_v6 = if static_v6 {
         datapath
             .uplink_v6()
@@ -178,14 +178,24 @@ pub async fn start<D: Datapath>(
         None
     };
     // A pod's veth no bigger than the path out of the node: for IPv6 pods the IPv6 uplink's,
-    // else (or without one) the IPv4 default route's link.
+    // else (or without one) the IPv4 default route's link; for dual-stack pods the smaller of
+    // the two.
     let uplink = if config.pod_mtu_follows_uplink() {
-        match uplink_v6.as_ref().and_then(|uplink| uplink.mtu) {
-            Some(mtu) => Some(mtu.clamp(576, 65_535)),
-            None => datapath
+        let v6 = uplink_v6
+            .as_ref()
+            .and_then(|uplink| uplink.mtu)
+            .map(|mtu| mtu.clamp(576, 65_535));
+        let v4 = if family.has_ipv4() || v6.is_none() {
+            datapath
                 .uplink_mtu()
                 .await
-                .map_err(StartError::PrepareNode)?,
+                .map_err(StartError::PrepareNode)?
+        } else {
+            None
+        };
+        match (v4, v6) {
+            (Some(v4), Some(v6)) => Some(v4.min(v6)),
+            (v4, v6) => v6.or(v4),
         }
     } else {
         None
@@ -407,7 +417,8 @@ pub async fn serve<D: Datapath>(
     // The EC2 provider's warm pool and leaked-ENI collector.
     let mut background: Vec<tokio::task::JoinHandle<()>> = match handler.ec2.get() {
         // IPv6 prefix mode creates no ENIs, so there are none to leak (VPC CNI turns its
-        // collector off there too).
+        // collector off there too). Dual stack runs the IPv4 warm pool, which also keeps the
+        // primary ENI's IPv6 prefix.
         Some(ec2) if ec2.family() == wasmcni_core::ipam::IpFamily::Ipv6 => {
             vec![tokio::spawn(warm_pool::run_ipv6(
                 handler.clone(),

@@ -201,6 +201,7 @@ fn pool<D: Datapath>(handler: &Handler<D>) -> Value {
                 "hostVeth": a.host_veth,
                 "routeTable": a.route_table,
                 "egressV4": a.egress_v4,
+                "ipv6": a.ipv6,
                 "state": format!("{:?}", a.state).to_lowercase(),
                 "network": a.network,
             })

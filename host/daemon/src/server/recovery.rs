@@ -230,6 +230,18 @@ async fn replay_pending_dels<D: Datapath>(
     }
 }
 
+/// Removes the node's rules of each of an allocation's addresses.
+async fn remove_rules_of<D: Datapath>(
+    handler: &Handler<D>,
+    allocation: &Allocation,
+) -> Result<(), wasmcni_datapath::DatapathError> {
+    let host = reserved_host(allocation);
+    for ip in host.addresses() {
+        handler.datapath.remove_rules(ip, host.table_of(ip)).await?;
+    }
+    Ok(())
+}
+
 /// Releases committed pods whose veth vanished and, with [`Orphans::Remove`], removes marked
 /// veths and rules that no allocation owns.
 async fn release_vanished_and_orphans<D: Datapath>(
@@ -277,11 +289,7 @@ async fn release_vanished_and_orphans<D: Datapath>(
             Ok(false) if routed_elsewhere => {
                 handler.release(&allocation.key).await.map_err(|e| e.msg)
             }
-            Ok(false) => match handler
-                .datapath
-                .remove_rules(allocation.ip, allocation.route_table)
-                .await
-            {
+            Ok(false) => match remove_rules_of(handler, &allocation).await {
                 // The rules go while the address is still held, so no new ADD can lose its own.
                 Ok(()) => handler.release(&allocation.key).await.map_err(|e| e.msg),
                 Err(e) => Err(e.to_string()),
@@ -291,7 +299,7 @@ async fn release_vanished_and_orphans<D: Datapath>(
         match outcome {
             Ok(()) => {
                 tracing::info!(container_id = %allocation.key.container_id, ip = %allocation.ip, veth = %allocation.host_veth, "released a pod whose namespace was deleted without a DEL");
-                released.insert(allocation.ip);
+                released.extend(allocation.pod_addresses());
                 report.released_gone += 1;
             }
             Err(e) => report.failures.push(format!(
@@ -351,7 +359,7 @@ async fn release_vanished_and_orphans<D: Datapath>(
     // Addresses released above had their rules removed already.
     let owned_ips: BTreeSet<IpAddr> = owners
         .iter()
-        .map(|a| a.ip)
+        .flat_map(Allocation::pod_addresses)
         .chain(released)
         .chain(kept_ips)
         .collect();

@@ -27,8 +27,12 @@ fn main() -> ExitCode {
         eprintln!("wasmcni-demo needs root (it creates network namespaces)");
         return ExitCode::FAILURE;
     }
-    if std::env::args().any(|a| a == "--ec2") {
-        let failures = if std::env::args().any(|a| a == "--ipv6") {
+    let flag = |name: &str| std::env::args().any(|a| a == name);
+    // (`--dual-stack` is an EC2 mode: `--ec2` may be left out.)
+    if flag("--ec2") || flag("--dual-stack") {
+        let failures = if flag("--dual-stack") {
+            ec2::run_dual_stack()
+        } else if flag("--ipv6") {
             ec2::run_ipv6()
         } else {
             ec2::run()

@@ -11,7 +11,7 @@ use crate::support::{pod, pod_ip, wasmcni_only, Pod};
 
 /// `[allocator]` pack with its grants (eni-ops scoped to the node's subnet and groups) and
 /// settings.
-fn pack(warm_ips: u32, prefix_delegation: bool) -> String {
+pub(crate) fn pack(warm_ips: u32, prefix_delegation: bool) -> String {
     format!(
         "{}[plugins.config]\nWARM_IPS = \"{warm_ips}\"\nENABLE_PREFIX_DELEGATION = \"{prefix_delegation}\"\nMIN_ENI_AGE_SECONDS = \"0\"\n",
         allocator_plugin_config("pack", &["pool-view", "eni-ops", "log"])
@@ -21,7 +21,7 @@ fn pack(warm_ips: u32, prefix_delegation: bool) -> String {
 /// Fast reconciler and short cooldown, so a test sees the pool move in seconds.
 const QUICK: &str = "reconcile_interval_ms = 300\nip_cooldown_ms = 500\n";
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if done() {
@@ -283,7 +283,7 @@ fn assert_distinct(ips: &[String]) {
 }
 
 /// Every address is a pod address of an ENI attached to the node.
-fn assert_on_attached_enis(ec2: &Ec2Node, ips: &[String]) {
+pub(crate) fn assert_on_attached_enis(ec2: &Ec2Node, ips: &[String]) {
     let assigned: Vec<String> = ec2
         .attached_enis()
         .iter()

@@ -10,6 +10,7 @@ mod crash;
 mod cri;
 mod ctr;
 mod daemon_down;
+mod dual_stack;
 mod ec2;
 mod ops;
 mod plugins;

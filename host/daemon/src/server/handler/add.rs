@@ -22,10 +22,7 @@ impl<D: Datapath> Handler<D> {
         } else {
             (None, None)
         };
-        let wanted = requested
-            .as_ref()
-            .map(|r| self.requested_address(r).map(|ip| (ip, r.source)))
-            .transpose()?;
+        let wanted = requested.as_ref().map(|r| self.wanted(r)).transpose()?;
         let routes = requested_routes(netconf, self.family)?;
         let key = key_of(request);
         let pod = request.k8s_pod();
@@ -58,11 +55,16 @@ impl<D: Datapath> Handler<D> {
         let plugins = self.plugins();
         let pod_info = pod_info(request, netconf);
         let phase = enter_phase("allocate");
-        let (choice, _allocating) = match wanted {
+        let (choice, _allocating) = match wanted
+            .as_ref()
+            .and_then(|w| w.first.map(|ip| (ip, w.source)))
+        {
             // Exactly what was asked, or nothing: the allocator plugin is not asked.
             Some((ip, source)) => self.choose_requested(ip, source).await?,
             None => self.choose(&plugins, &pod_info).await?,
         };
+        // A dual-stack pod's IPv6 address, under the same lock.
+        let ipv6 = self.choose_second(wanted.as_ref())?;
         // Still under the allocation lock: an IPv6 pod's IPv4 egress address, for its first
         // interface only (another interface's IPv4 routes would collide with the first's, or
         // with another network's).
@@ -88,6 +90,7 @@ impl<D: Datapath> Handler<D> {
             pod_routes: routes,
             created_unix_ms: now_unix_ms(),
             egress_v4,
+            ipv6,
         };
         self.store()
             .reserve(reserved.clone())
@@ -105,7 +108,7 @@ impl<D: Datapath> Handler<D> {
             let attachment = Attachment {
                 verb: Verb::Add,
                 pod: pod_info,
-                addresses: vec![IpNet::from(reserved.ip)],
+                addresses: reserved.pod_addresses().map(IpNet::from).collect(),
                 eni_id: choice.eni_id.clone(),
                 subnet_id: None,
                 chained: false,
@@ -168,12 +171,18 @@ impl<D: Datapath> Handler<D> {
                     pci_id: None,
                 },
             ],
-            ips: vec![IpConfig {
-                address: IpNet::from(reserved.ip),
-                gateway: Some(pod_gateway(reserved.ip)),
-                interface: Some(1),
-            }],
-            routes: result_routes(reserved.ip, &created.routes),
+            ips: reserved
+                .pod_addresses()
+                .map(|ip| IpConfig {
+                    address: IpNet::from(ip),
+                    gateway: Some(pod_gateway(ip)),
+                    interface: Some(1),
+                })
+                .collect(),
+            routes: reserved
+                .pod_addresses()
+                .flat_map(|ip| result_routes(ip, &created.routes.of_family(ip)))
+                .collect(),
             dns: Default::default(),
         };
         let result = match &netconf.prev_result {
@@ -197,7 +206,7 @@ impl<D: Datapath> Handler<D> {
         }
         metrics.phase("ADD", "datastore", phase.elapsed());
         tracing::info!(
-            container_id = %key.container_id, ifname = %key.ifname, ip = %reserved.ip, veth = %host_veth,
+            container_id = %key.container_id, ifname = %key.ifname, ip = %reserved.ip, ipv6 = ?reserved.ipv6, veth = %host_veth,
             default_route = created.routes.has_default(),
             "ADD committed"
         );
@@ -330,7 +339,7 @@ impl<D: Datapath> Handler<D> {
             .pool
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .capacity();
+            .capacity_v4();
         let cooling = self.cooling_now().len();
         let draining = self.draining_now().len();
         let cause = self.provider_grow_error().map_or_else(String::new, |e| {
@@ -363,7 +372,7 @@ impl<D: Datapath> Handler<D> {
                 codes::POOL_EXHAUSTED,
                 format!(
                     "no free IPv4 address: all {} addresses of the pool are assigned{}{}",
-                    pool.capacity(),
+                    pool.capacity_v4(),
                     if cooling.is_empty() { String::new() } else { format!(" or cooling down ({})", cooling.len()) },
                     if draining == 0 { String::new() } else { format!(" or draining ({draining}: DELeted, veth not yet deleted)") }
                 ),
@@ -372,17 +381,29 @@ impl<D: Datapath> Handler<D> {
         })
     }
 
-    /// IPv6 prefix mode: the next /128 of the node's prefix that no pod holds and none cools.
+    /// An IPv6 pod's (or a dual-stack pod's) /128: the next one of the node's prefixes that no
+    /// pod holds and none rests.
     pub(super) fn choose_v6(&self) -> Result<Choice, CniError> {
         let store = self.store();
         let resting = self.resting();
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         pool.choose_v6(|ip| resting.taken(&store, ip)).ok_or_else(|| {
-            CniError::new(
-                codes::POOL_EXHAUSTED,
-                "no free IPv6 address: the primary ENI has no IPv6 prefix (the daemon delegates a /80 at start and again when it finds it gone)",
-            )
-            .with_details("the daemon's log names EC2's answer to AssignIpv6Addresses")
+            if self.dynamic || self.ec2.get().is_some() {
+                CniError::new(
+                    codes::POOL_EXHAUSTED,
+                    "no free IPv6 address: the primary ENI has no IPv6 prefix (the daemon delegates a /80 at start and again when it finds it gone)",
+                )
+                .with_details("the daemon's log names EC2's answer to AssignIpv6Addresses")
+            } else {
+                CniError::new(
+                    codes::POOL_EXHAUSTED,
+                    format!(
+                        "no free IPv6 address: all {} addresses of provider.static.cidrs' IPv6 prefixes are assigned, excluded or resting",
+                        pool.capacity_v6()
+                    ),
+                )
+                .with_details("free addresses return as pods are deleted; add an IPv6 prefix to provider.static.cidrs to grow the pool")
+            }
         })
     }
 
@@ -533,6 +554,15 @@ impl<D: Datapath> Handler<D> {
                             .map(|n| n.address.addr())
                             .min_by_key(IpAddr::is_ipv6)
                             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+                        // Beside an IPv4 one (so an MTU below IPv6's minimum is refused).
+                        ipv6: previous.ips.iter().find_map(|n| match n.address.addr() {
+                            IpAddr::V6(v6)
+                                if previous.ips.iter().any(|n| n.address.addr().is_ipv4()) =>
+                            {
+                                Some(v6)
+                            }
+                            _ => None,
+                        }),
                         route_table: None,
                         pod_rule: None,
                     },

@@ -21,12 +21,13 @@ impl<D: Datapath> Handler<D> {
             )
         })?;
         if let Some(previous) = &netconf.prev_result {
-            let ours = IpNet::from(allocation.ip);
-            if !previous.ips.iter().any(|ip| ip.address == ours) {
-                return Err(CniError::new(
-                    codes::CHECK_FAILED,
-                    format!("prevResult does not list {ours}, the address wasmcni assigned"),
-                ));
+            for ours in allocation.pod_addresses().map(IpNet::from) {
+                if !previous.ips.iter().any(|ip| ip.address == ours) {
+                    return Err(CniError::new(
+                        codes::CHECK_FAILED,
+                        format!("prevResult does not list {ours}, an address wasmcni assigned"),
+                    ));
+                }
             }
         }
         let netns = if request.netns.is_empty() {
@@ -39,7 +40,7 @@ impl<D: Datapath> Handler<D> {
             let hooked = Attachment {
                 verb: Verb::Check,
                 pod: pod_info(request, netconf),
-                addresses: vec![IpNet::from(allocation.ip)],
+                addresses: allocation.pod_addresses().map(IpNet::from).collect(),
                 eni_id: None,
                 subnet_id: None,
                 chained: false,
@@ -62,7 +63,11 @@ impl<D: Datapath> Handler<D> {
                     "CHECK of {}/{} ({}) failed: {}",
                     key.container_id,
                     key.ifname,
-                    allocation.ip,
+                    allocation
+                        .pod_addresses()
+                        .map(|ip| ip.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     missing.join("; ")
                 ),
             ),

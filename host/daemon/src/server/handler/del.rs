@@ -18,12 +18,15 @@ impl<D: Datapath> Handler<D> {
         let mut objection = None;
         let phase = enter_phase("policy");
         if !plugins.policies.is_empty() {
-            let held = self.store().get(&key).map(|a| a.ip);
-            if let Some(ip) = held {
+            let held: Option<Vec<IpNet>> = self
+                .store()
+                .get(&key)
+                .map(|a| a.pod_addresses().map(IpNet::from).collect());
+            if let Some(addresses) = held {
                 let attachment = Attachment {
                     verb: Verb::Del,
                     pod: pod_info(request, netconf),
-                    addresses: vec![IpNet::from(ip)],
+                    addresses,
                     eni_id: None,
                     subnet_id: None,
                     chained: false,
@@ -67,12 +70,12 @@ impl<D: Datapath> Handler<D> {
         metrics.phase("DEL", "datapath", phase.elapsed());
         if let Some(index) = index {
             // Before the record goes, so the address is never free while its veth exists.
-            self.start_drain(allocation.ip, &host.host_veth, index);
+            self.start_drain(host.addresses().collect(), &host.host_veth, index);
         }
         let phase = enter_phase("datastore");
         self.release(key).await?;
         metrics.phase("DEL", "datastore", phase.elapsed());
-        tracing::info!(container_id = %key.container_id, ifname = %key.ifname, ip = %allocation.ip, "DEL done");
+        tracing::info!(container_id = %key.container_id, ifname = %key.ifname, ip = %allocation.ip, ipv6 = ?allocation.ipv6, "DEL done");
         Ok(())
     }
 
@@ -81,13 +84,18 @@ impl<D: Datapath> Handler<D> {
     pub(crate) async fn release(&self, key: &AttachmentKey) -> Result<(), CniError> {
         // Cooling before the record goes, so whoever finds the address not held finds it
         // cooling (readers take the store lock first, then look at the cooling set).
-        let ip = self.store().get(key).map(|a| a.ip);
-        if let (Some(ip), true) = (ip, self.cooldown > Duration::ZERO) {
+        let ips: Vec<IpAddr> = self
+            .store()
+            .get(key)
+            .map(|a| a.pod_addresses().collect())
+            .unwrap_or_default();
+        if !ips.is_empty() && self.cooldown > Duration::ZERO {
             let (snapshot, generation) = {
                 let mut cooling = self.cooling.lock().unwrap_or_else(|p| p.into_inner());
                 let cooldown = self.cooldown;
                 cooling.retain(|_, at| at.elapsed() < cooldown);
-                cooling.insert(ip, Instant::now());
+                let now = Instant::now();
+                cooling.extend(ips.iter().map(|ip| (*ip, now)));
                 let generation = self.cooling_generation.fetch_add(1, Ordering::SeqCst) + 1;
                 (cooling.clone(), generation)
             };

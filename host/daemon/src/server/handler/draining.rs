@@ -33,25 +33,29 @@ pub(crate) struct Drain {
 const FAILURES_BEFORE_ERROR: u32 = 5;
 
 impl<D: Datapath> Handler<D> {
-    /// Marks `ip` draining and starts deleting its veth (interface `index`). Called before the
-    /// attachment's record is released, so whoever finds the address not held finds it
-    /// draining (readers take the store lock first, then look at the marks).
-    pub(super) fn start_drain(&self, ip: IpAddr, veth: &str, index: u32) {
+    /// Marks the pod's addresses `ips` (one, or a dual-stack pod's two) draining and starts
+    /// deleting their veth (interface `index`). Called before the attachment's record is
+    /// released, so whoever finds an address not held finds it draining (readers take the
+    /// store lock first, then look at the marks).
+    pub(super) fn start_drain(&self, ips: Vec<IpAddr>, veth: &str, index: u32) {
+        let Some(&ip) = ips.first() else { return };
         {
             let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
             // A DEL retried while its first attempt's deletion runs: one task is enough.
             if draining.get(&ip).is_some_and(|d| d.index == index) {
                 return;
             }
-            draining.insert(
-                ip,
-                Drain {
-                    veth: veth.to_owned(),
-                    index,
-                    since: Instant::now(),
-                    failures: 0,
-                },
-            );
+            for ip in &ips {
+                draining.insert(
+                    *ip,
+                    Drain {
+                        veth: veth.to_owned(),
+                        index,
+                        since: Instant::now(),
+                        failures: 0,
+                    },
+                );
+            }
         }
         let me = self.me.clone();
         tokio::spawn(async move {
@@ -64,11 +68,11 @@ impl<D: Datapath> Handler<D> {
                 };
                 match handler.datapath.remove_link(drain.index, &drain.veth).await {
                     Ok(()) => {
-                        handler.end_drain(ip);
+                        handler.end_drain(&ips);
                         return;
                     }
                     Err(e) => {
-                        let failures = handler.count_drain_failure(ip);
+                        let failures = handler.count_drain_failure(&ips);
                         if failures >= FAILURES_BEFORE_ERROR {
                             tracing::error!(
                                 %ip, veth = %drain.veth, error = %e, failures, retry_ms = retry.as_millis() as u64,
@@ -89,13 +93,18 @@ impl<D: Datapath> Handler<D> {
         });
     }
 
-    /// Counts a refused deletion; how many so far.
-    fn count_drain_failure(&self, ip: IpAddr) -> u32 {
+    /// Counts a refused deletion of the veth of `ips`; how many so far.
+    fn count_drain_failure(&self, ips: &[IpAddr]) -> u32 {
         let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
-        draining.get_mut(&ip).map_or(0, |d| {
-            d.failures += 1;
-            d.failures
-        })
+        ips.iter()
+            .filter_map(|ip| {
+                draining.get_mut(ip).map(|d| {
+                    d.failures += 1;
+                    d.failures
+                })
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// The draining addresses with their veth, how long they have drained and how many
@@ -126,14 +135,14 @@ impl<D: Datapath> Handler<D> {
             .cloned()
     }
 
-    /// The veth is gone: the address is the pool's again.
-    fn end_drain(&self, ip: IpAddr) {
-        let drain = self
-            .draining
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&ip);
-        if let Some(drain) = drain {
+    /// The veth is gone: its addresses are the pool's again.
+    fn end_drain(&self, ips: &[IpAddr]) {
+        let removed: Vec<Drain> = {
+            let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+            // Every one of them (a dual-stack pod's two).
+            ips.iter().filter_map(|ip| draining.remove(ip)).collect()
+        };
+        if let (Some(drain), Some(ip)) = (removed.first(), ips.first()) {
             wasmcni_telemetry::metrics::Metrics::global().phase(
                 "DEL",
                 "veth_removal",

@@ -11,7 +11,7 @@
 //! EC2 request failures); this file holds the handler, its dispatch and its locks.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -383,6 +383,7 @@ pub(crate) fn reserved_host(allocation: &Allocation) -> HostSide {
     HostSide {
         host_veth: allocation.host_veth.clone(),
         ip: allocation.ip,
+        ipv6: allocation.ipv6,
         route_table: allocation.route_table,
         pod_rule: allocation.pod_routes.table.map(|table| PodRule {
             netns: allocation.netns.clone(),
@@ -404,16 +405,19 @@ fn attachment_of(allocation: &Allocation, ifname: &str, mtu: u32) -> PodAttachme
 }
 
 /// The routes the netconf asks for the interface (`defaultRoute`, `routes`, `routeTable`),
-/// refused with code 7 when a destination is not of the family the pool hands out.
+/// refused with code 7 when a destination is not of a family the pool hands out (on a
+/// dual-stack node each address routes the destinations of its family).
 fn requested_routes(netconf: &NetConf, family: IpFamily) -> Result<PodRoutes, CniError> {
     let config = &netconf.routes;
     let (wanted, other) = match family {
         IpFamily::Ipv4 => ("IPv4", "IPv6"),
         IpFamily::Ipv6 => ("IPv6", "IPv4"),
+        IpFamily::Dual => ("", ""),
     };
     if let Some(bad) = config
         .destinations
         .iter()
+        .filter(|_| family != IpFamily::Dual)
         .find(|d| d.addr().is_ipv4() != (family == IpFamily::Ipv4))
     {
         return Err(CniError::invalid_config(format!(
@@ -502,6 +506,8 @@ pub(crate) mod tests;
 mod tests_attachments;
 #[cfg(test)]
 mod tests_draining;
+#[cfg(test)]
+mod tests_dual;
 #[cfg(test)]
 mod tests_egress;
 #[cfg(test)]

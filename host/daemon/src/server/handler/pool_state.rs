@@ -25,8 +25,9 @@ impl<D: Datapath> Handler<D> {
         let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         store
             .allocations()
-            .filter(|a| !pool.contains(a.ip))
-            .map(|a| (a.key.clone(), a.ip))
+            .flat_map(|a| a.pod_addresses().map(move |ip| (a, ip)))
+            .filter(|(_, ip)| !pool.contains(*ip))
+            .map(|(a, ip)| (a.key.clone(), ip))
             .collect()
     }
 
@@ -49,7 +50,11 @@ impl<D: Datapath> Handler<D> {
             let free = free_in(&pool, &store, &resting);
             (
                 pool.capacity(),
-                store.allocations().count() as u64,
+                // Addresses, as `total` counts them (a dual-stack pod holds two).
+                store
+                    .allocations()
+                    .map(|a| a.pod_addresses().count() as u64)
+                    .sum(),
                 resting.cooling.len() as u64,
                 resting.draining.len() as u64,
                 free,
@@ -244,10 +249,16 @@ impl<D: Datapath> Handler<D> {
 
     /// Free addresses in the pool now (neither held nor cooling).
     pub fn free_addresses(&self) -> u64 {
+        let (v4, v6) = self.free_by_family();
+        v4.saturating_add(v6)
+    }
+
+    /// Free IPv4 and free IPv6 addresses in the pool now.
+    pub(crate) fn free_by_family(&self) -> (u64, u64) {
         let store = self.store();
         let resting = self.resting();
         let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        free_in(&pool, &store, &resting)
+        free_by_family(&pool, &store, &resting)
     }
 
     /// The addresses that are not free although no attachment holds them: cooling, held by
@@ -329,12 +340,18 @@ impl Resting {
     }
 }
 
-/// Free addresses of both families: IPv4 by walking the blocks, IPv6 by counting what is
-/// taken inside the prefixes (a /80 is never walked).
+/// Free addresses of both families.
 pub(super) fn free_in(pool: &Pool, store: &Datastore, resting: &Resting) -> u64 {
+    let (v4, v6) = free_by_family(pool, store, resting);
+    v4.saturating_add(v6)
+}
+
+/// Free IPv4 addresses (by walking the blocks) and free IPv6 addresses (by counting what is
+/// taken inside the prefixes: a /80 is never walked).
+fn free_by_family(pool: &Pool, store: &Datastore, resting: &Resting) -> (u64, u64) {
     let taken_v6 = store
         .allocations()
-        .map(|a| a.ip)
+        .flat_map(Allocation::pod_addresses)
         .chain(resting.cooling.iter().copied())
         .chain(resting.foreign.iter().copied())
         .chain(resting.assigning.iter().copied())
@@ -343,5 +360,8 @@ pub(super) fn free_in(pool: &Pool, store: &Datastore, resting: &Resting) -> u64 
             IpAddr::V6(ip) => Some(ip),
             IpAddr::V4(_) => None,
         });
-    pool.free_count(|ip| resting.taken(store, ip)) + pool.free_count_v6(taken_v6)
+    (
+        pool.free_count(|ip| resting.taken(store, ip)),
+        pool.free_count_v6(taken_v6),
+    )
 }

@@ -35,13 +35,59 @@ impl Refusal {
     }
 }
 
+/// The addresses a request names, as the node serves them: the pod's first address (IPv4 on
+/// a dual-stack node), and a dual-stack pod's IPv6 address.
+pub(super) struct Wanted {
+    pub(super) first: Option<IpAddr>,
+    pub(super) ipv6: Option<Ipv6Addr>,
+    pub(super) source: &'static str,
+}
+
 impl<D: Datapath> Handler<D> {
-    /// The address of the node's family in a request. An address of the other family fails
-    /// with code 2: the pod would not get it, and must not be attached without it unsaid.
-    pub(super) fn requested_address(
+    /// What a request asks for. On a dual-stack node either family, or both; otherwise the
+    /// node's family only: an address of the other family fails with code 2 (the pod would
+    /// not get it, and must not be attached without it unsaid).
+    pub(super) fn wanted(&self, requested: &RequestedAddresses) -> Result<Wanted, CniError> {
+        if self.family != IpFamily::Dual {
+            return Ok(Wanted {
+                first: Some(self.requested_address(requested)?),
+                ipv6: None,
+                source: requested.source,
+            });
+        }
+        Ok(Wanted {
+            first: requested.of_family(false),
+            ipv6: requested.of_family(true).and_then(|ip| match ip {
+                IpAddr::V6(v6) => Some(v6),
+                IpAddr::V4(_) => None,
+            }),
+            source: requested.source,
+        })
+    }
+
+    /// A dual-stack pod's IPv6 address, under the allocation lock: the one asked for, or
+    /// the next free one of the pool. `None` on a node of one family.
+    pub(super) fn choose_second(
         &self,
-        requested: &RequestedAddresses,
-    ) -> Result<IpAddr, CniError> {
+        wanted: Option<&Wanted>,
+    ) -> Result<Option<Ipv6Addr>, CniError> {
+        if self.family != IpFamily::Dual {
+            return Ok(None);
+        }
+        let choice = match wanted.and_then(|w| w.ipv6.map(|ip| (ip, w.source))) {
+            Some((v6, source)) => self
+                .requested_choice(IpAddr::V6(v6))
+                .map_err(|refusal| refusal.into_error(source, IpAddr::V6(v6)))?,
+            None => self.choose_v6()?,
+        };
+        match choice.ip {
+            IpAddr::V6(v6) => Ok(Some(v6)),
+            IpAddr::V4(v4) => Err(CniError::internal(format!("the IPv6 pool chose {v4}"))),
+        }
+    }
+
+    /// The address of the node's family in a request (a node of one family).
+    fn requested_address(&self, requested: &RequestedAddresses) -> Result<IpAddr, CniError> {
         let v6 = self.family == IpFamily::Ipv6;
         if let Some(other) = requested.of_family(!v6) {
             return Err(

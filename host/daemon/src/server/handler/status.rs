@@ -21,17 +21,26 @@ impl<D: Datapath> Handler<D> {
                 ),
             ));
         }
+        let (free_v4, free_v6) = self.free_by_family();
+        // A dual-stack pod needs one of each.
+        if self.family.has_ipv6() && free_v6 == 0 {
+            return Err(CniError::new(
+                codes::NOT_AVAILABLE,
+                if self.ec2.get().is_some() {
+                    "no IPv6 prefix on the primary ENI: new pods cannot be attached until the daemon delegates one again (its log names EC2's answer)"
+                } else {
+                    "no free IPv6 address in the pool: new pods cannot be attached until some are deleted"
+                },
+            ));
+        }
         if self.dynamic {
             // An empty EC2 pool grows on demand; the ADD waits for it.
             return Ok(());
         }
-        if self.free_addresses() == 0 {
+        if self.family.has_ipv4() && free_v4 == 0 {
             return Err(CniError::new(
                 codes::NOT_AVAILABLE,
-                match self.family {
-                    IpFamily::Ipv4 => "no free IPv4 address in the pool: new pods cannot be attached until some are deleted",
-                    IpFamily::Ipv6 => "no IPv6 prefix on the primary ENI: new pods cannot be attached until the daemon delegates one again (its log names EC2's answer)",
-                },
+                "no free IPv4 address in the pool: new pods cannot be attached until some are deleted",
             ));
         }
         Ok(())

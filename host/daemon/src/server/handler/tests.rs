@@ -378,6 +378,7 @@ async fn recovery_reconciles_every_kind_of_disagreement() {
         pod_routes: PodRoutes::default(),
         created_unix_ms: 0,
         egress_v4: None,
+        ipv6: None,
     };
     f.handler.store().reserve(unfinished.clone()).unwrap();
     f.handler
@@ -634,6 +635,7 @@ async fn bad_proposals_and_failing_plugins_fail_the_add_closed() {
             pod_routes: PodRoutes::default(),
             created_unix_ms: 0,
             egress_v4: None,
+            ipv6: None,
         };
         f.handler.store().reserve(seeded).unwrap();
         let response = f.run(Command::Add, "victim", "1.0.0").await;

@@ -36,6 +36,7 @@ async fn after_a_loss_routed_veths_are_kept_and_their_addresses_held_until_they_
         pod_routes: wasmcni_core::PodRoutes::default(),
         created_unix_ms: 0,
         egress_v4: None,
+        ipv6: None,
     };
     f.handler.store().reserve(unconfirmed.clone()).unwrap();
     f.handler
@@ -50,6 +51,7 @@ async fn after_a_loss_routed_veths_are_kept_and_their_addresses_held_until_they_
         .detach_pod(&wasmcni_datapath::HostSide {
             host_veth: "eni00000000cut".into(),
             ip: "10.88.0.70".parse().unwrap(),
+            ipv6: None,
             route_table: None,
             pod_rule: None,
         })

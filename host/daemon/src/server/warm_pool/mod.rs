@@ -62,6 +62,12 @@ pub async fn prepare<D: Datapath>(
         warn_outside_pool(handler);
         return Ok(());
     }
+    if provider.family() == IpFamily::Dual {
+        // Dual stack: the IPv4 pool as in IPv4 mode, and the primary ENI's /80 for the /128s
+        // (which need the node's IPv6 forwarding; they are not translated).
+        let primary_link = primary_link(handler, provider).await?;
+        handler.datapath.prepare_ipv6(Some(&primary_link)).await?;
+    }
     link_unlinked(handler, provider).await;
     warn_outside_pool(handler);
     prepare_snat(handler, provider).await
@@ -105,20 +111,26 @@ pub async fn run_ipv6<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<dyn E
             tracing::warn!(error = %e, "re-reading the node's ENIs failed");
             continue;
         }
-        if !provider.has_ipv6_prefix() {
-            // Unassigned behind the daemon's back: pods on it lost their routing anyway; new
-            // pods need a prefix again.
-            match provider.ensure_ipv6_prefix().await {
-                Ok(prefix) => {
-                    tracing::warn!(%prefix, "the primary ENI had lost its IPv6 prefix; delegated a new one")
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "the primary ENI has no IPv6 prefix and delegating one failed; ADDs fail until it succeeds")
-                }
-            }
-        }
+        keep_ipv6_prefix(provider.as_ref()).await;
         handler.refresh_inventory();
         warn_outside_pool(&handler);
+    }
+}
+
+/// Delegates a new IPv6 prefix to the primary ENI if it lost its own (after a refresh).
+async fn keep_ipv6_prefix(provider: &dyn EniProvider) {
+    if provider.has_ipv6_prefix() {
+        return;
+    }
+    // Unassigned behind the daemon's back: pods on it lost their routing anyway; new pods
+    // need a prefix again.
+    match provider.ensure_ipv6_prefix().await {
+        Ok(prefix) => {
+            tracing::warn!(%prefix, "the primary ENI had lost its IPv6 prefix; delegated a new one")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the primary ENI has no IPv6 prefix and delegating one failed; ADDs fail until it succeeds")
+        }
     }
 }
 
@@ -255,6 +267,9 @@ pub async fn run<D: Datapath>(handler: Arc<Handler<D>>, provider: Arc<dyn EniPro
                 match provider.refresh().await {
                     Ok(()) => {
                         handler.refresh_node_held().await;
+                        if provider.family() == IpFamily::Dual {
+                            keep_ipv6_prefix(provider.as_ref()).await;
+                        }
                         link_unlinked(&handler, provider.as_ref()).await;
                         let fixed = provider.repair_delete_on_termination().await;
                         if fixed > 0 {

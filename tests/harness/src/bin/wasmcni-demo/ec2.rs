@@ -4,7 +4,9 @@
 //! `cluster-tags` tags each new ENI, and pods spill from the primary ENI onto a new one.
 //! `--ec2 --ipv6`: IPv6 prefix mode on an emulated m5.large: one /80 on the primary ENI, a
 //! /128 per pod, `namespace-guard` asked about each pod (its audit entry shows the /128), no
-//! SNAT.
+//! SNAT. `--ec2 --dual-stack`: both at once on the same m5.large: every pod gets an IPv4
+//! address of an ENI (planned by `vpc-warm-pool`, SNATed off the VPC) and a /128 of the
+//! primary ENI's /80 (its own address everywhere), and `namespace-guard` sees both.
 
 use std::time::{Duration, Instant};
 
@@ -245,6 +247,154 @@ pub(crate) fn run_ipv6() -> u32 {
     drop(ec2);
     println!("== cleaned up: daemon and emulator stopped, namespaces removed");
     failures
+}
+
+pub(crate) fn run_dual_stack() -> u32 {
+    let mut failures = 0u32;
+    println!("== wasmcni demo, EC2 dual stack: an emulated m5.large in IPv6 subnets");
+    let mut ec2 = Ec2Node::start("m5.large", |s| s.with_ipv6());
+    println!(
+        "  instance {} primary ENI {} ({}) in {} {}",
+        ec2.instance_id, ec2.primary_eni, ec2.primary_ip, ec2.subnet_id, ec2.subnet_cidr
+    );
+    let plugins = format!(
+        "[allocator]\nplugin = \"vpc-warm-pool\"\n[policy]\nplugins = [\"namespace-guard\"]\n{}{}",
+        plugin_entry(
+            "vpc-warm-pool",
+            "allocator",
+            "[plugins.grants]\npool-view = {}\nlog = {}\neni-ops = { subnets = [\"node\"], security_groups = [\"node\"] }\n",
+        ),
+        plugin_entry(
+            "namespace-guard",
+            "policy",
+            "[plugins.grants]\nlog = {}\nnetlink = { mtu = [1280, 9001] }\n[plugins.config]\nallow_namespaces = \"demo\"\n",
+        ),
+    );
+    let config = ec2.config(
+        "ip_family = \"dual\"\nreconcile_interval_ms = 1000\n",
+        &plugins,
+    );
+    ec2.node.write_config(&config);
+    audit(&mut failures, &ec2.node.config_path());
+    let started = Instant::now();
+    ec2.node.start_daemon();
+    let chain = wasmcni_chain(&ec2, "wasmcni-ec2-dual-stack-demo");
+    let ready = wait(Duration::from_secs(30), || ec2.node.status(&chain).is_ok());
+    check(
+        &mut failures,
+        &format!(
+            "STATUS ready once the IPv4 warm pool is filled and the /80 delegated ({:?})",
+            started.elapsed()
+        ),
+        ready,
+    );
+    let prefixes = ec2.ipv6_prefixes();
+    check(
+        &mut failures,
+        &format!("one /80 delegated to the primary ENI: {prefixes:?}"),
+        prefixes.len() == 1 && prefixes[0].prefix_len() == 80,
+    );
+    show_enis(&ec2);
+    let internet_v6 = ec2.route_ipv6();
+    let internet_v4 = ec2.route_to_internet();
+
+    println!("== CNI ADD for three pods: one address of each family each");
+    let mut pods = Vec::new();
+    for i in 0..3 {
+        let (ns, attachment) = web_pod("demods", "ec2dsdemo", i);
+        let t = Instant::now();
+        match ec2.node.add(&chain, &attachment) {
+            Ok(result) => {
+                let (v4, v6) = (family_ip(&result, false), family_ip(&result, true));
+                println!("  ADD web-{i}: {v4} and {v6} in {:?}", t.elapsed());
+                pods.push((ns, attachment, result));
+            }
+            Err(e) => {
+                println!("  ADD web-{i} failed: {e}");
+                failures += 1;
+            }
+        }
+    }
+    let on_enis: Vec<String> = ec2
+        .attached_enis()
+        .iter()
+        .flat_map(|(device, ..)| ec2.eni_addresses(*device))
+        .map(|a| a.to_string())
+        .collect();
+    check(
+        &mut failures,
+        "every pod's IPv4 address is an ENI's secondary address, its /128 of the node's /80",
+        pods.iter().all(|(_, _, r)| {
+            on_enis.contains(&family_ip(r, false))
+                && family_ip(r, true)
+                    .parse::<std::net::Ipv6Addr>()
+                    .is_ok_and(|ip| prefixes.iter().any(|p| p.contains(&ip)))
+        }),
+    );
+    if let [a, b, ..] = pods.as_slice() {
+        for v6 in [false, true] {
+            let to = family_ip(&b.2, v6);
+            check(
+                &mut failures,
+                &format!("ping {} -> {to}", family_ip(&a.2, v6)),
+                ping(&a.0, &to),
+            );
+        }
+        let server_v4 = EchoServer::start(
+            &ec2.node.outside,
+            std::net::SocketAddr::new(internet_v4.into(), 7000),
+            PEER_ADDRESS,
+        );
+        let seen = tcp_fetch(&a.0, server_v4.addr);
+        check(
+            &mut failures,
+            &format!(
+                "TCP {} -> {internet_v4} (outside the VPC) is seen from {seen:?}: SNAT to the primary ENI",
+                family_ip(&a.2, false)
+            ),
+            seen.as_deref() == Some(ec2.primary_ip.to_string().as_str()),
+        );
+        let server_v6 = EchoServer::start(
+            &ec2.node.outside,
+            std::net::SocketAddr::new(internet_v6.into(), 7001),
+            PEER_ADDRESS,
+        );
+        let seen = tcp_fetch(&a.0, server_v6.addr);
+        check(
+            &mut failures,
+            &format!(
+                "TCP {} -> [{internet_v6}] (outside the VPC) is seen from {seen:?}: the pod's own address, no SNAT",
+                family_ip(&a.2, true)
+            ),
+            seen.as_deref() == Some(family_ip(&a.2, true).as_str()),
+        );
+    }
+    print_audit(
+        &ec2,
+        "what namespace-guard was asked (both addresses)",
+        "evaluate",
+    );
+    del_all(&mut failures, &ec2, &chain, pods);
+    println!(
+        "== EC2 calls made: {} (the emulator's request log)",
+        ec2.emulator.request_log().len()
+    );
+    drop(ec2);
+    println!("== cleaned up: daemon and emulator stopped, namespaces removed");
+    failures
+}
+
+/// A result's address of one family, without its prefix length ("-" when it has none).
+fn family_ip(result: &serde_json::Value, v6: bool) -> String {
+    result["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip["address"].as_str())
+        .find(|a| a.contains(':') == v6)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or("-")
+        .to_owned()
 }
 
 /// DEL for every pod, each checked; their namespaces go with them.
