@@ -372,10 +372,27 @@ fn pool_table(pool: &serde_json::Value) -> String {
         other => other.to_string(),
     };
     let count = |field: &str| pool[field].as_array().map_or(0, Vec::len);
+    // A dual-stack pool: each family apart (a pod needs one of each, and the /80's count
+    // would hide an IPv4 pool running out).
+    let kinds: Vec<&str> = pool["blocks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b["kind"].as_str())
+        .collect();
+    let dual = kinds.contains(&"ipv6-prefix") && kinds.iter().any(|k| *k != "ipv6-prefix");
+    let free = if dual {
+        format!(
+            "{} (IPv4 {}, IPv6 {})",
+            pool["free"], pool["freeV4"], pool["freeV6"]
+        )
+    } else {
+        pool["free"].to_string()
+    };
     let mut out = format!(
         "provider {}; {} free address(es); {} cooling; {} draining; {} held outside the store; pod MTU {}\n",
         text(&pool["provider"]),
-        pool["free"],
+        free,
         count("cooling"),
         count("draining"),
         count("heldOutsideStore"),
@@ -561,7 +578,21 @@ mod tests {
         // A dual-stack pod: both addresses, IPv4 first.
         let mut dual = pool.clone();
         dual["allocations"][0]["ipv6"] = serde_json::json!("fd00:88::2");
+        dual["blocks"] = serde_json::json!([
+            { "cidr": "10.88.0.0/24", "kind": "static-range" },
+            { "cidr": "fd00:88::/120", "kind": "ipv6-prefix" },
+        ]);
+        dual["freeV4"] = serde_json::json!(0);
+        dual["freeV6"] = serde_json::json!(253);
         let table = pool_table(&dual);
+        assert!(
+            table
+                .lines()
+                .next()
+                .unwrap()
+                .contains("253 free address(es) (IPv4 0, IPv6 253)"),
+            "{table}"
+        );
         let row = table.lines().last().unwrap();
         assert_eq!(
             row.split_whitespace().next(),

@@ -38,6 +38,11 @@ pub struct PodRoutes {
     /// traffic from this interface's address leaves through it; `None` is the main table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<u32>,
+    /// A dual-stack interface's IPv6 default route where it was decided apart from the IPv4
+    /// one (no `defaultRoute` key, and the pod already had a default route of one family
+    /// only); `None`: as [`PodRoutes::default_route`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_route_v6: Option<DefaultRoute>,
 }
 
 /// Priority of the pod-side rule `from <pod address> lookup <routeTable>` (before `main`'s
@@ -66,17 +71,33 @@ impl PodRoutes {
     }
 
     /// The routes of `ip`'s family: a dual-stack interface's destinations are of both
-    /// families, and each address routes those of its own (the default route and the table
-    /// are the interface's, for both).
+    /// families, and each address routes those of its own, with its family's default route
+    /// (the table is the interface's, for both).
     pub fn of_family(&self, ip: std::net::IpAddr) -> PodRoutes {
         PodRoutes {
+            default_route: match (ip.is_ipv6(), self.default_route_v6) {
+                (true, Some(v6)) => v6,
+                _ => self.default_route,
+            },
             destinations: self
                 .destinations
                 .iter()
                 .filter(|d| d.addr().is_ipv4() == ip.is_ipv4())
                 .copied()
                 .collect(),
-            ..self.clone()
+            table: self.table,
+            default_route_v6: None,
+        }
+    }
+
+    /// A dual-stack interface's routes with each family's default route decided by whether
+    /// the pod already has one of that family in [`PodRoutes::table`].
+    pub fn resolved_dual(&self, present_v4: bool, present_v6: bool) -> PodRoutes {
+        let v4 = self.resolved(present_v4);
+        let v6 = self.resolved(present_v6).default_route;
+        PodRoutes {
+            default_route_v6: (v6 != v4.default_route).then_some(v6),
+            ..v4
         }
     }
 
@@ -96,6 +117,7 @@ mod tests {
             default_route: DefaultRoute::UnlessPresent,
             destinations: vec!["10.0.0.0/8".parse().unwrap()],
             table: None,
+            default_route_v6: None,
         };
         assert_eq!(secondary.resolved(true).default_route, DefaultRoute::Skip);
         assert_eq!(
@@ -119,6 +141,7 @@ mod tests {
             default_route: DefaultRoute::Skip,
             destinations: vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
             table: Some(100),
+            default_route_v6: None,
         };
         let v4 = routes.of_family("10.1.0.1".parse().unwrap());
         let v6 = routes.of_family("fd00:1::1".parse().unwrap());
@@ -131,6 +154,35 @@ mod tests {
             (v4.table, v6.default_route),
             (Some(100), DefaultRoute::Skip)
         );
+    }
+
+    #[test]
+    fn a_dual_stack_interface_decides_each_familys_default_route_apart() {
+        let unless = PodRoutes {
+            default_route: DefaultRoute::UnlessPresent,
+            ..PodRoutes::default()
+        };
+        let v4: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let v6: std::net::IpAddr = "fd00::1".parse().unwrap();
+        // The pod has an IPv4 default route (another network's) and no IPv6 one.
+        let decided = unless.resolved_dual(true, false);
+        assert_eq!(decided.of_family(v4).default_route, DefaultRoute::Skip);
+        assert_eq!(decided.of_family(v6).default_route, DefaultRoute::Install);
+        assert!(
+            !decided.has_default(),
+            "the IPv4 decision is the interface's first"
+        );
+        // And the reverse; and the same decision twice is stored once.
+        let decided = unless.resolved_dual(false, true);
+        assert!(decided.of_family(v4).has_default() && !decided.of_family(v6).has_default());
+        let same = unless.resolved_dual(false, false);
+        assert_eq!(same.default_route_v6, None);
+        assert!(same.of_family(v6).has_default());
+        // Written and read back (older records, without the key, read as before).
+        let json = serde_json::to_value(unless.resolved_dual(true, false)).unwrap();
+        assert_eq!(json["default_route_v6"], "install");
+        let back: PodRoutes = serde_json::from_value(json).unwrap();
+        assert_eq!(back.of_family(v6).default_route, DefaultRoute::Install);
     }
 
     #[test]

@@ -289,11 +289,13 @@ impl Datapath for FakeDatapath {
         if state.veths.get(&a.host.host_veth) != Some(&a.host.ip) {
             missing.push(format!("host veth {} is missing", a.host.host_veth));
         }
-        if state.veths_v6.get(&a.host.host_veth).copied() != a.host.ipv6 {
-            missing.push(format!(
-                "host route {:?}/128 dev {} is missing",
-                a.host.ipv6, a.host.host_veth
-            ));
+        if let Some(v6) = a.host.ipv6 {
+            if state.veths_v6.get(&a.host.host_veth) != Some(&v6) {
+                missing.push(format!(
+                    "host route {v6}/128 dev {} is missing",
+                    a.host.host_veth
+                ));
+            }
         }
         for address in a.host.addresses() {
             if !state.rules.iter().any(|(ip, _)| *ip == address) {

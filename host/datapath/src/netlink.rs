@@ -84,12 +84,18 @@ impl NetlinkDatapath {
             .execute()
             .await
             .map_err(nl(format!("set {} up in the pod", a.pod_ifname)))?;
-        // Decided once, by the first address's family, for the interface: a dual-stack
-        // interface gets the default route of both families or of neither.
+        // Undecided: each family's default route unless the pod has one of that family.
         let routes = match a.routes.default_route {
             DefaultRoute::UnlessPresent => {
                 let present = has_default_route(pod, ip, a.routes.table).await?;
-                a.routes.resolved(present)
+                match a.host.ipv6 {
+                    Some(v6) => {
+                        let present_v6 =
+                            has_default_route(pod, IpAddr::V6(v6), a.routes.table).await?;
+                        a.routes.resolved_dual(present, present_v6)
+                    }
+                    None => a.routes.resolved(present),
+                }
             }
             _ => a.routes.clone(),
         };

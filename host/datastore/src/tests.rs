@@ -235,6 +235,7 @@ fn a_second_interfaces_routes_survive_the_log_and_a_snapshot() {
         default_route: wasmcni_core::DefaultRoute::Skip,
         destinations: vec!["10.20.0.0/16".parse().unwrap()],
         table: Some(101),
+        default_route_v6: None,
     };
     let (mut ds, _) = open(tmp.path());
     ds.reserve(alloc("c1", "eth0", ip(1))).expect("reserve");

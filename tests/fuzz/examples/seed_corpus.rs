@@ -180,6 +180,7 @@ fn real_store(compact_after_records: usize) -> (Option<Vec<u8>>, Vec<u8>) {
         default_route: DefaultRoute::Skip,
         destinations: vec!["10.20.0.0/16".parse().expect("a network")],
         table: Some(101),
+        default_route_v6: None,
     };
     for (i, (container, ifname, ip)) in [
         ("a1", "eth0", "10.0.1.5"),

@@ -297,7 +297,8 @@ pub async fn start<D: Datapath>(
             instance = %ec2.identity().instance_id,
             instance_type = %ec2.identity().instance_type,
             enis = ec2.enis().len(),
-            addresses = handler.free_addresses(),
+            addresses_v4 = handler.free_by_family().0,
+            addresses_v6 = handler.free_by_family().1,
             max_pods = ec2.max_pods(),
             "EC2 provider ready"
         );

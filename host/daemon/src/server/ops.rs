@@ -241,6 +241,8 @@ fn pool<D: Datapath>(handler: &Handler<D>) -> Value {
         "heldOutsideStore": handler.foreign_now(),
         "failures": snapshot.failures,
         "free": handler.free_addresses(),
+        "freeV4": handler.free_by_family().0,
+        "freeV6": handler.free_by_family().1,
     })
 }
 

@@ -115,7 +115,10 @@ async fn roll_back_unfinished<D: Datapath>(
         if handler.store().get(&allocation.key) != Some(&allocation) {
             continue; // the ADD finished (or was undone) meanwhile
         }
-        if routed.contains(&(allocation.ip, allocation.host_veth.clone())) {
+        if allocation
+            .pod_addresses()
+            .any(|ip| routed.contains(&(ip, allocation.host_veth.clone())))
+        {
             // The record goes; the route keeps the address held (refreshed before serving).
             match handler.release(&allocation.key).await {
                 // Counted with the routed veths kept below, which it now is one of.
@@ -280,10 +283,9 @@ async fn release_vanished_and_orphans<D: Datapath>(
         // The node snapshot may predate a veth created since: ask again under the lock.
         // After a loss, a stale record's address may be a live unrecorded pod's: its rules
         // are that pod's.
-        let routed_elsewhere = node
-            .pod_routes
-            .iter()
-            .any(|(ip, veth)| *ip == allocation.ip && *veth != allocation.host_veth);
+        let routed_elsewhere = node.pod_routes.iter().any(|(ip, veth)| {
+            allocation.pod_addresses().any(|a| a == *ip) && *veth != allocation.host_veth
+        });
         let outcome = match handler.datapath.veth_exists(&allocation.host_veth).await {
             Ok(true) => continue,
             Ok(false) if routed_elsewhere => {

@@ -271,3 +271,63 @@ fn on_ec2_a_dual_stack_pod_gets_an_eni_address_and_a_128_of_the_primary_enis_80(
     assert_eq!(pool["allocations"], json!([]), "{pool}");
     drop((server_v4, server_v6));
 }
+
+#[test]
+fn beside_another_networks_ipv4_default_route_a_dual_stack_interface_takes_only_the_ipv6_one() {
+    let mut node = TestNode::new("10.88.7.0/29,fd00:87::/120");
+    node.start_daemon();
+    let chain = wasmcni_only(&node, "1.1.0");
+    let mut p = pod("dual-beside");
+    // Another network's interface came first: IPv4 only, with the pod's IPv4 default route
+    // (a veth pair inside the pod stands for it: this kernel has no dummy links).
+    for args in [
+        &["link", "add", "other0", "type", "veth", "peer", "name", "otherp"][..],
+        &["addr", "add", "192.0.2.5/24", "dev", "other0"],
+        &["link", "set", "otherp", "up"],
+        &["link", "set", "other0", "up"],
+        &[
+            "route",
+            "add",
+            "default",
+            "via",
+            "192.0.2.1",
+            "dev",
+            "other0",
+        ],
+    ] {
+        p.ns.ip(args);
+    }
+    p.attachment.ifname = "net1".into();
+    // No `defaultRoute` key: each family's default route unless the pod has one already.
+    let result = node
+        .add(&chain, &p.attachment)
+        .expect("ADD beside another network");
+    let defaults: Vec<&str> = result["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["dst"].as_str())
+        .filter(|d| d.ends_with("/0"))
+        .collect();
+    assert_eq!(defaults, ["::/0"], "{result}");
+    let v4 = p.ns.ip(&["-4", "route", "show"]);
+    assert!(v4.contains("default via 192.0.2.1 dev other0"), "{v4}");
+    assert!(
+        !v4.contains("dev net1") || !v4.contains("default via 169.254.1.1"),
+        "{v4}"
+    );
+    let v6 = p.ns.ip(&["-6", "route", "show"]);
+    assert!(v6.contains("default via fe80::1 dev net1"), "{v6}");
+    node.check(&chain, &p.attachment, &result)
+        .expect("CHECK of what was decided");
+    // The restarted daemon CHECKs the same decision (it is in the record).
+    node.crash_and_restart_daemon();
+    node.check(&chain, &p.attachment, &result)
+        .expect("CHECK after a restart");
+    node.del(&chain, &p.attachment, Some(&result)).expect("DEL");
+    let v4 = p.ns.ip(&["-4", "route", "show"]);
+    assert!(
+        v4.contains("default via 192.0.2.1 dev other0"),
+        "the other network's route stays: {v4}"
+    );
+}

@@ -55,16 +55,9 @@ impl<D: Datapath> Handler<D> {
         let plugins = self.plugins();
         let pod_info = pod_info(request, netconf);
         let phase = enter_phase("allocate");
-        let (choice, _allocating) = match wanted
-            .as_ref()
-            .and_then(|w| w.first.map(|ip| (ip, w.source)))
-        {
-            // Exactly what was asked, or nothing: the allocator plugin is not asked.
-            Some((ip, source)) => self.choose_requested(ip, source).await?,
-            None => self.choose(&plugins, &pod_info).await?,
-        };
-        // A dual-stack pod's IPv6 address, under the same lock.
-        let ipv6 = self.choose_second(wanted.as_ref())?;
+        let (choice, ipv6, _allocating) = self
+            .choose_addresses(wanted.as_ref(), &plugins, &pod_info)
+            .await?;
         // Still under the allocation lock: an IPv6 pod's IPv4 egress address, for its first
         // interface only (another interface's IPv4 routes would collide with the first's, or
         // with another network's).
@@ -213,6 +206,46 @@ impl<D: Datapath> Handler<D> {
         Ok(result)
     }
 
+    /// The pod's address (exactly the one asked for, or none: the allocator plugin is then
+    /// not asked) and, on a dual-stack node, its /128, chosen under one allocation lock that
+    /// is returned held. The /128 is waited for as an IPv4 address is when the only free ones
+    /// (or the one asked for) are DELeted pods' whose veths the kernel is still deleting.
+    pub(super) async fn choose_addresses(
+        &self,
+        wanted: Option<&requested::Wanted>,
+        plugins: &PluginSet,
+        pod: &PodInfo,
+    ) -> Result<(Choice, Option<Ipv6Addr>, tokio::sync::MutexGuard<'_, ()>), CniError> {
+        let deadline = Instant::now() + draining::DRAIN_WAIT;
+        loop {
+            let (choice, allocating) = match wanted.and_then(|w| w.first.map(|ip| (ip, w.source))) {
+                Some((ip, source)) => self.choose_requested(ip, source).await?,
+                None => self.choose(plugins, pod).await?,
+            };
+            let error = match self.choose_second(wanted) {
+                Ok(ipv6) => return Ok((choice, ipv6, allocating)),
+                Err(e) => e,
+            };
+            // Nothing is reserved yet: let go, wait for the drain, choose both again.
+            let awaited = match wanted.and_then(|w| w.ipv6) {
+                Some(v6) => self
+                    .is_draining(IpAddr::V6(v6))
+                    .then_some(Some(IpAddr::V6(v6))),
+                None => (error.code == codes::POOL_EXHAUSTED
+                    && self.draining_now().iter().any(IpAddr::is_ipv6))
+                .then_some(None),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            match awaited {
+                Some(ip) if !left.is_zero() => {
+                    drop(allocating);
+                    self.drained(ip, left).await;
+                }
+                _ => return Err(error),
+            }
+        }
+    }
+
     /// Chooses an address and returns it with the allocation lock still held (the caller
     /// reserves it before letting go). With a growing provider, an empty pool wakes the
     /// reconciler and the ADD waits up to `add_wait_ms` for addresses to arrive.
@@ -340,8 +373,9 @@ impl<D: Datapath> Handler<D> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .capacity_v4();
-        let cooling = self.cooling_now().len();
-        let draining = self.draining_now().len();
+        // (IPv4 addresses only: a dual-stack node's /128s rest beside them.)
+        let cooling = self.cooling_now().iter().filter(|ip| ip.is_ipv4()).count();
+        let draining = self.draining_now().iter().filter(|ip| ip.is_ipv4()).count();
         let cause = self.provider_grow_error().map_or_else(String::new, |e| {
             format!("; the last attempt to grow it failed: {e}")
         });
@@ -359,8 +393,9 @@ impl<D: Datapath> Handler<D> {
     pub(super) fn choose_builtin(&self) -> Result<Choice, CniError> {
         let store = self.store();
         let resting = self.resting();
-        let cooling = &resting.cooling;
-        let draining = resting.draining.len();
+        // (IPv4 addresses only: a dual-stack node's /128s rest beside them.)
+        let cooling: Vec<&IpAddr> = resting.cooling.iter().filter(|ip| ip.is_ipv4()).collect();
+        let draining = resting.draining.iter().filter(|ip| ip.is_ipv4()).count();
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         pool.choose(|ip| resting.taken(&store, ip)).ok_or_else(|| {
             let details = if self.dynamic {
@@ -613,13 +648,18 @@ impl<D: Datapath> Handler<D> {
     /// address. If the removal fails too, the address stays reserved (never handed out while a
     /// route or rule to it may remain) and the periodic sweep retries the rollback.
     pub(super) async fn undo_add(&self, reserved: &Allocation, cause: CniError) -> CniError {
+        let addresses = reserved
+            .pod_addresses()
+            .map(|ip| ip.to_string())
+            .collect::<Vec<_>>()
+            .join(" and ");
         if let Err(cleanup) = self.datapath.teardown_pod(&reserved_host(reserved)).await {
-            tracing::error!(error = %cleanup, ip = %reserved.ip, veth = %reserved.host_veth, "rollback of a failed ADD failed; the address stays reserved until the sweep succeeds");
+            tracing::error!(error = %cleanup, ip = %reserved.ip, ipv6 = ?reserved.ipv6, veth = %reserved.host_veth, "rollback of a failed ADD failed; the address stays reserved until the sweep succeeds");
             return CniError::new(
                 cause.code,
                 format!(
-                    "{}; removing what was built also failed ({cleanup}), so {} stays reserved until the daemon's sweep succeeds",
-                    cause.msg, reserved.ip
+                    "{}; removing what was built also failed ({cleanup}), so {addresses} stays reserved until the daemon's sweep succeeds",
+                    cause.msg
                 ),
             );
         }
@@ -627,7 +667,7 @@ impl<D: Datapath> Handler<D> {
             Ok(()) => cause,
             Err(e) => CniError::new(
                 cause.code,
-                format!("{}; then freeing {}: {}", cause.msg, reserved.ip, e.msg),
+                format!("{}; then freeing {addresses}: {}", cause.msg, e.msg),
             ),
         }
     }

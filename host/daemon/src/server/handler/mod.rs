@@ -432,6 +432,7 @@ fn requested_routes(netconf: &NetConf, family: IpFamily) -> Result<PodRoutes, Cn
         },
         destinations: config.destinations.clone(),
         table: config.table,
+        default_route_v6: None,
     })
 }
 

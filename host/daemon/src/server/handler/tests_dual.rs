@@ -299,3 +299,81 @@ async fn a_static_dual_stack_node_takes_the_smaller_uplink_mtu_and_prepares_ipv6
         "{calls:?}"
     );
 }
+
+#[tokio::test]
+async fn a_dual_stack_add_failing_in_the_data_path_or_a_policy_keeps_neither_address() {
+    let f = dual_fixture();
+    let before = f.handler.free_by_family();
+    // The kernel refuses the host route: what was built goes, both addresses come back.
+    f.handler
+        .datapath
+        .fail_next_setup(nix::errno::Errno::EEXIST);
+    match f.run(Command::Add, "a", "1.1.0").await {
+        DaemonResponse::Failure { error, .. } => {
+            assert!(
+                error.msg.contains("ADD failed in the data path"),
+                "{}",
+                error.msg
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // A policy denies the next pod.
+    let denied = f
+        .handler
+        .handle(
+            &super::tests::request_in(Command::Add, "b", "kube-public"),
+            &config("1.1.0"),
+        )
+        .await;
+    assert!(
+        matches!(denied, DaemonResponse::Failure { .. }),
+        "{denied:?}"
+    );
+    assert!(f.handler.store().is_empty());
+    assert!(
+        f.handler.datapath.rules().is_empty(),
+        "{:?}",
+        f.handler.datapath.rules()
+    );
+    // (Freed at once: an ADD that never answered leaves nothing to cool.)
+    let resting: Vec<IpAddr> = f.handler.cooling_now();
+    let free = f.handler.free_by_family();
+    assert_eq!(
+        (
+            free.0 + resting.iter().filter(|ip| ip.is_ipv4()).count() as u64,
+            free.1 + resting.iter().filter(|ip| ip.is_ipv6()).count() as u64
+        ),
+        before
+    );
+}
+
+#[tokio::test]
+async fn a_dual_stack_add_waits_for_the_last_128_to_drain_instead_of_failing() {
+    // Three /128s for six IPv4 addresses: the fourth pod needs a DELeted pod's /128.
+    let f = fixture("10.88.0.0/29\", \"fd00:88::/126");
+    for cid in ["a", "b", "c"] {
+        ok(&f.run(Command::Add, cid, "1.1.0").await);
+    }
+    let freed = held(&f, "a").ipv6.unwrap();
+    f.handler.datapath.hold_link_removals();
+    ok(&f.run(Command::Del, "a", "1.1.0").await);
+    assert!(f.handler.is_draining(IpAddr::V6(freed)));
+    let handler = f.handler.clone();
+    let add = tokio::spawn(async move {
+        handler
+            .handle(&request(Command::Add, "d"), &config("1.1.0"))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!add.is_finished(), "the ADD did not wait for the drain");
+    f.handler.datapath.finish_link_removals();
+    let added = tokio::time::timeout(Duration::from_secs(10), add)
+        .await
+        .expect("the ADD finished once the veth was gone")
+        .unwrap();
+    ok(&added);
+    assert_eq!(held(&f, "d").ipv6, Some(freed), "the only free /128");
+    // b, c and d hold three of the six IPv4 addresses and all three /128s.
+    assert_eq!(f.handler.free_by_family(), (3, 0));
+}

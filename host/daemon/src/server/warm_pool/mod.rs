@@ -375,7 +375,8 @@ pub async fn pass<D: Datapath>(handler: &Handler<D>, provider: &dyn EniProvider)
         }
     }
     let minimum = u64::from(handler.config.ec2().ready_min_free);
-    if report.settled || handler.free_addresses() >= minimum {
+    // The pool planned is the IPv4 one (a dual-stack node's /80 alone readies nothing).
+    if report.settled || handler.free_by_family().0 >= minimum {
         handler.set_ready();
     }
     report

@@ -19,12 +19,14 @@ use wasmcni_core::pool_view::{NodeInfo, NodeLimits};
 use wasmcni_core::EniRequest;
 use wasmcni_datapath::fake::Call;
 
-use super::execute;
+use super::{execute, pass};
 use crate::server::handler::tests::{fixture_provider, ip_of, Fixture};
 
 /// The node's ENIs as EC2 holds them, and the calls the reconciler made.
 struct ModelEc2 {
     identity: NodeIdentity,
+    /// IPv4, or dual stack (the primary ENI then also holds a /80).
+    family: IpFamily,
     /// How long a released address rests (the real provider's default: 30 s).
     cooldown: Duration,
     state: Mutex<ModelState>,
@@ -52,6 +54,8 @@ struct ModelState {
     assign_gate: Option<Arc<tokio::sync::Notify>>,
     /// The next `assign_address` fails with this code (and assigns nothing).
     fail_assign_address: Option<&'static str>,
+    /// Every `assign` fails with this code (and assigns nothing).
+    fail_assign: Option<&'static str>,
 }
 
 impl ModelState {
@@ -108,6 +112,7 @@ impl ModelEc2 {
         let primary = node_eni("eni-0", 0, "10.0.0.10", &[]);
         let eni = node_eni("eni-1", 1, "10.0.1.1", secondary);
         Arc::new(ModelEc2 {
+            family: IpFamily::Ipv4,
             identity: NodeIdentity {
                 instance_id: "i-model".into(),
                 instance_type: "m5.large".into(),
@@ -159,6 +164,13 @@ impl Provider for ModelEc2 {
                 .values()
                 .flat_map(NodeEni::blocks)
                 .collect(),
+            ipv6: (self.family == IpFamily::Dual)
+                .then(|| wasmcni_core::ipam::Ipv6Block {
+                    cidr: "2600:1f14:aa:bb:cc::/80".parse().unwrap(),
+                    eni_id: Some("eni-0".into()),
+                })
+                .into_iter()
+                .collect(),
             ..Inventory::default()
         }
     }
@@ -188,6 +200,7 @@ impl Provider for ModelEc2 {
             enis,
             dynamic: true,
             cooldown: self.cooldown,
+            family: self.family,
             ..ProviderView::default()
         }
     }
@@ -206,7 +219,7 @@ impl EniProvider for ModelEc2 {
         &self.identity
     }
     fn family(&self) -> IpFamily {
-        IpFamily::Ipv4
+        self.family
     }
     fn max_pods(&self) -> u32 {
         29
@@ -295,6 +308,13 @@ impl EniProvider for ModelEc2 {
     async fn assign(&self, eni_id: &str, count: u32, _prefixes: bool) -> Result<Added, Ec2Error> {
         let mut state = self.state();
         state.calls.push(format!("assign {eni_id} +{count}"));
+        if let Some(code) = state.fail_assign {
+            return Err(Ec2Error::Api {
+                action: "AssignPrivateIpAddresses",
+                code: code.to_owned(),
+                message: "Request limit exceeded.".into(),
+            });
+        }
         let first = state.next_host;
         state.next_host += count as u8;
         let ips: Vec<Ipv4Addr> = (first..state.next_host)
@@ -912,4 +932,29 @@ async fn a_draining_address_is_never_given_back_nor_its_eni_deleted() {
         .await
         .unwrap();
     assert_eq!(model.calls(), ["unassign eni-1 10.0.1.5"]);
+}
+
+#[tokio::test]
+async fn a_dual_stack_node_is_not_ready_on_its_80_alone() {
+    // The /80's 2^48 free addresses are no IPv4 address: until the IPv4 pool has its
+    // minimum (EC2 refuses every assignment here), STATUS says the node is not ready.
+    let mut model = ModelEc2::new(&[]);
+    Arc::get_mut(&mut model).unwrap().family = IpFamily::Dual;
+    model.state().fail_assign = Some("RequestLimitExceeded");
+    let f = fixture_assigning(&model);
+    assert_eq!(f.handler.free_by_family().0, 0);
+    assert!(f.handler.free_by_family().1 > 1 << 40);
+    let report = pass(&f.handler, model.as_ref()).await;
+    assert!(!report.settled, "{report:?}");
+    assert!(
+        model.calls().iter().any(|c| c.starts_with("assign eni-")),
+        "the plan asked for addresses: {:?}",
+        model.calls()
+    );
+    assert!(!f.handler.is_ready(), "ready on the /80 alone");
+    // Once EC2 assigns, the IPv4 pool reaches its minimum and the node is ready.
+    model.state().fail_assign = None;
+    pass(&f.handler, model.as_ref()).await;
+    assert!(f.handler.free_by_family().0 >= 1, "{:?}", model.calls());
+    assert!(f.handler.is_ready());
 }
