@@ -281,7 +281,9 @@ fn beside_another_networks_ipv4_default_route_a_dual_stack_interface_takes_only_
     // Another network's interface came first: IPv4 only, with the pod's IPv4 default route
     // (a veth pair inside the pod stands for it: this kernel has no dummy links).
     for args in [
-        &["link", "add", "other0", "type", "veth", "peer", "name", "otherp"][..],
+        &[
+            "link", "add", "other0", "type", "veth", "peer", "name", "otherp",
+        ][..],
         &["addr", "add", "192.0.2.5/24", "dev", "other0"],
         &["link", "set", "otherp", "up"],
         &["link", "set", "other0", "up"],
