@@ -39,6 +39,7 @@ requirements=(
   "podman                                podman                       the podman test (its CNI backend, podman 4)"
   "nsenter                               util-linux                   the podman and CRI tests (runtimes in the node's network namespace)"
   "umount                                mount                        the CRI test's clean-up (a pod namespace a failed test left pinned)"
+  "openssl                               openssl                      the approvals test (a reviewer's ed25519 key made with openssl)"
   "cc                                    gcc                          building ring (rustls) and other C in dependencies"
   "c++                                   g++                          building libFuzzer for the fuzz targets (tests/fuzz)"
 )

@@ -1,5 +1,7 @@
 //! `wasmcni-host`: the privileged node daemon behind the `wasmcni` CNI shim.
 
+mod approve;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -44,6 +46,22 @@ enum Commands {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Instead of the report, print a reviewer's signed approval of this plugin with its
+        /// grants, limits and failure policy (a DSSE envelope for `[trust] approvals`).
+        #[arg(long, value_name = "PLUGIN", requires = "key")]
+        approve: Option<String>,
+        /// The reviewer's private key (`wasmcni-host keygen`, or an ed25519 PKCS#8 PEM).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Add this signature to an existing approval of the same terms instead.
+        #[arg(long, value_name = "FILE", requires = "approve")]
+        cosign: Option<PathBuf>,
+    },
+    /// Make a reviewer's ed25519 key pair: `<out>.key` (private, 0600) and `<out>.pub`.
+    Keygen {
+        /// Path prefix of the two files.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Ask the running daemon (over its operations socket) what it holds: `pool` (who holds
     /// which address, on which ENI), `plugins` (digests, grants), `config` (effective),
@@ -166,7 +184,19 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Commands::Audit { json } => match wasmcni_daemon::audit::AuditReport::of(&config) {
+        Commands::Audit {
+            approve: Some(plugin),
+            key: Some(key),
+            cosign,
+            ..
+        } => match approve::approve(&config, &plugin, &key, cosign.as_deref()) {
+            Ok(text) => output(&text, ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("wasmcni-host audit --approve: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Commands::Audit { json, .. } => match wasmcni_daemon::audit::AuditReport::of(&config) {
             Err(e) => {
                 eprintln!("wasmcni-host: {e}");
                 ExitCode::FAILURE
@@ -199,6 +229,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Commands::Keygen { out } => match approve::keygen(&out) {
+            Ok(text) => output(&text, ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("wasmcni-host keygen: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Commands::Discover { imds, ec2 } => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -383,14 +420,14 @@ fn pool_table(pool: &serde_json::Value) -> String {
     let dual = kinds.contains(&"ipv6-prefix") && kinds.iter().any(|k| *k != "ipv6-prefix");
     let free = if dual {
         format!(
-            "{} (IPv4 {}, IPv6 {})",
+            "{} free address(es) (IPv4 {}, IPv6 {})",
             pool["free"], pool["freeV4"], pool["freeV6"]
         )
     } else {
-        pool["free"].to_string()
+        format!("{} free address(es)", pool["free"])
     };
     let mut out = format!(
-        "provider {}; {} free address(es); {} cooling; {} draining; {} held outside the store; pod MTU {}\n",
+        "provider {}; {}; {} cooling; {} draining; {} held outside the store; pod MTU {}\n",
         text(&pool["provider"]),
         free,
         count("cooling"),

@@ -17,6 +17,7 @@ use serde::Deserialize;
 mod node;
 mod plugins;
 mod provider;
+mod trust;
 
 pub use node::{DaemonConfig, DatapathConfig, InstallConfig, EC2_MTU, FALLBACK_MTU};
 pub use plugins::{
@@ -26,6 +27,7 @@ pub use provider::{
     Ec2ProviderConfig, ProviderConfig, ProviderKind, SnatBackend, SnatConfig, SnatRandomize,
     StaticPoolConfig,
 };
+pub use trust::TrustConfig;
 
 /// The only schema version this build understands.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -100,6 +102,9 @@ pub struct ClusterConfig {
     /// Install the CNI binary and conflist on the node once the daemon is ready (as VPC CNI's
     /// aws-node does), so kubelet's "network ready" means ready.
     pub install: Option<InstallConfig>,
+    /// Reviewers' approvals every plugin needs before it loads (none: no approvals needed).
+    #[serde(default)]
+    pub trust: Option<TrustConfig>,
     /// The WebAssembly plugins, each pinned by digest with its grants and limits.
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
@@ -384,7 +389,7 @@ impl ClusterConfig {
             ProviderKind::Static => self.validate_static(origin)?,
             ProviderKind::Ec2 => self.validate_ec2(origin)?,
         }
-        Ok(())
+        self.validate_trust(origin)
     }
 
     /// Every `[[plugins]]` entry, as the runtime loads it.

@@ -532,3 +532,52 @@ fn the_pod_mtu_defaults_to_the_providers() {
         (Some(1400), 1400)
     );
 }
+
+#[test]
+fn trust_names_its_keys_how_many_must_approve_and_where_approvals_are() {
+    let base = with("cidrs = [\"10.88.0.0/24\"]", "cidrs = [\"10.88.0.0/24\"]");
+    let trust = |section: &str| format!("{base}\n[trust]\n{section}\n");
+    let config = ClusterConfig::parse(
+        &trust("keys = [\"/etc/wasmcni/reviewers/a.pub\", \"/etc/wasmcni/reviewers/b.pub\"]\nrequired = 2\napprovals = \"/etc/wasmcni/approvals\""),
+        "t",
+    )
+    .unwrap();
+    let parsed = config.trust.unwrap();
+    assert_eq!((parsed.keys.len(), parsed.required), (2, 2));
+    // One approval is the default.
+    let config =
+        ClusterConfig::parse(&trust("keys = [\"/k/a.pub\"]\napprovals = \"/a\""), "t").unwrap();
+    assert_eq!(config.trust.unwrap().required, 1);
+    for (section, error) in [
+        (
+            "keys = []\napprovals = \"/a\"",
+            "`trust.keys` = []: name at least one reviewer's public key file",
+        ),
+        (
+            "keys = [\"k.pub\"]\napprovals = \"/a\"",
+            "`trust.keys[0]` = \"k.pub\": must be an absolute path",
+        ),
+        (
+            "keys = [\"/k/a.pub\", \"/k/a.pub\"]\napprovals = \"/a\"",
+            "`trust.keys[1]` = \"/k/a.pub\": is listed twice",
+        ),
+        (
+            "keys = [\"/k/a.pub\"]\nrequired = 2\napprovals = \"/a\"",
+            "`trust.required` = 2: must be between 1 and the 1 key(s) in trust.keys",
+        ),
+        (
+            "keys = [\"/k/a.pub\"]\nrequired = 0\napprovals = \"/a\"",
+            "`trust.required` = 0",
+        ),
+        (
+            "keys = [\"/k/a.pub\"]\napprovals = \"a\"",
+            "`trust.approvals` = \"a\": must be an absolute path",
+        ),
+        ("keys = [\"/k/a.pub\"]", "missing field `approvals`"),
+    ] {
+        let err = ClusterConfig::parse(&trust(section), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(error), "{section}: {err}");
+    }
+}

@@ -147,6 +147,54 @@ impl AuditReport {
     }
 }
 
+/// What a reviewer approves of `spec` ([`wasmcni_trust::statement`]), the component as
+/// `inspection` found it.
+pub fn approval_statement(
+    spec: &wasmcni_core::PluginSpec,
+    inspection: &Inspection,
+) -> serde_json::Value {
+    wasmcni_trust::statement(spec, inspection.world, &inspection.imports)
+}
+
+/// A reviewer's approval of plugin `name` of `config` as configured, signed with `key`: the
+/// plugin must load as the daemon would load it (digest verified, nothing under-granted).
+pub fn approve(
+    config: &ClusterConfig,
+    name: &str,
+    key: &wasmcni_trust::SigningKey,
+) -> Result<wasmcni_trust::Envelope, String> {
+    let spec = config
+        .plugin_specs()
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = config
+                .plugin_specs()
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            format!(
+                "no plugin {name:?} in the configuration (its plugins: {})",
+                names.join(", ")
+            )
+        })?;
+    let runtime = PluginRuntime::new().map_err(|e| e.to_string())?;
+    let inspection = runtime.inspect(spec);
+    if let Some(problem) = &inspection.problem {
+        return Err(format!("plugin {name}: {problem}; nothing to approve"));
+    }
+    if !inspection.under_granted.is_empty() {
+        return Err(format!(
+            "plugin {name} imports {} which its grant does not include: the daemon would refuse it; fix the grant first",
+            inspection.under_granted.join(", ")
+        ));
+    }
+    Ok(wasmcni_trust::Envelope::sign(
+        &approval_statement(spec, &inspection),
+        key,
+    ))
+}
+
 fn mode_str(mode: wasmcni_core::FailureMode) -> &'static str {
     match mode {
         wasmcni_core::FailureMode::Closed => "closed",

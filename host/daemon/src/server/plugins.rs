@@ -37,12 +37,22 @@ impl PluginSet {
         }
     }
 
-    /// Loads every plugin `config` uses (digests verified, grants linked).
+    /// Loads every plugin `config` uses (digests verified, grants linked), each only with
+    /// the approvals `[trust]` requires.
     pub fn load(
         runtime: &PluginRuntime,
         config: &ClusterConfig,
         generation: u64,
     ) -> Result<PluginSet, PluginError> {
+        if let Some(trust) = &config.trust {
+            let used: Vec<&wasmcni_core::PluginSpec> = config
+                .allocator_spec()
+                .into_iter()
+                .chain(config.tagger_spec())
+                .chain(config.policy_specs())
+                .collect();
+            check_approvals(runtime, trust, &used)?;
+        }
         let load = |spec: &wasmcni_core::PluginSpec| runtime.load(spec).map(Arc::new);
         Ok(PluginSet {
             allocator: config.allocator_spec().map(load).transpose()?,
@@ -217,6 +227,10 @@ pub async fn reload<D: wasmcni_datapath::Datapath>(
     if config.provider != running.provider {
         fixed.push("[provider]");
     }
+    // Whoever may edit plugins must not be able to drop the approvals they need.
+    if config.trust != running.trust {
+        fixed.push("[trust]");
+    }
     if !fixed.is_empty() {
         return Err(format!(
             "{} changed {}, which needs a restart; nothing of it was applied",
@@ -233,6 +247,51 @@ pub async fn reload<D: wasmcni_datapath::Datapath>(
     let described = set.describe();
     handler.swap_plugins(set);
     Ok(format!("generation {generation} in force: {described}"))
+}
+
+/// Refuses a plugin of `specs` that `trust`'s reviewers have not approved as configured:
+/// its digest, world and imports as the component has them, its grants, limits and failure
+/// policy as the configuration gives them. Logs who approved each (key ids only).
+fn check_approvals(
+    runtime: &PluginRuntime,
+    trust: &wasmcni_config::TrustConfig,
+    specs: &[&wasmcni_core::PluginSpec],
+) -> Result<(), PluginError> {
+    let approvals = wasmcni_trust::Trust::load(&trust.keys, trust.required, &trust.approvals)
+        .map_err(|e| PluginError::Invalid {
+            plugin: "(every plugin)".into(),
+            message: format!("[trust]: {e}"),
+        })?;
+    for spec in specs {
+        let inspection = runtime.inspect(spec);
+        if let Some(problem) = &inspection.problem {
+            // The load that follows would refuse it with the same cause; say it here.
+            return Err(PluginError::Invalid {
+                plugin: spec.name.clone(),
+                message: problem.clone(),
+            });
+        }
+        let expected = crate::audit::approval_statement(spec, &inspection);
+        match approvals.check(&spec.name, &expected) {
+            Ok(reviewers) => tracing::info!(
+                plugin = %spec.name, digest = %spec.digest, reviewers = %reviewers.join(","),
+                "plugin approved as configured"
+            ),
+            Err(wasmcni_trust::TrustError::NotApproved { digest, why, .. }) => {
+                return Err(PluginError::Invalid {
+                    plugin: spec.name.clone(),
+                    message: format!("({digest}) is not approved as configured: {why}"),
+                })
+            }
+            Err(e) => {
+                return Err(PluginError::Invalid {
+                    plugin: spec.name.clone(),
+                    message: format!("checking its approvals: {e}"),
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Watches `path` for a changed configuration — on SIGHUP, and by content every

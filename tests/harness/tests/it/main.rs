@@ -3,6 +3,7 @@
 //! One binary for all of them (as wasmtime aggregates its integration tests), one module per
 //! concern. Each test builds its own namespaces with unique names and removes them on drop.
 
+mod approvals;
 mod attachments;
 mod bad_input;
 mod chain;

@@ -111,7 +111,7 @@ fn a_plugin_whose_file_changed_is_refused() {
 }
 
 /// Waits until the daemon log has `needle` at least `count` times.
-fn wait_for_log(node: &Node, needle: &str, count: usize) -> String {
+pub(crate) fn wait_for_log(node: &Node, needle: &str, count: usize) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let log = node.daemon_log_text();
