@@ -8,29 +8,20 @@ use std::path::{Path, PathBuf};
 use wasmcni_config::ClusterConfig;
 use wasmcni_trust::{Envelope, SigningKey};
 
-/// Writes `<out>.key` (PKCS#8 PEM, 0600, never overwritten) and `<out>.pub`; returns the
+/// Writes `<out>.key` (PKCS#8 PEM, 0600) and `<out>.pub`, neither overwriting a file; returns the
 /// message to print (the files and the key's id).
 pub(crate) fn keygen(out: &Path) -> Result<String, String> {
     let key = SigningKey::generate().map_err(|e| e.to_string())?;
     let private = with_suffix(out, "key");
     let public = with_suffix(out, "pub");
     let pem = key.to_pem().map_err(|e| e.to_string())?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&private)
-        .map_err(|e| {
-            format!(
-                "{}: {e} (an existing key is never overwritten)",
-                private.display()
-            )
-        })?;
-    file.write_all(pem.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("{}: {e}", private.display()))?;
     let public_pem = key.public().to_pem().map_err(|e| e.to_string())?;
-    std::fs::write(&public, public_pem).map_err(|e| format!("{}: {e}", public.display()))?;
+    // Neither file is overwritten (nor a link followed); a failure leaves neither behind.
+    write_new(&private, pem.as_bytes(), 0o600)?;
+    if let Err(e) = write_new(&public, public_pem.as_bytes(), 0o644) {
+        let _ = std::fs::remove_file(&private);
+        return Err(e);
+    }
     Ok(format!(
         "private key {} (keep it to yourself), public key {} (list it in [trust] keys); key id {}",
         private.display(),
@@ -75,6 +66,23 @@ pub(crate) fn approve(
         }
     };
     serde_json::to_string_pretty(&envelope).map_err(|e| e.to_string())
+}
+
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| {
+            format!(
+                "{}: {e} (an existing file is never overwritten)",
+                path.display()
+            )
+        })?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn with_suffix(out: &Path, suffix: &str) -> PathBuf {

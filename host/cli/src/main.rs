@@ -28,6 +28,10 @@ struct Cli {
     /// Cluster configuration (TOML). Without it the embedded default (policies/default.toml) is used.
     #[arg(long, global = true, env = "WASMCNI_CONFIG")]
     config: Option<PathBuf>,
+    /// A file with the `[trust]` table that applies whatever the cluster configuration says
+    /// (keep it where plugin editors cannot write: the node image, a separate mount).
+    #[arg(long, global = true, env = "WASMCNI_TRUST")]
+    trust: Option<PathBuf>,
     #[command(subcommand)]
     command: Commands,
 }
@@ -51,7 +55,7 @@ enum Commands {
         #[arg(long, value_name = "PLUGIN", requires = "key")]
         approve: Option<String>,
         /// The reviewer's private key (`wasmcni-host keygen`, or an ed25519 PKCS#8 PEM).
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", requires = "approve")]
         key: Option<PathBuf>,
         /// Add this signature to an existing approval of the same terms instead.
         #[arg(long, value_name = "FILE", requires = "approve")]
@@ -140,7 +144,12 @@ fn main() -> ExitCode {
     // The daemon logs to its file (rotated) when the configuration names one, else to stderr;
     // every event carries the fields of the request it belongs to (verb, container, pod,
     // ifname).
-    let loaded = load(cli.config.as_ref());
+    let loaded = load(cli.config.as_ref()).and_then(|mut config| {
+        if let Some(pin) = &cli.trust {
+            config.pin_trust(pin)?;
+        }
+        Ok(config)
+    });
     let log_file = match (&cli.command, &loaded) {
         (Commands::Run, Ok(config)) => config.daemon.log_file.as_ref().map(|path| {
             wasmcni_telemetry::logfile::RotatingLog::open(

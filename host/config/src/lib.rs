@@ -105,6 +105,9 @@ pub struct ClusterConfig {
     /// Reviewers' approvals every plugin needs before it loads (none: no approvals needed).
     #[serde(default)]
     pub trust: Option<TrustConfig>,
+    /// The file `trust` was pinned from ([`ClusterConfig::pin_trust`]), if it was.
+    #[serde(skip)]
+    trust_pin: Option<std::path::PathBuf>,
     /// The WebAssembly plugins, each pinned by digest with its grants and limits.
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,

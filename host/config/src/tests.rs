@@ -581,3 +581,43 @@ fn trust_names_its_keys_how_many_must_approve_and_where_approvals_are() {
         assert!(err.contains(error), "{section}: {err}");
     }
 }
+
+#[test]
+fn a_pinned_trust_file_applies_whatever_the_cluster_configuration_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let pin = dir.path().join("trust.toml");
+    let section =
+        "[trust]\nkeys = [\"/k/a.pub\", \"/k/b.pub\"]\nrequired = 2\napprovals = \"/a\"\n";
+    std::fs::write(&pin, section).unwrap();
+    let base = with("cidrs = [\"10.88.0.0/24\"]", "cidrs = [\"10.88.0.0/24\"]");
+    // The cluster configuration says nothing of trust: the pinned one applies.
+    let mut config = ClusterConfig::parse(&base, "t").unwrap();
+    config.pin_trust(&pin).unwrap();
+    assert_eq!(config.trust.as_ref().map(|t| t.required), Some(2));
+    assert_eq!(config.trust_pin(), Some(pin.as_path()));
+    // The same table in both: fine. A weaker one in the cluster configuration: refused.
+    let mut same = ClusterConfig::parse(&format!("{base}\n{section}"), "t").unwrap();
+    same.pin_trust(&pin).unwrap();
+    let weaker = section.replace("required = 2", "required = 1");
+    let mut weaker = ClusterConfig::parse(&format!("{base}\n{weaker}"), "t").unwrap();
+    let err = weaker.pin_trust(&pin).unwrap_err().to_string();
+    assert!(
+        err.contains("`trust` = a table: differs from the [trust] pinned by"),
+        "{err}"
+    );
+    // A pinned file is held to the same rules, and holds nothing else.
+    std::fs::write(&pin, section.replace("required = 2", "required = 3")).unwrap();
+    let err = ClusterConfig::parse(&base, "t")
+        .unwrap()
+        .pin_trust(&pin)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`trust.required` = 3"), "{err}");
+    std::fs::write(&pin, format!("{section}\n[daemon]\n")).unwrap();
+    let err = ClusterConfig::parse(&base, "t")
+        .unwrap()
+        .pin_trust(&pin)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `daemon`"), "{err}");
+}

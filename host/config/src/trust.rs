@@ -1,6 +1,6 @@
 //! `[trust]`: plugins load only with reviewers' approvals (docs/security.md).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -24,7 +24,53 @@ fn one() -> usize {
     1
 }
 
+/// A trust file (`wasmcni-host --trust FILE`): a `[trust]` table and nothing else.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustFile {
+    trust: TrustConfig,
+}
+
 impl ClusterConfig {
+    /// Makes the `[trust]` of the file at `path` this configuration's, whatever the cluster
+    /// configuration says: whoever edits plugins in the cluster configuration cannot drop or
+    /// weaken approvals kept in a file they cannot write (the node image, a separate mount).
+    /// A cluster configuration with a `[trust]` of its own must say the same.
+    pub fn pin_trust(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let origin = format!("trust file {}", path.display());
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file: TrustFile = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            origin: origin.clone(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        if self.trust.as_ref().is_some_and(|own| *own != file.trust) {
+            return Err(ConfigError::Invalid {
+                origin: "cluster configuration".into(),
+                key: "trust".into(),
+                value: "a table".into(),
+                reason: format!(
+                    "differs from the [trust] pinned by {}; remove it (the pinned one applies) or make it the same",
+                    path.display()
+                ),
+            });
+        }
+        let own = self.trust.replace(file.trust);
+        if let Err(e) = self.validate_trust(&origin) {
+            self.trust = own;
+            return Err(e);
+        }
+        self.trust_pin = Some(path.to_owned());
+        Ok(())
+    }
+
+    /// The trust file `[trust]` was pinned from, if it was.
+    pub fn trust_pin(&self) -> Option<&Path> {
+        self.trust_pin.as_deref()
+    }
+
     pub(crate) fn validate_trust(&self, origin: &str) -> Result<(), ConfigError> {
         let Some(trust) = &self.trust else {
             return Ok(());

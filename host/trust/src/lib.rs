@@ -1,8 +1,8 @@
 //! Reviewer approvals: what binds the plugin a security reviewer read (`wasmcni-host audit`)
 //! to what a node runs.
 //!
-//! A reviewer signs a [`statement`] of one plugin — its digest, world, WIT version, real
-//! imports, every grant with its scope, tag keys, limits and failure policy — with their
+//! A reviewer signs a [`statement`] of one plugin — its name, digest, world, WIT version, real
+//! imports, every grant with its scope, tag keys, limits, failure policy and settings — with their
 //! ed25519 key into a DSSE [`Envelope`]. A configuration with `[trust]` names the reviewers'
 //! public keys, how many of them must have approved each plugin, and the directory of
 //! approvals; the daemon then loads a plugin (at start and on every reload) only if at least
@@ -16,7 +16,7 @@ mod statement;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-pub use envelope::{Envelope, Signature, PAYLOAD_TYPE};
+pub use envelope::{Envelope, Signature, Verified, MAX_SIGNATURES, PAYLOAD_TYPE};
 pub use keys::{PublicKey, SigningKey};
 pub use statement::{differences, statement, STATEMENT_TYPE};
 
@@ -67,48 +67,62 @@ pub struct Trust {
 
 impl Trust {
     /// Reads the public keys `keys` (PEM files) and every `*.json` approval in `dir`. A key
-    /// that cannot be read fails; an approval file that cannot be read is noted (and named
-    /// when a plugin then lacks an approval).
+    /// that cannot be read, or the same key twice, fails; an approval file that cannot be
+    /// read is noted (and named when a plugin then lacks an approval).
     pub fn load(keys: &[PathBuf], required: usize, dir: &Path) -> Result<Trust, TrustError> {
-        let keys = keys
-            .iter()
-            .map(|path| {
-                let text = std::fs::read_to_string(path).map_err(|source| TrustError::Io {
-                    what: format!("reviewer key {}", path.display()),
-                    source,
-                })?;
-                PublicKey::from_pem(&text, &path.display().to_string())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|source| TrustError::Io {
-                what: format!("approvals directory {}", dir.display()),
+        let mut loaded: Vec<PublicKey> = Vec::new();
+        for path in keys {
+            let text = std::fs::read_to_string(path).map_err(|source| TrustError::Io {
+                what: format!("reviewer key {}", path.display()),
                 source,
-            })?
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|e| e == "json"))
-            .collect();
-        names.sort();
+            })?;
+            let key = PublicKey::from_pem(&text, &path.display().to_string())?;
+            if loaded.iter().any(|k| k.id() == key.id()) {
+                return Err(TrustError::Key(format!(
+                    "{} is a key listed already ({}): one reviewer would count twice",
+                    path.display(),
+                    key.id()
+                )));
+            }
+            loaded.push(key);
+        }
+        let entries = std::fs::read_dir(dir).map_err(|source| TrustError::Io {
+            what: format!("approvals directory {}", dir.display()),
+            source,
+        })?;
         let mut trust = Trust {
-            keys,
+            keys: loaded,
             required,
             dir: dir.to_path_buf(),
             approvals: Vec::new(),
             unreadable: Vec::new(),
         };
-        if names.len() > MAX_APPROVAL_FILES {
-            trust.unreadable.push(format!(
-                "{} holds {} approval files; only the first {MAX_APPROVAL_FILES} are read",
-                dir.display(),
-                names.len()
-            ));
-            names.truncate(MAX_APPROVAL_FILES);
+        let mut names: Vec<PathBuf> = Vec::new();
+        for entry in entries {
+            let path = match entry {
+                Ok(entry) => entry.path(),
+                Err(e) => {
+                    trust.unreadable.push(format!("{}: {e}", dir.display()));
+                    continue;
+                }
+            };
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            if names.len() == MAX_APPROVAL_FILES {
+                trust.unreadable.push(format!(
+                    "{} holds more than {MAX_APPROVAL_FILES} approval files; the others are not read",
+                    dir.display()
+                ));
+                break;
+            }
+            names.push(path);
         }
+        names.sort();
         for path in names {
             match read_envelope(&path) {
                 Ok(envelope) => trust.approvals.push((path, envelope)),
-                Err(why) => trust.unreadable.push(format!("{}: {why}", path.display())),
+                Err(why) => trust.unreadable.push(format!("{}: {why}", shown(&path))),
             }
         }
         Ok(trust)
@@ -124,6 +138,31 @@ impl Trust {
         self.approvals.len()
     }
 
+    /// Files of the directory that are no approval, with why.
+    pub fn unreadable(&self) -> &[String] {
+        &self.unreadable
+    }
+
+    /// Whether some reviewer approved any terms for `digest` — checked before the daemon
+    /// compiles a component to learn its world and imports, so nothing nobody approved is
+    /// compiled. Otherwise the [`TrustError::NotApproved`] a full check would give.
+    pub fn vouched(&self, plugin: &str, digest: &str) -> Result<(), TrustError> {
+        let mut found = Vec::new();
+        for (path, envelope) in self.of_digest(digest) {
+            match envelope.verify(&self.keys) {
+                Ok(verified) if !verified.signers.is_empty() => return Ok(()),
+                Ok(verified) => found.extend(
+                    verified
+                        .problems
+                        .into_iter()
+                        .map(|p| format!("{}: {p}", shown(path))),
+                ),
+                Err(e) => found.push(format!("{}: {e}", shown(path))),
+            }
+        }
+        Err(self.not_approved(plugin, digest, found))
+    }
+
     /// The ids of the keys whose approvals of `expected` (the plugin's statement as
     /// configured now) make it approved, or why it is not.
     pub fn check(
@@ -132,41 +171,28 @@ impl Trust {
         expected: &serde_json::Value,
     ) -> Result<Vec<String>, TrustError> {
         let digest = expected["digest"].as_str().unwrap_or_default();
-        let not_approved = |why: String| TrustError::NotApproved {
-            plugin: plugin.to_owned(),
-            digest: digest.to_owned(),
-            why,
-        };
         let mut approving: BTreeSet<String> = BTreeSet::new();
         let mut found: Vec<String> = Vec::new();
-        for (path, envelope) in &self.approvals {
-            let file = path.display();
+        for (path, envelope) in self.of_digest(digest) {
+            let file = shown(path);
+            let verified = match envelope.verify(&self.keys) {
+                Ok(verified) => verified,
+                Err(e) => {
+                    found.push(format!("{file}: {e}"));
+                    continue;
+                }
+            };
+            found.extend(verified.problems.iter().map(|p| format!("{file}: {p}")));
+            if verified.signers.is_empty() {
+                continue;
+            }
             let Ok(approved) = envelope.statement() else {
                 continue;
             };
-            if approved["digest"] != expected["digest"] {
-                continue;
-            }
-            let mut signers = Vec::new();
-            for signature in &envelope.signatures {
-                match self.keys.iter().find(|k| k.id() == signature.keyid) {
-                    None => found.push(format!(
-                        "{file} carries a signature by {}, which is not one of [trust] keys",
-                        signature.keyid
-                    )),
-                    Some(key) if envelope.signed_by(key)? => signers.push(key.id().to_owned()),
-                    Some(key) => found.push(format!(
-                        "{file}: the signature by {} does not verify (the file changed after it was signed)",
-                        key.id()
-                    )),
-                }
-            }
-            if signers.is_empty() {
-                continue;
-            }
             if &approved == expected {
-                approving.extend(signers);
+                approving.extend(verified.signers);
             } else {
+                let signers: Vec<String> = verified.signers.into_iter().collect();
                 found.push(format!(
                     "{file} (signed by {}) approves other terms: {}",
                     signers.join(", "),
@@ -188,35 +214,101 @@ impl Trust {
                 ),
             );
         }
+        Err(self.not_approved(plugin, digest, found))
+    }
+
+    /// The approvals whose statement is of `digest`.
+    fn of_digest<'a>(&'a self, digest: &'a str) -> impl Iterator<Item = (&'a Path, &'a Envelope)> {
+        self.approvals.iter().filter_map(move |(path, envelope)| {
+            let statement = envelope.statement().ok()?;
+            (statement["digest"].as_str() == Some(digest)).then_some((path.as_path(), envelope))
+        })
+    }
+
+    /// The refusal of `plugin`: what was `found` (at most [`MAX_REASONS`] items), and the
+    /// files of the directory that could not be read.
+    fn not_approved(&self, plugin: &str, digest: &str, mut found: Vec<String>) -> TrustError {
         if found.is_empty() {
             found.push(format!(
-                "no approval of this digest in {} ({} approval file(s) read{})",
+                "no approval of this digest in {} ({} approval file(s) read)",
                 self.dir.display(),
-                self.approvals.len(),
-                if self.unreadable.is_empty() {
-                    String::new()
-                } else {
-                    format!("; not read: {}", self.unreadable.join("; "))
-                }
+                self.approvals.len()
             ));
         }
-        Err(not_approved(format!(
-            "{}; a reviewer approves it with `wasmcni-host audit --approve {plugin} --key <their key>`",
-            found.join("; ")
-        )))
+        if found.len() > MAX_REASONS {
+            let more = found.len() - MAX_REASONS;
+            found.truncate(MAX_REASONS);
+            found.push(format!("and {more} more"));
+        }
+        if !self.unreadable.is_empty() {
+            let mut unread: Vec<String> =
+                self.unreadable.iter().take(MAX_REASONS).cloned().collect();
+            if self.unreadable.len() > MAX_REASONS {
+                unread.push(format!("and {} more", self.unreadable.len() - MAX_REASONS));
+            }
+            found.push(format!("not read: {}", unread.join("; ")));
+        }
+        TrustError::NotApproved {
+            plugin: plugin.to_owned(),
+            digest: digest.to_owned(),
+            why: format!(
+                "{}; a reviewer approves it with `wasmcni-host audit --approve {plugin} --key <their key>`",
+                found.join("; ")
+            ),
+        }
     }
 }
 
+/// Reasons a refusal lists, at most.
+const MAX_REASONS: usize = 8;
+
+/// A path from a directory listing, for a message: control characters escaped.
+fn shown(path: &Path) -> String {
+    path.display()
+        .to_string()
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// Reads one approval: a regular file (not followed through a link, never a FIFO or a
+/// device, which could block the daemon), at most [`MAX_APPROVAL_BYTES`].
 fn read_envelope(path: &Path) -> Result<Envelope, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let size = file.metadata().map_err(|e| e.to_string())?.len();
-    if size > MAX_APPROVAL_BYTES {
-        return Err(format!("{size} bytes, more than {MAX_APPROVAL_BYTES}"));
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_flags())
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let metadata = file.metadata().map_err(|e| e.to_string())?;
+    if !metadata.is_file() {
+        return Err("not a regular file".into());
     }
-    let envelope: Envelope = serde_json::from_reader(std::io::BufReader::new(file))
-        .map_err(|e| format!("not a DSSE envelope: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_APPROVAL_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_APPROVAL_BYTES {
+        return Err(format!("more than {MAX_APPROVAL_BYTES} bytes"));
+    }
+    let envelope: Envelope =
+        serde_json::from_slice(&bytes).map_err(|e| format!("not a DSSE envelope: {e}"))?;
     envelope.statement().map_err(|e| e.to_string())?;
     Ok(envelope)
+}
+
+/// `O_NOFOLLOW | O_NONBLOCK`: a link is not followed, and opening a FIFO does not wait for a
+/// writer (the file type check then refuses it).
+fn libc_flags() -> i32 {
+    use nix::fcntl::OFlag;
+    (OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits()
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! What a reviewer approves of one plugin: the component (its digest, the world its exports
 //! match, the WIT package version and every interface it really imports) and what the
-//! configuration gives it (each grant with its scope, tag keys, limits, failure policy). Its
-//! name and its `[plugins.config]` settings are not part of it: a reviewer approves what the
-//! component is and may do, not what an operator calls it or tunes.
+//! configuration gives it: its name (which keys its `kv` state and its audit entries), each
+//! grant with its scope, tag keys, limits, failure policy, and its `[plugins.config]`
+//! settings (a policy's settings are its rules). Only the component's file path is left out:
+//! the digest binds the bytes wherever they lie.
 
 use serde_json::{json, Value};
 use wasmcni_core::{PluginKind, PluginSpec};
@@ -23,8 +24,9 @@ pub fn statement(spec: &PluginSpec, world: Option<PluginKind>, imports: &[String
         .next();
     let mut imports = imports.to_vec();
     imports.sort();
-    json!({
+    let mut statement = json!({
         "type": STATEMENT_TYPE,
+        "name": spec.name,
         "digest": spec.digest,
         "kind": spec.kind,
         "world": world,
@@ -34,7 +36,14 @@ pub fn statement(spec: &PluginSpec, world: Option<PluginKind>, imports: &[String
         "tag_keys": spec.tag_keys,
         "limits": spec.limits,
         "on_failure": spec.on_failure,
-    })
+        "settings": spec.settings,
+    });
+    // The same routes in another order (or twice) are the same grant.
+    if let Some(Value::Array(routes)) = statement.pointer_mut("/grants/netlink/routes") {
+        routes.sort_by_key(|r| r.to_string());
+        routes.dedup();
+    }
+    statement
 }
 
 /// Each place where the `configured` statement differs from the `approved` one, as
@@ -73,54 +82,143 @@ fn walk(path: &str, approved: &Value, configured: &Value, found: &mut Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wasmcni_core::{Capability, Grants};
+    use wasmcni_core::{Capability, Export, FailureMode, Hook};
+
+    const IMPORTS: [&str; 2] = [
+        "wasmcni:plugin/pool-view@0.2.0",
+        "wasmcni:plugin/eni-ops@0.2.0",
+    ];
+
+    fn of(spec: &PluginSpec) -> Value {
+        let imports: Vec<String> = IMPORTS.iter().map(|i| (*i).to_owned()).collect();
+        statement(spec, Some(PluginKind::Allocator), &imports)
+    }
 
     #[test]
-    fn the_statement_names_what_a_reviewer_approves_and_nothing_an_operator_tunes() {
-        let mut spec = PluginSpec::new(
-            "pack",
-            PluginKind::Allocator,
-            "/x/pack.wasm".into(),
-            format!("sha256:{}", "ab".repeat(32)),
-            Grants::of(&[Capability::PoolView, Capability::EniOps]),
-        );
-        spec.grants.eni_ops.subnets = ["node".to_owned()].into();
-        let imports = vec![
-            "wasmcni:plugin/pool-view@0.2.0".to_owned(),
-            "wasmcni:plugin/eni-ops@0.2.0".to_owned(),
-        ];
-        let approved = statement(&spec, Some(PluginKind::Allocator), &imports);
+    fn the_statement_names_each_difference_with_both_values() {
+        let spec = crate::tests::spec();
+        let approved = of(&spec);
         assert_eq!(approved["wit"], "wasmcni:plugin@0.2.0");
         assert_eq!(approved["imports"][0], "wasmcni:plugin/eni-ops@0.2.0");
-        // Renamed and retuned: the same statement.
-        let mut renamed = spec.clone();
-        renamed.name = "strategy".into();
-        renamed.settings.insert("WARM_IPS".into(), "9".into());
-        assert_eq!(
-            statement(&renamed, Some(PluginKind::Allocator), &imports),
-            approved
-        );
-        // Widened: the difference is named, path and both values.
-        let mut widened = spec.clone();
-        widened.grants.eni_ops.subnets.insert("subnet-0abc".into());
-        widened.limits.fuel *= 2;
-        let found = differences(
-            &approved,
-            &statement(&widened, Some(PluginKind::Allocator), &imports),
-        );
-        assert_eq!(found.len(), 2, "{found:?}");
-        assert!(
-            found.contains(
-                &r#"grants.eni_ops.subnets: approved ["node"], configured ["node","subnet-0abc"]"#
-                    .to_owned()
-            ),
-            "{found:?}"
-        );
+        // Renamed (its kv state and audit entries would be another plugin's) and retuned (a
+        // policy's settings are its rules), widened and given more fuel: each named.
+        let mut changed = spec.clone();
+        changed.name = "strategy".into();
+        changed.settings.insert("WARM_IPS".into(), "9".into());
+        changed.grants.eni_ops.subnets.insert("subnet-0abc".into());
+        changed.limits.fuel *= 2;
+        let found = differences(&approved, &of(&changed));
+        assert_eq!(found.len(), 4, "{found:?}");
+        for expected in [
+            r#"grants.eni_ops.subnets: approved ["node"], configured ["node","subnet-0abc"]"#,
+            r#"name: approved "pack", configured "strategy""#,
+            r#"settings.WARM_IPS: approved null, configured "9""#,
+        ] {
+            assert!(found.iter().any(|f| f == expected), "{expected}: {found:?}");
+        }
         assert!(
             found
                 .iter()
                 .any(|f| f.starts_with("limits.fuel: approved ")),
             "{found:?}"
         );
+    }
+
+    /// Every field of a plugin's terms the runtime acts on changes the statement: a field a
+    /// future change left out of its serialization fails here.
+    #[test]
+    fn every_field_the_runtime_acts_on_is_in_the_statement() {
+        let spec = crate::tests::spec();
+        let base = of(&spec);
+        type Change = Box<dyn Fn(&mut PluginSpec)>;
+        let changes: Vec<(&str, Change)> = vec![
+            ("name", Box::new(|s| s.name = "other".into())),
+            ("kind", Box::new(|s| s.kind = PluginKind::Policy)),
+            (
+                "digest",
+                Box::new(|s| s.digest = format!("sha256:{}", "cd".repeat(32))),
+            ),
+            (
+                "capabilities",
+                Box::new(|s| {
+                    s.grants.capabilities.insert(Capability::Kv);
+                }),
+            ),
+            (
+                "eni subnets",
+                Box::new(|s| {
+                    s.grants.eni_ops.subnets.insert("subnet-1".into());
+                }),
+            ),
+            (
+                "eni groups",
+                Box::new(|s| {
+                    s.grants.eni_ops.security_groups.insert("sg-1".into());
+                }),
+            ),
+            (
+                "max enis",
+                Box::new(|s| s.grants.eni_ops.max_enis = Some(2)),
+            ),
+            (
+                "mtu",
+                Box::new(|s| s.grants.netlink.mtu = Some((1280, 1500))),
+            ),
+            (
+                "routes",
+                Box::new(|s| s.grants.netlink.routes.push("10.0.0.0/8".parse().unwrap())),
+            ),
+            ("kv", Box::new(|s| s.grants.kv.max_bytes += 1)),
+            ("fuel", Box::new(|s| s.limits.fuel += 1)),
+            ("memory", Box::new(|s| s.limits.memory_bytes += 1)),
+            (
+                "deadline",
+                Box::new(|s| {
+                    s.limits.deadline_ms.insert(Export::Plan, 1);
+                }),
+            ),
+            ("host calls", Box::new(|s| s.limits.host_calls += 1)),
+            (
+                "on failure",
+                Box::new(|s| {
+                    s.on_failure.0.insert(Hook::Allocate, FailureMode::Open);
+                }),
+            ),
+            (
+                "tag keys",
+                Box::new(|s| {
+                    s.tag_keys.insert("team".into());
+                }),
+            ),
+            (
+                "settings",
+                Box::new(|s| {
+                    s.settings.insert("k".into(), "v".into());
+                }),
+            ),
+        ];
+        for (what, change) in changes {
+            let mut changed = spec.clone();
+            change(&mut changed);
+            assert_ne!(of(&changed), base, "{what} is not bound");
+        }
+        assert_ne!(
+            statement(&spec, None, &[]),
+            base,
+            "world and imports are not bound"
+        );
+        // Two routes in either order, or one twice, are one grant.
+        let mut a = spec.clone();
+        a.grants.netlink.routes = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "10.1.0.0/16".parse().unwrap(),
+        ];
+        let mut b = spec.clone();
+        b.grants.netlink.routes = vec![
+            "10.1.0.0/16".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+            "10.1.0.0/16".parse().unwrap(),
+        ];
+        assert_eq!(of(&a), of(&b));
     }
 }

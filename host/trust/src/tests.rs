@@ -8,7 +8,7 @@ use wasmcni_core::{Capability, Grants, PluginKind, PluginSpec};
 
 use super::*;
 
-fn spec() -> PluginSpec {
+pub(crate) fn spec() -> PluginSpec {
     let mut spec = PluginSpec::new(
         "pack",
         PluginKind::Allocator,
@@ -132,7 +132,7 @@ fn a_widened_grant_an_unknown_key_and_a_changed_file_are_each_named() {
     let why = reason(trust.check("pack", &configured));
     assert!(
         why.contains(&format!(
-            "carries a signature by {}, which is not one of [trust] keys",
+            "pack.json: a signature by {}, which is not one of [trust] keys",
             stranger.public().id()
         )),
         "{why}"
@@ -203,4 +203,66 @@ fn keys_read_back_from_pem_with_the_same_id() {
         .unwrap()
         .to_string()
         .contains("reviewer.key is not an ed25519 private key"));
+}
+
+#[test]
+fn links_fifos_and_oversized_files_are_not_read_and_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let approvals = tmp.path().join("approvals");
+    std::fs::create_dir(&approvals).unwrap();
+    let (keys, paths) = reviewers(tmp.path());
+    let expected = statement_of(&spec());
+    // A real approval, reachable only through a link: not followed.
+    let outside = tmp.path().join("outside.json");
+    std::fs::write(
+        &outside,
+        serde_json::to_vec(&Envelope::sign(&expected, &keys[0])).unwrap(),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&outside, approvals.join("link.json")).unwrap();
+    // A FIFO would block a reader that waits for a writer.
+    nix::unistd::mkfifo(
+        &approvals.join("fifo.json"),
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .unwrap();
+    std::fs::write(
+        approvals.join("huge.json"),
+        vec![b' '; MAX_APPROVAL_BYTES as usize + 1],
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let trust = Trust::load(&paths, 1, &approvals).unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(trust.approvals(), 0);
+    let unread = trust.unreadable().join("\n");
+    assert!(unread.contains("fifo.json: not a regular file"), "{unread}");
+    assert!(
+        unread.contains("huge.json: more than 1048576 bytes"),
+        "{unread}"
+    );
+    assert!(unread.contains("link.json: "), "{unread}");
+    // Nothing vouches for the digest, so the daemon compiles nothing; the refusal names them.
+    let digest = expected["digest"].as_str().unwrap();
+    let why = reason(trust.vouched("pack", digest).map(|()| Vec::new()));
+    assert!(why.contains("no approval of this digest"), "{why}");
+    assert!(
+        why.contains("not read: ") && why.contains("fifo.json"),
+        "{why}"
+    );
+}
+
+#[test]
+fn the_same_key_under_two_paths_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, paths) = reviewers(tmp.path());
+    let copy = tmp.path().join("copy.pub");
+    std::fs::copy(&paths[0], &copy).unwrap();
+    let error = Trust::load(&[paths[0].clone(), copy], 2, tmp.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("copy.pub is a key listed already"),
+        "{error}"
+    );
 }

@@ -215,8 +215,12 @@ pub async fn reload<D: wasmcni_datapath::Datapath>(
     handler: &super::handler::Handler<D>,
     path: &std::path::Path,
 ) -> Result<String, String> {
-    let config = ClusterConfig::load(path).map_err(|e| e.to_string())?;
+    let mut config = ClusterConfig::load(path).map_err(|e| e.to_string())?;
     let running = &handler.config;
+    // A trust policy pinned at start (`--trust`) binds every reload too.
+    if let Some(pin) = running.trust_pin() {
+        config.pin_trust(pin).map_err(|e| e.to_string())?;
+    }
     let mut fixed = Vec::new();
     if config.daemon != running.daemon {
         fixed.push("[daemon]");
@@ -262,7 +266,29 @@ fn check_approvals(
             plugin: "(every plugin)".into(),
             message: format!("[trust]: {e}"),
         })?;
+    for unread in approvals.unreadable() {
+        tracing::warn!(approvals = %trust.approvals.display(), "not an approval, not read: {unread}");
+    }
     for spec in specs {
+        // Nothing unapproved is compiled: the file must be the pinned one, and some reviewer
+        // must have approved terms for that digest, before the component is inspected.
+        let actual =
+            wasmcni_runtime::digest_of_file(&spec.path).map_err(|source| PluginError::Read {
+                plugin: spec.name.clone(),
+                path: spec.path.clone(),
+                source,
+            })?;
+        if actual != spec.digest {
+            return Err(PluginError::DigestMismatch {
+                plugin: spec.name.clone(),
+                path: spec.path.clone(),
+                expected: spec.digest.clone(),
+                actual,
+            });
+        }
+        approvals
+            .vouched(&spec.name, &spec.digest)
+            .map_err(|e| not_approved(spec, e))?;
         let inspection = runtime.inspect(spec);
         if let Some(problem) = &inspection.problem {
             // The load that follows would refuse it with the same cause; say it here.
@@ -272,26 +298,28 @@ fn check_approvals(
             });
         }
         let expected = crate::audit::approval_statement(spec, &inspection);
-        match approvals.check(&spec.name, &expected) {
-            Ok(reviewers) => tracing::info!(
-                plugin = %spec.name, digest = %spec.digest, reviewers = %reviewers.join(","),
-                "plugin approved as configured"
-            ),
-            Err(wasmcni_trust::TrustError::NotApproved { digest, why, .. }) => {
-                return Err(PluginError::Invalid {
-                    plugin: spec.name.clone(),
-                    message: format!("({digest}) is not approved as configured: {why}"),
-                })
-            }
-            Err(e) => {
-                return Err(PluginError::Invalid {
-                    plugin: spec.name.clone(),
-                    message: format!("checking its approvals: {e}"),
-                })
-            }
-        }
+        let reviewers = approvals
+            .check(&spec.name, &expected)
+            .map_err(|e| not_approved(spec, e))?;
+        tracing::info!(
+            plugin = %spec.name, digest = %spec.digest, reviewers = %reviewers.join(","),
+            "plugin approved as configured"
+        );
     }
     Ok(())
+}
+
+fn not_approved(spec: &wasmcni_core::PluginSpec, e: wasmcni_trust::TrustError) -> PluginError {
+    let message = match e {
+        wasmcni_trust::TrustError::NotApproved { digest, why, .. } => {
+            format!("({digest}) is not approved as configured: {why}")
+        }
+        other => format!("checking its approvals: {other}"),
+    };
+    PluginError::Invalid {
+        plugin: spec.name.clone(),
+        message,
+    }
 }
 
 /// Watches `path` for a changed configuration — on SIGHUP, and by content every

@@ -163,4 +163,24 @@ fn only_plugins_approved_as_configured_load_and_a_widened_grant_is_named() {
         "{log}"
     );
     assert!(node.daemon_running());
+
+    // Nor is a restart, once [trust] is pinned by a file plugin editors cannot write: the
+    // cluster configuration without [trust] and with the widened grant still does not start.
+    node.stop_daemon("TERM");
+    let pinned = dir.join("trust.toml");
+    std::fs::write(&pinned, trust.trim_start()).unwrap();
+    node.set_daemon_env("WASMCNI_TRUST", &pinned.display().to_string());
+    let refused = node.start_daemon_expecting_failure();
+    assert!(
+        refused.contains(
+            "approves other terms: grants.netlink.mtu: approved [1280,9001], configured [576,9001]"
+        ),
+        "{refused}"
+    );
+    // The approved terms start under the pin alone.
+    node.write_config(&format!("{base}{}", guard("[1280, 9001]")));
+    node.start_daemon();
+    assert!(node
+        .daemon_log_text()
+        .contains("plugin approved as configured"));
 }
