@@ -59,6 +59,18 @@ pub fn pod_ip(result: &Value) -> String {
     address.split('/').next().unwrap_or(address).to_owned()
 }
 
+/// A result's address of one family (a dual-stack pod has one of each), without its prefix
+/// length.
+pub fn pod_ip_of_family(result: &Value, v6: bool) -> Option<String> {
+    result["ips"]
+        .as_array()?
+        .iter()
+        .filter_map(|ip| ip["address"].as_str())
+        .find(|a| a.contains(':') == v6)
+        .and_then(|a| a.split('/').next())
+        .map(str::to_owned)
+}
+
 /// How a campaign runs.
 #[derive(Debug, Clone)]
 pub struct Campaign {

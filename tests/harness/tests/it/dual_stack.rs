@@ -9,23 +9,16 @@ use wasmcni_harness::node::{TestNode, NODE_IP, NODE_IP6, OUTSIDE_IP6};
 use wasmcni_harness::traffic::{ping, tcp_fetch, EchoServer, PEER_ADDRESS};
 
 use crate::support::{assert_detached_then_gone, pod, wasmcni_only};
+use wasmcni_harness::campaign::pod_ip_of_family;
 
 /// A result's address of one family, without its prefix length.
 fn address(result: &Value, v6: bool) -> String {
-    result["ips"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|ip| ip["address"].as_str())
-        .find(|a| a.contains(':') == v6)
-        .and_then(|a| a.split('/').next())
-        .unwrap_or_else(|| {
-            panic!(
-                "no {} address in {result}",
-                if v6 { "IPv6" } else { "IPv4" }
-            )
-        })
-        .to_owned()
+    pod_ip_of_family(result, v6).unwrap_or_else(|| {
+        panic!(
+            "no {} address in {result}",
+            if v6 { "IPv6" } else { "IPv4" }
+        )
+    })
 }
 
 #[test]

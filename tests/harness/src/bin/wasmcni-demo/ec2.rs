@@ -386,15 +386,7 @@ pub(crate) fn run_dual_stack() -> u32 {
 
 /// A result's address of one family, without its prefix length ("-" when it has none).
 fn family_ip(result: &serde_json::Value, v6: bool) -> String {
-    result["ips"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|ip| ip["address"].as_str())
-        .find(|a| a.contains(':') == v6)
-        .and_then(|a| a.split('/').next())
-        .unwrap_or("-")
-        .to_owned()
+    wasmcni_harness::campaign::pod_ip_of_family(result, v6).unwrap_or_else(|| "-".into())
 }
 
 /// DEL for every pod, each checked; their namespaces go with them.
