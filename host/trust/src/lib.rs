@@ -264,17 +264,7 @@ const MAX_REASONS: usize = 8;
 
 /// A path from a directory listing, for a message: control characters escaped.
 fn shown(path: &Path) -> String {
-    path.display()
-        .to_string()
-        .chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
+    wasmcni_cni::text::escape_controls(&path.display().to_string())
 }
 
 /// Reads one approval: a regular file (not followed through a link, never a FIFO or a

@@ -293,12 +293,13 @@ pub async fn start<D: Datapath>(
         warm_pool::prepare(&handler, ec2.as_ref())
             .await
             .map_err(StartError::PrepareProvider)?;
+        let (free_v4, free_v6) = handler.free_by_family();
         tracing::info!(
             instance = %ec2.identity().instance_id,
             instance_type = %ec2.identity().instance_type,
             enis = ec2.enis().len(),
-            addresses_v4 = handler.free_by_family().0,
-            addresses_v6 = handler.free_by_family().1,
+            addresses_v4 = free_v4,
+            addresses_v6 = free_v6,
             max_pods = ec2.max_pods(),
             "EC2 provider ready"
         );

@@ -228,6 +228,8 @@ fn pool<D: Datapath>(handler: &Handler<D>) -> Value {
             })
         }))
         .collect();
+    // One count of each family (the IPv4 blocks are walked once).
+    let (free_v4, free_v6) = handler.free_by_family();
     json!({
         "provider": handler.provider.name(),
         "podMtu": handler.pod_mtu,
@@ -240,9 +242,9 @@ fn pool<D: Datapath>(handler: &Handler<D>) -> Value {
         "draining": handler.draining_detail(),
         "heldOutsideStore": handler.foreign_now(),
         "failures": snapshot.failures,
-        "free": handler.free_addresses(),
-        "freeV4": handler.free_by_family().0,
-        "freeV6": handler.free_by_family().1,
+        "free": free_v4.saturating_add(free_v6),
+        "freeV4": free_v4,
+        "freeV6": free_v6,
     })
 }
 

@@ -118,12 +118,7 @@ pub(crate) fn run() -> u32 {
             ping(&a.0, &pod_ip(&b.2)),
         );
         let internet = ec2.route_to_internet();
-        let server = EchoServer::start(
-            &ec2.node.outside,
-            std::net::SocketAddr::from((internet, 7000)),
-            PEER_ADDRESS,
-        );
-        let seen = tcp_fetch(&a.0, server.addr);
+        let seen = seen_outside(&ec2, &a.0, std::net::SocketAddr::from((internet, 7000)));
         check(
             &mut failures,
             &format!("TCP {} -> {internet} (outside the VPC) is seen from {seen:?}: SNAT to the primary ENI", pod_ip(&a.2)),
@@ -223,12 +218,7 @@ pub(crate) fn run_ipv6() -> u32 {
             &format!("ping {} -> {}", pod_ip(&a.2), pod_ip(&b.2)),
             ping(&a.0, &pod_ip(&b.2)),
         );
-        let server = EchoServer::start(
-            &ec2.node.outside,
-            std::net::SocketAddr::new(internet.into(), 7000),
-            PEER_ADDRESS,
-        );
-        let seen = tcp_fetch(&a.0, server.addr);
+        let seen = seen_outside(&ec2, &a.0, std::net::SocketAddr::new(internet.into(), 7000));
         check(
             &mut failures,
             &format!(
@@ -340,12 +330,11 @@ pub(crate) fn run_dual_stack() -> u32 {
                 ping(&a.0, &to),
             );
         }
-        let server_v4 = EchoServer::start(
-            &ec2.node.outside,
+        let seen = seen_outside(
+            &ec2,
+            &a.0,
             std::net::SocketAddr::new(internet_v4.into(), 7000),
-            PEER_ADDRESS,
         );
-        let seen = tcp_fetch(&a.0, server_v4.addr);
         check(
             &mut failures,
             &format!(
@@ -354,12 +343,11 @@ pub(crate) fn run_dual_stack() -> u32 {
             ),
             seen.as_deref() == Some(ec2.primary_ip.to_string().as_str()),
         );
-        let server_v6 = EchoServer::start(
-            &ec2.node.outside,
+        let seen = seen_outside(
+            &ec2,
+            &a.0,
             std::net::SocketAddr::new(internet_v6.into(), 7001),
-            PEER_ADDRESS,
         );
-        let seen = tcp_fetch(&a.0, server_v6.addr);
         check(
             &mut failures,
             &format!(
@@ -387,6 +375,13 @@ pub(crate) fn run_dual_stack() -> u32 {
 /// A result's address of one family, without its prefix length ("-" when it has none).
 fn family_ip(result: &serde_json::Value, v6: bool) -> String {
     wasmcni_harness::campaign::pod_ip_of_family(result, v6).unwrap_or_else(|| "-".into())
+}
+
+/// The source address a server outside the VPC at `addr` sees a TCP connection from `pod`
+/// come from.
+fn seen_outside(ec2: &Ec2Node, pod: &NetNs, addr: std::net::SocketAddr) -> Option<String> {
+    let server = EchoServer::start(&ec2.node.outside, addr, PEER_ADDRESS);
+    tcp_fetch(pod, server.addr)
 }
 
 /// DEL for every pod, each checked; their namespaces go with them.
