@@ -266,3 +266,23 @@ fn the_same_key_under_two_paths_is_refused() {
         "{error}"
     );
 }
+
+#[test]
+fn more_approval_files_than_the_cap_are_left_unread_and_said() {
+    let tmp = tempfile::tempdir().unwrap();
+    let approvals = tmp.path().join("approvals");
+    std::fs::create_dir(&approvals).unwrap();
+    let (keys, paths) = reviewers(tmp.path());
+    let envelope = Envelope::sign(&statement_of(&spec()), &keys[0]);
+    for i in 0..=MAX_APPROVAL_FILES {
+        write(&approvals, &format!("a{i:04}.json"), &envelope);
+    }
+    let trust = Trust::load(&paths, 1, &approvals).unwrap();
+    assert_eq!(trust.approvals(), MAX_APPROVAL_FILES);
+    assert!(
+        trust.unreadable()[0]
+            .contains("holds more than 1024 approval files; the others are not read"),
+        "{:?}",
+        trust.unreadable()
+    );
+}
