@@ -40,6 +40,8 @@ requirements=(
   "nsenter                               util-linux                   the podman and CRI tests (runtimes in the node's network namespace)"
   "umount                                mount                        the CRI test's clean-up (a pod namespace a failed test left pinned)"
   "openssl                               openssl                      the approvals test (a reviewer's ed25519 key made with openssl)"
+  "docker-registry                       docker-registry              the OCI registry tests (a real distribution server on loopback)"
+  "htpasswd                              apache2-utils                the OCI registry tests (a registry behind basic auth)"
   "cc                                    gcc                          building ring (rustls) and other C in dependencies"
   "c++                                   g++                          building libFuzzer for the fuzz targets (tests/fuzz)"
 )

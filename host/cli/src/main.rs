@@ -1,6 +1,7 @@
 //! `wasmcni-host`: the privileged node daemon behind the `wasmcni` CNI shim.
 
 mod approve;
+mod push;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +62,11 @@ enum Commands {
         #[arg(long, value_name = "FILE", requires = "approve")]
         cosign: Option<PathBuf>,
     },
+    /// Work with plugin components in OCI registries.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommands,
+    },
     /// Make a reviewer's ed25519 key pair: `<out>.key` (private, 0600) and `<out>.pub`.
     Keygen {
         /// Path prefix of the two files.
@@ -103,6 +109,34 @@ enum Commands {
         /// EC2 endpoint (default: the region's).
         #[arg(long, env = "AWS_ENDPOINT_URL_EC2")]
         ec2: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommands {
+    /// Publish a built component as a Wasm OCI artifact and print the `[[plugins]]` lines
+    /// that pin it by digest. Reaches the registry as `[registry]` of `--config` says, plus
+    /// these options.
+    Push {
+        /// The component file.
+        component: PathBuf,
+        /// `oci://registry/repository[:tag]` (the tag is for people; nodes pull by digest).
+        target: String,
+        /// Reach the registry over plain HTTP (a loopback registry, a test).
+        #[arg(long)]
+        plain_http: bool,
+        /// Trust this CA (PEM) beside the system's; repeatable.
+        #[arg(long = "ca", value_name = "FILE")]
+        ca_files: Vec<PathBuf>,
+        /// Basic-auth user name (with --password-file).
+        #[arg(long)]
+        username: Option<String>,
+        /// A file holding the password.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Print JSON (`oci`, `digest`, `kind`, `bytes`, `imports`).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -185,6 +219,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // `audit` reads every component as the daemon would load it: those from registries are
+    // pulled into the configuration's component cache first.
+    if matches!(cli.command, Commands::Audit { .. }) {
+        if let Err(e) = fetch_components(&config) {
+            eprintln!("wasmcni-host audit: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     match cli.command {
         Commands::CheckConfig => match serde_json::to_string_pretty(&config) {
             Ok(text) => output(&text, ExitCode::SUCCESS),
@@ -234,6 +276,33 @@ fn main() -> ExitCode {
                 Ok(text) => output(&text, ExitCode::SUCCESS),
                 Err(e) => {
                     eprintln!("wasmcni-host inspect: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Commands::Plugin {
+            command:
+                PluginCommands::Push {
+                    component,
+                    target,
+                    plain_http,
+                    ca_files,
+                    username,
+                    password_file,
+                    json,
+                },
+        } => {
+            let options = push::PushOptions {
+                plain_http,
+                ca_files,
+                username,
+                password_file,
+                json,
+            };
+            match push::push(&config, &component, &target, options) {
+                Ok(text) => output(&text, ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("wasmcni-host plugin push: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -291,6 +360,22 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Pulls every `[[plugins]]` entry from a registry that the component cache lacks.
+fn fetch_components(config: &ClusterConfig) -> Result<(), String> {
+    let specs: Vec<&wasmcni_core::PluginSpec> = config.plugin_specs().iter().collect();
+    if specs.iter().all(|spec| spec.origin.is_none()) {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime
+        .block_on(wasmcni_registry::ensure_cached(&specs, &config.registry))
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// `wasmcni-host compile-plugin`: compiles `component` (whose sha256 must be `digest`) with the

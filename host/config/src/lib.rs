@@ -17,6 +17,7 @@ use serde::Deserialize;
 mod node;
 mod plugins;
 mod provider;
+mod registry;
 mod trust;
 
 pub use node::{DaemonConfig, DatapathConfig, InstallConfig, EC2_MTU, FALLBACK_MTU};
@@ -26,6 +27,10 @@ pub use plugins::{
 pub use provider::{
     Ec2ProviderConfig, ProviderConfig, ProviderKind, SnatBackend, SnatConfig, SnatRandomize,
     StaticPoolConfig,
+};
+pub use registry::{
+    cached_component, RegistryAuthConfig, RegistryConfig, DEFAULT_MAX_COMPONENT_BYTES,
+    DEFAULT_PULL_TIMEOUT_MS, MAX_COMPONENT_BYTES,
 };
 pub use trust::TrustConfig;
 
@@ -108,6 +113,9 @@ pub struct ClusterConfig {
     /// The file `trust` was pinned from ([`ClusterConfig::pin_trust`]), if it was.
     #[serde(skip)]
     trust_pin: Option<std::path::PathBuf>,
+    /// How `oci://` plugins are pulled.
+    #[serde(default)]
+    pub registry: RegistryConfig,
     /// The WebAssembly plugins, each pinned by digest with its grants and limits.
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
@@ -392,6 +400,7 @@ impl ClusterConfig {
             ProviderKind::Static => self.validate_static(origin)?,
             ProviderKind::Ec2 => self.validate_ec2(origin)?,
         }
+        self.registry.validate(origin)?;
         self.validate_trust(origin)
     }
 

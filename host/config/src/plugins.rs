@@ -15,9 +15,15 @@ pub struct PluginConfig {
     pub name: String,
     /// Plugin kind: `allocator`, `tagger` or `policy` (the WIT world it implements).
     pub kind: String,
-    /// Absolute path of the component file.
-    pub path: PathBuf,
-    /// `sha256:<64 hex>`: the daemon refuses a file with any other content.
+    /// Absolute path of the component file (this or `oci`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// `oci://registry/repository@sha256:<manifest digest>`: pulled into the node's cache
+    /// when the cache lacks it (this or `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<String>,
+    /// `sha256:<64 hex>` of the component: the daemon refuses any other content, from a file
+    /// or a registry.
     pub digest: String,
     /// Capabilities (WIT interfaces) it may import, each with its scope.
     #[serde(default)]
@@ -160,25 +166,45 @@ impl ClusterConfig {
                     "must be \"allocator\", \"tagger\" or \"policy\"".into(),
                 )
             })?;
-            if !plugin.path.is_absolute() {
-                return Err(invalid(
-                    key("path"),
-                    quoted(&plugin.path.display().to_string()),
-                    "must be an absolute path".into(),
-                ));
-            }
-            let hex = plugin.digest.strip_prefix("sha256:").unwrap_or("");
-            if hex.len() != 64
-                || !hex
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            {
+            if !wasmcni_core::oci::is_sha256_digest(&plugin.digest) {
                 return Err(invalid(
                     key("digest"),
                     quoted(&plugin.digest),
                     "must be \"sha256:\" followed by 64 lowercase hex digits (wasmcni-plugin-build prints it)".into(),
                 ));
             }
+            let (path, pulled_from) = match (&plugin.path, &plugin.oci) {
+                (Some(path), None) if path.is_absolute() => (path.clone(), None),
+                (Some(path), None) => {
+                    return Err(invalid(
+                        key("path"),
+                        quoted(&path.display().to_string()),
+                        "must be an absolute path".into(),
+                    ))
+                }
+                (None, Some(oci)) => {
+                    let reference = wasmcni_core::OciReference::parse(oci)
+                        .map_err(|reason| invalid(key("oci"), quoted(oci), reason))?;
+                    (
+                        cached_component(&self.component_cache_dir(), &plugin.digest),
+                        Some(reference),
+                    )
+                }
+                (Some(_), Some(oci)) => {
+                    return Err(invalid(
+                        key("oci"),
+                        quoted(oci),
+                        "name the component by `path` or by `oci`, not both".into(),
+                    ))
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        key("path"),
+                        "(missing)".into(),
+                        "name the component: `path` (a file) or `oci` (oci://registry/repository@sha256:…)".into(),
+                    ))
+                }
+            };
             let grants = self.resolve_grants(i, kind, &plugin.grants, origin)?;
             if kind != PluginKind::Tagger && !plugin.tag_keys.is_empty() {
                 return Err(invalid(
@@ -307,10 +333,11 @@ impl ClusterConfig {
             let mut spec = wasmcni_core::PluginSpec::new(
                 &plugin.name,
                 kind,
-                plugin.path.clone(),
+                path,
                 plugin.digest.clone(),
                 grants,
             );
+            spec.origin = pulled_from;
             spec.limits = limits;
             spec.on_failure = on_failure;
             spec.settings = settings;

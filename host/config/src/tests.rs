@@ -621,3 +621,111 @@ fn a_pinned_trust_file_applies_whatever_the_cluster_configuration_says() {
         .to_string();
     assert!(err.contains("unknown field `daemon`"), "{err}");
 }
+
+#[test]
+fn a_plugin_from_a_registry_is_pinned_by_digest_and_cached_under_it() {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let manifest = format!("sha256:{}", "cd".repeat(32));
+    let plugin = |source: &str, registry: &str| {
+        format!(
+            "{DEFAULT_CONFIG}\n{registry}\n[allocator]\nplugin = \"pack\"\n\n[[plugins]]\nname = \"pack\"\nkind = \"allocator\"\n{source}\ndigest = \"{digest}\"\n[plugins.grants]\npool-view = {{}}\n"
+        )
+    };
+    let oci = format!("oci = \"oci://registry.example.com:5000/team/pack@{manifest}\"");
+    let config = ClusterConfig::parse(&plugin(&oci, ""), "t").unwrap();
+    let spec = config.allocator_spec().unwrap();
+    let origin = spec.origin.as_ref().unwrap();
+    assert_eq!(origin.registry, "registry.example.com:5000");
+    assert_eq!(origin.repository, "team/pack");
+    assert_eq!(origin.digest, manifest);
+    assert_eq!(
+        spec.path,
+        config
+            .daemon
+            .state_dir
+            .join("components")
+            .join(format!("sha256-{}.wasm", "ab".repeat(32)))
+    );
+    assert_eq!(config.registry, RegistryConfig::default());
+    // A file entry has no origin.
+    let file =
+        ClusterConfig::parse(&plugin("path = \"/usr/lib/wasmcni/pack.wasm\"", ""), "t").unwrap();
+    assert!(file.allocator_spec().unwrap().origin.is_none());
+    // The settings parse with their bounds.
+    let registry = "[registry]\nca_files = [\"/etc/wasmcni/ca.pem\"]\nplain_http = [\"127.0.0.1:5000\"]\ntimeout_ms = 5000\nmax_component_bytes = 1048576\n[registry.auth.\"registry.example.com:5000\"]\nusername = \"AWS\"\npassword_file = \"/run/secrets/ecr\"\n";
+    let config = ClusterConfig::parse(&plugin(&oci, registry), "t").unwrap();
+    assert_eq!(config.registry.timeout_ms, 5000);
+    assert_eq!(
+        config.registry.auth["registry.example.com:5000"].username,
+        "AWS"
+    );
+
+    let cases = [
+        (
+            plugin("", ""),
+            "`plugins[0].path` = (missing): name the component",
+        ),
+        (
+            plugin(&format!("path = \"/p.wasm\"\n{oci}"), ""),
+            "`plugins[0].oci` = \"oci://registry.example.com:5000/team/pack@",
+        ),
+        (
+            plugin("oci = \"oci://registry.example.com/team/pack:v1\"", ""),
+            "must name the manifest by digest",
+        ),
+        (
+            plugin(
+                &format!("oci = \"oci://registry.example.com/team/pack:v1@{manifest}\""),
+                "",
+            ),
+            "carries a tag",
+        ),
+        (
+            plugin(
+                &format!("oci = \"registry.example.com/team/pack@{manifest}\""),
+                "",
+            ),
+            "must start with \"oci://\"",
+        ),
+        (
+            plugin(&oci, &registry.replace("/etc/wasmcni/ca.pem", "ca.pem")),
+            "`registry.ca_files[0]` = \"ca.pem\": must be an absolute path",
+        ),
+        (
+            plugin(
+                &oci,
+                &registry.replace("127.0.0.1:5000", "http://127.0.0.1:5000"),
+            ),
+            "`registry.plain_http[0]`",
+        ),
+        (
+            plugin(
+                &oci,
+                &registry.replace("timeout_ms = 5000", "timeout_ms = 0"),
+            ),
+            "`registry.timeout_ms` = 0: must be between 1 and 600000",
+        ),
+        (
+            plugin(
+                &oci,
+                &registry.replace(
+                    "max_component_bytes = 1048576",
+                    "max_component_bytes = 1073741824",
+                ),
+            ),
+            "`registry.max_component_bytes` = 1073741824",
+        ),
+        (
+            plugin(&oci, &registry.replace("\"/run/secrets/ecr\"", "\"ecr\"")),
+            "password_file` = \"ecr\": must be an absolute path",
+        ),
+        (
+            plugin(&oci, &registry.replace("\"AWS\"", "\"a:b\"")),
+            "username` = \"a:b\": must be a non-empty name without ':'",
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = ClusterConfig::parse(&text, "t").unwrap_err().to_string();
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+}

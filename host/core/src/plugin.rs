@@ -15,8 +15,10 @@ pub struct PluginSpec {
     pub name: String,
     /// Which world it implements.
     pub kind: PluginKind,
-    /// The component file.
+    /// The component file (for a plugin from a registry: its place in the node's cache).
     pub path: PathBuf,
+    /// The registry manifest the file is pulled from when the cache lacks it.
+    pub origin: Option<crate::OciReference>,
     /// `sha256:<64 hex>`; the file is refused unless its content hashes to it.
     pub digest: String,
     /// What it may import, with scopes.
@@ -44,6 +46,7 @@ impl PluginSpec {
             name: name.to_owned(),
             kind,
             path,
+            origin: None,
             digest,
             grants,
             limits: Limits::default(),

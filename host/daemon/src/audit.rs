@@ -82,7 +82,10 @@ impl AuditReport {
                 (Some(_), None) if !p.under_granted.is_empty() => {
                     "refused at load: under-granted".into()
                 }
-                (Some(_), None) => "ok (digest verified)".into(),
+                (Some(_), None) => match &p.origin {
+                    Some(origin) => format!("ok (digest verified; from {origin})"),
+                    None => "ok (digest verified)".into(),
+                },
                 (None, None) => "unreadable".into(),
             };
             let imports: Vec<String> = p

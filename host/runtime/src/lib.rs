@@ -922,6 +922,9 @@ pub struct Inspection {
     pub world: Option<PluginKind>,
     /// The component file.
     pub path: PathBuf,
+    /// The registry manifest it is pulled from, if it comes from one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
     /// Digest pinned by the configuration.
     pub pinned_digest: String,
     /// Digest of the file as it is now (`None` when it cannot be read).
@@ -969,6 +972,7 @@ impl PluginRuntime {
             kind: spec.kind,
             world: None,
             path: spec.path.clone(),
+            origin: spec.origin.as_ref().map(ToString::to_string),
             pinned_digest: spec.digest.clone(),
             actual_digest: None,
             imports: Vec::new(),

@@ -13,6 +13,7 @@ pub mod ec2;
 pub mod netns;
 pub mod node;
 pub mod podman;
+pub mod registry;
 pub mod rootfs;
 pub mod traffic;
 

@@ -261,6 +261,9 @@ pub async fn start<D: Datapath>(
     let runtime = plugin_runtime(&config, compiler).map_err(StartError::Plugin)?;
     // Off the async workers: a component missing from the cache is compiled (by a child
     // process) for as long as that takes.
+    PluginSet::fetch(&config)
+        .await
+        .map_err(StartError::Plugin)?;
     let plugins = {
         let (runtime, config) = (runtime.clone(), config.clone());
         tokio::task::spawn_blocking(move || PluginSet::load(&runtime, &config, 1))
@@ -274,6 +277,7 @@ pub async fn start<D: Datapath>(
             .map_err(StartError::Plugin)?
     };
     tracing::info!(plugins = %plugins.describe(), "plugins loaded");
+    PluginSet::prune_cache(&config);
     let handler = Handler::new(config, pod_mtu, datapath, store, provider, runtime, plugins);
     warn_egress_outside_range(&handler);
     if !recovery.lost.is_empty() {

@@ -45,13 +45,7 @@ impl PluginSet {
         generation: u64,
     ) -> Result<PluginSet, PluginError> {
         if let Some(trust) = &config.trust {
-            let used: Vec<&wasmcni_core::PluginSpec> = config
-                .allocator_spec()
-                .into_iter()
-                .chain(config.tagger_spec())
-                .chain(config.policy_specs())
-                .collect();
-            check_approvals(runtime, trust, &used)?;
+            check_approvals(runtime, trust, &used_specs(config))?;
         }
         let load = |spec: &wasmcni_core::PluginSpec| runtime.load(spec).map(Arc::new);
         Ok(PluginSet {
@@ -64,6 +58,53 @@ impl PluginSet {
                 .collect::<Result<_, _>>()?,
             generation,
         })
+    }
+
+    /// Makes sure the component cache holds every plugin `config` uses that comes from a
+    /// registry (`oci = ...`), pulling what it lacks; logs where each came from. Before
+    /// [`PluginSet::load`], which verifies the digests again and checks approvals.
+    pub async fn fetch(config: &ClusterConfig) -> Result<(), PluginError> {
+        let used = used_specs(config);
+        let fetched = wasmcni_registry::ensure_cached(&used, &config.registry)
+            .await
+            .map_err(|e| match e {
+                wasmcni_registry::RegistryError::Pull { plugin, detail } => PluginError::Invalid {
+                    plugin,
+                    message: detail,
+                },
+                other => PluginError::Invalid {
+                    plugin: "(registry)".into(),
+                    message: other.to_string(),
+                },
+            })?;
+        for (plugin, how) in fetched {
+            match how {
+                wasmcni_registry::Fetched::Cached => {
+                    tracing::info!(%plugin, "component from the cache")
+                }
+                wasmcni_registry::Fetched::Pulled { bytes, elapsed } => tracing::info!(
+                    %plugin,
+                    bytes,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "component pulled from its registry"
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes from the component cache what no plugin entry of `config` names (beyond the
+    /// few newest, for a rollback while the registry is down). After a load that succeeded.
+    pub fn prune_cache(config: &ClusterConfig) {
+        let named = config
+            .plugin_specs()
+            .iter()
+            .filter(|spec| spec.origin.is_some())
+            .map(|spec| spec.path.clone())
+            .collect();
+        for removed in wasmcni_registry::cache::prune(&config.component_cache_dir(), &named) {
+            tracing::info!(path = %removed.display(), "pruned from the component cache");
+        }
     }
 
     /// Names, for logs: `allocator=pack tagger=- policy=[namespace-guard]`.
@@ -79,6 +120,17 @@ impl PluginSet {
                 .join(", ")
         )
     }
+}
+
+/// The plugins `config` uses: allocator, tagger, policy hooks (an entry nothing refers to is
+/// neither pulled nor loaded).
+fn used_specs(config: &ClusterConfig) -> Vec<&wasmcni_core::PluginSpec> {
+    config
+        .allocator_spec()
+        .into_iter()
+        .chain(config.tagger_spec())
+        .chain(config.policy_specs())
+        .collect()
 }
 
 /// What the policy hooks decided.
@@ -244,12 +296,15 @@ pub async fn reload<D: wasmcni_datapath::Datapath>(
     }
     let generation = handler.plugins().generation + 1;
     let runtime = handler.runtime.clone();
+    PluginSet::fetch(&config).await.map_err(|e| e.to_string())?;
+    let loaded = config.clone();
     let set = tokio::task::spawn_blocking(move || PluginSet::load(&runtime, &config, generation))
         .await
         .map_err(|e| format!("loading the plugins failed: {e}"))?
         .map_err(|e| e.to_string())?;
     let described = set.describe();
     handler.swap_plugins(set);
+    PluginSet::prune_cache(&loaded);
     Ok(format!("generation {generation} in force: {described}"))
 }
 

@@ -17,6 +17,7 @@ mod ops;
 mod plugins;
 mod pod_lifecycle;
 mod podman;
+mod registry;
 mod requested;
 mod sandbox;
 mod static_ipv6;
