@@ -5,6 +5,8 @@
 # `./scripts/demo.sh --ec2`: the same on an emulated EC2 instance (ENIs, vpc-warm-pool, SNAT);
 # `--ec2 --ipv6`: IPv6 prefix mode (a /80 on the primary ENI, a /128 per pod, no SNAT).
 # `--ec2 --dual-stack`: dual stack (an ENI's IPv4 address and a /128 of the /80 per pod).
+# `--registry`: the plugins pushed to a local OCI registry, approved by two reviewers, pulled by
+# digest; a widened grant refused; a restart with the registry down served from the cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh

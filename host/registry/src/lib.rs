@@ -122,7 +122,7 @@ pub async fn ensure_cached(
             .await
             .map_err(fail)?;
         let elapsed = started.elapsed();
-        tracing::info!(plugin = %spec.name, %reference, bytes, elapsed_ms = elapsed.as_millis() as u64, "pulled the component into the cache");
+        tracing::debug!(plugin = %spec.name, %reference, bytes, elapsed_ms = elapsed.as_millis() as u64, "pulled the component into the cache");
         report.push((spec.name.clone(), Fetched::Pulled { bytes, elapsed }));
     }
     Ok(report)

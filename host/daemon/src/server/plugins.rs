@@ -78,12 +78,19 @@ impl PluginSet {
                 },
             })?;
         for (plugin, how) in fetched {
+            let reference = used
+                .iter()
+                .find(|spec| spec.name == plugin)
+                .and_then(|spec| spec.origin.as_ref())
+                .map(ToString::to_string)
+                .unwrap_or_default();
             match how {
                 wasmcni_registry::Fetched::Cached => {
-                    tracing::info!(%plugin, "component from the cache")
+                    tracing::info!(%plugin, %reference, "component from the cache")
                 }
                 wasmcni_registry::Fetched::Pulled { bytes, elapsed } => tracing::info!(
                     %plugin,
+                    %reference,
                     bytes,
                     elapsed_ms = elapsed.as_millis() as u64,
                     "component pulled from its registry"

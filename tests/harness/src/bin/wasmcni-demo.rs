@@ -5,6 +5,8 @@
 
 #[path = "wasmcni-demo/ec2.rs"]
 mod ec2;
+#[path = "wasmcni-demo/registry.rs"]
+mod registry;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -29,8 +31,10 @@ fn main() -> ExitCode {
     }
     let flag = |name: &str| std::env::args().any(|a| a == name);
     // (`--dual-stack` is an EC2 mode: `--ec2` may be left out.)
-    if flag("--ec2") || flag("--dual-stack") {
-        let failures = if flag("--dual-stack") {
+    if flag("--ec2") || flag("--dual-stack") || flag("--registry") {
+        let failures = if flag("--registry") {
+            registry::run()
+        } else if flag("--dual-stack") {
             ec2::run_dual_stack()
         } else if flag("--ipv6") {
             ec2::run_ipv6()

@@ -14,6 +14,7 @@ use serde_json::json;
 use wasmcni_harness::chain::{Attachment, Conflist};
 use wasmcni_harness::ec2::Ec2Node;
 use wasmcni_harness::netns::NetNs;
+use wasmcni_harness::node::TestNode;
 use wasmcni_harness::plugin_entry;
 use wasmcni_harness::traffic::{ping, tcp_fetch, EchoServer, PEER_ADDRESS};
 
@@ -47,7 +48,7 @@ pub(crate) fn run() -> u32 {
 
     let started = Instant::now();
     ec2.node.start_daemon();
-    let chain = wasmcni_chain(&ec2, "wasmcni-ec2-demo");
+    let chain = wasmcni_chain(&ec2.node, "wasmcni-ec2-demo");
     let ready = wait(Duration::from_secs(30), || ec2.node.status(&chain).is_ok());
     check(
         &mut failures,
@@ -162,7 +163,7 @@ pub(crate) fn run_ipv6() -> u32 {
     ec2.node.write_config(&config);
     audit(&mut failures, &ec2.node.config_path());
     ec2.node.start_daemon();
-    let chain = wasmcni_chain(&ec2, "wasmcni-ec2-ipv6-demo");
+    let chain = wasmcni_chain(&ec2.node, "wasmcni-ec2-ipv6-demo");
     check(
         &mut failures,
         "STATUS ready",
@@ -268,7 +269,7 @@ pub(crate) fn run_dual_stack() -> u32 {
     audit(&mut failures, &ec2.node.config_path());
     let started = Instant::now();
     ec2.node.start_daemon();
-    let chain = wasmcni_chain(&ec2, "wasmcni-ec2-dual-stack-demo");
+    let chain = wasmcni_chain(&ec2.node, "wasmcni-ec2-dual-stack-demo");
     let ready = wait(Duration::from_secs(30), || ec2.node.status(&chain).is_ok());
     check(
         &mut failures,
@@ -414,18 +415,18 @@ fn print_audit(ec2: &Ec2Node, heading: &str, call: &str) {
 }
 
 /// The conflist the demo's runtime calls: wasmcni alone, on this node's daemon.
-fn wasmcni_chain(ec2: &Ec2Node, name: &str) -> Conflist {
+pub(crate) fn wasmcni_chain(node: &TestNode, name: &str) -> Conflist {
     Conflist {
         name: name.into(),
         cni_version: "1.1.0".into(),
         plugins: vec![
-            json!({"type": "wasmcni", "capabilities": {"io.kubernetes.cri.pod-annotations": true}, "daemonSocket": ec2.node.socket().display().to_string(), "logFile": ec2.node.shim_log().display().to_string()}),
+            json!({"type": "wasmcni", "capabilities": {"io.kubernetes.cri.pod-annotations": true}, "daemonSocket": node.socket().display().to_string(), "logFile": node.shim_log().display().to_string()}),
         ],
     }
 }
 
 /// Pod `demo/web-<i>` in a new namespace named after `ns_prefix`.
-fn web_pod(ns_prefix: &str, container_prefix: &str, i: usize) -> (NetNs, Attachment) {
+pub(crate) fn web_pod(ns_prefix: &str, container_prefix: &str, i: usize) -> (NetNs, Attachment) {
     let ns = NetNs::new(ns_prefix);
     let attachment = Attachment {
         container_id: format!("{container_prefix}-{}", ns.name()),
