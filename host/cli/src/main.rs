@@ -51,6 +51,10 @@ enum Commands {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Keep components pulled from registries here instead of the configuration's
+        /// `<state_dir>/components` (for an audit away from a node).
+        #[arg(long, value_name = "DIR")]
+        component_cache: Option<PathBuf>,
         /// Instead of the report, print a reviewer's signed approval of this plugin with its
         /// grants, limits and failure policy (a DSSE envelope for `[trust] approvals`).
         #[arg(long, value_name = "PLUGIN", requires = "key")]
@@ -212,7 +216,7 @@ fn main() -> ExitCode {
         .with_writer(writer)
         .with_env_filter(filter())
         .init();
-    let config = match loaded {
+    let mut config = match loaded {
         Ok(config) => config,
         Err(e) => {
             eprintln!("wasmcni-host: {e}");
@@ -221,7 +225,13 @@ fn main() -> ExitCode {
     };
     // `audit` reads every component as the daemon would load it: those from registries are
     // pulled into the configuration's component cache first.
-    if matches!(cli.command, Commands::Audit { .. }) {
+    if let Commands::Audit {
+        component_cache, ..
+    } = &cli.command
+    {
+        if let Some(dir) = component_cache {
+            config.relocate_component_cache(dir);
+        }
         if let Err(e) = fetch_components(&config) {
             eprintln!("wasmcni-host audit: {e}");
             return ExitCode::FAILURE;

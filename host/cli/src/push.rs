@@ -110,10 +110,13 @@ pub(crate) fn push(
         }))
         .map_err(|e| e.to_string());
     }
+    // A JSON string is a valid TOML basic string: a file name with quotes or newlines
+    // cannot break the snippet.
+    let quoted = serde_json::to_string(&name).map_err(|e| e.to_string())?;
     Ok(format!(
         "pushed {} ({size} bytes, a {kind}) to {target}\n\nPin it in the cluster configuration \
          (grants as reviewed; `wasmcni-host audit` shows what it imports):\n\n[[plugins]]\n\
-         name = \"{name}\"\nkind = \"{kind}\"\noci = \"{reference}\"\ndigest = \"{digest}\"",
-        component.display()
+         name = {quoted}\nkind = \"{kind}\"\noci = \"{reference}\"\ndigest = \"{digest}\"",
+        wasmcni_cni::text::escape_controls(&component.display().to_string())
     ))
 }

@@ -30,7 +30,7 @@ pub use provider::{
 };
 pub use registry::{
     cached_component, RegistryAuthConfig, RegistryConfig, DEFAULT_MAX_COMPONENT_BYTES,
-    DEFAULT_PULL_TIMEOUT_MS, MAX_COMPONENT_BYTES,
+    DEFAULT_PULL_TIMEOUT_MS, MAX_COMPONENT_BYTES, REGISTRY_AUTH_DIR, REGISTRY_AUTH_DIR_ENV,
 };
 pub use trust::TrustConfig;
 
@@ -122,6 +122,10 @@ pub struct ClusterConfig {
     /// `plugins`, validated and resolved into what the runtime loads (filled by `parse`).
     #[serde(skip)]
     specs: Vec<wasmcni_core::PluginSpec>,
+    /// Where pulled components are kept, if not under `daemon.state_dir`
+    /// ([`ClusterConfig::relocate_component_cache`]).
+    #[serde(skip)]
+    component_cache: Option<PathBuf>,
 }
 
 /// `[allocator]`: the allocation strategy.
@@ -401,6 +405,7 @@ impl ClusterConfig {
             ProviderKind::Ec2 => self.validate_ec2(origin)?,
         }
         self.registry.validate(origin)?;
+        self.registry.validate_confined(origin)?;
         self.validate_trust(origin)
     }
 

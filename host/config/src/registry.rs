@@ -14,6 +14,13 @@ pub const DEFAULT_MAX_COMPONENT_BYTES: u64 = 64 << 20;
 pub const MAX_COMPONENT_BYTES: u64 = 512 << 20;
 /// Default time one plugin's pull may take, manifest and blob together.
 pub const DEFAULT_PULL_TIMEOUT_MS: u64 = 60_000;
+/// The directory `[registry.auth]` password files must lie in, unless the node sets
+/// [`REGISTRY_AUTH_DIR_ENV`]: whoever edits the cluster configuration may name credentials
+/// the node was given, not any file the daemon can read.
+pub const REGISTRY_AUTH_DIR: &str = "/etc/wasmcni/registry-auth";
+/// The environment variable that moves [`REGISTRY_AUTH_DIR`] (set by whoever runs the node,
+/// like `WASMCNI_TRUST`).
+pub const REGISTRY_AUTH_DIR_ENV: &str = "WASMCNI_REGISTRY_AUTH_DIR";
 
 /// `[registry]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -128,15 +135,76 @@ impl RegistryConfig {
                     "must be an absolute path".into(),
                 ));
             }
+            if self.plain_http.contains(host) && !is_loopback(host) {
+                return Err(invalid(
+                    key,
+                    format!("{host:?}"),
+                    "is also in registry.plain_http: credentials are not sent in clear text \
+                     (only to a loopback registry)"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a `password_file` outside the node's credentials directory
+    /// ([`REGISTRY_AUTH_DIR`], or `$WASMCNI_REGISTRY_AUTH_DIR`): the daemon reads it as root
+    /// and sends it to the registry the configuration names.
+    pub(crate) fn validate_confined(&self, origin: &str) -> Result<(), ConfigError> {
+        let dir = std::env::var_os(REGISTRY_AUTH_DIR_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(REGISTRY_AUTH_DIR));
+        for (host, auth) in &self.auth {
+            let file = &auth.password_file;
+            let inside = file.starts_with(&dir)
+                && file != &dir
+                && file
+                    .components()
+                    .all(|c| !matches!(c, std::path::Component::ParentDir));
+            if !inside {
+                return Err(ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    key: format!("registry.auth.{host:?}.password_file"),
+                    value: format!("{:?}", file.display().to_string()),
+                    reason: format!(
+                        "must lie in {} (the node's registry credentials; \
+                         {REGISTRY_AUTH_DIR_ENV} moves it)",
+                        dir.display()
+                    ),
+                });
+            }
         }
         Ok(())
     }
 }
 
+/// `127.x.x.x[:port]` or `localhost[:port]`.
+fn is_loopback(host: &str) -> bool {
+    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    name == "localhost"
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl ClusterConfig {
     /// Where components pulled from registries are kept, each named by its digest.
     pub fn component_cache_dir(&self) -> PathBuf {
-        self.daemon.state_dir.join("components")
+        self.component_cache
+            .clone()
+            .unwrap_or_else(|| self.daemon.state_dir.join("components"))
+    }
+
+    /// Keeps pulled components in `dir` instead of the state directory's cache: for tools
+    /// run away from a node (a reviewer's `audit` on a workstation), never for the daemon.
+    pub fn relocate_component_cache(&mut self, dir: &std::path::Path) {
+        self.component_cache = Some(dir.to_owned());
+        for spec in &mut self.specs {
+            if spec.origin.is_some() {
+                spec.path = cached_component(dir, &spec.digest);
+            }
+        }
     }
 }
 

@@ -647,12 +647,30 @@ fn a_plugin_from_a_registry_is_pinned_by_digest_and_cached_under_it() {
             .join(format!("sha256-{}.wasm", "ab".repeat(32)))
     );
     assert_eq!(config.registry, RegistryConfig::default());
+    // A reviewer's audit away from the node keeps pulls elsewhere.
+    let mut moved = config.clone();
+    moved.relocate_component_cache(std::path::Path::new("/home/r/.cache/wasmcni"));
+    assert_eq!(
+        moved.allocator_spec().unwrap().path,
+        std::path::Path::new("/home/r/.cache/wasmcni")
+            .join(format!("sha256-{}.wasm", "ab".repeat(32)))
+    );
+    assert_eq!(
+        moved.component_cache_dir(),
+        std::path::Path::new("/home/r/.cache/wasmcni")
+    );
     // A file entry has no origin.
     let file =
         ClusterConfig::parse(&plugin("path = \"/usr/lib/wasmcni/pack.wasm\"", ""), "t").unwrap();
     assert!(file.allocator_spec().unwrap().origin.is_none());
+    let mut file_moved = file.clone();
+    file_moved.relocate_component_cache(std::path::Path::new("/elsewhere"));
+    assert_eq!(
+        file_moved.allocator_spec().unwrap().path,
+        std::path::Path::new("/usr/lib/wasmcni/pack.wasm")
+    );
     // The settings parse with their bounds.
-    let registry = "[registry]\nca_files = [\"/etc/wasmcni/ca.pem\"]\nplain_http = [\"127.0.0.1:5000\"]\ntimeout_ms = 5000\nmax_component_bytes = 1048576\n[registry.auth.\"registry.example.com:5000\"]\nusername = \"AWS\"\npassword_file = \"/run/secrets/ecr\"\n";
+    let registry = "[registry]\nca_files = [\"/etc/wasmcni/ca.pem\"]\nplain_http = [\"127.0.0.1:5000\"]\ntimeout_ms = 5000\nmax_component_bytes = 1048576\n[registry.auth.\"registry.example.com:5000\"]\nusername = \"AWS\"\npassword_file = \"/etc/wasmcni/registry-auth/ecr\"\n";
     let config = ClusterConfig::parse(&plugin(&oci, registry), "t").unwrap();
     assert_eq!(config.registry.timeout_ms, 5000);
     assert_eq!(
@@ -716,8 +734,35 @@ fn a_plugin_from_a_registry_is_pinned_by_digest_and_cached_under_it() {
             "`registry.max_component_bytes` = 1073741824",
         ),
         (
-            plugin(&oci, &registry.replace("\"/run/secrets/ecr\"", "\"ecr\"")),
+            plugin(
+                &oci,
+                &registry.replace("\"/etc/wasmcni/registry-auth/ecr\"", "\"ecr\""),
+            ),
             "password_file` = \"ecr\": must be an absolute path",
+        ),
+        (
+            plugin(
+                &oci,
+                &registry.replace("/etc/wasmcni/registry-auth/ecr", "/etc/shadow"),
+            ),
+            "password_file` = \"/etc/shadow\": must lie in /etc/wasmcni/registry-auth",
+        ),
+        (
+            plugin(
+                &oci,
+                &registry.replace(
+                    "/etc/wasmcni/registry-auth/ecr",
+                    "/etc/wasmcni/registry-auth/../../shadow",
+                ),
+            ),
+            "must lie in /etc/wasmcni/registry-auth",
+        ),
+        (
+            plugin(
+                &oci,
+                &registry.replace("127.0.0.1:5000", "registry.example.com:5000"),
+            ),
+            "is also in registry.plain_http: credentials are not sent in clear text",
         ),
         (
             plugin(&oci, &registry.replace("\"AWS\"", "\"a:b\"")),

@@ -141,6 +141,13 @@ pub(crate) fn component_layer(
             layer.media_type
         ));
     }
+    if layer.urls.as_ref().is_some_and(|urls| !urls.is_empty()) {
+        return Err(
+            "the layer names other URLs to fetch it from; a component is fetched from its \
+             registry only"
+                .to_owned(),
+        );
+    }
     if layer.digest != component_digest {
         return Err(format!(
             "the manifest's component is {}, the configuration pins {component_digest}: the \

@@ -39,6 +39,8 @@ pub fn holds(path: &Path, digest: &str) -> std::io::Result<bool> {
     let mut file = match file {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        // A link is not the cached file: a pull renames the component over it.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => return Ok(false),
         Err(e) => return Err(e),
     };
     if !file.metadata()?.is_file() {
@@ -54,6 +56,17 @@ pub fn holds(path: &Path, digest: &str) -> std::io::Result<bool> {
         hasher.update(&buf[..n]);
     }
     Ok(format!("sha256:{:x}", hasher.finalize()) == digest)
+}
+
+/// Marks `path` as used now (its modification time), so pruning keeps it among the newest.
+pub(crate) fn touch(path: &Path) {
+    let result = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(SystemTime::now()));
+    if let Err(e) = result {
+        tracing::debug!(path = %path.display(), "could not mark the cached component used: {e}");
+    }
 }
 
 /// Removes cached components no longer named (beyond the [`KEEP_UNUSED`] newest) and stale
@@ -110,7 +123,7 @@ mod tests {
         let link = dir.path().join("l.wasm");
         std::fs::write(&path, b"component").unwrap();
         std::os::unix::fs::symlink(&path, &link).unwrap();
-        assert!(holds(&link, &digest).is_err(), "a link is not followed");
+        assert!(!holds(&link, &digest).unwrap(), "a link is not followed");
         std::fs::create_dir(dir.path().join("d.wasm")).unwrap();
         assert!(!holds(&dir.path().join("d.wasm"), &digest).unwrap());
     }

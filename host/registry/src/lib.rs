@@ -108,6 +108,8 @@ pub async fn ensure_cached(
             .map_err(|e| fail(format!("checking the cache: {e}")))?
             .map_err(|e| fail(format!("checking the cache: {e}")))?;
         if cached {
+            // Pruning keeps the most recently used: a hit counts as a use.
+            cache::touch(&spec.path);
             tracing::debug!(plugin = %spec.name, %reference, "component from the cache");
             report.push((spec.name.clone(), Fetched::Cached));
             continue;
@@ -202,6 +204,13 @@ impl Registry {
         component_digest: &str,
         dest: &Path,
     ) -> Result<u64, String> {
+        // The digest names the partial file: only a digest's characters may reach a path.
+        if !wasmcni_core::oci::is_sha256_digest(component_digest) {
+            return Err(format!(
+                "{:?} is not a sha256 digest",
+                wasmcni_cni::text::escape_controls(component_digest)
+            ));
+        }
         let timeout = Duration::from_millis(self.settings.timeout_ms);
         match tokio::time::timeout(
             timeout,
@@ -279,7 +288,12 @@ impl Registry {
         let mut hasher = Sha256::new();
         let mut written = 0u64;
         while let Some(chunk) = stream.stream.next().await {
-            let chunk = chunk.map_err(|e| format!("fetching the component: {e}"))?;
+            let chunk = chunk.map_err(|e| {
+                format!(
+                    "fetching the component: {}",
+                    wasmcni_cni::text::escape_controls(&e.to_string())
+                )
+            })?;
             written += chunk.len() as u64;
             if written > size {
                 return Err(format!(
@@ -459,10 +473,12 @@ impl Partial {
         std::fs::rename(&self.path, dest)
             .map_err(|e| format!("renaming into {}: {e}", dest.display()))?;
         self.persisted = true;
+        // The verified file is in place; a rename that a crash undoes costs a pull, not a
+        // wrong component, so a failed directory sync is worth a warning only.
         if let Some(dir) = dest.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| format!("syncing {}: {e}", dir.display()))?;
+            if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+                tracing::warn!(dir = %dir.display(), "syncing the component cache: {e}");
+            }
         }
         Ok(())
     }
@@ -476,13 +492,20 @@ impl Drop for Partial {
     }
 }
 
-/// A settings file read whole, refusing one larger than [`MAX_SETTINGS_FILE`].
+/// A settings file read whole: a regular file (not followed through a link; a FIFO is
+/// refused, not waited on), no larger than [`MAX_SETTINGS_FILE`].
 fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_SETTINGS_FILE + 1)
-        .read_to_end(&mut bytes)?;
+    file.take(MAX_SETTINGS_FILE + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_SETTINGS_FILE {
         return Err(std::io::Error::other(format!(
             "larger than {MAX_SETTINGS_FILE} bytes"

@@ -2,6 +2,7 @@
 //! into the cache, TLS with a generated CA, basic auth, a tampered blob and manifest, a
 //! registry that goes away, and the bounds a hostile registry meets.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -307,5 +308,108 @@ fn push_targets_parse_with_or_without_a_tag() {
         "oci://registry",
     ] {
         assert!(PushTarget::parse(bad).is_err(), "{bad}");
+    }
+}
+
+/// A registry that serves one manifest faithfully and answers a blob request with `blob`
+/// (status line, headers and body as given): what a compromised or broken registry sends.
+fn misbehaving_registry(manifest: Vec<u8>, blob: Vec<u8>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let host = listener.local_addr().expect("address").to_string();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                request.push(byte[0]);
+            }
+            let line = String::from_utf8_lossy(&request)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let response = if line.contains("/manifests/") {
+                let mut r = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nDocker-Content-Digest: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    sha256(&manifest),
+                    manifest.len()
+                )
+                .into_bytes();
+                r.extend(&manifest);
+                r
+            } else if line.contains("/blobs/") {
+                blob.clone()
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".to_vec()
+            };
+            let _ = stream.write_all(&response);
+        }
+    });
+    host
+}
+
+#[tokio::test]
+async fn a_registry_sending_more_than_the_manifest_names_is_cut_off() {
+    let bytes = component("size");
+    let artifact = Artifact::new(bytes.clone(), None, None, BTreeMap::new()).expect("layout");
+    let digest = sha256(&bytes);
+    let mut oversized = bytes.clone();
+    oversized.extend(std::iter::repeat_n(b'x', 4096));
+    let cases = [
+        (
+            // Announced up front: refused before a byte of the body is read.
+            [
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    oversized.len()
+                )
+                .into_bytes(),
+                oversized.clone(),
+            ]
+            .concat(),
+            format!(
+                "the registry announces {} bytes for a component the manifest says is {}",
+                oversized.len(),
+                bytes.len()
+            ),
+        ),
+        (
+            // Not announced (chunked): cut off once it passes the size.
+            [
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
+                format!("{:x}\r\n", oversized.len()).into_bytes(),
+                oversized.clone(),
+                b"\r\n0\r\n\r\n".to_vec(),
+            ]
+            .concat(),
+            format!(
+                "the registry sent more than the {} bytes the manifest names",
+                bytes.len()
+            ),
+        ),
+    ];
+    for (blob, want) in cases {
+        let host = misbehaving_registry(artifact.manifest.clone(), blob);
+        let mut settings = RegistryConfig::default();
+        settings.plain_http.push(host.clone());
+        let reference = OciReference::parse(&format!(
+            "oci://{host}/plugins/size@{}",
+            artifact.manifest_digest
+        ))
+        .expect("reference");
+        let cache = tempfile::tempdir().expect("cache");
+        let s = spec(cache.path(), "size", &reference, &digest);
+        let err = ensure_cached(&[&s], &settings)
+            .await
+            .expect_err(&want)
+            .to_string();
+        assert!(err.contains(&want), "{want}: {err}");
+        assert!(
+            leftovers(cache.path()).is_empty(),
+            "{:?}",
+            leftovers(cache.path())
+        );
     }
 }

@@ -136,12 +136,28 @@ impl TestRegistry {
         self.addr.to_string()
     }
 
+    /// The directory the password file of [`TestRegistry::registry_section`] lies in (for
+    /// `WASMCNI_REGISTRY_AUTH_DIR`).
+    pub fn auth_dir(&self) -> PathBuf {
+        self.dir.path().join("auth")
+    }
+
+    /// The file holding the password, when the registry requires one.
+    pub fn password_file(&self) -> Option<PathBuf> {
+        let (_, password) = self.options.auth.as_ref()?;
+        let file = self.auth_dir().join("password");
+        std::fs::create_dir_all(self.auth_dir()).unwrap();
+        std::fs::write(&file, format!("{password}\n")).unwrap();
+        Some(file)
+    }
+
     /// The generated CA's certificate (PEM), when serving TLS.
     pub fn ca_file(&self) -> Option<PathBuf> {
         self.options.tls.then(|| self.dir.path().join("ca.pem"))
     }
 
-    /// The `[registry]` table a node needs to reach this registry, plus `extra` lines.
+    /// The `[registry]` table a node needs to reach this registry, plus `extra` lines (its
+    /// password file lies in [`TestRegistry::auth_dir`]).
     pub fn registry_section(&self, extra: &str) -> String {
         let mut text = String::from("\n[registry]\n");
         match self.ca_file() {
@@ -149,9 +165,7 @@ impl TestRegistry {
             None => text.push_str(&format!("plain_http = [\"{}\"]\n", self.host())),
         }
         text.push_str(extra);
-        if let Some((user, password)) = &self.options.auth {
-            let file = self.dir.path().join("password");
-            std::fs::write(&file, format!("{password}\n")).unwrap();
+        if let (Some((user, _)), Some(file)) = (&self.options.auth, self.password_file()) {
             text.push_str(&format!(
                 "\n[registry.auth.\"{}\"]\nusername = \"{user}\"\npassword_file = \"{}\"\n",
                 self.host(),

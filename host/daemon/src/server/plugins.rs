@@ -65,6 +65,23 @@ impl PluginSet {
     /// [`PluginSet::load`], which verifies the digests again and checks approvals.
     pub async fn fetch(config: &ClusterConfig) -> Result<(), PluginError> {
         let used = used_specs(config);
+        // With [trust], nothing nobody approved is even pulled: some trusted approval must
+        // name each digest before the node asks a registry for it.
+        if let Some(trust) = config.trust.clone() {
+            let pulled: Vec<wasmcni_core::PluginSpec> = used
+                .iter()
+                .filter(|spec| spec.origin.is_some())
+                .map(|spec| (*spec).clone())
+                .collect();
+            if !pulled.is_empty() {
+                tokio::task::spawn_blocking(move || vouch_for(&trust, &pulled))
+                    .await
+                    .map_err(|e| PluginError::Invalid {
+                        plugin: "(registry)".into(),
+                        message: format!("checking approvals before the pull failed: {e}"),
+                    })??;
+            }
+        }
         let fetched = wasmcni_registry::ensure_cached(&used, &config.registry)
             .await
             .map_err(|e| match e {
@@ -103,10 +120,10 @@ impl PluginSet {
     /// Removes from the component cache what no plugin entry of `config` names (beyond the
     /// few newest, for a rollback while the registry is down). After a load that succeeded.
     pub fn prune_cache(config: &ClusterConfig) {
+        // Every entry's file, pulled or not: a `path` may point into the cache directory too.
         let named = config
             .plugin_specs()
             .iter()
-            .filter(|spec| spec.origin.is_some())
             .map(|spec| spec.path.clone())
             .collect();
         for removed in wasmcni_registry::cache::prune(&config.component_cache_dir(), &named) {
@@ -294,6 +311,10 @@ pub async fn reload<D: wasmcni_datapath::Datapath>(
     if config.trust != running.trust {
         fixed.push("[trust]");
     }
+    // Nor point the node's credentials, or its pulls, somewhere new without a restart.
+    if config.registry != running.registry {
+        fixed.push("[registry]");
+    }
     if !fixed.is_empty() {
         return Err(format!(
             "{} changed {}, which needs a restart; nothing of it was applied",
@@ -313,6 +334,25 @@ pub async fn reload<D: wasmcni_datapath::Datapath>(
     handler.swap_plugins(set);
     PluginSet::prune_cache(&loaded);
     Ok(format!("generation {generation} in force: {described}"))
+}
+
+/// Refuses a plugin of `specs` whose digest no approval of `trust`'s reviewers names (the
+/// check before a pull; the full one, of the terms, follows the pull).
+fn vouch_for(
+    trust: &wasmcni_config::TrustConfig,
+    specs: &[wasmcni_core::PluginSpec],
+) -> Result<(), PluginError> {
+    let approvals = wasmcni_trust::Trust::load(&trust.keys, trust.required, &trust.approvals)
+        .map_err(|e| PluginError::Invalid {
+            plugin: "(every plugin)".into(),
+            message: format!("[trust]: {e}"),
+        })?;
+    for spec in specs {
+        approvals
+            .vouched(&spec.name, &spec.digest)
+            .map_err(|e| not_approved(spec, e))?;
+    }
+    Ok(())
 }
 
 /// Refuses a plugin of `specs` that `trust`'s reviewers have not approved as configured:

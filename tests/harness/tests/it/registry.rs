@@ -1,12 +1,14 @@
 //! Plugins from a real OCI registry end to end: `wasmcni-host plugin push` to Debian's
-//! docker-registry (TLS with a CA made for the test, inside the node's network namespace),
-//! reviewers' approvals of the pulled component (two of three required; a stranger's key
-//! refused), a daemon that pulls it cold, starts from its cache once the registry is gone,
-//! refuses a tampered blob and a reference to another build, and names a widened grant.
+//! docker-registry (TLS with a CA made for the test, basic auth, inside the node's network
+//! namespace), reviewers' approvals of the pulled component (two of three required; a
+//! stranger's key refused; nothing pulled that no reviewer approved), a daemon that pulls it
+//! cold, starts from its cache once the registry is gone, refuses a tampered blob and a
+//! reference to another build, and names a widened grant.
 
 use std::path::Path;
 use std::process::Command;
 
+use wasmcni_config::REGISTRY_AUTH_DIR_ENV;
 use wasmcni_harness::node::TestNode;
 use wasmcni_harness::registry::{RegistryOptions, TestRegistry};
 use wasmcni_harness::{bin_dir, plugins_dir};
@@ -14,19 +16,23 @@ use wasmcni_harness::{bin_dir, plugins_dir};
 use crate::plugins::wait_for_log;
 use crate::support::{pod, wasmcni_only};
 
-/// `wasmcni-host ARGS` inside the node's network namespace (where the registry listens).
-fn host_in(node: &TestNode, args: &[&str]) -> std::process::Output {
+const PASSWORD: &str = "pull-token-9f3a1c";
+
+/// `wasmcni-host ARGS` inside the node's network namespace (where the registry listens),
+/// with the registry's credentials directory as the node's.
+fn host_in(node: &TestNode, registry: &TestRegistry, args: &[&str]) -> std::process::Output {
     Command::new("ip")
         .args(["netns", "exec", node.node.name()])
         .arg(bin_dir().join("wasmcni-host"))
         .args(args)
+        .env(REGISTRY_AUTH_DIR_ENV, registry.auth_dir())
         .output()
         .expect("run wasmcni-host")
 }
 
-fn approve(node: &TestNode, key: &Path, cosign: Option<&Path>, out: &Path) {
+fn approve(node: &TestNode, registry: &TestRegistry, key: &str, cosign: bool, out: &Path) {
     let config = node.config_path().display().to_string();
-    let key = key.display().to_string();
+    let existing = out.display().to_string();
     let mut args = vec![
         "audit",
         "--config",
@@ -34,15 +40,21 @@ fn approve(node: &TestNode, key: &Path, cosign: Option<&Path>, out: &Path) {
         "--approve",
         "namespace-guard",
         "--key",
-        &key,
+        key,
     ];
-    let existing = cosign.map(|c| c.display().to_string());
-    if let Some(existing) = &existing {
-        args.extend(["--cosign", existing]);
+    if cosign {
+        args.extend(["--cosign", &existing]);
     }
-    let output = host_in(node, &args);
+    let output = host_in(node, registry, &args);
     assert!(output.status.success(), "{output:?}");
     std::fs::write(out, &output.stdout).unwrap();
+}
+
+/// Starts the daemon; returns what it logged during this start only.
+fn start_and_log(node: &mut TestNode) -> String {
+    let before = node.daemon_log_text().len();
+    node.start_daemon();
+    node.daemon_log_text()[before..].to_owned()
 }
 
 #[test]
@@ -50,29 +62,32 @@ fn a_plugin_pushed_approved_and_pulled_by_digest_then_served_from_the_cache() {
     let mut node = TestNode::new("10.89.0.0/24");
     let mut registry = TestRegistry::start(RegistryOptions {
         tls: true,
+        auth: Some(("plugins".into(), PASSWORD.into())),
         netns: Some(node.node.path().into()),
-        ..Default::default()
     });
+    node.set_daemon_env(
+        REGISTRY_AUTH_DIR_ENV,
+        &registry.auth_dir().display().to_string(),
+    );
     let ca = registry.ca_file().unwrap().display().to_string();
+    let password_file = registry.password_file().unwrap().display().to_string();
     let guard = plugins_dir().join("namespace-guard.wasm");
+    let guard_path = guard.display().to_string();
     let digest = wasmcni_runtime::digest_of_file(&guard).unwrap();
 
     // Push, as a plugin team would.
     let target = format!("oci://{}/plugins/namespace-guard:v1", registry.host());
-    let out = host_in(
-        &node,
-        &[
-            "plugin",
-            "push",
-            &guard.display().to_string(),
-            &target,
-            "--ca",
-            &ca,
-            "--json",
-        ],
-    );
-    assert!(out.status.success(), "{out:?}");
-    let pushed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let push = |json: bool| {
+        let mut args = vec!["plugin", "push", &guard_path, &target, "--ca", &ca];
+        args.extend(["--username", "plugins", "--password-file", &password_file]);
+        if json {
+            args.push("--json");
+        }
+        let out = host_in(&node, &registry, &args);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let pushed: serde_json::Value = serde_json::from_str(&push(true)).unwrap();
     assert_eq!(pushed["digest"], digest.as_str(), "{pushed}");
     assert_eq!(pushed["kind"], "policy", "{pushed}");
     let oci = pushed["oci"].as_str().unwrap().to_owned();
@@ -83,26 +98,12 @@ fn a_plugin_pushed_approved_and_pulled_by_digest_then_served_from_the_cache() {
         )),
         "{oci}"
     );
-    // The human form prints the lines to paste.
-    let out = host_in(
-        &node,
-        &[
-            "plugin",
-            "push",
-            &guard.display().to_string(),
-            &target,
-            "--ca",
-            &ca,
-        ],
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    // The human form prints the lines to paste (a second push: a new manifest, same component).
+    let text = push(false);
     assert!(
-        text.contains(&format!("oci = \"{oci}\""))
-            && text.contains(&format!("digest = \"{digest}\"")),
+        text.contains("oci = \"oci://") && text.contains(&format!("digest = \"{digest}\"")),
         "{text}"
     );
-    // A tag is no way to name a plugin.
-    let tagged = format!("oci://{}/plugins/namespace-guard:v1", registry.host());
 
     let keys = tempfile::tempdir().unwrap();
     let dir = keys.path();
@@ -111,19 +112,13 @@ fn a_plugin_pushed_approved_and_pulled_by_digest_then_served_from_the_cache() {
     for name in ["alice", "bob", "carol", "mallory"] {
         let out = host_in(
             &node,
+            &registry,
             &["keygen", "--out", &dir.join(name).display().to_string()],
         );
         assert!(out.status.success(), "{out:?}");
     }
+    let key = |name: &str| dir.join(format!("{name}.key")).display().to_string();
     let base = std::fs::read_to_string(node.config_path()).unwrap();
-    let section = registry.registry_section("");
-    let entry = |oci: &str, digest: &str, mtu: &str| {
-        format!(
-            "\n[policy]\nplugins = [\"namespace-guard\"]\n\n[[plugins]]\nname = \"namespace-guard\"\n\
-             kind = \"policy\"\noci = \"{oci}\"\ndigest = \"{digest}\"\n[plugins.grants]\nlog = {{}}\n\
-             netlink = {{ mtu = {mtu} }}\n[plugins.config]\nallow_namespaces = \"default\"\n"
-        )
-    };
     let trust = format!(
         "\n[trust]\nkeys = [{}]\nrequired = 2\napprovals = \"{}\"\n",
         ["alice", "bob", "carol"]
@@ -133,22 +128,35 @@ fn a_plugin_pushed_approved_and_pulled_by_digest_then_served_from_the_cache() {
             .join(", "),
         approvals.display()
     );
-    let configured = |oci: &str, digest: &str, mtu: &str| {
-        format!("{base}{section}{}{trust}", entry(oci, digest, mtu))
+    let configured = |registry: &TestRegistry, oci: &str, digest: &str, mtu: &str| {
+        format!(
+            "{base}{}\n[policy]\nplugins = [\"namespace-guard\"]\n\n[[plugins]]\nname = \"namespace-guard\"\n\
+             kind = \"policy\"\noci = \"{oci}\"\ndigest = \"{digest}\"\n[plugins.grants]\nlog = {{}}\n\
+             netlink = {{ mtu = {mtu} }}\n[plugins.config]\nallow_namespaces = \"default\"\n{trust}",
+            registry.registry_section("")
+        )
     };
 
-    node.write_config(&configured(&tagged, &digest, "[1280, 9001]"));
+    // A tag is no way to name a plugin.
+    node.write_config(&configured(&registry, &target, &digest, "[1280, 9001]"));
     let refused = node.start_daemon_expecting_failure();
     assert!(
         refused.contains("plugins[0].oci") && refused.contains("tags are refused"),
         "{refused}"
     );
 
+    // Nobody approved it yet: the node refuses before it asks the registry for anything.
+    node.write_config(&configured(&registry, &oci, &digest, "[1280, 9001]"));
+    let cache = node.state_dir().join("components");
+    let refused = node.start_daemon_expecting_failure();
+    assert!(refused.contains("no approval of this digest"), "{refused}");
+    assert!(!cache.exists(), "pulled before any approval");
+
     // Reviewers audit the pulled component (audit pulls it into the node's cache) and sign:
     // one trusted reviewer and a stranger are not two reviewers.
-    node.write_config(&configured(&oci, &digest, "[1280, 9001]"));
     let audit = host_in(
         &node,
+        &registry,
         &[
             "audit",
             "--config",
@@ -161,9 +169,8 @@ fn a_plugin_pushed_approved_and_pulled_by_digest_then_served_from_the_cache() {
         "{audit:?}"
     );
     let file = approvals.join("namespace-guard.json");
-    approve(&node, &dir.join("alice.key"), None, &file);
-    approve(&node, &dir.join("mallory.key"), Some(&file), &file);
-    let cache = node.state_dir().join("components");
+    approve(&node, &registry, &key("alice"), false, &file);
+    approve(&node, &registry, &key("mallory"), true, &file);
     std::fs::remove_dir_all(&cache).unwrap();
     let refused = node.start_daemon_expecting_failure();
     assert!(
@@ -176,10 +183,9 @@ fn a_plugin_pushed_approved_and_pulled_by_digest_then_served_from_the_cache() {
     );
 
     // The second trusted reviewer co-signs: a cold start pulls the component and loads it.
-    approve(&node, &dir.join("bob.key"), Some(&file), &file);
+    approve(&node, &registry, &key("bob"), true, &file);
     std::fs::remove_dir_all(&cache).unwrap();
-    node.start_daemon();
-    let log = node.daemon_log_text();
+    let log = start_and_log(&mut node);
     assert!(log.contains("component pulled from its registry"), "{log}");
     assert!(log.contains("plugin approved as configured"), "{log}");
     let cached = cache.join(format!("{}.wasm", digest.replace(':', "-")));
@@ -194,7 +200,7 @@ fn a_plugin_pushed_approved_and_pulled_by_digest_then_served_from_the_cache() {
     assert!(plugins.contains(&oci), "{plugins}");
 
     // A widened grant, by reload: refused with the difference named; the running set stays.
-    node.write_config(&configured(&oci, &digest, "[576, 9001]"));
+    node.write_config(&configured(&registry, &oci, &digest, "[576, 9001]"));
     let log = wait_for_log(&node, "configuration reload refused", 1);
     assert!(
         log.contains(
@@ -202,17 +208,24 @@ fn a_plugin_pushed_approved_and_pulled_by_digest_then_served_from_the_cache() {
         ),
         "{log}"
     );
+    // Nor may a reload point the node's credentials or pulls elsewhere.
+    node.write_config(
+        &configured(&registry, &oci, &digest, "[1280, 9001]")
+            .replace("[registry]\n", "[registry]\ntimeout_ms = 1000\n"),
+    );
+    let log = wait_for_log(&node, "configuration reload refused", 2);
+    assert!(
+        log.contains("changed [registry], which needs a restart"),
+        "{log}"
+    );
 
     // The registry goes away: a restart starts from the cache.
-    node.write_config(&configured(&oci, &digest, "[1280, 9001]"));
+    node.write_config(&configured(&registry, &oci, &digest, "[1280, 9001]"));
     registry.stop();
     node.stop_daemon("TERM");
-    node.start_daemon();
-    assert!(
-        node.daemon_log_text().contains("component from the cache"),
-        "{}",
-        node.daemon_log_text()
-    );
+    let log = start_and_log(&mut node);
+    assert!(log.contains("component from the cache"), "{log}");
+    assert!(!log.contains("component pulled"), "{log}");
     node.add(&chain, &pod("cached").attachment)
         .expect("ADD with the registry down");
 
@@ -227,7 +240,8 @@ fn a_plugin_pushed_approved_and_pulled_by_digest_then_served_from_the_cache() {
         "{refused}"
     );
 
-    // Back up, but the blob was tampered with (same size, one byte): refused, nothing cached.
+    // Back up (at a new address), but the blob was tampered with (one byte): refused,
+    // nothing cached.
     registry.restart();
     let mut moved = wasmcni_core::OciReference::parse(&oci).unwrap();
     moved.registry = registry.host();
@@ -238,37 +252,24 @@ fn a_plugin_pushed_approved_and_pulled_by_digest_then_served_from_the_cache() {
     let at = evil.len() / 2;
     evil[at] ^= 0x01;
     std::fs::write(&blob, &evil).unwrap();
-    let section = registry.registry_section("");
-    node.write_config(&format!(
-        "{base}{section}{}{trust}",
-        entry(&moved, &digest, "[1280, 9001]")
-    ));
+    node.write_config(&configured(&registry, &moved, &digest, "[1280, 9001]"));
     let refused = node.start_daemon_expecting_failure();
     assert!(refused.contains("Invalid digest"), "{refused}");
     assert!(!cached.exists());
 
-    // A reference to one build with the digest of another: refused, both named.
+    // A reference to one build with the digest of another: refused (that digest has no
+    // approval, so before any pull).
     std::fs::write(&blob, &original).unwrap();
     let other = wasmcni_runtime::digest_of_file(&plugins_dir().join("pack.wasm")).unwrap();
-    node.write_config(&format!(
-        "{base}{section}{}{trust}",
-        entry(&moved, &other, "[1280, 9001]")
-    ));
+    node.write_config(&configured(&registry, &moved, &other, "[1280, 9001]"));
     let refused = node.start_daemon_expecting_failure();
-    assert!(
-        refused.contains(&format!(
-            "the manifest's component is {digest}, the configuration pins {other}"
-        )),
-        "{refused}"
-    );
+    assert!(refused.contains("no approval of this digest"), "{refused}");
 
     // And the genuine one, from the registry at its new address, starts.
-    node.write_config(&format!(
-        "{base}{section}{}{trust}",
-        entry(&moved, &digest, "[1280, 9001]")
-    ));
-    node.start_daemon();
-    assert!(node
-        .daemon_log_text()
-        .contains("component pulled from its registry"));
+    node.write_config(&configured(&registry, &moved, &digest, "[1280, 9001]"));
+    let log = start_and_log(&mut node);
+    assert!(log.contains("component pulled from its registry"), "{log}");
+    // The registry's password never reached the daemon's log, nor the CLI's output.
+    assert!(!node.daemon_log_text().contains(PASSWORD));
+    assert!(!table.contains(PASSWORD) && !text.contains(PASSWORD));
 }
