@@ -17,6 +17,7 @@ pub mod error;
 pub mod netconf;
 pub mod paths;
 pub mod proto;
+pub mod regular;
 pub mod request;
 pub mod requested;
 pub mod result;

@@ -31,21 +31,15 @@ pub(crate) fn create(dir: &Path) -> std::io::Result<()> {
 /// Whether `path` holds exactly the bytes of `digest` (a regular file, not followed through a
 /// link); a missing file is `false`, other failures an error.
 pub fn holds(path: &Path, digest: &str) -> std::io::Result<bool> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path);
-    let mut file = match file {
+    let mut file = match wasmcni_cni::regular::open_regular(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        // A link is not the cached file: a pull renames the component over it.
+        // A link, a directory or a FIFO is not the cached file: a pull renames the component
+        // over it.
         Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return Ok(false),
         Err(e) => return Err(e),
     };
-    if !file.metadata()?.is_file() {
-        return Ok(false);
-    }
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 << 10];
     loop {

@@ -492,26 +492,11 @@ impl Drop for Partial {
     }
 }
 
-/// A settings file read whole: a regular file (not followed through a link; a FIFO is
-/// refused, not waited on), no larger than [`MAX_SETTINGS_FILE`].
+/// A settings file read whole ([`wasmcni_cni::regular::read_regular`]: a regular file, not
+/// followed through a link, a FIFO refused rather than waited on), at most
+/// [`MAX_SETTINGS_FILE`] bytes.
 fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_SETTINGS_FILE + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_SETTINGS_FILE {
-        return Err(std::io::Error::other(format!(
-            "larger than {MAX_SETTINGS_FILE} bytes"
-        )));
-    }
-    Ok(bytes)
+    wasmcni_cni::regular::read_regular(path, MAX_SETTINGS_FILE)
 }
 
 /// An oci-client error with its causes, control characters escaped (a registry's message is

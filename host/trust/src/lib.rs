@@ -270,35 +270,12 @@ fn shown(path: &Path) -> String {
 /// Reads one approval: a regular file (not followed through a link, never a FIFO or a
 /// device, which could block the daemon), at most [`MAX_APPROVAL_BYTES`].
 fn read_envelope(path: &Path) -> Result<Envelope, String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc_flags())
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let metadata = file.metadata().map_err(|e| e.to_string())?;
-    if !metadata.is_file() {
-        return Err("not a regular file".into());
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_APPROVAL_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_APPROVAL_BYTES {
-        return Err(format!("more than {MAX_APPROVAL_BYTES} bytes"));
-    }
+    let bytes =
+        wasmcni_cni::regular::read_regular(path, MAX_APPROVAL_BYTES).map_err(|e| e.to_string())?;
     let envelope: Envelope =
         serde_json::from_slice(&bytes).map_err(|e| format!("not a DSSE envelope: {e}"))?;
     envelope.statement().map_err(|e| e.to_string())?;
     Ok(envelope)
-}
-
-/// `O_NOFOLLOW | O_NONBLOCK`: a link is not followed, and opening a FIFO does not wait for a
-/// writer (the file type check then refuses it).
-fn libc_flags() -> i32 {
-    use nix::fcntl::OFlag;
-    (OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits()
 }
 
 #[cfg(test)]

@@ -336,17 +336,23 @@ pub async fn reload<D: wasmcni_datapath::Datapath>(
     Ok(format!("generation {generation} in force: {described}"))
 }
 
+/// `trust`'s reviewers' keys and the approvals in its directory.
+fn load_trust(trust: &wasmcni_config::TrustConfig) -> Result<wasmcni_trust::Trust, PluginError> {
+    wasmcni_trust::Trust::load(&trust.keys, trust.required, &trust.approvals).map_err(|e| {
+        PluginError::Invalid {
+            plugin: "(every plugin)".into(),
+            message: format!("[trust]: {e}"),
+        }
+    })
+}
+
 /// Refuses a plugin of `specs` whose digest no approval of `trust`'s reviewers names (the
 /// check before a pull; the full one, of the terms, follows the pull).
 fn vouch_for(
     trust: &wasmcni_config::TrustConfig,
     specs: &[wasmcni_core::PluginSpec],
 ) -> Result<(), PluginError> {
-    let approvals = wasmcni_trust::Trust::load(&trust.keys, trust.required, &trust.approvals)
-        .map_err(|e| PluginError::Invalid {
-            plugin: "(every plugin)".into(),
-            message: format!("[trust]: {e}"),
-        })?;
+    let approvals = load_trust(trust)?;
     for spec in specs {
         approvals
             .vouched(&spec.name, &spec.digest)
@@ -363,11 +369,7 @@ fn check_approvals(
     trust: &wasmcni_config::TrustConfig,
     specs: &[&wasmcni_core::PluginSpec],
 ) -> Result<(), PluginError> {
-    let approvals = wasmcni_trust::Trust::load(&trust.keys, trust.required, &trust.approvals)
-        .map_err(|e| PluginError::Invalid {
-            plugin: "(every plugin)".into(),
-            message: format!("[trust]: {e}"),
-        })?;
+    let approvals = load_trust(trust)?;
     for unread in approvals.unreadable() {
         tracing::warn!(approvals = %trust.approvals.display(), "not an approval, not read: {unread}");
     }

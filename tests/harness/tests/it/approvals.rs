@@ -92,15 +92,7 @@ fn only_plugins_approved_as_configured_load_and_a_widened_grant_is_named() {
             )
         )
     };
-    let trust = format!(
-        "\n[trust]\nkeys = [{}]\nrequired = 2\napprovals = \"{}\"\n",
-        ["alice", "bob", "carol"]
-            .iter()
-            .map(|k| format!("\"{}\"", dir.join(format!("{k}.pub")).display()))
-            .collect::<Vec<_>>()
-            .join(", "),
-        approvals.display()
-    );
+    let trust = trust_section(dir, &["alice", "bob", "carol"], 2, &approvals);
     let approved = format!("{base}{}{trust}", guard("[1280, 9001]"));
     node.write_config(&approved);
 
@@ -183,4 +175,23 @@ fn only_plugins_approved_as_configured_load_and_a_widened_grant_is_named() {
     assert!(node
         .daemon_log_text()
         .contains("plugin approved as configured"));
+}
+
+/// A `[trust]` table: the public keys `<dir>/<reviewer>.pub` of `reviewers`, `required` of
+/// them, approvals in `approvals`.
+pub(crate) fn trust_section(
+    dir: &Path,
+    reviewers: &[&str],
+    required: usize,
+    approvals: &Path,
+) -> String {
+    format!(
+        "\n[trust]\nkeys = [{}]\nrequired = {required}\napprovals = \"{}\"\n",
+        reviewers
+            .iter()
+            .map(|k| format!("\"{}\"", dir.join(format!("{k}.pub")).display()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        approvals.display()
+    )
 }

@@ -13,6 +13,7 @@ use wasmcni_harness::node::TestNode;
 use wasmcni_harness::registry::{RegistryOptions, TestRegistry};
 use wasmcni_harness::{bin_dir, plugins_dir};
 
+use crate::approvals::trust_section;
 use crate::plugins::wait_for_log;
 use crate::support::{pod, wasmcni_only};
 
@@ -119,15 +120,7 @@ fn a_plugin_pushed_approved_and_pulled_by_digest_then_served_from_the_cache() {
     }
     let key = |name: &str| dir.join(format!("{name}.key")).display().to_string();
     let base = std::fs::read_to_string(node.config_path()).unwrap();
-    let trust = format!(
-        "\n[trust]\nkeys = [{}]\nrequired = 2\napprovals = \"{}\"\n",
-        ["alice", "bob", "carol"]
-            .iter()
-            .map(|k| format!("\"{}\"", dir.join(format!("{k}.pub")).display()))
-            .collect::<Vec<_>>()
-            .join(", "),
-        approvals.display()
-    );
+    let trust = trust_section(dir, &["alice", "bob", "carol"], 2, &approvals);
     let configured = |registry: &TestRegistry, oci: &str, digest: &str, mtu: &str| {
         format!(
             "{base}{}\n[policy]\nplugins = [\"namespace-guard\"]\n\n[[plugins]]\nname = \"namespace-guard\"\n\

@@ -6,6 +6,8 @@
 
 use std::process::Command;
 
+use wasmcni_harness::chain::{Attachment, Conflist};
+use wasmcni_harness::netns::NetNs;
 use wasmcni_harness::node::TestNode;
 use wasmcni_harness::registry::{RegistryOptions, TestRegistry};
 use wasmcni_harness::traffic::ping;
@@ -195,18 +197,7 @@ pub(crate) fn run() -> u32 {
     let chain = wasmcni_chain(&node, "wasmcni-registry-demo");
     let mut pods = Vec::new();
     for i in 0..2 {
-        let (ns, attachment) = web_pod("demo", "registry-demo", i);
-        match node.add(&chain, &attachment) {
-            Ok(result) => {
-                check(
-                    &mut failures,
-                    &format!("ADD demo/web-{i}: {}", pod_ip(&result)),
-                    true,
-                );
-                pods.push((ns, attachment, result));
-            }
-            Err(e) => check(&mut failures, &format!("ADD demo/web-{i}: {e}"), false),
-        }
+        add_pod(&mut failures, &node, &chain, i, "", &mut pods);
     }
     if let [(a, ..), (_, _, b)] = &pods[..] {
         check(
@@ -253,18 +244,14 @@ pub(crate) fn run() -> u32 {
         "both plugins served from the cache with the registry down",
         cached.len() == 2,
     );
-    let (ns, attachment) = web_pod("demo", "registry-demo", 2);
-    match node.add(&chain, &attachment) {
-        Ok(result) => {
-            check(
-                &mut failures,
-                &format!("ADD demo/web-2 with the registry down: {}", pod_ip(&result)),
-                true,
-            );
-            pods.push((ns, attachment, result));
-        }
-        Err(e) => check(&mut failures, &format!("ADD demo/web-2: {e}"), false),
-    }
+    add_pod(
+        &mut failures,
+        &node,
+        &chain,
+        2,
+        " with the registry down",
+        &mut pods,
+    );
 
     println!("== CNI DEL for every pod");
     for (ns, attachment, result) in pods {
@@ -278,6 +265,30 @@ pub(crate) fn run() -> u32 {
     node.stop_daemon("TERM");
     println!("== cleaned up: registry stopped, namespaces removed, daemon stopped");
     failures
+}
+
+/// ADD of pod `demo/web-<i>`, checked (`when` says under what); a pod that got its address
+/// joins `pods`.
+fn add_pod(
+    failures: &mut u32,
+    node: &TestNode,
+    chain: &Conflist,
+    i: usize,
+    when: &str,
+    pods: &mut Vec<(NetNs, Attachment, serde_json::Value)>,
+) {
+    let (ns, attachment) = web_pod("demo", "registry-demo", i);
+    match node.add(chain, &attachment) {
+        Ok(result) => {
+            check(
+                failures,
+                &format!("ADD demo/web-{i}{when}: {}", pod_ip(&result)),
+                true,
+            );
+            pods.push((ns, attachment, result));
+        }
+        Err(e) => check(failures, &format!("ADD demo/web-{i}{when}: {e}"), false),
+    }
 }
 
 /// The daemon log's lines holding `needle`, waiting up to 20 s for the first.
