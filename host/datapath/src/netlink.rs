@@ -1,10 +1,10 @@
 //! The real data path: rtnetlink requests in the node's and the pod's network namespaces.
 //!
 //! The host handle is opened once in the daemon's namespace (the node's). A pod handle is
-//! opened per request through [`super::netns::handle_in`], so no runtime thread ever changes
-//! namespace. The veth is created from the host side with its peer placed straight into the
-//! pod namespace (`IFLA_NET_NS_FD`), which registers the host end once and needs no thread
-//! switching at all.
+//! opened per request through [`super::netns::handle_in`], which has the calling thread back
+//! in the node's namespace before any task runs on it again. The veth is created from the host
+//! side with its peer placed straight into the pod namespace (`IFLA_NET_NS_FD`), which
+//! registers the host end once and enters no namespace at all.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
