@@ -303,6 +303,18 @@ impl Datapath for FakeDatapath {
                     "rule to {address} lookup main priority 512 is missing"
                 ));
             }
+            // As the real one: a default route the attachment names must be the pod's.
+            let installed = state
+                .pod_routes
+                .get(&a.host.host_veth)
+                .is_some_and(|(_, routes)| routes.of_family(address).has_default());
+            if a.routes.of_family(address).has_default() && !installed {
+                missing.push(format!(
+                    "default route via {} dev {} in the pod is missing",
+                    crate::pod_gateway(address),
+                    a.pod_ifname
+                ));
+            }
         }
         if missing.is_empty() {
             Ok(())

@@ -2,7 +2,8 @@
 //!
 //! The datastore is the truth about what the runtime was told; the node is the truth about
 //! what exists. After a crash they can disagree in exactly these ways, each resolved here:
-//! an ADD that never committed (roll back), a veth or rule with no owner (a crashed ADD's
+//! an ADD that never committed (roll back; or, an earlier daemon's whose data path is complete
+//! and so may have been answered, commit), a veth or rule with no owner (a crashed ADD's
 //! leftovers: remove), a committed pod whose veth is gone (its namespace was deleted without a
 //! DEL: release), and DELs the shim recorded while the daemon was unreachable (replay).
 //!
@@ -32,6 +33,9 @@ use wasmcni_datastore::{Allocation, AllocationState, AttachmentKey};
 pub struct ReconcileReport {
     /// ADDs that had reserved an address but never committed, rolled back.
     pub rolled_back: usize,
+    /// An earlier daemon's ADDs whose commit record a crash took, their data path complete:
+    /// committed (the runtime may have been told; one that was not DELs the pod).
+    pub completed: usize,
     /// Committed pods whose host veth had disappeared, released.
     pub released_gone: usize,
     /// Veths marked as wasmcni's with no owner, removed.
@@ -78,7 +82,9 @@ pub async fn reconcile_node<D: Datapath>(
 }
 
 /// Reserved allocations with no ADD in flight (the lock is free and the record unchanged)
-/// are leftovers of a crash or of a rollback that failed: undo and release them.
+/// are leftovers of a crash or of a rollback that failed: undo and release them. An earlier
+/// daemon's whose data path is complete may have been answered (an ADD answers once its
+/// reservation is durable, before its commit record is): those are committed instead.
 async fn roll_back_unfinished<D: Datapath>(
     handler: &Handler<D>,
     orphans: Orphans,
@@ -131,6 +137,32 @@ async fn roll_back_unfinished<D: Datapath>(
                 )),
             }
             continue;
+        }
+        if handler.inherited_reservations.contains(&allocation) {
+            match handler.complete_routes(&allocation).await {
+                Ok(Some(routes)) => {
+                    match handler.commit_complete(&allocation, &routes).await {
+                        Ok(()) => {
+                            tracing::warn!(container_id = %allocation.key.container_id, ip = %allocation.ip, veth = %allocation.host_veth, "committed an ADD whose commit record a crash took: its data path is complete, so the runtime may have been told (if not, it DELs the pod)");
+                            report.completed += 1;
+                        }
+                        Err(e) => report.failures.push(format!(
+                            "committing the complete ADD of {} ({}): {}",
+                            allocation.key, allocation.ip, e.msg
+                        )),
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Left reserved, for the next sweep to decide.
+                    report.failures.push(format!(
+                        "checking the unfinished ADD of {} ({}): {}",
+                        allocation.key, allocation.ip, e.msg
+                    ));
+                    continue;
+                }
+            }
         }
         let undone = match handler
             .datapath

@@ -85,10 +85,14 @@ impl<D: Datapath> Handler<D> {
             egress_v4,
             ipv6,
         };
-        self.store()
+        let reserve_lsn = self
+            .store()
             .reserve(reserved.clone())
             .map_err(store_error)?;
         drop(_allocating);
+        // The reservation is made durable while the hooks and the data path run; the answer
+        // waits for it, not for the commit's record (see below).
+        let reserve_synced = self.start_sync(reserve_lsn);
         if self.dynamic {
             // One address fewer: the plan may want to grow.
             self.wake_warm_pool.notify_one();
@@ -145,39 +149,12 @@ impl<D: Datapath> Handler<D> {
             }
         }
 
-        let ours = CniResult {
-            interfaces: vec![
-                Interface {
-                    name: host_veth.clone(),
-                    mac: Some(format_mac(&created.host_mac)),
-                    mtu: Some(self.pod_mtu),
-                    sandbox: None,
-                    socket_path: None,
-                    pci_id: None,
-                },
-                Interface {
-                    name: request.ifname.clone(),
-                    mac: Some(format_mac(&created.pod_mac)),
-                    mtu: Some(mtu),
-                    sandbox: Some(request.netns.clone()),
-                    socket_path: None,
-                    pci_id: None,
-                },
-            ],
-            ips: reserved
-                .pod_addresses()
-                .map(|ip| IpConfig {
-                    address: IpNet::from(ip),
-                    gateway: Some(pod_gateway(ip)),
-                    interface: Some(1),
-                })
-                .collect(),
-            routes: reserved
-                .pod_addresses()
-                .flat_map(|ip| result_routes(ip, &created.routes.of_family(ip)))
-                .collect(),
-            dns: Default::default(),
-        };
+        let ours = own_result(
+            &reserved,
+            (self.pod_mtu, mtu),
+            Some((created.host_mac, created.pod_mac)),
+            &created.routes,
+        );
         let result = match &netconf.prev_result {
             Some(previous) => previous.merged_with(&ours),
             None => ours,
@@ -189,13 +166,21 @@ impl<D: Datapath> Handler<D> {
             .store()
             .commit(&key, result.to_json(CniVersion::LATEST), &created.routes)
             .map_err(store_error);
+        // The answer waits for the reservation's record only (synced since it was written):
+        // should a crash take the commit's record, start-up finds the reservation with its
+        // data path complete and commits it (`recovery::complete_routes`), as an ADD that may
+        // have been answered; one that was not, the runtime DELs, as it must after a failed
+        // ADD. The commit's record is synced right after, off the answer's path.
         let durable = match committed {
-            Ok(lsn) => self.make_durable(lsn).await,
+            Ok(lsn) => durable(reserve_synced).await.map(|()| lsn),
             Err(e) => Err(e),
         };
-        if let Err(e) = durable {
-            // The runtime will not get a result, so nothing of this ADD may stay behind.
-            return Err(self.undo_add(&reserved, e).await);
+        match durable {
+            Ok(commit_lsn) => self.sync_in_background(commit_lsn),
+            Err(e) => {
+                // The runtime will not get a result, so nothing of this ADD may stay behind.
+                return Err(self.undo_add(&reserved, e).await);
+            }
         }
         metrics.phase("ADD", "datastore", phase.elapsed());
         tracing::info!(
@@ -670,6 +655,59 @@ impl<D: Datapath> Handler<D> {
                 format!("{}; then freeing {addresses}: {}", cause.msg, e.msg),
             ),
         }
+    }
+
+    /// The routes of a reservation whose data path is complete, as its ADD decided them; `None`
+    /// when the data path is not complete. An ADD answers once its reservation is durable, so
+    /// after a crash a reservation may stand for a pod the runtime was told about: its data
+    /// path is then complete (the host side, built last, is there), and CHECK's verification
+    /// tells which default routes the ADD installed — the most it installed first, since one
+    /// without a default route also passes where one with it does.
+    pub(crate) async fn complete_routes(
+        &self,
+        allocation: &Allocation,
+    ) -> Result<Option<PodRoutes>, CniError> {
+        let asked = &allocation.pod_routes;
+        let mut candidates: Vec<PodRoutes> = match allocation.ipv6 {
+            Some(_) if allocation.ip.is_ipv4() => {
+                [(false, false), (false, true), (true, false), (true, true)]
+                    .into_iter()
+                    .map(|(v4, v6)| asked.resolved_dual(v4, v6))
+                    .collect()
+            }
+            _ => [false, true]
+                .into_iter()
+                .map(|present| asked.resolved(present))
+                .collect(),
+        };
+        candidates.dedup();
+        for routes in candidates {
+            let attachment = PodAttachment {
+                routes: routes.clone(),
+                ..attachment_of(allocation, &allocation.key.ifname, self.pod_mtu)
+            };
+            match self.datapath.check_pod(&attachment).await {
+                Ok(()) => return Ok(Some(routes)),
+                Err(DatapathError::CheckFailed { .. }) => {}
+                Err(e) => return Err(datapath_error(e, "checking an unfinished ADD")),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Commits a reservation whose data path is complete ([`Self::complete_routes`]), durably,
+    /// with the result its ADD answered (the MACs left out: they are the kernel's to tell).
+    pub(crate) async fn commit_complete(
+        &self,
+        allocation: &Allocation,
+        routes: &PodRoutes,
+    ) -> Result<(), CniError> {
+        let result = own_result(allocation, (self.pod_mtu, self.pod_mtu), None, routes);
+        let lsn = self
+            .store()
+            .commit(&allocation.key, result.to_json(CniVersion::LATEST), routes)
+            .map_err(store_error)?;
+        self.make_durable(lsn).await
     }
 
     /// If another attachment owns `host_veth` it is an older sandbox of the same pod (the

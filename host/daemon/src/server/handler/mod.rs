@@ -109,6 +109,11 @@ pub struct Handler<D: Datapath> {
     pub(crate) records_lost: AtomicBool,
     /// Serialises [`Handler::refresh_node_held`].
     refreshing: tokio::sync::Mutex<()>,
+    /// The reservations the datastore held when it was opened: an earlier daemon's ADDs, which
+    /// may have been answered (an ADD answers once its reservation is durable). Recovery
+    /// commits those whose data path is complete (`recovery`); a reservation made since is an
+    /// ADD this daemon did not answer with success, rolled back as ever.
+    pub(crate) inherited_reservations: Vec<Allocation>,
     /// Requested addresses EC2 is being asked to assign, and the ENI each goes to: taken for
     /// every other chooser, and neither released nor its ENI deleted by the reconciler,
     /// until the ADD that asked has reserved it or given up.
@@ -137,6 +142,11 @@ impl<D: Datapath> Handler<D> {
         plugins: PluginSet,
     ) -> Arc<Handler<D>> {
         let syncer = store.syncer();
+        let inherited_reservations = store
+            .allocations()
+            .filter(|a| a.state == AllocationState::Reserved)
+            .cloned()
+            .collect();
         let view = provider.view();
         let add_wait = Duration::from_millis(if view.dynamic {
             config.ec2().add_wait_ms
@@ -192,6 +202,7 @@ impl<D: Datapath> Handler<D> {
             foreign_held: Mutex::new(Vec::new()),
             records_lost: AtomicBool::new(false),
             refreshing: tokio::sync::Mutex::new(()),
+            inherited_reservations,
             assigning: Mutex::new(HashMap::new()),
         })
     }
@@ -229,16 +240,27 @@ impl<D: Datapath> Handler<D> {
 
     /// Waits until every record up to `lsn` is on disk, off the async threads.
     pub(crate) async fn make_durable(&self, lsn: Lsn) -> Result<(), CniError> {
+        durable(self.start_sync(lsn)).await
+    }
+
+    /// Makes every record up to `lsn` durable without waiting for it; a failure is logged (and,
+    /// as any failed sync, fails every later one until a compaction rewrote the state).
+    pub(crate) fn sync_in_background(&self, lsn: Lsn) {
         let syncer = self.syncer.clone();
-        tokio::task::spawn_blocking(move || syncer.sync_through(lsn))
-            .await
-            .map_err(|e| {
-                CniError::new(
-                    codes::DATASTORE_FAILURE,
-                    format!("datastore sync task failed: {e}"),
-                )
-            })?
-            .map_err(store_error)
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = syncer.sync_through(lsn) {
+                tracing::warn!(error = %e, "datastore: syncing a commit's record failed");
+            }
+        });
+    }
+
+    /// Starts making every record up to `lsn` durable, off the async threads; [`durable`]
+    /// waits for it. Dropped unawaited, the sync still runs to its end.
+    pub(crate) fn start_sync(&self, lsn: Lsn) -> PendingSync {
+        let syncer = self.syncer.clone();
+        PendingSync(tokio::task::spawn_blocking(move || {
+            syncer.sync_through(lsn)
+        }))
     }
 
     /// Executes one forwarded CNI request and renders the shim's stdout. Every log event of
@@ -350,6 +372,24 @@ fn log_failure(command: Command, error: &CniError) {
     }
 }
 
+/// A sync of the datastore's log under way ([`Handler::start_sync`]).
+pub(crate) struct PendingSync(
+    tokio::task::JoinHandle<Result<(), wasmcni_datastore::DatastoreError>>,
+);
+
+/// Waits for a sync started by [`Handler::start_sync`].
+pub(crate) async fn durable(sync: PendingSync) -> Result<(), CniError> {
+    sync.0
+        .await
+        .map_err(|e| {
+            CniError::new(
+                codes::DATASTORE_FAILURE,
+                format!("datastore sync task failed: {e}"),
+            )
+        })?
+        .map_err(store_error)
+}
+
 /// Notes the phase a request enters: its log events carry it (`span.phase`), and the returned
 /// instant times it.
 fn enter_phase(phase: &'static str) -> Instant {
@@ -389,6 +429,49 @@ pub(crate) fn reserved_host(allocation: &Allocation) -> HostSide {
             netns: allocation.netns.clone(),
             table,
         }),
+    }
+}
+
+/// The attachment's own CNI result: its veth pair (with their MTUs, host's and pod's, and
+/// their MACs when known) and the pod's addresses with their gateway and `routes`.
+fn own_result(
+    allocation: &Allocation,
+    (host_mtu, pod_mtu): (u32, u32),
+    macs: Option<([u8; 6], [u8; 6])>,
+    routes: &PodRoutes,
+) -> CniResult {
+    CniResult {
+        interfaces: vec![
+            Interface {
+                name: allocation.host_veth.clone(),
+                mac: macs.map(|(host, _)| format_mac(&host)),
+                mtu: Some(host_mtu),
+                sandbox: None,
+                socket_path: None,
+                pci_id: None,
+            },
+            Interface {
+                name: allocation.key.ifname.clone(),
+                mac: macs.map(|(_, pod)| format_mac(&pod)),
+                mtu: Some(pod_mtu),
+                sandbox: Some(allocation.netns.clone()),
+                socket_path: None,
+                pci_id: None,
+            },
+        ],
+        ips: allocation
+            .pod_addresses()
+            .map(|ip| IpConfig {
+                address: IpNet::from(ip),
+                gateway: Some(pod_gateway(ip)),
+                interface: Some(1),
+            })
+            .collect(),
+        routes: allocation
+            .pod_addresses()
+            .flat_map(|ip| result_routes(ip, &routes.of_family(ip)))
+            .collect(),
+        dns: Default::default(),
     }
 }
 
@@ -515,3 +598,5 @@ mod tests_egress;
 mod tests_lost;
 #[cfg(test)]
 mod tests_requested;
+#[cfg(test)]
+mod tests_unconfirmed;

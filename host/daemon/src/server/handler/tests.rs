@@ -75,22 +75,37 @@ pub(crate) fn fixture_provider(
     policies: Vec<wasmcni_core::PluginSpec>,
     provider: Option<Arc<dyn wasmcni_core::ipam::Provider>>,
 ) -> Fixture {
-    fixture_in(
+    fixture_on(
         tempfile::tempdir().unwrap(),
         cidr,
         allocator,
         policies,
         provider,
+        FakeDatapath::new(),
     )
 }
 
-/// As [`fixture_provider`], with the state in `dir` (a restart: the same state, a new daemon).
-fn fixture_in(
+/// The daemon dies and a new one starts on the same state directory and the same node (the
+/// data path as the old one left it; the default configuration's pool); `edit` changes the
+/// state directory in between, as the crash left it.
+pub(super) fn restart(f: Fixture, edit: impl FnOnce(&std::path::Path)) -> Fixture {
+    let Fixture { handler, _dir: dir } = f;
+    let datapath = Arc::into_inner(handler)
+        .expect("nothing else holds the old daemon")
+        .datapath;
+    edit(&dir.path().join("state"));
+    fixture_on(dir, "10.88.0.0/24", None, Vec::new(), None, datapath)
+}
+
+/// As [`fixture_provider`], with the state in `dir` (a restart: the same state, a new daemon),
+/// on the node `datapath`.
+fn fixture_on(
     dir: tempfile::TempDir,
     cidr: &str,
     allocator: Option<wasmcni_core::PluginSpec>,
     policies: Vec<wasmcni_core::PluginSpec>,
     provider: Option<Arc<dyn wasmcni_core::ipam::Provider>>,
+    datapath: FakeDatapath,
 ) -> Fixture {
     let text = wasmcni_config::DEFAULT_CONFIG
         .replace(
@@ -113,7 +128,7 @@ fn fixture_in(
     let handler = Handler::new(
         config.clone(),
         config.pod_mtu(None),
-        FakeDatapath::new(),
+        datapath,
         store,
         provider,
         runtime,
@@ -411,6 +426,7 @@ async fn recovery_reconciles_every_kind_of_disagreement() {
         report,
         ReconcileReport {
             rolled_back: 1,
+            completed: 0,
             released_gone: 1,
             orphan_veths: 1,
             orphan_rules: 1,
@@ -1151,12 +1167,13 @@ async fn the_cooldown_survives_a_restart() {
     // The daemon dies; a new one starts on the same state directory.
     let Fixture { handler, _dir: dir } = f;
     drop(handler);
-    let f = fixture_in(
+    let f = fixture_on(
         dir,
         "10.88.0.0/24",
         None,
         Vec::new(),
         Some(provider.clone() as Arc<dyn wasmcni_core::ipam::Provider>),
+        FakeDatapath::new(),
     );
     assert_eq!(f.handler.cooling_now(), vec![Ipv4Addr::new(10, 0, 0, 5)]);
     assert_eq!(
