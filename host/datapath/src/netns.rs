@@ -62,14 +62,16 @@ fn route_socket_in(netns: &File, path: &str, enable_ipv6: bool) -> Result<OwnedF
         source,
     };
     HOME.with(|home| {
-        let home = home
-            .as_ref()
-            .map_err(|e| {
-                failed((
-                    "open the thread's own namespace",
-                    std::io::Error::new(e.kind(), e.to_string()),
-                ))
-            })?;
+        let mut home = home.borrow_mut();
+        let home = match &mut *home {
+            Some(own) => &*own,
+            // Opened while the thread is in it: before its first `setns` (every later one
+            // returns). A failure is not kept: the next socket tries again.
+            empty => &*empty.insert(
+                File::open("/proc/thread-self/ns/net")
+                    .map_err(|e| failed(("open the thread's own namespace", e)))?,
+            ),
+        };
         setns(netns, CloneFlags::CLONE_NEWNET)
             .map_err(|e| failed(("setns", std::io::Error::from(e))))?;
         let opened = if enable_ipv6 {
@@ -90,9 +92,8 @@ fn route_socket_in(netns: &File, path: &str, enable_ipv6: bool) -> Result<OwnedF
 }
 
 thread_local! {
-    /// The namespace this thread runs in (the node's), opened on the thread's first pod socket,
-    /// when it is still in it.
-    static HOME: std::io::Result<File> = File::open("/proc/thread-self/ns/net");
+    /// The namespace this thread runs in (the node's), once opened.
+    static HOME: std::cell::RefCell<Option<File>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Writes `disable_ipv6=0` for every interface of the calling thread's namespace, present
