@@ -584,7 +584,13 @@ impl Datapath for NetlinkDatapath {
             Err(e) => Err(e),
         };
         match pod {
-            Err(e) => missing.push(e.to_string()),
+            // The namespace is gone: so is the pod side. Any other failure to enter it (out of
+            // descriptors, a mount the daemon cannot see) says nothing about the pod: an error,
+            // never "missing" (recovery would undo a live pod on it).
+            Err(e @ DatapathError::Netns { step: "open", .. }) if matches!(&e, DatapathError::Netns { source, .. } if source.kind() == std::io::ErrorKind::NotFound) => {
+                missing.push(e.to_string())
+            }
+            Err(e) => return Err(e),
             Ok(pod) => {
                 // Each address with its family's routes; an egress /32 has a first
                 // interface's IPv4 shape.
@@ -1083,5 +1089,63 @@ mod tests {
         // Only stacked devices: no ENI link yet.
         let links = vec![link(3, "br0", mac, Some(InfoKind::Bridge))];
         assert_eq!(found(links), None);
+    }
+
+    #[test]
+    fn a_vanished_pod_namespace_is_missing_and_one_that_cannot_be_entered_is_an_error() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "needs root: it reads the node's links, routes and rules (run the tests as root)"
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let datapath = NetlinkDatapath::connect().unwrap();
+            let attachment = |netns: String| PodAttachment {
+                host: HostSide {
+                    host_veth: "wcnochk0".into(),
+                    ip: "10.255.255.7".parse().unwrap(),
+                    ipv6: None,
+                    route_table: None,
+                    pod_rule: None,
+                },
+                netns,
+                pod_ifname: "eth0".into(),
+                mtu: 1500,
+                pod_mac: None,
+                routes: PodRoutes::default(),
+                egress_v4: None,
+            };
+            // Gone with its pod: reported as missing, like the rest of the attachment.
+            let gone = datapath
+                .check_pod(&attachment("/run/netns/wasmcni-no-such-namespace".into()))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&gone, DatapathError::CheckFailed { missing }
+                    if missing.iter().any(|m| m.contains("wasmcni-no-such-namespace"))),
+                "{gone}"
+            );
+            // There, but not a namespace the daemon can enter: says nothing about the pod.
+            let file = std::env::temp_dir().join(format!("wasmcni-check-{}", std::process::id()));
+            std::fs::write(&file, b"").unwrap();
+            let unusable = datapath
+                .check_pod(&attachment(file.display().to_string()))
+                .await
+                .unwrap_err();
+            std::fs::remove_file(&file).unwrap();
+            assert!(
+                matches!(
+                    unusable,
+                    DatapathError::Netns {
+                        step: "check it",
+                        ..
+                    }
+                ),
+                "{unusable}"
+            );
+        });
     }
 }

@@ -510,7 +510,8 @@ fn warn_egress_outside_range<D: Datapath>(handler: &Handler<D>) {
 
 /// How long a stopping daemon waits for in-flight requests (and veth deletions): together with the runtime's own
 /// shutdown, SIGTERM ends the daemon within a second, whatever plugins are doing. What is cut
-/// short is recovered at the next start (an uncommitted ADD is rolled back, a DEL replayed).
+/// short is recovered at the next start (an uncommitted ADD is rolled back, or committed when
+/// its data path is complete; a DEL replayed).
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
 
 async fn serve_connection<D: Datapath>(handler: &Handler<D>, mut stream: UnixStream) {

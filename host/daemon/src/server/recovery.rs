@@ -31,7 +31,8 @@ use wasmcni_datastore::{Allocation, AllocationState, AttachmentKey};
 /// What a reconciliation or sweep did, for the log and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReconcileReport {
-    /// ADDs that had reserved an address but never committed, rolled back.
+    /// ADDs that had reserved an address but never committed, rolled back (their data path
+    /// incomplete, or the reservation this daemon's own).
     pub rolled_back: usize,
     /// An earlier daemon's ADDs whose commit record a crash took, their data path complete:
     /// committed (the runtime may have been told; one that was not DELs the pod).

@@ -1,6 +1,6 @@
 //! ADD: reserve an address (the one requested, or chosen by the pool, the allocator plugin or
-//! the IPv6 prefix), run the policy hooks, set up the data path, commit durably, answer;
-//! undone on any failure.
+//! the IPv6 prefix) and start making it durable, run the policy hooks, set up the data path,
+//! commit, answer once the reservation is durable; undone on any failure.
 //! Chained ADDs (after another main plugin) run only the hooks.
 
 use super::*;
@@ -162,20 +162,19 @@ impl<D: Datapath> Handler<D> {
         metrics.phase("ADD", "datapath", phase.elapsed());
 
         let phase = enter_phase("datastore");
-        let committed = self
-            .store()
-            .commit(&key, result.to_json(CniVersion::LATEST), &created.routes)
-            .map_err(store_error);
-        // The answer waits for the reservation's record only (synced since it was written):
-        // should a crash take the commit's record, start-up finds the reservation with its
-        // data path complete and commits it (`recovery::complete_routes`), as an ADD that may
-        // have been answered; one that was not, the runtime DELs, as it must after a failed
-        // ADD. The commit's record is synced right after, off the answer's path.
-        let durable = match committed {
-            Ok(lsn) => durable(reserve_synced).await.map(|()| lsn),
+        // The answer waits for the reservation's record (synced since it was written), not for
+        // the commit's: should the commit's record be lost, start-up finds the reservation
+        // with its data path complete and commits it (`Handler::complete_routes`), as an ADD
+        // that may have been answered; one that was not, the runtime DELs, as it must after a
+        // failed ADD. The commit's record is synced right after, off the answer's path.
+        let committed = match durable(reserve_synced).await {
+            Ok(()) => self
+                .store()
+                .commit(&key, result.to_json(CniVersion::LATEST), &created.routes)
+                .map_err(store_error),
             Err(e) => Err(e),
         };
-        match durable {
+        match committed {
             Ok(commit_lsn) => self.sync_in_background(commit_lsn),
             Err(e) => {
                 // The runtime will not get a result, so nothing of this ADD may stay behind.
@@ -695,8 +694,10 @@ impl<D: Datapath> Handler<D> {
         Ok(None)
     }
 
-    /// Commits a reservation whose data path is complete ([`Self::complete_routes`]), durably,
-    /// with the result its ADD answered (the MACs left out: they are the kernel's to tell).
+    /// Commits a reservation whose data path is complete ([`Self::complete_routes`]), durably.
+    /// Its stored result is rebuilt from the reservation (without the MACs, with the pods'
+    /// MTU, without a `prevResult`): informational, as every stored result; CHECK and DEL go by
+    /// the record's addresses and routes.
     pub(crate) async fn commit_complete(
         &self,
         allocation: &Allocation,
