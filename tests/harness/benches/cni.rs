@@ -116,6 +116,7 @@ fn main() {
     let mut dels = vec![Vec::new(); n];
     let mut cycles = vec![Vec::new(); n];
     let mut floors = Vec::new();
+    let daemon_before = DaemonTimes::scrape(&node);
     for i in 0..iterations {
         // Interleave the subjects so drift in machine load hits all alike.
         for (s, subject) in subjects.iter().enumerate() {
@@ -126,6 +127,7 @@ fn main() {
         }
         floors.push(floor_cycle(&node, i + 1));
     }
+    let daemon_times = DaemonTimes::scrape(&node).since(&daemon_before);
 
     println!("\nSequential, {iterations} iterations each, interleaved; wall time around each plugin exec (ms):\n");
     println!("| subject | ADD median | ADD p90 | DEL median | DEL p90 | ADD+DEL median | ADD+DEL p90 | ADD min |");
@@ -188,6 +190,8 @@ fn main() {
         ms(medians[0].0.saturating_sub(floor_add.median)),
         ms(medians[0].1.saturating_sub(detach.median))
     );
+
+    print_daemon_times(&daemon_times, medians[0].0, medians[0].1);
 
     println!("\nExec floor: VERSION answered by the plugin itself, {iterations} runs (ms):\n");
     println!("| plugin | median | p90 |");
@@ -374,4 +378,108 @@ fn concurrent(
     let del_each = deleted.iter().map(|(d, _)| *d).collect();
     drop(pods);
     (add_wall, add_each, del_wall, del_each)
+}
+
+/// The daemon's own account of the sequential run, from its request and phase histograms
+/// (`/metrics`, scraped before and after): the client's wall time splits into the daemon's
+/// phases and what lies outside the daemon (exec, the shim, the socket). Medians are
+/// interpolated within the histogram's buckets (which double from 0.1 ms), so they are coarse;
+/// a single slow request cannot move them as it moves a mean.
+struct DaemonTimes(std::collections::BTreeMap<String, Vec<(f64, f64)>>);
+
+impl DaemonTimes {
+    fn scrape(node: &TestNode) -> DaemonTimes {
+        let text = node.inspect("metrics", false);
+        let mut times: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
+        for line in text.lines() {
+            let Some(rest) = [
+                "wasmcni_cni_request_duration_seconds_bucket{",
+                "wasmcni_request_phase_duration_seconds_bucket{",
+            ]
+            .iter()
+            .find_map(|prefix| line.strip_prefix(prefix)) else {
+                continue;
+            };
+            let Some((labels, value)) = rest.split_once("} ") else {
+                continue;
+            };
+            let label = |name: &str| {
+                labels
+                    .split(',')
+                    .find_map(|l| l.strip_prefix(&format!("{name}=\"")))
+                    .map(|v| v.trim_end_matches('"').to_owned())
+            };
+            let bound = match label("le").as_deref() {
+                Some("+Inf") => f64::INFINITY,
+                Some(le) => le.parse().unwrap_or(f64::INFINITY),
+                None => continue,
+            };
+            let key = format!(
+                "{} {}",
+                label("verb").unwrap_or_default(),
+                label("phase").unwrap_or_else(|| "total".into())
+            );
+            let count: f64 = value.trim().parse().unwrap_or(0.0);
+            times.entry(key).or_default().push((bound, count));
+        }
+        DaemonTimes(times)
+    }
+
+    /// The requests between `before` and `self`: (count, interpolated median in seconds).
+    fn since(&self, before: &DaemonTimes) -> Vec<(String, f64, f64)> {
+        let mut out = Vec::new();
+        for (key, buckets) in &self.0 {
+            let earlier = before.0.get(key);
+            let cumulative: Vec<(f64, f64)> = buckets
+                .iter()
+                .enumerate()
+                .map(|(i, (bound, count))| {
+                    let was = earlier.and_then(|b| b.get(i)).map_or(0.0, |(_, c)| *c);
+                    (*bound, count - was)
+                })
+                .collect();
+            let total = cumulative.last().map_or(0.0, |(_, c)| *c);
+            if total == 0.0 {
+                continue;
+            }
+            let half = total / 2.0;
+            let (mut lower, mut below) = (0.0, 0.0);
+            let mut median = f64::NAN;
+            for (bound, count) in &cumulative {
+                if *count >= half {
+                    median = if bound.is_finite() {
+                        lower + (bound - lower) * (half - below) / (count - below).max(1.0)
+                    } else {
+                        lower
+                    };
+                    break;
+                }
+                (lower, below) = (*bound, *count);
+            }
+            out.push((key.clone(), total, median));
+        }
+        out
+    }
+}
+
+fn print_daemon_times(rows: &[(String, f64, f64)], add_median: Duration, del_median: Duration) {
+    println!("\nInside the daemon during the sequential run (medians interpolated in its /metrics histograms, ms):\n");
+    println!("| verb | phase | requests | median |");
+    println!("|---|---|---|---|");
+    for (key, count, median) in rows {
+        let (verb, phase) = key.split_once(' ').unwrap_or((key, ""));
+        if verb == "ADD" || verb == "DEL" {
+            println!("| {verb} | {phase} | {count} | {:.2} |", median * 1e3);
+        }
+    }
+    for (verb, client) in [("ADD", add_median), ("DEL", del_median)] {
+        if let Some((_, _, median)) = rows.iter().find(|(k, _, _)| *k == format!("{verb} total")) {
+            println!(
+                "{verb}: client median {} ms, the daemon's ≈ {:.2} ms, outside it (exec, shim, socket) ≈ {:.2} ms",
+                ms(client),
+                median * 1e3,
+                client.as_secs_f64() * 1e3 - median * 1e3
+            );
+        }
+    }
 }
