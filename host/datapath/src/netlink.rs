@@ -44,6 +44,12 @@ const IPV6_MIN_MTU: u32 = 1280;
 /// Duplicates of one rule a crash can leave; more means something else keeps adding it.
 const MAX_DUPLICATE_RULES: usize = 64;
 
+/// Whether `error` says a pod's namespace is not there (its path does not exist).
+fn namespace_gone(error: &DatapathError) -> bool {
+    matches!(error, DatapathError::Netns { step: "open", source, .. }
+        if source.kind() == std::io::ErrorKind::NotFound)
+}
+
 /// The data path over rtnetlink.
 #[derive(Clone)]
 pub struct NetlinkDatapath {
@@ -584,13 +590,12 @@ impl Datapath for NetlinkDatapath {
             Err(e) => Err(e),
         };
         match pod {
-            // The namespace is gone: so is the pod side. Any other failure to enter it (out of
-            // descriptors, a mount the daemon cannot see) says nothing about the pod: an error,
-            // never "missing" (recovery would undo a live pod on it).
-            Err(e @ DatapathError::Netns { step: "open", .. }) if matches!(&e, DatapathError::Netns { source, .. } if source.kind() == std::io::ErrorKind::NotFound) => {
-                missing.push(e.to_string())
-            }
-            Err(e) => return Err(e),
+            // The namespace is gone, so is the pod side; and with part of the host side missing
+            // the attachment is incomplete whatever the namespace says. Otherwise a failure to
+            // enter it (out of descriptors, a mount the daemon cannot see) says nothing about
+            // the pod: an error, never "missing" (recovery would undo a live pod on it).
+            Err(e) if missing.is_empty() && !namespace_gone(&e) => return Err(e),
+            Err(e) => missing.push(e.to_string()),
             Ok(pod) => {
                 // Each address with its family's routes; an egress /32 has a first
                 // interface's IPv4 shape.
@@ -1091,61 +1096,124 @@ mod tests {
         assert_eq!(found(links), None);
     }
 
+    /// A thread in a network namespace of its own, parked until dropped; its namespace is
+    /// reachable by path while it lives.
+    struct PrivateNamespace {
+        path: String,
+        stop: std::sync::mpsc::Sender<()>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl PrivateNamespace {
+        fn new() -> PrivateNamespace {
+            let (ready, path) = std::sync::mpsc::channel();
+            let (stop, stopped) = std::sync::mpsc::channel::<()>();
+            let thread = std::thread::spawn(move || {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+                let tid = nix::unistd::gettid();
+                ready
+                    .send(format!("/proc/{}/task/{tid}/ns/net", std::process::id()))
+                    .unwrap();
+                let _ = stopped.recv();
+            });
+            PrivateNamespace {
+                path: path.recv().unwrap(),
+                stop,
+                thread: Some(thread),
+            }
+        }
+    }
+
+    impl Drop for PrivateNamespace {
+        fn drop(&mut self) {
+            let _ = self.stop.send(());
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
     #[test]
-    fn a_vanished_pod_namespace_is_missing_and_one_that_cannot_be_entered_is_an_error() {
+    fn check_tells_a_missing_pod_namespace_from_one_it_cannot_enter() {
         assert!(
             nix::unistd::geteuid().is_root(),
-            "needs root: it reads the node's links, routes and rules (run the tests as root)"
+            "needs root: it makes network namespaces, a veth, routes and rules (run the tests as root)"
         );
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let datapath = NetlinkDatapath::connect().unwrap();
-            let attachment = |netns: String| PodAttachment {
-                host: HostSide {
-                    host_veth: "wcnochk0".into(),
-                    ip: "10.255.255.7".parse().unwrap(),
-                    ipv6: None,
-                    route_table: None,
-                    pod_rule: None,
-                },
-                netns,
-                pod_ifname: "eth0".into(),
-                mtu: 1500,
-                pod_mac: None,
-                routes: PodRoutes::default(),
-                egress_v4: None,
-            };
-            // Gone with its pod: reported as missing, like the rest of the attachment.
-            let gone = datapath
-                .check_pod(&attachment("/run/netns/wasmcni-no-such-namespace".into()))
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(&gone, DatapathError::CheckFailed { missing }
-                    if missing.iter().any(|m| m.contains("wasmcni-no-such-namespace"))),
-                "{gone}"
-            );
-            // There, but not a namespace the daemon can enter: says nothing about the pod.
-            let file = std::env::temp_dir().join(format!("wasmcni-check-{}", std::process::id()));
-            std::fs::write(&file, b"").unwrap();
-            let unusable = datapath
-                .check_pod(&attachment(file.display().to_string()))
-                .await
-                .unwrap_err();
-            std::fs::remove_file(&file).unwrap();
-            assert!(
-                matches!(
-                    unusable,
-                    DatapathError::Netns {
-                        step: "check it",
-                        ..
-                    }
-                ),
-                "{unusable}"
-            );
-        });
+        let pod = PrivateNamespace::new();
+        let pod_path = pod.path.clone();
+        // The node: a namespace of the test's own too, so nothing touches the machine's.
+        std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let datapath = NetlinkDatapath::connect().unwrap();
+                let attachment = |netns: &str| PodAttachment {
+                    host: HostSide {
+                        host_veth: "wcchk0".into(),
+                        ip: "10.255.255.7".parse().unwrap(),
+                        ipv6: None,
+                        route_table: None,
+                        pod_rule: None,
+                    },
+                    netns: netns.to_owned(),
+                    pod_ifname: "eth0".into(),
+                    mtu: 1500,
+                    pod_mac: None,
+                    routes: PodRoutes::default(),
+                    egress_v4: None,
+                };
+                datapath.setup_pod(&attachment(&pod_path)).await.unwrap();
+                datapath.check_pod(&attachment(&pod_path)).await.unwrap();
+                // The host side complete, the namespace there but not one the daemon can
+                // enter: that says nothing about the pod.
+                let file =
+                    std::env::temp_dir().join(format!("wasmcni-check-{}", std::process::id()));
+                std::fs::write(&file, b"").unwrap();
+                let unusable = datapath
+                    .check_pod(&attachment(&file.display().to_string()))
+                    .await
+                    .unwrap_err();
+                std::fs::remove_file(&file).unwrap();
+                assert!(
+                    matches!(
+                        unusable,
+                        DatapathError::Netns {
+                            step: "check it",
+                            ..
+                        }
+                    ),
+                    "{unusable}"
+                );
+                // Gone with its pod: reported as missing, like the rest of the attachment.
+                let gone = datapath
+                    .check_pod(&attachment("/run/netns/wasmcni-no-such-namespace"))
+                    .await
+                    .unwrap_err();
+                assert!(
+                    matches!(&gone, DatapathError::CheckFailed { missing }
+                        if missing.iter().any(|m| m.contains("wasmcni-no-such-namespace"))),
+                    "{gone}"
+                );
+                // With part of the host side missing, the attachment is incomplete whatever
+                // the namespace says.
+                datapath.remove_veth("wcchk0").await.unwrap();
+                std::fs::write(&file, b"").unwrap();
+                let incomplete = datapath
+                    .check_pod(&attachment(&file.display().to_string()))
+                    .await
+                    .unwrap_err();
+                std::fs::remove_file(&file).unwrap();
+                assert!(
+                    matches!(&incomplete, DatapathError::CheckFailed { missing }
+                        if missing.iter().any(|m| m.contains("wcchk0"))),
+                    "{incomplete}"
+                );
+            });
+        })
+        .join()
+        .unwrap();
     }
 }

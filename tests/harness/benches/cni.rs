@@ -382,22 +382,42 @@ fn concurrent(
 
 /// The daemon's own account of the sequential run, from its request and phase histograms
 /// (`/metrics`, scraped before and after): the client's wall time splits into the daemon's
-/// phases and what lies outside the daemon (exec, the shim, the socket). Medians are
-/// interpolated within the histogram's buckets (which double from 0.1 ms), so they are coarse;
-/// a single slow request cannot move them as it moves a mean.
-struct DaemonTimes(std::collections::BTreeMap<String, Vec<(f64, f64)>>);
+/// phases and what lies outside the daemon (exec, the shim, the socket). Exact means (from the
+/// sums and counts), and medians located in the histogram's buckets, which double from 0.1 ms:
+/// the bucket holding the median is printed with a linear interpolation inside it, which is
+/// only as good as the bucket is narrow.
+#[derive(Default)]
+struct DaemonTimes {
+    /// Per "VERB phase": cumulative bucket counts by upper bound.
+    buckets: std::collections::BTreeMap<String, Vec<(f64, f64)>>,
+    /// Per "VERB phase": (sum of seconds, count).
+    sums: std::collections::BTreeMap<String, (f64, f64)>,
+}
+
+/// One verb's phase over the run.
+struct PhaseTimes {
+    key: String,
+    count: f64,
+    mean: f64,
+    /// The bucket holding the median, and the median interpolated in it (seconds).
+    bucket: (f64, f64),
+    median: f64,
+}
 
 impl DaemonTimes {
     fn scrape(node: &TestNode) -> DaemonTimes {
         let text = node.inspect("metrics", false);
-        let mut times: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
+        let mut times = DaemonTimes::default();
         for line in text.lines() {
-            let Some(rest) = [
-                "wasmcni_cni_request_duration_seconds_bucket{",
-                "wasmcni_request_phase_duration_seconds_bucket{",
+            let Some((name, rest)) = line.split_once('{') else {
+                continue;
+            };
+            let Some(kind) = [
+                "wasmcni_cni_request_duration_seconds_",
+                "wasmcni_request_phase_duration_seconds_",
             ]
             .iter()
-            .find_map(|prefix| line.strip_prefix(prefix)) else {
+            .find_map(|prefix| name.strip_prefix(prefix)) else {
                 continue;
             };
             let Some((labels, value)) = rest.split_once("} ") else {
@@ -409,27 +429,33 @@ impl DaemonTimes {
                     .find_map(|l| l.strip_prefix(&format!("{name}=\"")))
                     .map(|v| v.trim_end_matches('"').to_owned())
             };
-            let bound = match label("le").as_deref() {
-                Some("+Inf") => f64::INFINITY,
-                Some(le) => le.parse().unwrap_or(f64::INFINITY),
-                None => continue,
-            };
             let key = format!(
                 "{} {}",
                 label("verb").unwrap_or_default(),
                 label("phase").unwrap_or_else(|| "total".into())
             );
-            let count: f64 = value.trim().parse().unwrap_or(0.0);
-            times.entry(key).or_default().push((bound, count));
+            let value: f64 = value.trim().parse().unwrap_or(0.0);
+            match kind {
+                "bucket" => {
+                    let bound = match label("le").as_deref() {
+                        Some("+Inf") | None => f64::INFINITY,
+                        Some(le) => le.parse().unwrap_or(f64::INFINITY),
+                    };
+                    times.buckets.entry(key).or_default().push((bound, value));
+                }
+                "sum" => times.sums.entry(key).or_default().0 = value,
+                "count" => times.sums.entry(key).or_default().1 = value,
+                _ => {}
+            }
         }
-        DaemonTimes(times)
+        times
     }
 
-    /// The requests between `before` and `self`: (count, interpolated median in seconds).
-    fn since(&self, before: &DaemonTimes) -> Vec<(String, f64, f64)> {
+    /// The requests between `before` and `self`.
+    fn since(&self, before: &DaemonTimes) -> Vec<PhaseTimes> {
         let mut out = Vec::new();
-        for (key, buckets) in &self.0 {
-            let earlier = before.0.get(key);
+        for (key, buckets) in &self.buckets {
+            let earlier = before.buckets.get(key);
             let cumulative: Vec<(f64, f64)> = buckets
                 .iter()
                 .enumerate()
@@ -438,47 +464,64 @@ impl DaemonTimes {
                     (*bound, count - was)
                 })
                 .collect();
-            let total = cumulative.last().map_or(0.0, |(_, c)| *c);
-            if total == 0.0 {
+            let count = cumulative.last().map_or(0.0, |(_, c)| *c);
+            if count == 0.0 {
                 continue;
             }
-            let half = total / 2.0;
+            let (sum, _) = self.sums.get(key).copied().unwrap_or_default();
+            let (sum_before, _) = before.sums.get(key).copied().unwrap_or_default();
+            let half = count / 2.0;
             let (mut lower, mut below) = (0.0, 0.0);
-            let mut median = f64::NAN;
-            for (bound, count) in &cumulative {
-                if *count >= half {
+            let (mut bucket, mut median) = ((f64::NAN, f64::NAN), f64::NAN);
+            for (bound, cumulated) in &cumulative {
+                if *cumulated >= half {
+                    bucket = (lower, *bound);
                     median = if bound.is_finite() {
-                        lower + (bound - lower) * (half - below) / (count - below).max(1.0)
+                        lower + (bound - lower) * (half - below) / (cumulated - below)
                     } else {
                         lower
                     };
                     break;
                 }
-                (lower, below) = (*bound, *count);
+                (lower, below) = (*bound, *cumulated);
             }
-            out.push((key.clone(), total, median));
+            out.push(PhaseTimes {
+                key: key.clone(),
+                count,
+                mean: (sum - sum_before) / count,
+                bucket,
+                median,
+            });
         }
         out
     }
 }
 
-fn print_daemon_times(rows: &[(String, f64, f64)], add_median: Duration, del_median: Duration) {
-    println!("\nInside the daemon during the sequential run (medians interpolated in its /metrics histograms, ms):\n");
-    println!("| verb | phase | requests | median |");
-    println!("|---|---|---|---|");
-    for (key, count, median) in rows {
-        let (verb, phase) = key.split_once(' ').unwrap_or((key, ""));
+fn print_daemon_times(rows: &[PhaseTimes], add_median: Duration, del_median: Duration) {
+    println!("\nInside the daemon during the sequential run (its /metrics histograms, ms):\n");
+    println!("| verb | phase | requests | mean | median's bucket | median, interpolated |");
+    println!("|---|---|---|---|---|---|");
+    for row in rows {
+        let (verb, phase) = row.key.split_once(' ').unwrap_or((&row.key, ""));
         if verb == "ADD" || verb == "DEL" {
-            println!("| {verb} | {phase} | {count} | {:.2} |", median * 1e3);
+            println!(
+                "| {verb} | {phase} | {} | {:.2} | {:.2}–{:.2} | {:.2} |",
+                row.count,
+                row.mean * 1e3,
+                row.bucket.0 * 1e3,
+                row.bucket.1 * 1e3,
+                row.median * 1e3
+            );
         }
     }
     for (verb, client) in [("ADD", add_median), ("DEL", del_median)] {
-        if let Some((_, _, median)) = rows.iter().find(|(k, _, _)| *k == format!("{verb} total")) {
+        if let Some(row) = rows.iter().find(|r| r.key == format!("{verb} total")) {
             println!(
-                "{verb}: client median {} ms, the daemon's ≈ {:.2} ms, outside it (exec, shim, socket) ≈ {:.2} ms",
+                "{verb}: client median {} ms; the daemon's median lies in {:.2}–{:.2} ms (mean {:.2})",
                 ms(client),
-                median * 1e3,
-                client.as_secs_f64() * 1e3 - median * 1e3
+                row.bucket.0 * 1e3,
+                row.bucket.1 * 1e3,
+                row.mean * 1e3,
             );
         }
     }
