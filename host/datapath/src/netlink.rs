@@ -1169,14 +1169,18 @@ mod tests {
                 datapath.check_pod(&attachment(&pod_path)).await.unwrap();
                 // The host side complete, the namespace there but not one the daemon can
                 // enter: that says nothing about the pod.
-                let file =
-                    std::env::temp_dir().join(format!("wasmcni-check-{}", std::process::id()));
-                std::fs::write(&file, b"").unwrap();
-                let unusable = datapath
-                    .check_pod(&attachment(&file.display().to_string()))
-                    .await
-                    .unwrap_err();
-                std::fs::remove_file(&file).unwrap();
+                // A plain file where the namespace should be: there, but no namespace.
+                let through_a_plain_file = || async {
+                    let file =
+                        std::env::temp_dir().join(format!("wasmcni-check-{}", std::process::id()));
+                    std::fs::write(&file, b"").unwrap();
+                    let checked = datapath
+                        .check_pod(&attachment(&file.display().to_string()))
+                        .await;
+                    std::fs::remove_file(&file).unwrap();
+                    checked.unwrap_err()
+                };
+                let unusable = through_a_plain_file().await;
                 assert!(
                     matches!(
                         unusable,
@@ -1200,12 +1204,7 @@ mod tests {
                 // With part of the host side missing, the attachment is incomplete whatever
                 // the namespace says.
                 datapath.remove_veth("wcchk0").await.unwrap();
-                std::fs::write(&file, b"").unwrap();
-                let incomplete = datapath
-                    .check_pod(&attachment(&file.display().to_string()))
-                    .await
-                    .unwrap_err();
-                std::fs::remove_file(&file).unwrap();
+                let incomplete = through_a_plain_file().await;
                 assert!(
                     matches!(&incomplete, DatapathError::CheckFailed { missing }
                         if missing.iter().any(|m| m.contains("wcchk0"))),

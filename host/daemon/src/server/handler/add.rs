@@ -167,7 +167,7 @@ impl<D: Datapath> Handler<D> {
         // with its data path complete and commits it (`Handler::complete_routes`), as an ADD
         // that may have been answered; one that was not, the runtime DELs, as it must after a
         // failed ADD. The commit's record is synced right after, off the answer's path.
-        let committed = match durable(reserve_synced).await {
+        let committed = match reserve_synced.wait().await {
             Ok(()) => self
                 .store()
                 .commit(&key, result.to_json(CniVersion::LATEST), &created.routes)
@@ -175,7 +175,8 @@ impl<D: Datapath> Handler<D> {
             Err(e) => Err(e),
         };
         match committed {
-            Ok(commit_lsn) => self.sync_in_background(commit_lsn),
+            // Not waited for: see above.
+            Ok(commit_lsn) => drop(self.start_sync(commit_lsn)),
             Err(e) => {
                 // The runtime will not get a result, so nothing of this ADD may stay behind.
                 return Err(self.undo_add(&reserved, e).await);

@@ -240,22 +240,13 @@ impl<D: Datapath> Handler<D> {
 
     /// Waits until every record up to `lsn` is on disk, off the async threads.
     pub(crate) async fn make_durable(&self, lsn: Lsn) -> Result<(), CniError> {
-        durable(self.start_sync(lsn)).await
+        self.start_sync(lsn).wait().await
     }
 
-    /// Makes every record up to `lsn` durable without waiting for it; a failure is logged (and,
-    /// as any failed sync, fails every later one until a compaction rewrote the state).
-    pub(crate) fn sync_in_background(&self, lsn: Lsn) {
-        let syncer = self.syncer.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = syncer.sync_through(lsn) {
-                tracing::warn!(error = %e, "datastore: syncing a commit's record failed");
-            }
-        });
-    }
-
-    /// Starts making every record up to `lsn` durable, off the async threads; [`durable`]
-    /// waits for it. Dropped unawaited, the sync still runs to its end.
+    /// Starts making every record up to `lsn` durable, off the async threads;
+    /// [`PendingSync::wait`] waits for it. Dropped unawaited, the sync still runs to its end (a
+    /// failed fdatasync is logged by the datastore, and fails every later sync until a
+    /// compaction rewrote the state).
     pub(crate) fn start_sync(&self, lsn: Lsn) -> PendingSync {
         let syncer = self.syncer.clone();
         PendingSync(tokio::task::spawn_blocking(move || {
@@ -377,17 +368,19 @@ pub(crate) struct PendingSync(
     tokio::task::JoinHandle<Result<(), wasmcni_datastore::DatastoreError>>,
 );
 
-/// Waits for a sync started by [`Handler::start_sync`].
-pub(crate) async fn durable(sync: PendingSync) -> Result<(), CniError> {
-    sync.0
-        .await
-        .map_err(|e| {
-            CniError::new(
-                codes::DATASTORE_FAILURE,
-                format!("datastore sync task failed: {e}"),
-            )
-        })?
-        .map_err(store_error)
+impl PendingSync {
+    /// Waits for the sync.
+    pub(crate) async fn wait(self) -> Result<(), CniError> {
+        self.0
+            .await
+            .map_err(|e| {
+                CniError::new(
+                    codes::DATASTORE_FAILURE,
+                    format!("datastore sync task failed: {e}"),
+                )
+            })?
+            .map_err(store_error)
+    }
 }
 
 /// Notes the phase a request enters: its log events carry it (`span.phase`), and the returned
