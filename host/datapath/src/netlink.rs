@@ -33,6 +33,8 @@ use super::{
 
 mod check;
 mod messages;
+#[cfg(test)]
+mod test_namespaces;
 
 use check::check_pod_side;
 use messages::*;
@@ -1061,6 +1063,7 @@ fn delete_link_blocking(message: LinkMessage, name: &str) -> Result<(), Datapath
 
 #[cfg(test)]
 mod tests {
+    use super::test_namespaces::{in_private_node, pod_attachment, PrivateNamespace};
     use super::*;
 
     fn link(index: u32, name: &str, mac: [u8; 6], kind: Option<InfoKind>) -> LinkMessage {
@@ -1096,123 +1099,131 @@ mod tests {
         assert_eq!(found(links), None);
     }
 
-    /// A thread in a network namespace of its own, parked until dropped; its namespace is
-    /// reachable by path while it lives.
-    struct PrivateNamespace {
-        path: String,
-        stop: std::sync::mpsc::Sender<()>,
-        thread: Option<std::thread::JoinHandle<()>>,
-    }
-
-    impl PrivateNamespace {
-        fn new() -> PrivateNamespace {
-            let (ready, path) = std::sync::mpsc::channel();
-            let (stop, stopped) = std::sync::mpsc::channel::<()>();
-            let thread = std::thread::spawn(move || {
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
-                let tid = nix::unistd::gettid();
-                ready
-                    .send(format!("/proc/{}/task/{tid}/ns/net", std::process::id()))
-                    .unwrap();
-                let _ = stopped.recv();
-            });
-            PrivateNamespace {
-                path: path.recv().unwrap(),
-                stop,
-                thread: Some(thread),
-            }
-        }
-    }
-
-    impl Drop for PrivateNamespace {
-        fn drop(&mut self) {
-            let _ = self.stop.send(());
-            if let Some(thread) = self.thread.take() {
-                let _ = thread.join();
-            }
-        }
+    #[test]
+    fn check_tells_a_missing_pod_namespace_from_one_it_cannot_enter() {
+        let pod = PrivateNamespace::new();
+        let pod_path = pod.path.clone();
+        in_private_node(move || async move {
+            let datapath = NetlinkDatapath::connect().unwrap();
+            let attachment = |netns: &str| pod_attachment("wcchk0", "10.255.255.7", netns);
+            datapath.setup_pod(&attachment(&pod_path)).await.unwrap();
+            datapath.check_pod(&attachment(&pod_path)).await.unwrap();
+            // The host side complete, the namespace there but not one the daemon can
+            // enter: that says nothing about the pod.
+            // A plain file where the namespace should be: there, but no namespace.
+            let through_a_plain_file = || async {
+                let file =
+                    std::env::temp_dir().join(format!("wasmcni-check-{}", std::process::id()));
+                std::fs::write(&file, b"").unwrap();
+                let checked = datapath
+                    .check_pod(&attachment(&file.display().to_string()))
+                    .await;
+                std::fs::remove_file(&file).unwrap();
+                checked.unwrap_err()
+            };
+            let unusable = through_a_plain_file().await;
+            assert!(
+                matches!(
+                    unusable,
+                    DatapathError::Netns {
+                        step: "check it",
+                        ..
+                    }
+                ),
+                "{unusable}"
+            );
+            // Gone with its pod: reported as missing, like the rest of the attachment.
+            let gone = datapath
+                .check_pod(&attachment("/run/netns/wasmcni-no-such-namespace"))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&gone, DatapathError::CheckFailed { missing }
+                        if missing.iter().any(|m| m.contains("wasmcni-no-such-namespace"))),
+                "{gone}"
+            );
+            // With part of the host side missing, the attachment is incomplete whatever
+            // the namespace says.
+            datapath.remove_veth("wcchk0").await.unwrap();
+            let incomplete = through_a_plain_file().await;
+            assert!(
+                matches!(&incomplete, DatapathError::CheckFailed { missing }
+                        if missing.iter().any(|m| m.contains("wcchk0"))),
+                "{incomplete}"
+            );
+        });
     }
 
     #[test]
-    fn check_tells_a_missing_pod_namespace_from_one_it_cannot_enter() {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "needs root: it makes network namespaces, a veth, routes and rules (run the tests as root)"
-        );
+    fn a_stale_host_veth_is_replaced_and_a_taken_pod_interface_is_refused() {
         let pod = PrivateNamespace::new();
         let pod_path = pod.path.clone();
-        // The node: a namespace of the test's own too, so nothing touches the machine's.
-        std::thread::spawn(move || {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let datapath = NetlinkDatapath::connect().unwrap();
-                let attachment = |netns: &str| PodAttachment {
-                    host: HostSide {
-                        host_veth: "wcchk0".into(),
-                        ip: "10.255.255.7".parse().unwrap(),
-                        ipv6: None,
-                        route_table: None,
-                        pod_rule: None,
-                    },
-                    netns: netns.to_owned(),
-                    pod_ifname: "eth0".into(),
-                    mtu: 1500,
-                    pod_mac: None,
-                    routes: PodRoutes::default(),
-                    egress_v4: None,
-                };
-                datapath.setup_pod(&attachment(&pod_path)).await.unwrap();
-                datapath.check_pod(&attachment(&pod_path)).await.unwrap();
-                // The host side complete, the namespace there but not one the daemon can
-                // enter: that says nothing about the pod.
-                // A plain file where the namespace should be: there, but no namespace.
-                let through_a_plain_file = || async {
-                    let file =
-                        std::env::temp_dir().join(format!("wasmcni-check-{}", std::process::id()));
-                    std::fs::write(&file, b"").unwrap();
-                    let checked = datapath
-                        .check_pod(&attachment(&file.display().to_string()))
-                        .await;
-                    std::fs::remove_file(&file).unwrap();
-                    checked.unwrap_err()
-                };
-                let unusable = through_a_plain_file().await;
-                assert!(
-                    matches!(
-                        unusable,
-                        DatapathError::Netns {
-                            step: "check it",
-                            ..
-                        }
-                    ),
-                    "{unusable}"
-                );
-                // Gone with its pod: reported as missing, like the rest of the attachment.
-                let gone = datapath
-                    .check_pod(&attachment("/run/netns/wasmcni-no-such-namespace"))
-                    .await
-                    .unwrap_err();
-                assert!(
-                    matches!(&gone, DatapathError::CheckFailed { missing }
-                        if missing.iter().any(|m| m.contains("wasmcni-no-such-namespace"))),
-                    "{gone}"
-                );
-                // With part of the host side missing, the attachment is incomplete whatever
-                // the namespace says.
-                datapath.remove_veth("wcchk0").await.unwrap();
-                let incomplete = through_a_plain_file().await;
-                assert!(
-                    matches!(&incomplete, DatapathError::CheckFailed { missing }
-                        if missing.iter().any(|m| m.contains("wcchk0"))),
-                    "{incomplete}"
-                );
-            });
-        })
-        .join()
-        .unwrap();
+        let other_pod = PrivateNamespace::new();
+        let other_path = other_pod.path.clone();
+        in_private_node(move || async move {
+            let datapath = NetlinkDatapath::connect().unwrap();
+            // Another pod, there before and after all of it.
+            let other = pod_attachment("wcother0", "10.255.255.12", &other_path);
+            datapath.setup_pod(&other).await.unwrap();
+            // A host veth left by an earlier pod of the same name (its peer on the node).
+            let peer = LinkMessageBuilder::<LinkUnspec>::new()
+                .name("wcstalepeer".to_owned())
+                .build();
+            let stale = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+                .name("wcstale0".to_owned())
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                .build();
+            datapath.host.link().add(stale).execute().await.unwrap();
+            let stale_index = link_index(&datapath.host, "wcstale0").await.unwrap();
+
+            let attachment = pod_attachment("wcstale0", "10.255.255.9", &pod_path);
+            datapath.setup_pod(&attachment).await.unwrap();
+            datapath.check_pod(&attachment).await.unwrap();
+            assert_ne!(
+                link_index(&datapath.host, "wcstale0").await.unwrap(),
+                stale_index
+            );
+            assert_eq!(
+                link_index(&datapath.host, "wcstalepeer").await.unwrap(),
+                None,
+                "the stale pair went as a whole"
+            );
+
+            // The pod's interface name already taken in its namespace: refused, and nothing
+            // of the new pair is left on the node.
+            let taken = pod_attachment("wctaken0", "10.255.255.10", &pod_path);
+            let refused = datapath.setup_pod(&taken).await.unwrap_err();
+            assert!(
+                matches!(&refused, DatapathError::Exists { name, .. } if name == "eth0"),
+                "{refused}"
+            );
+            assert_eq!(link_index(&datapath.host, "wctaken0").await.unwrap(), None);
+            datapath.check_pod(&attachment).await.unwrap();
+
+            // Both at once: the stale host veth goes, and the taken name is still refused.
+            let peer = LinkMessageBuilder::<LinkUnspec>::new()
+                .name("wcstalepeer".to_owned())
+                .build();
+            let stale = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+                .name("wcboth0".to_owned())
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                .build();
+            datapath.host.link().add(stale).execute().await.unwrap();
+            let both = pod_attachment("wcboth0", "10.255.255.11", &pod_path);
+            let refused = datapath.setup_pod(&both).await.unwrap_err();
+            assert!(
+                matches!(&refused, DatapathError::Exists { .. }),
+                "{refused}"
+            );
+            assert_eq!(link_index(&datapath.host, "wcboth0").await.unwrap(), None);
+            assert_eq!(
+                link_index(&datapath.host, "wcstalepeer").await.unwrap(),
+                None,
+                "the second stale pair went as a whole too"
+            );
+
+            // The other pod is untouched by any of it.
+            datapath.check_pod(&other).await.unwrap();
+        });
     }
 }
