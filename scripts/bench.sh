@@ -12,4 +12,5 @@ fi
 ./scripts/install-deps.sh
 # The release binaries the benchmark runs (it finds them beside itself, in target/release).
 cargo build --release --workspace --bins
+cargo build --release -p wasmcni-shim --target "$(scripts/shim-target.sh)"
 exec cargo bench -p wasmcni-harness --bench cni -- "$@"

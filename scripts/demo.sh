@@ -11,5 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 cargo build --release --workspace --bins
+cargo build --release -p wasmcni-shim --target "$(scripts/shim-target.sh)"
 "${CARGO_TARGET_DIR:-target}"/release/wasmcni-plugin-build
 exec "${CARGO_TARGET_DIR:-target}"/release/wasmcni-demo "$@"

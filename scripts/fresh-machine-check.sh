@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Proves that the README's two commands work from nothing, as CI and a new user meet them:
 # removes what scripts/install-deps.sh installs (Debian packages, the Python packages, the
-# wasm target), then runs ./scripts/demo.sh and ./scripts/test.sh in a fresh clone of HEAD
+# wasm and musl targets), then runs ./scripts/demo.sh and ./scripts/test.sh in a fresh clone of HEAD
 # (no target/). Run it as root before you stop whenever you change what the commands need.
 #
 #   scripts/fresh-machine-check.sh [CLONE_DIR]     (default /tmp/wasmcni-fresh)
@@ -52,8 +52,11 @@ if python3 -c 'import moto.server' 2>/dev/null; then
   echo "fresh-machine-check: moto is still importable after the uninstall" >&2
   exit 1
 fi
-echo "fresh-machine-check: removing the Rust target wasm32-unknown-unknown"
-rustup target remove wasm32-unknown-unknown || true
+shim_target=$(scripts/shim-target.sh)
+echo "fresh-machine-check: removing the Rust targets wasm32-unknown-unknown $shim_target"
+for target in wasm32-unknown-unknown "$shim_target"; do
+  rustup target remove "$target" || true
+done
 if ./scripts/install-deps.sh --check >/dev/null 2>&1; then
   echo "fresh-machine-check: the preflight still passes after the purge: nothing was removed?" >&2
   exit 1

@@ -19,7 +19,8 @@ pub mod traffic;
 
 use std::path::PathBuf;
 
-/// Directory holding the `wasmcni` and `wasmcni-host` binaries: `WASMCNI_BIN_DIR`, or the
+/// Directory holding the `wasmcni-host` binary (and the dynamically linked `wasmcni`, which
+/// the tests do not run: see [`shim_dir`]): `WASMCNI_BIN_DIR`, or the
 /// profile directory this executable was built into (`target/checked` for the README's test
 /// command, `target/release` for the demo), which the same build filled with the binaries.
 pub fn bin_dir() -> PathBuf {
@@ -36,6 +37,37 @@ pub fn bin_dir() -> PathBuf {
     } else {
         dir.to_path_buf()
     }
+}
+
+/// Directory holding the `wasmcni` shim as it ships: `WASMCNI_SHIM_DIR`, or the same profile's
+/// directory of the static musl build beside [`bin_dir`] (`target/<arch>-unknown-linux-musl/
+/// <profile>`, which `scripts/test.sh`, `bench.sh` and `demo.sh` build). The dynamically linked
+/// `wasmcni` the workspace build also leaves in [`bin_dir`] is never the one tested.
+pub fn shim_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("WASMCNI_SHIM_DIR") {
+        return PathBuf::from(dir);
+    }
+    let bins = bin_dir();
+    let profile = bins.file_name().expect("a profile directory");
+    let target_dir = bins
+        .parent()
+        .expect("a profile directory lives in a target directory");
+    target_dir
+        .join(format!("{}-unknown-linux-musl", std::env::consts::ARCH))
+        .join(profile)
+}
+
+/// The `wasmcni` shim as it ships (in [`shim_dir`]); panics, naming the command that builds
+/// it, if it is not there.
+pub fn shim() -> PathBuf {
+    let shim = shim_dir().join("wasmcni");
+    assert!(
+        shim.is_file(),
+        "{} is missing: build the static shim with `cargo build --profile {} -p wasmcni-shim --target $(scripts/shim-target.sh)` (scripts/test.sh does), or name its directory in WASMCNI_SHIM_DIR",
+        shim.display(),
+        bin_dir().file_name().unwrap_or_default().to_string_lossy(),
+    );
+    shim
 }
 
 /// Where `wasmcni-plugin-build` writes the components: `<target>/plugins`, the target
@@ -88,9 +120,12 @@ pub fn allocator_plugin_config(name: &str, grants: &[&str]) -> String {
 /// Where Debian's `containernetworking-plugins` install the reference plugins.
 pub const DEBIAN_CNI_DIR: &str = "/usr/lib/cni";
 
-/// `CNI_PATH` for chains: wasmcni's binaries first, then Debian's plugins.
+/// `CNI_PATH` for chains: wasmcni's shim (the static one, [`shim`]), then Debian's plugins.
 pub fn cni_path() -> String {
-    format!("{}:{DEBIAN_CNI_DIR}", bin_dir().display())
+    format!(
+        "{}:{DEBIAN_CNI_DIR}",
+        shim().parent().expect("a directory").display()
+    )
 }
 
 /// A test's own directories below the ones the shim is confined to (`/run/wasmcni` for

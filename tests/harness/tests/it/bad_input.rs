@@ -1,4 +1,5 @@
 //! Bad input: each gets the right CNI error object on stdout, and the daemon keeps serving.
+//! And the shim on its own: VERSION without a daemon, and with nothing of the node beside it.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -17,6 +18,48 @@ fn shim(command: &str, attachment: &Attachment, stdin: &[u8]) -> Execution {
         &wasmcni_harness::cni_path(),
         stdin,
     )
+}
+
+/// The shim the daemon installs on a node must run whatever that node's OS is: alone in an
+/// otherwise empty root (no dynamic loader, no libc, no /proc), it still answers.
+#[test]
+fn the_shim_runs_with_nothing_of_the_node_beside_it() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "needs root: it runs the shim in a chroot (run the tests as root)"
+    );
+    let shim = wasmcni_harness::shim();
+    // A hard link, not a copy: a copy's write descriptor, inherited by another test's fork
+    // for an instant, would make the exec fail with ETXTBSY.
+    let root = tempfile::tempdir_in(shim.parent().unwrap()).unwrap();
+    std::fs::hard_link(&shim, root.path().join("wasmcni")).unwrap();
+    let mut child = std::process::Command::new("/usr/sbin/chroot")
+        .arg(root.path())
+        .arg("/wasmcni")
+        .env_clear()
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("/usr/sbin/chroot, from coreutils");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"cniVersion":"1.0.0"}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the shim did not run alone in an empty root (is it static?): {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        r#"{"cniVersion":"1.0.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}"#
+    );
 }
 
 fn error_of(execution: &Execution) -> Value {

@@ -52,11 +52,14 @@ impl KubeletNode {
                  [plugins.config]\n\"annotations.*\" = \"{OWNER}\"\n"
             ),
         );
+        // The shim as it ships (static); the default, beside the daemon, is the workspace's
+        // dynamically linked build.
         node.append_config(&format!(
-            "[install]\ncni_bin_dir = \"{}\"\ncni_conf_dir = \"{}\"\nbandwidth = true\n\
+            "[install]\ncni_bin_dir = \"{}\"\ncni_conf_dir = \"{}\"\nshim = \"{}\"\nbandwidth = true\n\
              [policy]\nplugins = [\"namespace-guard\"]\n{guard}",
             bin.display(),
-            conf.display()
+            conf.display(),
+            wasmcni_harness::shim().display()
         ));
         // The runtime starts first, as on a booting node: no network until wasmcni is ready.
         let cri = CriRuntime::start(&node.node, &bin, &conf);

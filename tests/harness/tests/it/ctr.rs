@@ -26,7 +26,7 @@ fn ctr_run_cni_container_gets_a_reachable_ip_and_stop_removes_everything() {
     let mut node = TestNode::new(&format!("{POD_IP}/32"));
     node.start_daemon();
     let mut containerd = Containerd::start();
-    containerd.install_plugin("wasmcni", &wasmcni_harness::bin_dir().join("wasmcni"));
+    containerd.install_plugin("wasmcni", &wasmcni_harness::shim());
     let network = wasmcni_harness::unique_name("wasmcni-ctr");
     containerd.set_conflist(&json!({
         "cniVersion": "1.0.0",

@@ -786,7 +786,7 @@ fn the_install_mode_writes_the_conflist_only_once_the_daemon_is_ready() {
         "[install]\ncni_bin_dir = \"{}\"\ncni_conf_dir = \"{}\"\nshim = \"{}\"\nbandwidth = true\n",
         dir.path().join("bin").display(),
         dir.path().join("net.d").display(),
-        wasmcni_harness::bin_dir().join("wasmcni").display(),
+        wasmcni_harness::shim().display(),
     );
     let mut ec2 = ec2;
     ec2.node
@@ -809,10 +809,7 @@ fn the_install_mode_writes_the_conflist_only_once_the_daemon_is_ready() {
         .status(&chain)
         .expect("ready once the conflist exists");
     let installed = std::fs::read(dir.path().join("bin/wasmcni")).expect("the shim was installed");
-    assert_eq!(
-        installed,
-        std::fs::read(wasmcni_harness::bin_dir().join("wasmcni")).unwrap()
-    );
+    assert_eq!(installed, std::fs::read(wasmcni_harness::shim()).unwrap());
     let text = std::fs::read_to_string(&conflist).unwrap();
     let list: serde_json::Value = serde_json::from_str(&text).expect("conflist JSON");
     let types: Vec<&str> = list["plugins"]

@@ -110,7 +110,7 @@ fn serves(node: &TestNode, ip: &str, body: &str) -> bool {
 fn podman_attaches_wasmcni_beside_ptp_with_the_requested_address_and_mac() {
     let node = running_node();
     let podman = Podman::new(&node.node);
-    podman.install_plugin("wasmcni", &wasmcni_harness::bin_dir().join("wasmcni"));
+    podman.install_plugin("wasmcni", &wasmcni_harness::shim());
     let host_local = tempfile::tempdir().unwrap();
     podman.set_conflist(&ptp("ptp-first", &host_local, true));
     podman.set_conflist(&ptp("ptp-second", &host_local, false));
