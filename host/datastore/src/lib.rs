@@ -893,6 +893,16 @@ impl Datastore {
         &self.dir
     }
 
+    /// Makes every `fdatasync` of the current log fail from now on, as a failing disk does: the
+    /// syncer is pointed at `/dev/null`, whose `fdatasync` the kernel refuses (EINVAL), while
+    /// records are still written to the log. As after a real failure, the next change compacts
+    /// the state into a new log first. For tests (feature `fault-injection`).
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn fail_syncs_for_test(&self) {
+        let null = fs::File::open("/dev/null").expect("open /dev/null");
+        self.shared.replace_file_for_test(Arc::new(null));
+    }
+
     /// Handle to make appended records durable; cheap to clone, usable without holding the
     /// Datastore lock.
     pub fn syncer(&self) -> WalSyncer {

@@ -440,7 +440,7 @@ impl Shared {
     }
 
     /// Points the syncer at another file, so tests can make `fdatasync` fail.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fault-injection"))]
     pub(super) fn replace_file_for_test(&self, file: Arc<File>) {
         self.lock().file = file;
     }

@@ -1,7 +1,8 @@
 //! An ADD answers once its reservation is durable; the record of its commit follows. A crash in
 //! between leaves a reservation for a pod the runtime was told about: start-up commits an
 //! earlier daemon's reservation whose data path is complete, with the default routes its ADD
-//! decided, and rolls back one whose data path is not.
+//! decided, and rolls back one whose data path is not. An ADD whose reservation cannot be made
+//! durable is never answered with a result: it is undone.
 
 use super::tests::{config, fixture, ip_of, request, restart, stdout, veth};
 use super::*;
@@ -146,4 +147,41 @@ async fn a_reservation_this_daemon_made_is_rolled_back_even_when_complete() {
     let report = reconcile_node(&f.handler, &pending, Orphans::Keep).await;
     assert_eq!((report.completed, report.rolled_back), (0, 1), "{report:?}");
     assert!(f.handler.store().get(&key).is_none());
+}
+
+#[tokio::test]
+async fn an_add_whose_reservation_cannot_be_made_durable_is_undone() {
+    let f = fixture("10.88.0.0/24");
+    // The disk fails under the current log: its fdatasync is refused, its writes still land.
+    let generation = f.handler.store().generation();
+    f.handler.store().fail_syncs_for_test();
+    let failed = f.run(Command::Add, "unsynced", "1.1.0").await;
+    let DaemonResponse::Failure { error, .. } = &failed else {
+        panic!("an ADD whose reservation is not durable got a result: {failed:?}");
+    };
+    assert_eq!(error.code, codes::DATASTORE_FAILURE, "{error:?}");
+    assert!(error.msg.contains("fdatasync"), "{}", error.msg);
+    // Nothing of it stays: the data path it built is gone, and its address is held by no one.
+    assert!(f
+        .handler
+        .datapath
+        .calls()
+        .contains(&Call::Teardown(veth("unsynced"))));
+    let key = AttachmentKey::new("unsynced", "eth0");
+    assert!(f.handler.store().get(&key).is_none());
+    assert!(f.handler.store().allocations().next().is_none());
+
+    // The daemon goes on: undoing the ADD rewrote the state into a new log, which syncs.
+    assert!(f.handler.store().generation() > generation);
+    let next = f.run(Command::Add, "next", "1.1.0").await;
+    succeeded(&next);
+    let f = restart(f, |_| {});
+    assert!(f.handler.store().get(&key).is_none());
+    assert_eq!(
+        f.handler
+            .store()
+            .get(&AttachmentKey::new("next", "eth0"))
+            .map(|a| (a.state, format!("{}/32", a.ip))),
+        Some((AllocationState::Committed, ip_of(&next)))
+    );
 }
