@@ -31,6 +31,27 @@
 
 #![warn(missing_docs)]
 
+#[cfg(any(
+    test,
+    all(
+        target_arch = "wasm32",
+        not(target_feature = "atomics"),
+        feature = "call-arena"
+    )
+))]
+mod call_arena;
+
+/// Calls allocate from an arena in the module's static memory first, so a call that fits in it
+/// never grows linear memory (see `call_arena.rs`). Feature `call-arena`, on by default; not on
+/// wasm32 with threads (`atomics`), where the arena's bump would race.
+#[cfg(all(
+    target_arch = "wasm32",
+    not(target_feature = "atomics"),
+    feature = "call-arena"
+))]
+#[global_allocator]
+static ALLOCATOR: call_arena::CallArena = call_arena::CallArena::new();
+
 /// Pure IPv4 helpers over the WIT representation (`u32`, most significant byte first).
 pub mod net {
     use core::net::Ipv4Addr;
