@@ -425,7 +425,8 @@ impl PluginRuntime {
     }
 
     /// Loads a plugin: verifies the digest, refuses ungranted imports by name, links only the
-    /// granted interfaces, checks the component implements its kind's world, pre-instantiates.
+    /// granted interfaces, checks the component implements its kind's world, pre-instantiates,
+    /// and starts it once with its calls' limits (one that cannot start would fail every call).
     pub fn load(&self, spec: &PluginSpec) -> Result<Plugin, PluginError> {
         let plugin = spec.name.clone();
         let bytes = std::fs::read(&spec.path).map_err(|source| PluginError::Read {
@@ -548,7 +549,7 @@ impl PluginRuntime {
             }
             _ => None,
         };
-        Ok(Plugin {
+        let loaded = Plugin {
             name: Arc::from(spec.name.as_str()),
             grants: Arc::new(spec.grants.clone()),
             settings: Arc::new(spec.settings.clone()),
@@ -558,7 +559,9 @@ impl PluginRuntime {
             kv,
             audit_log: self.audit_log.clone(),
             gate: self.gate.clone(),
-        })
+        };
+        loaded.start_once()?;
+        Ok(loaded)
     }
 }
 
@@ -580,6 +583,30 @@ fn private_dir(dir: &Path, what: &str) -> Result<PathBuf, PluginError> {
 }
 
 impl Plugin {
+    /// Instantiates the component once, with the limits of its calls, and drops the instance. A
+    /// component that cannot start within them (its initial linear memory above
+    /// `memory_bytes`, a start function that traps or runs out of fuel) would fail every call
+    /// with the same error, so [`PluginRuntime::load`] refuses it with that error instead.
+    fn start_once(&self) -> Result<(), PluginError> {
+        let export = match &self.pre {
+            Pre::Allocator(_) => Export::Allocate,
+            Pre::Tagger(_) => Export::Tags,
+            Pre::Policy(_) => Export::Evaluate,
+        };
+        let instantiate = |store: &mut Store<HostState>| match &self.pre {
+            Pre::Allocator(pre) => pre.instantiate(store).map(drop),
+            Pre::Tagger(pre) => pre.instantiate(store).map(drop),
+            Pre::Policy(pre) => pre.instantiate(store).map(drop),
+        };
+        self.run(
+            export,
+            "start",
+            Arc::new(PoolSnapshot::default()),
+            instantiate,
+        )
+        .map(drop)
+    }
+
     /// The plugin's name.
     pub fn name(&self) -> &str {
         &self.spec.name

@@ -77,6 +77,36 @@ fn an_ungranted_import_is_refused_at_load_by_name() {
 }
 
 #[test]
+fn a_plugin_that_cannot_start_within_its_memory_limit_is_refused_at_load() {
+    let runtime = PluginRuntime::new().unwrap();
+    // Rust's 1 MiB stack, pack's data and the SDK's call arena do not fit in 1 MiB: every call
+    // would fail, so the load does, naming both sizes.
+    let mut spec = alloc("pack", ALL);
+    spec.limits.memory_bytes = 1 << 20;
+    let err = runtime
+        .load(&spec)
+        .err()
+        .expect("pack cannot start in 1 MiB");
+    match &err {
+        PluginError::Trapped { call, reason, .. } => {
+            assert_eq!(*call, "start");
+            assert!(
+                reason.starts_with(
+                    "exceeded its memory limit of 1048576 bytes (asked to grow a memory to "
+                ),
+                "{reason}"
+            );
+        }
+        other => panic!("expected the start to fail, got {other}"),
+    }
+    // With room for its initial memory, it loads and answers.
+    spec.limits.memory_bytes = 2 << 20;
+    let pack = runtime.load(&spec).unwrap();
+    pack.allocate(snapshot(&["10.0.0.0/24"], &[]), &pod())
+        .unwrap();
+}
+
+#[test]
 fn a_digest_mismatch_is_refused_before_anything_runs() {
     let runtime = PluginRuntime::new().unwrap();
     let mut pinned = alloc("pack", ALL);
