@@ -58,21 +58,19 @@ rust_targets=(wasm32-unknown-unknown "$("$(dirname "$0")"/shim-target.sh)")
 # test.sh checks formatting (rustfmt) and lints while it builds (clippy-driver).
 rust_components=(clippy rustfmt)
 
-missing_targets() {
-  local target installed
-  installed=$(rustup target list --installed 2>/dev/null)
-  for target in "${rust_targets[@]}"; do
-    grep -qx "$target" <<<"$installed" || echo "$target"
+# The names of `$1` ("target" or "component") among the rest that rustup has not installed.
+# (An installed component is listed with its host suffix: clippy-x86_64-unknown-linux-gnu.)
+missing_from_rustup() {
+  local kind=$1 wanted installed
+  shift
+  installed=$(rustup "$kind" list --installed 2>/dev/null)
+  for wanted in "$@"; do
+    grep -qE "^$wanted(-|\$)" <<<"$installed" || echo "$wanted"
   done
 }
 
-missing_components() {
-  local component installed
-  installed=$(rustup component list --installed 2>/dev/null)
-  for component in "${rust_components[@]}"; do
-    grep -q "^$component" <<<"$installed" || echo "$component"
-  done
-}
+missing_targets() { missing_from_rustup target "${rust_targets[@]}"; }
+missing_components() { missing_from_rustup component "${rust_components[@]}"; }
 
 packages() {
   local line

@@ -1166,13 +1166,7 @@ mod tests {
             let other = pod_attachment("wcother0", "10.255.255.12", &other_path);
             datapath.setup_pod(&other).await.unwrap();
             // A host veth left by an earlier pod of the same name (its peer on the node).
-            let peer = LinkMessageBuilder::<LinkUnspec>::new()
-                .name("wcstalepeer".to_owned())
-                .build();
-            let stale = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-                .name("wcstale0".to_owned())
-                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-                .build();
+            let stale = LinkVeth::new("wcstale0", "wcstalepeer").build();
             datapath.host.link().add(stale).execute().await.unwrap();
             let stale_index = link_index(&datapath.host, "wcstale0").await.unwrap();
 
@@ -1201,13 +1195,7 @@ mod tests {
             datapath.check_pod(&attachment).await.unwrap();
 
             // Both at once: the stale host veth goes, and the taken name is still refused.
-            let peer = LinkMessageBuilder::<LinkUnspec>::new()
-                .name("wcstalepeer".to_owned())
-                .build();
-            let stale = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-                .name("wcboth0".to_owned())
-                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-                .build();
+            let stale = LinkVeth::new("wcboth0", "wcstalepeer").build();
             datapath.host.link().add(stale).execute().await.unwrap();
             let both = pod_attachment("wcboth0", "10.255.255.11", &pod_path);
             let refused = datapath.setup_pod(&both).await.unwrap_err();
