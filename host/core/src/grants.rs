@@ -77,32 +77,76 @@ pub enum Import {
 }
 
 impl Import {
-    /// Classifies a component import name such as `wasmcni:plugin/log@0.2.0`.
+    /// Classifies a component import name such as `wasmcni:plugin/log@0.3.0`.
     pub fn classify(import: &str) -> Import {
-        let Some(rest) = import.strip_prefix("wasmcni:plugin/") else {
-            return Import::Foreign;
-        };
-        let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
-        if version != WIT_VERSION {
-            return Import::Foreign;
-        }
-        match interface {
-            "types" | "config" => Import::Free,
-            other => Capability::parse(other).map_or(Import::Foreign, Import::Needs),
+        match package_item(import) {
+            Some((interface, version)) if compatible(version) => match interface {
+                "types" | "config" => Import::Free,
+                other => Capability::parse(other).map_or(Import::Foreign, Import::Needs),
+            },
+            _ => Import::Foreign,
         }
     }
 }
 
-/// The version of the `wasmcni:plugin` package an import names, when it is not the one this
-/// build implements (a component built against an older `plugin.wit`).
-pub fn other_package_version(import: &str) -> Option<&str> {
-    let rest = import.strip_prefix("wasmcni:plugin/")?;
-    let (_, version) = rest.split_once('@').unwrap_or((rest, ""));
-    (version != WIT_VERSION).then_some(version)
+/// The interface and version of a `wasmcni:plugin/<interface>@<version>` name.
+fn package_item(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_prefix("wasmcni:plugin/")?;
+    Some(rest.split_once('@').unwrap_or((rest, "")))
 }
 
 /// The version of the `wasmcni:plugin` package this build implements.
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.3.0";
+
+/// The `x.y.z` numbers of a version, if it is one (no pre-release or build suffix).
+pub fn version_numbers(version: &str) -> Option<[u64; 3]> {
+    let mut parts = version.split('.').map(|part| {
+        (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| part.parse().ok())
+            .flatten()
+    });
+    let numbers = [parts.next()??, parts.next()??, parts.next()??];
+    parts.next().is_none().then_some(numbers)
+}
+
+/// Whether a component built against `version` of the package may load here: any 0.3.x (what
+/// it imports must then exist in this build's version, which linking checks).
+pub fn compatible(version: &str) -> bool {
+    let ours = version_numbers(WIT_VERSION).expect("WIT_VERSION is x.y.z");
+    version_numbers(version).is_some_and(|theirs| theirs[..2] == ours[..2])
+}
+
+/// Whether `version` is a compatible one newer than this build's: the component may use
+/// additions this daemon does not have.
+pub fn newer(version: &str) -> bool {
+    let ours = version_numbers(WIT_VERSION).expect("WIT_VERSION is x.y.z");
+    compatible(version) && version_numbers(version).is_some_and(|theirs| theirs > ours)
+}
+
+/// The version of the `wasmcni:plugin` package an import or export names, when a component
+/// built against it cannot load here (0.2, or a later major or minor).
+pub fn incompatible_package_version(name: &str) -> Option<&str> {
+    package_item(name)
+        .map(|(_, version)| version)
+        .filter(|version| !compatible(version))
+}
+
+/// The version of the `wasmcni:plugin` package an import or export names.
+pub fn package_version(name: &str) -> Option<&str> {
+    package_item(name).map(|(_, version)| version)
+}
+
+/// The plugin kind whose interface an export name is (`wasmcni:plugin/allocator@0.3.x`).
+pub fn exported_kind(export: &str) -> Option<PluginKind> {
+    let (interface, version) = package_item(export)?;
+    compatible(version)
+        .then(|| {
+            PluginKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == interface)
+        })
+        .flatten()
+}
 
 /// The kind of a plugin: which world it implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -388,16 +432,53 @@ pub enum EniRequest {
     },
 }
 
+/// The `eni-ops` function an [`EniRequest`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RequestKind {
+    /// `create-eni`.
+    CreateEni,
+    /// `assign-ips`.
+    AssignIps,
+    /// `assign-prefixes`.
+    AssignPrefixes,
+    /// `release-ips`.
+    ReleaseIps,
+    /// `release-prefixes`.
+    ReleasePrefixes,
+    /// `delete-eni`.
+    DeleteEni,
+}
+
+impl RequestKind {
+    /// The function's WIT name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::CreateEni => "create-eni",
+            RequestKind::AssignIps => "assign-ips",
+            RequestKind::AssignPrefixes => "assign-prefixes",
+            RequestKind::ReleaseIps => "release-ips",
+            RequestKind::ReleasePrefixes => "release-prefixes",
+            RequestKind::DeleteEni => "delete-eni",
+        }
+    }
+}
+
 impl EniRequest {
     /// The `eni-ops` function the request came from.
     pub fn function(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    /// Which `eni-ops` function it is.
+    pub fn kind(&self) -> RequestKind {
         match self {
-            EniRequest::CreateEni { .. } => "create-eni",
-            EniRequest::AssignIps { .. } => "assign-ips",
-            EniRequest::AssignPrefixes { .. } => "assign-prefixes",
-            EniRequest::ReleaseIps { .. } => "release-ips",
-            EniRequest::ReleasePrefixes { .. } => "release-prefixes",
-            EniRequest::DeleteEni { .. } => "delete-eni",
+            EniRequest::CreateEni { .. } => RequestKind::CreateEni,
+            EniRequest::AssignIps { .. } => RequestKind::AssignIps,
+            EniRequest::AssignPrefixes { .. } => RequestKind::AssignPrefixes,
+            EniRequest::ReleaseIps { .. } => RequestKind::ReleaseIps,
+            EniRequest::ReleasePrefixes { .. } => RequestKind::ReleasePrefixes,
+            EniRequest::DeleteEni { .. } => RequestKind::DeleteEni,
         }
     }
 
@@ -441,7 +522,7 @@ impl<'a> EniChecker<'a> {
     }
 
     fn ec2(&self) -> Result<(), String> {
-        if self.pool.node.provider != "ec2" {
+        if self.pool.node.provider != crate::pool_view::ProviderKind::Ec2 {
             return Err(format!(
                 "the {} provider has no ENIs; eni-ops requests need the EC2 provider",
                 self.pool.node.provider

@@ -465,6 +465,15 @@ impl AddressBlock {
         Ipv4Addr::from(network + u32::from(self.trimmed()))
     }
 
+    /// The first and last of the block's pod addresses.
+    pub fn usable_bounds(&self) -> (u32, u32) {
+        let trim = u32::from(self.trimmed());
+        (
+            u32::from(self.cidr.network()) + trim,
+            u32::from(self.cidr.broadcast()) - trim,
+        )
+    }
+
     /// Whether `ip` is one of the block's pod addresses.
     pub fn is_usable(&self, ip: Ipv4Addr) -> bool {
         self.cidr.contains(&ip)

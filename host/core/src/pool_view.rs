@@ -20,11 +20,30 @@ pub struct NodeLimits {
     pub max_pods: u32,
 }
 
+/// Where the node's addresses come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Ranges from the configuration.
+    Static,
+    /// EC2: ENIs, secondary addresses and prefixes.
+    Ec2,
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProviderKind::Static => "static",
+            ProviderKind::Ec2 => "ec2",
+        })
+    }
+}
+
 /// The node.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NodeInfo {
-    /// `static` or `ec2`.
-    pub provider: String,
+    /// Where its addresses come from.
+    pub provider: ProviderKind,
     /// EC2 instance id (empty for static).
     pub instance_id: String,
     /// EC2 instance type (empty for static).
@@ -41,7 +60,7 @@ impl NodeInfo {
     /// A node served by the static provider.
     pub fn static_node() -> NodeInfo {
         NodeInfo {
-            provider: "static".to_owned(),
+            provider: ProviderKind::Static,
             instance_id: String::new(),
             instance_type: String::new(),
             availability_zone: String::new(),
@@ -120,8 +139,8 @@ pub struct PoolSnapshot {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestFailure {
-    /// The `eni-ops` function: `create-eni`, `assign-ips`, …
-    pub request: &'static str,
+    /// The `eni-ops` function.
+    pub request: crate::grants::RequestKind,
     /// The ENI it was for.
     pub eni_id: Option<String>,
     /// The subnet (create-eni).
@@ -134,6 +153,19 @@ pub struct RequestFailure {
     pub age_ms: u64,
 }
 
+/// How full one block is, as `pool-view.occupancy` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockOccupancy {
+    /// Pod addresses the block holds.
+    pub usable: u64,
+    /// Of those, held by pods.
+    pub held: u64,
+    /// Of those, neither held, cooling nor excluded.
+    pub free: u64,
+    /// The lowest free one.
+    pub lowest_free: Option<Ipv4Addr>,
+}
+
 impl PoolSnapshot {
     /// Whether the snapshot shows a free address: usable in a block, neither excluded, held
     /// nor cooling. An allocator that refuses a snapshot without one found the pool exhausted
@@ -142,6 +174,55 @@ impl PoolSnapshot {
         let taken: std::collections::HashSet<Ipv4Addr> =
             self.in_use.iter().chain(&self.cooling).copied().collect();
         crate::ipam::Pool::new(self.inventory.clone()).has_free(|ip| taken.contains(&ip))
+    }
+
+    /// How full each block is, in the order of the inventory's blocks: what
+    /// `pool-view.occupancy` serves. One pass over the address sets, then per block a binary
+    /// search into each and a walk over the taken addresses it holds.
+    pub fn occupancy(&self) -> Vec<BlockOccupancy> {
+        let sorted = |addresses: &mut dyn Iterator<Item = &Ipv4Addr>| {
+            let mut set: Vec<u32> = addresses.map(|ip| u32::from(*ip)).collect();
+            set.sort_unstable();
+            set.dedup();
+            set
+        };
+        let in_use = sorted(&mut self.in_use.iter());
+        let cooling = sorted(&mut self.cooling.iter());
+        let excluded = sorted(&mut self.inventory.excluded.iter());
+        let mut taken = Vec::new();
+        self.inventory
+            .blocks
+            .iter()
+            .map(|block| {
+                let (first, last) = block.usable_bounds();
+                let within = |set: &'_ [u32]| -> std::ops::Range<usize> {
+                    set.partition_point(|ip| *ip < first)..set.partition_point(|ip| *ip <= last)
+                };
+                let held = &in_use[within(&in_use)];
+                taken.clear();
+                taken.extend_from_slice(held);
+                taken.extend_from_slice(&cooling[within(&cooling)]);
+                taken.extend_from_slice(&excluded[within(&excluded)]);
+                taken.sort_unstable();
+                taken.dedup();
+                let usable = block.usable_len();
+                // The lowest usable address not taken: walk the taken run from `first`.
+                let mut candidate = u64::from(first);
+                for ip in &taken {
+                    if u64::from(*ip) != candidate {
+                        break;
+                    }
+                    candidate += 1;
+                }
+                BlockOccupancy {
+                    usable,
+                    held: held.len() as u64,
+                    free: usable - taken.len() as u64,
+                    lowest_free: (candidate <= u64::from(last))
+                        .then(|| Ipv4Addr::from(candidate as u32)),
+                }
+            })
+            .collect()
     }
 
     /// A snapshot of a static pool.
@@ -187,5 +268,87 @@ mod tests {
         assert!(!snapshot.has_free_address());
         snapshot.inventory.blocks.clear();
         assert!(!snapshot.has_free_address());
+    }
+
+    /// `occupancy` agrees with its definition (a lookup per usable address) on blocks of every
+    /// kind, with sets reaching into, around and beyond them, duplicates included.
+    #[test]
+    fn occupancy_agrees_with_a_lookup_per_address() {
+        let block = |cidr: &str, kind| AddressBlock {
+            cidr: cidr.parse().unwrap(),
+            route_table: None,
+            kind,
+            eni_id: None,
+        };
+        let blocks = vec![
+            block("10.0.0.0/24", BlockKind::StaticRange),
+            block("10.0.1.0/28", BlockKind::Prefix),
+            block("10.0.1.16/32", BlockKind::SecondaryIp),
+            block("10.0.1.32/31", BlockKind::StaticRange),
+            block("10.0.1.36/30", BlockKind::StaticRange),
+            block("255.255.255.255/32", BlockKind::SecondaryIp),
+        ];
+        let mut state = 0x2545_f491_u32;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state
+        };
+        for round in 0..200u32 {
+            let mut snapshot = PoolSnapshot::of_static(
+                Inventory {
+                    blocks: blocks.clone(),
+                    ..Inventory::default()
+                },
+                Vec::new(),
+            );
+            let candidates = (0x0a00_0000..0x0a00_0200).chain([u32::MAX]);
+            for ip in candidates.map(Ipv4Addr::from) {
+                let roll = next() % 100;
+                if roll < round % 90 {
+                    snapshot.in_use.push(ip);
+                    if roll % 7 == 0 {
+                        snapshot.in_use.push(ip);
+                    }
+                }
+                if roll < 10 {
+                    snapshot.cooling.push(ip);
+                }
+                if roll < 5 {
+                    snapshot.inventory.excluded.insert(ip);
+                }
+            }
+            snapshot.in_use.reverse();
+            let occupancy = snapshot.occupancy();
+            assert_eq!(occupancy.len(), blocks.len());
+            for (block, got) in blocks.iter().zip(occupancy) {
+                let usable: Vec<Ipv4Addr> = block
+                    .cidr
+                    .hosts()
+                    .chain([block.cidr.network(), block.cidr.broadcast()])
+                    .filter(|ip| block.is_usable(*ip))
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let held = |ip: &Ipv4Addr| snapshot.in_use.contains(ip);
+                let free: Vec<Ipv4Addr> = usable
+                    .iter()
+                    .copied()
+                    .filter(|ip| {
+                        !held(ip)
+                            && !snapshot.cooling.contains(ip)
+                            && !snapshot.inventory.excluded.contains(ip)
+                    })
+                    .collect();
+                let expected = BlockOccupancy {
+                    usable: usable.len() as u64,
+                    held: usable.iter().filter(|ip| held(ip)).count() as u64,
+                    free: free.len() as u64,
+                    lowest_free: free.first().copied(),
+                };
+                assert_eq!(got, expected, "round {round}, block {}", block.cidr);
+            }
+        }
     }
 }

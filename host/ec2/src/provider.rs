@@ -427,7 +427,7 @@ impl Ec2Provider {
 
     fn node_info(&self) -> NodeInfo {
         NodeInfo {
-            provider: "ec2".to_owned(),
+            provider: wasmcni_core::pool_view::ProviderKind::Ec2,
             instance_id: self.identity.instance_id.clone(),
             instance_type: self.identity.instance_type.clone(),
             availability_zone: self.identity.availability_zone.clone(),

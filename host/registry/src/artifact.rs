@@ -186,7 +186,7 @@ mod tests {
             b"\0asm component".to_vec(),
             Some(ComponentInfo {
                 exports: vec!["allocate".into()],
-                imports: vec!["wasmcni:plugin/log@0.2.0".into()],
+                imports: vec!["wasmcni:plugin/log@0.3.0".into()],
             }),
             Some("2026-12-07T00:00:00Z".into()),
             BTreeMap::new(),

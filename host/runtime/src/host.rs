@@ -23,13 +23,14 @@ use super::bindings::allocator::wasmcni::plugin::{
 use super::bindings::policy::wasmcni::plugin::netlink;
 use super::gate::Gate;
 use super::kv::{KvStore, KvTxn};
+use wasmcni_core::grants::RequestKind;
 use wasmcni_core::grants::{EniChecker, EniRequest, Grants, NetlinkRequest};
 use wasmcni_core::limits::{
     truncate, truncate_to, HostLimit, MAX_ENI_REQUESTS, MAX_ID_BYTES, MAX_KEY_BYTES,
     MAX_LOGS_PER_CALL, MAX_NETLINK_REQUESTS, MAX_RECORDED_CALLS, MAX_RELEASE_LIST,
     MAX_SECURITY_GROUPS,
 };
-use wasmcni_core::pool_view::PoolSnapshot;
+use wasmcni_core::pool_view::{PoolSnapshot, ProviderKind};
 
 /// The call's resource limiter: the memory limit, refused with a typed [`HostLimit::Memory`]
 /// trap so the caller names the limit from the error itself rather than from wasmtime's
@@ -385,6 +386,35 @@ fn pairs(pairs: &[(String, String)]) -> Vec<types::Pair> {
         .collect()
 }
 
+fn block(block: &wasmcni_core::ipam::AddressBlock) -> types::AddressBlock {
+    use wasmcni_core::ipam::BlockKind;
+    types::AddressBlock {
+        cidr: cidr(&block.cidr),
+        kind: match block.kind {
+            BlockKind::StaticRange => types::BlockKind::StaticRange,
+            BlockKind::SecondaryIp => types::BlockKind::SecondaryIp,
+            BlockKind::Prefix => types::BlockKind::Prefix,
+        },
+        eni_id: block.eni_id.clone(),
+        route_table: block.route_table,
+    }
+}
+
+/// EC2's error code (or the daemon's `HostRefused`) as the WIT variant: the codes a plan can
+/// act on by name, any other as EC2 spelled it.
+fn failure_code(code: &str) -> pool_view::FailureCode {
+    use pool_view::FailureCode as Code;
+    match code {
+        "InsufficientFreeAddressesInSubnet" => Code::InsufficientFreeAddressesInSubnet,
+        "InsufficientCidrBlocks" => Code::InsufficientCidrBlocks,
+        "AttachmentLimitExceeded" => Code::AttachmentLimitExceeded,
+        "PrivateIpAddressLimitExceeded" => Code::PrivateIpAddressLimitExceeded,
+        "RequestLimitExceeded" => Code::RequestLimitExceeded,
+        "HostRefused" => Code::HostRefused,
+        other => Code::Other(other.to_owned()),
+    }
+}
+
 impl types::Host for HostState {}
 
 impl config::Host for HostState {
@@ -412,7 +442,10 @@ impl pool_view::Host for HostState {
         self.charge()?;
         let node = &self.snapshot.node;
         Ok(pool_view::NodeInfo {
-            provider: node.provider.clone(),
+            provider: match node.provider {
+                ProviderKind::Static => pool_view::ProviderKind::Static,
+                ProviderKind::Ec2 => pool_view::ProviderKind::Ec2,
+            },
             instance_id: node.instance_id.clone(),
             instance_type: node.instance_type.clone(),
             availability_zone: node.availability_zone.clone(),
@@ -448,21 +481,25 @@ impl pool_view::Host for HostState {
 
     fn blocks(&mut self) -> HostResult<Vec<types::AddressBlock>> {
         self.charge()?;
-        use wasmcni_core::ipam::BlockKind;
+        Ok(self.snapshot.inventory.blocks.iter().map(block).collect())
+    }
+
+    fn occupancy(&mut self) -> HostResult<Vec<pool_view::BlockOccupancy>> {
+        self.charge()?;
+        // Counts fit: a block is at most an IPv4 /0 less two, and u32 saturates the /0 itself.
+        let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(self
             .snapshot
             .inventory
             .blocks
             .iter()
-            .map(|b| types::AddressBlock {
-                cidr: cidr(&b.cidr),
-                kind: match b.kind {
-                    BlockKind::StaticRange => types::BlockKind::StaticRange,
-                    BlockKind::SecondaryIp => types::BlockKind::SecondaryIp,
-                    BlockKind::Prefix => types::BlockKind::Prefix,
-                },
-                eni_id: b.eni_id.clone(),
-                route_table: b.route_table,
+            .zip(self.snapshot.occupancy())
+            .map(|(b, o)| pool_view::BlockOccupancy {
+                block: block(b),
+                usable: count(o.usable),
+                held: count(o.held),
+                free: count(o.free),
+                lowest_free: o.lowest_free.map(u32::from),
             })
             .collect())
     }
@@ -520,10 +557,17 @@ impl pool_view::Host for HostState {
             .failures
             .iter()
             .map(|f| pool_view::RequestFailure {
-                request: f.request.to_owned(),
+                request: match f.request {
+                    RequestKind::CreateEni => pool_view::RequestKind::CreateEni,
+                    RequestKind::AssignIps => pool_view::RequestKind::AssignIps,
+                    RequestKind::AssignPrefixes => pool_view::RequestKind::AssignPrefixes,
+                    RequestKind::ReleaseIps => pool_view::RequestKind::ReleaseIps,
+                    RequestKind::ReleasePrefixes => pool_view::RequestKind::ReleasePrefixes,
+                    RequestKind::DeleteEni => pool_view::RequestKind::DeleteEni,
+                },
                 eni_id: f.eni_id.clone(),
                 subnet_id: f.subnet_id.clone(),
-                code: f.code.clone(),
+                code: failure_code(&f.code),
                 message: f.message.clone(),
                 age_ms: f.age_ms,
             })

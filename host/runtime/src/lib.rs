@@ -63,7 +63,7 @@ pub(crate) mod bindings {
     pub(crate) mod allocator {
         wasmtime::component::bindgen!({
             path: "../../wit",
-            world: "allocator",
+            world: "allocator-plugin",
             // Every host function may trap: past its call's deadline or host-call budget.
             imports: { default: trappable },
         });
@@ -71,7 +71,7 @@ pub(crate) mod bindings {
     pub(crate) mod tagger {
         wasmtime::component::bindgen!({
             path: "../../wit",
-            world: "tagger",
+            world: "tagger-plugin",
             imports: { default: trappable },
             with: {
                 "wasmcni:plugin/types": crate::bindings::allocator::wasmcni::plugin::types,
@@ -84,7 +84,7 @@ pub(crate) mod bindings {
     pub(crate) mod policy {
         wasmtime::component::bindgen!({
             path: "../../wit",
-            world: "policy",
+            world: "policy-plugin",
             imports: { default: trappable },
             with: {
                 "wasmcni:plugin/types": crate::bindings::allocator::wasmcni::plugin::types,
@@ -214,9 +214,9 @@ pub struct PluginRuntime {
 
 /// The component, ready to instantiate, as its world's bindings see it.
 enum Pre {
-    Allocator(bindings::allocator::AllocatorPre<HostState>),
-    Tagger(bindings::tagger::TaggerPre<HostState>),
-    Policy(bindings::policy::PolicyPre<HostState>),
+    Allocator(bindings::allocator::AllocatorPluginPre<HostState>),
+    Tagger(bindings::tagger::TaggerPluginPre<HostState>),
+    Policy(bindings::policy::PolicyPluginPre<HostState>),
 }
 
 /// A loaded plugin, ready to be instantiated per call.
@@ -450,20 +450,30 @@ impl PluginRuntime {
         let component = self
             .compile(&spec.path, &bytes, &actual)
             .map_err(|e| invalid(format!("not a valid component: {e:#}")))?;
-        let imports: Vec<String> = component
-            .component_type()
+        let ty = component.component_type();
+        let imports: Vec<String> = ty
             .imports(&self.engine)
-            .map(|(name, _)| name.to_owned())
+            .map(|(n, _)| n.to_owned())
             .collect();
-        if let Some(version) = imports
-            .iter()
-            .find_map(|import| grants::other_package_version(import))
-        {
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        let names = || imports.iter().chain(&exports);
+        if let Some(version) = names().find_map(|name| grants::incompatible_package_version(name)) {
             return Err(invalid(format!(
-                "built against wasmcni:plugin@{version}, but this daemon implements @{}: rebuild it against this release's wit/plugin.wit",
+                "built against wasmcni:plugin@{version}, but this daemon implements wasmcni:plugin@{} \
+                 (it loads components built against any 0.3.x): rebuild it with this release's SDK",
                 grants::WIT_VERSION
             )));
         }
+        // A component built against a newer 0.3.x links only if it uses nothing this version
+        // lacks; when linking fails, say which version it wanted.
+        let newer = names()
+            .filter_map(|name| grants::package_version(name))
+            .filter(|version| grants::newer(version))
+            .max_by_key(|version| grants::version_numbers(version))
+            .map(str::to_owned);
         let refused: Vec<String> = imports
             .iter()
             .filter(|import| match Import::classify(import) {
@@ -486,7 +496,15 @@ impl PluginRuntime {
             });
         }
         let mut linker: Linker<HostState> = Linker::new(&self.engine);
-        let link = |e: wasmtime::Error| invalid(format!("linking: {e:#}"));
+        let link = |e: wasmtime::Error| match &newer {
+            Some(version) => invalid(format!(
+                "linking: built against wasmcni:plugin@{version}, newer than this daemon's {}, \
+                 and it uses something {} does not have: {e:#}",
+                grants::WIT_VERSION,
+                grants::WIT_VERSION
+            )),
+            None => invalid(format!("linking: {e:#}")),
+        };
         types::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(link)?;
         config::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(link)?;
         for capability in &spec.grants.capabilities {
@@ -521,13 +539,13 @@ impl PluginRuntime {
         };
         let pre = match spec.kind {
             PluginKind::Allocator => Pre::Allocator(
-                bindings::allocator::AllocatorPre::new(instance_pre).map_err(not_kind)?,
+                bindings::allocator::AllocatorPluginPre::new(instance_pre).map_err(not_kind)?,
             ),
             PluginKind::Tagger => {
-                Pre::Tagger(bindings::tagger::TaggerPre::new(instance_pre).map_err(not_kind)?)
+                Pre::Tagger(bindings::tagger::TaggerPluginPre::new(instance_pre).map_err(not_kind)?)
             }
             PluginKind::Policy => {
-                Pre::Policy(bindings::policy::PolicyPre::new(instance_pre).map_err(not_kind)?)
+                Pre::Policy(bindings::policy::PolicyPluginPre::new(instance_pre).map_err(not_kind)?)
             }
         };
         let kv = match (&self.kv_dir, spec.grants.has(Capability::Kv)) {
@@ -560,7 +578,7 @@ impl PluginRuntime {
             audit_log: self.audit_log.clone(),
             gate: self.gate.clone(),
         };
-        loaded.start_once()?;
+        loaded.init()?;
         Ok(loaded)
     }
 }
@@ -583,28 +601,38 @@ fn private_dir(dir: &Path, what: &str) -> Result<PathBuf, PluginError> {
 }
 
 impl Plugin {
-    /// Instantiates the component once, with the limits of its calls, and drops the instance. A
-    /// component that cannot start within them (its initial linear memory above
+    /// Calls the component's `init` once, on an instance of its own with the limits of its
+    /// calls. A component that cannot start within them (its initial linear memory above
     /// `memory_bytes`, a start function that traps or runs out of fuel) would fail every call
-    /// with the same error, so [`PluginRuntime::load`] refuses it with that error instead.
-    fn start_once(&self) -> Result<(), PluginError> {
+    /// with the same error, and one whose `init` refuses its settings would fail every call
+    /// the settings reach: [`PluginRuntime::load`] refuses both with the reason. What `init`
+    /// asks of `eni-ops`, `netlink` or `kv` is never applied.
+    fn init(&self) -> Result<(), PluginError> {
         let export = match &self.pre {
             Pre::Allocator(_) => Export::Allocate,
             Pre::Tagger(_) => Export::Tags,
             Pre::Policy(_) => Export::Evaluate,
         };
-        let instantiate = |store: &mut Store<HostState>| match &self.pre {
-            Pre::Allocator(pre) => pre.instantiate(store).map(drop),
-            Pre::Tagger(pre) => pre.instantiate(store).map(drop),
-            Pre::Policy(pre) => pre.instantiate(store).map(drop),
+        let init = |store: &mut Store<HostState>| match &self.pre {
+            Pre::Allocator(pre) => pre
+                .instantiate(&mut *store)?
+                .wasmcni_plugin_allocator()
+                .call_init(store),
+            Pre::Tagger(pre) => pre
+                .instantiate(&mut *store)?
+                .wasmcni_plugin_tagger()
+                .call_init(store),
+            Pre::Policy(pre) => pre
+                .instantiate(&mut *store)?
+                .wasmcni_plugin_policy()
+                .call_init(store),
         };
-        self.run(
-            export,
-            "start",
-            Arc::new(PoolSnapshot::default()),
-            instantiate,
-        )
-        .map(drop)
+        let done = self.run(export, "init", Arc::new(PoolSnapshot::default()), init)?;
+        self.finish("init", done.state, false);
+        done.answer.map_err(|message| PluginError::Invalid {
+            plugin: self.spec.name.clone(),
+            message: format!("refused to start (init): {}", truncate(message)),
+        })
     }
 
     /// The plugin's name.
@@ -753,6 +781,8 @@ impl Plugin {
                 result: host_call.refused.clone().unwrap_or_else(|| {
                     if succeeded {
                         format!("queued by {call}")
+                    } else if call == "init" {
+                        "made in init; init's requests are never applied".to_owned()
                     } else {
                         format!("{call} failed; not applied")
                     }
@@ -802,13 +832,20 @@ impl Plugin {
         };
         let request = pod_to_wit(pod);
         let done = self.run(Export::Allocate, "allocate", snapshot.into(), |store| {
-            pre.instantiate(&mut *store)?.call_allocate(store, &request)
+            pre.instantiate(&mut *store)?
+                .wasmcni_plugin_allocator()
+                .call_allocate(store, &request)
         })?;
         let ok = done.answer.is_ok();
         self.finish("allocate", done.state, ok);
-        done.answer
-            .map(Ipv4Addr::from)
-            .map_err(|message| self.refused(message))
+        match done.answer.map_err(|message| self.refused(message))? {
+            types::IpAddress::V4(ip) => Ok(Ipv4Addr::from(ip)),
+            types::IpAddress::V6(ip) => Err(self.refused(format!(
+                "answer refused by the host: {} is an IPv6 address, and this node's pool hands \
+                 pods IPv4 addresses",
+                std::net::Ipv6Addr::from((u128::from(ip.high) << 64) | u128::from(ip.low))
+            ))),
+        }
     }
 
     /// Asks an allocator to plan the pool; returns the ENI requests it made that its grant
@@ -818,7 +855,9 @@ impl Plugin {
             return Err(self.wrong_kind("plan"));
         };
         let mut done = self.run(Export::Plan, "plan", Arc::new(snapshot), |store| {
-            pre.instantiate(&mut *store)?.call_plan(store)
+            pre.instantiate(&mut *store)?
+                .wasmcni_plugin_allocator()
+                .call_plan(store)
         })?;
         let requests = std::mem::take(&mut done.state.eni_requests);
         let ok = done.answer.is_ok();
@@ -838,7 +877,7 @@ impl Plugin {
         let Pre::Tagger(pre) = &self.pre else {
             return Err(self.wrong_kind("tags"));
         };
-        let wit = bindings::tagger::EniRequest {
+        let wit = bindings::tagger::exports::wasmcni::plugin::tagger::EniRequest {
             instance_id: request.instance_id.clone(),
             instance_type: request.instance_type.clone(),
             availability_zone: request.availability_zone.clone(),
@@ -849,7 +888,11 @@ impl Plugin {
             Export::Tags,
             "tags",
             Arc::new(PoolSnapshot::default()),
-            |store| pre.instantiate(&mut *store)?.call_tags(store, &wit),
+            |store| {
+                pre.instantiate(&mut *store)?
+                    .wasmcni_plugin_tagger()
+                    .call_tags(store, &wit)
+            },
         )?;
         let ok = done.answer.is_ok();
         self.finish("tags", done.state, ok);
@@ -869,7 +912,7 @@ impl Plugin {
         let Pre::Policy(pre) = &self.pre else {
             return Err(self.wrong_kind("evaluate"));
         };
-        use bindings::policy as wit;
+        use bindings::policy::exports::wasmcni::plugin::policy as wit;
         let request = wit::Attachment {
             verb: match attachment.verb {
                 Verb::Add => wit::Verb::Add,
@@ -918,7 +961,11 @@ impl Plugin {
             Export::Evaluate,
             call,
             Arc::new(PoolSnapshot::default()),
-            |store| pre.instantiate(&mut *store)?.call_evaluate(store, &request),
+            |store| {
+                pre.instantiate(&mut *store)?
+                    .wasmcni_plugin_policy()
+                    .call_evaluate(store, &request)
+            },
         )?;
         let adjustments = std::mem::take(&mut done.state.netlink_requests);
         let verdict = match done.answer {
@@ -978,15 +1025,13 @@ pub struct Inspection {
     pub problem: Option<String>,
 }
 
-/// The world whose exports `exports` are.
+/// The kind whose interface `exports` holds: `wasmcni:plugin/<kind>@0.3.x`.
 fn world_of(exports: &[String]) -> Option<PluginKind> {
-    let has = |name: &str| exports.iter().any(|e| e == name);
-    match () {
-        _ if has("allocate") && has("plan") => Some(PluginKind::Allocator),
-        _ if has("tags") => Some(PluginKind::Tagger),
-        _ if has("evaluate") => Some(PluginKind::Policy),
-        _ => None,
-    }
+    PluginKind::ALL.into_iter().find(|kind| {
+        exports
+            .iter()
+            .any(|export| grants::exported_kind(export) == Some(*kind))
+    })
 }
 
 impl PluginRuntime {
@@ -1049,6 +1094,16 @@ impl PluginRuntime {
             .map(|(n, _)| n.to_owned())
             .collect();
         inspection.world = world_of(&inspection.exports);
+        let names = || inspection.imports.iter().chain(&inspection.exports);
+        if let Some(version) = names().find_map(|name| grants::incompatible_package_version(name)) {
+            inspection.problem.get_or_insert_with(|| {
+                format!(
+                    "built against wasmcni:plugin@{version}, but this daemon implements \
+                     wasmcni:plugin@{} (it loads components built against any 0.3.x)",
+                    grants::WIT_VERSION
+                )
+            });
+        }
         if inspection.problem.is_none() && inspection.world != Some(spec.kind) {
             inspection.problem = Some(format!(
                 "configured as {}, but its exports [{}] are not the {} world",
@@ -1188,6 +1243,8 @@ pub mod testing {
     }
 }
 
+#[cfg(test)]
+mod package_tests;
 #[cfg(test)]
 mod sandbox_tests;
 #[cfg(test)]

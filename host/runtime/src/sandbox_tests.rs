@@ -27,7 +27,7 @@ fn static_pool() -> PoolSnapshot {
 fn ec2_pool(enis: u32) -> PoolSnapshot {
     PoolSnapshot {
         node: NodeInfo {
-            provider: "ec2".into(),
+            provider: wasmcni_core::pool_view::ProviderKind::Ec2,
             instance_id: "i-0000000a".into(),
             instance_type: "m5.24xlarge".into(),
             availability_zone: "us-west-2a".into(),

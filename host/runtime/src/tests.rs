@@ -29,11 +29,11 @@ fn pack_fills_the_densest_block_first() {
     assert_eq!(
         pack.imports(),
         [
-            "wasmcni:plugin/types@0.2.0",
-            "wasmcni:plugin/config@0.2.0",
-            "wasmcni:plugin/pool-view@0.2.0",
-            "wasmcni:plugin/eni-ops@0.2.0",
-            "wasmcni:plugin/log@0.2.0"
+            "wasmcni:plugin/types@0.3.0",
+            "wasmcni:plugin/config@0.3.0",
+            "wasmcni:plugin/pool-view@0.3.0",
+            "wasmcni:plugin/eni-ops@0.3.0",
+            "wasmcni:plugin/log@0.3.0"
         ]
     );
     let blocks = ["10.0.0.0/29", "10.0.1.0/29"];
@@ -72,7 +72,7 @@ fn an_ungranted_import_is_refused_at_load_by_name() {
         .expect("pack imports pool-view, which is not granted");
     assert_eq!(
         err.to_string(),
-        "plugin pack imports wasmcni:plugin/pool-view@0.2.0, wasmcni:plugin/eni-ops@0.2.0 which its grant does not include (granted: [log]); grant them or use another plugin"
+        "plugin pack imports wasmcni:plugin/pool-view@0.3.0, wasmcni:plugin/eni-ops@0.3.0 which its grant does not include (granted: [log]); grant them or use another plugin"
     );
 }
 
@@ -89,7 +89,7 @@ fn a_plugin_that_cannot_start_within_its_memory_limit_is_refused_at_load() {
         .expect("pack cannot start in 1 MiB");
     match &err {
         PluginError::Trapped { call, reason, .. } => {
-            assert_eq!(*call, "start");
+            assert_eq!(*call, "init");
             assert!(
                 reason.starts_with(
                     "exceeded its memory limit of 1048576 bytes (asked to grow a memory to "
@@ -228,12 +228,12 @@ fn inspection_names_under_and_over_granted_capabilities() {
     assert_eq!(
         report.under_granted,
         [
-            "wasmcni:plugin/pool-view@0.2.0",
-            "wasmcni:plugin/eni-ops@0.2.0"
+            "wasmcni:plugin/pool-view@0.3.0",
+            "wasmcni:plugin/eni-ops@0.3.0"
         ]
     );
     assert_eq!(report.over_granted, ["clock"]);
-    assert_eq!(report.exports, ["allocate", "plan"]);
+    assert_eq!(report.exports, ["wasmcni:plugin/allocator@0.3.0"]);
     assert_eq!(report.world, Some(PluginKind::Allocator));
     assert_eq!(report.problem, None);
     let mut wrong = alloc(
@@ -426,7 +426,7 @@ fn precompile_fills_the_cache_and_refuses_a_file_of_another_digest() {
 fn ec2_snapshot() -> PoolSnapshot {
     PoolSnapshot {
         node: NodeInfo {
-            provider: "ec2".into(),
+            provider: wasmcni_core::pool_view::ProviderKind::Ec2,
             instance_id: "i-0000000a".into(),
             instance_type: "t3.medium".into(),
             availability_zone: "us-west-2a".into(),
@@ -471,7 +471,7 @@ fn a_stray_import_is_refused_at_link_time_naming_the_interface() {
         .expect("eni-ops is not granted");
     assert_eq!(
         err.to_string(),
-        "plugin stray-import imports wasmcni:plugin/eni-ops@0.2.0 which its grant does not include (granted: [pool-view, log, kv, clock]); grant them or use another plugin"
+        "plugin stray-import imports wasmcni:plugin/eni-ops@0.3.0 which its grant does not include (granted: [pool-view, log, kv, clock]); grant them or use another plugin"
     );
 }
 
@@ -707,7 +707,7 @@ fn kv_is_held_to_its_quota_and_kept_across_loads() {
         .load(&alloc("kv-hog", &[Capability::PoolView]))
         .err()
         .unwrap();
-    assert!(err.to_string().contains("wasmcni:plugin/kv@0.2.0"), "{err}");
+    assert!(err.to_string().contains("wasmcni:plugin/kv@0.3.0"), "{err}");
 }
 
 #[test]

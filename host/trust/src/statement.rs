@@ -85,8 +85,8 @@ mod tests {
     use wasmcni_core::{Capability, Export, FailureMode, Hook};
 
     const IMPORTS: [&str; 2] = [
-        "wasmcni:plugin/pool-view@0.2.0",
-        "wasmcni:plugin/eni-ops@0.2.0",
+        "wasmcni:plugin/pool-view@0.3.0",
+        "wasmcni:plugin/eni-ops@0.3.0",
     ];
 
     fn of(spec: &PluginSpec) -> Value {
@@ -98,8 +98,8 @@ mod tests {
     fn the_statement_names_each_difference_with_both_values() {
         let spec = crate::tests::spec();
         let approved = of(&spec);
-        assert_eq!(approved["wit"], "wasmcni:plugin@0.2.0");
-        assert_eq!(approved["imports"][0], "wasmcni:plugin/eni-ops@0.2.0");
+        assert_eq!(approved["wit"], "wasmcni:plugin@0.3.0");
+        assert_eq!(approved["imports"][0], "wasmcni:plugin/eni-ops@0.3.0");
         // Renamed (its kv state and audit entries would be another plugin's) and retuned (a
         // policy's settings are its rules), widened and given more fuel: each named.
         let mut changed = spec.clone();

@@ -17,7 +17,8 @@
 //! them) and keys containing `k8s.amazonaws.com` (the daemon writes its own ownership tags).
 //! Anything else EC2 would refuse — an empty or over-long key or value, more than 50 tags, an
 //! unknown setting, `ADDITIONAL_ENI_TAGS` that is not a JSON object of strings — is an error
-//! naming the offending setting, so the misconfiguration shows at the first ENI.
+//! naming the offending setting: `init` finds it when the daemon loads the plugin, which refuses
+//! the load.
 //!
 //! The plugin entry's `tag_keys` must list the three built-in keys and every extra key, exactly
 //! (no patterns). The daemon's own ownership tags count toward EC2's 50 as well: it refuses an
@@ -196,13 +197,30 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 
 struct ClusterTags;
 
+/// The plugin's settings as pairs.
+fn settings() -> Vec<(String, String)> {
+    config::all()
+        .into_iter()
+        .map(|pair| (pair.key, pair.value))
+        .collect()
+}
+
 impl Guest for ClusterTags {
+    /// Checks the settings by tagging an example ENI (every key and value the settings add is
+    /// the same for any ENI), so a misconfiguration refuses the load rather than the first ENI.
+    fn init() -> Result<(), String> {
+        let example = EniRequest {
+            instance_id: "i-00000000000000000".into(),
+            instance_type: String::new(),
+            availability_zone: String::new(),
+            subnet_id: String::new(),
+            cluster_name: String::new(),
+        };
+        tags_for(&example, 0, &settings()).map(drop)
+    }
+
     fn tags(request: EniRequest) -> Result<Vec<Pair>, String> {
-        let settings: Vec<(String, String)> = config::all()
-            .into_iter()
-            .map(|pair| (pair.key, pair.value))
-            .collect();
-        let tagging = tags_for(&request, clock::now_unix_ms(), &settings)?;
+        let tagging = tags_for(&request, clock::now_unix_ms(), &settings())?;
         for warning in &tagging.warnings {
             log::log(log::Level::Warn, warning);
         }

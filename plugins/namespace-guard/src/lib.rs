@@ -28,7 +28,8 @@
 //!   subnet (the static provider, or wasmcni chained after another plugin) passes this check.
 //! - `mtu.<pattern>`: 576 to 65535, set on ADD through `netlink.set-mtu`; the grant's `mtu`
 //!   range must include it, otherwise the ADD is denied with the host's reason.
-//! - Unknown keys and malformed values deny every ADD and CHECK, with the error as the reason.
+//! - Unknown keys and malformed values refuse the plugin at load (`init`), naming the setting;
+//!   the daemon does not start, a reload is rejected and the running configuration stays.
 //!
 //! DEL is always allowed (a pod must always be able to go away); what would have been denied is
 //! logged. Grants it needs: `log` and `netlink` (both always imported); the `netlink` grant's
@@ -342,13 +343,22 @@ fn judge(guard: &Guard, pod: &Pod, subnet_id: Option<&str>) -> Decision {
 
 struct NamespaceGuard;
 
+/// The guard the settings describe.
+fn configured() -> Result<Guard, String> {
+    let settings: Vec<(String, String)> = config::all()
+        .into_iter()
+        .map(|pair| (pair.key, pair.value))
+        .collect();
+    Guard::from_settings(&settings)
+}
+
 impl Guest for NamespaceGuard {
+    fn init() -> Result<(), String> {
+        configured().map(drop)
+    }
+
     fn evaluate(attachment: Attachment) -> Verdict {
-        let settings: Vec<(String, String)> = config::all()
-            .into_iter()
-            .map(|pair| (pair.key, pair.value))
-            .collect();
-        let guard = match Guard::from_settings(&settings) {
+        let guard = match configured() {
             Ok(guard) => guard,
             Err(e) if matches!(attachment.verb, Verb::Del) => {
                 log::log(log::Level::Error, &format!("DEL allowed; {e}"));

@@ -14,42 +14,54 @@ pub mod planner;
 #[cfg(test)]
 mod tests;
 
+use core::net::Ipv4Addr;
 use planner::Settings;
-use wasmcni_plugin_sdk::allocator::{issue_all, log, setting, Guest, Pod, Pool};
+use wasmcni_plugin_sdk::allocator::{
+    issue_all, log, pool_view, setting, BlockOccupancy, Guest, IpAddress, Pod, Pool,
+};
 
 struct Pack;
 
 /// The address `pack` gives the next pod: the lowest free address of the block holding the most
 /// pods among the blocks with room (the first such block on a tie).
-pub fn choose(pool: &Pool) -> Result<u32, String> {
-    let mut best: Option<(usize, u32)> = None; // (pods in the block, its lowest free address)
-    for block in &pool.blocks {
-        if let Some(ip) = pool.free_in(block).next() {
-            let held = pool.held_in(block);
-            if best.is_none_or(|(most, _)| held > most) {
-                best = Some((held, ip));
+pub fn choose(blocks: &[BlockOccupancy]) -> Result<Ipv4Addr, String> {
+    let mut best: Option<(u32, u32)> = None; // (pods in the block, its lowest free address)
+    for block in blocks {
+        if let Some(ip) = block.lowest_free {
+            if best.is_none_or(|(most, _)| block.held > most) {
+                best = Some((block.held, ip));
             }
         }
     }
-    best.map(|(_, ip)| ip)
-        .ok_or_else(|| format!("no free address in {} block(s)", pool.blocks.len()))
+    best.map(|(_, ip)| Ipv4Addr::from(ip))
+        .ok_or_else(|| format!("no free address in {} block(s)", blocks.len()))
+}
+
+/// The settings, checked: `WARM_IPS`, `ENABLE_PREFIX_DELEGATION`, `MIN_ENI_AGE_SECONDS`.
+fn settings() -> Result<Settings, String> {
+    let defaults = Settings::default();
+    let settings = Settings {
+        warm_ips: setting("WARM_IPS")?.unwrap_or(defaults.warm_ips),
+        prefix_delegation: setting("ENABLE_PREFIX_DELEGATION")?
+            .unwrap_or(defaults.prefix_delegation),
+        min_eni_age_ms: setting::<u64>("MIN_ENI_AGE_SECONDS")?
+            .map_or(defaults.min_eni_age_ms, |s| s.saturating_mul(1000)),
+    };
+    settings.validate()?;
+    Ok(settings)
 }
 
 impl Guest for Pack {
-    fn allocate(_pod: Pod) -> Result<u32, String> {
-        choose(&Pool::read_addresses())
+    fn init() -> Result<(), String> {
+        settings().map(drop)
+    }
+
+    fn allocate(_pod: Pod) -> Result<IpAddress, String> {
+        choose(&pool_view::occupancy()).map(IpAddress::from)
     }
 
     fn plan() -> Result<(), String> {
-        let defaults = Settings::default();
-        let settings = Settings {
-            warm_ips: setting("WARM_IPS")?.unwrap_or(defaults.warm_ips),
-            prefix_delegation: setting("ENABLE_PREFIX_DELEGATION")?
-                .unwrap_or(defaults.prefix_delegation),
-            min_eni_age_ms: setting::<u64>("MIN_ENI_AGE_SECONDS")?
-                .map_or(defaults.min_eni_age_ms, |s| s.saturating_mul(1000)),
-        };
-        settings.validate()?;
+        let settings = settings()?;
         let decided = planner::plan(&Pool::read(), &settings);
         for warning in &decided.warnings {
             log::log(log::Level::Warn, warning);

@@ -3,7 +3,9 @@
 //! drain. A pure function of the pool snapshot: the same pool gives the same requests, and
 //! carrying them out settles it.
 
-use wasmcni_plugin_sdk::allocator::{BlockKind, Intent, Pool};
+use wasmcni_plugin_sdk::allocator::{
+    BlockKind, FailureCode, Intent, Pool, ProviderKind, RequestKind,
+};
 
 /// Addresses in a delegated /28.
 pub const IPS_PER_PREFIX: u32 = 16;
@@ -146,9 +148,9 @@ pub const FULL_SUBNET_BACKOFF_MS: u64 = 120_000;
 /// Whether EC2 recently refused a new ENI in `subnet` for lack of addresses.
 fn recently_full(pool: &Pool, subnet: &str) -> bool {
     pool.failures.iter().any(|f| {
-        f.request == "create-eni"
+        f.request == RequestKind::CreateEni
             && f.subnet_id.as_deref() == Some(subnet)
-            && f.code == "InsufficientFreeAddressesInSubnet"
+            && matches!(f.code, FailureCode::InsufficientFreeAddressesInSubnet)
             && f.age_ms < FULL_SUBNET_BACKOFF_MS
     })
 }
@@ -184,7 +186,7 @@ fn new_eni_subnet(pool: &Pool, node_subnet: &str) -> String {
 pub fn plan(pool: &Pool, settings: &Settings) -> Plan {
     let mut out = Plan::default();
     let limits = &pool.node.limits;
-    if pool.node.provider != "ec2" || limits.max_enis == 0 {
+    if pool.node.provider != ProviderKind::Ec2 || limits.max_enis == 0 {
         return out; // static ranges: nothing to plan
     }
     let prefix_mode = settings.prefix_delegation && limits.prefix_delegation;

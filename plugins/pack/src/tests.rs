@@ -5,8 +5,14 @@
 
 use super::*;
 use crate::planner::{plan, FULL_SUBNET_BACKOFF_MS, MIN_ENI_AGE_MS};
+
+/// `choose` over the pool's occupancy, as `allocate` runs it, in the pool's `u32` addresses.
+fn choose(pool: &Pool) -> Result<u32, String> {
+    crate::choose(&pool.occupancy()).map(u32::from)
+}
 use wasmcni_plugin_sdk::allocator::{
-    AddressBlock, BlockKind, Cidr, Intent, NodeLimits, RequestFailure, Subnet,
+    AddressBlock, BlockKind, Cidr, FailureCode, Intent, NodeLimits, ProviderKind, RequestFailure,
+    RequestKind, Subnet,
 };
 
 /// (instance type, ENIs, IPv4 addresses per ENI, prefix delegation possible, max pods); max
@@ -375,10 +381,10 @@ fn new_enis_go_to_the_subnet_with_most_free_addresses() {
     // EC2 just refused a new ENI in subnet-b (its free count lags): subnet-a, until the
     // refusal is older than the backoff; and when every subnet was refused, the best again.
     let refused = |subnet: &str, age_ms| RequestFailure {
-        request: "create-eni".into(),
+        request: RequestKind::CreateEni,
         eni_id: None,
         subnet_id: Some(subnet.into()),
-        code: "InsufficientFreeAddressesInSubnet".into(),
+        code: FailureCode::InsufficientFreeAddressesInSubnet,
         message: format!("EC2 CreateNetworkInterface: InsufficientFreeAddressesInSubnet: {subnet}"),
         age_ms,
     };
@@ -412,7 +418,7 @@ fn warm_ips_of_zero_is_refused() {
 #[test]
 fn static_pools_plan_nothing() {
     let mut pool = fixture(M5_LARGE);
-    pool.node.provider = "static".into();
+    pool.node.provider = ProviderKind::Static;
     pool.node.limits.max_enis = 0;
     assert_eq!(plan(&pool, &Settings::default()), planner::Plan::default());
 }

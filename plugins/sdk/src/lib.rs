@@ -4,13 +4,16 @@
 //! `allocator`, `tagger` or `policy` — implements that module's `Guest` trait and exports it:
 //!
 //! ```ignore
-//! use wasmcni_plugin_sdk::allocator::{Guest, Pod, Pool};
+//! use wasmcni_plugin_sdk::allocator::{lowest_free, Guest, IpAddress, Pod};
 //!
 //! struct Lowest;
 //!
 //! impl Guest for Lowest {
-//!     fn allocate(_pod: Pod) -> Result<u32, String> {
-//!         Pool::read_addresses().lowest_free()
+//!     fn init() -> Result<(), String> {
+//!         Ok(()) // check the settings here: an error refuses the load
+//!     }
+//!     fn allocate(_pod: Pod) -> Result<IpAddress, String> {
+//!         lowest_free().map(IpAddress::from)
 //!     }
 //!     fn plan() -> Result<(), String> {
 //!         Ok(())
@@ -143,18 +146,74 @@ macro_rules! settings {
 pub mod allocator {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "allocator",
+        world: "allocator-plugin",
         pub_export_macro: true,
         export_macro_name: "export_allocator",
         default_bindings_module: "wasmcni_plugin_sdk::allocator",
     });
 
+    pub use self::exports::wasmcni::plugin::allocator::Guest;
     pub use self::wasmcni::plugin::eni_ops::NewEni;
-    pub use self::wasmcni::plugin::pool_view::{Eni, NodeInfo, NodeLimits, RequestFailure, Subnet};
-    pub use self::wasmcni::plugin::types::{AddressBlock, BlockKind, Cidr, Pair};
+    pub use self::wasmcni::plugin::pool_view::{
+        BlockOccupancy, Eni, FailureCode, NodeInfo, NodeLimits, ProviderKind, RequestFailure,
+        RequestKind, Subnet,
+    };
+    pub use self::wasmcni::plugin::types::{AddressBlock, BlockKind, Cidr, IpAddress, Pair, Pod};
     pub use self::wasmcni::plugin::{clock, config, eni_ops, kv, log, pool_view, types};
 
+    use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     use std::collections::BTreeSet;
+
+    impl From<Ipv4Addr> for IpAddress {
+        fn from(ip: Ipv4Addr) -> IpAddress {
+            IpAddress::V4(u32::from(ip))
+        }
+    }
+
+    impl From<Ipv6Addr> for IpAddress {
+        fn from(ip: Ipv6Addr) -> IpAddress {
+            let bits = u128::from(ip);
+            IpAddress::V6(types::Ipv6 {
+                high: (bits >> 64) as u64,
+                low: bits as u64,
+            })
+        }
+    }
+
+    impl From<IpAddr> for IpAddress {
+        fn from(ip: IpAddr) -> IpAddress {
+            match ip {
+                IpAddr::V4(ip) => ip.into(),
+                IpAddr::V6(ip) => ip.into(),
+            }
+        }
+    }
+
+    impl From<IpAddress> for IpAddr {
+        fn from(ip: IpAddress) -> IpAddr {
+            match ip {
+                IpAddress::V4(ip) => IpAddr::V4(Ipv4Addr::from(ip)),
+                IpAddress::V6(ip) => IpAddr::V6(Ipv6Addr::from(
+                    (u128::from(ip.high) << 64) | u128::from(ip.low),
+                )),
+            }
+        }
+    }
+
+    /// The lowest free address of the first block (in the provider's order) that has one:
+    /// the simplest sane answer to `allocate`, from one `pool-view.occupancy` call.
+    pub fn lowest_free() -> Result<Ipv4Addr, String> {
+        first_free(&pool_view::occupancy())
+    }
+
+    /// The lowest free address of the first of `blocks` that has one.
+    pub fn first_free(blocks: &[BlockOccupancy]) -> Result<Ipv4Addr, String> {
+        blocks
+            .iter()
+            .find_map(|b| b.lowest_free)
+            .map(Ipv4Addr::from)
+            .ok_or_else(|| format!("no free address in {} block(s)", blocks.len()))
+    }
 
     settings!(crate::allocator::wasmcni::plugin::config);
 
@@ -205,29 +264,12 @@ pub mod allocator {
             }
         }
 
-        /// Reads only what choosing an address needs — blocks, in-use, cooling and excluded
-        /// addresses — leaving `node`, `enis` and `subnets` empty: an `allocate` runs on every
-        /// ADD, and each `pool-view` call copies its answer into the instance.
-        pub fn read_addresses() -> Pool {
-            Pool::of_addresses(
-                pool_view::blocks(),
-                pool_view::in_use().into_iter().collect(),
-                pool_view::cooling().into_iter().collect(),
-                pool_view::excluded().into_iter().collect(),
-            )
-        }
-
-        /// A pool of only these blocks and address sets (`node`, `enis`, `subnets` and
-        /// `failures` empty): what [`Pool::read_addresses`] returns.
-        fn of_addresses(
-            blocks: Vec<AddressBlock>,
-            in_use: BTreeSet<u32>,
-            cooling: BTreeSet<u32>,
-            excluded: BTreeSet<u32>,
-        ) -> Pool {
+        /// The pool of a node served by the static provider with these blocks and nothing
+        /// held, cooling or excluded: the start of a hand-built pool in a test.
+        pub fn of_static(blocks: Vec<AddressBlock>) -> Pool {
             Pool {
                 node: NodeInfo {
-                    provider: String::new(),
+                    provider: ProviderKind::Static,
                     instance_id: String::new(),
                     instance_type: String::new(),
                     availability_zone: String::new(),
@@ -241,9 +283,9 @@ pub mod allocator {
                 },
                 enis: Vec::new(),
                 blocks,
-                in_use,
-                cooling,
-                excluded,
+                in_use: BTreeSet::new(),
+                cooling: BTreeSet::new(),
+                excluded: BTreeSet::new(),
                 subnets: Vec::new(),
                 failures: Vec::new(),
             }
@@ -279,13 +321,32 @@ pub mod allocator {
                 && !self.excluded.contains(&ip)
         }
 
-        /// The lowest free address, blocks in the provider's order: the simplest sane answer
-        /// to `allocate`.
+        /// The lowest free address, blocks in the provider's order: what [`lowest_free`]
+        /// answers for this pool.
         pub fn lowest_free(&self) -> Result<u32, String> {
             self.blocks
                 .iter()
                 .find_map(|block| self.free_in(block).next())
                 .ok_or_else(|| format!("no free address in {} block(s)", self.blocks.len()))
+        }
+
+        /// Each block with how full it is: what `pool-view.occupancy` answers for this pool,
+        /// so a strategy's `allocate` over occupancy is tested natively on a hand-built pool.
+        pub fn occupancy(&self) -> Vec<BlockOccupancy> {
+            self.blocks
+                .iter()
+                .map(|block| {
+                    let usable = Self::usable(block).count() as u32;
+                    let free: Vec<u32> = self.free_in(block).collect();
+                    BlockOccupancy {
+                        block: block.clone(),
+                        usable,
+                        held: self.held_in(block) as u32,
+                        free: free.len() as u32,
+                        lowest_free: free.first().copied(),
+                    }
+                })
+                .collect()
         }
 
         /// The free addresses of `block`, lowest first: one pass over the block, merged with
@@ -391,7 +452,12 @@ pub mod allocator {
                         }
                     }
                 }
-                let pool = Pool::of_addresses(blocks.clone(), in_use, cooling, excluded);
+                let pool = Pool {
+                    in_use,
+                    cooling,
+                    excluded,
+                    ..Pool::of_static(blocks.clone())
+                };
                 for block in &pool.blocks {
                     let free: Vec<u32> =
                         Pool::usable(block).filter(|ip| pool.is_free(*ip)).collect();
@@ -420,12 +486,14 @@ pub mod allocator {
 pub mod tagger {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "tagger",
+        world: "tagger-plugin",
         pub_export_macro: true,
         export_macro_name: "export_tagger",
         default_bindings_module: "wasmcni_plugin_sdk::tagger",
     });
 
+    pub use self::exports::wasmcni::plugin::tagger::{EniRequest, Guest};
+    pub use self::wasmcni::plugin::types::Pair;
     pub use self::wasmcni::plugin::{clock, config, log, types};
 
     settings!(crate::tagger::wasmcni::plugin::config);
@@ -443,13 +511,14 @@ pub mod tagger {
 pub mod policy {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "policy",
+        world: "policy-plugin",
         pub_export_macro: true,
         export_macro_name: "export_policy",
         default_bindings_module: "wasmcni_plugin_sdk::policy",
     });
 
-    pub use self::wasmcni::plugin::types::Pair;
+    pub use self::exports::wasmcni::plugin::policy::{Attachment, Guest, Verb, Verdict};
+    pub use self::wasmcni::plugin::types::{Pair, Pod};
     pub use self::wasmcni::plugin::{clock, config, kv, log, netlink, types};
 
     settings!(crate::policy::wasmcni::plugin::config);

@@ -6,16 +6,26 @@
 //!   one in the granted subnet with the most free addresses, with the primary ENI's security
 //!   groups. Secondary-IP mode only (no /28 prefixes).
 //!
-//! The decisions are pure functions of a [`Pool`] and the settings ([`choose_address`],
-//! [`plan_requests`]), tested natively below with hand-built pools and with the SDK's stand-in
-//! for the host ([`Pool::settle`]); the `Guest` impl only reads the pool, calls them and hands
-//! their [`Intent`]s to the host.
+//! The decisions are pure functions of the pool and the settings ([`choose_address`] over each
+//! block's occupancy, [`plan_requests`] over a [`Pool`]), tested natively below with hand-built
+//! pools and with the SDK's stand-in for the host ([`Pool::settle`]); the `Guest` impl only
+//! reads the pool, calls them and hands their [`Intent`]s to the host. `init` checks the
+//! settings once per load, so a malformed one refuses the plugin instead of failing plans.
 
-use wasmcni_plugin_sdk::allocator::{issue_all, setting, Guest, Intent, Pod, Pool};
+use core::net::Ipv4Addr;
+use wasmcni_plugin_sdk::allocator::{
+    first_free, issue_all, pool_view, setting, BlockOccupancy, Guest, Intent, IpAddress, Pod, Pool,
+    ProviderKind,
+};
 
 /// The lowest free address of the pool, blocks in the provider's order.
-pub fn choose_address(pool: &Pool) -> Result<u32, String> {
-    pool.lowest_free()
+pub fn choose_address(blocks: &[BlockOccupancy]) -> Result<Ipv4Addr, String> {
+    first_free(blocks)
+}
+
+/// `WARM_IPS` (default 0: no planning).
+fn warm_ips() -> Result<u32, String> {
+    Ok(setting("WARM_IPS")?.unwrap_or(0))
 }
 
 /// What it takes to have `warm_ips` free addresses: nothing when there are enough (or on a node
@@ -23,7 +33,7 @@ pub fn choose_address(pool: &Pool) -> Result<u32, String> {
 pub fn plan_requests(pool: &Pool, warm_ips: u32) -> Vec<Intent> {
     let limits = &pool.node.limits;
     let free = u32::try_from(pool.free_count()).unwrap_or(u32::MAX);
-    if pool.node.provider != "ec2" || free >= warm_ips {
+    if pool.node.provider != ProviderKind::Ec2 || free >= warm_ips {
         return Vec::new();
     }
     let missing = warm_ips - free;
@@ -63,12 +73,16 @@ pub fn plan_requests(pool: &Pool, warm_ips: u32) -> Vec<Intent> {
 struct MyStrategy;
 
 impl Guest for MyStrategy {
-    fn allocate(_pod: Pod) -> Result<u32, String> {
-        choose_address(&Pool::read_addresses())
+    fn init() -> Result<(), String> {
+        warm_ips().map(drop)
+    }
+
+    fn allocate(_pod: Pod) -> Result<IpAddress, String> {
+        choose_address(&pool_view::occupancy()).map(IpAddress::from)
     }
 
     fn plan() -> Result<(), String> {
-        let warm_ips: u32 = setting("WARM_IPS")?.unwrap_or(0);
+        let warm_ips = warm_ips()?;
         // A refusal (outside the grant, over the instance's limits) is logged by `issue_all`
         // and not fatal: the other requests still stand, and the next plan asks again.
         issue_all(&plan_requests(&Pool::read(), warm_ips));
@@ -132,7 +146,7 @@ mod tests {
             .collect();
         Pool {
             node: NodeInfo {
-                provider: "ec2".into(),
+                provider: ProviderKind::Ec2,
                 instance_id: "i-0123456789abcdef0".into(),
                 instance_type: "t3.medium".into(),
                 availability_zone: "eu-west-1a".into(),
@@ -175,14 +189,17 @@ mod tests {
 
     #[test]
     fn allocate_takes_the_lowest_free_address() {
-        assert_eq!(choose_address(&pool(1, 3, &[])), Ok(ip("10.0.0.20")));
         assert_eq!(
-            choose_address(&pool(2, 3, &["10.0.0.20", "10.0.0.21"])),
+            choose_address(&pool(1, 3, &[]).occupancy()).map(u32::from),
+            Ok(ip("10.0.0.20"))
+        );
+        assert_eq!(
+            choose_address(&pool(2, 3, &["10.0.0.20", "10.0.0.21"]).occupancy()).map(u32::from),
             Ok(ip("10.0.0.22"))
         );
         let full = pool(1, 2, &["10.0.0.20", "10.0.0.21"]);
         assert_eq!(
-            choose_address(&full),
+            choose_address(&full.occupancy()).map(u32::from),
             Err("no free address in 2 block(s)".into())
         );
     }
@@ -265,7 +282,7 @@ mod tests {
     #[test]
     fn no_planning_without_ec2() {
         let mut static_pool = pool(1, 0, &[]);
-        static_pool.node.provider = "static".into();
+        static_pool.node.provider = ProviderKind::Static;
         assert_eq!(plan_requests(&static_pool, 8), vec![]);
     }
 }

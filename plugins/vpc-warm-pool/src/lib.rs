@@ -15,7 +15,9 @@ pub mod settings;
 mod tests;
 
 use settings::Settings;
-use wasmcni_plugin_sdk::allocator::{issue_all, log, setting, BlockKind, Guest, Pod, Pool};
+use wasmcni_plugin_sdk::allocator::{
+    issue_all, log, setting, BlockKind, Guest, IpAddress, Pod, Pool,
+};
 
 /// The address VPC CNI's `AssignPodIPv4Address` would give, made deterministic: ENIs by device
 /// number (the primary skipped under custom networking), only /28 prefixes in prefix mode and
@@ -67,9 +69,14 @@ fn read_settings(pool: &Pool) -> Result<Settings, String> {
 struct VpcWarmPool;
 
 impl Guest for VpcWarmPool {
-    fn allocate(_pod: Pod) -> Result<u32, String> {
+    /// Checks every setting but the per-zone ones (the zone is known only from a call's pool).
+    fn init() -> Result<(), String> {
+        Settings::from_config(setting::<String>, "").map(drop)
+    }
+
+    fn allocate(_pod: Pod) -> Result<IpAddress, String> {
         let pool = Pool::read();
-        choose(&pool, &read_settings(&pool)?)
+        choose(&pool, &read_settings(&pool)?).map(IpAddress::V4)
     }
 
     fn plan() -> Result<(), String> {

@@ -8,7 +8,7 @@
 //! on the same state asks for the same thing.
 
 use crate::settings::{Settings, CLUSTER_TAG_PREFIX, SUBNET_DISCOVERY_TAG};
-use wasmcni_plugin_sdk::allocator::{BlockKind, Intent, Pool, Subnet};
+use wasmcni_plugin_sdk::allocator::{BlockKind, Intent, Pool, ProviderKind, Subnet};
 
 /// Addresses in a delegated /28.
 pub const IPS_PER_PREFIX: u32 = 16;
@@ -507,7 +507,7 @@ pub fn plan(pool: &Pool, settings: &Settings) -> Plan {
         warnings: settings.warnings(pool.node.limits.prefix_delegation, &pool.node.instance_type),
         ..Plan::default()
     };
-    if pool.node.provider != "ec2" || pool.node.limits.max_enis == 0 {
+    if pool.node.provider != ProviderKind::Ec2 || pool.node.limits.max_enis == 0 {
         return out; // static ranges: nothing to plan
     }
     let mut model = Model::new(pool, settings, &mut out.intents);

@@ -757,7 +757,7 @@ fn static_ranges_serve_without_ec2() {
     // With the static provider there are no ENIs: plan asks for nothing, allocate takes the
     // lowest free address of the configured ranges.
     let mut pool = Pool::ec2_fixture("", limits(0, 0, false, 0));
-    pool.node.provider = "static".into();
+    pool.node.provider = wasmcni_plugin_sdk::allocator::ProviderKind::Static;
     pool.enis.clear();
     pool.subnets.clear();
     pool.blocks

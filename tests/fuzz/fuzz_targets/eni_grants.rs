@@ -21,6 +21,7 @@ use ipnet::Ipv4Net;
 use libfuzzer_sys::fuzz_target;
 use wasmcni_core::grants::{check_tags, is_reserved_tag_key, EniChecker, EniScope, MAX_TAGS};
 use wasmcni_core::ipam::{AddressBlock, BlockKind, Inventory};
+use wasmcni_core::pool_view::ProviderKind;
 use wasmcni_core::{EniInfo, EniRequest, NodeInfo, NodeLimits, PoolSnapshot, SubnetInfo};
 
 const SUBNETS: [&str; 5] = ["node", "subnet-a", "subnet-b", "subnet-c", "subnet-x"];
@@ -168,7 +169,11 @@ fn snapshot(plan: &Plan) -> PoolSnapshot {
         .collect();
     PoolSnapshot {
         node: NodeInfo {
-            provider: if plan.ec2 { "ec2" } else { "static" }.to_owned(),
+            provider: if plan.ec2 {
+                ProviderKind::Ec2
+            } else {
+                ProviderKind::Static
+            },
             instance_id: "i-fuzz".to_owned(),
             instance_type: "m5.large".to_owned(),
             availability_zone: "us-west-2a".to_owned(),
@@ -248,7 +253,7 @@ fuzz_target!(|plan: Plan| {
 });
 
 fn promises_hold(pool: &PoolSnapshot, scope: &EniScope, queue: &[EniRequest]) {
-    if pool.node.provider != "ec2" {
+    if pool.node.provider != ProviderKind::Ec2 {
         assert!(queue.is_empty(), "the static provider accepted {queue:?}");
         return;
     }

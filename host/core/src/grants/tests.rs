@@ -37,7 +37,7 @@ fn block(cidr: &str, kind: BlockKind, eni: &str) -> AddressBlock {
 fn pool() -> PoolSnapshot {
     PoolSnapshot {
         node: NodeInfo {
-            provider: "ec2".into(),
+            provider: crate::pool_view::ProviderKind::Ec2,
             instance_id: "i-0000000a".into(),
             instance_type: "t3.medium".into(),
             availability_zone: "us-west-2a".into(),
@@ -570,32 +570,69 @@ fn tagger_answers_are_held_to_tag_keys_and_reserved_keys() {
 
 #[test]
 fn imports_are_classified_by_package_version_and_interface() {
-    assert_eq!(Import::classify("wasmcni:plugin/types@0.2.0"), Import::Free);
+    assert_eq!(Import::classify("wasmcni:plugin/types@0.3.0"), Import::Free);
     assert_eq!(
-        Import::classify("wasmcni:plugin/config@0.2.0"),
+        Import::classify("wasmcni:plugin/config@0.3.0"),
         Import::Free
     );
     assert_eq!(
-        Import::classify("wasmcni:plugin/eni-ops@0.2.0"),
+        Import::classify("wasmcni:plugin/eni-ops@0.3.0"),
         Import::Needs(Capability::EniOps)
     );
-    // A component built against the previous package version (0.1.0: before the policy
-    // attachment gained `addresses-v6` and pool-view `failures`) is not linked.
+    // Any 0.3.x is the same package to the grants (linking checks what a newer one uses).
     assert_eq!(
-        Import::classify("wasmcni:plugin/log@0.1.0"),
+        Import::classify("wasmcni:plugin/eni-ops@0.3.7"),
+        Import::Needs(Capability::EniOps)
+    );
+    // A component built against 0.2 (bare exports, string codes) is not linked.
+    assert_eq!(
+        Import::classify("wasmcni:plugin/log@0.2.0"),
         Import::Foreign
     );
     assert_eq!(Import::classify("wasi:cli/stdout@0.2.0"), Import::Foreign);
     assert_eq!(
-        other_package_version("wasmcni:plugin/log@0.1.0"),
-        Some("0.1.0")
-    );
-    assert_eq!(other_package_version("wasmcni:plugin/log@0.2.0"), None);
-    assert_eq!(other_package_version("wasi:cli/stdout@0.2.0"), None);
-    assert_eq!(
-        Import::classify("wasmcni:plugin/shell@0.2.0"),
+        Import::classify("wasmcni:plugin/shell@0.3.0"),
         Import::Foreign
     );
+}
+
+#[test]
+fn package_versions_are_compatible_within_0_3() {
+    for version in ["0.3.0", "0.3.1", "0.3.12"] {
+        assert!(compatible(version), "{version}");
+    }
+    for version in [
+        "0.2.0",
+        "0.4.0",
+        "1.3.0",
+        "0.3",
+        "0.3.0-rc1",
+        "0.3.x",
+        "",
+        "0.3.0.1",
+    ] {
+        assert!(!compatible(version), "{version}");
+    }
+    assert!(newer("0.3.1"));
+    assert!(!newer("0.3.0"));
+    assert!(!newer("0.4.0"));
+    assert_eq!(
+        incompatible_package_version("wasmcni:plugin/log@0.2.0"),
+        Some("0.2.0")
+    );
+    assert_eq!(
+        incompatible_package_version("wasmcni:plugin/allocator@0.3.4"),
+        None
+    );
+    assert_eq!(incompatible_package_version("wasi:cli/stdout@0.2.0"), None);
+    assert_eq!(incompatible_package_version("allocate"), None);
+    assert_eq!(
+        exported_kind("wasmcni:plugin/allocator@0.3.2"),
+        Some(PluginKind::Allocator)
+    );
+    assert_eq!(exported_kind("wasmcni:plugin/policy@0.2.0"), None);
+    assert_eq!(exported_kind("wasmcni:plugin/pool-view@0.3.0"), None);
+    assert_eq!(exported_kind("evaluate"), None);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! (a small stand-in for the host and EC2, so a table test can run `plan` until it settles).
 
 use super::{eni_ops, log, AddressBlock, BlockKind, Cidr, Eni, NewEni, NodeInfo, NodeLimits, Pool};
-use super::{Pair, Subnet};
+use super::{Pair, ProviderKind, Subnet};
 use crate::net;
 use core::fmt;
 
@@ -421,7 +421,7 @@ impl Pool {
         };
         Pool {
             node: NodeInfo {
-                provider: "ec2".into(),
+                provider: ProviderKind::Ec2,
                 instance_id: "i-0123456789abcdef0".into(),
                 instance_type: instance_type.into(),
                 availability_zone: "eu-west-1a".into(),

@@ -85,7 +85,7 @@ fn a_plugin_importing_an_ungranted_interface_stops_the_daemon_with_its_name() {
     let mut node = node_with(&allocator_plugin_config("pack", &["log"]));
     let log = node.start_daemon_expecting_failure();
     assert!(
-        log.contains("plugin pack imports wasmcni:plugin/pool-view@0.2.0, wasmcni:plugin/eni-ops@0.2.0 which its grant does not include (granted: [log])"),
+        log.contains("plugin pack imports wasmcni:plugin/pool-view@0.3.0, wasmcni:plugin/eni-ops@0.3.0 which its grant does not include (granted: [log])"),
         "{log}"
     );
 }
@@ -199,7 +199,7 @@ fn a_changed_configuration_applies_without_restart_and_an_invalid_one_is_refused
     std::fs::write(node.config_path(), invalid).unwrap();
     let log = wait_for_log(&node, "configuration reload refused", 1);
     assert!(
-        log.contains("plugin stray-import imports wasmcni:plugin/eni-ops@0.2.0"),
+        log.contains("plugin stray-import imports wasmcni:plugin/eni-ops@0.3.0"),
         "{log}"
     );
     let still_blocked = pod_in("blocked", "denied-again");

@@ -7,9 +7,9 @@
 //! The host must trap the call at once, counting the bytes it lifts before it allocates them
 //! (hostcall fuel), with nothing queued and the daemon's memory untouched.
 
-use wasmcni_plugin_sdk::allocator::{Guest, Pod, Pool};
+use wasmcni_plugin_sdk::allocator::{lowest_free, Guest, IpAddress, Pod};
 
-#[link(wasm_import_module = "wasmcni:plugin/eni-ops@0.2.0")]
+#[link(wasm_import_module = "wasmcni:plugin/eni-ops@0.3.0")]
 extern "C" {
     /// `create-eni(new-eni) -> result<_, string>` flattened: subnet-id (pointer, length),
     /// security-groups (pointer, length), secondary-ips, prefixes, and the return area.
@@ -28,8 +28,12 @@ extern "C" {
 struct Plugin;
 
 impl Guest for Plugin {
-    fn allocate(_pod: Pod) -> Result<u32, String> {
-        Pool::read_addresses().lowest_free()
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
+    fn allocate(_pod: Pod) -> Result<IpAddress, String> {
+        lowest_free().map(IpAddress::from)
     }
 
     fn plan() -> Result<(), String> {

@@ -14,6 +14,10 @@ use wasmcni_plugin_sdk::policy::{config, Attachment, Guest, Verdict};
 struct Plugin;
 
 impl Guest for Plugin {
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
     fn evaluate(_attachment: Attachment) -> Verdict {
         let bytes: usize = config::get("key_bytes")
             .and_then(|text| text.parse().ok())

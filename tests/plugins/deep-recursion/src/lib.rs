@@ -3,7 +3,7 @@
 //! The host must catch the overflow of its bounded Wasm stack ("overflowed its stack"), fail
 //! that ADD, reserve nothing, and keep serving. `plan` does nothing.
 
-use wasmcni_plugin_sdk::allocator::{Guest, Pod};
+use wasmcni_plugin_sdk::allocator::{Guest, IpAddress, Pod};
 
 struct Plugin;
 
@@ -14,8 +14,12 @@ fn descend(depth: u64) -> u64 {
 }
 
 impl Guest for Plugin {
-    fn allocate(_pod: Pod) -> Result<u32, String> {
-        Ok(descend(0) as u32)
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
+    fn allocate(_pod: Pod) -> Result<IpAddress, String> {
+        Ok(IpAddress::V4(descend(0) as u32))
     }
 
     fn plan() -> Result<(), String> {

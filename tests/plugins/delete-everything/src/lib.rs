@@ -8,13 +8,17 @@
 //! shown), naming why, and carry out only what it may: on a node where the primary ENI is
 //! the only one it owns, nothing but giving back the primary's free secondary addresses.
 
-use wasmcni_plugin_sdk::allocator::{config, eni_ops, Guest, Pod, Pool};
+use wasmcni_plugin_sdk::allocator::{config, eni_ops, lowest_free, Guest, IpAddress, Pod, Pool};
 
 struct Plugin;
 
 impl Guest for Plugin {
-    fn allocate(_pod: Pod) -> Result<u32, String> {
-        Pool::read_addresses().lowest_free()
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
+    fn allocate(_pod: Pod) -> Result<IpAddress, String> {
+        lowest_free().map(IpAddress::from)
     }
 
     fn plan() -> Result<(), String> {

@@ -8,13 +8,19 @@
 //! entries and a count), and end an endless flood at the call's host-call budget with nothing
 //! carried out.
 
-use wasmcni_plugin_sdk::allocator::{eni_ops, setting, Guest, NewEni, Pod, Pool};
+use wasmcni_plugin_sdk::allocator::{
+    eni_ops, lowest_free, setting, Guest, IpAddress, NewEni, Pod, Pool,
+};
 
 struct Plugin;
 
 impl Guest for Plugin {
-    fn allocate(_pod: Pod) -> Result<u32, String> {
-        Pool::read_addresses().lowest_free()
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
+    fn allocate(_pod: Pod) -> Result<IpAddress, String> {
+        lowest_free().map(IpAddress::from)
     }
 
     fn plan() -> Result<(), String> {

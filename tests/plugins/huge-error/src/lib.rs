@@ -4,12 +4,16 @@
 //! audit log; the answer is more than one call may pass to the host, so the call traps as it
 //! is read) and keep serving. `plan` does nothing.
 
-use wasmcni_plugin_sdk::allocator::{Guest, Pod};
+use wasmcni_plugin_sdk::allocator::{Guest, IpAddress, Pod};
 
 struct Plugin;
 
 impl Guest for Plugin {
-    fn allocate(_pod: Pod) -> Result<u32, String> {
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
+    fn allocate(_pod: Pod) -> Result<IpAddress, String> {
         Err("x".repeat(8 << 20))
     }
 

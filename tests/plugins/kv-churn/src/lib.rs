@@ -5,12 +5,16 @@
 //! must end the call at its budget of host calls (or its deadline), fail the ADD (allocate
 //! fails closed) and keep none of the writes.
 
-use wasmcni_plugin_sdk::allocator::{kv, Guest, Pod};
+use wasmcni_plugin_sdk::allocator::{kv, Guest, IpAddress, Pod};
 
 struct Plugin;
 
 impl Guest for Plugin {
-    fn allocate(_pod: Pod) -> Result<u32, String> {
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
+    fn allocate(_pod: Pod) -> Result<IpAddress, String> {
         loop {
             kv::set("churn", b"x")?;
             kv::delete("churn");

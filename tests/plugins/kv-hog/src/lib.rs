@@ -7,7 +7,7 @@
 //! a reason, and keep the writes made before it (the call succeeds): the store never holds more
 //! than `max_bytes`, and the ADD gets its address.
 
-use wasmcni_plugin_sdk::allocator::{kv, Guest, Pod, Pool};
+use wasmcni_plugin_sdk::allocator::{kv, lowest_free, Guest, IpAddress, Pod};
 
 struct Plugin;
 
@@ -15,7 +15,11 @@ const VALUE_BYTES: usize = 4096;
 const MAX_WRITES: usize = (16 << 20) / VALUE_BYTES;
 
 impl Guest for Plugin {
-    fn allocate(_pod: Pod) -> Result<u32, String> {
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
+    fn allocate(_pod: Pod) -> Result<IpAddress, String> {
         let value = vec![0x5a_u8; VALUE_BYTES];
         let refused = (0..MAX_WRITES).any(|n| kv::set(&format!("hog-{n:05}"), &value).is_err());
         if !refused {
@@ -23,7 +27,7 @@ impl Guest for Plugin {
                 "kv accepted {MAX_WRITES} values of {VALUE_BYTES} bytes without refusing one"
             ));
         }
-        Pool::read_addresses().lowest_free()
+        lowest_free().map(IpAddress::from)
     }
 
     fn plan() -> Result<(), String> {

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use wasmcni_plugin_sdk::allocator::{Guest, Pod};
+use wasmcni_plugin_sdk::allocator::{Guest, IpAddress, Pod};
 
 static CALLS: AtomicU32 = AtomicU32::new(0);
 
@@ -45,8 +45,12 @@ fn check_and_dirty() -> Result<(), String> {
 }
 
 impl Guest for Plugin {
-    fn allocate(_pod: Pod) -> Result<u32, String> {
-        check_and_dirty().map(|()| 0x0a00_0001)
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
+    fn allocate(_pod: Pod) -> Result<IpAddress, String> {
+        check_and_dirty().map(|()| IpAddress::V4(0x0a00_0001))
     }
 
     fn plan() -> Result<(), String> {

@@ -13,6 +13,10 @@ use wasmcni_plugin_sdk::policy::{config, log, Attachment, Guest, Verb, Verdict};
 struct Plugin;
 
 impl Guest for Plugin {
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
     fn evaluate(attachment: Attachment) -> Verdict {
         let all = config::get("spin_on").as_deref() == Some("all");
         if !all && attachment.verb != Verb::Add {

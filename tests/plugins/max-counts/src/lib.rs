@@ -8,13 +8,19 @@
 //! The host must refuse every one of them, naming the limit, and queue nothing: EC2 must
 //! never be asked for a count it would read as -1.
 
-use wasmcni_plugin_sdk::allocator::{eni_ops, log, Guest, NewEni, Pod, Pool};
+use wasmcni_plugin_sdk::allocator::{
+    eni_ops, log, lowest_free, Guest, IpAddress, NewEni, Pod, Pool,
+};
 
 struct Plugin;
 
 impl Guest for Plugin {
-    fn allocate(_pod: Pod) -> Result<u32, String> {
-        Pool::read_addresses().lowest_free()
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
+    fn allocate(_pod: Pod) -> Result<IpAddress, String> {
+        lowest_free().map(IpAddress::from)
     }
 
     fn plan() -> Result<(), String> {

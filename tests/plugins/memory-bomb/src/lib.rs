@@ -4,12 +4,16 @@
 //! fail that ADD, reserve nothing, and keep serving with its own memory untouched. `plan` does
 //! nothing.
 
-use wasmcni_plugin_sdk::allocator::{Guest, Pod};
+use wasmcni_plugin_sdk::allocator::{Guest, IpAddress, Pod};
 
 struct Plugin;
 
 impl Guest for Plugin {
-    fn allocate(_pod: Pod) -> Result<u32, String> {
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
+    fn allocate(_pod: Pod) -> Result<IpAddress, String> {
         let mut hoard: Vec<Vec<u8>> = Vec::new();
         loop {
             hoard.push(core::hint::black_box(vec![1u8; 1 << 20]));

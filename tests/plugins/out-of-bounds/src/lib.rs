@@ -6,7 +6,7 @@
 //! an `allocate` after a `plan` runs in an instance slot whose last user was 1 MiB larger,
 //! and must still find the end where its own memory ends.
 
-use wasmcni_plugin_sdk::allocator::{Guest, Pod};
+use wasmcni_plugin_sdk::allocator::{Guest, IpAddress, Pod};
 
 struct Plugin;
 
@@ -16,9 +16,15 @@ fn past_the_end(offset: usize) -> *mut u32 {
 }
 
 impl Guest for Plugin {
-    fn allocate(_pod: Pod) -> Result<u32, String> {
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
+    fn allocate(_pod: Pod) -> Result<IpAddress, String> {
         // SAFETY: none; reaching outside its memory is what this plugin is for.
-        Ok(unsafe { core::ptr::read_volatile(past_the_end(8)) })
+        Ok(IpAddress::V4(unsafe {
+            core::ptr::read_volatile(past_the_end(8))
+        }))
     }
 
     fn plan() -> Result<(), String> {

@@ -10,13 +10,17 @@
 //! value, write them to the audit log, and carry out nothing after `plan` returns Ok: no ENI
 //! created, no address assigned.
 
-use wasmcni_plugin_sdk::allocator::{eni_ops, log, Guest, NewEni, Pod, Pool};
+use wasmcni_plugin_sdk::allocator::{eni_ops, log, lowest_free, Guest, IpAddress, NewEni, Pod};
 
 struct Plugin;
 
 impl Guest for Plugin {
-    fn allocate(_pod: Pod) -> Result<u32, String> {
-        Pool::read_addresses().lowest_free()
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
+    fn allocate(_pod: Pod) -> Result<IpAddress, String> {
+        lowest_free().map(IpAddress::from)
     }
 
     fn plan() -> Result<(), String> {

@@ -13,7 +13,9 @@
 //! the `huge` call at once (more bytes than one host call may pass in) with nothing carried out.
 
 use wasmcni_plugin_sdk::allocator::types::Cidr;
-use wasmcni_plugin_sdk::allocator::{config, eni_ops, log, Guest, NewEni, Pod, Pool};
+use wasmcni_plugin_sdk::allocator::{
+    config, eni_ops, log, lowest_free, Guest, IpAddress, NewEni, Pod, Pool,
+};
 
 struct Plugin;
 
@@ -29,8 +31,12 @@ fn report(outcomes: &[(&str, Result<(), String>)]) {
 }
 
 impl Guest for Plugin {
-    fn allocate(_pod: Pod) -> Result<u32, String> {
-        Pool::read_addresses().lowest_free()
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
+    fn allocate(_pod: Pod) -> Result<IpAddress, String> {
+        lowest_free().map(IpAddress::from)
     }
 
     fn plan() -> Result<(), String> {

@@ -4,12 +4,16 @@
 //! The host must report the trap, fail that ADD, reserve nothing, and keep serving. `plan` does
 //! nothing.
 
-use wasmcni_plugin_sdk::allocator::{Guest, Pod};
+use wasmcni_plugin_sdk::allocator::{Guest, IpAddress, Pod};
 
 struct Plugin;
 
 impl Guest for Plugin {
-    fn allocate(pod: Pod) -> Result<u32, String> {
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
+    fn allocate(pod: Pod) -> Result<IpAddress, String> {
         panic!("allocator bug for {}", pod.container_id)
     }
 

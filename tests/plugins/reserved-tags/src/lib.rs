@@ -20,6 +20,10 @@ fn tag(key: &str, value: &str) -> Pair {
 }
 
 impl Guest for Plugin {
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
     fn tags(request: EniRequest) -> Result<Vec<Pair>, String> {
         Ok(vec![
             tag("team", "payments"),

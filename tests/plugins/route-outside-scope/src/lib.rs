@@ -13,6 +13,10 @@ use wasmcni_plugin_sdk::policy::{log, netlink, Attachment, Guest, Verdict};
 struct Plugin;
 
 impl Guest for Plugin {
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
     fn evaluate(_attachment: Attachment) -> Verdict {
         let everything = Cidr {
             network: 0,

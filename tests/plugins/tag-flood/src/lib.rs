@@ -20,6 +20,10 @@ fn tag(key: String, value: String) -> Pair {
 }
 
 impl Guest for Plugin {
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
+
     fn tags(_request: EniRequest) -> Result<Vec<Pair>, String> {
         let mode = config::get("mode").unwrap_or_else(|| "count".into());
         Ok(match mode.as_str() {

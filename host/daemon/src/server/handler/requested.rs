@@ -345,7 +345,7 @@ impl<D: Datapath> Handler<D> {
                 // about the ENI or the subnet: the allocator's next plans need not hear of it.
                 if !refused_for_the_address(&code) {
                     self.record_request_failure(RequestFailure {
-                        request: request.function(),
+                        request: request.kind(),
                         eni_id: Some(eni_id.to_owned()),
                         subnet_id: None,
                         code,

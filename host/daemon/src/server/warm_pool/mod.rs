@@ -359,7 +359,7 @@ pub async fn pass<D: Datapath>(handler: &Handler<D>, provider: &dyn EniProvider)
                     }
                     tracing::warn!(plugin = %allocator.name(), ?request, code = %e.code, error = %e.message, "ENI request failed");
                     handler.record_request_failure(RequestFailure {
-                        request: request.function(),
+                        request: request.kind(),
                         eni_id: request.eni_id().map(str::to_owned),
                         subnet_id: request.subnet_id().map(str::to_owned),
                         code: e.code,

@@ -185,7 +185,7 @@ impl Provider for ModelEc2 {
             .collect();
         ProviderView {
             node: NodeInfo {
-                provider: "ec2".into(),
+                provider: wasmcni_core::pool_view::ProviderKind::Ec2,
                 instance_id: self.identity.instance_id.clone(),
                 instance_type: self.identity.instance_type.clone(),
                 availability_zone: self.identity.availability_zone.clone(),

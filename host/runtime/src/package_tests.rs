@@ -1,0 +1,114 @@
+//! The package version rule and `init`, against real components: `built-for-0-2` and the
+//! `newer-minor-*` plugins of `tests/plugins` (built against 0.2.0 and a would-be 0.3.9), and
+//! the default plugins' `init` refusing malformed settings at load.
+
+use super::testing::{pod, snapshot, spec};
+use super::*;
+
+fn allocator(name: &str, grants: &[Capability]) -> PluginSpec {
+    spec(name, PluginKind::Allocator, grants)
+}
+
+#[test]
+fn a_component_built_against_0_2_is_refused_naming_both_versions() {
+    let runtime = PluginRuntime::new().unwrap();
+    let spec = allocator("built-for-0-2", &[Capability::PoolView, Capability::Log]);
+    let err = runtime.load(&spec).err().expect("0.2 is not 0.3");
+    assert_eq!(
+        err.to_string(),
+        "plugin built-for-0-2: built against wasmcni:plugin@0.2.0, but this daemon implements \
+         wasmcni:plugin@0.3.0 (it loads components built against any 0.3.x): rebuild it with \
+         this release's SDK"
+    );
+    let report = runtime.inspect(&spec);
+    let problem = report.problem.expect("audit names the version");
+    assert!(
+        problem.contains("wasmcni:plugin@0.2.0") && problem.contains("wasmcni:plugin@0.3.0"),
+        "{problem}"
+    );
+    assert_eq!(report.world, None, "bare 0.2 exports are no 0.3 world");
+}
+
+#[test]
+fn a_newer_0_3_component_loads_when_it_uses_nothing_this_version_lacks() {
+    let runtime = PluginRuntime::new().unwrap();
+    let plugin = runtime
+        .load(&allocator("newer-minor-unused", &[Capability::Clock]))
+        .unwrap();
+    assert_eq!(
+        plugin.imports(),
+        ["wasmcni:plugin/clock@0.3.9", "wasmcni:plugin/types@0.3.9"]
+    );
+    let ip = plugin
+        .allocate(snapshot(&["10.0.0.0/30"], &[]), &pod())
+        .unwrap();
+    assert_eq!(ip, Ipv4Addr::new(10, 0, 0, 1));
+    let report = runtime.inspect(&allocator("newer-minor-unused", &[Capability::Clock]));
+    assert_eq!(report.problem, None);
+    assert_eq!(report.world, Some(PluginKind::Allocator));
+}
+
+#[test]
+fn a_newer_0_3_component_using_an_addition_is_refused_naming_it() {
+    let runtime = PluginRuntime::new().unwrap();
+    let err = runtime
+        .load(&allocator("newer-minor-addition", &[Capability::Clock]))
+        .err()
+        .expect("now-monotonic-ns is not in 0.3.0");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(
+            "plugin newer-minor-addition: linking: built against wasmcni:plugin@0.3.9, newer \
+             than this daemon's 0.3.0, and it uses something 0.3.0 does not have: "
+        ),
+        "{message}"
+    );
+    assert!(message.contains("now-monotonic-ns"), "{message}");
+}
+
+#[test]
+fn malformed_settings_are_refused_at_load_by_the_plugins_init() {
+    let runtime = PluginRuntime::new().unwrap();
+    let mut guard = spec(
+        "namespace-guard",
+        PluginKind::Policy,
+        &[Capability::Netlink, Capability::Log],
+    );
+    guard.settings = [("allow_namespaces", "Payments!")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+    let err = runtime.load(&guard).err().expect("not a namespace pattern");
+    let message = err.to_string();
+    assert!(
+        message.starts_with("plugin namespace-guard: refused to start (init): ")
+            && message.contains("\"Payments!\" is not a namespace pattern"),
+        "{message}"
+    );
+    let mut pack = allocator(
+        "pack",
+        &[Capability::PoolView, Capability::EniOps, Capability::Log],
+    );
+    pack.settings = [("WARM_IPS", "many")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+    let message = runtime.load(&pack).err().expect("WARM_IPS").to_string();
+    assert!(
+        message.starts_with("plugin pack: refused to start (init): config key WARM_IPS"),
+        "{message}"
+    );
+    let mut tags = spec(
+        "cluster-tags",
+        PluginKind::Tagger,
+        &[Capability::Log, Capability::Clock],
+    );
+    tags.settings = [("ADDITIONAL_ENI_TAGS", "not json")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+    let message = runtime.load(&tags).err().expect("not JSON").to_string();
+    assert!(message.contains("ADDITIONAL_ENI_TAGS"), "{message}");
+    // The same settings, well formed, load.
+    pack.settings = [("WARM_IPS", "4")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+    runtime.load(&pack).unwrap();
+}
