@@ -98,8 +98,12 @@ fn package_item(name: &str) -> Option<(&str, &str)> {
 /// The version of the `wasmcni:plugin` package this build implements.
 pub const WIT_VERSION: &str = "0.3.0";
 
-/// The `x.y.z` numbers of a version, if it is one (no pre-release or build suffix).
+/// The `x.y.z` numbers of a version, if it is one: build metadata (`+…`) is ignored, as semver
+/// does; a pre-release (`-rc1`) is none.
 pub fn version_numbers(version: &str) -> Option<[u64; 3]> {
+    let version = version
+        .split_once('+')
+        .map_or(version, |(numbers, _)| numbers);
     let mut parts = version.split('.').map(|part| {
         (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
             .then(|| part.parse().ok())
@@ -129,6 +133,19 @@ pub fn incompatible_package_version(name: &str) -> Option<&str> {
     package_item(name)
         .map(|(_, version)| version)
         .filter(|version| !compatible(version))
+}
+
+/// Why a component whose imports and exports are `names` cannot load here, when the package
+/// version they name says so: built against 0.2, or another minor or major.
+pub fn version_refusal<'a>(names: impl IntoIterator<Item = &'a String>) -> Option<String> {
+    let version = names
+        .into_iter()
+        .find_map(|name| incompatible_package_version(name))?;
+    Some(format!(
+        "built against wasmcni:plugin@{version}, but this daemon implements \
+         wasmcni:plugin@{WIT_VERSION} (it loads components built against any 0.3.x): rebuild it \
+         with this release's SDK"
+    ))
 }
 
 /// The version of the `wasmcni:plugin` package an import or export names.
@@ -465,11 +482,6 @@ impl RequestKind {
 }
 
 impl EniRequest {
-    /// The `eni-ops` function the request came from.
-    pub fn function(&self) -> &'static str {
-        self.kind().as_str()
-    }
-
     /// Which `eni-ops` function it is.
     pub fn kind(&self) -> RequestKind {
         match self {

@@ -185,7 +185,7 @@ mod tests {
         let artifact = Artifact::new(
             b"\0asm component".to_vec(),
             Some(ComponentInfo {
-                exports: vec!["allocate".into()],
+                exports: vec!["wasmcni:plugin/allocator@0.3.0".into()],
                 imports: vec!["wasmcni:plugin/log@0.3.0".into()],
             }),
             Some("2026-12-07T00:00:00Z".into()),

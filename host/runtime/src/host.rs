@@ -400,14 +400,15 @@ fn block(block: &wasmcni_core::ipam::AddressBlock) -> types::AddressBlock {
     }
 }
 
-/// EC2's error code (or the daemon's `HostRefused`) as the WIT variant: the codes a plan can
-/// act on by name, any other as EC2 spelled it.
+/// EC2's error code (or one of the daemon's own) as the WIT variant: the codes a plan can act
+/// on by name, any other as it was spelled.
 fn failure_code(code: &str) -> pool_view::FailureCode {
     use pool_view::FailureCode as Code;
     match code {
         "InsufficientFreeAddressesInSubnet" => Code::InsufficientFreeAddressesInSubnet,
         "InsufficientCidrBlocks" => Code::InsufficientCidrBlocks,
-        "AttachmentLimitExceeded" => Code::AttachmentLimitExceeded,
+        // EC2's, and the daemon's own when it found no free device index.
+        "AttachmentLimitExceeded" | "NoFreeDevice" => Code::AttachmentLimitExceeded,
         "PrivateIpAddressLimitExceeded" => Code::PrivateIpAddressLimitExceeded,
         "RequestLimitExceeded" => Code::RequestLimitExceeded,
         "HostRefused" => Code::HostRefused,

@@ -460,12 +460,8 @@ impl PluginRuntime {
             .map(|(n, _)| n.to_owned())
             .collect();
         let names = || imports.iter().chain(&exports);
-        if let Some(version) = names().find_map(|name| grants::incompatible_package_version(name)) {
-            return Err(invalid(format!(
-                "built against wasmcni:plugin@{version}, but this daemon implements wasmcni:plugin@{} \
-                 (it loads components built against any 0.3.x): rebuild it with this release's SDK",
-                grants::WIT_VERSION
-            )));
+        if let Some(refusal) = grants::version_refusal(names()) {
+            return Err(invalid(refusal));
         }
         // A component built against a newer 0.3.x links only if it uses nothing this version
         // lacks; when linking fails, say which version it wanted.
@@ -474,6 +470,21 @@ impl PluginRuntime {
             .filter(|version| grants::newer(version))
             .max_by_key(|version| grants::version_numbers(version))
             .map(str::to_owned);
+        // An interface of that newer version this daemon does not know is no grant's to give.
+        if let Some(version) = &newer {
+            let unknown = imports.iter().find(|import| {
+                grants::package_version(import).is_some_and(grants::compatible)
+                    && Import::classify(import) == Import::Foreign
+            });
+            if let Some(unknown) = unknown {
+                return Err(invalid(format!(
+                    "built against wasmcni:plugin@{version}, newer than this daemon's {}, and it \
+                     imports {unknown}, which {} does not have",
+                    grants::WIT_VERSION,
+                    grants::WIT_VERSION
+                )));
+            }
+        }
         let refused: Vec<String> = imports
             .iter()
             .filter(|import| match Import::classify(import) {
@@ -1094,17 +1105,19 @@ impl PluginRuntime {
             .map(|(n, _)| n.to_owned())
             .collect();
         inspection.world = world_of(&inspection.exports);
-        let names = || inspection.imports.iter().chain(&inspection.exports);
-        if let Some(version) = names().find_map(|name| grants::incompatible_package_version(name)) {
-            inspection.problem.get_or_insert_with(|| {
-                format!(
-                    "built against wasmcni:plugin@{version}, but this daemon implements \
-                     wasmcni:plugin@{} (it loads components built against any 0.3.x)",
-                    grants::WIT_VERSION
-                )
-            });
+        if let Some(refusal) =
+            grants::version_refusal(inspection.imports.iter().chain(&inspection.exports))
+        {
+            inspection.problem.get_or_insert(refusal);
         }
-        if inspection.problem.is_none() && inspection.world != Some(spec.kind) {
+        let exports_kind = inspection
+            .exports
+            .iter()
+            .any(|export| grants::exported_kind(export) == Some(spec.kind));
+        if exports_kind {
+            inspection.world = Some(spec.kind);
+        }
+        if inspection.problem.is_none() && !exports_kind {
             inspection.problem = Some(format!(
                 "configured as {}, but its exports [{}] are not the {} world",
                 spec.kind,

@@ -105,7 +105,38 @@ fn malformed_settings_are_refused_at_load_by_the_plugins_init() {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .into();
     let message = runtime.load(&tags).err().expect("not JSON").to_string();
-    assert!(message.contains("ADDITIONAL_ENI_TAGS"), "{message}");
+    assert!(
+        message.starts_with(
+            "plugin cluster-tags: refused to start (init): setting ADDITIONAL_ENI_TAGS"
+        ),
+        "{message}"
+    );
+    // vpc-warm-pool's custom networking: refused without any ENIConfig, loaded with only
+    // per-zone ones (the node's zone is known only from a call's pool).
+    let grants = [
+        Capability::PoolView,
+        Capability::EniOps,
+        Capability::Log,
+        Capability::Clock,
+        Capability::Kv,
+    ];
+    let mut warm = allocator("vpc-warm-pool", &grants);
+    warm.settings = [("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "true")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+    let message = runtime.load(&warm).err().expect("no ENIConfig").to_string();
+    assert!(
+        message.starts_with("plugin vpc-warm-pool: refused to start (init): AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true needs"),
+        "{message}"
+    );
+    warm.settings = [
+        ("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "true"),
+        ("ENI_CONFIG_SUBNET.eu-west-1a", "subnet-0a"),
+        ("ENI_CONFIG_SUBNET.eu-west-1b", "subnet-0b"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .into();
+    runtime.load(&warm).unwrap();
     // The same settings, well formed, load.
     pack.settings = [("WARM_IPS", "4")]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -24,7 +24,7 @@ fn statement_of(spec: &PluginSpec) -> Value {
     statement(
         spec,
         Some(PluginKind::Allocator),
-        &["wasmcni:plugin/eni-ops@0.2.0".to_owned()],
+        &["wasmcni:plugin/eni-ops@0.3.0".to_owned()],
     )
 }
 

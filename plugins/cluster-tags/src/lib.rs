@@ -206,15 +206,16 @@ fn settings() -> Vec<(String, String)> {
 }
 
 impl Guest for ClusterTags {
-    /// Checks the settings by tagging an example ENI (every key and value the settings add is
-    /// the same for any ENI), so a misconfiguration refuses the load rather than the first ENI.
+    /// Checks the settings by tagging an example ENI of a named cluster (every key and value the
+    /// settings add is the same for any ENI, and the cluster tag counts toward EC2's 50), so a
+    /// misconfiguration refuses the load rather than the first ENI.
     fn init() -> Result<(), String> {
         let example = EniRequest {
             instance_id: "i-00000000000000000".into(),
             instance_type: String::new(),
             availability_zone: String::new(),
             subnet_id: String::new(),
-            cluster_name: String::new(),
+            cluster_name: "example".into(),
         };
         tags_for(&example, 0, &settings()).map(drop)
     }

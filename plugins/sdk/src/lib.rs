@@ -140,7 +140,7 @@ macro_rules! settings {
     };
 }
 
-/// The `allocator` world: choose each pod's address (`allocate`) and plan the pool (`plan`).
+/// The `allocator-plugin` world: choose each pod's address (`allocate`) and plan the pool (`plan`).
 #[cfg(feature = "allocator")]
 #[allow(missing_docs)] // some generated items carry no WIT doc comment
 pub mod allocator {
@@ -480,7 +480,7 @@ pub mod allocator {
     pub const OWNER_TAG: &str = "node.k8s.amazonaws.com/instance_id";
 }
 
-/// The `tagger` world: the tags of each new ENI.
+/// The `tagger-plugin` world: the tags of each new ENI.
 #[cfg(feature = "tagger")]
 #[allow(missing_docs)] // some generated items carry no WIT doc comment
 pub mod tagger {
@@ -505,7 +505,7 @@ pub mod tagger {
     }
 }
 
-/// The `policy` world: allow or deny attachments, adjust the pod's datapath within the grant.
+/// The `policy-plugin` world: allow or deny attachments, adjust the pod's datapath within the grant.
 #[cfg(feature = "policy")]
 #[allow(missing_docs)] // some generated items carry no WIT doc comment
 pub mod policy {

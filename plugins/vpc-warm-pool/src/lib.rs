@@ -16,7 +16,7 @@ mod tests;
 
 use settings::Settings;
 use wasmcni_plugin_sdk::allocator::{
-    issue_all, log, setting, BlockKind, Guest, IpAddress, Pod, Pool,
+    config, issue_all, log, setting, BlockKind, Guest, IpAddress, Pod, Pool,
 };
 
 /// The address VPC CNI's `AssignPodIPv4Address` would give, made deterministic: ENIs by device
@@ -69,9 +69,23 @@ fn read_settings(pool: &Pool) -> Result<Settings, String> {
 struct VpcWarmPool;
 
 impl Guest for VpcWarmPool {
-    /// Checks every setting but the per-zone ones (the zone is known only from a call's pool).
+    /// Checks the settings as each zone a per-zone ENIConfig names would read them (the
+    /// node's own zone is known only from a call's pool), or, without per-zone keys, as any
+    /// node reads them.
     fn init() -> Result<(), String> {
-        Settings::from_config(setting::<String>, "").map(drop)
+        let zones: Vec<String> = config::all()
+            .into_iter()
+            .filter_map(|pair| {
+                let zone = pair.key.strip_prefix("ENI_CONFIG_SUBNET.")?;
+                Some(zone.to_owned())
+            })
+            .collect();
+        if zones.is_empty() {
+            return Settings::from_config(setting::<String>, "").map(drop);
+        }
+        zones
+            .iter()
+            .try_for_each(|zone| Settings::from_config(setting::<String>, zone).map(drop))
     }
 
     fn allocate(_pod: Pod) -> Result<IpAddress, String> {

@@ -598,7 +598,7 @@ fn imports_are_classified_by_package_version_and_interface() {
 
 #[test]
 fn package_versions_are_compatible_within_0_3() {
-    for version in ["0.3.0", "0.3.1", "0.3.12"] {
+    for version in ["0.3.0", "0.3.1", "0.3.12", "0.3.0+build.7"] {
         assert!(compatible(version), "{version}");
     }
     for version in [
