@@ -148,6 +148,26 @@ pub fn version_refusal<'a>(names: impl IntoIterator<Item = &'a String>) -> Optio
     ))
 }
 
+/// Why a component built against the newer `version` of 0.3 did not link here: it uses
+/// something this version lacks (`missing`, the linker's words).
+pub fn newer_link_refusal(version: &str, missing: &str) -> String {
+    format!(
+        "linking: built against wasmcni:plugin@{version}, newer than this daemon's {WIT_VERSION}, \
+         and it uses something {WIT_VERSION} does not have: {missing}"
+    )
+}
+
+/// The newest 0.3 version newer than this build's that any of `names` (imports and exports)
+/// is built against.
+pub fn newest_newer<'a>(names: impl IntoIterator<Item = &'a String>) -> Option<String> {
+    names
+        .into_iter()
+        .filter_map(|name| package_version(name))
+        .filter(|version| newer(version))
+        .max_by_key(|version| version_numbers(version))
+        .map(str::to_owned)
+}
+
 /// The version of the `wasmcni:plugin` package an import or export names.
 pub fn package_version(name: &str) -> Option<&str> {
     package_item(name).map(|(_, version)| version)

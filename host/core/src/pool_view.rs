@@ -188,7 +188,13 @@ impl PoolSnapshot {
         };
         let in_use = sorted(&mut self.in_use.iter());
         let cooling = sorted(&mut self.cooling.iter());
-        let excluded = sorted(&mut self.inventory.excluded.iter());
+        // A BTreeSet: ascending and distinct already.
+        let excluded: Vec<u32> = self
+            .inventory
+            .excluded
+            .iter()
+            .map(|ip| u32::from(*ip))
+            .collect();
         let mut taken = Vec::new();
         self.inventory
             .blocks

@@ -3,6 +3,9 @@
 //! `wasm32-unknown-unknown`, turns each core module into a component, and writes
 //! `target/plugins/<name>.wasm` plus `target/plugins/digests.json` (name → `sha256:<hex>`).
 //!
+//! `wasmcni-plugin-build new <name> --kind <allocator|tagger|policy>` creates a plugin from the
+//! kind's template instead (`scaffold.rs`).
+//!
 //! Why `wasm32-unknown-unknown` and not `wasm32-wasip2`: a component built from it imports only
 //! the wasmcni interfaces the plugin actually calls, no WASI at all, so what a security
 //! reviewer must grant is exactly what the plugin uses.
@@ -11,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use sha2::{Digest, Sha256};
+
+mod scaffold;
 
 fn main() -> ExitCode {
     match run() {
@@ -27,11 +32,15 @@ fn run() -> Result<(), String> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("new") {
+        return scaffold::run(&args[1..], &root, &target);
+    }
     let out_dir = target.join("plugins");
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| format!("creating {}: {e}", out_dir.display()))?;
     let mut workspaces = vec![root.join("plugins")];
-    workspaces.extend(std::env::args().skip(1).map(|a| root.join(a)));
+    workspaces.extend(args.iter().map(|a| root.join(a)));
     let mut digests = serde_json::Map::new();
     let digests_path = out_dir.join("digests.json");
     if let Ok(existing) = std::fs::read(&digests_path) {

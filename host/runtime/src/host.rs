@@ -152,6 +152,9 @@ pub(super) struct HostState {
     pub(super) host_calls: Vec<HostCall>,
     /// Requests beyond [`MAX_RECORDED_CALLS`], counted only.
     pub(super) unrecorded_calls: u64,
+    /// `pool-view.occupancy` of the snapshot, computed on the first call that asks: a plugin
+    /// asking again costs the host a copy, not a sort of the snapshot's address lists.
+    occupancy: Option<Vec<wasmcni_core::pool_view::BlockOccupancy>>,
     /// Host calls made so far, and the budget.
     calls: u32,
     max_calls: u32,
@@ -185,6 +188,7 @@ impl HostState {
             netlink_requests: Vec::new(),
             host_calls: Vec::new(),
             unrecorded_calls: 0,
+            occupancy: None,
             calls: 0,
             max_calls,
             logs: 0,
@@ -489,12 +493,13 @@ impl pool_view::Host for HostState {
         self.charge()?;
         // Counts fit: a block is at most an IPv4 /0 less two, and u32 saturates the /0 itself.
         let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
-        Ok(self
-            .snapshot
+        let snapshot = &self.snapshot;
+        let occupancy = self.occupancy.get_or_insert_with(|| snapshot.occupancy());
+        Ok(snapshot
             .inventory
             .blocks
             .iter()
-            .zip(self.snapshot.occupancy())
+            .zip(occupancy.iter())
             .map(|(b, o)| pool_view::BlockOccupancy {
                 block: block(b),
                 usable: count(o.usable),

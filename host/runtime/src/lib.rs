@@ -424,6 +424,39 @@ impl PluginRuntime {
             .map_err(invalid)
     }
 
+    /// A linker offering `types`, `config` and the interfaces of `capabilities`, nothing else.
+    fn linker(
+        &self,
+        capabilities: impl IntoIterator<Item = Capability>,
+    ) -> wasmtime::Result<Linker<HostState>> {
+        let mut linker: Linker<HostState> = Linker::new(&self.engine);
+        types::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        config::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        for capability in capabilities {
+            match capability {
+                Capability::PoolView => {
+                    pool_view::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+                }
+                Capability::EniOps => {
+                    eni_ops::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+                }
+                Capability::Netlink => {
+                    netlink::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+                }
+                Capability::Log => {
+                    log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+                }
+                Capability::Kv => {
+                    kv_wit::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+                }
+                Capability::Clock => {
+                    clock::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+                }
+            }?;
+        }
+        Ok(linker)
+    }
+
     /// Loads a plugin: verifies the digest, refuses ungranted imports by name, links only the
     /// granted interfaces, checks the component implements its kind's world, pre-instantiates,
     /// and starts it once with its calls' limits (one that cannot start would fail every call).
@@ -465,11 +498,7 @@ impl PluginRuntime {
         }
         // A component built against a newer 0.3.x links only if it uses nothing this version
         // lacks; when linking fails, say which version it wanted.
-        let newer = names()
-            .filter_map(|name| grants::package_version(name))
-            .filter(|version| grants::newer(version))
-            .max_by_key(|version| grants::version_numbers(version))
-            .map(str::to_owned);
+        let newer = grants::newest_newer(names());
         // An interface of that newer version this daemon does not know is no grant's to give.
         if let Some(version) = &newer {
             let unknown = imports.iter().find(|import| {
@@ -506,41 +535,13 @@ impl PluginRuntime {
                     .collect(),
             });
         }
-        let mut linker: Linker<HostState> = Linker::new(&self.engine);
         let link = |e: wasmtime::Error| match &newer {
-            Some(version) => invalid(format!(
-                "linking: built against wasmcni:plugin@{version}, newer than this daemon's {}, \
-                 and it uses something {} does not have: {e:#}",
-                grants::WIT_VERSION,
-                grants::WIT_VERSION
-            )),
+            Some(version) => invalid(grants::newer_link_refusal(version, &format!("{e:#}"))),
             None => invalid(format!("linking: {e:#}")),
         };
-        types::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(link)?;
-        config::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(link)?;
-        for capability in &spec.grants.capabilities {
-            match capability {
-                Capability::PoolView => {
-                    pool_view::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-                }
-                Capability::EniOps => {
-                    eni_ops::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-                }
-                Capability::Netlink => {
-                    netlink::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-                }
-                Capability::Log => {
-                    log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-                }
-                Capability::Kv => {
-                    kv_wit::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-                }
-                Capability::Clock => {
-                    clock::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-                }
-            }
+        let linker = self
+            .linker(spec.grants.capabilities.iter().copied())
             .map_err(link)?;
-        }
         let instance_pre = linker.instantiate_pre(&component).map_err(link)?;
         let not_kind = |e: wasmtime::Error| {
             invalid(format!(
@@ -1116,6 +1117,19 @@ impl PluginRuntime {
             .any(|export| grants::exported_kind(export) == Some(spec.kind));
         if exports_kind {
             inspection.world = Some(spec.kind);
+        }
+        // Built against a newer 0.3.x: it loads only if it links with what this version offers.
+        if let Some(version) =
+            grants::newest_newer(inspection.imports.iter().chain(&inspection.exports))
+        {
+            let linked = self
+                .linker(Capability::ALL)
+                .and_then(|linker| linker.instantiate_pre(&component));
+            if let Err(e) = linked {
+                inspection
+                    .problem
+                    .get_or_insert_with(|| grants::newer_link_refusal(&version, &format!("{e:#}")));
+            }
         }
         if inspection.problem.is_none() && !exports_kind {
             inspection.problem = Some(format!(

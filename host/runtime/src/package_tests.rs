@@ -143,3 +143,74 @@ fn malformed_settings_are_refused_at_load_by_the_plugins_init() {
         .into();
     runtime.load(&pack).unwrap();
 }
+
+#[test]
+fn an_ipv6_answer_is_refused_while_pods_get_ipv4_addresses() {
+    let runtime = PluginRuntime::new().unwrap();
+    let plugin = runtime.load(&allocator("ipv6-answer", &[])).unwrap();
+    let err = plugin
+        .allocate(snapshot(&["10.0.0.0/30"], &[]), &pod())
+        .expect_err("an IPv6 answer");
+    assert_eq!(
+        err.to_string(),
+        "plugin ipv6-answer refused: answer refused by the host: 2001:db8::1 is an IPv6 address, \
+         and this node's pool hands pods IPv4 addresses"
+    );
+}
+
+#[test]
+fn what_init_asks_for_is_never_applied_or_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let runtime = PluginRuntime::new()
+        .unwrap()
+        .with_audit_log(AuditLog::new(audit.clone()))
+        .with_kv_dir(&dir.path().join("kv"))
+        .unwrap();
+    let mut spec = spec(
+        "init-side-effects",
+        PluginKind::Policy,
+        &[Capability::Kv, Capability::Netlink],
+    );
+    spec.grants.kv.max_bytes = 4096;
+    spec.grants.netlink.mtu = Some((1280, 9001));
+    let plugin = runtime.load(&spec).unwrap();
+    let verdict = plugin
+        .evaluate(&Attachment {
+            verb: Verb::Add,
+            pod: pod(),
+            addresses: vec!["10.0.0.5/32".parse().unwrap()],
+            eni_id: None,
+            subnet_id: None,
+            chained: false,
+        })
+        .unwrap();
+    // Neither the MTU asked for in init nor its kv write reaches the call.
+    assert_eq!(verdict, Verdict::Allow(vec![]));
+    let kept = kv::KvStore::open(dir.path().join("kv/init-side-effects.kv"), 4096).unwrap();
+    assert_eq!(kept.begin().keys(), Vec::<String>::new());
+    let lines = super::testing::audit_lines(&audit);
+    let made_in_init: Vec<_> = lines
+        .iter()
+        .filter(|l| l["call"] == "netlink.set-mtu")
+        .collect();
+    assert_eq!(made_in_init.len(), 1, "{lines:?}");
+    assert_eq!(made_in_init[0]["outcome"], "dropped");
+    assert_eq!(
+        made_in_init[0]["result"],
+        "made in init; init's requests are never applied"
+    );
+}
+
+#[test]
+fn audit_reports_a_newer_0_3_component_the_daemon_would_refuse() {
+    let runtime = PluginRuntime::new().unwrap();
+    let refused = runtime.inspect(&allocator("newer-minor-addition", &[Capability::Clock]));
+    let problem = refused.problem.expect("it would not link");
+    assert!(
+        problem.starts_with(
+            "linking: built against wasmcni:plugin@0.3.9, newer than this daemon's 0.3.0"
+        ) && problem.contains("now-monotonic-ns"),
+        "{problem}"
+    );
+}

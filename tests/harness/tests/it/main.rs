@@ -20,5 +20,6 @@ mod podman;
 mod registry;
 mod requested;
 mod sandbox;
+mod scaffold;
 mod static_ipv6;
 mod support;

@@ -1,0 +1,397 @@
+//! `wasmcni-plugin-build new <name> --kind <allocator|tagger|policy> [--dir <parent>]
+//! [--no-build]`: a new plugin from the kind's template in `plugins/` (the allocator's
+//! `template`, `template-tagger`, `template-policy`), as a cargo workspace of its own under
+//! `<parent>/<name>` whose SDK is this checkout's; then its native tests, its component
+//! (`<parent>/<name>/<name>.wasm`), its digest, and the cluster-configuration entry to paste,
+//! granting exactly the interfaces the component imports.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+/// A plugin kind and where its template lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Allocator,
+    Tagger,
+    Policy,
+}
+
+impl Kind {
+    fn parse(text: &str) -> Result<Kind, String> {
+        match text {
+            "allocator" => Ok(Kind::Allocator),
+            "tagger" => Ok(Kind::Tagger),
+            "policy" => Ok(Kind::Policy),
+            other => Err(format!(
+                "--kind {other:?}: a plugin is an allocator, a tagger or a policy"
+            )),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Allocator => "allocator",
+            Kind::Tagger => "tagger",
+            Kind::Policy => "policy",
+        }
+    }
+
+    /// The template's source, package name and exported type name.
+    fn template(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Kind::Allocator => (
+                include_str!("../../../plugins/template/src/lib.rs"),
+                "my-strategy",
+                "MyStrategy",
+            ),
+            Kind::Tagger => (
+                include_str!("../../../plugins/template-tagger/src/lib.rs"),
+                "my-tagger",
+                "MyTagger",
+            ),
+            Kind::Policy => (
+                include_str!("../../../plugins/template-policy/src/lib.rs"),
+                "my-policy",
+                "MyPolicy",
+            ),
+        }
+    }
+
+    /// The configuration section that puts a plugin of this kind to work.
+    fn section(self, name: &str) -> String {
+        match self {
+            Kind::Allocator => format!("[allocator]\nplugin = \"{name}\"\n"),
+            Kind::Tagger => format!("[tagger]\nplugin = \"{name}\"\n"),
+            Kind::Policy => format!("[policy]\nplugins = [\"{name}\"]\n"),
+        }
+    }
+}
+
+/// What `new` was asked for.
+#[derive(Debug)]
+struct Request {
+    name: String,
+    kind: Kind,
+    parent: PathBuf,
+    build: bool,
+}
+
+impl Request {
+    fn parse(args: &[String]) -> Result<Request, String> {
+        let usage = "usage: wasmcni-plugin-build new <name> --kind <allocator|tagger|policy> \
+                     [--dir <parent directory>] [--no-build]";
+        let mut name = None;
+        let mut kind = None;
+        let mut parent = PathBuf::from(".");
+        let mut build = true;
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let mut value = || {
+                args.next()
+                    .ok_or_else(|| format!("{arg} needs a value; {usage}"))
+            };
+            match arg.as_str() {
+                "--kind" => kind = Some(Kind::parse(value()?)?),
+                "--dir" => parent = PathBuf::from(value()?),
+                "--no-build" => build = false,
+                flag if flag.starts_with('-') => return Err(format!("unknown {flag}; {usage}")),
+                _ if name.is_some() => return Err(format!("one name only; {usage}")),
+                _ => name = Some(check_name(arg)?),
+            }
+        }
+        Ok(Request {
+            name: name.ok_or_else(|| format!("no name; {usage}"))?,
+            kind: kind.ok_or_else(|| format!("no --kind; {usage}"))?,
+            parent,
+            build,
+        })
+    }
+}
+
+/// A plugin name that is also a cargo package name and a configuration plugin name: 1 to 64
+/// lowercase letters, digits and `-`, starting with a letter.
+fn check_name(name: &str) -> Result<String, String> {
+    let valid = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "{name:?} is not a plugin name: 1 to 64 lowercase letters, digits and `-`, starting \
+             with a letter"
+        ))
+    }
+}
+
+/// `MyPlugin` for `my-plugin`.
+fn type_name(name: &str) -> String {
+    name.split('-')
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let mut chars = part.chars();
+            let first = chars.next().map(|c| c.to_ascii_uppercase());
+            first.into_iter().chain(chars).collect::<String>()
+        })
+        .collect()
+}
+
+/// The new crate's files: (path inside the plugin directory, contents).
+fn files(name: &str, kind: Kind, sdk: &Path) -> Vec<(&'static str, String)> {
+    let (source, template_name, template_type) = kind.template();
+    let source = source
+        .replace(template_name, name)
+        .replace(template_type, &type_name(name));
+    let manifest = format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2021"
+publish = false
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+# wasmcni's SDK, from the checkout that created this plugin. Components built against any
+# wasmcni:plugin 0.3.x load on a daemon of 0.3.
+wasmcni-plugin-sdk = {{ path = "{sdk}", features = ["{kind}"] }}
+
+[profile.release]
+opt-level = "s"
+lto = true
+codegen-units = 1
+panic = "abort"   # a panic traps the call instead of unwinding
+strip = true
+
+[lints.clippy]
+too_many_arguments = "allow"   # wit-bindgen's generated glue
+
+# A workspace of its own, whatever directory it is created in.
+[workspace]
+"#,
+        sdk = sdk.display(),
+        kind = kind.as_str(),
+    );
+    let readme = format!(
+        "# {name}\n\nA wasmcni {kind} plugin, created by `wasmcni-plugin-build new`.\n\n\
+         ```sh\n\
+         cargo test    # its decisions, natively\n\
+         # the component (target/plugins/{name}.wasm) and its digest, from the wasmcni checkout:\n\
+         cargo run --release -p wasmcni-plugin-build -- <this directory>\n\
+         ```\n\n\
+         The guide: `docs/writing-an-allocation-strategy.md` in the wasmcni checkout.\n",
+        kind = kind.as_str()
+    );
+    vec![
+        ("Cargo.toml", manifest),
+        ("src/lib.rs", source),
+        ("README.md", readme),
+        (".gitignore", "/target\n".to_owned()),
+    ]
+}
+
+/// The grant (with a starting scope) of each capability a component may import.
+fn grant_line(capability: &str) -> Option<&'static str> {
+    Some(match capability {
+        "pool-view" => "pool-view = {}",
+        "log" => "log = {}",
+        "clock" => "clock = {}",
+        "kv" => "kv = { max_bytes = 65536 }",
+        "eni-ops" => {
+            "eni-ops = { subnets = [\"node\"], security_groups = [\"node\"] }   # widen deliberately"
+        }
+        "netlink" => "netlink = { mtu = [1280, 9001], routes = [] }",
+        _ => return None,
+    })
+}
+
+/// The `wasmcni:plugin` interfaces `component` imports, by interface name.
+fn imported_interfaces(component: &[u8]) -> Result<Vec<String>, String> {
+    let wit_component::DecodedWasm::Component(resolve, world) =
+        wit_component::decode(component).map_err(|e| format!("decoding the component: {e:#}"))?
+    else {
+        return Err("the build produced a WIT package, not a component".into());
+    };
+    let mut interfaces: Vec<String> = resolve.worlds[world]
+        .imports
+        .keys()
+        .map(|key| resolve.name_world_key(key))
+        .filter_map(|name| {
+            let rest = name.strip_prefix("wasmcni:plugin/")?;
+            Some(rest.split_once('@').map_or(rest, |(i, _)| i).to_owned())
+        })
+        .collect();
+    interfaces.sort();
+    Ok(interfaces)
+}
+
+/// The `[[plugins]]` entry and the kind's section for the built component.
+fn snippet(name: &str, kind: Kind, path: &Path, digest: &str, interfaces: &[String]) -> String {
+    let mut text = format!(
+        "[[plugins]]\nname = \"{name}\"\nkind = \"{}\"\npath = \"{}\"   # where the node will \
+         have it\ndigest = \"{digest}\"\n",
+        kind.as_str(),
+        path.display()
+    );
+    if kind == Kind::Tagger {
+        text.push_str("tag_keys = []   # every key its tags may set\n");
+    }
+    text.push_str("[plugins.grants]   # exactly what the component imports\n");
+    for line in interfaces.iter().filter_map(|i| grant_line(i)) {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push('\n');
+    text.push_str(&kind.section(name));
+    text
+}
+
+/// Runs `new`: creates, tests and builds the plugin; prints where it is, its digest and the
+/// configuration to paste.
+pub(crate) fn run(args: &[String], root: &Path, target: &Path) -> Result<(), String> {
+    let request = Request::parse(args)?;
+    let dir = request.parent.join(&request.name);
+    if dir.exists() {
+        return Err(format!(
+            "{} exists already; choose another name or --dir",
+            dir.display()
+        ));
+    }
+    let sdk = root
+        .join("plugins/sdk")
+        .canonicalize()
+        .map_err(|e| format!("the SDK of this checkout: {e}"))?;
+    for (file, contents) in files(&request.name, request.kind, &sdk) {
+        let path = dir.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, contents).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    println!("created {} ({})", dir.display(), request.kind.as_str());
+    if !request.build {
+        return Ok(());
+    }
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["test", "--quiet", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target.join("scaffold-native"))
+        .status()
+        .map_err(|e| format!("running cargo test in {}: {e}", dir.display()))?;
+    if !status.success() {
+        return Err(format!("the tests of {} failed ({status})", dir.display()));
+    }
+    let built = crate::build_workspace(&dir, target)?;
+    let [(name, component)] = &built[..] else {
+        return Err(format!(
+            "{} built {} components, not one",
+            dir.display(),
+            built.len()
+        ));
+    };
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::write(&path, component).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    let digest = format!("sha256:{:x}", Sha256::digest(component));
+    let interfaces = imported_interfaces(component)?;
+    println!(
+        "built {} ({} bytes), {digest}",
+        path.display(),
+        component.len()
+    );
+    println!("\n# paste into the cluster configuration:\n");
+    print!(
+        "{}",
+        snippet(name, request.kind, &path, &digest, &interfaces)
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_package_and_plugin_names() {
+        assert_eq!(check_name("team-pack2"), Ok("team-pack2".into()));
+        for bad in ["", "Pack", "2pack", "pa_ck", "pa ck", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(type_name("team-pack2"), "TeamPack2");
+    }
+
+    #[test]
+    fn arguments_say_what_is_missing_or_unknown() {
+        let parse =
+            |args: &[&str]| Request::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        assert!(parse(&["p"]).unwrap_err().starts_with("no --kind"));
+        assert!(parse(&["--kind", "allocator"])
+            .unwrap_err()
+            .starts_with("no name"));
+        assert!(parse(&["p", "--kind", "router"])
+            .unwrap_err()
+            .contains("\"router\""));
+        assert!(parse(&["p", "--kind"])
+            .unwrap_err()
+            .starts_with("--kind needs a value"));
+        assert!(parse(&["p", "--fast", "--kind", "policy"])
+            .unwrap_err()
+            .starts_with("unknown --fast"));
+        let request = parse(&["p", "--kind", "tagger", "--dir", "/tmp/x", "--no-build"]).unwrap();
+        assert_eq!(
+            (
+                request.name.as_str(),
+                request.kind,
+                request.parent.as_path(),
+                request.build
+            ),
+            ("p", Kind::Tagger, Path::new("/tmp/x"), false)
+        );
+    }
+
+    #[test]
+    fn every_template_becomes_the_new_plugin() {
+        for kind in [Kind::Allocator, Kind::Tagger, Kind::Policy] {
+            let (_, template_name, template_type) = kind.template();
+            let files = files("team-pack", kind, Path::new("/sdk"));
+            let source = &files.iter().find(|(f, _)| *f == "src/lib.rs").unwrap().1;
+            assert!(!source.contains(template_name) && !source.contains(template_type));
+            assert!(source.contains("TeamPack"), "{kind:?}");
+            let manifest = &files[0].1;
+            assert!(manifest.contains(&format!("features = [\"{}\"]", kind.as_str())));
+        }
+    }
+
+    #[test]
+    fn the_snippet_grants_exactly_the_imports() {
+        let text = snippet(
+            "p",
+            Kind::Policy,
+            Path::new("/opt/p.wasm"),
+            "sha256:00",
+            &[
+                "config".into(),
+                "kv".into(),
+                "netlink".into(),
+                "types".into(),
+            ],
+        );
+        assert!(
+            text.contains("kv = { max_bytes = 65536 }\nnetlink = {"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("config =") && !text.contains("types ="),
+            "{text}"
+        );
+        assert!(text.ends_with("[policy]\nplugins = [\"p\"]\n"), "{text}");
+    }
+}
