@@ -122,6 +122,7 @@ pub mod net {
 
 /// Reads the plugin's `[plugins.config]` settings through `$config` (the world's `config`
 /// module), parsed into any `FromStr` type with an error naming the key and the value.
+#[cfg(any(feature = "allocator", feature = "tagger", feature = "policy"))]
 macro_rules! settings {
     ($config:path) => {
         /// The setting `key` parsed as `T`; `Ok(None)` when it is not configured.
@@ -135,6 +136,52 @@ macro_rules! settings {
                         core::any::type_name::<T>()
                     )
                 }),
+            }
+        }
+    };
+}
+
+/// `Default` for records of a world's `types` (`$types`): the empty pod and pair, the network
+/// 0.0.0.0/0, so tests write `Pod { namespace: Some("payments".into()), ..Pod::default() }`.
+#[cfg(any(feature = "allocator", feature = "policy"))]
+macro_rules! type_defaults {
+    ($types:path) => {
+        #[allow(clippy::derivable_impls)] // the records are generated; Default is ours
+        mod type_defaults {
+            use $types as types;
+
+            impl Default for types::Pod {
+                /// No namespace or name, empty ids, no annotations or CNI_ARGS.
+                fn default() -> Self {
+                    types::Pod {
+                        namespace: None,
+                        name: None,
+                        container_id: String::new(),
+                        ifname: String::new(),
+                        annotations: Vec::new(),
+                        cni_args: Vec::new(),
+                    }
+                }
+            }
+
+            impl Default for types::Pair {
+                /// An empty key and value.
+                fn default() -> Self {
+                    types::Pair {
+                        key: String::new(),
+                        value: String::new(),
+                    }
+                }
+            }
+
+            impl Default for types::Cidr {
+                /// 0.0.0.0/0.
+                fn default() -> Self {
+                    types::Cidr {
+                        network: 0,
+                        prefix_len: 0,
+                    }
+                }
             }
         }
     };
@@ -216,6 +263,62 @@ pub mod allocator {
     }
 
     settings!(crate::allocator::wasmcni::plugin::config);
+    type_defaults!(crate::allocator::wasmcni::plugin::types);
+
+    impl Default for NodeLimits {
+        /// All zero: what a node of the static provider has.
+        fn default() -> Self {
+            NodeLimits {
+                max_enis: 0,
+                ipv4_per_eni: 0,
+                prefix_delegation: false,
+                max_pods: 0,
+            }
+        }
+    }
+
+    impl Default for NodeInfo {
+        /// A node of the static provider: no instance, zone, VPC or limits.
+        fn default() -> Self {
+            NodeInfo {
+                provider: ProviderKind::Static,
+                instance_id: String::new(),
+                instance_type: String::new(),
+                availability_zone: String::new(),
+                vpc_cidrs: Vec::new(),
+                limits: NodeLimits::default(),
+            }
+        }
+    }
+
+    impl Default for Eni {
+        /// A secondary ENI with empty ids, no groups or tags, attached just now.
+        fn default() -> Self {
+            Eni {
+                id: String::new(),
+                device_number: 0,
+                primary: false,
+                subnet_id: String::new(),
+                subnet_cidr: Cidr::default(),
+                security_groups: Vec::new(),
+                primary_ip: 0,
+                age_ms: 0,
+                tags: Vec::new(),
+            }
+        }
+    }
+
+    impl Default for Subnet {
+        /// An empty id, 0.0.0.0/0, no free addresses or tags.
+        fn default() -> Self {
+            Subnet {
+                id: String::new(),
+                cidr: Cidr::default(),
+                free_addresses: 0,
+                tags: Vec::new(),
+            }
+        }
+    }
 
     mod intent;
     pub use intent::{issue_all, Intent};
@@ -268,19 +371,7 @@ pub mod allocator {
         /// held, cooling or excluded: the start of a hand-built pool in a test.
         pub fn of_static(blocks: Vec<AddressBlock>) -> Pool {
             Pool {
-                node: NodeInfo {
-                    provider: ProviderKind::Static,
-                    instance_id: String::new(),
-                    instance_type: String::new(),
-                    availability_zone: String::new(),
-                    vpc_cidrs: Vec::new(),
-                    limits: NodeLimits {
-                        max_enis: 0,
-                        ipv4_per_eni: 0,
-                        prefix_delegation: false,
-                        max_pods: 0,
-                    },
-                },
+                node: NodeInfo::default(),
                 enis: Vec::new(),
                 blocks,
                 in_use: BTreeSet::new(),
@@ -403,6 +494,10 @@ pub mod allocator {
         }
     }
 
+    /// The tag naming the instance an ENI was created for (VPC CNI's key, written by the
+    /// daemon when it creates an ENI; no plugin may write it).
+    pub const OWNER_TAG: &str = "node.k8s.amazonaws.com/instance_id";
+
     #[cfg(test)]
     mod tests {
         use super::*;
@@ -474,10 +569,6 @@ pub mod allocator {
             }
         }
     }
-
-    /// The tag naming the instance an ENI was created for (VPC CNI's key, written by the
-    /// daemon when it creates an ENI; no plugin may write it).
-    pub const OWNER_TAG: &str = "node.k8s.amazonaws.com/instance_id";
 }
 
 /// The `tagger-plugin` world: the tags of each new ENI.
@@ -497,6 +588,29 @@ pub mod tagger {
     pub use self::wasmcni::plugin::{clock, config, log, types};
 
     settings!(crate::tagger::wasmcni::plugin::config);
+
+    impl Default for Pair {
+        /// An empty key and value.
+        fn default() -> Self {
+            Pair {
+                key: String::new(),
+                value: String::new(),
+            }
+        }
+    }
+
+    impl Default for EniRequest {
+        /// Empty ids, zone and cluster name.
+        fn default() -> Self {
+            EniRequest {
+                instance_id: String::new(),
+                instance_type: String::new(),
+                availability_zone: String::new(),
+                subnet_id: String::new(),
+                cluster_name: String::new(),
+            }
+        }
+    }
 
     /// Whether the daemon refuses `key` whatever the grant says: `aws:` keys belong to AWS and
     /// keys containing `k8s.amazonaws.com` to the daemon's own ownership tags.
@@ -522,6 +636,22 @@ pub mod policy {
     pub use self::wasmcni::plugin::{clock, config, kv, log, netlink, types};
 
     settings!(crate::policy::wasmcni::plugin::config);
+    type_defaults!(crate::policy::wasmcni::plugin::types);
+
+    impl Default for Attachment {
+        /// An ADD of the default pod, wasmcni the main plugin, no addresses, ENI or subnet.
+        fn default() -> Self {
+            Attachment {
+                verb: Verb::Add,
+                pod: Pod::default(),
+                addresses: Vec::new(),
+                addresses_v6: Vec::new(),
+                eni_id: None,
+                subnet_id: None,
+                chained: false,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

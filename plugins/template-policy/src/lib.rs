@@ -88,10 +88,7 @@ mod tests {
         Pod {
             namespace: namespace.map(str::to_owned),
             name: Some("web-0".into()),
-            container_id: "c0ffee".into(),
-            ifname: "eth0".into(),
-            annotations: Vec::new(),
-            cni_args: Vec::new(),
+            ..Pod::default()
         }
     }
 
