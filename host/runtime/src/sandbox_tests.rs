@@ -176,10 +176,55 @@ fn the_idle_ticker_parks_and_the_next_call_is_still_held_to_its_deadline() {
     }
 }
 
+/// The checks of `leftovers` can fail: on one instance called twice (what a slot that was not
+/// reset would hand the next call), the second call names what the first left in its static
+/// counter, data segment and `.bss`. (Fresh pages and buffers come from beyond what the first
+/// call used, on one instance, so only a reused slot shows those.)
+#[test]
+fn leftovers_names_what_a_reused_instance_carries_over() {
+    let runtime = PluginRuntime::new().unwrap();
+    // Two calls' worth of scanning on one store's fuel.
+    let mut spec = leftovers();
+    spec.limits.fuel *= 4;
+    let plugin = runtime.load(&spec).unwrap();
+    let Pre::Allocator(pre) = &plugin.pre else {
+        panic!("leftovers is an allocator");
+    };
+    let request = pod_to_wit(&pod());
+    let done = plugin
+        .run(
+            Export::Allocate,
+            "allocate",
+            Arc::new(static_pool()),
+            |store| {
+                let instance = pre.instantiate(&mut *store)?;
+                let allocator = instance.wasmcni_plugin_allocator();
+                let first = allocator.call_allocate(&mut *store, &request)?;
+                let second = allocator.call_allocate(&mut *store, &request)?;
+                Ok((first, second))
+            },
+        )
+        .unwrap();
+    let (first, second) = done.answer;
+    assert!(
+        matches!(first, Ok(types::IpAddress::V4(0x0a00_0001))),
+        "{first:?}"
+    );
+    let found = second.expect_err("the second call finds the first one's writes");
+    for leftover in [
+        "a static counter carried over: 1",
+        "the data segment carried over a write at 0",
+        "the .bss carried over a write at 0",
+    ] {
+        assert!(found.contains(leftover), "{leftover}: {found}");
+    }
+}
+
 #[test]
 fn every_call_starts_from_pristine_memory_whatever_the_last_one_wrote() {
-    // `leftovers` dirties a static, its data segment and buffers below, across and far beyond
-    // the slot's resident reset size; each call checks that none of it carried over.
+    // `leftovers` dirties a static, its data segment, a 512 KiB `.bss` array, pages of a raw
+    // `memory.grow` and buffers below, across and far beyond the slot's resident reset size;
+    // each call checks, reading raw, that none of it carried over.
     let runtime = Arc::new(PluginRuntime::with_calls(4).unwrap());
     let plugin = Arc::new(runtime.load(&leftovers()).unwrap());
     for call in 0..40 {
