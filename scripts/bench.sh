@@ -16,21 +16,29 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 ./scripts/install-deps.sh
-cni_args=()
+usage="usage: scripts/bench.sh [--iterations N] [--churn-pods N]"
+number() {
+  case "${2:-}" in
+    '' | *[!0-9]*) echo "bench.sh: $1 needs a whole number; $usage" >&2; exit 2 ;;
+  esac
+}
+iterations=100
 churn_pods=300
 while [ $# -gt 0 ]; do
   case "$1" in
-    --churn-pods) churn_pods="$2"; shift 2 ;;
-    *) cni_args+=("$1"); shift ;;
+    --iterations) number "$1" "${2:-}"; iterations="$2"; shift 2 ;;
+    --churn-pods) number "$1" "${2:-}"; churn_pods="$2"; shift 2 ;;
+    *) echo "bench.sh: unknown argument $1; $usage" >&2; exit 2 ;;
   esac
 done
+target_dir="${CARGO_TARGET_DIR:-target}"
 # The release binaries the benchmarks run (they find them beside themselves, in
 # target/release), the static shim, and the plugins (target/plugins).
 cargo build --release --workspace --bins
 cargo build --release -p wasmcni-shim --target "$(scripts/shim-target.sh)"
-./target/release/wasmcni-plugin-build tests/plugins > /dev/null
+"$target_dir/release/wasmcni-plugin-build" tests/plugins > /dev/null
 echo "== 1. CNI latency, concurrency and memory"
-cargo bench -p wasmcni-harness --bench cni -- "${cni_args[@]}"
+cargo bench -p wasmcni-harness --bench cni -- --iterations "$iterations"
 echo
 echo "== 2. The Wasm hooks of an ADD (target: <= 25 us per ADD, allocator + one policy)"
 cargo bench -p wasmcni-runtime --bench plugin_call

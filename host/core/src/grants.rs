@@ -157,6 +157,19 @@ pub fn newer_link_refusal(version: &str, missing: &str) -> String {
     )
 }
 
+/// Why a component built against the newer `version` of 0.3 cannot load here when it imports
+/// an interface of that version this build does not know: no grant can give it.
+pub fn unknown_newer_import(imports: &[String], version: &str) -> Option<String> {
+    let unknown = imports.iter().find(|import| {
+        package_version(import).is_some_and(compatible)
+            && Import::classify(import) == Import::Foreign
+    })?;
+    Some(format!(
+        "built against wasmcni:plugin@{version}, newer than this daemon's {WIT_VERSION}, and it \
+         imports {unknown}, which {WIT_VERSION} does not have"
+    ))
+}
+
 /// The newest 0.3 version newer than this build's that any of `names` (imports and exports)
 /// is built against.
 pub fn newest_newer<'a>(names: impl IntoIterator<Item = &'a String>) -> Option<String> {

@@ -34,7 +34,7 @@ fn run() -> Result<(), String> {
         .unwrap_or_else(|| root.join("target"));
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("new") {
-        return scaffold::run(&args[1..], &root, &target);
+        return scaffold::run(&args[1..], &root);
     }
     let out_dir = target.join("plugins");
     std::fs::create_dir_all(&out_dir)
@@ -64,7 +64,10 @@ fn run() -> Result<(), String> {
 }
 
 /// Builds every cdylib of the guest workspace and returns (name, component bytes).
-fn build_workspace(workspace: &Path, target: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
+pub(crate) fn build_workspace(
+    workspace: &Path,
+    target: &Path,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
     let guest_target = target.join("wasm-guests");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args([
@@ -102,7 +105,7 @@ fn build_workspace(workspace: &Path, target: &Path) -> Result<Vec<(String, Vec<u
 }
 
 /// The package names of the workspace's members (read from `cargo metadata`).
-fn guest_members(workspace: &Path) -> Result<Vec<String>, String> {
+pub(crate) fn guest_members(workspace: &Path) -> Result<Vec<String>, String> {
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args([
             "metadata",

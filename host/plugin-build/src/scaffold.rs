@@ -1,9 +1,13 @@
 //! `wasmcni-plugin-build new <name> --kind <allocator|tagger|policy> [--dir <parent>]
-//! [--no-build]`: a new plugin from the kind's template in `plugins/` (the allocator's
-//! `template`, `template-tagger`, `template-policy`), as a cargo workspace of its own under
-//! `<parent>/<name>` whose SDK is this checkout's; then its native tests, its component
-//! (`<parent>/<name>/<name>.wasm`), its digest, and the cluster-configuration entry to paste,
-//! granting exactly the interfaces the component imports.
+//! [--target-dir <dir>] [--no-build]`: a new plugin from the kind's template in `plugins/` (the
+//! allocator's `template`, `template-tagger`, `template-policy`), as a cargo workspace of its
+//! own under `<parent>/<name>` whose SDK is this checkout's (and whose lockfile is `plugins/`'s);
+//! then its native tests, its component (`<parent>/<name>/<name>.wasm`), its digest, and the
+//! cluster-configuration entry to paste, granting exactly the interfaces the component imports.
+//!
+//! It builds in the plugin's own `target/` (or `--target-dir`), never in the checkout's shared
+//! guest directory: cargo names a cdylib's module after its package alone, so two packages of
+//! one name there would overwrite each other's `.wasm`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -75,16 +79,19 @@ struct Request {
     name: String,
     kind: Kind,
     parent: PathBuf,
+    /// Where cargo builds (default: the plugin's own `target/`).
+    target_dir: Option<PathBuf>,
     build: bool,
 }
 
 impl Request {
     fn parse(args: &[String]) -> Result<Request, String> {
         let usage = "usage: wasmcni-plugin-build new <name> --kind <allocator|tagger|policy> \
-                     [--dir <parent directory>] [--no-build]";
+                     [--dir <parent directory>] [--target-dir <dir>] [--no-build]";
         let mut name = None;
         let mut kind = None;
         let mut parent = PathBuf::from(".");
+        let mut target_dir = None;
         let mut build = true;
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -95,6 +102,7 @@ impl Request {
             match arg.as_str() {
                 "--kind" => kind = Some(Kind::parse(value()?)?),
                 "--dir" => parent = PathBuf::from(value()?),
+                "--target-dir" => target_dir = Some(PathBuf::from(value()?)),
                 "--no-build" => build = false,
                 flag if flag.starts_with('-') => return Err(format!("unknown {flag}; {usage}")),
                 _ if name.is_some() => return Err(format!("one name only; {usage}")),
@@ -105,27 +113,57 @@ impl Request {
             name: name.ok_or_else(|| format!("no name; {usage}"))?,
             kind: kind.ok_or_else(|| format!("no --kind; {usage}"))?,
             parent,
+            target_dir,
             build,
         })
     }
 }
 
+/// Package names a plugin cannot take: Rust's own crates and keywords a type name would clash
+/// with, and the SDK it depends on.
+const RESERVED_NAMES: [&str; 8] = [
+    "alloc",
+    "core",
+    "proc-macro",
+    "self",
+    "std",
+    "super",
+    "test",
+    "wasmcni-plugin-sdk",
+];
+
 /// A plugin name that is also a cargo package name and a configuration plugin name: 1 to 64
-/// lowercase letters, digits and `-`, starting with a letter.
+/// lowercase letters, digits and `-`, starting with a letter, none of [`RESERVED_NAMES`].
 fn check_name(name: &str) -> Result<String, String> {
     let valid = (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if valid {
-        Ok(name.to_owned())
-    } else {
-        Err(format!(
+    if !valid {
+        return Err(format!(
             "{name:?} is not a plugin name: 1 to 64 lowercase letters, digits and `-`, starting \
              with a letter"
-        ))
+        ));
     }
+    if RESERVED_NAMES.contains(&name) {
+        return Err(format!(
+            "{name:?} is reserved (a Rust crate or keyword, or the SDK)"
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// `text` as a TOML basic string: JSON's string escapes (`\"`, `\\`, `\n`, `\uXXXX`) are
+/// TOML's.
+fn toml_string(text: &str) -> String {
+    serde_json::Value::String(text.to_owned()).to_string()
+}
+
+/// `path` as UTF-8, which a TOML string needs.
+fn utf8(path: &Path) -> Result<&str, String> {
+    path.to_str()
+        .ok_or_else(|| format!("{} is not UTF-8; choose another directory", path.display()))
 }
 
 /// `MyPlugin` for `my-plugin`.
@@ -141,7 +179,7 @@ fn type_name(name: &str) -> String {
 }
 
 /// The new crate's files: (path inside the plugin directory, contents).
-fn files(name: &str, kind: Kind, sdk: &Path) -> Vec<(&'static str, String)> {
+fn files(name: &str, kind: Kind, sdk: &str, lockfile: &str) -> Vec<(&'static str, String)> {
     let (source, template_name, template_type) = kind.template();
     let source = source
         .replace(template_name, name)
@@ -157,9 +195,10 @@ publish = false
 crate-type = ["cdylib"]
 
 [dependencies]
-# wasmcni's SDK, from the checkout that created this plugin. Components built against any
-# wasmcni:plugin 0.3.x load on a daemon of 0.3.
-wasmcni-plugin-sdk = {{ path = "{sdk}", features = ["{kind}"] }}
+# wasmcni's SDK, from the checkout that created this plugin. A daemon loads components built
+# against its WIT package's minor version (any 0.3.x), and one built against a newer 0.3.x only
+# if it uses nothing that daemon lacks.
+wasmcni-plugin-sdk = {{ path = {sdk}, features = ["{kind}"] }}
 
 [profile.release]
 opt-level = "s"
@@ -174,7 +213,7 @@ too_many_arguments = "allow"   # wit-bindgen's generated glue
 # A workspace of its own, whatever directory it is created in.
 [workspace]
 "#,
-        sdk = sdk.display(),
+        sdk = toml_string(sdk),
         kind = kind.as_str(),
     );
     let readme = format!(
@@ -182,7 +221,7 @@ too_many_arguments = "allow"   # wit-bindgen's generated glue
          ```sh\n\
          cargo test    # its decisions, natively\n\
          # the component (target/plugins/{name}.wasm) and its digest, from the wasmcni checkout:\n\
-         cargo run --release -p wasmcni-plugin-build -- <this directory>\n\
+         cargo run --release -p wasmcni-plugin-build -- <this directory, as an absolute path>\n\
          ```\n\n\
          The guide: `docs/writing-an-allocation-strategy.md` in the wasmcni checkout.\n",
         kind = kind.as_str()
@@ -192,6 +231,8 @@ too_many_arguments = "allow"   # wit-bindgen's generated glue
         ("src/lib.rs", source),
         ("README.md", readme),
         (".gitignore", "/target\n".to_owned()),
+        // The versions `plugins/` is tested with; cargo drops what this crate does not use.
+        ("Cargo.lock", lockfile.to_owned()),
     ]
 }
 
@@ -231,12 +272,12 @@ fn imported_interfaces(component: &[u8]) -> Result<Vec<String>, String> {
 }
 
 /// The `[[plugins]]` entry and the kind's section for the built component.
-fn snippet(name: &str, kind: Kind, path: &Path, digest: &str, interfaces: &[String]) -> String {
+fn snippet(name: &str, kind: Kind, path: &str, digest: &str, interfaces: &[String]) -> String {
     let mut text = format!(
-        "[[plugins]]\nname = \"{name}\"\nkind = \"{}\"\npath = \"{}\"   # where the node will \
-         have it\ndigest = \"{digest}\"\n",
+        "[[plugins]]\nname = \"{name}\"\nkind = \"{}\"\npath = {}   # where the node will have \
+         it\ndigest = \"{digest}\"\n",
         kind.as_str(),
-        path.display()
+        toml_string(path)
     );
     if kind == Kind::Tagger {
         text.push_str("tag_keys = []   # every key its tags may set\n");
@@ -253,55 +294,101 @@ fn snippet(name: &str, kind: Kind, path: &Path, digest: &str, interfaces: &[Stri
 
 /// Runs `new`: creates, tests and builds the plugin; prints where it is, its digest and the
 /// configuration to paste.
-pub(crate) fn run(args: &[String], root: &Path, target: &Path) -> Result<(), String> {
+pub(crate) fn run(args: &[String], root: &Path) -> Result<(), String> {
     let request = Request::parse(args)?;
-    let dir = request.parent.join(&request.name);
-    if dir.exists() {
+    let taken: Vec<String> = ["plugins", "tests/plugins"]
+        .iter()
+        .map(|workspace| crate::guest_members(&root.join(workspace)))
+        .collect::<Result<Vec<_>, _>>()?
+        .concat();
+    if taken.contains(&request.name) {
         return Err(format!(
-            "{} exists already; choose another name or --dir",
-            dir.display()
+            "{:?} is the name of one of wasmcni's own plugins (its component would take that \
+             plugin's place in target/plugins); choose another",
+            request.name
         ));
     }
     let sdk = root
         .join("plugins/sdk")
         .canonicalize()
         .map_err(|e| format!("the SDK of this checkout: {e}"))?;
-    for (file, contents) in files(&request.name, request.kind, &sdk) {
-        let path = dir.join(file);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
-        }
-        std::fs::write(&path, contents).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    }
-    let dir = dir
+    let lockfile = std::fs::read_to_string(root.join("plugins/Cargo.lock"))
+        .map_err(|e| format!("plugins/Cargo.lock of this checkout: {e}"))?;
+    std::fs::create_dir_all(&request.parent)
+        .map_err(|e| format!("creating {}: {e}", request.parent.display()))?;
+    let dir = request
+        .parent
         .canonicalize()
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+        .map_err(|e| format!("{}: {e}", request.parent.display()))?
+        .join(&request.name);
+    // One `mkdir`: it fails when the directory exists, whoever made it when.
+    std::fs::create_dir(&dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => format!(
+            "{} exists already; choose another name or --dir",
+            dir.display()
+        ),
+        _ => format!("creating {}: {e}", dir.display()),
+    })?;
+    let written = utf8(&sdk).and_then(|sdk| {
+        files(&request.name, request.kind, sdk, &lockfile)
+            .into_iter()
+            .try_for_each(|(file, contents)| {
+                let path = dir.join(file);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+                }
+                std::fs::write(&path, contents)
+                    .map_err(|e| format!("writing {}: {e}", path.display()))
+            })
+    });
+    if let Err(e) = written {
+        // Nothing of it is any use: leave no half-made plugin behind.
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e);
+    }
     println!("created {} ({})", dir.display(), request.kind.as_str());
     if !request.build {
         return Ok(());
     }
+    let kept = |why: String| {
+        format!(
+            "{why}\n(kept {}, its sources complete: fix it, then `cargo test` there and \
+             `cargo run --release -p wasmcni-plugin-build -- {}` from the checkout)",
+            dir.display(),
+            dir.display()
+        )
+    };
+    let target = request
+        .target_dir
+        .clone()
+        .unwrap_or_else(|| dir.join("target"));
+    // Release, like the component: the proc macros are built once for both.
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["test", "--quiet", "--manifest-path"])
+        .args(["test", "--release", "--quiet", "--manifest-path"])
         .arg(dir.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", target.join("scaffold-native"))
+        .env("CARGO_TARGET_DIR", &target)
         .status()
-        .map_err(|e| format!("running cargo test in {}: {e}", dir.display()))?;
+        .map_err(|e| kept(format!("running cargo test in {}: {e}", dir.display())))?;
     if !status.success() {
-        return Err(format!("the tests of {} failed ({status})", dir.display()));
+        return Err(kept(format!(
+            "the tests of {} failed ({status})",
+            dir.display()
+        )));
     }
-    let built = crate::build_workspace(&dir, target)?;
+    let built = crate::build_workspace(&dir, &target).map_err(kept)?;
     let [(name, component)] = &built[..] else {
-        return Err(format!(
+        return Err(kept(format!(
             "{} built {} components, not one",
             dir.display(),
             built.len()
-        ));
+        )));
     };
     let path = dir.join(format!("{name}.wasm"));
-    std::fs::write(&path, component).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    std::fs::write(&path, component)
+        .map_err(|e| kept(format!("writing {}: {e}", path.display())))?;
     let digest = format!("sha256:{:x}", Sha256::digest(component));
-    let interfaces = imported_interfaces(component)?;
+    let interfaces = imported_interfaces(component).map_err(kept)?;
     println!(
         "built {} ({} bytes), {digest}",
         path.display(),
@@ -310,7 +397,7 @@ pub(crate) fn run(args: &[String], root: &Path, target: &Path) -> Result<(), Str
     println!("\n# paste into the cluster configuration:\n");
     print!(
         "{}",
-        snippet(name, request.kind, &path, &digest, &interfaces)
+        snippet(name, request.kind, utf8(&path)?, &digest, &interfaces)
     );
     Ok(())
 }
@@ -324,6 +411,12 @@ mod tests {
         assert_eq!(check_name("team-pack2"), Ok("team-pack2".into()));
         for bad in ["", "Pack", "2pack", "pa_ck", "pa ck", &"x".repeat(65)] {
             assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        for reserved in ["self", "std", "wasmcni-plugin-sdk"] {
+            assert!(
+                check_name(reserved).unwrap_err().contains("reserved"),
+                "{reserved}"
+            );
         }
         assert_eq!(type_name("team-pack2"), "TeamPack2");
     }
@@ -355,13 +448,14 @@ mod tests {
             ),
             ("p", Kind::Tagger, Path::new("/tmp/x"), false)
         );
+        assert_eq!(request.target_dir, None);
     }
 
     #[test]
     fn every_template_becomes_the_new_plugin() {
         for kind in [Kind::Allocator, Kind::Tagger, Kind::Policy] {
             let (_, template_name, template_type) = kind.template();
-            let files = files("team-pack", kind, Path::new("/sdk"));
+            let files = files("team-pack", kind, "/sdk", "# lock");
             let source = &files.iter().find(|(f, _)| *f == "src/lib.rs").unwrap().1;
             assert!(!source.contains(template_name) && !source.contains(template_type));
             assert!(source.contains("TeamPack"), "{kind:?}");
@@ -375,7 +469,7 @@ mod tests {
         let text = snippet(
             "p",
             Kind::Policy,
-            Path::new("/opt/p.wasm"),
+            "/opt/p.wasm",
             "sha256:00",
             &[
                 "config".into(),
@@ -393,5 +487,19 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("[policy]\nplugins = [\"p\"]\n"), "{text}");
+    }
+
+    #[test]
+    fn paths_are_written_as_toml_strings() {
+        assert_eq!(toml_string(r#"/a "b"\c"#), r#""/a \"b\"\\c""#);
+        assert_eq!(toml_string("/tab\there"), r#""/tab\there""#);
+        let text = snippet("p", Kind::Allocator, "/we\"ird/p.wasm", "sha256:00", &[]);
+        assert!(text.contains(r#"path = "/we\"ird/p.wasm""#), "{text}");
+        let files = files("p", Kind::Allocator, "/sdk \"x\"", "");
+        assert!(
+            files[0].1.contains(r#"path = "/sdk \"x\"""#),
+            "{}",
+            files[0].1
+        );
     }
 }

@@ -500,19 +500,11 @@ impl PluginRuntime {
         // lacks; when linking fails, say which version it wanted.
         let newer = grants::newest_newer(names());
         // An interface of that newer version this daemon does not know is no grant's to give.
-        if let Some(version) = &newer {
-            let unknown = imports.iter().find(|import| {
-                grants::package_version(import).is_some_and(grants::compatible)
-                    && Import::classify(import) == Import::Foreign
-            });
-            if let Some(unknown) = unknown {
-                return Err(invalid(format!(
-                    "built against wasmcni:plugin@{version}, newer than this daemon's {}, and it \
-                     imports {unknown}, which {} does not have",
-                    grants::WIT_VERSION,
-                    grants::WIT_VERSION
-                )));
-            }
+        if let Some(refusal) = newer
+            .as_deref()
+            .and_then(|version| grants::unknown_newer_import(&imports, version))
+        {
+            return Err(invalid(refusal));
         }
         let refused: Vec<String> = imports
             .iter()
@@ -1122,13 +1114,15 @@ impl PluginRuntime {
         if let Some(version) =
             grants::newest_newer(inspection.imports.iter().chain(&inspection.exports))
         {
-            let linked = self
-                .linker(Capability::ALL)
-                .and_then(|linker| linker.instantiate_pre(&component));
-            if let Err(e) = linked {
-                inspection
-                    .problem
-                    .get_or_insert_with(|| grants::newer_link_refusal(&version, &format!("{e:#}")));
+            let refusal =
+                grants::unknown_newer_import(&inspection.imports, &version).or_else(|| {
+                    self.linker(Capability::ALL)
+                        .and_then(|linker| linker.instantiate_pre(&component))
+                        .err()
+                        .map(|e| grants::newer_link_refusal(&version, &format!("{e:#}")))
+                });
+            if let Some(refusal) = refusal {
+                inspection.problem.get_or_insert(refusal);
             }
         }
         if inspection.problem.is_none() && !exports_kind {

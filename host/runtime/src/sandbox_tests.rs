@@ -178,8 +178,9 @@ fn the_idle_ticker_parks_and_the_next_call_is_still_held_to_its_deadline() {
 
 /// The checks of `leftovers` can fail: on one instance called twice (what a slot that was not
 /// reset would hand the next call), the second call names what the first left in its static
-/// counter, data segment and `.bss`. (Fresh pages and buffers come from beyond what the first
-/// call used, on one instance, so only a reused slot shows those.)
+/// counter, data segment and `.bss`. (The pages it grows and the buffers it allocates come, on
+/// one instance, from beyond what the first call used: only a slot whose memory was not reset
+/// after a call ended could show those.)
 #[test]
 fn leftovers_names_what_a_reused_instance_carries_over() {
     let runtime = PluginRuntime::new().unwrap();

@@ -633,6 +633,27 @@ fn package_versions_are_compatible_within_0_3() {
     assert_eq!(exported_kind("wasmcni:plugin/policy@0.2.0"), None);
     assert_eq!(exported_kind("wasmcni:plugin/pool-view@0.3.0"), None);
     assert_eq!(exported_kind("evaluate"), None);
+    let imports = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        unknown_newer_import(&imports(&["wasmcni:plugin/log@0.3.9"]), "0.3.9"),
+        None
+    );
+    assert_eq!(
+        unknown_newer_import(
+            &imports(&["wasmcni:plugin/log@0.3.9", "wasmcni:plugin/dns@0.3.9"]),
+            "0.3.9"
+        ),
+        Some(
+            "built against wasmcni:plugin@0.3.9, newer than this daemon's 0.3.0, and it imports \
+             wasmcni:plugin/dns@0.3.9, which 0.3.0 does not have"
+                .into()
+        )
+    );
+    // WASI and other packages are the grants' to refuse, by name.
+    assert_eq!(
+        unknown_newer_import(&imports(&["wasi:cli/stdout@0.2.0"]), "0.3.9"),
+        None
+    );
 }
 
 #[test]

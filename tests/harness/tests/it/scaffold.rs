@@ -1,23 +1,36 @@
 //! The plugin author's first command: `wasmcni-plugin-build new <name> --kind <kind>` creates a
 //! plugin from the kind's template, runs its native tests, builds its component and prints the
 //! configuration entry to paste; `wasmcni-host audit` then finds the component as printed
-//! (digest verified, imports exactly granted). Needs no root, but runs the guest toolchain
-//! (`wasm32-unknown-unknown`), which `scripts/install-deps.sh` installs.
+//! (digest verified, granted exactly what it imports). Needs no root, but runs the guest
+//! toolchain (`wasm32-unknown-unknown`), which `scripts/install-deps.sh` installs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use wasmcni_harness::bin_dir;
 
+/// `new` into `parent`, building in `parent/target` (one target directory for the test's
+/// plugins, so the SDK is compiled once).
 fn scaffold(parent: &Path, name: &str, kind: &str) -> Output {
     Command::new(bin_dir().join("wasmcni-plugin-build"))
         .args(["new", name, "--kind", kind, "--dir"])
         .arg(parent)
+        .arg("--target-dir")
+        .arg(parent.join("target"))
         .output()
         .expect("run wasmcni-plugin-build")
 }
 
-/// The component path and the configuration entry `new` printed.
+/// The number of passed tests in `cargo test`'s summary lines.
+fn passed(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("test result: ok. "))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+        .sum()
+}
+
+/// The component path, its digest and the configuration entry `new` printed.
 fn printed(stdout: &str) -> (PathBuf, String, String) {
     let built = stdout
         .lines()
@@ -31,53 +44,84 @@ fn printed(stdout: &str) -> (PathBuf, String, String) {
     (PathBuf::from(path), digest, snippet.to_owned())
 }
 
+fn audit(config: &Path, json: bool) -> Output {
+    let mut command = Command::new(bin_dir().join("wasmcni-host"));
+    command.arg("audit");
+    if json {
+        command.arg("--json");
+    }
+    command
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run wasmcni-host audit")
+}
+
 #[test]
 fn a_new_plugin_of_each_kind_tests_builds_and_audits_as_printed() {
-    let dir = tempfile::tempdir().unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().canonicalize().unwrap();
     let base = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.toml"),
     )
     .unwrap();
+    // The entry is appended to the embedded default: that must not configure the kinds.
+    for table in ["[allocator]", "[tagger]", "[policy]"] {
+        assert!(!base.contains(table), "policies/default.toml has {table}");
+    }
     for kind in ["allocator", "tagger", "policy"] {
         let name = format!("team-{kind}");
-        let output = scaffold(dir.path(), &name, kind);
+        let output = scaffold(&dir, &name, kind);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "{kind}: {output:?}");
-        assert!(
-            stdout.contains("test result: ok"),
-            "{kind}: its tests ran: {stdout}"
-        );
+        assert!(passed(&stdout) > 0, "{kind}: its tests ran: {stdout}");
         let (component, digest, snippet) = printed(&stdout);
-        assert_eq!(
-            component,
-            dir.path().join(&name).join(format!("{name}.wasm"))
-        );
+        assert_eq!(component, dir.join(&name).join(format!("{name}.wasm")));
         assert_eq!(
             wasmcni_runtime::digest_of_file(&component).unwrap(),
             digest,
             "{kind}: the printed digest is the file's"
         );
-        let config = dir.path().join(format!("{name}.toml"));
+        let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, format!("{base}\n{snippet}")).unwrap();
-        let audit = Command::new(bin_dir().join("wasmcni-host"))
-            .args(["audit", "--config"])
-            .arg(&config)
-            .output()
-            .expect("run wasmcni-host audit");
-        let report = String::from_utf8_lossy(&audit.stdout);
-        assert!(audit.status.success(), "{kind}: {audit:?}");
+        let table = audit(&config, false);
+        let report = String::from_utf8_lossy(&table.stdout);
+        assert!(table.status.success(), "{kind}: {table:?}");
         let row = report
             .lines()
             .find(|line| line.starts_with(&name))
             .unwrap_or_else(|| panic!("{kind}: no row for {name} in {report}"));
         assert!(row.ends_with("ok (digest verified)"), "{kind}: {row}");
+        // Granted exactly what it imports: nothing more, nothing less.
+        let json = audit(&config, true);
+        let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        let plugin = &report["plugins"][0];
+        assert_eq!(plugin["name"], name.as_str());
+        assert_eq!(
+            plugin["under_granted"],
+            serde_json::json!([]),
+            "{kind}: {plugin}"
+        );
+        assert_eq!(
+            plugin["over_granted"],
+            serde_json::json!([]),
+            "{kind}: {plugin}"
+        );
     }
     // A second `new` of a name in use is refused, and leaves the first as it was.
-    let again = scaffold(dir.path(), "team-policy", "policy");
+    let again = scaffold(&dir, "team-policy", "policy");
     assert!(!again.status.success());
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("exists already"),
         "{again:?}"
     );
-    assert!(dir.path().join("team-policy/team-policy.wasm").exists());
+    assert!(dir.join("team-policy/team-policy.wasm").exists());
+    // Nor may a plugin take the name of one of wasmcni's own: its component would replace that
+    // plugin's in target/plugins.
+    let shipped = scaffold(&dir, "pack", "allocator");
+    assert!(
+        String::from_utf8_lossy(&shipped.stderr).contains("one of wasmcni's own plugins"),
+        "{shipped:?}"
+    );
+    assert!(!dir.join("pack").exists());
 }
