@@ -121,25 +121,10 @@ fn ipv4_cidrs<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<I
         .collect()
 }
 
-/// `provider.kind`: where pod addresses come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    /// Fixed CIDRs (`[provider.static]`), for nodes without EC2.
-    Static,
-    /// Secondary IPs and prefixes of the node's ENIs (`[provider.ec2]`).
-    Ec2,
-}
-
-impl std::fmt::Display for ProviderKind {
-    /// As the configuration spells it.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ProviderKind::Static => "static",
-            ProviderKind::Ec2 => "ec2",
-        })
-    }
-}
+/// `provider.kind`: where pod addresses come from (`static`: the CIDRs of `[provider.static]`,
+/// for nodes without EC2; `ec2`: secondary IPs and prefixes of the node's ENIs), the same kind a
+/// plugin's `pool-view` names.
+pub use wasmcni_core::pool_view::ProviderKind;
 
 /// `provider.ec2.snat.randomize`: how SNAT picks the source port (VPC CNI's
 /// `AWS_VPC_K8S_CNI_RANDOMIZESNAT`).

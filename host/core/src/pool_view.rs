@@ -20,17 +20,18 @@ pub struct NodeLimits {
     pub max_pods: u32,
 }
 
-/// Where the node's addresses come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// Where the node's addresses come from (`provider.kind` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
-    /// Ranges from the configuration.
+    /// Fixed ranges from the configuration (`[provider.static]`), for nodes without EC2.
     Static,
-    /// EC2: ENIs, secondary addresses and prefixes.
+    /// Secondary IPs and prefixes of the node's ENIs (`[provider.ec2]`).
     Ec2,
 }
 
 impl std::fmt::Display for ProviderKind {
+    /// As the configuration spells it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             ProviderKind::Static => "static",
