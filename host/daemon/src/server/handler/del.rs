@@ -90,24 +90,31 @@ impl<D: Datapath> Handler<D> {
             .map(|a| a.pod_addresses().collect())
             .unwrap_or_default();
         if !ips.is_empty() && self.cooldown > Duration::ZERO {
-            let (snapshot, generation) = {
+            let generation = {
                 let mut cooling = self.cooling.lock().unwrap_or_else(|p| p.into_inner());
                 let cooldown = self.cooldown;
                 cooling.retain(|_, at| at.elapsed() < cooldown);
                 let now = Instant::now();
                 cooling.extend(ips.iter().map(|ip| (*ip, now)));
-                let generation = self.cooling_generation.fetch_add(1, Ordering::SeqCst) + 1;
-                (cooling.clone(), generation)
+                self.cooling_generation.fetch_add(1, Ordering::SeqCst) + 1
             };
-            // Written outside the cooling lock (ADDs read it under the store lock); one writer
-            // at a time, and never a snapshot older than the one already on disk.
+            // Written outside the cooling lock (ADDs read it under the store lock), one writer
+            // at a time, always the newest set: it holds every release before it, so the DELs
+            // of a burst queued here find theirs written by the one ahead and write nothing.
             let mut written = self
                 .cooling_written
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             if generation > *written {
+                let (snapshot, newest) = {
+                    let cooling = self.cooling.lock().unwrap_or_else(|p| p.into_inner());
+                    (
+                        cooling.clone(),
+                        self.cooling_generation.load(Ordering::SeqCst),
+                    )
+                };
                 match crate::server::cooling::save(&self.config.daemon.state_dir, &snapshot) {
-                    Ok(()) => *written = generation,
+                    Ok(()) => *written = newest,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot keep the cooling addresses on disk; after a restart they could be reused before their cooldown ends")
                     }

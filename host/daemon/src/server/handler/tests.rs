@@ -1184,6 +1184,45 @@ async fn the_cooldown_survives_a_restart() {
     assert_eq!(f.handler.free_addresses(), 0, "one held, one cooling");
 }
 
+/// A burst of DELs writes the cooling set once per writer turn, not once per DEL: every DEL
+/// still answers only after a set holding its address is on disk, so all of them survive a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_dels_keeps_every_cooldown_across_a_restart() {
+    let addresses: Vec<String> = (10..30).map(|n| format!("10.0.0.{n}")).collect();
+    let names: Vec<&str> = addresses.iter().map(String::as_str).collect();
+    let provider = GrowingProvider::new(&names, Duration::from_secs(60));
+    let f = growing_fixture(&provider);
+    let pods: Vec<String> = (0..addresses.len()).map(|n| format!("pod-{n}")).collect();
+    for pod in &pods {
+        assert!(matches!(
+            f.run(Command::Add, pod, "1.1.0").await,
+            DaemonResponse::Success { .. }
+        ));
+    }
+    let dels = pods.iter().map(|pod| f.run(Command::Del, pod, "1.1.0"));
+    for answer in futures_util::future::join_all(dels).await {
+        assert!(
+            matches!(answer, DaemonResponse::Success { .. }),
+            "{answer:?}"
+        );
+    }
+    let Fixture { handler, _dir: dir } = f;
+    drop(handler);
+    let f = fixture_on(
+        dir,
+        "10.88.0.0/24",
+        None,
+        Vec::new(),
+        Some(provider.clone() as Arc<dyn wasmcni_core::ipam::Provider>),
+        FakeDatapath::new(),
+    );
+    let mut cooling = f.handler.cooling_now();
+    cooling.sort();
+    let expected: Vec<Ipv4Addr> = addresses.iter().map(|a| a.parse().unwrap()).collect();
+    assert_eq!(cooling, expected);
+}
+
 #[tokio::test]
 async fn an_unset_mtu_is_the_uplinks_for_the_static_provider() {
     let dir = tempfile::tempdir().unwrap();
