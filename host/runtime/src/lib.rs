@@ -1218,6 +1218,16 @@ pub mod testing {
         PluginSpec::new(name, kind, path, digest, Grants::of(grants))
     }
 
+    /// `spec` with these `[plugins.config]` settings.
+    #[cfg(test)]
+    pub(crate) fn with_settings(mut spec: PluginSpec, settings: &[(&str, &str)]) -> PluginSpec {
+        spec.settings = settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        spec
+    }
+
     /// A pod of namespace `default`, container `c1`, interface `eth0`.
     #[cfg(test)]
     pub(crate) fn pod() -> PodInfo {

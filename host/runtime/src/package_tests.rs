@@ -2,7 +2,7 @@
 //! `newer-minor-*` plugins of `tests/plugins` (built against 0.2.0 and a would-be 0.3.9), and
 //! the default plugins' `init` refusing malformed settings at load.
 
-use super::testing::{pod, snapshot, spec};
+use super::testing::{pod, snapshot, spec, with_settings};
 use super::*;
 
 fn allocator(name: &str, grants: &[Capability]) -> PluginSpec {
@@ -74,9 +74,7 @@ fn malformed_settings_are_refused_at_load_by_the_plugins_init() {
         PluginKind::Policy,
         &[Capability::Netlink, Capability::Log],
     );
-    guard.settings = [("allow_namespaces", "Payments!")]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .into();
+    guard = with_settings(guard, &[("allow_namespaces", "Payments!")]);
     let err = runtime.load(&guard).err().expect("not a namespace pattern");
     let message = err.to_string();
     assert!(
@@ -88,9 +86,7 @@ fn malformed_settings_are_refused_at_load_by_the_plugins_init() {
         "pack",
         &[Capability::PoolView, Capability::EniOps, Capability::Log],
     );
-    pack.settings = [("WARM_IPS", "many")]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .into();
+    pack = with_settings(pack, &[("WARM_IPS", "many")]);
     let message = runtime.load(&pack).err().expect("WARM_IPS").to_string();
     assert!(
         message.starts_with("plugin pack: refused to start (init): config key WARM_IPS"),
@@ -101,9 +97,7 @@ fn malformed_settings_are_refused_at_load_by_the_plugins_init() {
         PluginKind::Tagger,
         &[Capability::Log, Capability::Clock],
     );
-    tags.settings = [("ADDITIONAL_ENI_TAGS", "not json")]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .into();
+    tags = with_settings(tags, &[("ADDITIONAL_ENI_TAGS", "not json")]);
     let message = runtime.load(&tags).err().expect("not JSON").to_string();
     assert!(
         message.starts_with(
@@ -121,26 +115,23 @@ fn malformed_settings_are_refused_at_load_by_the_plugins_init() {
         Capability::Kv,
     ];
     let mut warm = allocator("vpc-warm-pool", &grants);
-    warm.settings = [("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "true")]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .into();
+    warm = with_settings(warm, &[("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "true")]);
     let message = runtime.load(&warm).err().expect("no ENIConfig").to_string();
     assert!(
         message.starts_with("plugin vpc-warm-pool: refused to start (init): AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true needs"),
         "{message}"
     );
-    warm.settings = [
-        ("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "true"),
-        ("ENI_CONFIG_SUBNET.eu-west-1a", "subnet-0a"),
-        ("ENI_CONFIG_SUBNET.eu-west-1b", "subnet-0b"),
-    ]
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .into();
+    warm = with_settings(
+        warm,
+        &[
+            ("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "true"),
+            ("ENI_CONFIG_SUBNET.eu-west-1a", "subnet-0a"),
+            ("ENI_CONFIG_SUBNET.eu-west-1b", "subnet-0b"),
+        ],
+    );
     runtime.load(&warm).unwrap();
     // The same settings, well formed, load.
-    pack.settings = [("WARM_IPS", "4")]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .into();
+    pack = with_settings(pack, &[("WARM_IPS", "4")]);
     runtime.load(&pack).unwrap();
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::testing::{audit_lines, pod, snapshot, spec};
+use super::testing::{audit_lines, pod, snapshot, spec, with_settings};
 use super::*;
 use wasmcni_core::limits;
 use wasmcni_core::{EniInfo, NodeInfo, NodeLimits};
@@ -66,14 +66,6 @@ fn attachment(verb: Verb) -> Attachment {
         subnet_id: None,
         chained: false,
     }
-}
-
-fn with_settings(mut spec: PluginSpec, settings: &[(&str, &str)]) -> PluginSpec {
-    spec.settings = settings
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    spec
 }
 
 fn eni_ops_spec(name: &str) -> PluginSpec {

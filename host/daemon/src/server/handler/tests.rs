@@ -948,6 +948,21 @@ pub(super) fn growing_fixture(provider: &Arc<GrowingProvider>) -> Fixture {
     )
 }
 
+/// As [`restart`], for a node of `provider`: `f`'s daemon dies and a new one starts on its state
+/// directory (on a fresh node: what is checked is the state, not the data path).
+pub(super) fn restarted_growing(f: Fixture, provider: &Arc<GrowingProvider>) -> Fixture {
+    let Fixture { handler, _dir: dir } = f;
+    drop(handler);
+    fixture_on(
+        dir,
+        "10.88.0.0/24",
+        None,
+        Vec::new(),
+        Some(provider.clone() as Arc<dyn wasmcni_core::ipam::Provider>),
+        FakeDatapath::new(),
+    )
+}
+
 pub(crate) fn ip_of(response: &DaemonResponse) -> String {
     let value: serde_json::Value = serde_json::from_str(stdout(response)).unwrap();
     value["ips"][0]["address"].as_str().unwrap().to_owned()
@@ -1165,16 +1180,7 @@ async fn the_cooldown_survives_a_restart() {
     f.run(Command::Del, "a", "1.1.0").await;
     assert!(f.handler.is_taken(Ipv4Addr::new(10, 0, 0, 5)));
     // The daemon dies; a new one starts on the same state directory.
-    let Fixture { handler, _dir: dir } = f;
-    drop(handler);
-    let f = fixture_on(
-        dir,
-        "10.88.0.0/24",
-        None,
-        Vec::new(),
-        Some(provider.clone() as Arc<dyn wasmcni_core::ipam::Provider>),
-        FakeDatapath::new(),
-    );
+    let f = restarted_growing(f, &provider);
     assert_eq!(f.handler.cooling_now(), vec![Ipv4Addr::new(10, 0, 0, 5)]);
     assert_eq!(
         ip_of(&f.run(Command::Add, "b", "1.1.0").await),
@@ -1207,16 +1213,7 @@ async fn a_burst_of_dels_keeps_every_cooldown_across_a_restart() {
             "{answer:?}"
         );
     }
-    let Fixture { handler, _dir: dir } = f;
-    drop(handler);
-    let f = fixture_on(
-        dir,
-        "10.88.0.0/24",
-        None,
-        Vec::new(),
-        Some(provider.clone() as Arc<dyn wasmcni_core::ipam::Provider>),
-        FakeDatapath::new(),
-    );
+    let f = restarted_growing(f, &provider);
     let mut cooling = f.handler.cooling_now();
     cooling.sort();
     let expected: Vec<Ipv4Addr> = addresses.iter().map(|a| a.parse().unwrap()).collect();
