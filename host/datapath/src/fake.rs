@@ -27,8 +27,10 @@ pub enum Call {
     Teardown(String),
     /// `detach_pod` for this host veth.
     Detach(String),
-    /// `remove_link` of this host veth (by its index).
+    /// `remove_link` of this host veth (by its index), alone or in a batch.
     RemoveLink(String),
+    /// `remove_links` of these host veths, before their `RemoveLink` each.
+    RemoveLinks(Vec<String>),
     /// `remove_veth` for this name.
     RemoveVeth(String),
     /// `remove_rules` for this address.
@@ -388,6 +390,17 @@ impl Datapath for FakeDatapath {
             state.forget_veth(&name);
         }
         Ok(())
+    }
+
+    async fn remove_links(&self, links: &[(u32, String)]) -> Vec<Result<(), DatapathError>> {
+        self.lock().calls.push(Call::RemoveLinks(
+            links.iter().map(|(_, name)| name.clone()).collect(),
+        ));
+        let mut results = Vec::with_capacity(links.len());
+        for (index, name) in links {
+            results.push(self.remove_link(*index, name).await);
+        }
+        results
     }
 
     async fn veth_exists(&self, name: &str) -> Result<bool, DatapathError> {

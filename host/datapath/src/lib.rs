@@ -68,6 +68,12 @@ pub const MAIN_TABLE: u32 = 254;
 pub const RULE_PROTOCOL: u8 = 87;
 /// Interface alias of every host veth wasmcni creates (`ip link show` prints it).
 pub const VETH_ALIAS: &str = "wasmcni";
+/// Link group a host veth joins when a DEL cuts it off routing ("wcni" in ASCII;
+/// `ip link show group 0x77636e69` lists the veths waiting for deletion). The veths of a burst
+/// of DELs then go in one group deletion: one `RTM_DELLINK`, one teardown and RCU wait in the
+/// kernel for all of them, where deleting them one by one takes the kernel's RTNL lock once
+/// per veth and stalls every other pod's netlink work behind each deletion.
+pub const DETACHED_GROUP: u32 = 0x7763_6e69;
 
 /// Name of the host-side veth for a pod, as AWS VPC CNI derives it: `prefix` followed by the
 /// first 11 hex digits of sha1("namespace.name"). Outside Kubernetes (no pod name in
@@ -389,6 +395,12 @@ pub trait Datapath: Send + Sync + 'static {
         index: u32,
         name: &str,
     ) -> impl Future<Output = Result<(), DatapathError>> + Send;
+    /// Deletes detached host veths `links` (interface index, name), as [`Datapath::remove_link`]
+    /// does one, all at once where the kernel can; one result per link, in order.
+    fn remove_links(
+        &self,
+        links: &[(u32, String)],
+    ) -> impl Future<Output = Vec<Result<(), DatapathError>>> + Send;
     /// Removes the host side (which takes the pod side with it) and waits for the kernel to
     /// have deleted it. Missing parts are not errors.
     fn teardown_pod(

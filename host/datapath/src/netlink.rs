@@ -13,7 +13,7 @@ use futures_util::TryStreamExt;
 use nix::errno::Errno;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
 use rtnetlink::packet_route::route::{
@@ -27,16 +27,18 @@ use wasmcni_core::routes::POD_TABLE_RULE_PRIORITY;
 use super::{
     format_mac, host_prefix_len, netns, pod_gateway, random_mac, Created, Datapath, DatapathError,
     DefaultRoute, EniLink, HostSide, NetlinkCause, NodeState, PodAttachment, PodRoutes, PodRule,
-    Uplink, FROM_POD_RULE_PRIORITY, MAIN_TABLE, POD_GATEWAY, RULE_PROTOCOL, TO_POD_RULE_PRIORITY,
-    VETH_ALIAS,
+    Uplink, DETACHED_GROUP, FROM_POD_RULE_PRIORITY, MAIN_TABLE, POD_GATEWAY, RULE_PROTOCOL,
+    TO_POD_RULE_PRIORITY, VETH_ALIAS,
 };
 
 mod check;
+mod deletion;
 mod messages;
 #[cfg(test)]
 mod test_namespaces;
 
 use check::check_pod_side;
+use deletion::{delete_link_blocking, detach_message};
 use messages::*;
 
 /// Priority of `fwmark <connmark> lookup main` (VPC CNI's 1024).
@@ -648,13 +650,7 @@ impl Datapath for NetlinkDatapath {
         // Down first: from this request on, nothing reaches the pod and the pod reaches nothing.
         let index = match link_index(&self.host, veth).await? {
             None => None,
-            Some(index) => match self
-                .host
-                .link()
-                .set(LinkUnspec::new_with_index(index).down().build())
-                .execute()
-                .await
-            {
+            Some(index) => match self.host.link().set(detach_message(index)).execute().await {
                 Ok(()) => Some(index),
                 Err(e) if matches!(errno(&e), Some(Errno::ENODEV | Errno::ENOENT)) => None,
                 Err(e) => return Err(nl(format!("set host veth {veth} down"))(e)),
@@ -675,6 +671,10 @@ impl Datapath for NetlinkDatapath {
             what: "delete host veth",
             source,
         })?
+    }
+
+    async fn remove_links(&self, links: &[(u32, String)]) -> Vec<Result<(), DatapathError>> {
+        self.remove_detached(links).await
     }
 
     async fn veth_exists(&self, name: &str) -> Result<bool, DatapathError> {
@@ -1039,26 +1039,6 @@ async fn add_permanent_neighbour(
             "add permanent neighbour {ip} lladdr {} {place}",
             format_mac(&mac)
         )))
-}
-
-/// Deletes the link `name` in the current (node) namespace from the calling blocking thread.
-/// Deletes the link `message` names (by name or index; `name` for messages) on a socket and
-/// thread of its own; a link already gone is not an error.
-fn delete_link_blocking(message: LinkMessage, name: &str) -> Result<(), DatapathError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| io_failure(format!("delete host veth {name}"), e))?;
-    runtime.block_on(async {
-        let (connection, handle, _) = rtnetlink::new_connection()
-            .map_err(|e| io_failure(format!("open a route socket to delete {name}"), e))?;
-        tokio::spawn(connection);
-        match handle.link().del_with_message(message).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if matches!(errno(&e), Some(Errno::ENODEV | Errno::ENOENT)) => Ok(()),
-            Err(e) => Err(nl(format!("delete host veth {name}"))(e)),
-        }
-    })
 }
 
 #[cfg(test)]

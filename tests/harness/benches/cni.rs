@@ -191,7 +191,11 @@ fn main() {
         ms(medians[0].1.saturating_sub(detach.median))
     );
 
-    print_daemon_times(&daemon_times, medians[0].0, medians[0].1);
+    print_daemon_times(
+        "the sequential run",
+        &daemon_times,
+        Some((medians[0].0, medians[0].1)),
+    );
 
     println!("\nExec floor: VERSION answered by the plugin itself, {iterations} runs (ms):\n");
     println!("| plugin | median | p90 |");
@@ -218,8 +222,13 @@ fn main() {
     );
     println!("| subject | ADD wall | ADD median | ADD p90 | DEL wall | DEL median | DEL p90 |");
     println!("|---|---|---|---|---|---|---|");
-    for subject in &subjects {
+    let mut burst_times = Vec::new();
+    for (s, subject) in subjects.iter().enumerate() {
+        let before = (s == 0).then(|| DaemonTimes::scrape(&node));
         let (add_wall, add_each, del_wall, del_each) = concurrent(&node, &subject.list, 100);
+        if let Some(before) = before {
+            burst_times = DaemonTimes::scrape(&node).since(&before);
+        }
         let (a, d) = (stats(add_each), stats(del_each));
         println!(
             "| {} | {} | {} | {} | {} | {} | {} |",
@@ -232,6 +241,7 @@ fn main() {
             ms(d.p90)
         );
     }
+    print_daemon_times("the 100 concurrent ADDs and DELs", &burst_times, None);
     let (rss, peak) = node.daemon_memory_kib();
     println!(
         "\nDaemon memory after the run (no plugins configured): RSS {:.1} MiB, peak {:.1} MiB",
@@ -497,8 +507,9 @@ impl DaemonTimes {
     }
 }
 
-fn print_daemon_times(rows: &[PhaseTimes], add_median: Duration, del_median: Duration) {
-    println!("\nInside the daemon during the sequential run (its /metrics histograms, ms):\n");
+/// `rows` under `title`; with the client's ADD and DEL medians, where the daemon's lie.
+fn print_daemon_times(title: &str, rows: &[PhaseTimes], client: Option<(Duration, Duration)>) {
+    println!("\nInside the daemon during {title} (its /metrics histograms, ms):\n");
     println!("| verb | phase | requests | mean | median's bucket | median, interpolated |");
     println!("|---|---|---|---|---|---|");
     for row in rows {
@@ -514,6 +525,9 @@ fn print_daemon_times(rows: &[PhaseTimes], add_median: Duration, del_median: Dur
             );
         }
     }
+    let Some((add_median, del_median)) = client else {
+        return;
+    };
     for (verb, client) in [("ADD", add_median), ("DEL", del_median)] {
         if let Some(row) = rows.iter().find(|r| r.key == format!("{verb} total")) {
             println!(

@@ -133,10 +133,15 @@ impl<D: Datapath> Handler<D> {
             ..attachment_of(&reserved, &request.ifname, self.pod_mtu)
         };
         // (`reserved.pod_routes` are the routes as asked: the data path decides the default.)
+        let busy = self.reaper.busy();
         let created = match self.datapath.setup_pod(&attachment).await {
             Ok(created) => created,
-            Err(e) => return Err(self.undo_add(&reserved, datapath_error(e, "ADD")).await),
+            Err(e) => {
+                drop(busy);
+                return Err(self.undo_add(&reserved, datapath_error(e, "ADD")).await);
+            }
         };
+        drop(busy);
         if !adjustments.is_empty() {
             let attachment = PodAttachment {
                 routes: created.routes.clone(),

@@ -62,11 +62,13 @@ impl<D: Datapath> Handler<D> {
         let metrics = wasmcni_telemetry::metrics::Metrics::global();
         let phase = enter_phase("datapath");
         let host = reserved_host(&allocation);
+        let busy = self.reaper.busy();
         let index = self
             .datapath
             .detach_pod(&host)
             .await
             .map_err(|e| datapath_error(e, "DEL"))?;
+        drop(busy);
         metrics.phase("DEL", "datapath", phase.elapsed());
         if let Some(index) = index {
             // Before the record goes, so the address is never free while its veth exists.

@@ -3,11 +3,15 @@
 //! A veth deletion waits in the kernel for an RCU grace period (~20 ms, most of what a DEL
 //! used to cost). DEL therefore answers once the attachment is cut off routing (veth down, so
 //! its routes and neighbour entries are gone; rules removed) and its release is durable, and
-//! hands the deletion to a task of its own. Until that task has seen the veth gone, the
+//! hands the deletion to the *reaper*, one task that deletes the queued veths in batches (one
+//! group deletion in the kernel) and defers while other pods' netlink work is in flight, which
+//! a deletion's hold of the RTNL lock would stall. Until the reaper has seen the veth gone, the
 //! address is *draining*: taken for every chooser, counted as in use in the plugins' pool view,
 //! never given back to EC2 nor its ENI deleted, and an ADD that asks for it (or finds nothing
 //! else free) waits for the drain. A crash in between leaves a down veth no record owns, which
 //! start-up recovery removes before anything is served.
+
+use std::sync::atomic::AtomicUsize;
 
 use super::*;
 
@@ -17,6 +21,15 @@ pub(super) const DRAIN_WAIT: Duration = Duration::from_secs(5);
 /// Retry bounds of a deletion the kernel refused.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long deletions wait at most for other pods' netlink work to finish. A veth deletion
+/// holds the kernel's RTNL lock, which every ADD's setup and DEL's detach needs; deleting
+/// while a burst of them runs stalls them all, and waiting lets one group deletion take the
+/// whole burst's veths (see [`wasmcni_datapath::DETACHED_GROUP`]).
+pub(super) const DEFER_MAX: Duration = Duration::from_millis(100);
+/// How long no netlink work must have been in flight before deletions start: the requests of
+/// a burst arrive a little apart (each is a process the runtime starts), and a deletion begun
+/// in a gap would stall the ones right behind it.
+const QUIET: Duration = Duration::from_millis(5);
 
 /// One draining address: its veth, by name for messages and by index for the deletion.
 #[derive(Debug, Clone)]
@@ -26,22 +39,103 @@ pub(crate) struct Drain {
     since: Instant,
     /// Deletions the kernel refused so far.
     failures: u32,
+    /// After a refused deletion, when to try again.
+    retry_at: Option<Instant>,
 }
 
 /// Refused deletions after which each further one is logged as an error: an address stuck
 /// out of use needs an operator.
 const FAILURES_BEFORE_ERROR: u32 = 5;
 
+/// Paces the one task that deletes draining veths (started with the first drain): woken when
+/// a drain is queued and when the last request's netlink work ends; it defers deletions while
+/// such work is in flight and for [`QUIET`] after, at most [`DEFER_MAX`], then deletes
+/// everything due in one batch.
+#[derive(Default)]
+pub(crate) struct Reaper {
+    wake: tokio::sync::Notify,
+    /// Requests whose netlink work (an ADD's setup, a DEL's detach) is in flight.
+    busy: AtomicUsize,
+    /// When the last such work ended.
+    idle_since: Mutex<Option<Instant>>,
+    started: AtomicBool,
+    /// The handler is gone: the task ends (its veths are left to start-up recovery).
+    closed: AtomicBool,
+}
+
+/// The handler's hold on its [`Reaper`]: dropped with the handler, it ends the task.
+#[derive(Default)]
+pub(crate) struct ReaperHandle(Arc<Reaper>);
+
+impl std::ops::Deref for ReaperHandle {
+    type Target = Reaper;
+    fn deref(&self) -> &Reaper {
+        &self.0
+    }
+}
+
+impl Drop for ReaperHandle {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// A request's netlink work in flight, for as long as it lives ([`Reaper::busy`]).
+pub(crate) struct Busy<'a>(&'a Reaper);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+            *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            self.0.wake.notify_one();
+        }
+    }
+}
+
+impl Reaper {
+    /// Marks netlink work in flight until the guard drops.
+    pub(crate) fn busy(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(self)
+    }
+
+    /// How much longer deletions should wait for netlink work at `now`: none while nothing has
+    /// been in flight for [`QUIET`].
+    fn unquiet_for(&self, now: Instant) -> Option<Duration> {
+        if self.busy.load(Ordering::SeqCst) > 0 {
+            return Some(QUIET);
+        }
+        let idle_since = *self.idle_since.lock().unwrap_or_else(|p| p.into_inner());
+        idle_since
+            .map(|at| QUIET.saturating_sub(now.saturating_duration_since(at)))
+            .filter(|left| !left.is_zero())
+    }
+
+    /// Ends the task.
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+}
+
+/// What the reaper does next.
+enum Next {
+    /// Delete these veths (index, name, addresses) now.
+    Delete(Vec<(u32, String, Vec<IpAddr>)>),
+    /// Wait to be woken, at most this long (`None`: until woken).
+    Wait(Option<Duration>),
+}
+
 impl<D: Datapath> Handler<D> {
-    /// Marks the pod's addresses `ips` (one, or a dual-stack pod's two) draining and starts
-    /// deleting their veth (interface `index`). Called before the attachment's record is
+    /// Marks the pod's addresses `ips` (one, or a dual-stack pod's two) draining and queues the
+    /// deletion of their veth (interface `index`). Called before the attachment's record is
     /// released, so whoever finds an address not held finds it draining (readers take the
     /// store lock first, then look at the marks).
     pub(super) fn start_drain(&self, ips: Vec<IpAddr>, veth: &str, index: u32) {
         let Some(&ip) = ips.first() else { return };
         {
             let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
-            // A DEL retried while its first attempt's deletion runs: one task is enough.
+            // A DEL retried while its first attempt's deletion is queued: once is enough.
             if draining.get(&ip).is_some_and(|d| d.index == index) {
                 return;
             }
@@ -53,58 +147,107 @@ impl<D: Datapath> Handler<D> {
                         index,
                         since: Instant::now(),
                         failures: 0,
+                        retry_at: None,
                     },
                 );
             }
         }
-        let me = self.me.clone();
-        tokio::spawn(async move {
-            let mut retry = RETRY_FIRST;
-            loop {
-                // A daemon shutting down leaves the veth to start-up recovery.
-                let Some(handler) = me.upgrade() else { return };
-                let Some(drain) = handler.drain_of(ip) else {
-                    return;
-                };
-                match handler.datapath.remove_link(drain.index, &drain.veth).await {
-                    Ok(()) => {
-                        handler.end_drain(&ips);
-                        return;
-                    }
-                    Err(e) => {
-                        let failures = handler.count_drain_failure(&ips);
-                        if failures >= FAILURES_BEFORE_ERROR {
-                            tracing::error!(
-                                %ip, veth = %drain.veth, error = %e, failures, retry_ms = retry.as_millis() as u64,
-                                "the kernel keeps refusing to delete a DELeted pod's veth; its address stays out of use until it is gone (`inspect pool` lists it under draining)"
-                            );
-                        } else {
-                            tracing::warn!(
-                                %ip, veth = %drain.veth, error = %e, retry_ms = retry.as_millis() as u64,
-                                "deleting a DELeted pod's veth failed; its address stays out of use until it is gone"
-                            );
-                        }
-                    }
-                }
-                drop(handler);
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(RETRY_MAX);
-            }
-        });
+        if !self.reaper.started.swap(true, Ordering::SeqCst) {
+            tokio::spawn(reap(self.reaper.0.clone(), self.me.clone()));
+        }
+        self.reaper.wake.notify_one();
     }
 
-    /// Counts a refused deletion of the veth of `ips`; how many so far.
-    fn count_drain_failure(&self, ips: &[IpAddr]) -> u32 {
-        let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
-        ips.iter()
-            .filter_map(|ip| {
-                draining.get_mut(ip).map(|d| {
-                    d.failures += 1;
-                    d.failures
+    /// The reaper's next step at `now`: the drains due (not waiting for a retry), unless
+    /// netlink work is in flight or just ended ([`Reaper::unquiet_for`]) and the oldest of
+    /// them has waited less than [`DEFER_MAX`].
+    fn next_reap(&self, now: Instant) -> Next {
+        let draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+        let mut due: std::collections::BTreeMap<u32, (String, Vec<IpAddr>)> = Default::default();
+        let mut waited = Duration::ZERO;
+        let mut next_retry: Option<Instant> = None;
+        for (ip, drain) in draining.iter() {
+            match drain.retry_at {
+                Some(at) if at > now => {
+                    next_retry = Some(next_retry.map_or(at, |n| n.min(at)));
+                }
+                _ => {
+                    let (_, ips) = due
+                        .entry(drain.index)
+                        .or_insert_with(|| (drain.veth.clone(), Vec::new()));
+                    ips.push(*ip);
+                    let since = drain.retry_at.unwrap_or(drain.since);
+                    waited = waited.max(now.saturating_duration_since(since));
+                }
+            }
+        }
+        if due.is_empty() {
+            return Next::Wait(next_retry.map(|at| at - now));
+        }
+        if let Some(quiet_in) = self.reaper.unquiet_for(now) {
+            if waited < DEFER_MAX {
+                return Next::Wait(Some(quiet_in.min(DEFER_MAX - waited)));
+            }
+        }
+        Next::Delete(
+            due.into_iter()
+                .map(|(index, (veth, mut ips))| {
+                    ips.sort();
+                    (index, veth, ips)
                 })
-            })
+                .collect(),
+        )
+    }
+
+    /// Deletes `batch`'s veths; the deleted ones' addresses are free, the others retried.
+    async fn reap_batch(&self, batch: Vec<(u32, String, Vec<IpAddr>)>) {
+        let links: Vec<(u32, String)> = batch
+            .iter()
+            .map(|(index, veth, _)| (*index, veth.clone()))
+            .collect();
+        let results = self.datapath.remove_links(&links).await;
+        for ((_, veth, ips), result) in batch.into_iter().zip(results) {
+            match result {
+                Ok(()) => self.end_drain(&ips),
+                Err(e) => {
+                    let (failures, retry) = self.count_drain_failure(&ips);
+                    let ip = ips[0];
+                    if failures >= FAILURES_BEFORE_ERROR {
+                        tracing::error!(
+                            %ip, %veth, error = %e, failures, retry_ms = retry.as_millis() as u64,
+                            "the kernel keeps refusing to delete a DELeted pod's veth; its address stays out of use until it is gone (`inspect pool` lists it under draining)"
+                        );
+                    } else {
+                        tracing::warn!(
+                            %ip, %veth, error = %e, retry_ms = retry.as_millis() as u64,
+                            "deleting a DELeted pod's veth failed; its address stays out of use until it is gone"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts a refused deletion of the veth of `ips` and schedules the next attempt: how many
+    /// so far, and in how long.
+    fn count_drain_failure(&self, ips: &[IpAddr]) -> (u32, Duration) {
+        let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+        let failures = ips
+            .iter()
+            .filter_map(|ip| draining.get(ip).map(|d| d.failures + 1))
             .max()
-            .unwrap_or(0)
+            .unwrap_or(1);
+        let retry = RETRY_FIRST
+            .saturating_mul(1 << (failures - 1).min(16))
+            .min(RETRY_MAX);
+        let at = Instant::now() + retry;
+        for ip in ips {
+            if let Some(d) = draining.get_mut(ip) {
+                d.failures = failures;
+                d.retry_at = Some(at);
+            }
+        }
+        (failures, retry)
     }
 
     /// The draining addresses with their veth, how long they have drained and how many
@@ -125,14 +268,6 @@ impl<D: Datapath> Handler<D> {
             .collect();
         detail.sort_by_key(|(ip, _)| *ip);
         detail.into_iter().map(|(_, v)| v).collect()
-    }
-
-    fn drain_of(&self, ip: IpAddr) -> Option<Drain> {
-        self.draining
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&ip)
-            .cloned()
     }
 
     /// The veth is gone: its addresses are the pool's again.
@@ -210,5 +345,29 @@ impl<D: Datapath> Handler<D> {
         .await
         .is_ok()
             && done(self)
+    }
+}
+
+/// The reaper's task: deletes draining veths in batches as [`Reaper`] says, until the handler
+/// is gone.
+async fn reap<D: Datapath>(reaper: Arc<Reaper>, me: std::sync::Weak<Handler<D>>) {
+    loop {
+        if reaper.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(handler) = me.upgrade() else { return };
+        match handler.next_reap(Instant::now()) {
+            Next::Delete(batch) => handler.reap_batch(batch).await,
+            Next::Wait(limit) => {
+                drop(handler);
+                let woken = reaper.wake.notified();
+                match limit {
+                    Some(limit) => {
+                        let _ = tokio::time::timeout(limit, woken).await;
+                    }
+                    None => woken.await,
+                }
+            }
+        }
     }
 }

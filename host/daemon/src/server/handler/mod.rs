@@ -121,6 +121,8 @@ pub struct Handler<D: Datapath> {
     /// Addresses whose DEL has answered while their veth is still being deleted
     /// ([`draining`]): taken for every chooser until it is gone.
     draining: Mutex<HashMap<IpAddr, draining::Drain>>,
+    /// Paces the task deleting draining veths.
+    reaper: draining::ReaperHandle,
     /// The handler itself, for the tasks it starts (veth deletions outliving their DEL).
     me: std::sync::Weak<Handler<D>>,
     /// The EC2 provider, when it is the provider (the reconciler drives it).
@@ -172,6 +174,7 @@ impl<D: Datapath> Handler<D> {
         Arc::new_cyclic(|me| Handler {
             me: me.clone(),
             draining: Mutex::new(HashMap::new()),
+            reaper: draining::ReaperHandle::default(),
             config,
             pod_mtu,
             datapath,

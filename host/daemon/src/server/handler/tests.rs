@@ -416,6 +416,8 @@ async fn recovery_reconciles_every_kind_of_disagreement() {
     std::fs::write(&planted, br#"{"recordedUnixMs":1,"request":{}}"#).unwrap();
 
     let report = reconcile_node(&f.handler, &pending, Orphans::Remove).await;
+    // The replayed DEL's veth goes the way every DEL's does: after it answered.
+    assert!(f.handler.drained(None, Duration::from_secs(5)).await);
     assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
     assert!(
         report.failures[0].contains("not trusted"),
@@ -617,8 +619,10 @@ async fn the_pack_plugin_chooses_every_address() {
     assert_eq!(entries[2]["result"], "10.88.0.3");
     assert_eq!(entries[2]["args"]["name"], "pod-p2");
     assert_eq!(entries[2]["outcome"], "ok");
-    // pack reuses the lowest free address at once (densest block first, lowest address).
+    // pack reuses the lowest free address (densest block first, lowest address) once its
+    // old veth is gone.
     f.run(Command::Del, "p1", "1.0.0").await;
+    assert!(f.handler.drained(None, Duration::from_secs(5)).await);
     let response = f.run(Command::Add, "p3", "1.0.0").await;
     let result: serde_json::Value = serde_json::from_str(stdout(&response)).unwrap();
     assert_eq!(result["ips"][0]["address"], "10.88.0.2/32");
@@ -826,6 +830,7 @@ async fn del_cleans_up_even_when_a_policy_objects() {
     let error: CniError = serde_json::from_str(stdout(&response)).unwrap();
     assert_eq!(error.code, codes::PLUGIN_FAILURE);
     assert!(f.held().is_empty(), "the address was released anyway");
+    assert!(f.handler.drained(None, Duration::from_secs(5)).await);
     assert!(
         f.handler.datapath.veths().is_empty(),
         "the veth was removed anyway"

@@ -79,6 +79,7 @@ async fn a_second_interface_leaves_the_default_route_to_the_first_and_each_verb_
         .handler
         .handle(&on("net1", Command::Del, "a"), &conf)
         .await);
+    assert!(f.handler.drained(None, Duration::from_secs(5)).await);
     assert!(!f.handler.datapath.veths().contains_key(&veth1));
     assert!(f.handler.datapath.veths().contains_key(&veth0));
     let checked = f
@@ -91,11 +92,13 @@ async fn a_second_interface_leaves_the_default_route_to_the_first_and_each_verb_
         stdout(&checked)
     );
     assert_eq!(f.handler.store().allocations().count(), 1);
-    // With the first interface gone, a new second one may take the default route.
+    // With the first interface gone (its veth deleted, and the pod's default route with it),
+    // a new second one may take the default route.
     ok(&f
         .handler
         .handle(&on("eth0", Command::Del, "a"), &conf)
         .await);
+    assert!(f.handler.drained(None, Duration::from_secs(5)).await);
     let alone = ok(&f
         .handler
         .handle(&on("net1", Command::Add, "a"), &conf)

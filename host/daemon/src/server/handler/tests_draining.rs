@@ -258,3 +258,71 @@ async fn a_del_retried_while_its_veth_drains_answers_and_starts_nothing_twice() 
     assert_eq!(removals, 1, "one deletion for one veth");
     assert!(!f.handler.is_taken(ip));
 }
+
+#[tokio::test]
+async fn a_burst_of_dels_has_its_veths_deleted_together_once_the_netlink_work_has_ended() {
+    let f = fixture("10.88.0.0/24");
+    let names = ["b1", "b2", "b3", "b4", "b5"];
+    let mut ips = Vec::new();
+    for name in names {
+        let ip: IpAddr = ip_of(&f.run(Command::Add, name, "1.1.0").await)
+            .trim_end_matches("/32")
+            .parse()
+            .unwrap();
+        ips.push(ip);
+    }
+    // Another pod's netlink work in flight (an ADD's setup, as it were) while the burst runs.
+    let busy = f.handler.reaper.busy();
+    for name in names {
+        ok(&f.run(Command::Del, name, "1.1.0").await);
+    }
+    // Answered, cut off and draining; no deletion started under the other pod's work.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(ips.iter().all(|ip| f.handler.is_draining(*ip)));
+    assert!(names.iter().all(|n| f.handler.datapath.is_down(&veth(n))));
+    let batches = |f: &super::tests::Fixture| -> Vec<Vec<String>> {
+        f.handler
+            .datapath
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::RemoveLinks(names) => Some(names),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(batches(&f), Vec::<Vec<String>>::new());
+
+    // The work ends: the five go in one batch.
+    drop(busy);
+    assert!(f.handler.drained(None, LIMIT).await);
+    let mut expected: Vec<String> = names.iter().map(|n| veth(n)).collect();
+    expected.sort();
+    let mut batch = batches(&f).concat();
+    batch.sort();
+    assert_eq!(batches(&f).len(), 1, "{:?}", batches(&f));
+    assert_eq!(batch, expected);
+    assert!(names
+        .iter()
+        .all(|n| !f.handler.datapath.veths().contains_key(&veth(n))));
+}
+
+#[tokio::test]
+async fn netlink_work_that_never_ends_defers_a_deletion_only_so_long() {
+    let f = fixture("10.88.0.0/24");
+    let ip: IpAddr = ip_of(&f.run(Command::Add, "a", "1.1.0").await)
+        .trim_end_matches("/32")
+        .parse()
+        .unwrap();
+    let _busy = f.handler.reaper.busy();
+    let started = Instant::now();
+    ok(&f.run(Command::Del, "a", "1.1.0").await);
+    assert!(f.handler.drained(Some(ip), LIMIT).await);
+    let waited = started.elapsed();
+    // Deferred as long as it may be, no longer (the drain began after `started`).
+    assert!(
+        waited >= draining::DEFER_MAX,
+        "deleted after {waited:?}, while other work was in flight"
+    );
+    assert!(!f.handler.datapath.veths().contains_key(&veth("a")));
+}
