@@ -6,9 +6,14 @@
 use super::*;
 use crate::planner::{plan, FULL_SUBNET_BACKOFF_MS, MIN_ENI_AGE_MS};
 
-/// `choose` over the pool's occupancy, as `allocate` runs it, in the pool's `u32` addresses.
-fn choose(pool: &Pool) -> Result<u32, String> {
-    crate::choose(&pool.occupancy()).map(u32::from)
+/// `choose` over the pool's occupancy, as `allocate` runs it.
+fn choose(pool: &Pool) -> Result<Ipv4Addr, String> {
+    crate::choose(&pool.occupancy())
+}
+
+/// The address of a `u32` literal.
+fn a(ip: u32) -> Ipv4Addr {
+    Ipv4Addr::from(ip)
 }
 use wasmcni_plugin_sdk::allocator::{
     AddressBlock, BlockKind, Cidr, FailureCode, Intent, NodeLimits, ProviderKind, RequestFailure,
@@ -45,7 +50,7 @@ fn settings(warm_ips: u32, prefix_delegation: bool) -> Settings {
 struct Node {
     pool: Pool,
     settings: Settings,
-    pods: Vec<u32>,
+    pods: Vec<Ipv4Addr>,
 }
 
 impl Node {
@@ -73,7 +78,7 @@ impl Node {
                 choose(&self.pool)
             });
             let ip = ip.unwrap_or_else(|why| panic!("pod {} of {count}: {why}", n + 1));
-            assert!(self.pool.in_use.insert(ip), "{ip:#x} handed out twice");
+            assert!(self.pool.in_use.insert(ip), "{ip} handed out twice");
             self.pods.push(ip);
             self.settle();
         }
@@ -243,7 +248,7 @@ fn a_young_or_cooling_eni_is_not_deleted() {
         .expect("a block")
         .cidr
         .network;
-    node.pool.cooling.retain(|ip| *ip == pod_of_eni2);
+    node.pool.cooling.retain(|ip| *ip == a(pod_of_eni2));
     let intents = node.plan();
     assert!(
         !intents
@@ -327,10 +332,10 @@ fn grows_the_densest_eni_with_room() {
     }
     let ids: Vec<String> = pool.enis.iter().map(|e| e.id.clone()).collect();
     for (eni, pods) in ids.iter().zip([9, 2, 4]) {
-        let ips: Vec<u32> = pool
+        let ips: Vec<Ipv4Addr> = pool
             .blocks_of(eni)
             .take(pods)
-            .map(|b| b.cidr.network)
+            .map(|b| a(b.cidr.network))
             .collect();
         pool.in_use.extend(ips);
     }
@@ -353,7 +358,7 @@ fn new_enis_go_to_the_subnet_with_most_free_addresses() {
         count: 9,
     })
     .expect("assign");
-    let held: Vec<u32> = pool.blocks.iter().map(|b| b.cidr.network).collect();
+    let held: Vec<Ipv4Addr> = pool.blocks.iter().map(|b| a(b.cidr.network)).collect();
     pool.in_use.extend(held);
     let subnet = |id: &str, network: u32, free| Subnet {
         id: id.into(),
@@ -443,28 +448,33 @@ fn choose_takes_the_densest_block_then_its_lowest_free_address() {
         prefix(0x0a00_0020, "eni-primary"),
         prefix(0x0a00_0030, "eni-primary"),
     ];
-    assert_eq!(choose(&pool), Ok(0x0a00_0010), "all empty: the first block");
-    pool.in_use.extend([0x0a00_0010, 0x0a00_0011]);
-    pool.in_use.extend([0x0a00_0020, 0x0a00_0022, 0x0a00_0023]);
     assert_eq!(
         choose(&pool),
-        Ok(0x0a00_0021),
+        Ok(a(0x0a00_0010)),
+        "all empty: the first block"
+    );
+    pool.in_use.extend([a(0x0a00_0010), a(0x0a00_0011)]);
+    pool.in_use
+        .extend([a(0x0a00_0020), a(0x0a00_0022), a(0x0a00_0023)]);
+    assert_eq!(
+        choose(&pool),
+        Ok(a(0x0a00_0021)),
         "densest block, lowest free address in it"
     );
-    pool.cooling.insert(0x0a00_0021);
-    pool.excluded.insert(0x0a00_0024);
+    pool.cooling.insert(a(0x0a00_0021));
+    pool.excluded.insert(a(0x0a00_0024));
     assert_eq!(
         choose(&pool),
-        Ok(0x0a00_0025),
+        Ok(a(0x0a00_0025)),
         "cooling and excluded addresses skipped"
     );
-    pool.in_use.extend(0x0a00_0025..=0x0a00_002f);
+    pool.in_use.extend((0x0a00_0025..=0x0a00_002f).map(a));
     assert_eq!(
         choose(&pool),
-        Ok(0x0a00_0012),
+        Ok(a(0x0a00_0012)),
         "full block skipped: the next densest"
     );
-    pool.in_use.extend(0x0a00_0012..=0x0a00_003f);
+    pool.in_use.extend((0x0a00_0012..=0x0a00_003f).map(a));
     let refused = choose(&pool).unwrap_err();
     assert!(
         refused.contains("no free address in 3 block(s)"),
@@ -482,10 +492,10 @@ fn an_operators_eni_is_never_planned_for() {
     assert_eq!(node.per_eni(), [9, 9, 9]);
     let foreign = node.pool.enis[2].id.clone();
     node.pool.enis[2].tags.clear();
-    let held: Vec<u32> = node
+    let held: Vec<Ipv4Addr> = node
         .pool
         .blocks_of(&foreign)
-        .map(|b| b.cidr.network)
+        .map(|b| a(b.cidr.network))
         .collect();
     node.pool.in_use.retain(|ip| !held.contains(ip));
     for eni in &mut node.pool.enis {
@@ -500,7 +510,7 @@ fn an_operators_eni_is_never_planned_for() {
     node.pool.in_use.extend(held);
     node.pool
         .in_use
-        .extend(node.pool.blocks.iter().map(|b| b.cidr.network));
+        .extend(node.pool.blocks.iter().map(|b| a(b.cidr.network)));
     let intents = node.plan();
     assert!(
         intents.iter().all(|i| i.eni_id() != Some(foreign.as_str())),

@@ -324,7 +324,8 @@ pub mod allocator {
     pub use intent::{issue_all, Intent};
 
     /// Everything `pool-view` shows, read once: plain data, so strategy code written against
-    /// it is tested natively with hand-built pools.
+    /// it is tested natively with hand-built pools. Addresses are `Ipv4Addr`s (the WIT records
+    /// it holds — blocks, ENIs, subnets — keep the WIT's `u32` form; [`crate::net`] converts).
     #[derive(Debug, Clone)]
     pub struct Pool {
         /// The node and its instance limits.
@@ -334,11 +335,11 @@ pub mod allocator {
         /// Blocks pods may get addresses from, in the provider's order.
         pub blocks: Vec<AddressBlock>,
         /// Addresses pods hold.
-        pub in_use: BTreeSet<u32>,
+        pub in_use: BTreeSet<Ipv4Addr>,
         /// Addresses cooling down after release.
-        pub cooling: BTreeSet<u32>,
+        pub cooling: BTreeSet<Ipv4Addr>,
         /// Addresses never handed out.
-        pub excluded: BTreeSet<u32>,
+        pub excluded: BTreeSet<Ipv4Addr>,
         /// Subnets new ENIs may go to (within the grant).
         pub subnets: Vec<Subnet>,
         /// ENI requests of earlier plans that EC2 (or the daemon) refused lately, newest
@@ -359,9 +360,18 @@ pub mod allocator {
                 node: pool_view::node(),
                 enis: pool_view::enis(),
                 blocks: pool_view::blocks(),
-                in_use: pool_view::in_use().into_iter().collect(),
-                cooling: pool_view::cooling().into_iter().collect(),
-                excluded: pool_view::excluded().into_iter().collect(),
+                in_use: pool_view::in_use()
+                    .into_iter()
+                    .map(Ipv4Addr::from)
+                    .collect(),
+                cooling: pool_view::cooling()
+                    .into_iter()
+                    .map(Ipv4Addr::from)
+                    .collect(),
+                excluded: pool_view::excluded()
+                    .into_iter()
+                    .map(Ipv4Addr::from)
+                    .collect(),
                 subnets: pool_view::subnets(),
                 failures: pool_view::failures(),
             }
@@ -384,29 +394,30 @@ pub mod allocator {
 
         /// Addresses of `block` a pod may ever get: all of a secondary IP or a delegated
         /// prefix; a static range of /30 or larger loses its network and broadcast addresses.
-        pub fn usable(block: &AddressBlock) -> impl Iterator<Item = u32> {
+        pub fn usable(block: &AddressBlock) -> impl Iterator<Item = Ipv4Addr> {
             let (first, last) = Self::bounds(block);
             let trim = block_trim(block);
-            crate::net::addresses(first, block.cidr.prefix_len)
+            crate::net::addresses(u32::from(first), block.cidr.prefix_len)
+                .map(Ipv4Addr::from)
                 .filter(move |ip| Self::is_usable(trim, first, last, *ip))
         }
 
         /// The first and last address of `block`'s CIDR.
-        fn bounds(block: &AddressBlock) -> (u32, u32) {
+        fn bounds(block: &AddressBlock) -> (Ipv4Addr, Ipv4Addr) {
             let len = block.cidr.prefix_len;
             let network = block.cidr.network & crate::net::mask(len);
             (
-                network,
-                (u64::from(network) + crate::net::size(len) - 1) as u32,
+                Ipv4Addr::from(network),
+                Ipv4Addr::from((u64::from(network) + crate::net::size(len) - 1) as u32),
             )
         }
 
-        fn is_usable(trim: bool, first: u32, last: u32, ip: u32) -> bool {
+        fn is_usable(trim: bool, first: Ipv4Addr, last: Ipv4Addr, ip: Ipv4Addr) -> bool {
             !trim || (ip != first && ip != last)
         }
 
         /// Whether a pod may be given `ip` now (usable somewhere, not held, cooling or excluded).
-        pub fn is_free(&self, ip: u32) -> bool {
+        pub fn is_free(&self, ip: Ipv4Addr) -> bool {
             !self.in_use.contains(&ip)
                 && !self.cooling.contains(&ip)
                 && !self.excluded.contains(&ip)
@@ -414,7 +425,7 @@ pub mod allocator {
 
         /// The lowest free address, blocks in the provider's order: what [`lowest_free`]
         /// answers for this pool.
-        pub fn lowest_free(&self) -> Result<u32, String> {
+        pub fn lowest_free(&self) -> Result<Ipv4Addr, String> {
             self.blocks
                 .iter()
                 .find_map(|block| self.free_in(block).next())
@@ -428,13 +439,13 @@ pub mod allocator {
                 .iter()
                 .map(|block| {
                     let usable = Self::usable(block).count() as u32;
-                    let free: Vec<u32> = self.free_in(block).collect();
+                    let free: Vec<Ipv4Addr> = self.free_in(block).collect();
                     BlockOccupancy {
                         block: block.clone(),
                         usable,
                         held: self.held_in(block) as u32,
                         free: free.len() as u32,
-                        lowest_free: free.first().copied(),
+                        lowest_free: free.first().copied().map(u32::from),
                     }
                 })
                 .collect()
@@ -443,7 +454,7 @@ pub mod allocator {
         /// The free addresses of `block`, lowest first: one pass over the block, merged with
         /// the (sorted) held, cooling and excluded sets, so each address costs a comparison,
         /// not a lookup in each set (an `allocate` runs on every ADD).
-        pub fn free_in<'a>(&'a self, block: &AddressBlock) -> impl Iterator<Item = u32> + 'a {
+        pub fn free_in<'a>(&'a self, block: &AddressBlock) -> impl Iterator<Item = Ipv4Addr> + 'a {
             let (first, last) = Self::bounds(block);
             let mut taken = [&self.in_use, &self.cooling, &self.excluded]
                 .map(|set| set.range(first..=last).copied().peekable());
@@ -540,10 +551,11 @@ pub mod allocator {
                 let (mut in_use, mut cooling, mut excluded) = Default::default();
                 for ip in base..base + 0x200 {
                     let roll = next() % 100;
-                    let sets: [&mut BTreeSet<u32>; 3] = [&mut in_use, &mut cooling, &mut excluded];
+                    let sets: [&mut BTreeSet<Ipv4Addr>; 3] =
+                        [&mut in_use, &mut cooling, &mut excluded];
                     for (set, odds) in sets.into_iter().zip([round % 90, 10, 5]) {
                         if roll < odds {
-                            set.insert(ip);
+                            set.insert(Ipv4Addr::from(ip));
                         }
                     }
                 }
@@ -554,7 +566,7 @@ pub mod allocator {
                     ..Pool::of_static(blocks.clone())
                 };
                 for block in &pool.blocks {
-                    let free: Vec<u32> =
+                    let free: Vec<Ipv4Addr> =
                         Pool::usable(block).filter(|ip| pool.is_free(*ip)).collect();
                     assert_eq!(
                         pool.free_in(block).collect::<Vec<_>>(),

@@ -98,16 +98,15 @@ mod tests {
     use wasmcni_plugin_sdk::allocator::{
         AddressBlock, BlockKind, Cidr, Eni, NodeInfo, NodeLimits, Subnet,
     };
-    use wasmcni_plugin_sdk::net::parse_ip;
 
-    fn ip(text: &str) -> u32 {
-        parse_ip(text).unwrap()
+    fn ip(text: &str) -> Ipv4Addr {
+        text.parse().unwrap()
     }
 
     fn secondary(address: &str, eni_id: &str) -> AddressBlock {
         AddressBlock {
             cidr: Cidr {
-                network: ip(address),
+                network: ip(address).into(),
                 prefix_len: 32,
             },
             kind: BlockKind::SecondaryIp,
@@ -123,11 +122,11 @@ mod tests {
             primary: device_number == 0,
             subnet_id: "subnet-node".into(),
             subnet_cidr: Cidr {
-                network: ip("10.0.0.0"),
+                network: ip("10.0.0.0").into(),
                 prefix_len: 24,
             },
             security_groups: vec!["sg-node".into()],
-            primary_ip: ip("10.0.0.10") + device_number,
+            primary_ip: u32::from(ip("10.0.0.10")) + device_number,
             age_ms: 60_000,
             tags: Vec::new(),
         }
@@ -167,7 +166,7 @@ mod tests {
                 Subnet {
                     id: "subnet-small".into(),
                     cidr: Cidr {
-                        network: ip("10.0.8.0"),
+                        network: ip("10.0.8.0").into(),
                         prefix_len: 24,
                     },
                     free_addresses: 10,
@@ -176,7 +175,7 @@ mod tests {
                 Subnet {
                     id: "subnet-big".into(),
                     cidr: Cidr {
-                        network: ip("10.0.9.0"),
+                        network: ip("10.0.9.0").into(),
                         prefix_len: 24,
                     },
                     free_addresses: 200,
@@ -190,16 +189,16 @@ mod tests {
     #[test]
     fn allocate_takes_the_lowest_free_address() {
         assert_eq!(
-            choose_address(&pool(1, 3, &[]).occupancy()).map(u32::from),
+            choose_address(&pool(1, 3, &[]).occupancy()),
             Ok(ip("10.0.0.20"))
         );
         assert_eq!(
-            choose_address(&pool(2, 3, &["10.0.0.20", "10.0.0.21"]).occupancy()).map(u32::from),
+            choose_address(&pool(2, 3, &["10.0.0.20", "10.0.0.21"]).occupancy()),
             Ok(ip("10.0.0.22"))
         );
         let full = pool(1, 2, &["10.0.0.20", "10.0.0.21"]);
         assert_eq!(
-            choose_address(&full.occupancy()).map(u32::from),
+            choose_address(&full.occupancy()),
             Err("no free address in 2 block(s)".into())
         );
     }
@@ -218,7 +217,9 @@ mod tests {
         };
         // eni-1 has lost three of its five addresses: it has more room than eni-0.
         let mut uneven = pool(2, 5, &[]);
-        uneven.blocks.retain(|b| b.cidr.network < ip("10.0.1.22"));
+        uneven
+            .blocks
+            .retain(|b| Ipv4Addr::from(b.cidr.network) < ip("10.0.1.22"));
         let cases = [
             ("planning off", pool(1, 0, &[]), 0, vec![]),
             ("enough free", pool(1, 3, &["10.0.0.20"]), 2, vec![]),

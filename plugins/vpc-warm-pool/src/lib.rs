@@ -14,6 +14,8 @@ pub mod settings;
 #[cfg(test)]
 mod tests;
 
+use core::net::Ipv4Addr;
+
 use settings::Settings;
 use wasmcni_plugin_sdk::allocator::{
     config, issue_all, log, setting, BlockKind, Guest, IpAddress, Pod, Pool,
@@ -23,7 +25,7 @@ use wasmcni_plugin_sdk::allocator::{
 /// number (the primary skipped under custom networking), only /28 prefixes in prefix mode and
 /// only secondary IPs otherwise, the lowest free address (not held, cooling or excluded).
 /// Static ranges (the static provider, no EC2) come after, in the provider's order.
-pub fn choose(pool: &Pool, settings: &Settings) -> Result<u32, String> {
+pub fn choose(pool: &Pool, settings: &Settings) -> Result<Ipv4Addr, String> {
     let kind = if planner::prefix_mode(settings, pool) {
         BlockKind::Prefix
     } else {
@@ -90,7 +92,7 @@ impl Guest for VpcWarmPool {
 
     fn allocate(_pod: Pod) -> Result<IpAddress, String> {
         let pool = Pool::read();
-        choose(&pool, &read_settings(&pool)?).map(IpAddress::V4)
+        choose(&pool, &read_settings(&pool)?).map(IpAddress::from)
     }
 
     fn plan() -> Result<(), String> {

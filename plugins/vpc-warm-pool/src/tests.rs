@@ -46,7 +46,7 @@ const C4_LARGE: (&str, u32, u32, bool, u32) = ("c4.large", 3, 10, false, 29); //
 struct Node {
     pool: Pool,
     settings: Settings,
-    pods: Vec<u32>,
+    pods: Vec<Ipv4Addr>,
 }
 
 impl Node {
@@ -80,7 +80,7 @@ impl Node {
         }
     }
 
-    fn try_add_pod(&mut self) -> Result<u32, String> {
+    fn try_add_pod(&mut self) -> Result<Ipv4Addr, String> {
         let ip = match choose(&self.pool, &self.settings) {
             Ok(ip) => ip,
             Err(_) => {
@@ -88,7 +88,7 @@ impl Node {
                 choose(&self.pool, &self.settings)?
             }
         };
-        assert!(self.pool.in_use.insert(ip), "{ip:#x} handed out twice");
+        assert!(self.pool.in_use.insert(ip), "{ip} handed out twice");
         self.pods.push(ip);
         self.settle();
         Ok(ip)
@@ -484,7 +484,7 @@ fn custom_networking_skips_the_primary_eni() {
 
     node.add_pods(6);
     assert_eq!(node.per_eni(), [0, 3, 3]);
-    assert!(node.pods.iter().all(|ip| (ip & 0xffff_0000) == 0x6440_0000));
+    assert!(node.pods.iter().all(|ip| ip.octets()[..2] == [100, 64]));
     assert!(
         node.try_add_pod().is_err(),
         "no ENI left: 6 pod addresses is all"
@@ -556,7 +556,7 @@ fn subnet_discovery_picks_the_most_free_valid_subnet() {
     let pick = |subnets: Vec<Subnet>, vars: &[(&str, &str)]| {
         let mut pool = Pool::ec2_fixture("m5.large", limits(3, 10, true, 29));
         pool.subnets = subnets;
-        pool.in_use.insert(0x0a00_0100);
+        pool.in_use.insert(Ipv4Addr::from(0x0a00_0100));
         pool.blocks = (0..9)
             .map(|n| wasmcni_plugin_sdk::allocator::AddressBlock {
                 cidr: wasmcni_plugin_sdk::allocator::Cidr {
@@ -707,12 +707,12 @@ fn leftovers_of_the_other_mode_are_released_when_free() {
         .pool
         .blocks
         .iter()
-        .map(|b| (b.kind, b.cidr.network))
+        .map(|b| (b.kind, Ipv4Addr::from(b.cidr.network)))
         .collect();
     for (kind, network) in &kinds {
         assert!(
             *kind == BlockKind::Prefix || held.contains(network),
-            "free secondary IP {network:#x} left behind: {kinds:?}"
+            "free secondary IP {network} left behind: {kinds:?}"
         );
     }
     // 2 secondary IPs still held, 1 slot left for a prefix on the primary ENI; the second
@@ -727,10 +727,10 @@ fn choose_is_deterministic_by_device_number_then_lowest_free_address() {
     // the mode's blocks, lowest address not held, cooling or excluded.
     let mut node = Node::new(T3_SMALL, WARM_ENI_1);
     node.add_pods(1);
-    let primary: Vec<u32> = node
+    let primary: Vec<Ipv4Addr> = node
         .pool
         .blocks_of("eni-primary")
-        .map(|b| b.cidr.network)
+        .map(|b| Ipv4Addr::from(b.cidr.network))
         .collect();
     assert_eq!(node.pods, [primary[0]]);
     node.pool.cooling.insert(primary[1]);
@@ -741,7 +741,7 @@ fn choose_is_deterministic_by_device_number_then_lowest_free_address() {
         Some(next),
         node.pool
             .blocks_of(second_eni)
-            .map(|b| b.cidr.network)
+            .map(|b| Ipv4Addr::from(b.cidr.network))
             .min(),
         "primary's free ones are cooling or excluded: the next ENI's lowest"
     );
@@ -772,9 +772,9 @@ fn static_ranges_serve_without_ec2() {
         });
     let settings = Settings::default();
     assert!(plan(&pool, &settings).intents.is_empty());
-    assert_eq!(choose(&pool, &settings), Ok(0xc0a8_0001));
-    pool.in_use.insert(0xc0a8_0001);
-    assert_eq!(choose(&pool, &settings), Ok(0xc0a8_0002));
-    pool.in_use.insert(0xc0a8_0002);
+    assert_eq!(choose(&pool, &settings), Ok(Ipv4Addr::from(0xc0a8_0001)));
+    pool.in_use.insert(Ipv4Addr::from(0xc0a8_0001));
+    assert_eq!(choose(&pool, &settings), Ok(Ipv4Addr::from(0xc0a8_0002)));
+    pool.in_use.insert(Ipv4Addr::from(0xc0a8_0002));
     assert!(choose(&pool, &settings).is_err());
 }

@@ -42,7 +42,7 @@ impl Guest for Plugin {
                 .blocks_of(eni)
                 .filter(|b| b.cidr.prefix_len == 32)
                 .map(|b| b.cidr.network)
-                .filter(|ip| !pool.in_use.contains(ip))
+                .filter(|ip| !pool.in_use.contains(&(*ip).into()))
                 .collect();
             if !addresses.is_empty() {
                 let _ = eni_ops::release_ips(eni, &addresses);
