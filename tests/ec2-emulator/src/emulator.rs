@@ -23,10 +23,10 @@ use crate::faults::{
 };
 use crate::hypervisor::{HypervisorConfig, HypervisorError, NetlinkLinks, NodeLinks};
 use crate::imds::{Imds, ImdsRequest, TOKEN_HEADER, TOKEN_TTL_HEADER};
-use crate::model::{Ec2Model, DEFAULT_REGION};
 use crate::requests::RunInstance;
 use crate::server::{self, PlainRequest};
 use crate::wire::{self, Params};
+use crate::{Ec2Model, DEFAULT_REGION};
 
 /// What the emulator starts with.
 #[derive(Debug, Clone)]

@@ -20,8 +20,8 @@ use futures_util::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkMessage};
 use rtnetlink::{Handle, LinkDummy, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
-use crate::model::Ec2Model;
 use crate::netns::{self, NetnsError};
+use crate::Ec2Model;
 
 /// Where hypervisor mode puts links.
 #[derive(Debug, Clone, PartialEq, Eq)]

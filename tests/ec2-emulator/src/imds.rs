@@ -8,9 +8,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::model::Ec2Model;
 use crate::rng::SeededRng;
 use crate::types::{InstanceState, NetworkInterface};
+use crate::Ec2Model;
 
 /// The request header carrying the TTL of a requested token (and, in the answer, of the
 /// token issued).

@@ -1,14 +1,10 @@
-//! A faithful, deterministic model of the EC2 networking API for wasmcni's tests: VPCs,
+//! The EC2 emulator for wasmcni's tests: the EC2 model of [`wasmcni_ec2_model`] (VPCs,
 //! subnets, security groups, instances of real instance types, ENIs with secondary IPv4
-//! addresses, /28 prefixes, IPv6 addresses and /80 prefixes, tags, and trunk/branch ENIs,
-//! enforcing the limits and answering with the error codes EC2 does.
-//!
-//! The model is pure: no I/O, no clock. [`Ec2Model::new`] takes a seed from which every id,
-//! MAC address and EC2-chosen address follows, so a test replays exactly. Actions take and
-//! return plain Rust types named after EC2's parameters, and fail with an [`Ec2Error`] carrying
-//! EC2's `<Code>` and a message like EC2's; a failed action changes nothing. The HTTP front
-//! (EC2 Query protocol, [`api`] and [`wire`]), IMDS ([`imds`]), fault injection ([`faults`]) and
-//! the "hypervisor" mode ([`hypervisor`]) are layers on top, served by [`Emulator::start`].
+//! addresses, /28 prefixes, IPv6 addresses and /80 prefixes, tags, trunk/branch ENIs, EC2's
+//! limits and error codes, the Query protocol, fault injection) served over HTTP, with IMDS
+//! ([`imds`]) and the "hypervisor" mode ([`hypervisor`]) that makes attached ENIs appear as
+//! links, all started by [`Emulator::start`]. The model's modules are re-exported here under
+//! their old paths, so `ec2_emulator::types::…` and `ec2_emulator::Ec2Model` still name them.
 //!
 //! ```
 //! use ec2_emulator::{codes, AssignPrivateIpAddresses, CreateNetworkInterface, Ec2Model, RunInstance};
@@ -29,43 +25,16 @@
 
 #![warn(missing_docs)]
 
-pub mod addressing;
-pub mod api;
-pub mod describe;
 pub mod emulator;
-pub mod error;
-pub mod faults;
 pub mod hypervisor;
 pub mod imds;
-pub mod instance_types;
-mod model;
 pub mod netns;
-pub mod requests;
-pub mod rng;
 mod server;
-pub mod tags;
-pub mod types;
-pub mod wire;
 
-pub use addressing::AllocationPolicy;
-pub use api::ActionClass;
-pub use describe::{DescribePage, Filter, Page};
+pub use wasmcni_ec2_model::*;
+pub use wasmcni_ec2_model::{
+    addressing, api, describe, error, faults, instance_types, requests, rng, tags, types, wire,
+};
+
 pub use emulator::{Emulator, EmulatorHandle, Scenario, ScenarioResources, StartError};
-pub use error::{codes, Ec2Error, Ec2Result};
-pub use faults::{ActionCounters, BucketConfig, FaultConfig, InjectedError, RequestRecord};
 pub use hypervisor::HypervisorConfig;
-pub use instance_types::{Hypervisor, InstanceTypeCatalog, InstanceTypeInfo, NetworkCardInfo};
-pub use model::{
-    Ec2Model, InvariantViolation, ACCOUNT_ID, DEFAULT_REGION, MAX_SECURITY_GROUPS_PER_INTERFACE,
-};
-pub use requests::{
-    AssignIpv6Addresses, AssignPrivateIpAddresses, AssignedIpv6Addresses,
-    AssignedPrivateIpAddresses, AssociateTrunkInterface, CreateNetworkInterface,
-    ModifyNetworkInterfaceAttribute, RunInstance, UnassignIpv6Addresses,
-    UnassignPrivateIpAddresses,
-};
-pub use types::{
-    Attachment, AttachmentStatus, DeleteTag, Instance, InstanceDescription, InstanceState,
-    InterfaceType, NetworkInterface, NetworkInterfaceStatus, SecurityGroup, Subnet, Tag, Tags,
-    TrunkInterfaceAssociation, Vpc,
-};

@@ -120,7 +120,8 @@ impl Ec2Error {
         }
     }
 
-    pub(crate) fn invalid_value(message: impl Into<String>) -> Self {
+    /// `InvalidParameterValue` with `message`.
+    pub fn invalid_value(message: impl Into<String>) -> Self {
         Self::new(codes::INVALID_PARAMETER_VALUE, message)
     }
 
