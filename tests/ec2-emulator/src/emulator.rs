@@ -25,7 +25,7 @@ use crate::hypervisor::{HypervisorConfig, HypervisorError, NetlinkLinks, NodeLin
 use crate::imds::{Imds, ImdsRequest, TOKEN_HEADER, TOKEN_TTL_HEADER};
 use crate::requests::RunInstance;
 use crate::server::{self, PlainRequest};
-use crate::wire::{self, Params};
+use crate::wire::Params;
 use crate::{Ec2Model, DEFAULT_REGION};
 
 /// What the emulator starts with.
@@ -366,15 +366,9 @@ async fn answer_ec2(shared: Arc<Shared>, request: PlainRequest) -> Response<Full
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let (result, injected) = run_action(&shared, &params, &request_id, &request).await;
-    let (status, error_code, body) = match result {
-        Ok(body) => (200, None, body),
-        Err(error) => (
-            error.http_status(),
-            Some(error.code.to_owned()),
-            wire::error_document(error.code, &error.message, &request_id),
-        ),
-    };
+    let answered = run_action(&shared, &params, &request_id, &request).await;
+    let (status, body) = answered.response(&request_id);
+    let error_code = answered.result.as_ref().err().map(|e| e.code.to_owned());
     lock(&shared.log).record(
         RequestRecord {
             sequence: 0,
@@ -386,7 +380,7 @@ async fn answer_ec2(shared: Arc<Shared>, request: PlainRequest) -> Response<Full
             received_at,
             since_start,
         },
-        injected,
+        answered.injected,
     );
     server::respond(
         status,
@@ -396,44 +390,37 @@ async fn answer_ec2(shared: Arc<Shared>, request: PlainRequest) -> Response<Full
     )
 }
 
-/// The answer to one request and whether a fault (rather than the model) produced it.
+/// The answer to one request (see [`api::answer`]), with what a change of the model brings
+/// here: IMDS observes it, hypervisor links follow it.
 async fn run_action(
     shared: &Shared,
     params: &Params,
     request_id: &str,
     request: &PlainRequest,
-) -> (Ec2Result<String>, bool) {
+) -> api::Answered {
     if request.body.is_none() {
-        return (
-            Err(Ec2Error::invalid_value(format!(
+        return api::Answered {
+            result: Err(Ec2Error::invalid_value(format!(
                 "The request body is larger than {} bytes or unreadable",
                 server::MAX_BODY_BYTES
             ))),
-            false,
-        );
+            action: None,
+            injected: false,
+        };
     }
-    let action = match api::route(params) {
-        Ok(action) => action,
-        Err(error) => return (Err(error), false),
-    };
-    if let Some(fault) = lock(&shared.faults).decide(action, Instant::now()) {
-        return (Err(fault), true);
-    }
-    if let Err(error) = api::check_dry_run(params) {
-        return (Err(error), false);
-    }
-    let result = {
+    let answered = {
+        let mut faults = lock(&shared.faults);
         let mut model = lock(&shared.model);
-        let result = action.run(&mut model, params, request_id);
-        if result.is_ok() && action.class() == ActionClass::Mutating {
+        let answered = api::answer(&mut model, &mut faults, params, request_id, Instant::now());
+        if answered.changed() {
             lock(&shared.imds).observe(&model, Instant::now());
         }
-        result
+        answered
     };
-    if result.is_ok() && action.class() == ActionClass::Mutating {
+    if answered.changed() {
         shared.sync_links().await;
     }
-    (result, false)
+    answered
 }
 
 /// A running emulator. Dropping it stops the listeners; [`EmulatorHandle::shutdown`] also

@@ -182,5 +182,70 @@ pub fn check_dry_run(params: &Params) -> Ec2Result<()> {
     Ok(())
 }
 
+/// What EC2 answered one request, and how.
+#[derive(Debug)]
+pub struct Answered {
+    /// The response document, or EC2's error.
+    pub result: Ec2Result<String>,
+    /// The action the request named, when it named one EC2 answers.
+    pub action: Option<&'static Action>,
+    /// Whether a fault (not the model) produced the answer.
+    pub injected: bool,
+}
+
+impl Answered {
+    /// Whether the request changed the model: a mutating action that succeeded.
+    pub fn changed(&self) -> bool {
+        self.result.is_ok() && self.action.is_some_and(|a| a.class() == ActionClass::Mutating)
+    }
+
+    /// The HTTP status and body EC2 sends for it.
+    pub fn response(&self, request_id: &str) -> (u16, String) {
+        match &self.result {
+            Ok(body) => (200, body.clone()),
+            Err(error) => (
+                error.http_status(),
+                crate::wire::error_document(error.code, &error.message, request_id),
+            ),
+        }
+    }
+}
+
+/// One request as EC2 answers it, without I/O: the action `params` name, then a fault
+/// `faults` decides on at `now` (throttling, an error rate, a scripted failure), the dry-run
+/// check, and the action on `model`. A failed action leaves the model unchanged. The EC2
+/// emulator answers each HTTP request with it; `simulate` each SDK call, in process.
+pub fn answer(
+    model: &mut Ec2Model,
+    faults: &mut crate::faults::Faults,
+    params: &Params,
+    request_id: &str,
+    now: std::time::Instant,
+) -> Answered {
+    let action = match route(params) {
+        Ok(action) => action,
+        Err(error) => {
+            return Answered {
+                result: Err(error),
+                action: None,
+                injected: false,
+            }
+        }
+    };
+    if let Some(fault) = faults.decide(action, now) {
+        return Answered {
+            result: Err(fault),
+            action: Some(action),
+            injected: true,
+        };
+    }
+    let result = check_dry_run(params).and_then(|()| action.run(model, params, request_id));
+    Answered {
+        result,
+        action: Some(action),
+        injected: false,
+    }
+}
+
 #[cfg(test)]
 mod tests;
