@@ -3,7 +3,8 @@
 //! addresses and /80 prefixes, tags, and trunk/branch ENIs, enforcing the limits and answering
 //! with the error codes EC2 does; and its front in EC2's Query protocol ([`api`], [`wire`])
 //! with fault injection ([`faults`]: throttling buckets, error rates, scripted failures,
-//! latency) — everything but the sockets.
+//! latency), and the instance metadata service the node reads ([`imds`]) — everything but the
+//! sockets.
 //!
 //! The model is pure: no I/O, no clock. [`Ec2Model::new`] takes a seed from which every id,
 //! MAC address and EC2-chosen address follows, so a run replays exactly. Actions take and
@@ -38,6 +39,7 @@ pub mod api;
 pub mod describe;
 pub mod error;
 pub mod faults;
+pub mod imds;
 pub mod instance_types;
 mod model;
 pub mod requests;

@@ -13,9 +13,11 @@ use aws_config::provider_config::ProviderConfig;
 use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_sdk_ec2::config::timeout::TimeoutConfig;
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 pub mod api;
 pub mod bucket;
+pub mod in_process;
 mod limits;
 pub mod provider;
 
@@ -53,7 +55,17 @@ impl Default for Endpoints {
 
 /// An IMDSv2 client for `endpoints`.
 pub fn imds_client(endpoints: &Endpoints) -> Result<ImdsClient, Ec2Error> {
-    let http = aws_smithy_http_client::Builder::new().build_http();
+    imds_client_over(
+        endpoints,
+        aws_smithy_http_client::Builder::new().build_http(),
+    )
+}
+
+/// An IMDSv2 client for `endpoints` over `http` (the in-process IMDS of `simulate`).
+pub fn imds_client_over(
+    endpoints: &Endpoints,
+    http: SharedHttpClient,
+) -> Result<ImdsClient, Ec2Error> {
     let mut builder = ImdsClient::builder()
         .configure(&ProviderConfig::without_region().with_http_client(http))
         .max_attempts(endpoints.max_attempts)
@@ -69,7 +81,12 @@ pub fn imds_client(endpoints: &Endpoints) -> Result<ImdsClient, Ec2Error> {
 /// An EC2 client for `region` and `endpoints`: standard retries with backoff, a bound on each
 /// call, plain HTTP for an `http://` endpoint (the emulator) and rustls otherwise.
 pub async fn ec2_client(region: &str, endpoints: &Endpoints) -> aws_sdk_ec2::Client {
-    let http = match &endpoints.ec2 {
+    ec2_client_over(region, endpoints, https_or_http(endpoints)).await
+}
+
+/// Plain HTTP for an `http://` EC2 endpoint (the emulator), rustls otherwise.
+fn https_or_http(endpoints: &Endpoints) -> SharedHttpClient {
+    match &endpoints.ec2 {
         Some(url) if url.starts_with("http://") => {
             aws_smithy_http_client::Builder::new().build_http()
         }
@@ -78,7 +95,15 @@ pub async fn ec2_client(region: &str, endpoints: &Endpoints) -> aws_sdk_ec2::Cli
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
             ))
             .build_https(),
-    };
+    }
+}
+
+/// An EC2 client for `region` and `endpoints` over `http` (the in-process EC2 of `simulate`).
+pub async fn ec2_client_over(
+    region: &str,
+    endpoints: &Endpoints,
+    http: SharedHttpClient,
+) -> aws_sdk_ec2::Client {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))
         .http_client(http)

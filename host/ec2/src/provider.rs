@@ -163,6 +163,31 @@ impl Ec2Provider {
         cluster: &str,
         static_credentials: Option<(String, String)>,
     ) -> Result<Ec2Provider, Ec2Error> {
+        Self::start_over(settings, cluster, static_credentials, None).await
+    }
+
+    /// As [`Ec2Provider::start`], against EC2 and IMDS in process (`simulate`): the same
+    /// SDK clients and calls, `ec2` answering them; the settings' endpoints are not used.
+    pub async fn start_in_process(
+        settings: &Ec2ProviderConfig,
+        cluster: &str,
+        ec2: &crate::in_process::InProcessEc2,
+    ) -> Result<Ec2Provider, Ec2Error> {
+        let settings = Ec2ProviderConfig {
+            ec2_endpoint: Some(crate::in_process::EC2_ENDPOINT.to_owned()),
+            imds_endpoint: Some(crate::in_process::IMDS_ENDPOINT.to_owned()),
+            ..settings.clone()
+        };
+        let credentials = Some(("AKIDINPROCESS".to_owned(), "in-process".to_owned()));
+        Self::start_over(&settings, cluster, credentials, Some(ec2.http_client())).await
+    }
+
+    async fn start_over(
+        settings: &Ec2ProviderConfig,
+        cluster: &str,
+        static_credentials: Option<(String, String)>,
+        http: Option<aws_smithy_runtime_api::client::http::SharedHttpClient>,
+    ) -> Result<Ec2Provider, Ec2Error> {
         let endpoints = Endpoints {
             ec2: settings.ec2_endpoint.clone(),
             imds: settings.imds_endpoint.clone(),
@@ -171,12 +196,19 @@ impl Ec2Provider {
             max_attempts: 1,
             call_timeout: Duration::from_millis(settings.call_timeout_ms),
         };
-        let imds = imds_client(&Endpoints {
+        let imds_endpoints = Endpoints {
             max_attempts: 3,
             ..endpoints.clone()
-        })?;
+        };
+        let imds = match &http {
+            Some(http) => crate::imds_client_over(&imds_endpoints, http.clone())?,
+            None => imds_client(&imds_endpoints)?,
+        };
         let identity = discover(&imds).await?;
-        let client = ec2_client(&identity.region, &endpoints).await;
+        let client = match http {
+            Some(http) => crate::ec2_client_over(&identity.region, &endpoints, http).await,
+            None => ec2_client(&identity.region, &endpoints).await,
+        };
         let api = Ec2Api::new(
             client,
             TokenBucket::new(settings.api_burst, settings.api_rate_per_s),

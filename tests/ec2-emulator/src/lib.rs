@@ -1,8 +1,8 @@
 //! The EC2 emulator for wasmcni's tests: the EC2 model of [`wasmcni_ec2_model`] (VPCs,
 //! subnets, security groups, instances of real instance types, ENIs with secondary IPv4
 //! addresses, /28 prefixes, IPv6 addresses and /80 prefixes, tags, trunk/branch ENIs, EC2's
-//! limits and error codes, the Query protocol, fault injection) served over HTTP, with IMDS
-//! ([`imds`]) and the "hypervisor" mode ([`hypervisor`]) that makes attached ENIs appear as
+//! limits and error codes, the Query protocol, fault injection, IMDS) served over HTTP, with
+//! the "hypervisor" mode ([`hypervisor`]) that makes attached ENIs appear as
 //! links, all started by [`Emulator::start`]. The model's modules are re-exported here under
 //! their old paths, so `ec2_emulator::types::…` and `ec2_emulator::Ec2Model` still name them.
 //!
@@ -27,13 +27,13 @@
 
 pub mod emulator;
 pub mod hypervisor;
-pub mod imds;
 pub mod netns;
 mod server;
 
 pub use wasmcni_ec2_model::*;
 pub use wasmcni_ec2_model::{
-    addressing, api, describe, error, faults, instance_types, requests, rng, tags, types, wire,
+    addressing, api, describe, error, faults, imds, instance_types, requests, rng, tags, types,
+    wire,
 };
 
 pub use emulator::{Emulator, EmulatorHandle, Scenario, ScenarioResources, StartError};

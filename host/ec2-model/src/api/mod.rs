@@ -196,7 +196,10 @@ pub struct Answered {
 impl Answered {
     /// Whether the request changed the model: a mutating action that succeeded.
     pub fn changed(&self) -> bool {
-        self.result.is_ok() && self.action.is_some_and(|a| a.class() == ActionClass::Mutating)
+        self.result.is_ok()
+            && self
+                .action
+                .is_some_and(|a| a.class() == ActionClass::Mutating)
     }
 
     /// The HTTP status and body EC2 sends for it.
