@@ -2,7 +2,9 @@
 //! a node never spends more of the account's shared EC2 rate than it is configured to.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// A token bucket: `burst` calls at once, then `rate` calls per second.
 #[derive(Debug)]

@@ -18,7 +18,11 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, the system's outside a paused runtime: `simulate` runs the provider in
+// virtual time.
+use tokio::time::Instant;
 
 use ipnet::Ipv4Net;
 

@@ -398,7 +398,7 @@ async fn start_patience_gives_up_at_its_deadline_with_ec2s_last_answer() {
     // would pass the deadline, so the last answer is returned, by the deadline. (Real time on
     // a loaded machine: a late wake-up may cost the third attempt, never the deadline.)
     let calls = AtomicU32::new(0);
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let deadline = started + Duration::from_millis(3500);
     let outcome: Result<(), Ec2Error> = crate::provider::patiently("subnets", deadline, || {
         calls.fetch_add(1, Ordering::Relaxed);
@@ -421,7 +421,7 @@ async fn start_patience_gives_up_at_its_deadline_with_ec2s_last_answer() {
     );
     // A refusal EC2 would repeat is returned at once.
     let calls = AtomicU32::new(0);
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let outcome: Result<(), Ec2Error> =
         crate::provider::patiently("subnets", started + Duration::from_secs(60), || {
             calls.fetch_add(1, Ordering::Relaxed);

@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, the system's outside a paused runtime: `simulate` runs the handler in virtual time.
+use tokio::time::Instant;
 
 use ipnet::{IpNet, Ipv4Net};
 
