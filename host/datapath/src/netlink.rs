@@ -721,14 +721,7 @@ impl Datapath for NetlinkDatapath {
         let mac = format_mac(&eni.mac);
         let deadline = tokio::time::Instant::now() + eni.wait;
         let link = loop {
-            let links: Vec<LinkMessage> = self
-                .host
-                .link()
-                .get()
-                .execute()
-                .try_collect()
-                .await
-                .map_err(nl("list links".to_owned()))?;
+            let links = all_links(&self.host).await?;
             if let Some(link) = link_of_mac(links, eni.mac) {
                 break link;
             }
@@ -852,14 +845,7 @@ impl Datapath for NetlinkDatapath {
     }
 
     async fn link_with_mac(&self, mac: [u8; 6]) -> Result<Option<String>, DatapathError> {
-        let links: Vec<LinkMessage> = self
-            .host
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(nl("list links".to_owned()))?;
+        let links = all_links(&self.host).await?;
         Ok(link_of_mac(links, mac).as_ref().and_then(link_name))
     }
 
@@ -950,14 +936,7 @@ impl Datapath for NetlinkDatapath {
     }
 
     async fn node_state(&self, veth_prefix: &str) -> Result<NodeState, DatapathError> {
-        let links: Vec<LinkMessage> = self
-            .host
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(nl("list links".to_owned()))?;
+        let links = all_links(&self.host).await?;
         let ours: Vec<(u32, String)> = links
             .iter()
             .filter(|l| is_veth(l) && link_alias(l) == Some(VETH_ALIAS))

@@ -88,14 +88,7 @@ impl NetlinkDatapath {
 
     /// The node's links, sorted as [`DetachedGroup`] says.
     async fn detached_group(&self) -> Result<DetachedGroup, DatapathError> {
-        let links: Vec<LinkMessage> = self
-            .host
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(nl("list links".to_owned()))?;
+        let links = all_links(&self.host).await?;
         let mut group = DetachedGroup {
             present: Default::default(),
             members: Default::default(),

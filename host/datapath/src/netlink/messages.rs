@@ -89,6 +89,17 @@ pub(super) async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32
     Ok(link_by_name(handle, name).await?.map(|l| l.header.index))
 }
 
+/// Every link of `handle`'s namespace.
+pub(super) async fn all_links(handle: &Handle) -> Result<Vec<LinkMessage>, DatapathError> {
+    handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list links".to_owned()))
+}
+
 pub(super) async fn routes_v4(handle: &Handle) -> Result<Vec<RouteMessage>, DatapathError> {
     handle
         .route()
