@@ -81,6 +81,8 @@ pub struct FakeDatapath {
     state: Mutex<State>,
     /// Closed (`false`): `remove_link` waits, as a slow kernel would, until it is opened.
     link_removals: tokio::sync::watch::Sender<bool>,
+    /// Host veths whose removal hangs (the kernel waiting for a device that never frees).
+    hung_removals: tokio::sync::watch::Sender<Vec<String>>,
 }
 
 impl Default for FakeDatapath {
@@ -88,6 +90,7 @@ impl Default for FakeDatapath {
         FakeDatapath {
             state: Mutex::default(),
             link_removals: tokio::sync::watch::channel(true).0,
+            hung_removals: tokio::sync::watch::channel(Vec::new()).0,
         }
     }
 }
@@ -137,6 +140,18 @@ impl FakeDatapath {
     /// Lets held and later `remove_link` calls finish.
     pub fn finish_link_removals(&self) {
         self.link_removals.send_replace(true);
+    }
+
+    /// Makes every removal of `host_veth` hang until [`FakeDatapath::release_link_removal`].
+    pub fn hang_link_removal(&self, host_veth: &str) {
+        self.hung_removals
+            .send_modify(|hung| hung.push(host_veth.to_owned()));
+    }
+
+    /// Lets the hung removals of `host_veth` finish.
+    pub fn release_link_removal(&self, host_veth: &str) {
+        self.hung_removals
+            .send_modify(|hung| hung.retain(|h| h != host_veth));
     }
 
     /// Makes the next `count` link removals fail (the kernel refusing to delete).
@@ -372,6 +387,8 @@ impl Datapath for FakeDatapath {
         let mut open = self.link_removals.subscribe();
         // The sender lives as long as `self`.
         let _ = open.wait_for(|open| *open).await;
+        let mut hung = self.hung_removals.subscribe();
+        let _ = hung.wait_for(|hung| !hung.iter().any(|h| h == name)).await;
         let mut state = self.lock();
         state.calls.push(Call::RemoveLink(name.to_owned()));
         if state.link_removal_failures > 0 {

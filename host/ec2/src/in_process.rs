@@ -29,6 +29,8 @@ use wasmcni_ec2_model::{api, ActionCounters, Ec2Model, FaultConfig, RequestRecor
 pub const EC2_ENDPOINT: &str = "http://ec2.in-process";
 /// IMDS's endpoint in process.
 pub const IMDS_ENDPOINT: &str = "http://imds.in-process";
+/// The host of [`IMDS_ENDPOINT`]: requests to it are IMDS's, every other one EC2's API.
+const IMDS_HOST: &str = "imds.in-process";
 
 /// One EC2 account and region, and one node's IMDS, answering in process. Clones share it.
 #[derive(Clone)]
@@ -74,7 +76,8 @@ impl InProcessEc2 {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on the model (a test or a simulation changing EC2 behind the node's back).
+    /// Runs `f` on the model (a test or a simulation changing EC2 behind the node's back). `f`
+    /// runs under the service's lock: it must not call the service.
     pub fn with_model<R>(&self, f: impl FnOnce(&mut Ec2Model) -> R) -> R {
         let mut shared = self.lock();
         let result = f(&mut shared.model);
@@ -112,7 +115,7 @@ impl InProcessEc2 {
             next_request,
             started,
         } = &mut *shared;
-        if IMDS_ENDPOINT.ends_with(authority) {
+        if is_imds(authority) {
             let path = path_and_query.split('?').next().unwrap_or_default();
             let answer = imds.handle(
                 ImdsRequest {
@@ -168,6 +171,14 @@ impl InProcessEc2 {
     }
 }
 
+/// Whether a request's authority (`host[:port]`) is the in-process IMDS's.
+fn is_imds(authority: &str) -> bool {
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host);
+    host.eq_ignore_ascii_case(IMDS_HOST)
+}
+
 /// `http://host[:port]/path?query` as (host[:port], /path?query).
 fn split_uri(uri: &str) -> (&str, &str) {
     let rest = uri.split_once("://").map_or(uri, |(_, rest)| rest);
@@ -189,7 +200,13 @@ impl HttpConnector for InProcessEc2 {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let service = self.clone();
         HttpConnectorFuture::new(async move {
-            let latency = service.lock().faults.config().latency;
+            // EC2's latency; IMDS answers at once (its lag is how late it sees changes).
+            let (authority, _) = split_uri(request.uri());
+            let latency = if is_imds(authority) {
+                std::time::Duration::ZERO
+            } else {
+                service.lock().faults.config().latency
+            };
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
             }
@@ -300,6 +317,27 @@ mod tests {
             elapsed >= latency * u32::try_from(calls).unwrap(),
             "{calls} calls of {latency:?} in {elapsed:?}"
         );
+    }
+
+    #[test]
+    fn imds_is_told_from_ec2_by_its_host() {
+        assert!(is_imds("imds.in-process"));
+        assert!(is_imds("imds.in-process:80"));
+        assert!(is_imds("IMDS.in-process"));
+        for other in [
+            "",
+            "process",
+            "s.in-process",
+            "ec2.in-process",
+            "imds.in-process.evil",
+        ] {
+            assert!(!is_imds(other), "{other:?}");
+        }
+        assert_eq!(
+            split_uri("http://imds.in-process/latest/api/token"),
+            ("imds.in-process", "/latest/api/token")
+        );
+        assert_eq!(split_uri("http://ec2.in-process"), ("ec2.in-process", "/"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,6 +16,21 @@ struct DetachedGroup {
     foreign: Vec<String>,
 }
 
+/// Says once per daemon that the group holds links wasmcni did not put there (then at debug
+/// level): it stays true until an operator acts, and every batch would say it again.
+fn warn_foreign_once(foreign: &[String]) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::debug!(
+            group = DETACHED_GROUP,
+            ?foreign,
+            "link group holds links wasmcni did not detach; detached veths are deleted one by one"
+        );
+    } else {
+        tracing::warn!(group = DETACHED_GROUP, ?foreign, "link group {DETACHED_GROUP:#x} holds links wasmcni did not detach; detached veths are deleted one by one while it does (said once)");
+    }
+}
+
 /// The `RTM_SETLINK` of a detach: the veth down, and into [`DETACHED_GROUP`].
 pub(super) fn detach_message(index: u32) -> LinkMessage {
     let mut message = LinkUnspec::new_with_index(index).down().build();
@@ -42,39 +57,41 @@ impl NetlinkDatapath {
         &self,
         links: &[(u32, String)],
     ) -> Vec<Result<(), DatapathError>> {
-        let mut deleted_with_group = std::collections::HashSet::new();
-        let mut gone = std::collections::HashSet::new();
-        if links.len() > 1 {
-            match self.detached_group().await {
-                Ok(group) => {
-                    gone = links
+        // Gone already, or deleted with the group: nothing more to do for these.
+        let mut done = std::collections::HashSet::new();
+        match self.detached_group().await {
+            Ok(group) => {
+                done.extend(
+                    links
                         .iter()
                         .filter(|(index, name)| group.present.get(index) != Some(name))
-                        .map(|(index, _)| *index)
-                        .collect();
-                    let in_group: Vec<u32> = links
-                        .iter()
-                        .filter(|(index, _)| group.members.contains(index))
-                        .map(|(index, _)| *index)
-                        .collect();
+                        .map(|(index, _)| *index),
+                );
+                let in_group: Vec<u32> = links
+                    .iter()
+                    .filter(|(index, _)| group.members.contains(index))
+                    .map(|(index, _)| *index)
+                    .collect();
+                // A lone veth goes by its index; a batch with the group.
+                if links.len() > 1 && !in_group.is_empty() {
                     if !group.foreign.is_empty() {
-                        tracing::warn!(group = DETACHED_GROUP, foreign = ?group.foreign, "link group {DETACHED_GROUP:#x} holds links wasmcni did not detach; its detached veths are deleted one by one");
-                    } else if !in_group.is_empty() {
+                        warn_foreign_once(&group.foreign);
+                    } else {
                         match self.remove_detached_group().await {
-                            Ok(()) => deleted_with_group.extend(in_group),
+                            Ok(()) => done.extend(in_group),
                             Err(e) => {
                                 tracing::warn!(error = %e, "deleting the detached veths as one group failed; deleting them one by one")
                             }
                         }
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot list the links to delete the detached veths as one group; deleting them one by one")
-                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the links to delete the detached veths; deleting them one by one by index")
             }
         }
         futures_util::future::join_all(links.iter().map(|(index, name)| {
-            let done = deleted_with_group.contains(index) || gone.contains(index);
+            let done = done.contains(index);
             async move {
                 if done {
                     Ok(())

@@ -141,18 +141,19 @@ impl<D: Datapath> Handler<D> {
                 return Err(self.undo_add(&reserved, datapath_error(e, "ADD")).await);
             }
         };
-        drop(busy);
         if !adjustments.is_empty() {
             let attachment = PodAttachment {
                 routes: created.routes.clone(),
                 ..attachment
             };
             if let Err(e) = self.datapath.adjust_pod(&attachment, &adjustments).await {
+                drop(busy);
                 return Err(self
                     .undo_add(&reserved, datapath_error(e, "ADD (policy adjustments)"))
                     .await);
             }
         }
+        drop(busy);
 
         let ours = own_result(
             &reserved,

@@ -41,6 +41,8 @@ pub(crate) struct Drain {
     failures: u32,
     /// After a refused deletion, when to try again.
     retry_at: Option<Instant>,
+    /// A batch deleting it is under way (the reaper does not hand it out again meanwhile).
+    deleting: bool,
 }
 
 /// Refused deletions after which each further one is logged as an error: an address stuck
@@ -148,6 +150,7 @@ impl<D: Datapath> Handler<D> {
                         since: Instant::now(),
                         failures: 0,
                         retry_at: None,
+                        deleting: false,
                     },
                 );
             }
@@ -158,15 +161,16 @@ impl<D: Datapath> Handler<D> {
         self.reaper.wake.notify_one();
     }
 
-    /// The reaper's next step at `now`: the drains due (not waiting for a retry), unless
-    /// netlink work is in flight or just ended ([`Reaper::unquiet_for`]) and the oldest of
-    /// them has waited less than [`DEFER_MAX`].
+    /// The reaper's next step at `now`: the drains due (not waiting for a retry, not being
+    /// deleted by an earlier batch), unless netlink work is in flight or just ended
+    /// ([`Reaper::unquiet_for`]) and the oldest of them has waited less than [`DEFER_MAX`].
+    /// The drains of a batch it returns are marked as being deleted.
     fn next_reap(&self, now: Instant) -> Next {
-        let draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+        let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
         let mut due: std::collections::BTreeMap<u32, (String, Vec<IpAddr>)> = Default::default();
         let mut waited = Duration::ZERO;
         let mut next_retry: Option<Instant> = None;
-        for (ip, drain) in draining.iter() {
+        for (ip, drain) in draining.iter().filter(|(_, d)| !d.deleting) {
             match drain.retry_at {
                 Some(at) if at > now => {
                     next_retry = Some(next_retry.map_or(at, |n| n.min(at)));
@@ -189,6 +193,11 @@ impl<D: Datapath> Handler<D> {
                 return Next::Wait(Some(quiet_in.min(DEFER_MAX - waited)));
             }
         }
+        for drain in due.values().flat_map(|(_, ips)| ips) {
+            if let Some(d) = draining.get_mut(drain) {
+                d.deleting = true;
+            }
+        }
         Next::Delete(
             due.into_iter()
                 .map(|(index, (veth, mut ips))| {
@@ -199,14 +208,32 @@ impl<D: Datapath> Handler<D> {
         )
     }
 
-    /// Deletes `batch`'s veths; the deleted ones' addresses are free, the others retried.
+    /// Deletes `batch`'s veths (a task of its own: a deletion the kernel never finishes holds
+    /// up its own addresses, not the reaper); the deleted ones' addresses are free, the others
+    /// retried.
     async fn reap_batch(&self, batch: Vec<(u32, String, Vec<IpAddr>)>) {
+        // However this ends (a panic included), what is still draining is the reaper's again.
+        let _settled = BatchSettled {
+            handler: self,
+            ips: batch
+                .iter()
+                .flat_map(|(_, _, ips)| ips.iter().copied())
+                .collect(),
+        };
         let links: Vec<(u32, String)> = batch
             .iter()
             .map(|(index, veth, _)| (*index, veth.clone()))
             .collect();
-        let results = self.datapath.remove_links(&links).await;
-        for ((_, veth, ips), result) in batch.into_iter().zip(results) {
+        let mut results = self.datapath.remove_links(&links).await.into_iter();
+        for (_, veth, ips) in batch {
+            let result = results.next().unwrap_or_else(|| {
+                Err(wasmcni_datapath::DatapathError::Netlink {
+                    operation: format!("delete host veth {veth}"),
+                    cause: wasmcni_datapath::NetlinkCause::Unexpected(
+                        "the data path answered fewer results than links".into(),
+                    ),
+                })
+            });
             match result {
                 Ok(()) => self.end_drain(&ips),
                 Err(e) => {
@@ -348,16 +375,58 @@ impl<D: Datapath> Handler<D> {
     }
 }
 
-/// The reaper's task: deletes draining veths in batches as [`Reaper`] says, until the handler
-/// is gone.
+/// Clears the "being deleted" mark of a batch's drains still there when the batch ends, and
+/// wakes the reaper (a failed one has a retry to schedule).
+struct BatchSettled<'a, D: Datapath> {
+    handler: &'a Handler<D>,
+    ips: Vec<IpAddr>,
+}
+
+impl<D: Datapath> Drop for BatchSettled<'_, D> {
+    fn drop(&mut self) {
+        {
+            let mut draining = self
+                .handler
+                .draining
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for ip in &self.ips {
+                if let Some(d) = draining.get_mut(ip) {
+                    d.deleting = false;
+                }
+            }
+        }
+        self.handler.reaper.wake.notify_one();
+    }
+}
+
+/// Lets the next drain start a new reaper when this one ends other than with its handler.
+struct ReaperEnded(Arc<Reaper>);
+
+impl Drop for ReaperEnded {
+    fn drop(&mut self) {
+        if !self.0.closed.load(Ordering::SeqCst) {
+            tracing::error!(
+                "the task deleting DELeted pods' veths ended; the next DEL starts another"
+            );
+        }
+        self.0.started.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The reaper's task: hands draining veths to batch deletions as [`Reaper`] says, until the
+/// handler is gone.
 async fn reap<D: Datapath>(reaper: Arc<Reaper>, me: std::sync::Weak<Handler<D>>) {
+    let _ended = ReaperEnded(reaper.clone());
     loop {
         if reaper.closed.load(Ordering::SeqCst) {
             return;
         }
         let Some(handler) = me.upgrade() else { return };
         match handler.next_reap(Instant::now()) {
-            Next::Delete(batch) => handler.reap_batch(batch).await,
+            Next::Delete(batch) => {
+                tokio::spawn(async move { handler.reap_batch(batch).await });
+            }
             Next::Wait(limit) => {
                 drop(handler);
                 let woken = reaper.wake.notified();

@@ -326,3 +326,35 @@ async fn netlink_work_that_never_ends_defers_a_deletion_only_so_long() {
     );
     assert!(!f.handler.datapath.veths().contains_key(&veth("a")));
 }
+
+#[tokio::test]
+async fn a_deletion_the_kernel_never_finishes_holds_up_its_own_address_only() {
+    let f = fixture("10.88.0.0/24");
+    let mut ips = Vec::new();
+    for name in ["stuck", "next"] {
+        let ip: IpAddr = ip_of(&f.run(Command::Add, name, "1.1.0").await)
+            .trim_end_matches("/32")
+            .parse()
+            .unwrap();
+        ips.push(ip);
+    }
+    f.handler.datapath.hang_link_removal(&veth("stuck"));
+    ok(&f.run(Command::Del, "stuck", "1.1.0").await);
+    // Its deletion is under way and hangs.
+    assert!(
+        !f.handler
+            .drained(Some(ips[0]), Duration::from_millis(300))
+            .await
+    );
+    ok(&f.run(Command::Del, "next", "1.1.0").await);
+    assert!(
+        f.handler.drained(Some(ips[1]), LIMIT).await,
+        "a later DEL's veth is deleted while an earlier deletion hangs"
+    );
+    assert!(
+        f.handler.is_draining(ips[0]),
+        "still held while its veth may exist"
+    );
+    f.handler.datapath.release_link_removal(&veth("stuck"));
+    assert!(f.handler.drained(Some(ips[0]), LIMIT).await);
+}
