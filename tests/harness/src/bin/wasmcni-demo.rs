@@ -206,11 +206,23 @@ fn main() -> ExitCode {
             ok,
         );
     }
-    let leftovers = node.node.ip(&["-o", "link", "show", "type", "veth"]);
-    let leftover_veths = leftovers.lines().filter(|l| l.contains(": eni")).count();
+    // DEL answers once the pod is cut off routing; the kernel deletes the veths right after
+    // (in one batch, once no other pod's netlink work is in flight).
+    let deleting = Instant::now();
+    let leftover_veths = loop {
+        let leftovers = node.node.ip(&["-o", "link", "show", "type", "veth"]);
+        let count = leftovers.lines().filter(|l| l.contains(": eni")).count();
+        if count == 0 || deleting.elapsed() > std::time::Duration::from_secs(5) {
+            break count;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
     check(
         &mut failures,
-        "no pod veth left on the node after DEL",
+        &format!(
+            "no pod veth left on the node after DEL (the kernel's deletions done {:?} after the last DEL answered)",
+            deleting.elapsed()
+        ),
         leftover_veths == 0,
     );
     let rules = node.node.ip(&["-4", "rule", "show", "priority", "512"]);
