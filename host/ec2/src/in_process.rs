@@ -151,16 +151,12 @@ impl InProcessEc2 {
         }
         let (status, body) = answered.response(&request_id);
         log.record(
-            RequestRecord {
-                sequence: 0,
-                action: params.get("Action").unwrap_or_default().to_owned(),
-                params: params.as_map().clone(),
-                status,
-                error_code: answered.result.as_ref().err().map(|e| e.code.to_owned()),
-                request_id: request_id.clone(),
-                received_at: SystemTime::now(),
-                since_start: now.duration_since(*started),
-            },
+            answered.record(
+                &params,
+                &request_id,
+                SystemTime::now(),
+                now.duration_since(*started),
+            ),
             answered.injected,
         );
         let mut response = response(status, body);
@@ -274,13 +270,7 @@ mod tests {
             .create_and_attach(&subnet, &[], 2, 0, provider.ownership_tags())
             .await
             .expect("create and attach");
-        let primary = provider
-            .enis()
-            .into_iter()
-            .find(|e| e.primary())
-            .expect("primary")
-            .eni
-            .id;
+        let primary = provider.identity().primary().expect("primary").id.clone();
         let added = provider.assign(&primary, 3, false).await.expect("assign");
         assert_eq!(added.ips.len(), 3);
 
@@ -352,13 +342,7 @@ mod tests {
         let provider = crate::Ec2Provider::start_in_process(&settings(), "sim", &ec2)
             .await
             .expect("start");
-        let primary = provider
-            .enis()
-            .into_iter()
-            .find(|e| e.primary())
-            .expect("primary")
-            .eni
-            .id;
+        let primary = provider.identity().primary().expect("primary").id.clone();
         for _ in 0..3 {
             provider.assign(&primary, 1, false).await.expect("assign");
         }

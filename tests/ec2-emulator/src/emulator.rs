@@ -368,18 +368,8 @@ async fn answer_ec2(shared: Arc<Shared>, request: PlainRequest) -> Response<Full
     }
     let answered = run_action(&shared, &params, &request_id, &request).await;
     let (status, body) = answered.response(&request_id);
-    let error_code = answered.result.as_ref().err().map(|e| e.code.to_owned());
     lock(&shared.log).record(
-        RequestRecord {
-            sequence: 0,
-            action: params.get("Action").unwrap_or_default().to_owned(),
-            params: params.as_map().clone(),
-            status,
-            error_code,
-            request_id: request_id.clone(),
-            received_at,
-            since_start,
-        },
+        answered.record(&params, &request_id, received_at, since_start),
         answered.injected,
     );
     server::respond(

@@ -202,6 +202,33 @@ impl Answered {
                 .is_some_and(|a| a.class() == ActionClass::Mutating)
     }
 
+    /// The HTTP status EC2 sends for it.
+    pub fn status(&self) -> u16 {
+        self.result
+            .as_ref()
+            .map_or_else(Ec2Error::http_status, |_| 200)
+    }
+
+    /// The request log's record of `params`, answered so.
+    pub fn record(
+        &self,
+        params: &Params,
+        request_id: &str,
+        received_at: std::time::SystemTime,
+        since_start: std::time::Duration,
+    ) -> crate::faults::RequestRecord {
+        crate::faults::RequestRecord {
+            sequence: 0,
+            action: params.get("Action").unwrap_or_default().to_owned(),
+            params: params.as_map().clone(),
+            status: self.status(),
+            error_code: self.result.as_ref().err().map(|e| e.code.to_owned()),
+            request_id: request_id.to_owned(),
+            received_at,
+            since_start,
+        }
+    }
+
     /// The HTTP status and body EC2 sends for it.
     pub fn response(&self, request_id: &str) -> (u16, String) {
         match &self.result {
