@@ -249,6 +249,21 @@ pub struct Attachment {
     pub status: AttachmentStatus,
     /// Whether terminating the instance deletes the ENI.
     pub delete_on_termination: bool,
+    /// When it was attached, Unix milliseconds (the model's clock, [`crate::Ec2Model::set_clock`]:
+    /// through the API, [`wasmcni_clock`], a simulation's time in one): `attachTime`, from
+    /// which the daemon reads an ENI's age.
+    #[serde(default)]
+    pub attach_time_unix_ms: u64,
+}
+
+impl Attachment {
+    /// `attachTime` as EC2 writes it (`2026-12-08T10:00:00.000Z`).
+    pub fn attach_time(&self) -> String {
+        humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.attach_time_unix_ms),
+        )
+        .to_string()
+    }
 }
 
 /// An elastic network interface.

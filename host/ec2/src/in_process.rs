@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
 
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
@@ -154,7 +153,7 @@ impl InProcessEc2 {
             answered.record(
                 &params,
                 &request_id,
-                SystemTime::now(),
+                wasmcni_clock::now(),
                 now.duration_since(*started),
             ),
             answered.injected,
@@ -306,6 +305,40 @@ mod tests {
         assert!(
             elapsed >= latency * u32::try_from(calls).unwrap(),
             "{calls} calls of {latency:?} in {elapsed:?}"
+        );
+    }
+
+    /// An ENI's age is the simulation's: EC2 stamps `attachTime` with the clock that follows
+    /// tokio's, and the provider reads it back on a refresh (before, the model stamped none,
+    /// so every emulated ENI looked attached at the epoch).
+    #[tokio::test(start_paused = true)]
+    async fn an_enis_attach_time_and_age_follow_the_simulations_clock() {
+        let (ec2, subnet, _) = node(FaultConfig::default());
+        let provider = crate::Ec2Provider::start_in_process(&settings(), "sim", &ec2)
+            .await
+            .expect("start");
+        let before = wasmcni_clock::unix_ms();
+        let (eni, _) = provider
+            .create_and_attach(&subnet, &[], 2, 0, provider.ownership_tags())
+            .await
+            .expect("create and attach");
+        let after = wasmcni_clock::unix_ms();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        provider.refresh().await.expect("refresh");
+        let read = provider
+            .enis()
+            .into_iter()
+            .find(|e| e.eni.id == eni.eni.id)
+            .expect("the ENI after the refresh");
+        assert!(
+            (before..=after).contains(&read.attached_unix_ms),
+            "attached at {} (between {before} and {after})",
+            read.attached_unix_ms
+        );
+        let age = read.info(true, wasmcni_clock::unix_ms()).age_ms;
+        assert!(
+            (3_600_000..=3_600_000 + (after - before) + 1).contains(&age),
+            "an hour later the ENI is {age} ms old"
         );
     }
 

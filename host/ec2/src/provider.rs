@@ -83,10 +83,10 @@ pub struct Ec2Provider {
     state: Mutex<State>,
 }
 
+/// The wall clock ([`wasmcni_clock`]: the system's, or a simulation's): ENI ages and the
+/// `created-at` tag.
 fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    wasmcni_clock::unix_ms()
 }
 
 /// `2026-11-27T12:00:00Z` for Unix seconds.

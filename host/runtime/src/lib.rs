@@ -982,11 +982,9 @@ impl Plugin {
     }
 }
 
+/// The wall clock in Unix milliseconds ([`wasmcni_clock`]: the system's, or a simulation's).
 pub fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
+    wasmcni_clock::unix_ms()
 }
 
 /// What a reviewer needs to know about one plugin, read from the component itself.

@@ -34,9 +34,7 @@ struct Released {
 }
 
 fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    wasmcni_clock::unix_ms()
 }
 
 /// The addresses of `dir`'s file still within `cooldown`, with the instant each was released.

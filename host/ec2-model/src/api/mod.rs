@@ -269,6 +269,7 @@ pub fn answer(
             injected: true,
         };
     }
+    model.set_clock(wasmcni_clock::unix_ms());
     let result = check_dry_run(params).and_then(|()| action.run(model, params, request_id));
     Answered {
         result,

@@ -40,6 +40,7 @@ pub(super) fn network_interface(xml: &mut XmlWriter, model: &Ec2Model, eni: &Net
             .leaf("instanceOwnerId", &attachment.instance_owner_id)
             .leaf("deviceIndex", attachment.device_index)
             .leaf("networkCardIndex", attachment.network_card_index)
+            .leaf("attachTime", attachment.attach_time())
             .leaf("status", attachment.status.as_str())
             .leaf("deleteOnTermination", attachment.delete_on_termination)
             .close();
@@ -94,6 +95,7 @@ fn instance_network_interface(xml: &mut XmlWriter, model: &Ec2Model, eni: &Netwo
             .leaf("attachmentId", &attachment.attachment_id)
             .leaf("deviceIndex", attachment.device_index)
             .leaf("networkCardIndex", attachment.network_card_index)
+            .leaf("attachTime", attachment.attach_time())
             .leaf("status", attachment.status.as_str())
             .leaf("deleteOnTermination", attachment.delete_on_termination)
             .close();

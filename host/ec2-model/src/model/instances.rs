@@ -90,6 +90,7 @@ impl Ec2Model {
                 network_card_index: card,
                 status: AttachmentStatus::Attached,
                 delete_on_termination: true,
+                attach_time_unix_ms: self.now_unix_ms,
             }),
             requester_managed: false,
             tags: Tags::new(),

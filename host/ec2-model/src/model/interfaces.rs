@@ -279,6 +279,7 @@ impl Ec2Model {
             network_card_index: card,
             status: AttachmentStatus::Attached,
             delete_on_termination: false,
+            attach_time_unix_ms: self.now_unix_ms,
         };
         let eni = self.eni_mut(network_interface_id)?;
         eni.attachment = Some(attachment.clone());

@@ -96,6 +96,9 @@ pub struct Ec2Model {
     ids: BTreeSet<String>,
     macs: BTreeSet<String>,
     vpc_ipv6_blocks: BTreeSet<Ipv6Net>,
+    /// The time attachments are stamped with (Unix ms): what the front last set
+    /// ([`Ec2Model::set_clock`]), 0 until then, so the model alone stays deterministic.
+    now_unix_ms: u64,
 }
 
 impl Ec2Model {
@@ -124,7 +127,14 @@ impl Ec2Model {
             ids: BTreeSet::new(),
             macs: BTreeSet::new(),
             vpc_ipv6_blocks: BTreeSet::new(),
+            now_unix_ms: 0,
         }
+    }
+
+    /// Sets the time (Unix ms) the next changes are stamped with (`attachTime`).
+    /// [`crate::api::answer`] sets it from [`wasmcni_clock`] before every request.
+    pub fn set_clock(&mut self, unix_ms: u64) {
+        self.now_unix_ms = unix_ms;
     }
 
     /// Choose addresses EC2 picks itself with `policy` from now on.
