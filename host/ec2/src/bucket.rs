@@ -40,7 +40,12 @@ impl TokenBucket {
             Ok(())
         } else {
             *state = (refilled, now);
-            Err(Duration::from_secs_f64((1.0 - refilled) / self.rate))
+            // Rounded up to tokio's timer resolution, and never zero: after a wait truncated
+            // to nanoseconds, floating point can leave the bucket a hair short of a token, and
+            // a zero wait would then spin without time passing (forever, on a simulation's
+            // paused clock).
+            let ms = ((1.0 - refilled) / self.rate * 1e3).ceil().max(1.0);
+            Err(Duration::from_millis(ms as u64))
         }
     }
 
@@ -81,6 +86,30 @@ mod tests {
             assert!(bucket.try_take_at(later).is_ok());
         }
         assert!(bucket.try_take_at(later).is_err());
+    }
+
+    /// Every wait it asks for lets time pass, and waiting it out yields a token: no rate
+    /// leaves it a rounding error short, asking for a zero wait (a spin on a paused clock:
+    /// `simulate` hung on this before).
+    #[test]
+    fn every_wait_is_at_least_a_millisecond_and_is_enough() {
+        for rate in [0.1, 0.3, 3.0, 7.0, 10.0, 13.0, 20.0, 33.3, 1000.0, 4321.0] {
+            let bucket = TokenBucket::new(1, rate);
+            let mut now = Instant::now();
+            assert!(bucket.try_take_at(now).is_ok());
+            for call in 0..500 {
+                let wait = bucket.try_take_at(now).unwrap_err();
+                assert!(
+                    wait >= Duration::from_millis(1),
+                    "rate {rate}, call {call}: {wait:?}"
+                );
+                now += wait;
+                assert!(
+                    bucket.try_take_at(now).is_ok(),
+                    "rate {rate}, call {call}: no token after waiting {wait:?}"
+                );
+            }
+        }
     }
 
     #[tokio::test]
