@@ -2,6 +2,7 @@
 
 mod approve;
 mod push;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -114,6 +115,12 @@ enum Commands {
         #[arg(long, env = "AWS_ENDPOINT_URL_EC2")]
         ec2: Option<String>,
     },
+    /// Replay a pod-churn trace against allocation strategies in virtual time, each on a node
+    /// of its own (the real daemon, warm pool, plugin runtime and EC2 provider; EC2 and IMDS
+    /// answered in process by the EC2 model; no root, no namespaces), with `vpc-warm-pool` on
+    /// VPC CNI's defaults as the baseline; print EC2 calls, idle addresses, ADD waits, /28
+    /// fragmentation and ENIs (a table, `--json`, `--svg`).
+    Simulate(simulate::Args),
 }
 
 #[derive(Subcommand)]
@@ -176,6 +183,18 @@ fn main() -> ExitCode {
     } = &cli.command
     {
         return compile_plugin(cache_dir, digest, component);
+    }
+    // A simulation runs whole daemons: their log is errors only unless WASMCNI_LOG says more.
+    if matches!(cli.command, Commands::Simulate(_)) {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(
+                EnvFilter::try_from_env("WASMCNI_LOG").unwrap_or_else(|_| EnvFilter::new("error")),
+            )
+            .init();
+        if let Commands::Simulate(args) = cli.command {
+            return simulate::run(args, cli.config.as_deref());
+        }
     }
     let filter =
         || EnvFilter::try_from_env("WASMCNI_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -343,7 +362,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Commands::CompilePlugin { .. } => unreachable!("handled before the configuration"),
+        Commands::CompilePlugin { .. } | Commands::Simulate(_) => {
+            unreachable!("handled before the configuration")
+        }
         Commands::Run => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

@@ -55,7 +55,10 @@ mod tests {
         let before = system_ms();
         let now = unix_ms();
         let after = system_ms();
-        assert!((before..=after).contains(&now), "{before} <= {now} <= {after}");
+        assert!(
+            (before..=after).contains(&now),
+            "{before} <= {now} <= {after}"
+        );
     }
 
     #[tokio::test]
@@ -64,7 +67,10 @@ mod tests {
         let before = system_ms();
         let now = unix_ms();
         let after = system_ms();
-        assert!((before..=after).contains(&now), "{before} <= {now} <= {after}");
+        assert!(
+            (before..=after).contains(&now),
+            "{before} <= {now} <= {after}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -82,7 +88,10 @@ mod tests {
         // And it stays put while the simulation's clock does, real time passing or not.
         let frozen = unix_ms();
         std::thread::sleep(Duration::from_millis(30));
-        assert!(unix_ms() <= frozen + 1, "the wall clock ran while tokio's was paused");
+        assert!(
+            unix_ms() <= frozen + 1,
+            "the wall clock ran while tokio's was paused"
+        );
         // Stamps round-trip through SystemTime.
         let stamp = now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
         assert!(stamp.abs_diff(unix_ms()) <= 1);
