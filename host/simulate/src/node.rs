@@ -122,6 +122,9 @@ pub struct Outcome {
     pub simulated_ms: u64,
     /// Real time of the whole run, the node's start included.
     pub wall_ms: f64,
+    /// Real time the node took to start and become ready (the plugin's compilation
+    /// included).
+    pub start_wall_ms: f64,
 }
 
 impl Outcome {
@@ -478,6 +481,7 @@ async fn replay(
         message,
     };
     let booted = Instant::now();
+    let booted_wall = std::time::Instant::now();
     let provider = Ec2Provider::start_in_process(&config.ec2(), &config.cluster.name, &ec2)
         .await
         .map_err(|e| failed(format!("the EC2 provider: {e}")))?;
@@ -510,6 +514,7 @@ async fn replay(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ready_ms = booted.elapsed().as_millis() as u64;
+    let start_wall_ms = booted_wall.elapsed().as_secs_f64() * 1e3;
     let at_start = ec2.requests();
     let first_call = at_start.len();
 
@@ -565,6 +570,7 @@ async fn replay(
         ready_ms,
         simulated_ms,
         wall_ms: 0.0,
+        start_wall_ms,
     })
 }
 

@@ -55,6 +55,8 @@ pub struct Summary {
     pub simulated_s: f64,
     /// Real time of the run, milliseconds.
     pub wall_ms: f64,
+    /// Of it, the node's start (the plugin's compilation included).
+    pub start_wall_ms: f64,
 }
 
 impl Summary {
@@ -106,6 +108,7 @@ impl Summary {
             calls_by_action: outcome.calls.clone(),
             simulated_s: outcome.simulated_ms as f64 / 1e3,
             wall_ms: outcome.wall_ms,
+            start_wall_ms: outcome.start_wall_ms,
         }
     }
 }
@@ -398,6 +401,7 @@ mod tests {
             ready_ms: 0,
             simulated_ms: 60_000,
             wall_ms: 12.0,
+            start_wall_ms: 5.0,
         }
     }
 
