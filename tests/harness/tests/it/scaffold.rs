@@ -1,8 +1,9 @@
 //! The plugin author's first command: `wasmcni-plugin-build new <name> --kind <kind>` creates a
 //! plugin from the kind's template, runs its native tests, builds its component and prints the
 //! configuration entry to paste; `wasmcni-host audit` then finds the component as printed
-//! (digest verified, granted exactly what it imports). Needs no root, but runs the guest
-//! toolchain (`wasm32-unknown-unknown`), which `scripts/install-deps.sh` installs.
+//! (digest verified, granted exactly what it imports), and a new allocator `simulate`s against
+//! `vpc-warm-pool` as that entry configures it. Needs no root, but runs the guest toolchain
+//! (`wasm32-unknown-unknown`), which `scripts/install-deps.sh` installs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -57,6 +58,36 @@ fn audit(config: &Path, json: bool) -> Output {
         .expect("run wasmcni-host audit")
 }
 
+/// The walkthrough's next step: `simulate` the new allocator, as the pasted entry configures it
+/// (its digest, grants and limits), against `vpc-warm-pool` on a steady churn of 200 pods.
+fn simulate_as_configured(config: &Path, name: &str) {
+    let plugins = wasmcni_runtime::testing::component("vpc-warm-pool");
+    let output = Command::new(bin_dir().join("wasmcni-host"))
+        .arg("--config")
+        .arg(config)
+        .args(["simulate", "--trace", "steady", "--pods", "200", "--strategy", name])
+        .arg("--plugins-dir")
+        .arg(plugins.parent().expect("target/plugins"))
+        .args(["--json", "-"])
+        .output()
+        .expect("run wasmcni-host simulate");
+    assert!(output.status.success(), "simulate: {output:?}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("the report as JSON");
+    let strategies = report["strategies"].as_array().expect("strategies");
+    assert_eq!(strategies.len(), 2, "{report}");
+    assert_eq!(
+        strategies[0]["strategy"], "vpc-warm-pool (VPC CNI defaults)",
+        "the baseline first"
+    );
+    let mine = &strategies[1];
+    assert_eq!(mine["strategy"], name, "{report}");
+    assert_eq!(mine["pods"], 200, "{mine}");
+    assert_eq!(mine["pods_failed"], 0, "{mine}");
+    // The template keeps WARM_IPS spare: it grows the pool through EC2 as the pods come.
+    assert!(mine["ec2_mutating"].as_u64().unwrap_or(0) > 0, "{mine}");
+}
+
 #[test]
 fn a_new_plugin_of_each_kind_tests_builds_and_audits_as_printed() {
     let temp = tempfile::tempdir().unwrap();
@@ -107,6 +138,9 @@ fn a_new_plugin_of_each_kind_tests_builds_and_audits_as_printed() {
             serde_json::json!([]),
             "{kind}: {plugin}"
         );
+        if kind == "allocator" {
+            simulate_as_configured(&config, &name);
+        }
     }
     // A second `new` of a name in use is refused, and leaves the first as it was.
     let again = scaffold(&dir, "team-policy", "policy");
