@@ -65,7 +65,16 @@ fn simulate_as_configured(config: &Path, name: &str) {
     let output = Command::new(bin_dir().join("wasmcni-host"))
         .arg("--config")
         .arg(config)
-        .args(["simulate", "--trace", "steady", "--pods", "200", "--strategy", name])
+        // The template plans nothing unless WARM_IPS says how many to keep free.
+        .args([
+            "simulate",
+            "--trace",
+            "steady",
+            "--pods",
+            "200",
+            "--strategy",
+        ])
+        .arg(format!("{name},WARM_IPS=4"))
         .arg("--plugins-dir")
         .arg(plugins.parent().expect("target/plugins"))
         .args(["--json", "-"])
@@ -81,7 +90,11 @@ fn simulate_as_configured(config: &Path, name: &str) {
         "the baseline first"
     );
     let mine = &strategies[1];
-    assert_eq!(mine["strategy"], name, "{report}");
+    assert_eq!(
+        mine["strategy"],
+        format!("{name} (WARM_IPS=4)").as_str(),
+        "{report}"
+    );
     assert_eq!(mine["pods"], 200, "{mine}");
     assert_eq!(mine["pods_failed"], 0, "{mine}");
     // The template keeps WARM_IPS spare: it grows the pool through EC2 as the pods come.

@@ -249,88 +249,107 @@ impl<D: Datapath> Handler<D> {
         let start = tokio::time::Instant::now();
         let mut changed = self.pool_changed.subscribe();
         let mut asked_again = 0;
+        // The allocator's last "exhausted", while this ADD waits for the pool.
+        let mut exhausted: Option<CniError> = None;
+        let by_plugin = plugins.allocator.is_some() && self.family != IpFamily::Ipv6;
         loop {
             changed.borrow_and_update();
-            let allocating = self.allocation.lock().await;
-            let chosen = match &plugins.allocator {
-                // IPv6 prefix mode: the host hands out /128s of the node's prefix (the
-                // allocator interface speaks IPv4; configuration refuses one here).
-                _ if self.family == IpFamily::Ipv6 => self.choose_v6(),
-                None => self.choose_builtin(),
-                Some(plugin) => self.choose_by_plugin(plugin, pod).await,
-            };
-            match chosen {
-                Ok(choice) => return Ok((choice, allocating)),
-                // The allocator saw a full pool, but an address came free since: ask it again
-                // with a fresh snapshot (a few times at most; then the exhaustion is answered
-                // as any: waited for where the pool grows or drains, else returned).
-                Err(e)
-                    if e.code == codes::POOL_EXHAUSTED
-                        && plugins.allocator.is_some()
-                        && asked_again < 3
-                        && self.has_free_ipv4() =>
-                {
-                    asked_again += 1;
-                }
-                // A growing pool is waited for up to `add_wait`; addresses whose veth is
-                // still being deleted up to DRAIN_WAIT.
-                Err(e)
-                    if e.code == codes::POOL_EXHAUSTED
-                        && (self.dynamic || !self.draining_now().is_empty()) =>
-                {
-                    drop(allocating);
-                    if self.dynamic {
-                        self.wake_warm_pool.notify_one();
-                    }
-                    // In EC2 mode a drained address still cools (30 s by default), so the drain
-                    // wait frees nothing there; the default add_wait (10 s) is longer anyway.
-                    let draining = !self.draining_now().is_empty();
-                    let deadline = start
-                        + if draining {
-                            wait.max(draining::DRAIN_WAIT)
-                        } else {
-                            wait
-                        };
-                    let waiting = Instant::now();
-                    let waited = tokio::time::timeout_at(deadline, async {
-                        // A cooling address comes free with time, not with an inventory change.
-                        tokio::select! {
-                            _ = changed.changed() => {}
-                            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            // Woken while waiting, with still no free IPv4 address: no allocator can answer
+            // anything but "exhausted", so it is not asked. Every waiting ADD is woken by every
+            // change of the pool; asking it each time made the allocator calls of a burst grow
+            // with waiters × changes (`simulate` showed it: seconds of CPU per burst).
+            let waited_on = exhausted
+                .take()
+                .filter(|_| by_plugin && !self.has_free_ipv4());
+            let e = match waited_on {
+                Some(e) if self.dynamic || !self.draining_now().is_empty() => e,
+                Some(e) => return Err(e),
+                None => {
+                    let allocating = self.allocation.lock().await;
+                    let chosen = match &plugins.allocator {
+                        // IPv6 prefix mode: the host hands out /128s of the node's prefix (the
+                        // allocator interface speaks IPv4; configuration refuses one here).
+                        _ if self.family == IpFamily::Ipv6 => self.choose_v6(),
+                        None => self.choose_builtin(),
+                        Some(plugin) => self.choose_by_plugin(plugin, pod).await,
+                    };
+                    match chosen {
+                        Ok(choice) => return Ok((choice, allocating)),
+                        // The allocator saw a full pool, but an address came free since: ask
+                        // it again with a fresh snapshot (a few times at most; then the
+                        // exhaustion is answered as any: waited for where the pool grows or
+                        // drains, else returned).
+                        Err(e)
+                            if e.code == codes::POOL_EXHAUSTED
+                                && plugins.allocator.is_some()
+                                && asked_again < 3
+                                && self.has_free_ipv4() =>
+                        {
+                            asked_again += 1;
+                            continue;
                         }
-                    })
-                    .await;
-                    wasmcni_telemetry::metrics::Metrics::global().phase(
-                        "ADD",
-                        "pool_wait",
-                        waiting.elapsed(),
-                    );
-                    if waited.is_err() {
-                        let still = self.draining_now().len();
-                        let waited_for = deadline.saturating_duration_since(start);
-                        return Err(if self.dynamic {
-                            self.exhausted_after_wait(waited_for)
-                        } else {
-                            let why = match still {
-                                0 => format!(
-                                    "the DELeted pods' addresses that were draining came free only as the wait of {} ms ran out; retry",
-                                    waited_for.as_millis()
-                                ),
-                                _ => format!(
-                                    "{still} of them are DELeted pods' addresses whose veths the kernel had not finished deleting after {} ms",
-                                    waited_for.as_millis()
-                                ),
-                            };
-                            let details = e
-                                .details
-                                .as_ref()
-                                .map_or(why.clone(), |d| format!("{why}; {d}"));
-                            e.with_details(details)
-                        });
+                        // A growing pool is waited for up to `add_wait`; addresses whose veth
+                        // is still being deleted up to DRAIN_WAIT.
+                        Err(e)
+                            if e.code == codes::POOL_EXHAUSTED
+                                && (self.dynamic || !self.draining_now().is_empty()) =>
+                        {
+                            e
+                        }
+                        Err(e) => return Err(e),
                     }
                 }
-                Err(e) => return Err(e),
+            };
+            if self.dynamic {
+                self.wake_warm_pool.notify_one();
             }
+            // In EC2 mode a drained address still cools (30 s by default), so the drain
+            // wait frees nothing there; the default add_wait (10 s) is longer anyway.
+            let draining = !self.draining_now().is_empty();
+            let deadline = start
+                + if draining {
+                    wait.max(draining::DRAIN_WAIT)
+                } else {
+                    wait
+                };
+            let waiting = Instant::now();
+            let waited = tokio::time::timeout_at(deadline, async {
+                // A cooling address comes free with time, not with an inventory change.
+                tokio::select! {
+                    _ = changed.changed() => {}
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            })
+            .await;
+            wasmcni_telemetry::metrics::Metrics::global().phase(
+                "ADD",
+                "pool_wait",
+                waiting.elapsed(),
+            );
+            if waited.is_err() {
+                let still = self.draining_now().len();
+                let waited_for = deadline.saturating_duration_since(start);
+                return Err(if self.dynamic {
+                    self.exhausted_after_wait(waited_for)
+                } else {
+                    let why = match still {
+                        0 => format!(
+                            "the DELeted pods' addresses that were draining came free only as the wait of {} ms ran out; retry",
+                            waited_for.as_millis()
+                        ),
+                        _ => format!(
+                            "{still} of them are DELeted pods' addresses whose veths the kernel had not finished deleting after {} ms",
+                            waited_for.as_millis()
+                        ),
+                    };
+                    let details = e
+                        .details
+                        .as_ref()
+                        .map_or(why.clone(), |d| format!("{why}; {d}"));
+                    e.with_details(details)
+                });
+            }
+            exhausted = Some(e);
         }
     }
 

@@ -1031,6 +1031,83 @@ async fn an_add_on_an_empty_growing_pool_waits_for_it_to_grow() {
     assert_eq!(f.held(), ["a", "b"]);
 }
 
+/// Waiting ADDs do not ask the allocator again while the pool has no free address: ten waiters
+/// and five changes of the pool that free nothing cost no allocator call (they cost fifty, one
+/// per waiter per change, before); once addresses arrive, every waiter is served.
+#[tokio::test]
+async fn waiting_adds_ask_the_allocator_only_when_an_address_is_free() {
+    use wasmcni_core::{Capability, PluginKind};
+    let provider = GrowingProvider::new(&["10.0.0.5"], Duration::ZERO);
+    let allocator = wasmcni_runtime::testing::spec(
+        "pack",
+        PluginKind::Allocator,
+        &[
+            Capability::PoolView,
+            Capability::EniOps,
+            Capability::Log,
+            Capability::Clock,
+        ],
+    );
+    let f = Arc::new(fixture_provider(
+        "10.88.0.0/24",
+        Some(allocator),
+        Vec::new(),
+        Some(provider.clone() as Arc<dyn wasmcni_core::ipam::Provider>),
+    ));
+    let audit = f._dir.path().join("state/plugin-audit.log");
+    let allocations = || {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains("\"allocate\""))
+            .count()
+    };
+    assert_eq!(
+        ip_of(&f.run(Command::Add, "a", "1.1.0").await),
+        "10.0.0.5/32"
+    );
+    let waiting: Vec<_> = (0..10)
+        .map(|i| {
+            let f = f.clone();
+            tokio::spawn(async move { f.run(Command::Add, &format!("w{i}"), "1.1.0").await })
+        })
+        .collect();
+    // Each waiter asked once and found the pool exhausted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while allocations() < 11 {
+        assert!(std::time::Instant::now() < deadline, "{}", allocations());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let asked = allocations();
+    assert_eq!(asked, 11, "one ADD served, ten asked once");
+    for _ in 0..5 {
+        f.handler.refresh_inventory();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(waiting.iter().all(|w| !w.is_finished()), "they still wait");
+    assert_eq!(
+        allocations(),
+        asked,
+        "changes that free nothing ask the allocator nothing"
+    );
+    for i in 10..20 {
+        provider.grow(&format!("10.0.0.{i}"));
+    }
+    f.handler.refresh_inventory();
+    for (i, w) in waiting.into_iter().enumerate() {
+        let answer = tokio::time::timeout(Duration::from_secs(10), w)
+            .await
+            .expect("served once the pool grew")
+            .unwrap();
+        assert!(
+            matches!(answer, DaemonResponse::Success { .. }),
+            "w{i}: {answer:?}"
+        );
+    }
+    assert_eq!(f.held().len(), 11);
+}
+
 #[tokio::test]
 async fn status_is_not_ready_until_a_growing_pool_reached_its_minimum() {
     let provider = GrowingProvider::new(&[], Duration::ZERO);
