@@ -1,5 +1,6 @@
 //! `wasmcni-host simulate`: the command line of `wasmcni_simulate`.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,6 +8,9 @@ use std::time::Duration;
 use wasmcni_ec2_model::FaultConfig;
 use wasmcni_simulate::report::{self, Report};
 use wasmcni_simulate::{strategy, Builtin, Scenario, SimError, Strategy, Trace, BASELINE};
+
+/// The largest trace file read: a million events of a few hundred bytes.
+const MAX_TRACE_BYTES: u64 = 512 << 20;
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -91,16 +95,28 @@ fn simulate(args: Args, config: Option<&Path>) -> Result<ExitCode, SimError> {
         SimError::Io(format!("{what} {}: {e}", path.display()))
     };
     let trace = match Builtin::named(&args.trace) {
-        Some(builtin) => builtin.trace(args.pods, args.trace_seed),
+        Some(builtin) => builtin.trace(args.pods, args.trace_seed).map_err(|e| {
+            SimError::Scenario(format!("--trace {} --pods {}: {e}", args.trace, args.pods))
+        })?,
         None => {
             let path = Path::new(&args.trace);
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                SimError::Io(format!(
-                    "--trace {}: not a built-in ({}) and not a readable file: {e}",
-                    args.trace,
-                    Builtin::ALL.map(Builtin::name).join(", ")
-                ))
-            })?;
+            // Read through a limit: a device or a pipe has no length to check first.
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .and_then(|file| file.take(MAX_TRACE_BYTES + 1).read_to_string(&mut text))
+                .map_err(|e| {
+                    SimError::Io(format!(
+                        "--trace {}: not a built-in ({}) and not a readable trace file: {e}",
+                        args.trace,
+                        Builtin::ALL.map(Builtin::name).join(", ")
+                    ))
+                })?;
+            if text.len() as u64 > MAX_TRACE_BYTES {
+                return Err(SimError::Io(format!(
+                    "--trace {}: more than a trace may hold ({MAX_TRACE_BYTES} bytes)",
+                    args.trace
+                )));
+            }
             Trace::parse(&text, &args.trace).map_err(|e| SimError::Io(e.to_string()))?
         }
     };
@@ -188,6 +204,14 @@ fn simulate(args: Args, config: Option<&Path>) -> Result<ExitCode, SimError> {
             )));
         }
     }
+    if args
+        .sample_ms
+        .is_some_and(|ms| ms > wasmcni_simulate::trace::MAX_T_MS)
+    {
+        return Err(SimError::Scenario(
+            "--sample-ms is longer than the longest trace (30 days)".into(),
+        ));
+    }
     let scenario = Scenario {
         instance_type: args.instance_type.clone(),
         seed: args.seed,
@@ -211,7 +235,8 @@ fn simulate(args: Args, config: Option<&Path>) -> Result<ExitCode, SimError> {
     let elapsed = started.elapsed();
     let mut outcomes = Vec::new();
     let mut failed = false;
-    for (strategy, result) in strategies.iter().zip(results) {
+    let mut baseline = None;
+    for (index, (strategy, result)) in strategies.iter().zip(results).enumerate() {
         match result {
             Ok(outcome) => {
                 if let Some(error) = &outcome.last_add_error {
@@ -219,6 +244,9 @@ fn simulate(args: Args, config: Option<&Path>) -> Result<ExitCode, SimError> {
                         "{}: {} ADDs refused and retried, {} pods never got an address; the last refusal: {error}",
                         strategy.label, outcome.add_retries, outcome.pods_failed
                     );
+                }
+                if index == 0 {
+                    baseline = Some(outcome.strategy.clone());
                 }
                 outcomes.push(outcome);
             }
@@ -228,7 +256,13 @@ fn simulate(args: Args, config: Option<&Path>) -> Result<ExitCode, SimError> {
             }
         }
     }
-    let report = Report::new(&trace.name, trace.adds(), &outcomes, args.with_samples);
+    let report = Report::new(
+        &trace.name,
+        trace.adds(),
+        baseline.as_deref(),
+        &outcomes,
+        args.with_samples,
+    );
     match &args.json {
         Some(path) if path.as_os_str() == "-" => println!("{}", report.json()),
         Some(path) => {

@@ -15,28 +15,29 @@ pub fn unix_ms() -> u64 {
     (unix_ns() / 1_000_000) as u64
 }
 
-/// Seconds since the Unix epoch (0 before it).
-pub fn unix_s() -> u64 {
-    unix_ms() / 1000
-}
-
 /// The wall clock as a `SystemTime`.
 pub fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(u64::try_from(unix_ns()).unwrap_or(u64::MAX))
 }
 
+/// A shift smaller than this is the time between the reads (a preemption at worst), not a
+/// paused clock: the wall clock is then the system's, exactly.
+const NOISE: Duration = Duration::from_millis(1);
+
 fn unix_ns() -> u128 {
     // tokio's clock first: outside a paused runtime it is read before the monotonic clock, so
-    // the shift is at most the few nanoseconds between the two reads, backwards.
+    // the shift is the time between the two reads, backwards.
     let tokio = tokio::time::Instant::now().into_std();
     let monotonic = std::time::Instant::now();
     let system = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    if tokio >= monotonic {
+    if tokio >= monotonic + NOISE {
         system.saturating_add((tokio - monotonic).as_nanos())
-    } else {
+    } else if monotonic >= tokio + NOISE {
         system.saturating_sub((monotonic - tokio).as_nanos())
+    } else {
+        system
     }
 }
 

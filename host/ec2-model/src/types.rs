@@ -250,8 +250,8 @@ pub struct Attachment {
     /// Whether terminating the instance deletes the ENI.
     pub delete_on_termination: bool,
     /// When it was attached, Unix milliseconds (the model's clock, [`crate::Ec2Model::set_clock`]:
-    /// through the API, [`wasmcni_clock`], a simulation's time in one): `attachTime`, from
-    /// which the daemon reads an ENI's age.
+    /// through the API, the caller's time, a simulation's in one): `attachTime`, from which
+    /// the daemon reads an ENI's age.
     #[serde(default)]
     pub attach_time_unix_ms: u64,
 }
@@ -259,8 +259,10 @@ pub struct Attachment {
 impl Attachment {
     /// `attachTime` as EC2 writes it (`2026-12-08T10:00:00.000Z`).
     pub fn attach_time(&self) -> String {
+        // RFC 3339 ends at the year 9999 (253402300799999 ms); a later stamp is clamped.
+        let ms = self.attach_time_unix_ms.min(253_402_300_799_999);
         humantime::format_rfc3339_millis(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.attach_time_unix_ms),
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
         )
         .to_string()
     }

@@ -144,7 +144,14 @@ impl InProcessEc2 {
         ));
         let request_id = format!("00000000-0000-4000-8000-{:012x}", *next_request);
         *next_request += 1;
-        let answered = api::answer(model, faults, &params, &request_id, now.into_std());
+        let answered = api::answer(
+            model,
+            faults,
+            &params,
+            &request_id,
+            now.into_std(),
+            wasmcni_clock::unix_ms(),
+        );
         if answered.changed() {
             imds.observe(model, now.into_std());
         }

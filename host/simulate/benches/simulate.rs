@@ -22,7 +22,7 @@ fn arg<T: std::str::FromStr>(name: &str) -> Option<T> {
 }
 
 fn main() {
-    let iterations: usize = arg("--iterations").unwrap_or(5);
+    let iterations: usize = arg("--iterations").unwrap_or(5).max(1);
     let pods: usize = arg("--pods").unwrap_or(1000);
     let strategy = |name: &str, settings: &[(&str, &str)]| {
         let settings: BTreeMap<String, String> = settings
@@ -52,7 +52,7 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|");
     for builtin in Builtin::ALL {
-        let trace = builtin.trace(pods, 0);
+        let trace = builtin.trace(pods, 0).expect("the trace");
         let scenario = if builtin == Builtin::Churn {
             churn.clone()
         } else {

@@ -16,6 +16,7 @@
 
 pub mod node;
 pub mod report;
+pub mod sample;
 pub mod strategy;
 pub mod trace;
 
@@ -69,8 +70,8 @@ pub struct Scenario {
     /// `[provider.ec2]` settings of the node (`reconcile_interval_ms`, `ip_cooldown_ms`, …),
     /// over the cluster configuration's, if one is given.
     pub ec2_settings: toml::Table,
-    /// The cluster configuration strategies were taken from: its `[provider.ec2]` and
-    /// `[cluster]` apply to every node.
+    /// The cluster configuration strategies were taken from: its `[provider.ec2]`, `[cluster]`
+    /// and `[registry]` apply to every node (`[trust]` does not: approvals are not checked).
     pub cluster_config: Option<toml::Table>,
     /// How often the node is sampled (0: about 2000 samples over the trace).
     pub sample_every: Duration,

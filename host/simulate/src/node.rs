@@ -8,16 +8,15 @@
 //! and free /28 blocks. Nothing here decides anything the daemon decides.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use ipnet::Ipv4Net;
 use wasmcni_cni::proto::DaemonResponse;
 use wasmcni_cni::request::{CniRequest, Command};
 use wasmcni_config::ClusterConfig;
@@ -28,6 +27,7 @@ use wasmcni_ec2::in_process::InProcessEc2;
 use wasmcni_ec2::Ec2Provider;
 use wasmcni_ec2_model::{Ec2Model, RequestRecord, RunInstance};
 
+use crate::sample::{Sample, Sampling};
 use crate::trace::{Op, Trace};
 use crate::{Scenario, SimError, Strategy};
 
@@ -44,44 +44,9 @@ const ADD_RETRY: Duration = Duration::from_secs(1);
 const ADD_ATTEMPTS: u32 = 60;
 /// How long a node may take to become ready (in the simulation's time).
 const READY_WITHIN: Duration = Duration::from_secs(600);
-/// Samples over a trace when the scenario sets no period.
+/// Samples over a trace when the scenario sets no period, and the most it may ask for.
 const SAMPLES: u64 = 2000;
-
-/// The node at one instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Sample {
-    /// Milliseconds from the start of the trace.
-    pub t_ms: u64,
-    /// Pods holding an address (ADD answered, DEL not yet sent).
-    pub pods: u32,
-    /// Addresses EC2 has assigned to the node's ENIs for pods: secondary IPs and every address
-    /// of their /28 prefixes.
-    pub assigned: u32,
-    /// ENIs attached to the node, the primary included.
-    pub enis: u32,
-    /// Free addresses of the node's subnet.
-    pub subnet_free: u32,
-    /// Aligned /28 blocks of the subnet with no address in use: how many prefixes EC2 could
-    /// still delegate.
-    pub free_blocks: u32,
-}
-
-impl Sample {
-    /// Assigned addresses no pod holds.
-    pub fn idle(&self) -> u32 {
-        self.assigned.saturating_sub(self.pods)
-    }
-
-    /// The share of the subnet's free addresses outside any whole free /28 (0: every free
-    /// address could still go in a prefix).
-    pub fn fragmentation(&self) -> f64 {
-        if self.subnet_free == 0 {
-            0.0
-        } else {
-            (1.0 - f64::from(self.free_blocks) * 16.0 / f64::from(self.subnet_free)).max(0.0)
-        }
-    }
-}
+const MAX_SAMPLES: u64 = 100_000;
 
 /// EC2 calls of one action.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -229,12 +194,13 @@ fn node_config(
     config.insert("datapath".into(), toml::Table::new().into());
     config.insert("provider".into(), provider.into());
     config.insert("allocator".into(), allocator.into());
-    if let Some(cluster) = scenario
-        .cluster_config
-        .as_ref()
-        .and_then(|c| c.get("cluster"))
-    {
-        config.insert("cluster".into(), cluster.clone());
+    // `[cluster]` names the cluster to taggers; `[registry]` says how a strategy given by an
+    // `oci` reference is pulled (into this node's own cache: every run pulls it). `[trust]`
+    // is not copied: a strategy being evaluated needs no reviewers' approval yet.
+    for table in ["cluster", "registry"] {
+        if let Some(value) = scenario.cluster_config.as_ref().and_then(|c| c.get(table)) {
+            config.insert(table.into(), value.clone());
+        }
     }
     config.insert(
         "plugins".into(),
@@ -283,75 +249,6 @@ fn account(scenario: &Scenario) -> Result<(InProcessEc2, String, String), SimErr
         scenario.seed,
     );
     Ok((ec2, node.id, subnet.id))
-}
-
-/// What the sampler reads.
-struct Sampling {
-    ec2: InProcessEc2,
-    node: String,
-    subnet: String,
-}
-
-impl Sampling {
-    fn sample(&self, t_ms: u64, pods: u32) -> Sample {
-        self.ec2.with_model(|model| {
-            let enis = model.instance_network_interfaces(&self.node);
-            let subnet = model.subnet(&self.subnet);
-            let cidr = subnet.as_ref().map(|s| s.cidr_block);
-            let mut assigned = 0;
-            let mut used: Vec<Ipv4Addr> = Vec::new();
-            for eni in &enis {
-                assigned += eni.secondary_private_ip_addresses.len() as u32;
-                assigned += eni
-                    .ipv4_prefixes
-                    .iter()
-                    .map(|p| 1u32 << (32 - p.prefix_len()))
-                    .sum::<u32>();
-                if cidr.is_some_and(|c| c.contains(&eni.private_ip_address)) {
-                    used.push(eni.private_ip_address);
-                    used.extend(&eni.secondary_private_ip_addresses);
-                    for prefix in &eni.ipv4_prefixes {
-                        used.extend(prefix.hosts().chain([prefix.network(), prefix.broadcast()]));
-                    }
-                }
-            }
-            Sample {
-                t_ms,
-                pods,
-                assigned,
-                enis: enis.len() as u32,
-                subnet_free: subnet.as_ref().map_or(0, |s| s.available_ip_address_count),
-                free_blocks: cidr.map_or(0, |c| free_blocks(c, &used)),
-            }
-        })
-    }
-}
-
-/// Aligned /28 blocks of `subnet` that hold none of `used` nor an address EC2 reserves (the
-/// first four and the last).
-fn free_blocks(subnet: Ipv4Net, used: &[Ipv4Addr]) -> u32 {
-    let base = u32::from(subnet.network());
-    let size = 1u64 << (32 - subnet.prefix_len());
-    let blocks = (size / 16) as usize;
-    if blocks == 0 {
-        return 0;
-    }
-    let mut taken = vec![false; blocks];
-    let mut mark = |offset: u32| {
-        if let Some(block) = taken.get_mut((offset / 16) as usize) {
-            *block = true;
-        }
-    };
-    for reserved in [0, 1, 2, 3] {
-        mark(reserved);
-    }
-    mark((size - 1) as u32);
-    for address in used {
-        if let Some(offset) = u32::from(*address).checked_sub(base) {
-            mark(offset);
-        }
-    }
-    taken.iter().filter(|t| !**t).count() as u32
 }
 
 /// One pod's life in the trace: ADD at `add_ms`, DEL at `del_ms` (never, if it stays).
@@ -419,8 +316,9 @@ async fn pod_life(
     start: Instant,
 ) -> PodResult {
     let mut result = PodResult::default();
-    tokio::time::sleep_until(start + Duration::from_millis(life.add_ms)).await;
+    // Spawned at its ADD time by the feeder.
     let asked = Instant::now();
+    let deleted_at = life.del_ms.map(|ms| start + Duration::from_millis(ms));
     let add = request(Command::Add, index, &life.pod);
     for attempt in 1..=ADD_ATTEMPTS {
         match handler.handle(&add, NETCONF).await {
@@ -430,10 +328,13 @@ async fn pod_life(
             }
             DaemonResponse::Failure { error, .. } => {
                 result.last_error = Some(format!("{} (code {})", error.msg, error.code));
-                if attempt < ADD_ATTEMPTS {
-                    result.retries += 1;
-                    tokio::time::sleep(ADD_RETRY).await;
+                // Kubelet stops retrying a pod that was deleted meanwhile.
+                let retry_at = Instant::now() + ADD_RETRY;
+                if attempt == ADD_ATTEMPTS || deleted_at.is_some_and(|at| retry_at >= at) {
+                    break;
                 }
+                result.retries += 1;
+                tokio::time::sleep_until(retry_at).await;
             }
         }
     }
@@ -453,6 +354,17 @@ async fn pod_life(
         result.del_failed = true;
     }
     result
+}
+
+/// Stops the daemon as a node's stops: its background tasks first, then the handler, so the
+/// veth reaper sees it go rather than being cut off with the runtime (and says so).
+async fn stop(background: [tokio::task::JoinHandle<()>; 2], handler: Arc<Handler<FakeDatapath>>) {
+    for task in background {
+        task.abort();
+        let _ = task.await;
+    }
+    drop(handler);
+    tokio::task::yield_now().await;
 }
 
 fn tally(records: &[RequestRecord]) -> BTreeMap<String, Calls> {
@@ -506,6 +418,7 @@ async fn replay(
             DaemonResponse::Failure { error, .. } => error.msg,
         };
         if booted.elapsed() > READY_WITHIN {
+            stop(background, handler).await;
             return Err(failed(format!(
                 "not ready after {} s of simulated time (STATUS: {why})",
                 READY_WITHIN.as_secs()
@@ -518,41 +431,67 @@ async fn replay(
     let at_start = ec2.requests();
     let first_call = at_start.len();
 
-    let every = if scenario.sample_every.is_zero() {
-        Duration::from_millis((trace.duration_ms() / SAMPLES).max(1))
+    // A period the trace's length would turn into more than MAX_SAMPLES is stretched.
+    // A period the trace's length would turn into more than MAX_SAMPLES is stretched; a run
+    // that goes on longer (ADDs retried past the trace's end) halves its samples as it goes.
+    let mut every = if scenario.sample_every.is_zero() {
+        Duration::from_millis(trace.duration_ms() / SAMPLES)
     } else {
         scenario.sample_every
-    };
+    }
+    .max(Duration::from_millis(trace.duration_ms() / MAX_SAMPLES))
+    .max(Duration::from_millis(1));
     let live = Arc::new(AtomicU32::new(0));
     let start = Instant::now();
+    // Pods are spawned at their ADD times (lives are in ADD order), so a long trace holds only
+    // the tasks of pods that exist.
+    let mut lives = lives(trace).into_iter().enumerate().peekable();
     let mut pods = tokio::task::JoinSet::new();
-    for (index, life) in lives(trace).into_iter().enumerate() {
-        pods.spawn(pod_life(handler.clone(), live.clone(), index, life, start));
-    }
     let mut results = Vec::new();
     let mut samples = Vec::new();
-    let mut next = start;
+    let mut next_sample = start;
+    let mut last_answer = start;
     loop {
-        while let Some(done) = pods.try_join_next() {
-            results.push(done.map_err(|e| failed(format!("a pod's task failed: {e}")))?);
+        while let Some((index, life)) =
+            lives.next_if(|(_, life)| start + Duration::from_millis(life.add_ms) <= Instant::now())
+        {
+            pods.spawn(pod_life(handler.clone(), live.clone(), index, life, start));
         }
-        let t_ms = start.elapsed().as_millis() as u64;
-        samples.push(sampling.sample(t_ms, live.load(Ordering::Relaxed)));
-        if pods.is_empty() {
+        if Instant::now() >= next_sample {
+            let t_ms = start.elapsed().as_millis() as u64;
+            samples.push(sampling.sample(t_ms, live.load(Ordering::Relaxed)));
+            if samples.len() as u64 >= MAX_SAMPLES {
+                let mut keep = false;
+                samples.retain(|_| {
+                    keep = !keep;
+                    keep
+                });
+                every *= 2;
+            }
+            next_sample += every;
+        }
+        if pods.is_empty() && lives.peek().is_none() {
             break;
         }
-        next += every;
-        tokio::time::sleep_until(next).await;
+        let next_add = lives
+            .peek()
+            .map(|(_, life)| start + Duration::from_millis(life.add_ms));
+        let wake = next_add.map_or(next_sample, |at| at.min(next_sample));
+        tokio::select! {
+            Some(done) = pods.join_next(), if !pods.is_empty() => {
+                results.push(done.map_err(|e| failed(format!("a pod's task failed: {e}")))?);
+                last_answer = Instant::now();
+            }
+            () = tokio::time::sleep_until(wake) => {}
+        }
     }
-    let simulated_ms = start.elapsed().as_millis() as u64;
-    // The daemon stops as a node's does: its background tasks first, then the handler, so
-    // the veth reaper sees it go rather than being cut off with the runtime.
-    for task in background {
-        task.abort();
-        let _ = task.await;
-    }
-    drop(handler);
-    tokio::task::yield_now().await;
+    // The node at the end: after the last answer, not at the next tick.
+    samples.push(sampling.sample(
+        last_answer.duration_since(start).as_millis() as u64,
+        live.load(Ordering::Relaxed),
+    ));
+    let simulated_ms = last_answer.duration_since(start).as_millis() as u64;
+    stop(background, handler).await;
     let records = ec2.requests();
     let mut add_waits_ms: Vec<u64> = results.iter().filter_map(|r| r.wait_ms).collect();
     add_waits_ms.sort_unstable();
@@ -577,37 +516,6 @@ async fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn free_blocks_count_whole_free_28s_and_skip_ec2s_reserved_addresses() {
-        let subnet: Ipv4Net = "10.0.0.0/26".parse().unwrap();
-        // Four /28s: the first holds the reserved .0-.3, the last the broadcast .63.
-        assert_eq!(free_blocks(subnet, &[]), 2);
-        assert_eq!(free_blocks(subnet, &["10.0.0.17".parse().unwrap()]), 1);
-        assert_eq!(
-            free_blocks(
-                subnet,
-                &["10.0.0.17".parse().unwrap(), "10.0.0.40".parse().unwrap()]
-            ),
-            0
-        );
-        // An address outside the subnet marks nothing.
-        assert_eq!(free_blocks(subnet, &["10.0.1.17".parse().unwrap()]), 2);
-    }
-
-    #[test]
-    fn fragmentation_is_the_free_share_no_prefix_could_use() {
-        let sample = Sample {
-            t_ms: 0,
-            pods: 3,
-            assigned: 10,
-            enis: 1,
-            subnet_free: 64,
-            free_blocks: 2,
-        };
-        assert_eq!(sample.idle(), 7);
-        assert!((sample.fragmentation() - 0.5).abs() < 1e-9);
-    }
 
     #[test]
     fn lives_pair_each_add_with_its_del() {

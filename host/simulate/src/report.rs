@@ -8,7 +8,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::node::{Calls, Outcome, Sample};
+use crate::node::{Calls, Outcome};
+use crate::sample::Sample;
 
 /// The figures of one strategy.
 #[derive(Debug, Clone, Serialize)]
@@ -43,6 +44,8 @@ pub struct Summary {
     pub add_retries: u32,
     /// Pods that never got an address.
     pub pods_failed: u32,
+    /// DELs the daemon refused.
+    pub del_failures: u32,
     /// The subnet's free /28 blocks, fewest at once.
     pub free_blocks_min: u32,
     /// The share of the subnet's free addresses outside any whole free /28, most at once.
@@ -99,6 +102,7 @@ impl Summary {
             add_wait_max_ms: waits.last().copied().unwrap_or(0),
             add_retries: outcome.add_retries,
             pods_failed: outcome.pods_failed,
+            del_failures: outcome.del_failures,
             free_blocks_min: samples.iter().map(|s| s.free_blocks).min().unwrap_or(0),
             fragmentation_max: samples
                 .iter()
@@ -120,8 +124,8 @@ pub struct Report {
     pub trace: String,
     /// Pods it adds.
     pub pods: usize,
-    /// The baseline's label (the first strategy).
-    pub baseline: String,
+    /// The baseline's label (`None`: its run failed, and the figures stand alone).
+    pub baseline: Option<String>,
     /// Per strategy, the baseline first.
     pub strategies: Vec<Summary>,
     /// The samples behind the figures, per strategy (left out of the JSON unless asked).
@@ -130,15 +134,19 @@ pub struct Report {
 }
 
 impl Report {
-    /// The report of `outcomes` (the baseline's first) of a trace adding `pods`.
-    pub fn new(trace: &str, pods: usize, outcomes: &[Outcome], with_samples: bool) -> Report {
+    /// The report of `outcomes` of a trace adding `pods`; `baseline` names the outcome that is
+    /// the baseline (the first), if its run did not fail.
+    pub fn new(
+        trace: &str,
+        pods: usize,
+        baseline: Option<&str>,
+        outcomes: &[Outcome],
+        with_samples: bool,
+    ) -> Report {
         Report {
             trace: trace.to_owned(),
             pods,
-            baseline: outcomes
-                .first()
-                .map(|o| o.strategy.clone())
-                .unwrap_or_default(),
+            baseline: baseline.map(str::to_owned),
             strategies: outcomes.iter().map(|o| Summary::of(o, pods)).collect(),
             samples: if with_samples {
                 outcomes.iter().map(|o| o.samples.clone()).collect()
@@ -154,7 +162,11 @@ impl Report {
         let _ = writeln!(
             out,
             "trace: {} ({} pods); baseline: {}\n",
-            self.trace, self.pods, self.baseline
+            self.trace,
+            self.pods,
+            self.baseline
+                .as_deref()
+                .unwrap_or("none (its run failed: see above)")
         );
         let _ = writeln!(
             out,
@@ -439,7 +451,7 @@ mod tests {
         );
         assert_eq!((s.peak_enis, s.free_blocks_min), (2, 5));
         assert!((s.fragmentation_max - 0.2).abs() < 1e-9);
-        let report = Report::new("t", 4, std::slice::from_ref(&o), false);
+        let report = Report::new("t", 4, Some("pack <8>"), std::slice::from_ref(&o), false);
         let table = report.table();
         assert!(
             table.contains("| pack <8> | 8 | 2.000 | 6 | 1 | 11.7 | 20 |"),

@@ -8,7 +8,7 @@
 //! `[plugins.config]`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::SimError;
 
@@ -129,14 +129,6 @@ impl Strategy {
         }
         Ok(Strategy { label, name, entry })
     }
-
-    /// The component file it loads (`None` for one pulled from a registry).
-    pub fn path(&self) -> Option<PathBuf> {
-        self.entry
-            .get("path")
-            .and_then(toml::Value::as_str)
-            .map(PathBuf::from)
-    }
 }
 
 /// What an allocator may import, each granted: the node's pool, ENI operations on the node's
@@ -215,7 +207,7 @@ mod tests {
         assert_eq!(strategy.entry["fuel"].as_integer(), Some(123456));
         assert_eq!(strategy.entry["config"]["A"].as_str(), Some("1"));
         assert_eq!(strategy.entry["config"]["B"].as_str(), Some("3"));
-        assert_eq!(strategy.path(), Some(PathBuf::from("/opt/mine.wasm")));
+        assert_eq!(strategy.entry["path"].as_str(), Some("/opt/mine.wasm"));
         let error = Strategy::from_cluster_config(&text, "c.toml", "guard", &settings)
             .unwrap_err()
             .to_string();

@@ -227,7 +227,7 @@ fn check_pod(pod: &str) -> Result<(), String> {
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '/')))
     {
         return Err(format!(
-            "pod {:?} holds {c:?}: Kubernetes names are lowercase letters, digits, '-' and '.'",
+            "pod {:?} holds {c:?}: a pod is namespace/name of letters, digits, '-', '.' and '_'",
             pod.escape_debug().to_string()
         ));
     }
@@ -280,8 +280,16 @@ impl Builtin {
         Self::ALL.into_iter().find(|b| b.name() == name)
     }
 
-    /// The trace with `pods` ADDs, drawn from `seed`.
-    pub fn trace(self, pods: usize, seed: u64) -> Trace {
+    /// The trace with `pods` ADDs, drawn from `seed`: refused when it would hold no pod or
+    /// more than a trace may (events, or 30 days).
+    pub fn trace(self, pods: usize, seed: u64) -> Result<Trace, TraceError> {
+        let name = format!("{} ({pods} pods, seed {seed})", self.name());
+        if pods == 0 {
+            return Err(TraceError::Empty { origin: name });
+        }
+        if pods > MAX_EVENTS / 2 {
+            return Err(TraceError::TooLong { origin: name });
+        }
         let mut gen = Generator::new(seed);
         match self {
             Builtin::Churn => gen.churn(pods),
@@ -290,12 +298,8 @@ impl Builtin {
             Builtin::ScaleUp => gen.scale_up(pods),
             Builtin::Cron => gen.cron(pods),
         }
-        let name = format!("{} ({pods} pods, seed {seed})", self.name());
-        // The generators keep every pod's ADD before its DEL.
-        Trace::from_events(gen.events, &name).unwrap_or_else(|e| Trace {
-            name: format!("{name}: {e}"),
-            events: Vec::new(),
-        })
+        // The generators keep every pod's ADD before its DEL; a long one may pass 30 days.
+        Trace::from_events(gen.events, &name)
     }
 }
 
@@ -552,12 +556,18 @@ mod tests {
     #[test]
     fn built_in_traces_are_seeded_whole_and_add_what_they_say() {
         for builtin in Builtin::ALL {
-            let trace = builtin.trace(1000, 7);
+            let trace = builtin.trace(1000, 7).unwrap();
+            assert!(builtin.trace(0, 7).is_err());
             assert_eq!(trace.adds(), 1000, "{}", trace.name);
-            assert_eq!(trace, builtin.trace(1000, 7), "{} is seeded", trace.name);
+            assert_eq!(
+                trace,
+                builtin.trace(1000, 7).unwrap(),
+                "{} is seeded",
+                trace.name
+            );
             assert_ne!(
                 trace,
-                builtin.trace(1000, 8),
+                builtin.trace(1000, 8).unwrap(),
                 "{} follows its seed",
                 trace.name
             );
@@ -581,5 +591,8 @@ mod tests {
             );
         }
         assert_eq!(Builtin::named("chaos"), None);
+        // A rollout of 300 000 pods would last past 30 days: refused, not emptied.
+        let error = Builtin::Rollout.trace(300_000, 0).unwrap_err().to_string();
+        assert!(error.contains("30 days"), "{error}");
     }
 }

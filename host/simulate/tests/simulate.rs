@@ -55,7 +55,7 @@ fn idle_mean(outcome: &Outcome) -> f64 {
 /// about 48 idle), in a fraction of its minute.
 #[test]
 fn the_churn_trace_agrees_with_the_ec2_churn_benchmark() {
-    let trace = Builtin::Churn.trace(1000, 0);
+    let trace = Builtin::Churn.trace(1000, 0).expect("the trace");
     let outcomes = run(
         &churn_scenario(),
         &[
@@ -118,7 +118,7 @@ fn outcome_calls(outcome: &Outcome) -> u32 {
 /// back (before `attachTime`, every emulated ENI looked attached at the epoch).
 #[test]
 fn enis_age_in_virtual_time_and_empty_ones_are_given_back() {
-    let trace = Builtin::ScaleUp.trace(220, 0);
+    let trace = Builtin::ScaleUp.trace(220, 0).expect("the trace");
     let outcomes = run(
         &Scenario::default(),
         &[strategy("vpc-warm-pool", &[])],
@@ -148,7 +148,7 @@ fn enis_age_in_virtual_time_and_empty_ones_are_given_back() {
 /// its ENI limit and every pod is served.
 #[test]
 fn a_hostile_strategy_is_bounded_as_on_a_node() {
-    let trace = Builtin::Steady.trace(60, 3);
+    let trace = Builtin::Steady.trace(60, 3).expect("the trace");
     let endless = run_all(&Scenario::default(), &[strategy("eni-flood", &[])], &trace);
     match &endless[0] {
         Err(e) => {

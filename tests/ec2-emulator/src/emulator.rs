@@ -401,7 +401,14 @@ async fn run_action(
     let answered = {
         let mut faults = lock(&shared.faults);
         let mut model = lock(&shared.model);
-        let answered = api::answer(&mut model, &mut faults, params, request_id, Instant::now());
+        let answered = api::answer(
+            &mut model,
+            &mut faults,
+            params,
+            request_id,
+            Instant::now(),
+            wasmcni_clock::unix_ms(),
+        );
         if answered.changed() {
             lock(&shared.imds).observe(&model, Instant::now());
         }

@@ -243,14 +243,17 @@ impl Answered {
 
 /// One request as EC2 answers it, without I/O: the action `params` name, then a fault
 /// `faults` decides on at `now` (throttling, an error rate, a scripted failure), the dry-run
-/// check, and the action on `model`. A failed action leaves the model unchanged. The EC2
-/// emulator answers each HTTP request with it; `simulate` each SDK call, in process.
+/// check, and the action on `model`, whose changes are stamped `unix_ms` (`attachTime`). A
+/// failed action leaves the model unchanged. The EC2 emulator answers each HTTP request with
+/// it; `simulate` each SDK call, in process (both from `wasmcni_clock`: the system's time, or
+/// the simulation's).
 pub fn answer(
     model: &mut Ec2Model,
     faults: &mut crate::faults::Faults,
     params: &Params,
     request_id: &str,
     now: std::time::Instant,
+    unix_ms: u64,
 ) -> Answered {
     let action = match route(params) {
         Ok(action) => action,
@@ -269,7 +272,7 @@ pub fn answer(
             injected: true,
         };
     }
-    model.set_clock(wasmcni_clock::unix_ms());
+    model.set_clock(unix_ms);
     let result = check_dry_run(params).and_then(|()| action.run(model, params, request_id));
     Answered {
         result,

@@ -132,7 +132,7 @@ impl Ec2Model {
     }
 
     /// Sets the time (Unix ms) the next changes are stamped with (`attachTime`).
-    /// [`crate::api::answer`] sets it from [`wasmcni_clock`] before every request.
+    /// [`crate::api::answer`] sets it to its caller's time before every request.
     pub fn set_clock(&mut self, unix_ms: u64) {
         self.now_unix_ms = unix_ms;
     }
