@@ -35,15 +35,7 @@ fn main() {
         strategy("vpc-warm-pool", &[]),
         strategy("pack", &[("WARM_IPS", "8")]),
     ];
-    let mut churn = Scenario::default();
-    for setting in [
-        "reconcile_interval_ms=500",
-        "ip_cooldown_ms=2000",
-        "add_wait_ms=30000",
-    ] {
-        let (key, value) = wasmcni_simulate::setting(setting).expect("a setting");
-        churn.ec2_settings.insert(key, value);
-    }
+    let churn = Scenario::ec2_churn_bench();
     println!(
         "{pods} pods against vpc-warm-pool and pack (WARM_IPS=8), two nodes at once, {iterations} runs each"
     );

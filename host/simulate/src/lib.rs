@@ -93,6 +93,26 @@ impl Default for Scenario {
     }
 }
 
+impl Scenario {
+    /// The default scenario with `benches/ec2_churn`'s node settings: a reconciler pass every
+    /// 500 ms, a 2 s cooldown, ADDs waiting up to 30 s (shortened so its real run takes a
+    /// minute), to compare with it.
+    pub fn ec2_churn_bench() -> Scenario {
+        let mut ec2_settings = toml::Table::new();
+        for (key, value) in [
+            ("reconcile_interval_ms", 500),
+            ("ip_cooldown_ms", 2000),
+            ("add_wait_ms", 30_000),
+        ] {
+            ec2_settings.insert(key.into(), toml::Value::Integer(value));
+        }
+        Scenario {
+            ec2_settings,
+            ..Scenario::default()
+        }
+    }
+}
+
 /// Parses `KEY=VALUE` as a TOML value (an integer, float, boolean or quoted string), or as a
 /// bare string when it is none of them.
 pub fn setting(text: &str) -> Result<(String, toml::Value), SimError> {

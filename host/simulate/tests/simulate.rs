@@ -15,20 +15,6 @@ fn strategy(name: &str, settings: &[(&str, &str)]) -> Strategy {
     Strategy::from_component(&component(name), &settings).expect("the component")
 }
 
-/// `benches/ec2_churn`'s settings: a 500 ms reconciler, a 2 s cooldown.
-fn churn_scenario() -> Scenario {
-    let mut scenario = Scenario::default();
-    for setting in [
-        "reconcile_interval_ms=500",
-        "ip_cooldown_ms=2000",
-        "add_wait_ms=30000",
-    ] {
-        let (key, value) = wasmcni_simulate::setting(setting).expect("a setting");
-        scenario.ec2_settings.insert(key, value);
-    }
-    scenario
-}
-
 fn run(scenario: &Scenario, strategies: &[Strategy], trace: &Trace) -> Vec<Outcome> {
     run_all(scenario, strategies, trace)
         .into_iter()
@@ -57,7 +43,7 @@ fn idle_mean(outcome: &Outcome) -> f64 {
 fn the_churn_trace_agrees_with_the_ec2_churn_benchmark() {
     let trace = Builtin::Churn.trace(1000, 0).expect("the trace");
     let outcomes = run(
-        &churn_scenario(),
+        &Scenario::ec2_churn_bench(),
         &[
             strategy("vpc-warm-pool", &[]),
             strategy("pack", &[("WARM_IPS", "8")]),
