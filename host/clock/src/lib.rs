@@ -20,8 +20,10 @@ pub fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(u64::try_from(unix_ns()).unwrap_or(u64::MAX))
 }
 
-/// A shift smaller than this is the time between the reads (a preemption at worst), not a
-/// paused clock: the wall clock is then the system's, exactly.
+/// tokio's clock behind the monotonic one by less than this is the time between the reads (a
+/// preemption at worst), not a paused clock: the wall clock is then the system's, exactly.
+/// Ahead is always a paused clock (tokio's is read first), and always followed, so the
+/// simulation's wall clock never steps back as it catches up with real time.
 const NOISE: Duration = Duration::from_millis(1);
 
 fn unix_ns() -> u128 {
@@ -32,7 +34,7 @@ fn unix_ns() -> u128 {
     let system = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    if tokio >= monotonic + NOISE {
+    if tokio > monotonic {
         system.saturating_add((tokio - monotonic).as_nanos())
     } else if monotonic >= tokio + NOISE {
         system.saturating_sub((monotonic - tokio).as_nanos())

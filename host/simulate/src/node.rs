@@ -431,7 +431,6 @@ async fn replay(
     let at_start = ec2.requests();
     let first_call = at_start.len();
 
-    // A period the trace's length would turn into more than MAX_SAMPLES is stretched.
     // A period the trace's length would turn into more than MAX_SAMPLES is stretched; a run
     // that goes on longer (ADDs retried past the trace's end) halves its samples as it goes.
     let mut every = if scenario.sample_every.is_zero() {
@@ -440,7 +439,10 @@ async fn replay(
         scenario.sample_every
     }
     .max(Duration::from_millis(trace.duration_ms() / MAX_SAMPLES))
-    .max(Duration::from_millis(1));
+    .clamp(
+        Duration::from_millis(1),
+        Duration::from_millis(crate::trace::MAX_T_MS),
+    );
     let live = Arc::new(AtomicU32::new(0));
     let start = Instant::now();
     // Pods are spawned at their ADD times (lives are in ADD order), so a long trace holds only
@@ -466,7 +468,7 @@ async fn replay(
                     keep = !keep;
                     keep
                 });
-                every *= 2;
+                every = (every * 2).min(Duration::from_millis(crate::trace::MAX_T_MS));
             }
             next_sample += every;
         }
@@ -479,17 +481,27 @@ async fn replay(
         let wake = next_add.map_or(next_sample, |at| at.min(next_sample));
         tokio::select! {
             Some(done) = pods.join_next(), if !pods.is_empty() => {
-                results.push(done.map_err(|e| failed(format!("a pod's task failed: {e}")))?);
+                match done {
+                    Ok(result) => results.push(result),
+                    Err(e) => {
+                        pods.abort_all();
+                        while pods.join_next().await.is_some() {}
+                        stop(background, handler).await;
+                        return Err(failed(format!("a pod's task failed: {e}")));
+                    }
+                }
                 last_answer = Instant::now();
             }
             () = tokio::time::sleep_until(wake) => {}
         }
     }
     // The node at the end: after the last answer, not at the next tick.
-    samples.push(sampling.sample(
-        last_answer.duration_since(start).as_millis() as u64,
-        live.load(Ordering::Relaxed),
-    ));
+    // A sample of the same instant was taken before the last answers: it gives way.
+    let end_ms = last_answer.duration_since(start).as_millis() as u64;
+    if samples.last().is_some_and(|s| s.t_ms == end_ms) {
+        samples.pop();
+    }
+    samples.push(sampling.sample(end_ms, live.load(Ordering::Relaxed)));
     let simulated_ms = last_answer.duration_since(start).as_millis() as u64;
     stop(background, handler).await;
     let records = ec2.requests();

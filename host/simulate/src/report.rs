@@ -1,7 +1,8 @@
 //! What a simulation reports: per strategy, EC2 calls (by action, per pod, the mutating
 //! ones), idle addresses over time, ADD waits, /28 fragmentation and peak ENIs — as a
 //! Markdown table, JSON for CI gates, and an SVG plot of pods, assigned and idle addresses
-//! over time with the strategies overlaid. The first outcome is the baseline.
+//! over time with the strategies overlaid. The report names the baseline (the first outcome,
+//! unless its run failed).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
