@@ -83,12 +83,6 @@ pub struct Ec2Provider {
     state: Mutex<State>,
 }
 
-/// The wall clock ([`wasmcni_clock`]: the system's, or a simulation's): ENI ages and the
-/// `created-at` tag.
-fn unix_ms() -> u64 {
-    wasmcni_clock::unix_ms()
-}
-
 /// `2026-11-27T12:00:00Z` for Unix seconds.
 fn rfc3339(seconds: u64) -> String {
     use aws_sdk_ec2::primitives::{DateTime, DateTimeFormat};
@@ -423,7 +417,7 @@ impl Ec2Provider {
                 device,
                 attachment_id,
                 subnet_cidr,
-                attached_unix_ms: unix_ms(),
+                attached_unix_ms: wasmcni_clock::unix_ms(),
                 managed: true,
                 linked: false,
             },
@@ -652,7 +646,10 @@ impl EniProvider for Ec2Provider {
     fn ownership_tags(&self) -> Vec<(String, String)> {
         let mut tags = vec![
             (TAG_INSTANCE.to_owned(), self.identity.instance_id.clone()),
-            (TAG_CREATED.to_owned(), rfc3339(unix_ms() / 1000)),
+            (
+                TAG_CREATED.to_owned(),
+                rfc3339(wasmcni_clock::unix_ms() / 1000),
+            ),
         ];
         if !self.cluster.is_empty() {
             tags.push((TAG_CLUSTER.to_owned(), self.cluster.clone()));
@@ -956,7 +953,7 @@ impl EniProvider for Ec2Provider {
             filters.push(("tag-key", &[TAG_INSTANCE]));
             filters.push((&cluster_filter, &cluster));
         }
-        let now_s = unix_ms() / 1000;
+        let now_s = wasmcni_clock::unix_ms() / 1000;
         let mut deleted = 0;
         for eni in self.api.describe_enis(&filters).await? {
             let created = eni
@@ -1021,7 +1018,7 @@ impl Provider for Ec2Provider {
     }
 
     fn view(&self) -> ProviderView {
-        let now = unix_ms();
+        let now = wasmcni_clock::unix_ms();
         let state = self.state();
         let az = &self.identity.availability_zone;
         ProviderView {

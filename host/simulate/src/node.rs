@@ -77,12 +77,8 @@ pub struct Outcome {
     pub last_add_error: Option<String>,
     /// DELs the daemon refused.
     pub del_failures: u32,
-    /// EC2 calls until the node was ready (discovery, limits, the first warm pool).
-    pub calls_at_start: BTreeMap<String, Calls>,
     /// EC2 calls during the trace, by action.
     pub calls: BTreeMap<String, Calls>,
-    /// The simulation's time the node took to become ready.
-    pub ready_ms: u64,
     /// The simulation's time the trace took (to its last answer).
     pub simulated_ms: u64,
     /// Real time of the whole run, the node's start included.
@@ -426,10 +422,9 @@ async fn replay(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let ready_ms = booted.elapsed().as_millis() as u64;
     let start_wall_ms = booted_wall.elapsed().as_secs_f64() * 1e3;
-    let at_start = ec2.requests();
-    let first_call = at_start.len();
+    // Calls until the node was ready (discovery, limits, the first warm pool) are left out.
+    let first_call = ec2.requests().len();
 
     // A period the trace's length would turn into more than MAX_SAMPLES is stretched; a run
     // that goes on longer (ADDs retried past the trace's end) halves its samples as it goes.
@@ -516,9 +511,7 @@ async fn replay(
         last_add_error: results.iter().rev().find_map(|r| r.last_error.clone()),
         del_failures: results.iter().filter(|r| r.del_failed).count() as u32,
         add_waits_ms,
-        calls_at_start: tally(&at_start),
         calls: tally(records.get(first_call..).unwrap_or_default()),
-        ready_ms,
         simulated_ms,
         wall_ms: 0.0,
         start_wall_ms,

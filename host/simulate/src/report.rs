@@ -394,7 +394,6 @@ mod tests {
             pods_failed: 0,
             last_add_error: None,
             del_failures: 0,
-            calls_at_start: BTreeMap::new(),
             calls: BTreeMap::from([
                 (
                     "AssignPrivateIpAddresses".to_owned(),
@@ -411,7 +410,6 @@ mod tests {
                     },
                 ),
             ]),
-            ready_ms: 0,
             simulated_ms: 60_000,
             wall_ms: 12.0,
             start_wall_ms: 5.0,

@@ -33,10 +33,6 @@ struct Released {
     released_unix_ms: u64,
 }
 
-fn now_unix_ms() -> u64 {
-    wasmcni_clock::unix_ms()
-}
-
 /// The addresses of `dir`'s file still within `cooldown`, with the instant each was released.
 /// A release "in the future" (the wall clock went back) cools for the whole cooldown.
 pub(crate) fn load(dir: &Path, cooldown: Duration) -> HashMap<IpAddr, Instant> {
@@ -60,7 +56,7 @@ pub(crate) fn load(dir: &Path, cooldown: Duration) -> HashMap<IpAddr, Instant> {
             return HashMap::new();
         }
     };
-    let now_ms = now_unix_ms();
+    let now_ms = wasmcni_clock::unix_ms();
     let now = Instant::now();
     file.released
         .into_iter()
@@ -73,7 +69,7 @@ pub(crate) fn load(dir: &Path, cooldown: Duration) -> HashMap<IpAddr, Instant> {
 
 /// Writes `cooling` (release instants) to `dir`'s file, replacing it atomically.
 pub(crate) fn save(dir: &Path, cooling: &HashMap<IpAddr, Instant>) -> std::io::Result<()> {
-    let now_ms = now_unix_ms();
+    let now_ms = wasmcni_clock::unix_ms();
     let mut released: Vec<Released> = cooling
         .iter()
         .map(|(ip, at)| Released {
@@ -137,7 +133,7 @@ mod tests {
     #[test]
     fn a_release_in_the_future_cools_for_the_whole_cooldown() {
         let dir = tempfile::tempdir().unwrap();
-        let future = now_unix_ms() + 3_600_000;
+        let future = wasmcni_clock::unix_ms() + 3_600_000;
         std::fs::write(
             dir.path().join(FILE),
             format!("{{\"version\":1,\"released\":[{{\"ip\":\"10.0.0.9\",\"released_unix_ms\":{future}}}]}}"),
