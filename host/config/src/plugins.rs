@@ -70,6 +70,9 @@ pub struct GrantsConfig {
     pub kv: Option<KvScopeConfig>,
     /// `clock = {}`.
     pub clock: Option<NoScope>,
+    /// `wasi = { clocks = bool, random = bool, read_dirs = [...] }` (`{}`: a WASI that holds
+    /// nothing).
+    pub wasi: Option<WasiScopeConfig>,
 }
 
 /// A capability without a scope: `{}`.
@@ -108,6 +111,21 @@ pub struct NetlinkScopeConfig {
 pub struct KvScopeConfig {
     /// Bytes of keys and values the plugin may keep (default 65536, at most 1 MiB).
     pub max_bytes: Option<usize>,
+}
+
+/// Scope of `wasi`: each key opens one thing; all closed by default.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasiScopeConfig {
+    /// The real clocks instead of deterministic ones.
+    #[serde(default)]
+    pub clocks: bool,
+    /// The system's randomness instead of a fixed-seed stream.
+    #[serde(default)]
+    pub random: bool,
+    /// Absolute host directories the plugin may read, each under its own path.
+    #[serde(default)]
+    pub read_dirs: Vec<String>,
 }
 
 fn default_plugin_fuel() -> u64 {
@@ -403,6 +421,7 @@ impl ClusterConfig {
             (Capability::Log, config.log.is_some()),
             (Capability::Kv, config.kv.is_some()),
             (Capability::Clock, config.clock.is_some()),
+            (Capability::Wasi, config.wasi.is_some()),
         ];
         for (capability, yes) in granted {
             if !yes {
@@ -503,6 +522,32 @@ impl ClusterConfig {
                 ));
             }
             grants.kv = KvScope { max_bytes };
+        }
+        if let Some(scope) = &config.wasi {
+            use wasmcni_core::grants::wasi::{check_read_dir, MAX_READ_DIRS};
+            let key = |field: &str| format!("plugins[{i}].grants.wasi.{field}");
+            if scope.read_dirs.len() > MAX_READ_DIRS {
+                return Err(invalid(
+                    key("read_dirs"),
+                    format!("{} directories", scope.read_dirs.len()),
+                    format!("at most {MAX_READ_DIRS} directories may be granted"),
+                ));
+            }
+            let mut read_dirs = Vec::new();
+            for (n, dir) in scope.read_dirs.iter().enumerate() {
+                let dir_key = key(&format!("read_dirs[{n}]"));
+                let path = check_read_dir(dir)
+                    .map_err(|reason| invalid(dir_key.clone(), format!("{dir:?}"), reason))?;
+                if read_dirs.contains(&path) {
+                    return Err(invalid(dir_key, format!("{dir:?}"), "granted twice".into()));
+                }
+                read_dirs.push(path);
+            }
+            grants.wasi = wasmcni_core::grants::WasiScope {
+                clocks: scope.clocks,
+                random: scope.random,
+                read_dirs,
+            };
         }
         Ok(grants)
     }

@@ -393,6 +393,23 @@ fn plugin_entries_are_validated_key_by_key() {
     let config = ClusterConfig::parse(&plugin(""), "t").unwrap();
     let spec = config.allocator_spec().unwrap();
     assert_eq!(spec.grants.capabilities.len(), 3);
+    assert!(!spec.grants.has(wasmcni_core::Capability::Wasi));
+    // `wasi = {}` links a WASI that holds nothing; each scope key opens one thing.
+    let wasi = ClusterConfig::parse(
+        &plugin("").replace(
+            "log = {}",
+            "wasi = { clocks = true, read_dirs = [\"/etc/wasmcni/data/\"] }",
+        ),
+        "t",
+    )
+    .unwrap();
+    let grants = &wasi.allocator_spec().unwrap().grants;
+    assert!(grants.has(wasmcni_core::Capability::Wasi));
+    assert!(grants.wasi.clocks && !grants.wasi.random);
+    assert_eq!(
+        grants.wasi.read_dirs,
+        vec![std::path::PathBuf::from("/etc/wasmcni/data")]
+    );
     assert_eq!(spec.grants.eni_ops.max_enis, Some(3));
     assert!(spec.grants.eni_ops.subnets.contains("subnet-0123abcd"));
     assert_eq!(spec.settings["WARM_IPS"], "8");
@@ -425,6 +442,11 @@ fn plugin_entries_are_validated_key_by_key() {
         (plugin("tag_keys = [\"team\"]"), "`plugins[0].tag_keys` = [\"team\"]: only taggers set tags; this is a allocator"),
         (plugin("").replace("MODE = \"dense\"", "MODE = [1]"), "`plugins[0].config.MODE` = a array: settings are strings, numbers or booleans"),
         (plugin("").replace("[allocator]\nplugin = \"pack\"", "[policy]\nplugins = [\"pack\"]"), "`policy.plugins[0]` = \"pack\": is a allocator, not a policy"),
+        (plugin("").replace("log = {}", "wasi = { read_dirs = [\"data\"] }"), "`plugins[0].grants.wasi.read_dirs[0]` = \"data\": must be an absolute path"),
+        (plugin("").replace("log = {}", "wasi = { read_dirs = [\"/etc/../root\"] }"), "`plugins[0].grants.wasi.read_dirs[0]` = \"/etc/../root\": must be a plain path"),
+        (plugin("").replace("log = {}", "wasi = { read_dirs = [\"/\"] }"), "`plugins[0].grants.wasi.read_dirs[0]` = \"/\": must not be /"),
+        (plugin("").replace("log = {}", "wasi = { read_dirs = [\"/srv/a\", \"/srv/a/\"] }"), "`plugins[0].grants.wasi.read_dirs[1]` = \"/srv/a/\": granted twice"),
+        (plugin("").replace("log = {}", "wasi = { network = true }"), "unknown field `network`, expected one of `clocks`, `random`, `read_dirs`"),
     ];
     for (text, expected) in cases {
         let err = ClusterConfig::parse(&text, "t").unwrap_err().to_string();

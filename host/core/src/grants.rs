@@ -12,6 +12,9 @@ use ipnet::Ipv4Net;
 
 use crate::pool_view::PoolSnapshot;
 
+pub mod wasi;
+pub use wasi::WasiScope;
+
 /// A capability a plugin may be granted: one WIT interface of `wasmcni:plugin`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -28,17 +31,22 @@ pub enum Capability {
     Kv,
     /// `clock`: read wall-clock time.
     Clock,
+    /// `wasi`: the WASI 0.2 interfaces a bundled interpreter imports (Python, JavaScript),
+    /// holding nothing unless its scope opens clocks, randomness or read-only directories
+    /// ([`wasi`]).
+    Wasi,
 }
 
 impl Capability {
     /// Every capability this build offers.
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Capability::PoolView,
         Capability::EniOps,
         Capability::Netlink,
         Capability::Log,
         Capability::Kv,
         Capability::Clock,
+        Capability::Wasi,
     ];
 
     /// The WIT interface name.
@@ -50,6 +58,7 @@ impl Capability {
             Capability::Log => "log",
             Capability::Kv => "kv",
             Capability::Clock => "clock",
+            Capability::Wasi => "wasi",
         }
     }
 
@@ -72,13 +81,17 @@ pub enum Import {
     Free,
     /// A capability that must be granted.
     Needs(Capability),
-    /// Not something wasmcni offers at all (WASI, another package, another version).
+    /// Not something wasmcni offers at all (another package, another version, a WASI
+    /// interface outside [`wasi::INTERFACES`]).
     Foreign,
 }
 
 impl Import {
     /// Classifies a component import name such as `wasmcni:plugin/log@0.3.0`.
     pub fn classify(import: &str) -> Import {
+        if wasi::interface_of(import).is_some() {
+            return Import::Needs(Capability::Wasi);
+        }
         match package_item(import) {
             Some((interface, version)) if compatible(version) => match interface {
                 "types" | "config" => Import::Free,
@@ -232,7 +245,8 @@ impl PluginKind {
         PluginKind::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
-    /// The capabilities the kind's world imports: granting anything else is a mistake.
+    /// The capabilities the kind's world imports (and `wasi`, which any kind's component may
+    /// import beside its world): granting anything else is a mistake.
     pub fn offered(self) -> &'static [Capability] {
         match self {
             PluginKind::Allocator => &[
@@ -241,13 +255,15 @@ impl PluginKind {
                 Capability::Log,
                 Capability::Kv,
                 Capability::Clock,
+                Capability::Wasi,
             ],
-            PluginKind::Tagger => &[Capability::Log, Capability::Clock],
+            PluginKind::Tagger => &[Capability::Log, Capability::Clock, Capability::Wasi],
             PluginKind::Policy => &[
                 Capability::Netlink,
                 Capability::Log,
                 Capability::Kv,
                 Capability::Clock,
+                Capability::Wasi,
             ],
         }
     }
@@ -368,6 +384,8 @@ pub struct Grants {
     pub netlink: NetlinkScope,
     /// Scope of `kv`, when granted.
     pub kv: KvScope,
+    /// Scope of `wasi`, when granted.
+    pub wasi: WasiScope,
 }
 
 impl Grants {

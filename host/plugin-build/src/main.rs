@@ -3,6 +3,10 @@
 //! `wasm32-unknown-unknown`, turns each core module into a component, and writes
 //! `target/plugins/<name>.wasm` plus `target/plugins/digests.json` (name → `sha256:<hex>`).
 //!
+//! Plugins written in Python or JavaScript (a directory with `world.wit` and `app.py` or
+//! `plugin.js`) are built too, with componentize-py and componentize-js, when those are
+//! installed (`interpreted.rs`).
+//!
 //! `wasmcni-plugin-build new <name> --kind <allocator|tagger|policy>` creates a plugin from the
 //! kind's template instead (`scaffold.rs`).
 //!
@@ -15,6 +19,7 @@ use std::process::{Command, ExitCode};
 
 use sha2::{Digest, Sha256};
 
+mod interpreted;
 mod scaffold;
 
 fn main() -> ExitCode {
@@ -49,7 +54,13 @@ fn run() -> Result<(), String> {
         }
     }
     for workspace in workspaces {
-        for (name, component) in build_workspace(&workspace, &target)? {
+        let mut components = build_workspace(&workspace, &target)?;
+        for (name, dir, language) in interpreted::find(&workspace)? {
+            if let Some(component) = interpreted::build(&name, &dir, language, &root, &target)? {
+                components.push((name, component));
+            }
+        }
+        for (name, component) in components {
             let digest = format!("sha256:{:x}", Sha256::digest(&component));
             let path = out_dir.join(format!("{name}.wasm"));
             std::fs::write(&path, &component)

@@ -32,6 +32,16 @@ use wasmcni_core::limits::{
 };
 use wasmcni_core::pool_view::{PoolSnapshot, ProviderKind};
 
+/// Core instances one call may create: a Rust plugin makes 1 to 4, a component bundling
+/// componentize-py's interpreter 13 (libc, libpython and their adapters), componentize-js's 3.
+pub(super) const CORE_INSTANCES_PER_CALL: u32 = 16;
+
+/// Tables one call may create (every plugin built here makes at most 2).
+pub(super) const TABLES_PER_CALL: u32 = 8;
+
+/// Linear memories one call may create (every plugin built here makes 1).
+pub(super) const MEMORIES_PER_CALL: u32 = 2;
+
 /// The call's resource limiter: the memory limit, refused with a typed [`HostLimit::Memory`]
 /// trap so the caller names the limit from the error itself rather than from wasmtime's
 /// message text; wasmtime's [`StoreLimits`] for the counts of instances, tables and memories.
@@ -45,9 +55,9 @@ impl CallLimiter {
         CallLimiter {
             memory_bytes,
             counts: StoreLimitsBuilder::new()
-                .instances(4)
-                .tables(8)
-                .memories(2)
+                .instances(CORE_INSTANCES_PER_CALL as usize)
+                .tables(TABLES_PER_CALL as usize)
+                .memories(MEMORIES_PER_CALL as usize)
                 .trap_on_grow_failure(true)
                 .build(),
         }
@@ -155,6 +165,8 @@ pub(super) struct HostState {
     /// `pool-view.occupancy` of the snapshot, computed on the first call that asks: a plugin
     /// asking again costs the host a copy, not a sort of the snapshot's address lists.
     occupancy: Option<Vec<wasmcni_core::pool_view::BlockOccupancy>>,
+    /// The call's WASI, for a plugin granted `wasi`.
+    pub(super) wasi: Option<Box<super::wasi::CallWasi>>,
     /// Host calls made so far, and the budget.
     calls: u32,
     max_calls: u32,
@@ -189,6 +201,7 @@ impl HostState {
             host_calls: Vec::new(),
             unrecorded_calls: 0,
             occupancy: None,
+            wasi: None,
             calls: 0,
             max_calls,
             logs: 0,

@@ -33,6 +33,7 @@ mod compiler;
 mod gate;
 mod host;
 pub mod kv;
+mod wasi;
 
 pub use audit_log::{
     timestamp_of_unix_ms, AuditEntry, AuditLog, AUDIT_LOG_KEEP, AUDIT_LOG_MAX_BYTES,
@@ -255,9 +256,10 @@ impl PluginRuntime {
         let mut pooling = wasmtime::PoolingAllocationConfig::default();
         pooling
             .total_component_instances(calls)
-            .total_core_instances(calls * 4)
-            .total_memories(calls * 2)
-            .total_tables(calls * 4)
+            // Enough for every call at once to be one of the largest plugins (an interpreter).
+            .total_core_instances(calls * host::CORE_INSTANCES_PER_CALL)
+            .total_memories(calls * host::MEMORIES_PER_CALL)
+            .total_tables(calls * host::TABLES_PER_CALL)
             .max_memory_size(MAX_PLUGIN_MEMORY)
             // Where the kernel has PAGEMAP_SCAN (Linux 6.7+), a slot is reset by copying back
             // (or zeroing) only the pages the last call dirtied, up to this much, and keeps
@@ -452,6 +454,7 @@ impl PluginRuntime {
                 Capability::Clock => {
                     clock::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
                 }
+                Capability::Wasi => wasi::add_to_linker(&mut linker),
             }?;
         }
         Ok(linker)
@@ -688,7 +691,7 @@ impl Plugin {
             budget,
             gate: self.gate.clone(),
         };
-        let state = HostState::new(
+        let mut state = HostState::new(
             self.name.clone(),
             self.grants.clone(),
             self.settings.clone(),
@@ -698,6 +701,10 @@ impl Plugin {
             limits.host_calls,
             self.kv.clone(),
         );
+        if self.grants.has(Capability::Wasi) {
+            let call_wasi = wasi::CallWasi::new(&self.grants.wasi, deadline).map_err(trapped)?;
+            state.wasi = Some(Box::new(call_wasi));
+        }
         let mut store = Store::new(self.engine(), state);
         store.limiter(|s| &mut s.limits);
         let kv_quota = self.kv.as_ref().map(|_| self.spec.grants.kv.max_bytes);
@@ -736,7 +743,16 @@ impl Plugin {
                     stopped()
                 } else {
                     metrics.plugin_traps.get_or_create(&label).inc();
-                    trapped(describe_trap(&e, limits))
+                    // An interpreter prints why it failed (a traceback) before it traps.
+                    let output = store.data().wasi.as_ref().map(|w| w.output_tail());
+                    match output.filter(|text| !text.trim().is_empty()) {
+                        Some(text) => trapped(format!(
+                            "{}; its output ended with: {}",
+                            describe_trap(&e, limits),
+                            text.trim_end()
+                        )),
+                        None => trapped(describe_trap(&e, limits)),
+                    }
                 };
                 self.finish(call, store.into_data(), false);
                 Err(error)
@@ -1278,3 +1294,5 @@ mod package_tests;
 mod sandbox_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wasi_tests;

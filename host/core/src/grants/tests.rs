@@ -589,7 +589,17 @@ fn imports_are_classified_by_package_version_and_interface() {
         Import::classify("wasmcni:plugin/log@0.2.0"),
         Import::Foreign
     );
-    assert_eq!(Import::classify("wasi:cli/stdout@0.2.0"), Import::Foreign);
+    // WASI 0.2's command interfaces need the `wasi` grant; other WASI packages and
+    // versions are nothing the daemon links.
+    assert_eq!(
+        Import::classify("wasi:cli/stdout@0.2.0"),
+        Import::Needs(Capability::Wasi)
+    );
+    assert_eq!(
+        Import::classify("wasi:http/outgoing-handler@0.2.9"),
+        Import::Foreign
+    );
+    assert_eq!(Import::classify("wasi:cli/stdout@0.3.0"), Import::Foreign);
     assert_eq!(
         Import::classify("wasmcni:plugin/shell@0.3.0"),
         Import::Foreign
