@@ -55,6 +55,17 @@ pip_packages=("moto>=5.2,<6" flask flask-cors)
 # daemon copies onto whatever node OS runs kubelet, and that starts in a fifth of the time of a
 # dynamically linked one (scripts/shim-target.sh; BENCHMARKS.md).
 rust_targets=(wasm32-unknown-unknown "$("$(dirname "$0")"/shim-target.sh)")
+# Plugins in Python and JavaScript bundle their interpreter into the component: componentize-py
+# (PyPI) and componentize-js (npm), pinned, installed into the target directory where
+# wasmcni-plugin-build looks for them (host/plugin-build/src/interpreted.rs).
+toolchains="${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}/toolchains"
+componentize_py="componentize-py==0.25.1"
+js_toolchain="$(cd "$(dirname "$0")" && pwd)/guest-toolchains/js"
+has_componentize_py() { "$toolchains/python/bin/componentize-py" --version >/dev/null 2>&1; }
+has_componentize_js() {
+  [ -f "$toolchains/js/node_modules/@bytecodealliance/componentize-js/package.json" ] &&
+    cmp -s "$js_toolchain/package-lock.json" "$toolchains/js/package-lock.json"
+}
 # test.sh checks formatting (rustfmt) and lints while it builds (clippy-driver).
 rust_components=(clippy rustfmt)
 
@@ -126,6 +137,20 @@ preflight() {
     echo "preflight: the Rust targets $(missing_targets | tr '\n' ' ')are missing (rustup target add ${rust_targets[*]})" >&2
     missing=1
   fi
+  # Node.js and npm come with the machine image, as cargo does (Debian's nodejs is older than
+  # componentize-js wants; the image's is 20).
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "preflight: node and npm are not on PATH (componentize-js, the JavaScript plugins, needs Node.js 20 or later)" >&2
+    missing=1
+  fi
+  if ! has_componentize_py; then
+    echo "preflight: componentize-py is missing from $toolchains/python (the Python plugins; scripts/install-deps.sh installs $componentize_py)" >&2
+    missing=1
+  fi
+  if ! has_componentize_js; then
+    echo "preflight: componentize-js is missing from $toolchains/js or older than scripts/guest-toolchains/js (the JavaScript plugins; scripts/install-deps.sh installs it)" >&2
+    missing=1
+  fi
   if command -v rustup >/dev/null 2>&1 && [ -n "$(missing_components)" ]; then
     echo "preflight: the Rust components $(missing_components | tr '\n' ' ')are missing (rustup component add ${rust_components[*]})" >&2
     missing=1
@@ -164,6 +189,27 @@ install() {
       python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "${pip_packages[@]}"
   else
     echo "install-deps: Python packages present (${pip_packages[*]})"
+  fi
+  if ! has_componentize_py; then
+    echo "install-deps: installing $componentize_py into $toolchains/python"
+    mkdir -p "$toolchains"
+    if ! python3 -m venv "$toolchains/python" 2>/dev/null; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+      python3 -m venv "$toolchains/python"
+    fi
+    "$toolchains/python/bin/pip" install --quiet --disable-pip-version-check "$componentize_py"
+  else
+    echo "install-deps: componentize-py present ($("$toolchains/python/bin/componentize-py" --version))"
+  fi
+  if ! has_componentize_js && command -v npm >/dev/null 2>&1; then
+    echo "install-deps: installing componentize-js into $toolchains/js (npm ci of scripts/guest-toolchains/js)"
+    rm -rf "$toolchains/js"
+    mkdir -p "$toolchains/js"
+    cp "$js_toolchain/package.json" "$js_toolchain/package-lock.json" "$toolchains/js/"
+    (cd "$toolchains/js" && npm ci --no-audit --no-fund --loglevel=error)
+  elif has_componentize_js; then
+    echo "install-deps: componentize-js present"
   fi
   if ! command -v cargo >/dev/null 2>&1; then
     echo "install-deps: cargo is not on PATH: install a Rust toolchain (rustup) first" >&2

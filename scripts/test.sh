@@ -66,6 +66,14 @@ echo "== plugins (components of plugins/ and the hostile test plugins of tests/p
 # The binary the workspace build just made (`cargo run -p` alone would unify features
 # differently and compile its dependencies again).
 "${CARGO_TARGET_DIR:-target}"/checked/wasmcni-plugin-build tests/plugins
+echo "== unit tests of the Python and JavaScript plugins (their strategy, under CPython and Node)"
+for guest in plugins/*/; do
+  if [ -f "$guest/app.py" ] && [ -f "$guest/world.wit" ]; then
+    (cd "$guest" && PYTHONDONTWRITEBYTECODE=1 python3 -m unittest --quiet)
+  elif [ -f "$guest/plugin.js" ] && [ -f "$guest/world.wit" ]; then
+    (cd "$guest" && node --test)
+  fi
+done
 echo "== lint the guests (wasm32)"
 for guests in plugins tests/plugins; do
   (cd "$guests" && CARGO_TARGET_DIR="$root/target/wasm-guests" cargo clippy --release --target wasm32-unknown-unknown -- -D warnings)

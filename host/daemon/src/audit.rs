@@ -88,13 +88,26 @@ impl AuditReport {
                 },
                 (None, None) => "unreadable".into(),
             };
-            let imports: Vec<String> = p
+            let mut imports: Vec<String> = p
                 .imports
                 .iter()
+                .filter(|i| !i.starts_with("wasi:"))
                 .map(|i| short(i))
                 .filter(|i| i != "types")
                 .collect();
-            let under: Vec<String> = p.under_granted.iter().map(|i| short(i)).collect();
+            if !p.wasi.is_empty() {
+                imports.push(format!("wasi ({} interfaces, below)", p.wasi.len()));
+            }
+            let mut under: Vec<String> = p
+                .under_granted
+                .iter()
+                .filter(|i| !i.starts_with("wasi:"))
+                .map(|i| short(i))
+                .collect();
+            let wasi_under = p.under_granted.len() - under.len();
+            if wasi_under > 0 {
+                under.push(format!("{wasi_under} wasi interfaces"));
+            }
             let mut grants = describe_grants(&p.grants);
             if !p.tag_keys.is_empty() {
                 grants.push(format!("tag_keys [{}]", p.tag_keys.join(", ")));
@@ -144,6 +157,17 @@ impl AuditReport {
         }
         if self.plugins.is_empty() {
             out.push_str("(no plugins configured)\n");
+        }
+        // What each WASI import of a plugin gets: granted, stubbed, or refused.
+        for p in self.plugins.iter().filter(|p| !p.wasi.is_empty()) {
+            out.push_str(&format!("\nWASI imported by {}:\n", p.name));
+            let width = p.wasi.iter().map(|w| w.interface.len()).max().unwrap_or(0);
+            for used in &p.wasi {
+                out.push_str(&format!(
+                    "  {:<width$}  {}\n",
+                    used.interface, used.treatment
+                ));
+            }
         }
         out.push_str(&format!("\nfailure modes: {}\n", self.failure_modes));
         out
@@ -247,6 +271,30 @@ fn describe_grants(grants: &wasmcni_core::Grants) -> Vec<String> {
                 }
             ),
             Capability::Kv => format!("kv ({} bytes)", grants.kv.max_bytes),
+            Capability::Wasi => format!(
+                "wasi (clocks {}; random {}; read-only dirs {})",
+                if grants.wasi.clocks {
+                    "real"
+                } else {
+                    "deterministic"
+                },
+                if grants.wasi.random {
+                    "system"
+                } else {
+                    "fixed seed"
+                },
+                if grants.wasi.read_dirs.is_empty() {
+                    "none".to_owned()
+                } else {
+                    grants
+                        .wasi
+                        .read_dirs
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }
+            ),
             other => other.to_string(),
         })
         .collect()

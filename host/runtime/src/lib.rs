@@ -40,6 +40,7 @@ pub use audit_log::{
 };
 pub use compiler::{Compiler, CHILD_COMPILE_TIMEOUT};
 pub use host::HostCall;
+pub use wasmcni_core::grants::wasi::{MAX_CAPTURED_OUTPUT, MAX_RANDOM_BYTES};
 
 use cache::ArtifactCache;
 use gate::Gate;
@@ -1025,6 +1026,8 @@ pub struct Inspection {
     pub imports: Vec<String>,
     /// Every export of the component.
     pub exports: Vec<String>,
+    /// Each WASI interface the component imports and what the daemon gives it there.
+    pub wasi: Vec<WasiUse>,
     /// Capabilities granted, with their scopes.
     pub grants: Grants,
     /// Tag keys a tagger may set.
@@ -1041,6 +1044,34 @@ pub struct Inspection {
     pub settings: BTreeMap<String, String>,
     /// Why the component could not be inspected or would not load, if so.
     pub problem: Option<String>,
+}
+
+/// A WASI interface a component imports, and what it gets (for the audit report).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WasiUse {
+    /// The import (`wasi:cli/environment@0.2.9`).
+    pub interface: String,
+    /// What the daemon gives it under the plugin's grant: `granted: …`, `stubbed: …`, or
+    /// why it is refused.
+    pub treatment: String,
+}
+
+/// The WASI imports among `imports` and their treatment under `grants`.
+fn wasi_uses(imports: &[String], grants: &Grants) -> Vec<WasiUse> {
+    imports
+        .iter()
+        .filter(|import| import.starts_with("wasi:"))
+        .map(|import| WasiUse {
+            interface: import.clone(),
+            treatment: match grants::wasi::treatment(import, &grants.wasi) {
+                Some(_) if !grants.has(Capability::Wasi) => {
+                    "refused at load: `wasi` is not granted".into()
+                }
+                Some(treatment) => treatment,
+                None => "refused at load: not a WASI 0.2 interface the daemon links".into(),
+            },
+        })
+        .collect()
 }
 
 /// The kind whose interface `exports` holds: `wasmcni:plugin/<kind>@0.3.x`.
@@ -1067,6 +1098,7 @@ impl PluginRuntime {
             actual_digest: None,
             imports: Vec::new(),
             exports: Vec::new(),
+            wasi: Vec::new(),
             grants: spec.grants.clone(),
             tag_keys: spec.tag_keys.iter().cloned().collect(),
             under_granted: Vec::new(),
@@ -1112,6 +1144,7 @@ impl PluginRuntime {
             .map(|(n, _)| n.to_owned())
             .collect();
         inspection.world = world_of(&inspection.exports);
+        inspection.wasi = wasi_uses(&inspection.imports, &spec.grants);
         if let Some(refusal) =
             grants::version_refusal(inspection.imports.iter().chain(&inspection.exports))
         {

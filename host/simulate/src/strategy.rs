@@ -132,10 +132,12 @@ impl Strategy {
 }
 
 /// What an allocator may import, each granted: the node's pool, ENI operations on the node's
-/// own subnet and security groups, a log, `kv` with its default quota, the clock.
+/// own subnet and security groups, a log, `kv` with its default quota, the clock, and a WASI
+/// that holds nothing (what a Python allocator's interpreter imports; its clocks are
+/// deterministic, not the simulation's).
 fn allocator_grants() -> toml::Table {
     let mut grants = toml::Table::new();
-    for capability in ["pool-view", "log", "clock", "kv"] {
+    for capability in ["pool-view", "log", "clock", "kv", "wasi"] {
         grants.insert(capability.into(), toml::Table::new().into());
     }
     let mut eni_ops = toml::Table::new();
