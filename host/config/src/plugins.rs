@@ -40,9 +40,10 @@ pub struct PluginConfig {
     /// Fuel per call (about one unit per instruction).
     #[serde(default = "default_plugin_fuel")]
     pub fuel: u64,
-    /// Largest linear memory, in bytes.
-    #[serde(default = "default_plugin_memory")]
-    pub memory_bytes: usize,
+    /// Largest linear memory, in bytes (default 16 MiB; 32 MiB for a plugin granted `wasi`,
+    /// whose component bundles an interpreter).
+    #[serde(default)]
+    pub memory_bytes: Option<usize>,
     /// Wall-clock deadline per export, milliseconds (`allocate`, `plan`, `tags`, `evaluate`);
     /// unlisted exports keep their defaults (50 ms; `plan` 500 ms).
     #[serde(default)]
@@ -130,9 +131,6 @@ pub struct WasiScopeConfig {
 
 fn default_plugin_fuel() -> u64 {
     wasmcni_core::Limits::default().fuel
-}
-fn default_plugin_memory() -> usize {
-    wasmcni_core::Limits::default().memory_bytes
 }
 fn default_plugin_host_calls() -> u32 {
     wasmcni_core::limits::DEFAULT_HOST_CALLS
@@ -296,10 +294,18 @@ impl ClusterConfig {
                     "must be between 100000 and 10000000000".into(),
                 ));
             }
-            if !((1 << 20)..=wasmcni_core::MAX_PLUGIN_MEMORY).contains(&plugin.memory_bytes) {
+            let memory_bytes =
+                plugin
+                    .memory_bytes
+                    .unwrap_or(if grants.has(wasmcni_core::Capability::Wasi) {
+                        wasmcni_core::limits::INTERPRETER_MEMORY_BYTES
+                    } else {
+                        wasmcni_core::Limits::default().memory_bytes
+                    });
+            if !((1 << 20)..=wasmcni_core::MAX_PLUGIN_MEMORY).contains(&memory_bytes) {
                 return Err(invalid(
                     key("memory_bytes"),
-                    plugin.memory_bytes.to_string(),
+                    memory_bytes.to_string(),
                     format!(
                         "must be between 1 MiB and {} MiB",
                         wasmcni_core::MAX_PLUGIN_MEMORY >> 20
@@ -308,7 +314,7 @@ impl ClusterConfig {
             }
             let mut limits = wasmcni_core::Limits {
                 fuel: plugin.fuel,
-                memory_bytes: plugin.memory_bytes,
+                memory_bytes,
                 host_calls: plugin.host_calls,
                 ..wasmcni_core::Limits::default()
             };
