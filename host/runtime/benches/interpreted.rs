@@ -1,7 +1,7 @@
 //! What a plugin written in Python or JavaScript costs beside one written in Rust, measured in
 //! one run: the namespace-subnets allocator in Python (`ns-subnets-py`, componentize-py) and
-//! in JavaScript (`ns-subnets-js`, componentize-js), against `pack` and `vpc-warm-pool`
-//! (Rust), each on the same EC2 node (3 ENIs of 9 secondary addresses, 13 held).
+//! in JavaScript (`ns-subnets-js`, componentize-js), against the same strategy in Rust
+//! (`ns-subnets`) and `pack` and `vpc-warm-pool`, each on the same EC2 node (3 ENIs of 9 secondary addresses, 13 held).
 //!
 //! Per plugin: component size; compile time (cold, no cache) and load time (precompiled
 //! cache); `allocate` and `plan` wall time (fresh instance each call, as the daemon runs
@@ -155,7 +155,13 @@ fn main() {
         "| plugin | component | compile (cold) | load (cached) | allocate p50 / p99 | plan p50 / p99 | fuel allocate / plan | least memory limit |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for name in ["pack", "vpc-warm-pool", "ns-subnets-js", "ns-subnets-py"] {
+    for name in [
+        "pack",
+        "vpc-warm-pool",
+        "ns-subnets",
+        "ns-subnets-js",
+        "ns-subnets-py",
+    ] {
         let spec = spec(&dir, name);
         let size = std::fs::metadata(&spec.path).map(|m| m.len()).unwrap_or(0);
         let cold_cache = tempfile::tempdir().expect("tempdir");
