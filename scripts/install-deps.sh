@@ -61,10 +61,14 @@ rust_targets=(wasm32-unknown-unknown "$("$(dirname "$0")"/shim-target.sh)")
 toolchains="${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}/toolchains"
 componentize_py="componentize-py==0.25.1"
 js_toolchain="$(cd "$(dirname "$0")" && pwd)/guest-toolchains/js"
-has_componentize_py() { "$toolchains/python/bin/componentize-py" --version >/dev/null 2>&1; }
+# The pinned version, exactly.
+has_componentize_py() {
+  [ "$("$toolchains/python/bin/componentize-py" --version 2>/dev/null)" = "componentize-py ${componentize_py#*==}" ]
+}
+# `installed.lock` is written only after `npm ci` succeeded, and must be the lockfile pinned here.
 has_componentize_js() {
   [ -f "$toolchains/js/node_modules/@bytecodealliance/componentize-js/package.json" ] &&
-    cmp -s "$js_toolchain/package-lock.json" "$toolchains/js/package-lock.json"
+    cmp -s "$js_toolchain/package-lock.json" "$toolchains/js/installed.lock"
 }
 # test.sh checks formatting (rustfmt) and lints while it builds (clippy-driver).
 rust_components=(clippy rustfmt)
@@ -193,7 +197,9 @@ install() {
   if ! has_componentize_py; then
     echo "install-deps: installing $componentize_py into $toolchains/python"
     mkdir -p "$toolchains"
-    if ! python3 -m venv "$toolchains/python" 2>/dev/null; then
+    rm -rf "$toolchains/python"
+    if ! python3 -m venv "$toolchains/python"; then
+      echo "install-deps: python3 -m venv failed (above); installing Debian's python3-venv"
       apt-get update -qq
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
       python3 -m venv "$toolchains/python"
@@ -208,6 +214,7 @@ install() {
     mkdir -p "$toolchains/js"
     cp "$js_toolchain/package.json" "$js_toolchain/package-lock.json" "$toolchains/js/"
     (cd "$toolchains/js" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$js_toolchain/package-lock.json" "$toolchains/js/installed.lock"
   elif has_componentize_js; then
     echo "install-deps: componentize-js present"
   fi

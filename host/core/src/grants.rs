@@ -384,7 +384,10 @@ pub struct Grants {
     pub netlink: NetlinkScope,
     /// Scope of `kv`, when granted.
     pub kv: KvScope,
-    /// Scope of `wasi`, when granted.
+    /// Scope of `wasi`, when granted. Left out of the serialized form while closed, so a
+    /// reviewer's statement of a plugin without it is what it was before `wasi` existed (its
+    /// approvals still match) and one that opens anything differs.
+    #[serde(skip_serializing_if = "WasiScope::is_closed")]
     pub wasi: WasiScope,
 }
 

@@ -81,6 +81,8 @@ pub(crate) fn build(
     }
     let wit = wit_dir(name, dir, root, target)?;
     let out = target.join("plugin-wit").join(format!("{name}.wasm"));
+    // Never the component of an earlier build, should this one write nothing.
+    let _ = std::fs::remove_file(&out);
     let mut command = match language {
         Language::Python => {
             let mut command = Command::new(&tool);
@@ -108,9 +110,13 @@ pub(crate) fn build(
             command
         }
     };
+    let program = match language {
+        Language::Python => tool.display().to_string(),
+        Language::JavaScript => "node (Node.js 20 or later, for componentize-js)".into(),
+    };
     let output = command
         .output()
-        .map_err(|e| format!("{name}: running {}: {e}", tool.display()))?;
+        .map_err(|e| format!("{name}: running {program}: {e}"))?;
     if !output.status.success() {
         return Err(format!(
             "{name}: building the component failed ({}):\n{}{}",

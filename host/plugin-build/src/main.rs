@@ -56,6 +56,13 @@ fn run() -> Result<(), String> {
     for workspace in workspaces {
         let mut components = build_workspace(&workspace, &target)?;
         for (name, dir, language) in interpreted::find(&workspace)? {
+            if components.iter().any(|(built, _)| *built == name) {
+                return Err(format!(
+                    "{}: a Rust plugin of {} is named {name} too; rename one",
+                    dir.display(),
+                    workspace.display()
+                ));
+            }
             if let Some(component) = interpreted::build(&name, &dir, language, &root, &target)? {
                 components.push((name, component));
             }

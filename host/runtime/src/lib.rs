@@ -12,10 +12,12 @@
 //! 3. resources — fuel per call (guest instructions), a memory cap, a bounded wasm stack, a
 //!    wall-clock deadline per export enforced by epoch interruption (an OS thread advances the
 //!    epoch every millisecond while calls run, and each running call checks its deadline at
-//!    every tick, in wasm loops and in every host call), a budget of host calls, a cap on the
+//!    every tick, in wasm loops and in every wasmcni host call), a budget of host calls, a cap on the
 //!    bytes one host call may copy out of the guest, and a fresh instance per call (from the
-//!    pooling allocator) so a trapped instance is never reused. No host function blocks: they
-//!    answer from the snapshot taken before the call. [`limits`] lists every bound.
+//!    pooling allocator) so a trapped instance is never reused. No wasmcni host function
+//!    blocks: they answer from the snapshot taken before the call. A plugin granted WASI gets
+//!    it bounded too (`wasi.rs`: sleeps end at the deadline, resources are counted, output is
+//!    capped). [`limits`] lists every bound.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -222,6 +224,11 @@ enum Pre {
 }
 
 /// A loaded plugin, ready to be instantiated per call.
+///
+/// Its calls are synchronous and may block their thread up to their deadline: call them from
+/// a blocking thread (`tokio::task::spawn_blocking`, as the daemon does), never from async
+/// code (a WASI call of a plugin granted `wasi` blocks on the current tokio runtime's handle,
+/// which panics inside an async context).
 pub struct Plugin {
     spec: PluginSpec,
     name: Arc<str>,
@@ -708,6 +715,9 @@ impl Plugin {
         }
         let mut store = Store::new(self.engine(), state);
         store.limiter(|s| &mut s.limits);
+        // The wasmcni interfaces pass no resources; WASI's streams and pollables are bounded
+        // here as in the call's resource table.
+        store.set_max_component_handles(wasi::MAX_WASI_RESOURCES);
         let kv_quota = self.kv.as_ref().map(|_| self.spec.grants.kv.max_bytes);
         store.set_hostcall_fuel(Limits::hostcall_bytes(kv_quota));
         // Every tick while the call runs: stop it once its deadline passed or the daemon stops.
@@ -747,10 +757,13 @@ impl Plugin {
                     // An interpreter prints why it failed (a traceback) before it traps.
                     let output = store.data().wasi.as_ref().map(|w| w.output_tail());
                     match output.filter(|text| !text.trim().is_empty()) {
+                        // The trap is cut first, so the output's end survives the message's
+                        // 1 KiB cut; both with control characters escaped (a traceback's
+                        // newlines, terminal codes) as log lines are.
                         Some(text) => trapped(format!(
                             "{}; its output ended with: {}",
-                            describe_trap(&e, limits),
-                            text.trim_end()
+                            wasmcni_core::limits::truncate_to(describe_trap(&e, limits), 300),
+                            wasmcni_cni::text::escape_controls(text.trim_end())
                         )),
                         None => trapped(describe_trap(&e, limits)),
                     }
@@ -1229,7 +1242,20 @@ fn describe_trap(error: &wasmtime::Error, limits: &Limits) -> String {
             ),
         };
     }
-    let chain = format!("{error:#}");
+    if let Some(exit) = error
+        .chain()
+        .find_map(|e| e.downcast_ref::<wasmtime_wasi::I32Exit>())
+    {
+        return format!("exited with status {} (wasi:cli/exit)", exit.0);
+    }
+    // The causes, without the wasm backtrace wasmtime adds as context (frames of an
+    // interpreter's internals, which would push the cause past the message's cut).
+    let chain = error
+        .chain()
+        .map(ToString::to_string)
+        .filter(|cause| !cause.starts_with("error while executing at wasm backtrace"))
+        .collect::<Vec<_>>()
+        .join(": ");
     if chain.contains("fuel allocated for hostcalls has been exhausted") {
         return "passed more data to the host in one call than it accepts (hostcall fuel; an oversized string or list)".to_owned();
     }

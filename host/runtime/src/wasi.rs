@@ -9,11 +9,18 @@
 //! it a sleep wakes at the call's deadline at the latest, after which the guest's next epoch
 //! check ends the call.
 //!
-//! What else a call could spend on the host is bounded too: random bytes per request
-//! ([`MAX_RANDOM_BYTES`]), reads by wasmtime-wasi's own cap, bytes copied out of the guest by
-//! the hostcall fuel every host call shares, and the output kept by [`CapturedOutput`].
-//! Files are opened on the call's own thread (no hop through a thread pool); a directory
-//! granted should hold regular files only (a FIFO's open waits for a writer).
+//! What else a call could spend on the host is bounded too: the WASI resources it holds at
+//! once ([`MAX_WASI_RESOURCES`]: streams, pollables, open files, each possibly holding a read
+//! buffer of wasmtime-wasi's 64 KiB cap), random bytes per request ([`MAX_RANDOM_BYTES`]),
+//! bytes copied out of the guest by the hostcall fuel every host call shares, and the output
+//! kept by [`CapturedOutput`]. WASI calls are not charged against the call's `host_calls`
+//! budget (wasmtime-wasi's functions are not the daemon's); the deadline holds them, as every
+//! one returns to wasm, where the epoch check is.
+//!
+//! Files: only the granted directories, each checked when opened to be the directory the
+//! configuration names (no symbolic link, not the kernel's trees). Opens run on the call's own
+//! thread; a stream's reads on the runtime's blocking pool, as wasmtime-wasi does. A
+//! directory granted should hold regular files only: opening a FIFO waits for a writer.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,10 +39,16 @@ use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView as _};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::host::HostState;
-use wasmcni_core::grants::wasi::{MAX_CAPTURED_OUTPUT, MAX_RANDOM_BYTES};
+use wasmcni_core::grants::wasi::{KERNEL_TREES, MAX_CAPTURED_OUTPUT, MAX_RANDOM_BYTES};
 use wasmcni_core::grants::WasiScope;
 
-/// Bytes of a failed call's output its error message carries.
+/// WASI resources (streams, pollables, descriptors) one call may hold at once: CPython's
+/// start and a call of `ns-subnets-py` use a handful; each may hold up to 64 KiB of read
+/// buffer on the host, so this bounds that memory to 16 MiB per call.
+pub(super) const MAX_WASI_RESOURCES: usize = 256;
+
+/// Bytes of a failed call's output its error message carries (the message is cut at 1 KiB,
+/// the trap's own words at 300 bytes before it).
 const OUTPUT_IN_MESSAGE: usize = 600;
 
 /// One call's WASI: wasmtime-wasi's context and resource table, the call's clocks and the
@@ -68,19 +81,23 @@ impl CallWasi {
                 .insecure_random_seed(0);
         }
         for dir in &scope.read_dirs {
+            check_granted_dir(dir)?;
             let guest = dir.to_string_lossy();
             builder
                 .preopened_dir(dir, guest.as_ref(), FsPerms::ReadOnly)
                 .map_err(|e| format!("cannot open its granted directory {}: {e}", dir.display()))?;
         }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_WASI_RESOURCES);
         Ok(CallWasi {
             ctx: builder.build(),
-            table: ResourceTable::new(),
+            table,
             clocks: CallClocks {
                 real: scope.clocks,
                 started: Instant::now(),
                 virtual_ns: Arc::new(AtomicU64::new(0)),
                 deadline,
+                alarm: Arc::default(),
             },
             output,
         })
@@ -103,9 +120,32 @@ impl CallWasi {
     }
 }
 
+/// Checks, when it is opened, that a granted directory is what the configuration names: the
+/// path resolves to itself (no symbolic link anywhere on it, which could lead to `/` or
+/// `/proc/1/root`) and lies outside the kernel's trees.
+fn check_granted_dir(dir: &std::path::Path) -> Result<(), String> {
+    let resolved = std::fs::canonicalize(dir)
+        .map_err(|e| format!("cannot open its granted directory {}: {e}", dir.display()))?;
+    if resolved != dir {
+        return Err(format!(
+            "its granted directory {} resolves to {} (a symbolic link): grant the directory itself",
+            dir.display(),
+            resolved.display()
+        ));
+    }
+    if resolved.parent().is_none() || KERNEL_TREES.iter().any(|tree| resolved.starts_with(tree)) {
+        return Err(format!(
+            "its granted directory {} is / or in the kernel's trees",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         // Linked only for plugins granted `wasi`, whose every call has one.
+        debug_assert!(self.wasi.is_some(), "WASI linked without a call's context");
         let wasi = self.wasi.get_or_insert_with(|| {
             Box::new(
                 CallWasi::new(&WasiScope::default(), Instant::now())
@@ -199,6 +239,8 @@ struct CallClocks {
     started: Instant,
     virtual_ns: Arc<AtomicU64>,
     deadline: Instant,
+    /// Wakes the call's real sleeps.
+    alarm: Arc<Alarm>,
 }
 
 impl CallClocks {
@@ -217,7 +259,10 @@ impl CallClocks {
             let wake = Instant::now()
                 .checked_add(Duration::from_nanos(ns))
                 .map_or(self.deadline, |wake| wake.min(self.deadline));
-            Sleep::Real(wake)
+            Sleep::Real {
+                wake,
+                alarm: self.alarm.clone(),
+            }
         } else {
             Sleep::Virtual {
                 until: self.monotonic_ns().saturating_add(ns),
@@ -273,8 +318,10 @@ impl monotonic_clock::Host for ClocksView<'_> {
 
 /// A pollable sleep.
 enum Sleep {
-    /// Waits on this thread until then (the call's deadline at the latest).
-    Real(Instant),
+    /// Ready at `wake` (the call's deadline at the latest); until then pending, woken by the
+    /// call's alarm, so a readiness check does not wait and a poll of several pollables
+    /// returns with the first ready.
+    Real { wake: Instant, alarm: Arc<Alarm> },
     /// Ready at once, moving the virtual clock to `until`.
     Virtual { until: u64, clock: Arc<AtomicU64> },
 }
@@ -283,12 +330,90 @@ enum Sleep {
 impl Pollable for Sleep {
     async fn ready(&mut self) {
         match self {
-            // The call's own thread (a plugin call is synchronous and runs on a thread of its
-            // own); bounded by the deadline.
-            Sleep::Real(wake) => std::thread::sleep(wake.saturating_duration_since(Instant::now())),
+            Sleep::Real { wake, alarm } => {
+                let (wake, alarm) = (*wake, alarm.clone());
+                std::future::poll_fn(move |cx| {
+                    if Instant::now() >= wake {
+                        std::task::Poll::Ready(())
+                    } else {
+                        alarm.wake_at(wake, cx.waker());
+                        std::task::Poll::Pending
+                    }
+                })
+                .await;
+            }
             Sleep::Virtual { until, clock } => {
                 clock.fetch_max(*until, Ordering::Relaxed);
             }
+        }
+    }
+}
+
+/// Most wakers one call's alarm keeps; past it the earliest-registered is woken at once (a
+/// spurious wake-up: its future is polled again and re-registers).
+const MAX_ALARM_WAKERS: usize = 64;
+
+/// One thread per call with real sleeps pending, waking each sleep's waker at its time; it
+/// ends when none is left (every time is at most the call's deadline, so it outlives the call
+/// by nothing).
+#[derive(Default)]
+struct Alarm {
+    pending: Mutex<AlarmState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct AlarmState {
+    wakers: Vec<(Instant, std::task::Waker)>,
+    running: bool,
+}
+
+impl Alarm {
+    fn wake_at(self: &Arc<Self>, at: Instant, waker: &std::task::Waker) {
+        let mut state = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        match state.wakers.iter_mut().find(|(_, w)| w.will_wake(waker)) {
+            Some(entry) => entry.0 = entry.0.min(at),
+            None => {
+                if state.wakers.len() >= MAX_ALARM_WAKERS {
+                    state.wakers.remove(0).1.wake();
+                }
+                state.wakers.push((at, waker.clone()));
+            }
+        }
+        if state.running {
+            self.changed.notify_one();
+            return;
+        }
+        let alarm = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("wasmcni-wasi-alarm".into())
+            .spawn(move || alarm.run());
+        match spawned {
+            Ok(_) => state.running = true,
+            // No thread: wake everything now (polled again, they re-register and retry).
+            Err(_) => state.wakers.drain(..).for_each(|(_, w)| w.wake()),
+        }
+    }
+
+    fn run(&self) {
+        let mut state = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let now = Instant::now();
+            let (due, later): (Vec<_>, Vec<_>) =
+                state.wakers.drain(..).partition(|(at, _)| *at <= now);
+            state.wakers = later;
+            for (_, waker) in due {
+                waker.wake();
+            }
+            let Some(next) = state.wakers.iter().map(|(at, _)| *at).min() else {
+                state.running = false;
+                return;
+            };
+            state = self
+                .changed
+                .wait_timeout(state, next.saturating_duration_since(now))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 }
@@ -383,9 +508,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_millis(30);
         let closed = CallWasi::new(&WasiScope::default(), deadline).unwrap();
         let mut sleep = closed.clocks.sleep(3_600_000_000_000);
-        let started = Instant::now();
-        futures_lite_block_on(sleep.ready());
-        assert!(started.elapsed() < Duration::from_millis(20));
+        assert!(poll_once(sleep.ready()), "a virtual sleep is ready at once");
         assert_eq!(closed.clocks.monotonic_ns(), 3_600_000_000_000);
         let real = WasiScope {
             clocks: true,
@@ -393,18 +516,87 @@ mod tests {
         };
         let open = CallWasi::new(&real, deadline).unwrap();
         let mut sleep = open.clocks.sleep(3_600_000_000_000);
-        futures_lite_block_on(sleep.ready());
+        // A readiness check does not wait.
+        let started = Instant::now();
+        assert!(!poll_once(sleep.ready()));
+        assert!(started.elapsed() < Duration::from_millis(20));
+        // Waited for, it wakes at the deadline.
+        block_on(sleep.ready());
         let now = Instant::now();
         assert!(now >= deadline && now < deadline + Duration::from_secs(1));
     }
 
-    /// Polls a future that never waits on a waker to completion.
-    fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
+    #[test]
+    fn random_bytes_are_deterministic_and_bounded_per_request() {
+        use wasmtime_wasi::p2::bindings::random::random::Host;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut one = CallWasi::new(&WasiScope::default(), deadline).unwrap();
+        let mut two = CallWasi::new(&WasiScope::default(), deadline).unwrap();
+        let a = Host::get_random_bytes(one.ctx.random(), 32).unwrap();
+        assert_eq!(a, Host::get_random_bytes(two.ctx.random(), 32).unwrap());
+        assert!(Host::get_random_bytes(one.ctx.random(), MAX_RANDOM_BYTES).is_ok());
+        assert!(Host::get_random_bytes(one.ctx.random(), MAX_RANDOM_BYTES + 1).is_err());
+        let real = WasiScope {
+            random: true,
+            ..WasiScope::default()
+        };
+        let mut three = CallWasi::new(&real, deadline).unwrap();
+        assert_ne!(a, Host::get_random_bytes(three.ctx.random(), 32).unwrap());
+    }
+
+    #[test]
+    fn a_granted_directory_must_be_itself_and_not_the_kernels() {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().canonicalize().unwrap();
+        let link = real.join("link");
+        std::os::unix::fs::symlink("/", &link).unwrap();
+        let scope = |dir: &std::path::Path| WasiScope {
+            read_dirs: vec![dir.to_owned()],
+            ..WasiScope::default()
+        };
+        assert!(CallWasi::new(&scope(&real), deadline).is_ok());
+        let refused = CallWasi::new(&scope(&link), deadline).err().unwrap();
+        assert!(
+            refused.contains("resolves to / (a symbolic link)"),
+            "{refused}"
+        );
+        let refused = CallWasi::new(&scope(std::path::Path::new("/proc/self")), deadline)
+            .err()
+            .unwrap();
+        assert!(
+            refused.contains("symbolic link") || refused.contains("kernel"),
+            "{refused}"
+        );
+        let refused = CallWasi::new(&scope(std::path::Path::new("/sys/kernel")), deadline)
+            .err()
+            .unwrap();
+        assert!(refused.contains("kernel's trees"), "{refused}");
+    }
+
+    /// Polls `future` once with a waker that does nothing: whether it is ready now.
+    fn poll_once<F: std::future::Future>(future: F) -> bool {
         let mut future = std::pin::pin!(future);
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match future.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(out) => out,
-            std::task::Poll::Pending => panic!("the sleep waited on a waker"),
+        future.as_mut().poll(&mut cx).is_ready()
+    }
+
+    /// Runs `future` to its end on this thread, parking between wake-ups.
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        struct Unpark(std::thread::Thread);
+        impl std::task::Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        loop {
+            if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
+            std::thread::park();
         }
     }
 }

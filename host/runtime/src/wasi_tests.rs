@@ -319,6 +319,7 @@ fn a_python_plugin_reaching_for_files_environment_network_or_entropy_gets_nothin
     assert!(seen["listdir"]["error"].is_string(), "{seen}");
     assert_eq!(seen["environ"], serde_json::json!({}), "{seen}");
     assert!(seen["socket"]["error"].is_string(), "{seen}");
+    assert!(seen["udp"]["error"].is_string(), "{seen}");
     assert!(seen["resolve"]["error"].is_string(), "{seen}");
     // Deterministic: the clock starts at 1970 and every call draws the same "random" bytes.
     assert!(seen["time"].as_f64().unwrap() < 60.0, "{seen}");
@@ -443,4 +444,71 @@ fn a_python_failure_carries_its_traceback_and_every_bound_holds() {
     // After all of that, the runtime still serves a plugin's calls.
     let plugin = load(&hostile("sleep", Default::default())).unwrap_or_else(|e| panic!("{e}"));
     assert!(plugin.allocate(static_pool(), &pod()).is_ok());
+}
+
+#[test]
+fn nothing_leaves_or_changes_a_granted_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    std::fs::write(base.join("answer"), "42\n").unwrap();
+    std::os::unix::fs::symlink("/", base.join("link")).unwrap();
+    let granted = wasmcni_core::grants::WasiScope {
+        read_dirs: vec![base.clone()],
+        ..Default::default()
+    };
+    let spec = with_settings(
+        hostile("escape", granted.clone()),
+        &[("MODE", "escape"), ("DIR", &base.display().to_string())],
+    );
+    let plugin = load(&spec).unwrap_or_else(|e| panic!("{e}"));
+    let seen: serde_json::Value = match plugin.allocate(static_pool(), &pod()) {
+        Err(PluginError::Refused { message, .. }) => serde_json::from_str(&message).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    for attempt in ["dotdot", "link", "passwd", "remove", "mkdir", "rename"] {
+        assert!(seen[attempt]["error"].is_string(), "{attempt}: {seen}");
+    }
+    assert_eq!(seen["listdir"]["ok"], "['answer', 'link']", "{seen}");
+    assert_eq!(
+        std::fs::read_to_string(base.join("answer")).unwrap(),
+        "42\n"
+    );
+    assert!(!base.join("new").exists() && !base.join("moved").exists());
+
+    // Holding files open: the call's resource table is bounded; the call fails, the next works.
+    let path = base.join("answer").display().to_string();
+    let hoard = with_settings(
+        hostile("hoard", granted),
+        &[("MODE", "hoard"), ("PATH", &path)],
+    );
+    let plugin = load(&hoard).unwrap_or_else(|e| panic!("{e}"));
+    let error = plugin
+        .allocate(static_pool(), &pod())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("store handle limit exceeded"), "{error}");
+    let healthy = load(&hostile("sleep", Default::default())).unwrap_or_else(|e| panic!("{e}"));
+    assert!(healthy.allocate(static_pool(), &pod()).is_ok());
+}
+
+#[test]
+fn a_loud_or_exiting_python_plugin_fails_with_a_short_message_ending_in_its_output() {
+    let plugin = load(&hostile("shout", Default::default())).unwrap_or_else(|e| panic!("{e}"));
+    let error = plugin
+        .allocate(static_pool(), &pod())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("RuntimeError: shouted"), "{error}");
+    assert!(error.len() <= 1200, "{} bytes: {error}", error.len());
+    assert!(
+        !error.contains('\n'),
+        "control characters are escaped: {error}"
+    );
+    let plugin = load(&hostile("exit", Default::default())).unwrap_or_else(|e| panic!("{e}"));
+    let error = plugin
+        .allocate(static_pool(), &pod())
+        .unwrap_err()
+        .to_string();
+    eprintln!("EXIT: {error}");
+    assert!(error.contains("failed in allocate"), "{error}");
 }

@@ -78,14 +78,21 @@ pub const MAX_RANDOM_BYTES: u64 = 64 << 10;
 /// `wasi` scope: what the WASI a plugin sees holds. Everything is closed by default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WasiScope {
-    /// The real clocks (the daemon's wall clock, the host's monotonic clock, sleeps that
-    /// wait, up to the call's deadline). Without it both clocks start at zero (1970 for the
+    /// The real clocks (the daemon's wall clock; a monotonic clock counting real time from
+    /// the call's start; sleeps that wait, up to the call's deadline). Without it both clocks start at zero (1970 for the
     /// wall clock) and move only by the plugin's own sleeps, which return at once.
     pub clocks: bool,
     /// The system's randomness. Without it every call draws the same fixed-seed stream.
     pub random: bool,
     /// Host directories the plugin may read (not write), each under its own path; absolute.
     pub read_dirs: Vec<PathBuf>,
+}
+
+impl WasiScope {
+    /// Whether the scope opens nothing.
+    pub fn is_closed(&self) -> bool {
+        *self == WasiScope::default()
+    }
 }
 
 /// The known interface a WASI 0.2 import name (`wasi:cli/environment@0.2.9`) is, if it is one.
@@ -144,6 +151,10 @@ pub fn treatment(import: &str, scope: &WasiScope) -> Option<String> {
     })
 }
 
+/// Trees no `read_dirs` entry may be in: `/proc/1/root` is the host's root, and a device or a
+/// pseudo-file can block a read past any deadline.
+pub const KERNEL_TREES: [&str; 3] = ["/proc", "/sys", "/dev"];
+
 /// Checks a directory a `wasi` grant opens: absolute, plain (no `.`, `..` or repeated `/`),
 /// and not the root. Whether it exists is checked when the plugin loads.
 pub fn check_read_dir(dir: &str) -> Result<PathBuf, String> {
@@ -162,6 +173,15 @@ pub fn check_read_dir(dir: &str) -> Result<PathBuf, String> {
         .any(|part| part.is_empty() || part == "." || part == "..")
     {
         return Err("must be a plain path (no `.`, `..` or empty components)".into());
+    }
+    if let Some(kernel) = KERNEL_TREES
+        .iter()
+        .find(|tree| trimmed == **tree || trimmed.starts_with(&format!("{tree}/")))
+    {
+        return Err(format!(
+            "must not be under {kernel} (the kernel's own files: processes' roots, devices, \
+             blocking reads)"
+        ));
     }
     Ok(PathBuf::from(trimmed))
 }
@@ -211,6 +231,7 @@ mod tests {
             check_read_dir("/etc/wasmcni/data/").unwrap(),
             PathBuf::from("/etc/wasmcni/data")
         );
+        assert!(check_read_dir("/procedures").is_ok());
         for bad in [
             "data",
             "/",
