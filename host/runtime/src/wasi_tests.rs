@@ -435,7 +435,10 @@ fn a_python_failure_carries_its_traceback_and_every_bound_holds() {
         error.contains("deadline") || error.contains("fuel"),
         "{error}"
     );
-    let error = load(&hostile("hog", Default::default()))
+    // A deadline long enough that the memory limit is what stops it, on a loaded machine too.
+    let mut hog = hostile("hog", Default::default());
+    hog.limits.deadline_ms.insert(Export::Allocate, 10_000);
+    let error = load(&hog)
         .unwrap_or_else(|e| panic!("{e}"))
         .allocate(static_pool(), &pod())
         .unwrap_err()
