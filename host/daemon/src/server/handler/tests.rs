@@ -674,6 +674,48 @@ async fn bad_proposals_and_failing_plugins_fail_the_add_closed() {
     }
 }
 
+/// A Python allocator (`tests/plugins/py-hostile`, built with componentize-py) that reaches
+/// for the node's files, environment, network and entropy on every ADD, granted a WASI that
+/// holds nothing: it gets nothing, and the daemon keeps serving (its `allocate` fails open
+/// here, so the built-in allocator chooses).
+#[tokio::test]
+async fn a_hostile_python_allocator_gets_nothing_and_the_daemon_keeps_serving() {
+    use wasmcni_core::{Capability, Export, FailureMode, Hook, PluginKind};
+    let mut spec = wasmcni_runtime::testing::spec(
+        "py-hostile",
+        PluginKind::Allocator,
+        &[Capability::PoolView, Capability::Wasi],
+    );
+    spec.settings = [("MODE".to_owned(), "probe".to_owned())].into();
+    spec.on_failure.0.insert(Hook::Allocate, FailureMode::Open);
+    // The interpreter's call takes 2 ms; room for a loaded test machine.
+    spec.limits.deadline_ms.insert(Export::Allocate, 5_000);
+    let f = fixture_set("10.88.0.0/24", Some(spec), Vec::new());
+    for (i, expected) in ["10.88.0.1", "10.88.0.2"].iter().enumerate() {
+        let response = f.run(Command::Add, &format!("p{i}"), "1.0.0").await;
+        let result: serde_json::Value = serde_json::from_str(stdout(&response)).unwrap();
+        assert_eq!(result["ips"][0]["address"], format!("{expected}/32"));
+    }
+    let audit = std::fs::read_to_string(f.handler.audit_log.path()).unwrap();
+    let asked: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["call"] == "allocate")
+        .collect();
+    assert_eq!(asked.len(), 2, "{audit}");
+    let report = asked[0]["result"].as_str().unwrap();
+    for nothing in [
+        r#""environ": {}"#,
+        r#""file": {"error": "#,
+        r#""socket": {"error": "#,
+        r#""udp": {"error": "#,
+    ] {
+        assert!(report.contains(nothing), "{nothing} not in {report}");
+    }
+    f.run(Command::Del, "p0", "1.0.0").await;
+    assert_eq!(f.handler.store().len(), 1);
+}
+
 #[tokio::test]
 async fn a_full_pool_is_exhaustion_not_a_plugin_failure() {
     let f = fixture_with("10.88.0.0/30", Some("pack"));
