@@ -172,3 +172,144 @@ fn wit_dir(name: &str, dir: &Path, root: &Path, target: &Path) -> Result<PathBuf
     }
     Ok(wit)
 }
+
+impl Language {
+    /// `--language python|javascript` (`rust`: `None`, the Cargo templates).
+    pub(crate) fn parse(text: &str) -> Result<Option<Language>, String> {
+        match text {
+            "rust" => Ok(None),
+            "python" => Ok(Some(Language::Python)),
+            "javascript" => Ok(Some(Language::JavaScript)),
+            other => Err(format!(
+                "--language {other:?}: a plugin is written in rust, python or javascript"
+            )),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Language::Python => "python",
+            Language::JavaScript => "javascript",
+        }
+    }
+}
+
+/// The files of a new allocator named `name` in `language`: the namespace-subnets example
+/// (`plugins/ns-subnets-py` or `-js`) as a starting point, its world renamed.
+pub(crate) fn template_files(name: &str, language: Language) -> Vec<(&'static str, String)> {
+    let (example, mut files): (&str, Vec<(&'static str, String)>) = match language {
+        Language::Python => (
+            "ns-subnets-py",
+            vec![
+                (
+                    "app.py",
+                    include_str!("../../../plugins/ns-subnets-py/app.py").into(),
+                ),
+                (
+                    "strategy.py",
+                    include_str!("../../../plugins/ns-subnets-py/strategy.py").into(),
+                ),
+                (
+                    "test_strategy.py",
+                    include_str!("../../../plugins/ns-subnets-py/test_strategy.py").into(),
+                ),
+                (
+                    "world.wit",
+                    include_str!("../../../plugins/ns-subnets-py/world.wit").into(),
+                ),
+                (".gitignore", "__pycache__/\n*.wasm\n".into()),
+            ],
+        ),
+        Language::JavaScript => (
+            "ns-subnets-js",
+            vec![
+                (
+                    "plugin.js",
+                    include_str!("../../../plugins/ns-subnets-js/plugin.js").into(),
+                ),
+                (
+                    "strategy.js",
+                    include_str!("../../../plugins/ns-subnets-js/strategy.js").into(),
+                ),
+                (
+                    "strategy.test.mjs",
+                    include_str!("../../../plugins/ns-subnets-js/strategy.test.mjs").into(),
+                ),
+                (
+                    "world.wit",
+                    include_str!("../../../plugins/ns-subnets-js/world.wit").into(),
+                ),
+                (
+                    "package.json",
+                    include_str!("../../../plugins/ns-subnets-js/package.json").into(),
+                ),
+                (".gitignore", "*.wasm\n".into()),
+            ],
+        ),
+    };
+    for (file, text) in &mut files {
+        if *file == "world.wit" {
+            *text = text.replace(
+                &format!("wasmcni-plugins:{example}"),
+                &format!("local:{name}"),
+            );
+        } else if *file == "package.json" {
+            *text = text.replace(&format!("\"{example}\""), &format!("\"{name}\""));
+        }
+    }
+    let (test, entry) = match language {
+        Language::Python => ("python3 -m unittest", "strategy.py"),
+        Language::JavaScript => ("node --test", "strategy.js"),
+    };
+    files.push((
+        "README.md",
+        format!(
+            "# {name}\n\nA wasmcni allocator in {language}, created by `wasmcni-plugin-build new \
+             --language {language}` from the namespace-subnets example ({example}): change \
+             `{entry}` (the strategy) and `world.wit` (what it imports, so what it is granted).\n\n\
+             ```sh\n{test}    # the strategy's unit tests\n\
+             # the component (target/plugins/{name}.wasm) and its digest, from the wasmcni checkout:\n\
+             ./target/release/wasmcni-plugin-build <this directory's parent, as an absolute path>\n\
+             ```\n\nThe guide: `docs/writing-an-allocation-strategy.md` §14 in the wasmcni checkout.\n",
+            language = language.as_str()
+        ),
+    ));
+    files
+}
+
+/// Runs the plugin's unit tests with its language's own runner; their output, or why they
+/// failed.
+pub(crate) fn unit_test(dir: &Path, language: Language) -> Result<String, String> {
+    let mut command = match language {
+        Language::Python => {
+            let mut command = Command::new("python3");
+            command
+                .args(["-m", "unittest"])
+                .env("PYTHONDONTWRITEBYTECODE", "1");
+            command
+        }
+        Language::JavaScript => {
+            let mut command = Command::new("node");
+            command.arg("--test");
+            command
+        }
+    };
+    let output = command
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("running the unit tests of {}: {e}", dir.display()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() {
+        Ok(text)
+    } else {
+        Err(format!(
+            "the unit tests of {} failed ({}):\n{text}",
+            dir.display(),
+            output.status
+        ))
+    }
+}

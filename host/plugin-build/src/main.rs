@@ -39,7 +39,7 @@ fn run() -> Result<(), String> {
         .unwrap_or_else(|| root.join("target"));
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("new") {
-        return scaffold::run(&args[1..], &root);
+        return scaffold::run(&args[1..], &root, &target);
     }
     let out_dir = target.join("plugins");
     std::fs::create_dir_all(&out_dir)
@@ -54,7 +54,12 @@ fn run() -> Result<(), String> {
         }
     }
     for workspace in workspaces {
-        let mut components = build_workspace(&workspace, &target)?;
+        // A directory of Python or JavaScript plugins alone has no Cargo workspace.
+        let mut components = if workspace.join("Cargo.toml").exists() {
+            build_workspace(&workspace, &target)?
+        } else {
+            Vec::new()
+        };
         for (name, dir, language) in interpreted::find(&workspace)? {
             if components.iter().any(|(built, _)| *built == name) {
                 return Err(format!(

@@ -1,9 +1,12 @@
-//! `wasmcni-plugin-build new <name> --kind <allocator|tagger|policy> [--dir <parent>]
-//! [--target-dir <dir>] [--no-build]`: a new plugin from the kind's template in `plugins/` (the
-//! allocator's `template`, `template-tagger`, `template-policy`), as a cargo workspace of its
-//! own under `<parent>/<name>` whose SDK is this checkout's (and whose lockfile is `plugins/`'s);
-//! then its native tests, its component (`<parent>/<name>/<name>.wasm`), its digest, and the
-//! cluster-configuration entry to paste, granting exactly the interfaces the component imports.
+//! `wasmcni-plugin-build new <name> --kind <allocator|tagger|policy> [--language
+//! <rust|python|javascript>] [--dir <parent>] [--target-dir <dir>] [--no-build]`: a new plugin
+//! from the kind's template in `plugins/` (the allocator's `template`, `template-tagger`,
+//! `template-policy`), as a cargo workspace of its own under `<parent>/<name>` whose SDK is this
+//! checkout's (and whose lockfile is `plugins/`'s); then its native tests, its component
+//! (`<parent>/<name>/<name>.wasm`), its digest, and the cluster-configuration entry to paste,
+//! granting exactly the interfaces the component imports. In Python or JavaScript (allocators),
+//! from the namespace-subnets example instead, tested with the language's own runner and built
+//! with componentize-py or componentize-js (`interpreted.rs`).
 //!
 //! It builds in the plugin's own `target/` (or `--target-dir`), never in the checkout's shared
 //! guest directory: cargo names a cdylib's module after its package alone, so two packages of
@@ -13,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
+
+use crate::interpreted::{self, Language};
 
 /// A plugin kind and where its template lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,17 +87,21 @@ struct Request {
     /// Where cargo builds (default: the plugin's own `target/`).
     target_dir: Option<PathBuf>,
     build: bool,
+    /// Python or JavaScript (`None`: Rust).
+    language: Option<Language>,
 }
 
 impl Request {
     fn parse(args: &[String]) -> Result<Request, String> {
         let usage = "usage: wasmcni-plugin-build new <name> --kind <allocator|tagger|policy> \
-                     [--dir <parent directory>] [--target-dir <dir>] [--no-build]";
+                     [--language <rust|python|javascript>] [--dir <parent directory>] \
+                     [--target-dir <dir>] [--no-build]";
         let mut name = None;
         let mut kind = None;
         let mut parent = PathBuf::from(".");
         let mut target_dir = None;
         let mut build = true;
+        let mut language = None;
         let mut args = args.iter();
         while let Some(arg) = args.next() {
             let mut value = || {
@@ -104,17 +113,27 @@ impl Request {
                 "--dir" => parent = PathBuf::from(value()?),
                 "--target-dir" => target_dir = Some(PathBuf::from(value()?)),
                 "--no-build" => build = false,
+                "--language" => language = Language::parse(value()?)?,
                 flag if flag.starts_with('-') => return Err(format!("unknown {flag}; {usage}")),
                 _ if name.is_some() => return Err(format!("one name only; {usage}")),
                 _ => name = Some(check_name(arg)?),
             }
         }
+        let kind = kind.ok_or_else(|| format!("no --kind; {usage}"))?;
+        if language.is_some() && kind != Kind::Allocator {
+            return Err(format!(
+                "a {} is written in Rust for now: the Python and JavaScript templates are \
+                 allocators",
+                kind.as_str()
+            ));
+        }
         Ok(Request {
             name: name.ok_or_else(|| format!("no name; {usage}"))?,
-            kind: kind.ok_or_else(|| format!("no --kind; {usage}"))?,
+            kind,
             parent,
             target_dir,
             build,
+            language,
         })
     }
 }
@@ -247,11 +266,13 @@ fn grant_line(capability: &str) -> Option<&'static str> {
             "eni-ops = { subnets = [\"node\"], security_groups = [\"node\"] }   # widen deliberately"
         }
         "netlink" => "netlink = { mtu = [1280, 9001], routes = [] }",
+        "wasi" => "wasi = {}   # its interpreter's WASI, holding nothing (docs/configuration.md)",
         _ => return None,
     })
 }
 
-/// The `wasmcni:plugin` interfaces `component` imports, by interface name.
+/// The `wasmcni:plugin` interfaces `component` imports, by interface name, and `wasi` when it
+/// imports any WASI interface.
 fn imported_interfaces(component: &[u8]) -> Result<Vec<String>, String> {
     let wit_component::DecodedWasm::Component(resolve, world) =
         wit_component::decode(component).map_err(|e| format!("decoding the component: {e:#}"))?
@@ -263,11 +284,15 @@ fn imported_interfaces(component: &[u8]) -> Result<Vec<String>, String> {
         .keys()
         .map(|key| resolve.name_world_key(key))
         .filter_map(|name| {
+            if name.starts_with("wasi:") {
+                return Some("wasi".to_owned());
+            }
             let rest = name.strip_prefix("wasmcni:plugin/")?;
             Some(rest.split_once('@').map_or(rest, |(i, _)| i).to_owned())
         })
         .collect();
     interfaces.sort();
+    interfaces.dedup();
     Ok(interfaces)
 }
 
@@ -294,13 +319,20 @@ fn snippet(name: &str, kind: Kind, path: &str, digest: &str, interfaces: &[Strin
 
 /// Runs `new`: creates, tests and builds the plugin; prints where it is, its digest and the
 /// configuration to paste.
-pub(crate) fn run(args: &[String], root: &Path) -> Result<(), String> {
+pub(crate) fn run(args: &[String], root: &Path, target: &Path) -> Result<(), String> {
     let request = Request::parse(args)?;
-    let taken: Vec<String> = ["plugins", "tests/plugins"]
+    let mut taken: Vec<String> = ["plugins", "tests/plugins"]
         .iter()
         .map(|workspace| crate::guest_members(&root.join(workspace)))
         .collect::<Result<Vec<_>, _>>()?
         .concat();
+    for workspace in ["plugins", "tests/plugins"] {
+        taken.extend(
+            interpreted::find(&root.join(workspace))?
+                .into_iter()
+                .map(|(name, _, _)| name),
+        );
+    }
     if taken.contains(&request.name) {
         return Err(format!(
             "{:?} is the name of one of wasmcni's own plugins (its component would take that \
@@ -330,17 +362,19 @@ pub(crate) fn run(args: &[String], root: &Path) -> Result<(), String> {
         _ => format!("creating {}: {e}", dir.display()),
     })?;
     let written = utf8(&sdk).and_then(|sdk| {
-        files(&request.name, request.kind, sdk, &lockfile)
-            .into_iter()
-            .try_for_each(|(file, contents)| {
-                let path = dir.join(file);
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| format!("creating {}: {e}", parent.display()))?;
-                }
-                std::fs::write(&path, contents)
-                    .map_err(|e| format!("writing {}: {e}", path.display()))
-            })
+        match request.language {
+            Some(language) => interpreted::template_files(&request.name, language),
+            None => files(&request.name, request.kind, sdk, &lockfile),
+        }
+        .into_iter()
+        .try_for_each(|(file, contents)| {
+            let path = dir.join(file);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            }
+            std::fs::write(&path, contents).map_err(|e| format!("writing {}: {e}", path.display()))
+        })
     });
     if let Err(e) = written {
         // Nothing of it is any use: leave no half-made plugin behind.
@@ -359,6 +393,9 @@ pub(crate) fn run(args: &[String], root: &Path) -> Result<(), String> {
             dir.display()
         )
     };
+    if let Some(language) = request.language {
+        return build_interpreted(&request, &dir, language, root, target).map_err(kept);
+    }
     let target = request
         .target_dir
         .clone()
@@ -389,6 +426,40 @@ pub(crate) fn run(args: &[String], root: &Path) -> Result<(), String> {
         .map_err(|e| kept(format!("writing {}: {e}", path.display())))?;
     let digest = format!("sha256:{:x}", Sha256::digest(component));
     let interfaces = imported_interfaces(component).map_err(kept)?;
+    println!(
+        "built {} ({} bytes), {digest}",
+        path.display(),
+        component.len()
+    );
+    println!("\n# paste into the cluster configuration:\n");
+    print!(
+        "{}",
+        snippet(name, request.kind, utf8(&path)?, &digest, &interfaces)
+    );
+    Ok(())
+}
+
+/// Tests and builds a new Python or JavaScript allocator with the checkout's toolchains (in
+/// `target`), and prints what the Rust path prints.
+fn build_interpreted(
+    request: &Request,
+    dir: &Path,
+    language: Language,
+    root: &Path,
+    target: &Path,
+) -> Result<(), String> {
+    print!("{}", interpreted::unit_test(dir, language)?);
+    let name = &request.name;
+    let component = interpreted::build(name, dir, language, root, target)?.ok_or_else(|| {
+        format!(
+            "its toolchain is not installed in {}: run scripts/install-deps.sh in the checkout",
+            target.join("toolchains").display()
+        )
+    })?;
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::write(&path, &component).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    let digest = format!("sha256:{:x}", Sha256::digest(&component));
+    let interfaces = imported_interfaces(&component)?;
     println!(
         "built {} ({} bytes), {digest}",
         path.display(),
@@ -449,6 +520,28 @@ mod tests {
             ("p", Kind::Tagger, Path::new("/tmp/x"), false)
         );
         assert_eq!(request.target_dir, None);
+        assert_eq!(request.language, None);
+        let python = parse(&["p", "--kind", "allocator", "--language", "python"]).unwrap();
+        assert_eq!(python.language, Some(Language::Python));
+        assert!(parse(&["p", "--kind", "allocator", "--language", "go"])
+            .unwrap_err()
+            .contains("\"go\""));
+        assert!(
+            parse(&["p", "--kind", "tagger", "--language", "javascript"])
+                .unwrap_err()
+                .contains("written in Rust for now")
+        );
+    }
+
+    #[test]
+    fn the_python_and_javascript_templates_become_the_new_plugin() {
+        for language in [Language::Python, Language::JavaScript] {
+            let files = interpreted::template_files("team-pack", language);
+            let world = &files.iter().find(|(f, _)| *f == "world.wit").unwrap().1;
+            assert!(world.contains("package local:team-pack;"), "{world}");
+            assert!(world.contains("world plugin {"), "{world}");
+            assert!(files.iter().any(|(f, _)| *f == "README.md"));
+        }
     }
 
     #[test]

@@ -172,3 +172,65 @@ fn a_new_plugin_of_each_kind_tests_builds_and_audits_as_printed() {
     );
     assert!(!dir.join("pack").exists());
 }
+
+/// `--language python|javascript`: an allocator from the namespace-subnets example, its unit
+/// tests run by the language's own runner, built with componentize-py or componentize-js (the
+/// toolchains `scripts/install-deps.sh` installs), audited clean as printed: the Python one
+/// granted its interpreter's WASI holding nothing, the JavaScript one no WASI at all.
+#[test]
+fn a_new_python_or_javascript_allocator_tests_builds_and_audits_as_printed() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().canonicalize().unwrap();
+    let base = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.toml"),
+    )
+    .unwrap();
+    for (language, tests_passed) in [("python", "\nOK"), ("javascript", "# fail 0")] {
+        let name = format!("team-{language}");
+        let output = Command::new(bin_dir().join("wasmcni-plugin-build"))
+            .args(["new", &name, "--kind", "allocator", "--language", language])
+            .arg("--dir")
+            .arg(&dir)
+            .output()
+            .expect("run wasmcni-plugin-build");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{language}: {output:?}");
+        assert!(
+            stdout.contains(tests_passed),
+            "{language}: its tests ran: {stdout}"
+        );
+        let (component, digest, snippet) = printed(&stdout);
+        assert_eq!(component, dir.join(&name).join(format!("{name}.wasm")));
+        assert_eq!(wasmcni_runtime::digest_of_file(&component).unwrap(), digest);
+        assert_eq!(
+            snippet.contains("wasi = {}"),
+            language == "python",
+            "{language}: {snippet}"
+        );
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, format!("{base}\n{snippet}")).unwrap();
+        let json = audit(&config, true);
+        assert!(json.status.success(), "{language}: {json:?}");
+        let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        let plugin = &report["plugins"][0];
+        assert_eq!(plugin["problem"], serde_json::Value::Null, "{plugin}");
+        assert_eq!(plugin["under_granted"], serde_json::json!([]), "{plugin}");
+        assert_eq!(plugin["over_granted"], serde_json::json!([]), "{plugin}");
+    }
+    // Python and JavaScript templates are allocators.
+    let policy = Command::new(bin_dir().join("wasmcni-plugin-build"))
+        .args([
+            "new",
+            "team-guard",
+            "--kind",
+            "policy",
+            "--language",
+            "python",
+            "--dir",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("run wasmcni-plugin-build");
+    assert!(!policy.status.success());
+    assert!(!dir.join("team-guard").exists());
+}
