@@ -53,14 +53,26 @@ fn run() -> Result<(), String> {
             digests = map;
         }
     }
+    // Every name built in this run, and where: two plugins of one name would overwrite each
+    // other's component and digest.
+    let mut built_from = std::collections::BTreeMap::<String, PathBuf>::new();
     for workspace in workspaces {
         // A directory of Python or JavaScript plugins alone has no Cargo workspace.
-        let mut components = if workspace.join("Cargo.toml").exists() {
+        let cargo = workspace.join("Cargo.toml").exists();
+        let interpreted = interpreted::find(&workspace)?;
+        if !cargo && interpreted.is_empty() {
+            return Err(format!(
+                "{} holds neither a Cargo workspace of plugins nor a directory with world.wit \
+                 and app.py or plugin.js (give the parent of a Python or JavaScript plugin)",
+                workspace.display()
+            ));
+        }
+        let mut components = if cargo {
             build_workspace(&workspace, &target)?
         } else {
             Vec::new()
         };
-        for (name, dir, language) in interpreted::find(&workspace)? {
+        for (name, dir, language) in interpreted {
             if components.iter().any(|(built, _)| *built == name) {
                 return Err(format!(
                     "{}: a Rust plugin of {} is named {name} too; rename one",
@@ -70,6 +82,17 @@ fn run() -> Result<(), String> {
             }
             if let Some(component) = interpreted::build(&name, &dir, language, &root, &target)? {
                 components.push((name, component));
+            }
+        }
+        for (name, _) in &components {
+            if let Some(other) = built_from.insert(name.clone(), workspace.clone()) {
+                if other != workspace {
+                    return Err(format!(
+                        "{name} is a plugin of both {} and {}; rename one",
+                        other.display(),
+                        workspace.display()
+                    ));
+                }
             }
         }
         for (name, component) in components {

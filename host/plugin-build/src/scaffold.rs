@@ -120,6 +120,13 @@ impl Request {
             }
         }
         let kind = kind.ok_or_else(|| format!("no --kind; {usage}"))?;
+        if language.is_some() && target_dir.is_some() {
+            return Err(
+                "--target-dir is where cargo builds a Rust plugin; a Python or JavaScript one \
+                 is built with the checkout's toolchains"
+                    .into(),
+            );
+        }
         if language.is_some() && kind != Kind::Allocator {
             return Err(format!(
                 "a {} is written in Rust for now: the Python and JavaScript templates are \
@@ -154,15 +161,18 @@ const RESERVED_NAMES: [&str; 8] = [
 /// A plugin name that is also a cargo package name and a configuration plugin name: 1 to 64
 /// lowercase letters, digits and `-`, starting with a letter, none of [`RESERVED_NAMES`].
 fn check_name(name: &str) -> Result<String, String> {
+    // (Words joined by single `-`s: also a WIT package name, which a Python or JavaScript
+    // plugin's world takes.)
     let valid = (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.split('-').all(|word| !word.is_empty());
     if !valid {
         return Err(format!(
-            "{name:?} is not a plugin name: 1 to 64 lowercase letters, digits and `-`, starting \
-             with a letter"
+            "{name:?} is not a plugin name: 1 to 64 lowercase letters, digits and single `-`s, \
+             starting with a letter"
         ));
     }
     if RESERVED_NAMES.contains(&name) {
@@ -385,12 +395,17 @@ pub(crate) fn run(args: &[String], root: &Path, target: &Path) -> Result<(), Str
     if !request.build {
         return Ok(());
     }
+    let (test, build_from) = match request.language {
+        None => ("cargo test".to_owned(), dir.clone()),
+        Some(Language::Python) => ("python3 -m unittest".into(), request_parent(&dir)),
+        Some(Language::JavaScript) => ("node --test".into(), request_parent(&dir)),
+    };
     let kept = |why: String| {
         format!(
-            "{why}\n(kept {}, its sources complete: fix it, then `cargo test` there and \
+            "{why}\n(kept {}, its sources complete: fix it, then `{test}` there and \
              `cargo run --release -p wasmcni-plugin-build -- {}` from the checkout)",
             dir.display(),
-            dir.display()
+            build_from.display()
         )
     };
     if let Some(language) = request.language {
@@ -439,6 +454,12 @@ pub(crate) fn run(args: &[String], root: &Path, target: &Path) -> Result<(), Str
     Ok(())
 }
 
+/// The directory a Python or JavaScript plugin is built from: its parent (`wasmcni-plugin-build`
+/// builds every such plugin directory in the directory it is given).
+fn request_parent(dir: &Path) -> PathBuf {
+    dir.parent().map_or_else(|| dir.to_owned(), Path::to_owned)
+}
+
 /// Tests and builds a new Python or JavaScript allocator with the checkout's toolchains (in
 /// `target`), and prints what the Rust path prints.
 fn build_interpreted(
@@ -480,7 +501,16 @@ mod tests {
     #[test]
     fn names_are_package_and_plugin_names() {
         assert_eq!(check_name("team-pack2"), Ok("team-pack2".into()));
-        for bad in ["", "Pack", "2pack", "pa_ck", "pa ck", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "Pack",
+            "2pack",
+            "pa_ck",
+            "pa ck",
+            "pa--ck",
+            "pack-",
+            &"x".repeat(65),
+        ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
         for reserved in ["self", "std", "wasmcni-plugin-sdk"] {

@@ -715,9 +715,12 @@ impl Plugin {
         }
         let mut store = Store::new(self.engine(), state);
         store.limiter(|s| &mut s.limits);
-        // The wasmcni interfaces pass no resources; WASI's streams and pollables are bounded
-        // here as in the call's resource table.
-        store.set_max_component_handles(wasi::MAX_WASI_RESOURCES);
+        // WASI's streams and pollables are bounded here as in the call's resource table (a
+        // handle lent to a call counts twice: a poll of N pollables takes 2N). The wasmcni
+        // interfaces pass no resources, so other plugins keep wasmtime's default.
+        if self.grants.has(Capability::Wasi) {
+            store.set_max_component_handles(2 * wasi::MAX_WASI_RESOURCES);
+        }
         let kv_quota = self.kv.as_ref().map(|_| self.spec.grants.kv.max_bytes);
         store.set_hostcall_fuel(Limits::hostcall_bytes(kv_quota));
         // Every tick while the call runs: stop it once its deadline passed or the daemon stops.
@@ -1242,10 +1245,7 @@ fn describe_trap(error: &wasmtime::Error, limits: &Limits) -> String {
             ),
         };
     }
-    if let Some(exit) = error
-        .chain()
-        .find_map(|e| e.downcast_ref::<wasmtime_wasi::I32Exit>())
-    {
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return format!("exited with status {} (wasi:cli/exit)", exit.0);
     }
     // The causes, without the wasm backtrace wasmtime adds as context (frames of an
@@ -1256,6 +1256,14 @@ fn describe_trap(error: &wasmtime::Error, limits: &Limits) -> String {
         .filter(|cause| !cause.starts_with("error while executing at wasm backtrace"))
         .collect::<Vec<_>>()
         .join(": ");
+    if chain.contains("store handle limit exceeded")
+        || chain.contains("resource table has no free keys")
+    {
+        return format!(
+            "held more than {} WASI resources at once (open files, streams, pollables)",
+            wasi::MAX_WASI_RESOURCES
+        );
+    }
     if chain.contains("fuel allocated for hostcalls has been exhausted") {
         return "passed more data to the host in one call than it accepts (hostcall fuel; an oversized string or list)".to_owned();
     }

@@ -81,10 +81,11 @@ impl CallWasi {
                 .insecure_random_seed(0);
         }
         for dir in &scope.read_dirs {
-            check_granted_dir(dir)?;
+            let opened = open_granted_dir(dir)?;
             let guest = dir.to_string_lossy();
+            let by_fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&opened));
             builder
-                .preopened_dir(dir, guest.as_ref(), FsPerms::ReadOnly)
+                .preopened_dir(&by_fd, guest.as_ref(), FsPerms::ReadOnly)
                 .map_err(|e| format!("cannot open its granted directory {}: {e}", dir.display()))?;
         }
         let mut table = ResourceTable::new();
@@ -106,8 +107,10 @@ impl CallWasi {
     /// The end of what the call wrote to stdout and stderr, short enough to fit a failure's
     /// message ([`wasmcni_core::limits::MAX_MESSAGE_BYTES`]) beside the trap.
     pub(super) fn output_tail(&self) -> String {
-        let text = self.output.text();
-        let text = text.trim_end();
+        // Escaped first (a traceback's newlines, terminal codes), so the cut below is the
+        // last cut the text gets.
+        let text = wasmcni_cni::text::escape_controls(self.output.text().trim_end());
+        let text = text.as_str();
         let mut start = text.len().saturating_sub(OUTPUT_IN_MESSAGE);
         while !text.is_char_boundary(start) {
             start += 1;
@@ -120,26 +123,51 @@ impl CallWasi {
     }
 }
 
-/// Checks, when it is opened, that a granted directory is what the configuration names: the
-/// path resolves to itself (no symbolic link anywhere on it, which could lead to `/` or
-/// `/proc/1/root`) and lies outside the kernel's trees.
-fn check_granted_dir(dir: &std::path::Path) -> Result<(), String> {
-    let resolved = std::fs::canonicalize(dir)
-        .map_err(|e| format!("cannot open its granted directory {}: {e}", dir.display()))?;
-    if resolved != dir {
-        return Err(format!(
-            "its granted directory {} resolves to {} (a symbolic link): grant the directory itself",
-            dir.display(),
-            resolved.display()
+/// Opens a granted directory for one call: by `openat2` refusing every symbolic link on the
+/// path (so nothing swapped in after the configuration was checked can lead to `/` or
+/// `/proc/1/root`), refused on a kernel filesystem (procfs, sysfs and kin, wherever they are
+/// mounted), and handed to wasmtime-wasi as the opened descriptor (`/proc/self/fd/N`), so
+/// what it opens is what was checked.
+fn open_granted_dir(dir: &std::path::Path) -> Result<std::os::fd::OwnedFd, String> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use nix::sys::statfs;
+    let refused = |why: String| format!("its granted directory {}: {why}", dir.display());
+    if KERNEL_TREES.iter().any(|tree| dir.starts_with(tree)) || dir.parent().is_none() {
+        return Err(refused("is / or in the kernel's trees".into()));
+    }
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = openat2(nix::fcntl::AT_FDCWD, dir, how).map_err(|e| match e {
+        nix::errno::Errno::ELOOP => refused(
+            "a symbolic link is on its path; grant the directory itself, by a path without \
+             links"
+                .into(),
+        ),
+        e => refused(format!("cannot open it: {e}")),
+    })?;
+    let kind = statfs::fstatfs(&fd)
+        .map_err(|e| refused(format!("cannot stat it: {e}")))?
+        .filesystem_type();
+    let kernel = [
+        statfs::PROC_SUPER_MAGIC,
+        statfs::SYSFS_MAGIC,
+        statfs::DEBUGFS_MAGIC,
+        statfs::TRACEFS_MAGIC,
+        statfs::SECURITYFS_MAGIC,
+        statfs::CGROUP_SUPER_MAGIC,
+        statfs::CGROUP2_SUPER_MAGIC,
+        statfs::NSFS_MAGIC,
+        statfs::BPF_FS_MAGIC,
+    ];
+    if kernel.contains(&kind) {
+        return Err(refused(
+            "is on a kernel filesystem (procfs, sysfs and kin): a process's root or a blocking \
+             read is a path away"
+                .into(),
         ));
     }
-    if resolved.parent().is_none() || KERNEL_TREES.iter().any(|tree| resolved.starts_with(tree)) {
-        return Err(format!(
-            "its granted directory {} is / or in the kernel's trees",
-            dir.display()
-        ));
-    }
-    Ok(())
+    Ok(fd)
 }
 
 impl WasiView for HostState {
@@ -333,12 +361,16 @@ impl Pollable for Sleep {
             Sleep::Real { wake, alarm } => {
                 let (wake, alarm) = (*wake, alarm.clone());
                 std::future::poll_fn(move |cx| {
-                    if Instant::now() >= wake {
-                        std::task::Poll::Ready(())
-                    } else {
-                        alarm.wake_at(wake, cx.waker());
-                        std::task::Poll::Pending
+                    let now = Instant::now();
+                    if now >= wake {
+                        return std::task::Poll::Ready(());
                     }
+                    if alarm.wake_at(wake, cx.waker()) {
+                        return std::task::Poll::Pending;
+                    }
+                    // No alarm thread: wait here, never past the deadline.
+                    std::thread::sleep(wake - now);
+                    std::task::Poll::Ready(())
                 })
                 .await;
             }
@@ -349,72 +381,116 @@ impl Pollable for Sleep {
     }
 }
 
-/// Most wakers one call's alarm keeps; past it the earliest-registered is woken at once (a
-/// spurious wake-up: its future is polled again and re-registers).
-const MAX_ALARM_WAKERS: usize = 64;
-
-/// One thread per call with real sleeps pending, waking each sleep's waker at its time; it
-/// ends when none is left (every time is at most the call's deadline, so it outlives the call
-/// by nothing).
+/// One call's alarm: a thread, started by the call's first real sleep that has to wait and
+/// ended when the call's WASI is dropped, that wakes the one waker registered (the call's
+/// thread, blocked in a poll) at the earliest time asked. One thread per call at most, none
+/// outliving it.
 #[derive(Default)]
 struct Alarm {
-    pending: Mutex<AlarmState>,
+    state: Mutex<AlarmState>,
     changed: std::sync::Condvar,
 }
 
 #[derive(Default)]
 struct AlarmState {
-    wakers: Vec<(Instant, std::task::Waker)>,
+    /// When to wake, and whom.
+    slot: Option<(Instant, std::task::Waker)>,
     running: bool,
+    closed: bool,
 }
 
 impl Alarm {
-    fn wake_at(self: &Arc<Self>, at: Instant, waker: &std::task::Waker) {
-        let mut state = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        match state.wakers.iter_mut().find(|(_, w)| w.will_wake(waker)) {
-            Some(entry) => entry.0 = entry.0.min(at),
-            None => {
-                if state.wakers.len() >= MAX_ALARM_WAKERS {
-                    state.wakers.remove(0).1.wake();
+    /// Wakes `waker` at `at` (or earlier). `false` when no alarm thread can run: the caller
+    /// then waits on its own thread (bounded by the deadline).
+    fn wake_at(self: &Arc<Self>, at: Instant, waker: &std::task::Waker) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.closed {
+            return false;
+        }
+        let earlier = match &state.slot {
+            Some((when, current)) if current.will_wake(waker) => at < *when,
+            _ => true,
+        };
+        if earlier {
+            // Another waker in the slot: wake it, so it polls again and re-registers.
+            if let Some((_, replaced)) = state.slot.replace((at, waker.clone())) {
+                if !replaced.will_wake(waker) {
+                    replaced.wake();
                 }
-                state.wakers.push((at, waker.clone()));
             }
         }
         if state.running {
-            self.changed.notify_one();
-            return;
+            if earlier {
+                self.changed.notify_one();
+            }
+            return true;
         }
         let alarm = self.clone();
-        let spawned = std::thread::Builder::new()
+        match std::thread::Builder::new()
             .name("wasmcni-wasi-alarm".into())
-            .spawn(move || alarm.run());
-        match spawned {
-            Ok(_) => state.running = true,
-            // No thread: wake everything now (polled again, they re-register and retry).
-            Err(_) => state.wakers.drain(..).for_each(|(_, w)| w.wake()),
+            .spawn(move || alarm.run())
+        {
+            Ok(_) => {
+                state.running = true;
+                true
+            }
+            Err(_) => {
+                state.slot = None;
+                false
+            }
         }
     }
 
+    /// Ends the thread (the call is over).
+    fn close(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.closed = true;
+        state.slot = None;
+        self.changed.notify_one();
+    }
+
     fn run(&self) {
-        let mut state = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let now = Instant::now();
-            let (due, later): (Vec<_>, Vec<_>) =
-                state.wakers.drain(..).partition(|(at, _)| *at <= now);
-            state.wakers = later;
-            for (_, waker) in due {
-                waker.wake();
-            }
-            let Some(next) = state.wakers.iter().map(|(at, _)| *at).min() else {
+        /// Marks the thread gone however it ends.
+        struct Gone<'a>(&'a Alarm);
+        impl Drop for Gone<'_> {
+            fn drop(&mut self) {
+                let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
                 state.running = false;
-                return;
-            };
-            state = self
-                .changed
-                .wait_timeout(state, next.saturating_duration_since(now))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            }
         }
+        let _gone = Gone(self);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if state.closed {
+                return;
+            }
+            let now = Instant::now();
+            match &state.slot {
+                None => {
+                    state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+                }
+                Some((when, _)) if *when > now => {
+                    let wait = *when - now;
+                    state = self
+                        .changed
+                        .wait_timeout(state, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                Some(_) => {
+                    let (_, waker) = state.slot.take().expect("matched Some");
+                    drop(state);
+                    waker.wake();
+                    state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                }
+            }
+        }
+    }
+}
+
+impl Drop for CallClocks {
+    fn drop(&mut self) {
+        self.alarm.close();
     }
 }
 
@@ -505,8 +581,8 @@ mod tests {
 
     #[test]
     fn a_virtual_sleep_moves_the_clock_and_a_real_one_stops_at_the_deadline() {
-        let deadline = Instant::now() + Duration::from_millis(30);
-        let closed = CallWasi::new(&WasiScope::default(), deadline).unwrap();
+        let far = Instant::now() + Duration::from_secs(5);
+        let closed = CallWasi::new(&WasiScope::default(), far).unwrap();
         let mut sleep = closed.clocks.sleep(3_600_000_000_000);
         assert!(poll_once(sleep.ready()), "a virtual sleep is ready at once");
         assert_eq!(closed.clocks.monotonic_ns(), 3_600_000_000_000);
@@ -514,16 +590,26 @@ mod tests {
             clocks: true,
             ..WasiScope::default()
         };
-        let open = CallWasi::new(&real, deadline).unwrap();
+        // A readiness check does not wait (the deadline is far).
+        let open = CallWasi::new(&real, far).unwrap();
         let mut sleep = open.clocks.sleep(3_600_000_000_000);
-        // A readiness check does not wait.
         let started = Instant::now();
         assert!(!poll_once(sleep.ready()));
-        assert!(started.elapsed() < Duration::from_millis(20));
-        // Waited for, it wakes at the deadline.
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // Waited for, an hour's sleep wakes at the call's deadline.
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let open = CallWasi::new(&real, deadline).unwrap();
+        let mut sleep = open.clocks.sleep(3_600_000_000_000);
         block_on(sleep.ready());
         let now = Instant::now();
         assert!(now >= deadline && now < deadline + Duration::from_secs(1));
+        // A short one wakes at its own time, well before the deadline.
+        let open = CallWasi::new(&real, far).unwrap();
+        let mut sleep = open.clocks.sleep(20_000_000);
+        let started = Instant::now();
+        block_on(sleep.ready());
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 
     #[test]
@@ -558,16 +644,29 @@ mod tests {
         assert!(CallWasi::new(&scope(&real), deadline).is_ok());
         let refused = CallWasi::new(&scope(&link), deadline).err().unwrap();
         assert!(
-            refused.contains("resolves to / (a symbolic link)"),
+            refused.contains("a symbolic link is on its path"),
             "{refused}"
         );
         let refused = CallWasi::new(&scope(std::path::Path::new("/proc/self")), deadline)
             .err()
             .unwrap();
-        assert!(
-            refused.contains("symbolic link") || refused.contains("kernel"),
-            "{refused}"
-        );
+        assert!(refused.contains("kernel's trees"), "{refused}");
+        // A kernel filesystem mounted elsewhere (a daemonset's /host/proc) is refused too.
+        let proc_elsewhere = real.join("proc");
+        std::fs::create_dir(&proc_elsewhere).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "proc", "proc"])
+            .arg(&proc_elsewhere)
+            .status()
+            .expect("run mount (the tests run as root)");
+        assert!(mounted.success(), "mounting a procfs: {mounted}");
+        let refused = CallWasi::new(&scope(&proc_elsewhere), deadline).err();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&proc_elsewhere)
+            .status();
+        let refused = refused.expect("a procfs refused");
+        assert!(refused.contains("kernel filesystem"), "{refused}");
         let refused = CallWasi::new(&scope(std::path::Path::new("/sys/kernel")), deadline)
             .err()
             .unwrap();

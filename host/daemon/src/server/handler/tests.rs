@@ -690,7 +690,12 @@ async fn a_hostile_python_allocator_gets_nothing_and_the_daemon_keeps_serving() 
     spec.on_failure.0.insert(Hook::Allocate, FailureMode::Open);
     // The interpreter's call takes 2 ms; room for a loaded test machine.
     spec.limits.deadline_ms.insert(Export::Allocate, 5_000);
-    let f = fixture_set("10.88.0.0/24", Some(spec), Vec::new());
+    // Loaded (its `init` called) on a blocking thread, as the daemon loads plugins: a WASI
+    // call blocks on the runtime's handle, which an async context may not.
+    let f =
+        tokio::task::spawn_blocking(move || fixture_set("10.88.0.0/24", Some(spec), Vec::new()))
+            .await
+            .unwrap();
     for (i, expected) in ["10.88.0.1", "10.88.0.2"].iter().enumerate() {
         let response = f.run(Command::Add, &format!("p{i}"), "1.0.0").await;
         let result: serde_json::Value = serde_json::from_str(stdout(&response)).unwrap();
