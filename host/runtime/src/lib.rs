@@ -42,7 +42,6 @@ pub use audit_log::{
 };
 pub use compiler::{Compiler, CHILD_COMPILE_TIMEOUT};
 pub use host::HostCall;
-pub use wasmcni_core::grants::wasi::{MAX_CAPTURED_OUTPUT, MAX_RANDOM_BYTES};
 
 use cache::ArtifactCache;
 use gate::Gate;
@@ -709,7 +708,8 @@ impl Plugin {
             limits.host_calls,
             self.kv.clone(),
         );
-        if self.grants.has(Capability::Wasi) {
+        let wasi_granted = self.grants.has(Capability::Wasi);
+        if wasi_granted {
             let call_wasi = wasi::CallWasi::new(&self.grants.wasi, deadline).map_err(trapped)?;
             state.wasi = Some(Box::new(call_wasi));
         }
@@ -718,7 +718,7 @@ impl Plugin {
         // WASI's streams and pollables are bounded here as in the call's resource table (a
         // handle lent to a call counts twice: a poll of N pollables takes 2N). The wasmcni
         // interfaces pass no resources, so other plugins keep wasmtime's default.
-        if self.grants.has(Capability::Wasi) {
+        if wasi_granted {
             store.set_max_component_handles(2 * wasi::MAX_WASI_RESOURCES);
         }
         let kv_quota = self.kv.as_ref().map(|_| self.spec.grants.kv.max_bytes);
@@ -759,14 +759,12 @@ impl Plugin {
                     metrics.plugin_traps.get_or_create(&label).inc();
                     // An interpreter prints why it failed (a traceback) before it traps.
                     let output = store.data().wasi.as_ref().map(|w| w.output_tail());
-                    match output.filter(|text| !text.trim().is_empty()) {
-                        // The trap is cut first, so the output's end survives the message's
-                        // 1 KiB cut; both with control characters escaped (a traceback's
-                        // newlines, terminal codes) as log lines are.
+                    match output.filter(|text| !text.is_empty()) {
+                        // The trap is cut first, so the output's end (trimmed and escaped
+                        // by `output_tail`) survives the message's 1 KiB cut.
                         Some(text) => trapped(format!(
-                            "{}; its output ended with: {}",
+                            "{}; its output ended with: {text}",
                             wasmcni_core::limits::truncate_to(describe_trap(&e, limits), 300),
-                            wasmcni_cni::text::escape_controls(text.trim_end())
                         )),
                         None => trapped(describe_trap(&e, limits)),
                     }

@@ -170,16 +170,23 @@ fn open_granted_dir(dir: &std::path::Path) -> Result<std::os::fd::OwnedFd, Strin
     Ok(fd)
 }
 
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        // Linked only for plugins granted `wasi`, whose every call has one.
+impl HostState {
+    /// The call's WASI. Linked only for plugins granted `wasi`, whose every call has one; a
+    /// closed one stands in should that ever not hold.
+    fn call_wasi(&mut self) -> &mut CallWasi {
         debug_assert!(self.wasi.is_some(), "WASI linked without a call's context");
-        let wasi = self.wasi.get_or_insert_with(|| {
+        self.wasi.get_or_insert_with(|| {
             Box::new(
                 CallWasi::new(&WasiScope::default(), Instant::now())
                     .expect("a scope without directories opens nothing"),
             )
-        });
+        })
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        let wasi = self.call_wasi();
         WasiCtxView {
             ctx: &mut wasi.ctx,
             table: &mut wasi.table,
@@ -236,7 +243,7 @@ impl HasData for Table {
 }
 
 fn table(state: &mut HostState) -> &mut ResourceTable {
-    state.ctx().table
+    &mut state.call_wasi().table
 }
 
 /// `wasi:clocks`' view: the call's clocks and resource table.
@@ -252,8 +259,7 @@ struct ClocksView<'a> {
 }
 
 fn clocks(state: &mut HostState) -> ClocksView<'_> {
-    state.ctx();
-    let wasi = state.wasi.as_mut().expect("created by ctx()");
+    let wasi = state.call_wasi();
     ClocksView {
         clocks: &wasi.clocks,
         table: &mut wasi.table,
