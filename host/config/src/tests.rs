@@ -447,6 +447,7 @@ fn plugin_entries_are_validated_key_by_key() {
         (plugin("").replace("log = {}", "wasi = { read_dirs = [\"/\"] }"), "`plugins[0].grants.wasi.read_dirs[0]` = \"/\": must not be /"),
         (plugin("").replace("log = {}", "wasi = { read_dirs = [\"/srv/a\", \"/srv/a/\"] }"), "`plugins[0].grants.wasi.read_dirs[1]` = \"/srv/a/\": granted twice"),
         (plugin("").replace("log = {}", "wasi = { network = true }"), "unknown field `network`, expected one of `clocks`, `random`, `read_dirs`"),
+        (plugin("").replace("log = {}", "wasi = { read_dirs = [\"/srv/d0\", \"/srv/d1\", \"/srv/d2\", \"/srv/d3\", \"/srv/d4\", \"/srv/d5\", \"/srv/d6\", \"/srv/d7\", \"/srv/d8\"] }"), "`plugins[0].grants.wasi.read_dirs` = 9 directories: at most 8 directories may be granted"),
     ];
     for (text, expected) in cases {
         let err = ClusterConfig::parse(&text, "t").unwrap_err().to_string();
